@@ -1,0 +1,245 @@
+//! Content-defined chunking: FastCDC 2020 with normalisation level 1.
+//!
+//! A cut point depends only on the bytes around it, so an edit in the middle of a file changes
+//! the chunks near the edit and leaves the others (and their ids) as they were. Chunk ids are the
+//! BLAKE3 of the uncompressed chunk. The parameters travel in every [`crate::Index`] so that they
+//! can change later without breaking clients.
+
+use std::io::Read;
+
+use fastcdc::v2020::{Normalization, StreamCDC};
+use serde::{Deserialize, Serialize};
+
+use crate::Hash;
+
+/// Largest chunk any index may declare; decoders refuse more.
+pub const MAX_CHUNK_SIZE: u32 = 16 << 20;
+
+/// FastCDC parameters, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerConfig {
+    /// No chunk is smaller, except the last one of a file.
+    pub min: u32,
+    /// Target average chunk size.
+    pub avg: u32,
+    /// No chunk is larger.
+    pub max: u32,
+}
+
+impl Default for ChunkerConfig {
+    /// 16 / 64 / 256 KiB, the casync/desync defaults.
+    fn default() -> Self {
+        ChunkerConfig {
+            min: 16 << 10,
+            avg: 64 << 10,
+            max: 256 << 10,
+        }
+    }
+}
+
+/// The parameters are outside what FastCDC supports or what Hummel accepts.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid chunker parameters min={min} avg={avg} max={max}")]
+pub struct InvalidChunkerConfig {
+    /// Minimum chunk size.
+    pub min: u32,
+    /// Average chunk size.
+    pub avg: u32,
+    /// Maximum chunk size.
+    pub max: u32,
+}
+
+impl ChunkerConfig {
+    /// Checks `64 <= min <= avg <= max <= MAX_CHUNK_SIZE` and FastCDC's own bounds.
+    pub fn validate(&self) -> Result<(), InvalidChunkerConfig> {
+        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
+        let (min, avg, max) = (self.min as usize, self.avg as usize, self.max as usize);
+        let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&min)
+            && (AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
+            && max >= MAXIMUM_MIN
+            && min <= avg
+            && avg <= max
+            && self.max <= MAX_CHUNK_SIZE;
+        if ok {
+            Ok(())
+        } else {
+            Err(InvalidChunkerConfig {
+                min: self.min,
+                avg: self.avg,
+                max: self.max,
+            })
+        }
+    }
+}
+
+/// One chunk as it comes out of [`chunk_stream`].
+#[derive(Debug)]
+pub struct ChunkData {
+    /// Offset of the chunk in the file.
+    pub offset: u64,
+    /// BLAKE3 of `data`.
+    pub hash: Hash,
+    /// The uncompressed bytes.
+    pub data: Vec<u8>,
+}
+
+/// What [`chunk_stream`] learned about the whole stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamDigest {
+    /// BLAKE3 of all bytes (the file hash).
+    pub hash: Hash,
+    /// Number of bytes read.
+    pub size: u64,
+}
+
+/// Cuts `reader` into content-defined chunks, hashes each, and hashes the whole stream in the
+/// same pass. `on_chunk` sees the chunks in order; an error from it stops the stream.
+/// An empty stream has no chunks. CPU-bound; call from a blocking context.
+pub fn chunk_stream<R, E, F>(
+    config: &ChunkerConfig,
+    reader: R,
+    mut on_chunk: F,
+) -> Result<StreamDigest, E>
+where
+    R: Read,
+    E: From<std::io::Error>,
+    F: FnMut(ChunkData) -> Result<(), E>,
+{
+    let mut file_hasher = blake3::Hasher::new();
+    let mut size = 0u64;
+    let cdc = StreamCDC::with_level(
+        reader,
+        config.min as usize,
+        config.avg as usize,
+        config.max as usize,
+        Normalization::Level1,
+    );
+    for chunk in cdc {
+        let chunk = chunk.map_err(|e| match e {
+            fastcdc::v2020::Error::IoError(io) => E::from(io),
+            other => E::from(std::io::Error::other(other.to_string())),
+        })?;
+        file_hasher.update(&chunk.data);
+        size += chunk.length as u64;
+        let hash = Hash::of(&chunk.data);
+        on_chunk(ChunkData {
+            offset: chunk.offset,
+            hash,
+            data: chunk.data,
+        })?;
+    }
+    Ok(StreamDigest {
+        hash: file_hasher.finalize().into(),
+        size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    fn chunks_of(data: &[u8], cfg: &ChunkerConfig) -> Vec<(u64, usize, Hash)> {
+        let mut out = Vec::new();
+        let digest = chunk_stream::<_, std::io::Error, _>(cfg, data, |c| {
+            out.push((c.offset, c.data.len(), c.hash));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(digest.size, data.len() as u64);
+        assert_eq!(digest.hash, Hash::of(data));
+        out
+    }
+
+    fn random(len: usize, seed: u64) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+        v
+    }
+
+    #[test]
+    fn empty_stream_has_no_chunks() {
+        assert!(chunks_of(&[], &ChunkerConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn small_file_is_one_chunk() {
+        let data = random(10_000, 1);
+        let c = chunks_of(&data, &ChunkerConfig::default());
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].2, Hash::of(&data));
+    }
+
+    #[test]
+    fn chunks_cover_the_stream_within_bounds() {
+        let cfg = ChunkerConfig::default();
+        let data = random(3 << 20, 2);
+        let c = chunks_of(&data, &cfg);
+        let mut pos = 0u64;
+        for (i, (off, len, _)) in c.iter().enumerate() {
+            assert_eq!(*off, pos);
+            assert!(*len <= cfg.max as usize);
+            if i + 1 < c.len() {
+                assert!(*len >= cfg.min as usize);
+            }
+            pos += *len as u64;
+        }
+        assert_eq!(pos, data.len() as u64);
+        let avg = data.len() / c.len();
+        assert!(avg > 32 << 10 && avg < 160 << 10, "mean chunk {avg}");
+    }
+
+    #[test]
+    fn insert_in_the_middle_changes_only_nearby_chunks() {
+        let cfg = ChunkerConfig::default();
+        let data = random(8 << 20, 3);
+        let mut edited = data.clone();
+        let at = 4 << 20;
+        edited.splice(at..at, random(1024, 4));
+        let a: std::collections::HashSet<Hash> =
+            chunks_of(&data, &cfg).into_iter().map(|c| c.2).collect();
+        let b = chunks_of(&edited, &cfg);
+        let new: Vec<_> = b.iter().filter(|c| !a.contains(&c.2)).collect();
+        assert!(!new.is_empty());
+        assert!(
+            new.len() <= 3,
+            "{} new chunks after a 1 KiB insert",
+            new.len()
+        );
+    }
+
+    #[test]
+    fn validate_rejects_nonsense() {
+        assert!(ChunkerConfig::default().validate().is_ok());
+        let bad = ChunkerConfig {
+            min: 100_000,
+            avg: 1000,
+            max: 2000,
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Overwriting a span leaves every chunk that ends before the span, or starts
+        /// well after it, with the same id.
+        #[test]
+        fn overwrite_keeps_far_chunks(seed in 0u64..1000, at_frac in 0.1f64..0.9, len in 1usize..20_000) {
+            let cfg = ChunkerConfig { min: 2048, avg: 8192, max: 32768 };
+            let data = random(400_000, seed);
+            let at = (data.len() as f64 * at_frac) as usize;
+            let mut edited = data.clone();
+            let end = (at + len).min(edited.len());
+            for b in &mut edited[at..end] { *b ^= 0x5a; }
+            let before = chunks_of(&data, &cfg);
+            let after: std::collections::HashSet<Hash> = chunks_of(&edited, &cfg).into_iter().map(|c| c.2).collect();
+            for (off, l, h) in before {
+                let chunk_end = off as usize + l;
+                if chunk_end <= at || off as usize >= end + 2 * cfg.max as usize {
+                    prop_assert!(after.contains(&h), "chunk at {} len {} lost (edit {}..{})", off, l, at, end);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! [`Index`]: an immutable, numbered revision of the repository tree, or a subtree of one.
+//!
+//! An index lists every directory (so empty folders are part of the tree) and every file with
+//! its size, mode, mtime, BLAKE3 file hash and chunk list. Chunk lists are indexes into the
+//! index's own chunk table, which says where each chunk lives: pack number, offset, stored
+//! length, plain length and codec. Pack numbers are the master's enumeration of packs (the
+//! seed's "enumeration instead of hashes"); the pack table maps them to pack hashes.
+//!
+//! # Envelope (format version 1)
+//!
+//! ```text
+//! "HUMLIDX\0" | u32 LE format version | u32 LE flags (0) | u64 LE body length
+//! body: zstd(postcard(Index))
+//! u32 LE signature length | signature bytes (empty for now; signs the body)
+//! ```
+//!
+//! The identity of an index is the BLAKE3 of its body. [`decode`] bounds every size and runs
+//! [`Index::validate`] before anything else may look at the index.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::{ChunkerConfig, MAX_CHUNK_SIZE};
+use crate::{Codec, Hash, RelPath};
+
+/// First bytes of every encoded index.
+pub const INDEX_MAGIC: &[u8; 8] = b"HUMLIDX\0";
+/// The index format this code writes and reads.
+pub const INDEX_FORMAT_VERSION: u32 = 1;
+/// Largest encoded body a decoder accepts.
+pub const MAX_INDEX_BODY: u64 = 256 << 20;
+/// Largest decoded body a decoder accepts.
+pub const MAX_INDEX_PLAIN: u64 = 1 << 30;
+/// Largest signature a decoder accepts.
+pub const MAX_SIGNATURE: u32 = 4096;
+/// The client keeps its state here, below the destination; no index may use this name at its top.
+pub const RESERVED_TOP_NAME: &str = ".hummel";
+
+/// A revision, or a subtree of one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    /// Revision number; grows with every build.
+    pub revision: u64,
+    /// When the build finished (seconds since the epoch).
+    pub created_unix: i64,
+    /// How files were cut into chunks.
+    pub chunker: ChunkerConfig,
+    /// The subtree this index covers (`None`: the whole repository). Entry paths are relative to it.
+    pub root: Option<RelPath>,
+    /// Directories and files, sorted by path, unique.
+    pub entries: Vec<Entry>,
+    /// Every chunk the files use, unique by hash.
+    pub chunks: Vec<ChunkLocation>,
+    /// Every pack the chunks live in, sorted by number.
+    pub packs: Vec<PackInfo>,
+}
+
+/// One directory or file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Path relative to the index root.
+    pub path: RelPath,
+    /// What it is.
+    pub kind: EntryKind,
+}
+
+/// Directory or file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A directory.
+    Dir(DirEntry),
+    /// A regular file.
+    File(FileEntry),
+}
+
+/// A directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// Unix permission bits.
+    pub mode: u32,
+}
+
+/// A regular file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Size in bytes.
+    pub size: u64,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// BLAKE3 of the content.
+    pub hash: Hash,
+    /// Positions in [`Index::chunks`], in file order.
+    pub chunks: Vec<u32>,
+}
+
+/// Where a chunk lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkLocation {
+    /// Chunk id.
+    pub hash: Hash,
+    /// Pack number.
+    pub pack: u32,
+    /// Offset in the pack.
+    pub offset: u64,
+    /// Stored length.
+    pub stored_len: u32,
+    /// Plain length.
+    pub len: u32,
+    /// Storage codec.
+    pub codec: Codec,
+}
+
+/// A pack, by number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackInfo {
+    /// The master's number for it.
+    pub number: u32,
+    /// BLAKE3 of the pack.
+    pub hash: Hash,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// An index that was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// Not an index, truncated, or too large.
+    #[error("invalid index: {0}")]
+    Invalid(String),
+    /// Written by a newer Hummel.
+    #[error("index format version {0} is not supported (this build reads {INDEX_FORMAT_VERSION})")]
+    Version(u32),
+    /// Decodes, but breaks a rule.
+    #[error("inconsistent index: {0}")]
+    Inconsistent(String),
+}
+
+impl Index {
+    /// Files only.
+    pub fn files(&self) -> impl Iterator<Item = (&RelPath, &FileEntry)> {
+        self.entries.iter().filter_map(|e| match &e.kind {
+            EntryKind::File(f) => Some((&e.path, f)),
+            EntryKind::Dir(_) => None,
+        })
+    }
+
+    /// Number of files.
+    pub fn file_count(&self) -> usize {
+        self.files().count()
+    }
+
+    /// Sum of file sizes.
+    pub fn total_size(&self) -> u64 {
+        self.files().map(|(_, f)| f.size).sum()
+    }
+
+    /// The entry at `path`, if any.
+    pub fn get(&self, path: &RelPath) -> Option<&Entry> {
+        self.entries
+            .binary_search_by(|e| e.path.as_str().cmp(path.as_str()))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
+    /// The pack with `number`, if listed.
+    pub fn pack(&self, number: u32) -> Option<&PackInfo> {
+        self.packs
+            .binary_search_by_key(&number, |p| p.number)
+            .ok()
+            .map(|i| &self.packs[i])
+    }
+
+    /// Checks every rule a decoder relies on: sorted unique valid paths, each parent present as a
+    /// directory, chunk lists in range and summing to the file size, chunks inside listed packs,
+    /// sizes within bounds. CPU-bound (linear).
+    pub fn validate(&self) -> Result<(), IndexError> {
+        let bad = |m: String| Err(IndexError::Inconsistent(m));
+        if self.chunker.validate().is_err() {
+            return bad("chunker parameters out of range".into());
+        }
+        for w in self.packs.windows(2) {
+            if w[0].number >= w[1].number {
+                return bad("pack table not sorted".into());
+            }
+        }
+        for (i, c) in self.chunks.iter().enumerate() {
+            let Some(p) = self.pack(c.pack) else {
+                return bad(format!("chunk {i} refers to unknown pack {}", c.pack));
+            };
+            if c.len > MAX_CHUNK_SIZE || c.len == 0 {
+                return bad(format!("chunk {i} has size {}", c.len));
+            }
+            let max_stored = c.len as u64 + c.len as u64 / 128 + 1024;
+            if c.stored_len as u64 > max_stored || (c.codec == Codec::Raw && c.stored_len != c.len)
+            {
+                return bad(format!("chunk {i} has stored size {}", c.stored_len));
+            }
+            if c.offset
+                .checked_add(c.stored_len as u64)
+                .is_none_or(|end| end > p.size)
+            {
+                return bad(format!("chunk {i} lies outside pack {}", c.pack));
+            }
+        }
+        let mut dirs: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            if i > 0 && self.entries[i - 1].path.as_str() >= e.path.as_str() {
+                return bad(format!("entries not sorted or duplicated at {}", e.path));
+            }
+            if e.path.components().next() == Some(RESERVED_TOP_NAME) {
+                return bad(format!(
+                    "{} uses the reserved name {RESERVED_TOP_NAME}",
+                    e.path
+                ));
+            }
+            if let Some(parent) = e.path.parent()
+                && !dirs.contains(parent.as_str())
+            {
+                return bad(format!("{} has no parent directory entry", e.path));
+            }
+            match &e.kind {
+                EntryKind::Dir(_) => {
+                    dirs.insert(e.path.as_str());
+                }
+                EntryKind::File(f) => {
+                    let mut sum = 0u64;
+                    for &ci in &f.chunks {
+                        match self.chunks.get(ci as usize) {
+                            Some(c) => sum += c.len as u64,
+                            None => {
+                                return bad(format!("{} refers to chunk {ci} out of range", e.path));
+                            }
+                        }
+                    }
+                    if sum != f.size {
+                        return bad(format!(
+                            "{}: chunks sum to {sum}, file size is {}",
+                            e.path, f.size
+                        ));
+                    }
+                }
+            }
+        }
+        // A sorted list puts "a/b" after "a.txt" but a parent is always a prefix, and prefixes sort
+        // first, so the single pass above has seen every parent before its children.
+        Ok(())
+    }
+
+    /// The subtree below `dir`, re-rooted so that its paths are relative to `dir`, with only the
+    /// chunks and packs it uses. `None` when `dir` is not a directory of this index.
+    pub fn subtree(&self, dir: &RelPath) -> Option<Index> {
+        match self.get(dir) {
+            Some(Entry {
+                kind: EntryKind::Dir(_),
+                ..
+            }) => {}
+            _ => return None,
+        }
+        let mut chunk_map: HashMap<u32, u32> = HashMap::new();
+        let mut chunks = Vec::new();
+        let mut entries = Vec::new();
+        for e in &self.entries {
+            let Some(rel) = e.path.strip_dir(dir) else {
+                continue;
+            };
+            let kind = match &e.kind {
+                EntryKind::Dir(d) => EntryKind::Dir(d.clone()),
+                EntryKind::File(f) => {
+                    let mut f = f.clone();
+                    for ci in &mut f.chunks {
+                        let next = chunks.len() as u32;
+                        let new = *chunk_map.entry(*ci).or_insert_with(|| {
+                            chunks.push(self.chunks[*ci as usize]);
+                            next
+                        });
+                        *ci = new;
+                    }
+                    EntryKind::File(f)
+                }
+            };
+            entries.push(Entry { path: rel, kind });
+        }
+        // "a/b" strip "a" keeps order except where a sibling like "a.x" sorted between; re-sort.
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        let used: std::collections::BTreeSet<u32> =
+            chunks.iter().map(|c: &ChunkLocation| c.pack).collect();
+        let packs = self
+            .packs
+            .iter()
+            .filter(|p| used.contains(&p.number))
+            .copied()
+            .collect();
+        let root = match &self.root {
+            Some(r) => r.join(dir),
+            None => dir.clone(),
+        };
+        Some(Index {
+            revision: self.revision,
+            created_unix: self.created_unix,
+            chunker: self.chunker,
+            root: Some(root),
+            entries,
+            chunks,
+            packs,
+        })
+    }
+}
+
+/// Encodes an index into its versioned envelope (no signature yet). CPU-bound.
+pub fn encode(index: &Index) -> Vec<u8> {
+    let plain = postcard::to_stdvec(index).expect("index serialises");
+    let body = zstd::bulk::compress(&plain, 3).expect("zstd compresses in memory");
+    let mut out = Vec::with_capacity(body.len() + 28);
+    out.extend_from_slice(INDEX_MAGIC);
+    out.extend_from_slice(&INDEX_FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out
+}
+
+/// Decodes and validates an encoded index; returns it with its identity (BLAKE3 of the body).
+/// Every size is bounded. CPU-bound.
+pub fn decode(bytes: &[u8]) -> Result<(Index, Hash), IndexError> {
+    let invalid = |m: &str| IndexError::Invalid(m.to_string());
+    if bytes.len() < 28 || &bytes[..8] != INDEX_MAGIC {
+        return Err(invalid("bad magic or truncated"));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != INDEX_FORMAT_VERSION {
+        return Err(IndexError::Version(version));
+    }
+    let body_len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    if body_len > MAX_INDEX_BODY || 24 + body_len + 4 > bytes.len() as u64 {
+        return Err(invalid("body length out of bounds"));
+    }
+    let body = &bytes[24..24 + body_len as usize];
+    let rest = &bytes[24 + body_len as usize..];
+    let sig_len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
+    if sig_len > MAX_SIGNATURE || rest.len() != 4 + sig_len as usize {
+        return Err(invalid("signature length out of bounds"));
+    }
+    let mut plain = Vec::new();
+    zstd::stream::read::Decoder::new(body)
+        .map_err(|_| invalid("undecodable body"))?
+        .take(MAX_INDEX_PLAIN + 1)
+        .read_to_end(&mut plain)
+        .map_err(|_| invalid("undecodable body"))?;
+    if plain.len() as u64 > MAX_INDEX_PLAIN {
+        return Err(invalid("decoded body too large"));
+    }
+    let index: Index = postcard::from_bytes(&plain)
+        .map_err(|e| IndexError::Invalid(format!("undecodable body: {e}")))?;
+    index.validate()?;
+    Ok((index, Hash::of(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rp(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    pub(crate) fn sample() -> Index {
+        let c = |n: u8, pack: u32, offset: u64, len: u32| ChunkLocation {
+            hash: Hash::of(&[n]),
+            pack,
+            offset,
+            stored_len: len,
+            len,
+            codec: Codec::Raw,
+        };
+        let file = |size, chunks: Vec<u32>| {
+            EntryKind::File(FileEntry {
+                size,
+                mode: 0o644,
+                mtime_ns: 1_700_000_000_000_000_000,
+                hash: Hash::of(&size.to_le_bytes()),
+                chunks,
+            })
+        };
+        let dir = || EntryKind::Dir(DirEntry { mode: 0o755 });
+        Index {
+            revision: 7,
+            created_unix: 1_700_000_000,
+            chunker: ChunkerConfig::default(),
+            root: None,
+            entries: vec![
+                Entry {
+                    path: rp("a"),
+                    kind: dir(),
+                },
+                Entry {
+                    path: rp("a/empty"),
+                    kind: dir(),
+                },
+                Entry {
+                    path: rp("a/x.bin"),
+                    kind: file(300, vec![0, 1]),
+                },
+                Entry {
+                    path: rp("a/z"),
+                    kind: file(0, vec![]),
+                },
+                Entry {
+                    path: rp("b.txt"),
+                    kind: file(200, vec![2]),
+                },
+            ],
+            chunks: vec![c(0, 1, 16, 100), c(1, 1, 116, 200), c(2, 2, 16, 200)],
+            packs: vec![
+                PackInfo {
+                    number: 1,
+                    hash: Hash::of(b"p1"),
+                    size: 1000,
+                },
+                PackInfo {
+                    number: 2,
+                    hash: Hash::of(b"p2"),
+                    size: 1000,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let idx = sample();
+        idx.validate().unwrap();
+        let bytes = encode(&idx);
+        let (back, id) = decode(&bytes).unwrap();
+        assert_eq!(back, idx);
+        assert_eq!(decode(&encode(&back)).unwrap().1, id);
+    }
+
+    #[test]
+    fn refuses_other_versions_and_truncation() {
+        let mut bytes = encode(&sample());
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode(&bytes[..20]).is_err());
+        bytes[8] = 2;
+        assert!(matches!(decode(&bytes), Err(IndexError::Version(2))));
+    }
+
+    #[test]
+    fn validate_catches_inconsistency() {
+        let mut idx = sample();
+        idx.entries.swap(0, 1);
+        assert!(idx.validate().is_err());
+
+        let mut idx = sample();
+        idx.entries.remove(0); // parent "a" missing
+        assert!(idx.validate().is_err());
+
+        let mut idx = sample();
+        if let EntryKind::File(f) = &mut idx.entries[2].kind {
+            f.size += 1;
+        }
+        assert!(idx.validate().is_err());
+
+        let mut idx = sample();
+        idx.chunks[0].offset = 999;
+        assert!(idx.validate().is_err());
+
+        let mut idx = sample();
+        idx.entries.insert(
+            0,
+            Entry {
+                path: rp(".hummel"),
+                kind: EntryKind::Dir(DirEntry { mode: 0o755 }),
+            },
+        );
+        assert!(idx.validate().is_err());
+    }
+
+    #[test]
+    fn subtree_is_rerooted_and_minimal() {
+        let idx = sample();
+        let sub = idx.subtree(&rp("a")).unwrap();
+        sub.validate().unwrap();
+        let paths: Vec<_> = sub.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["empty", "x.bin", "z"]);
+        assert_eq!(sub.chunks.len(), 2);
+        assert_eq!(sub.packs.len(), 1);
+        assert_eq!(sub.root.as_ref().unwrap().as_str(), "a");
+        assert!(idx.subtree(&rp("b.txt")).is_none());
+        assert!(idx.subtree(&rp("nope")).is_none());
+    }
+}

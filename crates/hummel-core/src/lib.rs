@@ -1,0 +1,31 @@
+//! Pure core of Hummel: no async, no HTTP, no threads of its own.
+//!
+//! # Layout
+//! - [`hash`]: [`Hash`], the BLAKE3 content address used for chunks, files, packs and indexes.
+//! - [`chunk`]: [`ChunkerConfig`] and [`chunk_stream`], content-defined chunking (FastCDC 2020)
+//!   that also hashes the whole file in the same pass.
+//! - [`codec`]: per-chunk compression ([`Codec`]: zstd, or raw when zstd does not help) and the
+//!   single verification gate [`codec::decode_chunk`], which bounds output and checks the id.
+//! - [`pack`]: the pack format: the unit slaves store, replicate and serve. [`pack::PackWriter`]
+//!   appends compressed chunks and a table of contents; a pack is named by the BLAKE3 of its bytes.
+//! - [`relpath`]: [`RelPath`], a validated repository path. Every path is checked on build and on
+//!   sync; nothing that could escape a folder gets through.
+//! - [`index`]: [`Index`], an immutable numbered revision (or subtree of one): directories,
+//!   files with their chunk lists, and where each chunk lives. Versioned binary envelope with
+//!   room for a signature.
+//!
+//! Everything that is not O(1) is CPU-bound: call it from a blocking context, never from an
+//! async task directly.
+
+pub mod chunk;
+pub mod codec;
+pub mod hash;
+pub mod index;
+pub mod pack;
+pub mod relpath;
+
+pub use chunk::{ChunkerConfig, chunk_stream};
+pub use codec::Codec;
+pub use hash::Hash;
+pub use index::{ChunkLocation, DirEntry, Entry, EntryKind, FileEntry, Index, PackInfo};
+pub use relpath::RelPath;

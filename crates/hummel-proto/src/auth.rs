@@ -1,0 +1,66 @@
+//! Tokens: which header carries them and which endpoints want which.
+//!
+//! - write token: `POST /build` (start a build). Never accepted in place of the slave token.
+//! - slave token: `POST /slave/hashlist`, `POST /slave/heartbeat`. It can never start a build
+//!   or change the index.
+//! - read token (optional): client reads (`/api/v1/*` reads, `/blob/*`). Without one, reads are
+//!   public. The write token is accepted for reads too.
+//!
+//! A request without a token gets 401; with a wrong one 403, and changes nothing.
+//! Tokens are compared in constant time with [`tokens_equal`].
+
+/// The header that carries a token.
+pub const TOKEN_HEADER: &str = "X-HUMMEL-TOKEN";
+
+/// The kinds of token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    /// Starts builds.
+    Write,
+    /// Announces and heartbeats slaves; fetches packs from the master for replication.
+    Slave,
+    /// Reads the index and packs, when a read token is configured.
+    Read,
+}
+
+impl TokenKind {
+    /// The environment variable the binary reads it from.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            TokenKind::Write => "HUMMEL_WRITE_TOKEN",
+            TokenKind::Slave => "HUMMEL_SLAVE_TOKEN",
+            TokenKind::Read => "HUMMEL_READ_TOKEN",
+        }
+    }
+
+    /// Lower-case name, for file names and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenKind::Write => "write",
+            TokenKind::Slave => "slave",
+            TokenKind::Read => "read",
+        }
+    }
+}
+
+/// Constant-time comparison (time depends only on the lengths).
+pub fn tokens_equal(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_only_when_equal() {
+        assert!(tokens_equal("abc", "abc"));
+        assert!(!tokens_equal("abc", "abd"));
+        assert!(!tokens_equal("abc", "abcd"));
+        assert!(tokens_equal("", ""));
+    }
+}

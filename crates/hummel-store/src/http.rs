@@ -1,0 +1,193 @@
+//! The data plane: `GET|HEAD /blob/{hash}` served from a [`BlobStore`].
+//!
+//! Packs are immutable, so responses carry `ETag: "<hash>"` and
+//! `Cache-Control: public, max-age=31536000, immutable`; any HTTP cache or CDN in front works.
+//! A single `Range: bytes=a-b` (or `a-`, or `-n`) gets 206 with `Content-Range`; an
+//! unsatisfiable one gets 416; a multi-range request is answered with the whole pack.
+//! Authentication is the caller's: wrap the router in its own middleware.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use hummel_core::Hash;
+
+use crate::BlobStore;
+
+/// The `/blob/{hash}` routes over `store`.
+pub fn router(store: Arc<BlobStore>) -> Router {
+    Router::new()
+        .route("/blob/{hash}", get(get_blob))
+        .with_state(store)
+}
+
+/// A parsed single byte range, inclusive bounds resolved against the size.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeSpec {
+    /// No range or one we ignore: the whole body.
+    Full,
+    /// `start..=end`.
+    Part {
+        /// First byte.
+        start: u64,
+        /// Last byte (inclusive).
+        end: u64,
+    },
+    /// Cannot be satisfied.
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header value against a body of `size` bytes.
+pub fn parse_range(value: &str, size: u64) -> RangeSpec {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Full;
+    };
+    if spec.contains(',') {
+        return RangeSpec::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeSpec::Unsatisfiable;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parsed = if a.is_empty() {
+        // Suffix: the last n bytes.
+        match b.parse::<u64>() {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some((size.saturating_sub(n), size.saturating_sub(1))),
+        }
+    } else {
+        match (a.parse::<u64>(), b) {
+            (Ok(start), "") => Some((start, size.saturating_sub(1))),
+            (Ok(start), b) => match b.parse::<u64>() {
+                Ok(end) if end >= start => Some((start, end.min(size.saturating_sub(1)))),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    match parsed {
+        Some((start, end)) if size > 0 && start < size && start <= end => {
+            RangeSpec::Part { start, end }
+        }
+        _ => RangeSpec::Unsatisfiable,
+    }
+}
+
+fn plain(status: StatusCode, msg: &str) -> Response {
+    let body = serde_json::json!({ "code": status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "_"), "message": msg });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn get_blob(
+    State(store): State<Arc<BlobStore>>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(hash) = hash.parse::<Hash>() else {
+        return plain(StatusCode::BAD_REQUEST, "not a pack hash");
+    };
+    let Some(size) = store.size(&hash) else {
+        return plain(StatusCode::NOT_FOUND, "pack not held here");
+    };
+    let etag = format!("\"{hash}\"");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| parse_range(v, size))
+        .unwrap_or(RangeSpec::Full);
+    let (status, start, len) = match range {
+        RangeSpec::Full => (StatusCode::OK, 0, size),
+        RangeSpec::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        RangeSpec::Unsatisfiable => {
+            let mut r = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+            r.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+            );
+            return r;
+        }
+    };
+    let mut file = match tokio::fs::File::open(store.path(&hash)).await {
+        Ok(f) => f,
+        Err(_) => return plain(StatusCode::NOT_FOUND, "pack not held here"),
+    };
+    if start > 0 && file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "read failed");
+    }
+    store.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    store.metrics.bytes_served.fetch_add(len, Ordering::Relaxed);
+    let body = Body::from_stream(ReaderStream::with_capacity(file.take(len), 256 << 10));
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("ascii"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
+                .expect("ascii"),
+        );
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            parse_range("bytes=0-9", 100),
+            RangeSpec::Part { start: 0, end: 9 }
+        );
+        assert_eq!(
+            parse_range("bytes=90-", 100),
+            RangeSpec::Part { start: 90, end: 99 }
+        );
+        assert_eq!(
+            parse_range("bytes=-10", 100),
+            RangeSpec::Part { start: 90, end: 99 }
+        );
+        assert_eq!(
+            parse_range("bytes=95-200", 100),
+            RangeSpec::Part { start: 95, end: 99 }
+        );
+        assert_eq!(parse_range("bytes=100-", 100), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=9-3", 100), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=x-3", 100), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeSpec::Full);
+        assert_eq!(parse_range("items=0-1", 100), RangeSpec::Full);
+        assert_eq!(parse_range("bytes=0-0", 0), RangeSpec::Unsatisfiable);
+    }
+}
