@@ -1,1 +1,72 @@
-//! placeholder
+//! Hummel master: indexes a folder into a numbered revision of content-defined chunks packed
+//! into ~16 MiB packs, keeps all metadata, tells slaves which packs to replicate, and answers
+//! clients. Serves no bulk data except as the origin of replication (and in `hummel serve`,
+//! where its own store acts as an always-live slave).
+//!
+//! # Layout
+//! - [`config`]: [`MasterConfig`] and [`Tokens`], decided by the binary.
+//! - [`error`]: [`MasterError`], why opening or running the master failed.
+//! - `master`: [`Master`], the shared state (current revision, pack table, slaves, clients,
+//!   builds) and the operations behind every endpoint; [`run_background`].
+//! - `db`: the SQLite metadata database `DATA/hummel.db` (WAL, versioned schema).
+//! - `revision`: encoded indexes in `DATA/revisions/N.idx`, written before their row commits.
+//! - `build`: the pipeline walk → reuse → chunk/hash/compress (rayon) → pack writer → index.
+//! - `tracker`: slaves (replica sets, liveness) and clients, mirrored from the database.
+//! - `placement`: rendezvous hashing of packs onto slaves under quotas (pure).
+//! - `auth`: which token each endpoint accepts (401 / 403), as extractors and a middleware.
+//! - `api`: the router, handlers, `ApiError` (one error → response mapping) and JSON bodies.
+//! - `dashboard`: the server-rendered HTML page at `/` and its build form.
+//! - `metrics`: Prometheus text at `/metrics`.
+//!
+//! The library never prints or initialises logging; it logs with `tracing`. Blocking work
+//! (SQLite, file I/O, chunking, placement) runs on `spawn_blocking` or the build's own threads.
+
+mod api;
+mod auth;
+mod build;
+pub mod config;
+mod dashboard;
+mod db;
+pub mod error;
+mod master;
+mod metrics;
+mod placement;
+mod revision;
+mod tracker;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use config::{MasterConfig, Tokens};
+pub use error::MasterError;
+pub use master::{EMBEDDED_SLAVE_ID, Master, run_background};
+
+/// Locks a mutex; a panic elsewhere does not make the data unusable for readers.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Milliseconds since the epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Seconds since the epoch.
+pub(crate) fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,401 @@
+//! The HTTP edge: [`router`], the handlers, [`ApiError`] and the [`ApiJson`] body extractor.
+//!
+//! Handlers check access with the extractors of [`crate::auth`], parse bodies with [`ApiJson`]
+//! (bounded by `DefaultBodyLimit`, bad JSON → 400), and call [`Master`] methods, through
+//! `spawn_blocking` whenever those touch the database or compute placement. Every error becomes
+//! an [`ApiError`], whose response body is [`ApiErrorBody`]; details of 5xx errors are logged,
+//! never sent.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use hummel_core::RelPath;
+use hummel_proto::ApiErrorBody;
+use hummel_proto::api::{
+    self as endpoints, BuildStarted, BuildStatus, ClientReport, Health, Heartbeat, LocateRequest,
+    LocateResponse, MAX_JSON_BODY, RevisionInfo, SlaveDirective, SlaveHashlist, StatusResponse,
+};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::auth::{ReadAccess, SlaveAccess, WriteAccess, blob_guard};
+use crate::error::MasterError;
+use crate::master::{EMBEDDED_SLAVE_ID, IndexLookupError, Master};
+
+/// Header carrying the revision number of an index response (`X-Hummel-Revision`).
+pub(crate) const REVISION_HEADER: &str = "x-hummel-revision";
+/// Longest slave or client id accepted.
+const MAX_ID_LEN: usize = 128;
+/// Longest slave URL accepted.
+const MAX_URL_LEN: usize = 2048;
+/// Most pack numbers in one locate request.
+const MAX_LOCATE_PACKS: usize = 1 << 20;
+
+/// Every error an endpoint can answer with.
+#[derive(Debug)]
+pub(crate) enum ApiError {
+    /// No token.
+    Unauthorized,
+    /// Wrong token.
+    Forbidden,
+    /// Malformed request.
+    BadRequest(String),
+    /// Body over the limit.
+    PayloadTooLarge,
+    /// The path exists, the method does not.
+    MethodNotAllowed,
+    /// Something named by the request does not exist.
+    NotFound { code: &'static str, message: String },
+    /// Our fault; the detail is logged, not sent.
+    Internal(String),
+}
+
+impl ApiError {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub(crate) fn body(&self) -> ApiErrorBody {
+        let (code, message) = match self {
+            ApiError::Unauthorized => (
+                "unauthorized",
+                format!(
+                    "missing token: send it in the {} header",
+                    hummel_proto::auth::TOKEN_HEADER
+                ),
+            ),
+            ApiError::Forbidden => ("forbidden", "this token is not accepted here".to_string()),
+            ApiError::BadRequest(m) => ("bad_request", m.clone()),
+            ApiError::PayloadTooLarge => (
+                "payload_too_large",
+                format!("request body larger than {MAX_JSON_BODY} bytes"),
+            ),
+            ApiError::MethodNotAllowed => (
+                "method_not_allowed",
+                "this endpoint does not accept that method".into(),
+            ),
+            ApiError::NotFound { code, message } => (*code, message.clone()),
+            ApiError::Internal(_) => ("internal", "internal error; see the master's log".into()),
+        };
+        ApiErrorBody {
+            code: code.to_string(),
+            message,
+        }
+    }
+
+    fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "request failed");
+        }
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+impl From<MasterError> for ApiError {
+    fn from(e: MasterError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+/// A JSON body; a bad one is a 400 with [`ApiErrorBody`]. No `Content-Type` is required.
+pub(crate) struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest("could not read the request body".into())
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Runs blocking work off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))
+}
+
+/// The whole HTTP surface of the master.
+pub(crate) fn router(master: Master) -> Router {
+    let blob = hummel_store::http::router(master.store().clone())
+        .layer(middleware::from_fn_with_state(master.clone(), blob_guard));
+    Router::new()
+        .route("/", get(crate::dashboard::page))
+        .route("/ui/build", post(crate::dashboard::start_build))
+        .route(endpoints::HEALTH, get(health))
+        .route(endpoints::METRICS, get(metrics))
+        .route(endpoints::BUILD, post(start_build))
+        .route(&format!("{}/{{id}}", endpoints::BUILDS), get(build_status))
+        .route(endpoints::REVISION, get(revision))
+        .route(endpoints::INDEX, get(index))
+        .route(endpoints::LOCATE, post(locate))
+        .route(endpoints::CLIENT_REPORT, post(client_report))
+        .route(endpoints::STATUS, get(status))
+        .route(endpoints::SLAVE_HASHLIST, post(slave_hashlist))
+        .route(endpoints::SLAVE_HEARTBEAT, post(slave_heartbeat))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(master.clone())
+        .merge(blob)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(middleware::from_fn_with_state(master, observe_request))
+}
+
+/// Counts and logs every request (method, path, status, time; never headers).
+async fn observe_request(State(master): State<Master>, req: Request, next: Next) -> Response {
+    let metrics = &master.inner.metrics;
+    metrics.http_requests.fetch_add(1, Ordering::Relaxed);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if status.is_server_error() {
+        metrics.http_server_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    tracing::debug!(
+        %method,
+        path,
+        status = status.as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+async fn health(State(master): State<Master>) -> Json<Health> {
+    let role = if master.config().embedded_store {
+        "serve"
+    } else {
+        "master"
+    };
+    Json(Health {
+        status: "ok".into(),
+        role: role.into(),
+        api_version: hummel_proto::API_VERSION,
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+async fn metrics(State(master): State<Master>) -> Result<Response, ApiError> {
+    let text = blocking(move || crate::metrics::render(&master)).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn start_build(
+    _: WriteAccess,
+    State(master): State<Master>,
+) -> Result<(StatusCode, Json<BuildStarted>), ApiError> {
+    let build_id = blocking(move || master.start_build()).await??;
+    Ok((StatusCode::ACCEPTED, Json(BuildStarted { build_id })))
+}
+
+async fn build_status(
+    _: ReadAccess,
+    State(master): State<Master>,
+    Path(id): Path<String>,
+) -> Result<Json<BuildStatus>, ApiError> {
+    let status = if id == "latest" {
+        master.latest_build()
+    } else {
+        let id: u64 = id
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("not a build id: {id:?}")))?;
+        master.build_status(id)
+    };
+    status
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("no_such_build", "no such build"))
+}
+
+async fn revision(_: ReadAccess, State(master): State<Master>) -> Json<RevisionInfo> {
+    Json(master.revision_info())
+}
+
+#[derive(Debug, Deserialize)]
+struct IndexQuery {
+    revision: Option<u64>,
+    path: Option<String>,
+}
+
+async fn index(
+    _: ReadAccess,
+    State(master): State<Master>,
+    query: Result<Query<IndexQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let path = match q.path.as_deref() {
+        None | Some("") => None,
+        Some(p) => Some(RelPath::new(p).map_err(|e| ApiError::BadRequest(e.to_string()))?),
+    };
+    master
+        .inner
+        .metrics
+        .index_requests
+        .fetch_add(1, Ordering::Relaxed);
+    let lookup = blocking(move || master.index_bytes(q.revision, path.as_ref())).await?;
+    let (number, bytes) = lookup.map_err(|e| match e {
+        IndexLookupError::NoRevision => {
+            ApiError::not_found("no_revision", "no revision has been published yet")
+        }
+        IndexLookupError::NoSuchRevision(n) => {
+            ApiError::not_found("no_such_revision", format!("revision {n} is not available"))
+        }
+        IndexLookupError::NoSuchPath(p) => ApiError::not_found(
+            "no_such_path",
+            format!("{p} is not a directory of this revision"),
+        ),
+        IndexLookupError::Internal(e) => e.into(),
+    })?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                header::HeaderName::from_static(REVISION_HEADER),
+                HeaderValue::from(number),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+async fn locate(
+    _: ReadAccess,
+    State(master): State<Master>,
+    ApiJson(req): ApiJson<LocateRequest>,
+) -> Result<Json<LocateResponse>, ApiError> {
+    if req.packs.len() > MAX_LOCATE_PACKS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_LOCATE_PACKS} packs per request"
+        )));
+    }
+    Ok(Json(blocking(move || master.locate(&req)).await?))
+}
+
+/// True for a non-empty id without control characters, of bounded length.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
+}
+
+async fn client_report(
+    _: ReadAccess,
+    State(master): State<Master>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ApiJson(report): ApiJson<ClientReport>,
+) -> Result<StatusCode, ApiError> {
+    if !valid_id(&report.client_id) {
+        return Err(ApiError::BadRequest("invalid client_id".into()));
+    }
+    if report.path.len() > hummel_core::relpath::MAX_PATH_LEN
+        || report.path.chars().any(char::is_control)
+    {
+        return Err(ApiError::BadRequest("invalid path".into()));
+    }
+    let addr = peer.map_or_else(
+        || "unknown".to_string(),
+        |Extension(ConnectInfo(a))| a.to_string(),
+    );
+    blocking(move || master.record_client(&report, addr)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn status(
+    _: ReadAccess,
+    State(master): State<Master>,
+) -> Result<Json<StatusResponse>, ApiError> {
+    Ok(Json(blocking(move || master.status()).await?))
+}
+
+async fn slave_hashlist(
+    _: SlaveAccess,
+    State(master): State<Master>,
+    ApiJson(hl): ApiJson<SlaveHashlist>,
+) -> Result<Json<SlaveDirective>, ApiError> {
+    if !valid_id(&hl.slave_id) {
+        return Err(ApiError::BadRequest("invalid slave_id".into()));
+    }
+    if master.config().embedded_store && hl.slave_id == EMBEDDED_SLAVE_ID {
+        return Err(ApiError::BadRequest(format!(
+            "slave id {EMBEDDED_SLAVE_ID:?} is reserved"
+        )));
+    }
+    let url_ok = hl.url.len() <= MAX_URL_LEN
+        && (hl.url.starts_with("http://") || hl.url.starts_with("https://"))
+        && !hl.url.chars().any(|c| c.is_control() || c.is_whitespace());
+    if !url_ok {
+        return Err(ApiError::BadRequest(
+            "url must be an http:// or https:// URL".into(),
+        ));
+    }
+    Ok(Json(blocking(move || master.record_hashlist(&hl)).await??))
+}
+
+async fn slave_heartbeat(
+    _: SlaveAccess,
+    State(master): State<Master>,
+    ApiJson(hb): ApiJson<Heartbeat>,
+) -> Result<Json<SlaveDirective>, ApiError> {
+    match blocking(move || master.record_heartbeat(&hb)).await?? {
+        Some(d) => Ok(Json(d)),
+        None => Err(ApiError::not_found(
+            "unknown_slave",
+            "unknown slave; announce with POST /slave/hashlist",
+        )),
+    }
+}

@@ -1,0 +1,233 @@
+//! Token checks: which token each endpoint accepts, as extractors and a middleware.
+//!
+//! | access | accepted tokens |
+//! | --- | --- |
+//! | [`WriteAccess`] (`POST /build`) | write |
+//! | [`SlaveAccess`] (`/slave/*`) | slave |
+//! | [`ReadAccess`] (`/api/v1/*` reads) | read or write when a read token is set; anyone otherwise |
+//! | [`blob_guard`] (`/blob/*`) | slave, write or read when a read token is set; anyone otherwise |
+//!
+//! No token: 401 `unauthorized`. A wrong one: 403 `forbidden`. Comparison is constant-time
+//! ([`tokens_equal`]) and every accepted token is compared, so timing does not reveal which
+//! one matched. Tokens are never logged.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hummel_proto::auth::{TOKEN_HEADER, tokens_equal};
+
+use crate::api::ApiError;
+use crate::config::Tokens;
+use crate::master::Master;
+
+/// What a request wants to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    Write,
+    Slave,
+    Read,
+    Blob,
+}
+
+/// The tokens that grant `access`; `None` when it is public.
+fn accepted(tokens: &Tokens, access: Access) -> Option<Vec<&str>> {
+    match access {
+        Access::Write => Some(vec![&tokens.write]),
+        Access::Slave => Some(vec![&tokens.slave]),
+        Access::Read => tokens.read.as_deref().map(|r| vec![r, &tokens.write]),
+        Access::Blob => tokens
+            .read
+            .as_deref()
+            .map(|r| vec![r, &tokens.write, &tokens.slave]),
+    }
+}
+
+/// Checks a presented token (`None`: no header) against what `access` accepts.
+pub(crate) fn check_token(
+    tokens: &Tokens,
+    presented: Option<&str>,
+    access: Access,
+) -> Result<(), ApiError> {
+    let Some(list) = accepted(tokens, access) else {
+        return Ok(());
+    };
+    let Some(given) = presented.filter(|t| !t.is_empty()) else {
+        return Err(ApiError::Unauthorized);
+    };
+    let mut ok = false;
+    for t in list {
+        ok |= tokens_equal(given, t);
+    }
+    if ok { Ok(()) } else { Err(ApiError::Forbidden) }
+}
+
+/// Checks the [`TOKEN_HEADER`] of a request.
+pub(crate) fn check_headers(
+    tokens: &Tokens,
+    headers: &HeaderMap,
+    access: Access,
+) -> Result<(), ApiError> {
+    match headers.get(TOKEN_HEADER) {
+        None => check_token(tokens, None, access),
+        // A header that is not visible ASCII cannot equal any token.
+        Some(v) => check_token(tokens, Some(v.to_str().unwrap_or("\u{0}invalid")), access),
+    }
+}
+
+/// Read access for the dashboard: the token header, or the password of HTTP Basic auth (so a
+/// browser can send the read token).
+pub(crate) fn check_dashboard(tokens: &Tokens, headers: &HeaderMap) -> Result<(), ApiError> {
+    if headers.contains_key(TOKEN_HEADER) {
+        return check_headers(tokens, headers, Access::Read);
+    }
+    let password = headers.get(header::AUTHORIZATION).and_then(basic_password);
+    check_token(tokens, password.as_deref(), Access::Read)
+}
+
+/// The password of an `Authorization: Basic` header.
+fn basic_password(value: &HeaderValue) -> Option<String> {
+    let v = value.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(base64_decode(rest.trim())?).ok()?;
+    decoded.split_once(':').map(|(_, p)| p.to_string())
+}
+
+/// Standard base64 with optional padding.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+macro_rules! access_extractor {
+    ($name:ident, $access:expr, $doc:literal) => {
+        #[doc = $doc]
+        pub(crate) struct $name;
+
+        impl FromRequestParts<Master> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                master: &Master,
+            ) -> Result<Self, Self::Rejection> {
+                check_headers(&master.config().tokens, &parts.headers, $access).map(|()| $name)
+            }
+        }
+    };
+}
+
+access_extractor!(
+    WriteAccess,
+    Access::Write,
+    "The request carries the write token."
+);
+access_extractor!(
+    SlaveAccess,
+    Access::Slave,
+    "The request carries the slave token."
+);
+access_extractor!(
+    ReadAccess,
+    Access::Read,
+    "The request may read (client API)."
+);
+
+/// Middleware for the `/blob` origin.
+pub(crate) async fn blob_guard(State(master): State<Master>, req: Request, next: Next) -> Response {
+    match check_headers(&master.config().tokens, req.headers(), Access::Blob) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(read: Option<&str>) -> Tokens {
+        Tokens {
+            write: "w-secret".into(),
+            slave: "s-secret".into(),
+            read: read.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn write_and_slave_tokens_are_not_interchangeable() {
+        let t = tokens(None);
+        assert!(check_token(&t, Some("w-secret"), Access::Write).is_ok());
+        assert!(matches!(
+            check_token(&t, Some("s-secret"), Access::Write),
+            Err(ApiError::Forbidden)
+        ));
+        assert!(matches!(
+            check_token(&t, Some("w-secret"), Access::Slave),
+            Err(ApiError::Forbidden)
+        ));
+        assert!(matches!(
+            check_token(&t, None, Access::Slave),
+            Err(ApiError::Unauthorized)
+        ));
+        assert!(matches!(
+            check_token(&t, Some(""), Access::Write),
+            Err(ApiError::Unauthorized)
+        ));
+    }
+
+    #[test]
+    fn reads_are_public_without_a_read_token() {
+        let t = tokens(None);
+        assert!(check_token(&t, None, Access::Read).is_ok());
+        assert!(check_token(&t, Some("anything"), Access::Blob).is_ok());
+        let t = tokens(Some("r-secret"));
+        assert!(matches!(
+            check_token(&t, None, Access::Read),
+            Err(ApiError::Unauthorized)
+        ));
+        assert!(check_token(&t, Some("r-secret"), Access::Read).is_ok());
+        assert!(check_token(&t, Some("w-secret"), Access::Read).is_ok());
+        assert!(matches!(
+            check_token(&t, Some("s-secret"), Access::Read),
+            Err(ApiError::Forbidden)
+        ));
+        assert!(check_token(&t, Some("s-secret"), Access::Blob).is_ok());
+    }
+
+    #[test]
+    fn basic_auth_password_is_the_token() {
+        // "user:r-secret"
+        let v = HeaderValue::from_static("Basic dXNlcjpyLXNlY3JldA==");
+        assert_eq!(basic_password(&v).as_deref(), Some("r-secret"));
+        assert_eq!(base64_decode("aGk").unwrap(), b"hi");
+        assert!(base64_decode("a*b").is_none());
+        let t = tokens(Some("r-secret"));
+        let mut h = HeaderMap::new();
+        assert!(check_dashboard(&t, &h).is_err());
+        h.insert(header::AUTHORIZATION, v);
+        assert!(check_dashboard(&t, &h).is_ok());
+    }
+}

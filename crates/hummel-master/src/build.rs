@@ -1,0 +1,829 @@
+//! The build pipeline: walk → reuse unchanged files → chunk, hash, compress → pack → index.
+//!
+//! [`prepare`] runs on the caller's (blocking) thread and drives rayon:
+//!
+//! 1. [`walk`] lists the repository with `std::fs`, never following symlinks. Symlinks, special
+//!    files, a top-level `.hummel` and the master's own data folder are skipped with a warning;
+//!    an invalid name ([`RelPath`] rules) fails the build.
+//! 2. A file whose path, size and mtime match the previous revision keeps its entry unread,
+//!    unless its mtime is within [`RACY_MARGIN_SECS`] of the previous build's start (it may have
+//!    changed while being read without its mtime moving; git's "racily clean" rule).
+//! 3. Other files are chunked in parallel (one file per rayon task, one `ChunkCompressor` per
+//!    thread). A chunk already published (the database's chunk table) or already claimed by
+//!    another task of this build is not stored again; new chunks go over a bounded channel to a
+//!    single pack-writer thread, which seals a pack at the target size and commits it to the
+//!    [`BlobStore`] (verify, fsync, rename).
+//! 4. The new [`Index`] is assembled (sorted entries, unique chunk table, sorted pack table).
+//!    When it equals the previous one, nothing is published.
+//!
+//! Publishing (index file, one SQLite transaction, in-memory state) belongs to
+//! [`crate::master`]. Progress is reported through the atomics of a [`BuildRun`].
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::{self, File, Metadata};
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use hummel_core::codec::{ChunkCompressor, DEFAULT_ZSTD_LEVEL};
+use hummel_core::index::{IndexError, RESERVED_TOP_NAME};
+use hummel_core::pack::{DEFAULT_PACK_TARGET, PackWriter};
+use hummel_core::relpath::InvalidPath;
+use hummel_core::{
+    ChunkLocation, ChunkerConfig, Codec, DirEntry, Entry, EntryKind, FileEntry, Hash, Index,
+    PackInfo, RelPath, chunk_stream,
+};
+use hummel_proto::api::{BuildState, BuildStatus};
+use hummel_store::{BlobStore, StoreError, TempBlob};
+use rayon::prelude::*;
+
+use crate::db::Db;
+use crate::error::MasterError;
+use crate::lock;
+use crate::revision::LoadedRevision;
+
+/// At most this many warnings are kept per build; the rest are counted.
+const MAX_WARNINGS: usize = 200;
+/// Files modified less than this before the previous build started are read again.
+const RACY_MARGIN_SECS: i64 = 2;
+/// Stored chunks in flight between the chunking threads and the pack writer.
+const CHANNEL_DEPTH: usize = 64;
+
+/// Why a build failed. The message is one line and names the path or object involved.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BuildError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("invalid name in the repository: {0}")]
+    InvalidName(#[from] InvalidPath),
+    #[error("pack store: {0}")]
+    Store(#[from] StoreError),
+    #[error("writing a pack: {0}")]
+    PackWrite(io::Error),
+    #[error("starting the compressor: {0}")]
+    Compressor(io::Error),
+    #[error("the pack writer stopped")]
+    WriterStopped,
+    #[error("chunk {0} has no known location")]
+    MissingChunk(Hash),
+    #[error("pack {0} is not known")]
+    MissingPack(u32),
+    #[error("pack numbers exhausted")]
+    PackNumbers,
+    #[error("new index is invalid: {0}")]
+    Index(#[from] IndexError),
+    #[error("{0}")]
+    Master(#[from] MasterError),
+    #[error("a build thread panicked")]
+    Panicked,
+}
+
+fn read_err(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
+    move |source| BuildError::Read {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Tunables of the pipeline (tests use small packs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BuildOptions {
+    pub chunker: ChunkerConfig,
+    pub pack_target: u64,
+    pub zstd_level: i32,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            chunker: ChunkerConfig::default(),
+            pack_target: DEFAULT_PACK_TARGET,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+        }
+    }
+}
+
+/// Live state of one build: progress counters and, once finished, its outcome.
+#[derive(Debug)]
+pub(crate) struct BuildRun {
+    pub id: u64,
+    pub started_unix: i64,
+    pub files_total: AtomicU64,
+    pub files_done: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub bytes_done: AtomicU64,
+    pub files_reused: AtomicU64,
+    pub packs_written: AtomicU64,
+    outcome: Mutex<Outcome>,
+}
+
+#[derive(Debug)]
+struct Outcome {
+    state: BuildState,
+    revision: Option<u64>,
+    error: Option<String>,
+    finished_unix: Option<i64>,
+    warnings: Vec<String>,
+    omitted_warnings: u64,
+}
+
+impl BuildRun {
+    pub(crate) fn new(id: u64, started_unix: i64) -> BuildRun {
+        BuildRun {
+            id,
+            started_unix,
+            files_total: AtomicU64::new(0),
+            files_done: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+            files_reused: AtomicU64::new(0),
+            packs_written: AtomicU64::new(0),
+            outcome: Mutex::new(Outcome {
+                state: BuildState::Running,
+                revision: None,
+                error: None,
+                finished_unix: None,
+                warnings: Vec::new(),
+                omitted_warnings: 0,
+            }),
+        }
+    }
+
+    /// A finished build loaded from the database.
+    pub(crate) fn from_status(s: &BuildStatus) -> BuildRun {
+        let run = BuildRun::new(s.id, s.started_unix);
+        run.files_total.store(s.files_total, Ordering::Relaxed);
+        run.files_done.store(s.files_done, Ordering::Relaxed);
+        run.bytes_total.store(s.bytes_total, Ordering::Relaxed);
+        run.bytes_done.store(s.bytes_done, Ordering::Relaxed);
+        run.files_reused.store(s.files_reused, Ordering::Relaxed);
+        run.packs_written.store(s.packs_written, Ordering::Relaxed);
+        {
+            let mut o = lock(&run.outcome);
+            o.state = s.state;
+            o.revision = s.revision;
+            o.error = s.error.clone();
+            o.finished_unix = s.finished_unix;
+            o.warnings = s.warnings.clone();
+        }
+        run
+    }
+
+    pub(crate) fn state(&self) -> BuildState {
+        lock(&self.outcome).state
+    }
+
+    /// Records a non-fatal finding.
+    pub(crate) fn warn(&self, message: String) {
+        tracing::warn!(build = self.id, "{message}");
+        let mut o = lock(&self.outcome);
+        if o.warnings.len() < MAX_WARNINGS {
+            o.warnings.push(message);
+        } else {
+            o.omitted_warnings += 1;
+        }
+    }
+
+    /// Marks the build finished.
+    pub(crate) fn finish(&self, result: Result<u64, String>, finished_unix: i64) {
+        let mut o = lock(&self.outcome);
+        o.finished_unix = Some(finished_unix);
+        match result {
+            Ok(revision) => {
+                o.state = BuildState::Succeeded;
+                o.revision = Some(revision);
+            }
+            Err(message) => {
+                o.state = BuildState::Failed;
+                o.error = Some(message);
+            }
+        }
+    }
+
+    /// A snapshot for the API.
+    pub(crate) fn status(&self) -> BuildStatus {
+        let o = lock(&self.outcome);
+        let mut warnings = o.warnings.clone();
+        if o.omitted_warnings > 0 {
+            warnings.push(format!("... and {} more warnings", o.omitted_warnings));
+        }
+        BuildStatus {
+            id: self.id,
+            state: o.state,
+            revision: o.revision,
+            error: o.error.clone(),
+            files_total: self.files_total.load(Ordering::Relaxed),
+            files_done: self.files_done.load(Ordering::Relaxed),
+            bytes_total: self.bytes_total.load(Ordering::Relaxed),
+            bytes_done: self.bytes_done.load(Ordering::Relaxed),
+            files_reused: self.files_reused.load(Ordering::Relaxed),
+            packs_written: self.packs_written.load(Ordering::Relaxed),
+            started_unix: self.started_unix,
+            finished_unix: o.finished_unix,
+            warnings,
+        }
+    }
+}
+
+/// What a build starts from.
+pub(crate) struct BuildInputs<'a> {
+    pub repo: &'a Path,
+    pub data_dir: &'a Path,
+    pub db_path: &'a Path,
+    pub store: &'a BlobStore,
+    pub previous: Option<&'a LoadedRevision>,
+    /// Every published pack, by number.
+    pub packs: &'a HashMap<u32, PackInfo>,
+    pub next_pack_number: u32,
+    pub options: BuildOptions,
+}
+
+/// A new tree ready to publish (revision number and time not yet set).
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub index: Index,
+    pub new_packs: Vec<PackInfo>,
+    pub new_chunks: Vec<ChunkLocation>,
+}
+
+/// What [`prepare`] found.
+#[derive(Debug)]
+pub(crate) enum Preparation {
+    /// The tree equals the previous revision; nothing to publish.
+    Unchanged,
+    /// Something changed.
+    Changed(Prepared),
+}
+
+/// Walks, chunks and packs the repository. CPU- and I/O-bound: call from a blocking thread.
+pub(crate) fn prepare(inputs: &BuildInputs<'_>, run: &BuildRun) -> Result<Preparation, BuildError> {
+    let repo = fs::canonicalize(inputs.repo).map_err(read_err(inputs.repo))?;
+    let data = fs::canonicalize(inputs.data_dir).ok();
+    let tree = walk(&repo, data.as_deref(), run)?;
+
+    let mut built = Vec::with_capacity(tree.files.len());
+    let mut to_read = Vec::new();
+    for f in tree.files {
+        match reuse(inputs.previous, &f)? {
+            Some(file) => {
+                run.files_reused.fetch_add(1, Ordering::Relaxed);
+                run.files_done.fetch_add(1, Ordering::Relaxed);
+                run.bytes_done.fetch_add(f.size, Ordering::Relaxed);
+                built.push(file);
+            }
+            None => to_read.push(f),
+        }
+    }
+
+    let known = if to_read.is_empty() {
+        HashMap::new()
+    } else {
+        Db::open_reader(inputs.db_path)?.load_chunks()?
+    };
+    let written = read_and_pack(inputs, run, &to_read, &known, &mut built)?;
+
+    built.sort_by(|a, b| a.rel.cmp(&b.rel));
+    let index = assemble(
+        inputs.options.chunker,
+        tree.dirs,
+        built,
+        &known,
+        &written,
+        inputs.packs,
+    )?;
+    if let Some(prev) = inputs.previous
+        && prev.index.root.is_none()
+        && prev.index.chunker == index.chunker
+        && prev.index.entries == index.entries
+        && prev.index.chunks == index.chunks
+        && prev.index.packs == index.packs
+    {
+        return Ok(Preparation::Unchanged);
+    }
+    let mut new_chunks: Vec<ChunkLocation> = written.chunks.into_values().collect();
+    new_chunks.sort_by_key(|c| (c.pack, c.offset));
+    Ok(Preparation::Changed(Prepared {
+        index,
+        new_packs: written.packs,
+        new_chunks,
+    }))
+}
+
+/// Sets the revision number and time, validates and encodes. Returns the encoded bytes and the
+/// index identity (BLAKE3 of the body). CPU-bound.
+pub(crate) fn finalize(
+    index: &mut Index,
+    revision: u64,
+    created_unix: i64,
+) -> Result<(Vec<u8>, Hash), BuildError> {
+    index.revision = revision;
+    index.created_unix = created_unix;
+    index.validate()?;
+    let encoded = hummel_core::index::encode(index);
+    let hash = crate::revision::body_hash(&encoded)
+        .ok_or_else(|| IndexError::Invalid("encoded index has no body".into()))?;
+    Ok((encoded, hash))
+}
+
+/// A regular file found by the walk.
+#[derive(Debug)]
+struct WalkedFile {
+    rel: RelPath,
+    abs: PathBuf,
+    size: u64,
+    mode: u32,
+    mtime_ns: i64,
+}
+
+#[derive(Debug, Default)]
+struct Tree {
+    dirs: Vec<(RelPath, u32)>,
+    files: Vec<WalkedFile>,
+}
+
+#[cfg(unix)]
+fn mode_of(md: &Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    md.permissions().mode() & 0o7777
+}
+
+#[cfg(not(unix))]
+fn mode_of(md: &Metadata) -> u32 {
+    match (md.is_dir(), md.permissions().readonly()) {
+        (true, _) => 0o755,
+        (false, false) => 0o644,
+        (false, true) => 0o444,
+    }
+}
+
+#[cfg(unix)]
+fn mtime_ns_of(md: &Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    md.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(md.mtime_nsec())
+}
+
+#[cfg(not(unix))]
+fn mtime_ns_of(md: &Metadata) -> i64 {
+    md.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
+}
+
+/// Lists the tree below `repo` (canonical). `skip` is the master's data folder (canonical).
+fn walk(repo: &Path, skip: Option<&Path>, run: &BuildRun) -> Result<Tree, BuildError> {
+    let mut tree = Tree::default();
+    let mut stack: Vec<(PathBuf, PathBuf)> = vec![(repo.to_path_buf(), PathBuf::new())];
+    while let Some((abs_dir, rel_dir)) = stack.pop() {
+        let listing = fs::read_dir(&abs_dir).map_err(read_err(&abs_dir))?;
+        for entry in listing {
+            let entry = entry.map_err(read_err(&abs_dir))?;
+            let name = entry.file_name();
+            let abs = entry.path();
+            let rel = rel_dir.join(&name);
+            if rel_dir.as_os_str().is_empty() && name == RESERVED_TOP_NAME {
+                run.warn(format!(
+                    "skipped {RESERVED_TOP_NAME}: the name is reserved for client state"
+                ));
+                continue;
+            }
+            let kind = entry.file_type().map_err(read_err(&abs))?;
+            if kind.is_symlink() {
+                run.warn(format!("skipped symlink {}", rel.display()));
+            } else if kind.is_dir() {
+                if skip == Some(abs.as_path()) {
+                    run.warn(format!(
+                        "skipped {}: the master's data folder",
+                        rel.display()
+                    ));
+                    continue;
+                }
+                let path = RelPath::from_path(&rel)?;
+                let md = fs::symlink_metadata(&abs).map_err(read_err(&abs))?;
+                tree.dirs.push((path, mode_of(&md)));
+                stack.push((abs, rel));
+            } else if kind.is_file() {
+                let path = RelPath::from_path(&rel)?;
+                let md = fs::symlink_metadata(&abs).map_err(read_err(&abs))?;
+                run.files_total.fetch_add(1, Ordering::Relaxed);
+                run.bytes_total.fetch_add(md.len(), Ordering::Relaxed);
+                tree.files.push(WalkedFile {
+                    rel: path,
+                    abs,
+                    size: md.len(),
+                    mode: mode_of(&md),
+                    mtime_ns: mtime_ns_of(&md),
+                });
+            } else {
+                run.warn(format!("skipped special file {}", rel.display()));
+            }
+        }
+    }
+    Ok(tree)
+}
+
+/// A file of the new revision.
+#[derive(Debug)]
+struct BuiltFile {
+    rel: RelPath,
+    size: u64,
+    mode: u32,
+    mtime_ns: i64,
+    hash: Hash,
+    chunks: FileChunks,
+}
+
+#[derive(Debug)]
+enum FileChunks {
+    /// Taken from the previous revision.
+    Located(Vec<ChunkLocation>),
+    /// Just chunked; located through the chunk table or this build's packs.
+    Hashes(Vec<Hash>),
+}
+
+/// The previous revision's entry for `f` when path, size and mtime match (mode may change).
+fn reuse(
+    previous: Option<&LoadedRevision>,
+    f: &WalkedFile,
+) -> Result<Option<BuiltFile>, BuildError> {
+    let Some(prev) = previous else {
+        return Ok(None);
+    };
+    let Some(Entry {
+        kind: EntryKind::File(old),
+        ..
+    }) = prev.index.get(&f.rel)
+    else {
+        return Ok(None);
+    };
+    if old.size != f.size || old.mtime_ns != f.mtime_ns {
+        return Ok(None);
+    }
+    // "Racily clean": modified around the time the previous build ran, the file may have
+    // changed after it was read without its mtime changing (coarse timestamps). Read it again.
+    let trusted_before = prev
+        .row
+        .build_started_unix
+        .saturating_sub(RACY_MARGIN_SECS)
+        .saturating_mul(1_000_000_000);
+    if old.mtime_ns >= trusted_before {
+        return Ok(None);
+    }
+    let chunks = old
+        .chunks
+        .iter()
+        .map(|&ci| {
+            prev.index
+                .chunks
+                .get(ci as usize)
+                .copied()
+                .ok_or(BuildError::MissingChunk(old.hash))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(BuiltFile {
+        rel: f.rel.clone(),
+        size: old.size,
+        mode: f.mode,
+        mtime_ns: f.mtime_ns,
+        hash: old.hash,
+        chunks: FileChunks::Located(chunks),
+    }))
+}
+
+/// A compressed chunk on its way to the pack writer.
+struct StoredChunk {
+    hash: Hash,
+    codec: Codec,
+    stored: Vec<u8>,
+    len: u32,
+}
+
+/// Packs sealed by this build.
+#[derive(Debug, Default)]
+struct Written {
+    packs: Vec<PackInfo>,
+    chunks: HashMap<Hash, ChunkLocation>,
+}
+
+/// Chunks `files` in parallel, storing new chunks through one pack-writer thread. Appends the
+/// results to `built`.
+fn read_and_pack(
+    inputs: &BuildInputs<'_>,
+    run: &BuildRun,
+    files: &[WalkedFile],
+    known: &HashMap<Hash, ChunkLocation>,
+    built: &mut Vec<BuiltFile>,
+) -> Result<Written, BuildError> {
+    if files.is_empty() {
+        return Ok(Written::default());
+    }
+    let claimed = Mutex::new(HashSet::new());
+    let (tx, rx) = sync_channel::<StoredChunk>(CHANNEL_DEPTH);
+    let (read, written) = std::thread::scope(|scope| {
+        let writer = std::thread::Builder::new()
+            .name("hummel-pack-writer".into())
+            .spawn_scoped(scope, || {
+                write_packs(
+                    rx,
+                    inputs.store,
+                    inputs.next_pack_number,
+                    inputs.options.pack_target,
+                    run,
+                )
+            });
+        let writer = match writer {
+            Ok(w) => w,
+            Err(e) => return (Err(BuildError::PackWrite(e)), Ok(Written::default())),
+        };
+        let sink = ChunkSink {
+            chunker: inputs.options.chunker,
+            level: inputs.options.zstd_level,
+            known,
+            claimed: &claimed,
+            tx: &tx,
+            run,
+        };
+        let read: Result<Vec<BuiltFile>, BuildError> =
+            files.par_iter().map(|f| sink.read_file(f)).collect();
+        drop(tx);
+        let written = writer.join().unwrap_or(Err(BuildError::Panicked));
+        (read, written)
+    });
+    match (read, written) {
+        (Ok(files), Ok(written)) => {
+            built.extend(files);
+            Ok(written)
+        }
+        // The writer's own error explains why the readers saw it stop.
+        (Err(BuildError::WriterStopped), Err(e)) => Err(e),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, ChunkCompressor)>> = const { RefCell::new(None) };
+}
+
+/// Compresses with this thread's compressor (created on first use).
+fn compress(level: i32, data: &[u8]) -> io::Result<(Codec, Vec<u8>)> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let compressor = match &mut *slot {
+            Some((l, c)) if *l == level => c,
+            other => &mut other.insert((level, ChunkCompressor::new(level)?)).1,
+        };
+        Ok(compressor.compress(data))
+    })
+}
+
+/// Why chunking one file stopped.
+#[derive(Debug)]
+enum SinkError {
+    Io(io::Error),
+    Compressor(io::Error),
+    WriterStopped,
+}
+
+impl From<io::Error> for SinkError {
+    fn from(e: io::Error) -> Self {
+        SinkError::Io(e)
+    }
+}
+
+/// Shared by the chunking tasks.
+struct ChunkSink<'a> {
+    chunker: ChunkerConfig,
+    level: i32,
+    known: &'a HashMap<Hash, ChunkLocation>,
+    claimed: &'a Mutex<HashSet<Hash>>,
+    tx: &'a SyncSender<StoredChunk>,
+    run: &'a BuildRun,
+}
+
+impl ChunkSink<'_> {
+    fn read_file(&self, f: &WalkedFile) -> Result<BuiltFile, BuildError> {
+        let file = File::open(&f.abs).map_err(read_err(&f.abs))?;
+        let mut hashes = Vec::new();
+        let digest = chunk_stream::<_, SinkError, _>(&self.chunker, file, |c| {
+            self.run
+                .bytes_done
+                .fetch_add(c.data.len() as u64, Ordering::Relaxed);
+            hashes.push(c.hash);
+            if self.known.contains_key(&c.hash) || !lock(self.claimed).insert(c.hash) {
+                return Ok(());
+            }
+            let len = u32::try_from(c.data.len())
+                .map_err(|_| SinkError::Io(io::Error::other("chunk larger than 4 GiB")))?;
+            let (codec, stored) = compress(self.level, &c.data).map_err(SinkError::Compressor)?;
+            self.tx
+                .send(StoredChunk {
+                    hash: c.hash,
+                    codec,
+                    stored,
+                    len,
+                })
+                .map_err(|_| SinkError::WriterStopped)
+        })
+        .map_err(|e| match e {
+            SinkError::Io(source) => BuildError::Read {
+                path: f.abs.clone(),
+                source,
+            },
+            SinkError::Compressor(e) => BuildError::Compressor(e),
+            SinkError::WriterStopped => BuildError::WriterStopped,
+        })?;
+        self.run.files_done.fetch_add(1, Ordering::Relaxed);
+        Ok(BuiltFile {
+            rel: f.rel.clone(),
+            size: digest.size,
+            mode: f.mode,
+            mtime_ns: f.mtime_ns,
+            hash: digest.hash,
+            chunks: FileChunks::Hashes(hashes),
+        })
+    }
+}
+
+/// A pack being written to a store temp file.
+struct OpenPack {
+    writer: PackWriter<BufWriter<File>>,
+    path: PathBuf,
+}
+
+/// The pack-writer thread: appends stored chunks, seals packs at `target` bytes.
+fn write_packs(
+    rx: Receiver<StoredChunk>,
+    store: &BlobStore,
+    first_number: u32,
+    target: u64,
+    run: &BuildRun,
+) -> Result<Written, BuildError> {
+    let mut out = Written::default();
+    let mut open: Option<OpenPack> = None;
+    let mut next = first_number;
+    let result = (|| {
+        for chunk in rx {
+            let pack = match &mut open {
+                Some(p) => p,
+                empty => {
+                    let temp = store.temp()?;
+                    let writer = PackWriter::new(BufWriter::with_capacity(1 << 20, temp.file))
+                        .map_err(BuildError::PackWrite)?;
+                    empty.insert(OpenPack {
+                        writer,
+                        path: temp.path,
+                    })
+                }
+            };
+            pack.writer
+                .add(chunk.hash, chunk.codec, &chunk.stored, chunk.len)
+                .map_err(BuildError::PackWrite)?;
+            if pack.writer.len() >= target
+                && let Some(full) = open.take()
+            {
+                seal(full, next, store, &mut out)?;
+                run.packs_written.fetch_add(1, Ordering::Relaxed);
+                next = next.checked_add(1).ok_or(BuildError::PackNumbers)?;
+            }
+        }
+        if let Some(last) = open.take() {
+            seal(last, next, store, &mut out)?;
+            run.packs_written.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(out),
+        Err(e) => {
+            if let Some(p) = open {
+                let _ = fs::remove_file(&p.path);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Finishes a pack and commits it to the store as pack `number`.
+fn seal(
+    pack: OpenPack,
+    number: u32,
+    store: &BlobStore,
+    out: &mut Written,
+) -> Result<(), BuildError> {
+    let path = pack.path;
+    let finished = match pack.writer.finish() {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            return Err(BuildError::PackWrite(e));
+        }
+    };
+    let file = match finished.writer.into_inner() {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            return Err(BuildError::PackWrite(e.into_error()));
+        }
+    };
+    store.commit(TempBlob { file, path }, &finished.hash)?;
+    tracing::debug!(pack = number, hash = %finished.hash.short(), size = finished.size, "sealed pack");
+    for e in finished.entries {
+        out.chunks.insert(
+            e.hash,
+            ChunkLocation {
+                hash: e.hash,
+                pack: number,
+                offset: e.offset,
+                stored_len: e.stored_len,
+                len: e.len,
+                codec: e.codec,
+            },
+        );
+    }
+    out.packs.push(PackInfo {
+        number,
+        hash: finished.hash,
+        size: finished.size,
+    });
+    Ok(())
+}
+
+/// Builds the index: entries sorted by path, chunk table in first-use order, packs by number.
+fn assemble(
+    chunker: ChunkerConfig,
+    dirs: Vec<(RelPath, u32)>,
+    files: Vec<BuiltFile>,
+    known: &HashMap<Hash, ChunkLocation>,
+    written: &Written,
+    packs: &HashMap<u32, PackInfo>,
+) -> Result<Index, BuildError> {
+    let mut chunks: Vec<ChunkLocation> = Vec::new();
+    let mut positions: HashMap<Hash, u32> = HashMap::new();
+    let mut position_of = |loc: ChunkLocation| -> u32 {
+        *positions.entry(loc.hash).or_insert_with(|| {
+            chunks.push(loc);
+            (chunks.len() - 1) as u32
+        })
+    };
+    let mut entries = Vec::with_capacity(dirs.len() + files.len());
+    for f in files {
+        let list = match f.chunks {
+            FileChunks::Located(locs) => locs.into_iter().map(&mut position_of).collect(),
+            FileChunks::Hashes(hashes) => hashes
+                .into_iter()
+                .map(|h| {
+                    written
+                        .chunks
+                        .get(&h)
+                        .or_else(|| known.get(&h))
+                        .copied()
+                        .map(&mut position_of)
+                        .ok_or(BuildError::MissingChunk(h))
+                })
+                .collect::<Result<Vec<u32>, _>>()?,
+        };
+        entries.push(Entry {
+            path: f.rel,
+            kind: EntryKind::File(FileEntry {
+                size: f.size,
+                mode: f.mode,
+                mtime_ns: f.mtime_ns,
+                hash: f.hash,
+                chunks: list,
+            }),
+        });
+    }
+    entries.extend(dirs.into_iter().map(|(path, mode)| Entry {
+        path,
+        kind: EntryKind::Dir(DirEntry { mode }),
+    }));
+    entries.sort_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
+
+    let used: BTreeSet<u32> = chunks.iter().map(|c| c.pack).collect();
+    let new_packs: HashMap<u32, PackInfo> = written.packs.iter().map(|p| (p.number, *p)).collect();
+    let pack_table = used
+        .into_iter()
+        .map(|n| {
+            new_packs
+                .get(&n)
+                .or_else(|| packs.get(&n))
+                .copied()
+                .ok_or(BuildError::MissingPack(n))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Index {
+        revision: 0,
+        created_unix: 0,
+        chunker,
+        root: None,
+        entries,
+        chunks,
+        packs: pack_table,
+    })
+}

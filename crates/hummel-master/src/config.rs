@@ -1,0 +1,50 @@
+//! [`MasterConfig`] and [`Tokens`]: everything the binary decides for the master.
+//!
+//! The binary resolves flags, environment variables and token files; this crate only receives
+//! the result. Tokens are never printed: their `Debug` form is redacted.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The shared secrets the master checks (header [`hummel_proto::auth::TOKEN_HEADER`]).
+#[derive(Clone)]
+pub struct Tokens {
+    /// Starts builds; also accepted for reads.
+    pub write: String,
+    /// Announces and heartbeats slaves; fetches packs for replication.
+    pub slave: String,
+    /// Required for client reads when set; reads are public otherwise.
+    pub read: Option<String>,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokens")
+            .field("write", &"<redacted>")
+            .field("slave", &"<redacted>")
+            .field("read", &self.read.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// How a master runs.
+#[derive(Clone, Debug)]
+pub struct MasterConfig {
+    /// The folder that is indexed and published.
+    pub repo: PathBuf,
+    /// Where the master keeps `hummel.db`, `store/` and `revisions/`.
+    pub data: PathBuf,
+    /// Target number of slave copies per pack.
+    pub replication: u32,
+    /// How often slaves are asked to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a slave is stale (clients are no longer sent there).
+    pub stale_after: Duration,
+    /// Silence after which a slave is dead (its packs are placed elsewhere).
+    pub dead_after: Duration,
+    /// Tokens.
+    pub tokens: Tokens,
+    /// `hummel serve`: the master's own store acts as an always-live slave holding every pack.
+    pub embedded_store: bool,
+}

@@ -1,0 +1,407 @@
+//! `GET /`: the server-rendered dashboard (plain HTML and CSS, no scripts), and `POST /ui/build`,
+//! the form that starts a build with the write token.
+//!
+//! When a read token is configured the page needs it, either in the token header or as the
+//! password of HTTP Basic auth (the browser asks). Everything taken from requests, slaves,
+//! clients or the repository is HTML-escaped.
+
+use std::fmt::Write;
+
+use axum::Form;
+use axum::extract::State;
+use axum::extract::rejection::FormRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use hummel_proto::api::{BuildState, BuildStatus, SlaveState, StatusResponse};
+use serde::Deserialize;
+
+use crate::api::{ApiError, blocking};
+use crate::auth::{Access, check_dashboard, check_token};
+use crate::master::Master;
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;background:#fafafa}\
+h1{margin-bottom:0}h2{margin-top:1.6em;border-bottom:1px solid #ddd}\
+table{border-collapse:collapse;margin:.5em 0}td,th{padding:.3em .8em;border-bottom:1px solid #e4e4e4;text-align:left}\
+th{background:#eee}.num{text-align:right;font-variant-numeric:tabular-nums}\
+.live,.succeeded{color:#1a7f37}.stale,.running{color:#9a6700}.dead,.failed{color:#cf222e}\
+.muted{color:#777}progress{width:20em}form{margin:.8em 0}input{padding:.3em}";
+
+/// Escapes text for HTML content and attribute values.
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `1.5 GiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// `42 s`, `3 min`, `5 h`, `2 d`.
+fn human_age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
+/// `2024-05-01 12:00:00 UTC`.
+fn human_time(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn state_class(state: SlaveState) -> &'static str {
+    match state {
+        SlaveState::Live => "live",
+        SlaveState::Stale => "stale",
+        SlaveState::Dead => "dead",
+    }
+}
+
+fn build_class(state: BuildState) -> &'static str {
+    match state {
+        BuildState::Running => "running",
+        BuildState::Succeeded => "succeeded",
+        BuildState::Failed => "failed",
+    }
+}
+
+/// A small page for a refused or failed form submission.
+fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>{STYLE}</style>\
+         </head><body><h1>{t}</h1><p>{m}</p><p><a href=\"/\">Back to the dashboard</a></p></body></html>",
+        t = escape(title),
+        m = escape(text)
+    );
+    (status, Html(html)).into_response()
+}
+
+/// `GET /`.
+pub(crate) async fn page(State(master): State<Master>, headers: HeaderMap) -> Response {
+    if let Err(e) = check_dashboard(&master.config().tokens, &headers) {
+        let mut resp = message_page(
+            e.status(),
+            "Hummel: access denied",
+            "This dashboard needs the read token (as the password).",
+        );
+        if e.status() == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"hummel\", charset=\"UTF-8\""),
+            );
+        }
+        return resp;
+    }
+    match blocking(move || render(&master)).await {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The build form's body.
+#[derive(Debug, Deserialize)]
+pub(crate) struct BuildForm {
+    token: String,
+}
+
+/// `POST /ui/build`: starts a build if `token` is the write token, then back to `/` (303).
+pub(crate) async fn start_build(
+    State(master): State<Master>,
+    form: Result<Form<BuildForm>, FormRejection>,
+) -> Response {
+    let token = form.ok().map(|Form(f)| f.token);
+    if let Err(e) = check_token(&master.config().tokens, token.as_deref(), Access::Write) {
+        let text = match e {
+            ApiError::Unauthorized => "Enter the write token to start a build.",
+            _ => "That is not the write token.",
+        };
+        return message_page(e.status(), "Build not started", text);
+    }
+    match blocking(move || master.start_build()).await {
+        Ok(Ok(_)) => Redirect::to("/").into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "could not start a build from the dashboard");
+            message_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Build not started",
+                "The build could not be started; see the master's log.",
+            )
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Renders the whole page. Blocking (takes a status snapshot).
+fn render(master: &Master) -> String {
+    let status = master.status();
+    let history = master.history(20);
+    let role = if master.config().embedded_store {
+        "serve"
+    } else {
+        "master"
+    };
+    let running = status
+        .build
+        .as_ref()
+        .is_some_and(|b| b.state == BuildState::Running);
+    let mut h = String::with_capacity(16 << 10);
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\">{refresh}\
+         <title>Hummel {role}</title><style>{STYLE}</style></head><body>\
+         <h1>Hummel {role}</h1><p class=\"muted\">version {version}, API {api}</p>",
+        refresh = if running {
+            "<meta http-equiv=\"refresh\" content=\"2\">"
+        } else {
+            ""
+        },
+        version = env!("CARGO_PKG_VERSION"),
+        api = status.api_version,
+    );
+    revision_section(&mut h, &status);
+    build_section(&mut h, status.build.as_ref());
+    slaves_section(&mut h, &status);
+    clients_section(&mut h, &status);
+    h.push_str("<h2>Revision history</h2>");
+    if history.is_empty() {
+        h.push_str("<p class=\"muted\">None yet.</p>");
+    } else {
+        h.push_str(
+            "<table><tr><th>revision</th><th>created</th><th class=\"num\">files</th>\
+             <th class=\"num\">bytes</th><th>index</th></tr>",
+        );
+        for r in &history {
+            let _ = write!(
+                h,
+                "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td>\
+                 <td class=\"num\">{}</td><td><code>{}</code></td></tr>",
+                r.number,
+                human_time(r.created_unix),
+                r.files,
+                human_bytes(r.bytes),
+                r.index_hash.short()
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("</body></html>");
+    h
+}
+
+fn revision_section(h: &mut String, status: &StatusResponse) {
+    h.push_str("<h2>Current revision</h2>");
+    let r = &status.revision;
+    match (r.revision, r.created_unix) {
+        (Some(n), Some(created)) => {
+            let _ = write!(
+                h,
+                "<table><tr><th>revision</th><td class=\"num\">{n}</td></tr>\
+                 <tr><th>files</th><td class=\"num\">{}</td></tr>\
+                 <tr><th>size</th><td class=\"num\">{}</td></tr>\
+                 <tr><th>created</th><td>{}</td></tr>\
+                 <tr><th>index</th><td><code>{}</code></td></tr></table>",
+                r.files,
+                human_bytes(r.bytes),
+                human_time(created),
+                r.index_hash.map(|x| x.short()).unwrap_or_default()
+            );
+        }
+        _ => h.push_str("<p class=\"muted\">No revision has been published yet.</p>"),
+    }
+}
+
+fn build_section(h: &mut String, build: Option<&BuildStatus>) {
+    h.push_str("<h2>Build</h2>");
+    match build {
+        None => h.push_str("<p class=\"muted\">No build yet.</p>"),
+        Some(b) => {
+            let _ = write!(
+                h,
+                "<p>Build {} <b class=\"{cls}\">{cls}</b>, started {}",
+                b.id,
+                human_time(b.started_unix),
+                cls = build_class(b.state)
+            );
+            if let Some(f) = b.finished_unix {
+                let _ = write!(h, ", finished {}", human_time(f));
+            }
+            if let Some(r) = b.revision {
+                let _ = write!(h, ", revision {r}");
+            }
+            h.push_str("</p>");
+            let _ = write!(
+                h,
+                "<p><progress max=\"{}\" value=\"{}\"></progress> \
+                 {} of {} files ({} reused), {} of {}, {} new packs</p>",
+                b.bytes_total.max(1),
+                b.bytes_done.min(b.bytes_total.max(1)),
+                b.files_done,
+                b.files_total,
+                b.files_reused,
+                human_bytes(b.bytes_done),
+                human_bytes(b.bytes_total),
+                b.packs_written
+            );
+            if let Some(e) = &b.error {
+                let _ = write!(h, "<p class=\"failed\">Error: {}</p>", escape(e));
+            }
+            if !b.warnings.is_empty() {
+                h.push_str("<details><summary>Warnings</summary><ul>");
+                for w in &b.warnings {
+                    let _ = write!(h, "<li>{}</li>", escape(w));
+                }
+                h.push_str("</ul></details>");
+            }
+        }
+    }
+    h.push_str(
+        "<form method=\"post\" action=\"/ui/build\">\
+         <label>Write token <input type=\"password\" name=\"token\" autocomplete=\"off\" required></label> \
+         <button type=\"submit\">Start a build</button></form>",
+    );
+}
+
+fn slaves_section(h: &mut String, status: &StatusResponse) {
+    let r = &status.replication;
+    h.push_str("<h2>Slaves</h2>");
+    if status.slaves.is_empty() {
+        h.push_str("<p class=\"muted\">No slave has announced itself.</p>");
+    } else {
+        h.push_str(
+            "<table><tr><th>id</th><th>url</th><th>state</th><th class=\"num\">last heartbeat</th>\
+             <th class=\"num\">packs</th><th class=\"num\">used</th><th class=\"num\">quota</th>\
+             <th class=\"num\">pending</th></tr>",
+        );
+        for s in &status.slaves {
+            let _ = write!(
+                h,
+                "<tr><td><code>{}</code></td><td>{}</td><td class=\"{cls}\">{cls}</td>\
+                 <td class=\"num\">{} ago</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+                 <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                escape(&s.id),
+                escape(&s.url),
+                human_age(s.last_seen_ms),
+                s.packs,
+                human_bytes(s.used),
+                s.quota.map_or_else(|| "unlimited".to_string(), human_bytes),
+                s.pending,
+                cls = state_class(s.state)
+            );
+        }
+        h.push_str("</table>");
+    }
+    let _ = write!(
+        h,
+        "<h2>Replication</h2><table><tr><th>target copies</th><td class=\"num\">{}</td></tr>\
+         <tr><th>packs in the current revision</th><td class=\"num\">{}</td></tr>\
+         <tr><th>under-replicated</th><td class=\"num {}\">{}</td></tr>\
+         <tr><th>unavailable</th><td class=\"num {}\">{}</td></tr></table>",
+        r.target,
+        r.packs,
+        if r.under_replicated > 0 {
+            "stale"
+        } else {
+            "live"
+        },
+        r.under_replicated,
+        if r.unavailable > 0 { "dead" } else { "live" },
+        r.unavailable
+    );
+}
+
+fn clients_section(h: &mut String, status: &StatusResponse) {
+    h.push_str("<h2>Clients</h2>");
+    if status.clients.is_empty() {
+        h.push_str("<p class=\"muted\">No client has reported.</p>");
+        return;
+    }
+    h.push_str(
+        "<table><tr><th>id</th><th>address</th><th class=\"num\">revision</th><th>path</th>\
+         <th class=\"num\">files</th><th class=\"num\">bytes</th><th class=\"num\">last seen</th></tr>",
+    );
+    for c in &status.clients {
+        let _ = write!(
+            h,
+            "<tr><td><code>{}</code></td><td>{}</td><td class=\"num\">{}</td><td>{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} ago</td></tr>",
+            escape(&c.id),
+            escape(&c.addr),
+            c.revision,
+            if c.path.is_empty() {
+                "(all)".to_string()
+            } else {
+                escape(&c.path)
+            },
+            c.files,
+            human_bytes(c.bytes),
+            human_age(c.last_seen_ms)
+        );
+    }
+    h.push_str("</table>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape("<a href=\"x\">&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn formats_for_humans() {
+        assert_eq!(human_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(human_time(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+        assert_eq!(human_age(5_000), "5 s");
+        assert_eq!(human_age(600_000), "10 min");
+    }
+}

@@ -1,0 +1,627 @@
+//! [`Db`]: the metadata database `DATA/hummel.db` (SQLite, WAL).
+//!
+//! Tables: `revisions` (one row per published revision; the current one is the highest),
+//! `packs` (the pack enumeration: number → hash, size), `chunks` (where every published chunk
+//! lives), `slaves` and `replicas` (who holds which pack), `clients` (what each client holds) and
+//! `builds` (build history). The schema version is `PRAGMA user_version`.
+//!
+//! The master keeps one writer connection behind a mutex and mirrors the small tables in memory;
+//! the build opens its own read-only connection to load the chunk table. Every call here is
+//! blocking I/O: callers on the async runtime use `spawn_blocking`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hummel_core::{ChunkLocation, Codec, Hash, PackInfo};
+use hummel_proto::api::{BuildState, BuildStatus};
+use rusqlite::{Connection, OpenFlags, Row, params};
+
+use crate::error::MasterError;
+use crate::tracker::{ClientRecord, SlaveRecord};
+
+/// The schema this build writes.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE revisions (
+    number        INTEGER PRIMARY KEY,
+    created_unix  INTEGER NOT NULL,
+    index_hash    BLOB    NOT NULL,
+    files         INTEGER NOT NULL,
+    bytes         INTEGER NOT NULL,
+    build_id      INTEGER,
+    build_started_unix INTEGER NOT NULL
+);
+CREATE TABLE packs (
+    number    INTEGER PRIMARY KEY,
+    hash      BLOB    NOT NULL UNIQUE,
+    size      INTEGER NOT NULL,
+    revision  INTEGER NOT NULL
+);
+CREATE TABLE chunks (
+    hash        BLOB    PRIMARY KEY,
+    pack        INTEGER NOT NULL REFERENCES packs(number),
+    offset      INTEGER NOT NULL,
+    stored_len  INTEGER NOT NULL,
+    len         INTEGER NOT NULL,
+    codec       INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE slaves (
+    id             TEXT    PRIMARY KEY,
+    url            TEXT    NOT NULL,
+    quota          INTEGER,
+    used           INTEGER NOT NULL,
+    replicating    INTEGER NOT NULL DEFAULT 0,
+    first_seen_ms  INTEGER NOT NULL,
+    last_seen_ms   INTEGER NOT NULL
+);
+CREATE TABLE replicas (
+    slave_id  TEXT    NOT NULL REFERENCES slaves(id) ON DELETE CASCADE,
+    pack      INTEGER NOT NULL REFERENCES packs(number),
+    PRIMARY KEY (slave_id, pack)
+) WITHOUT ROWID;
+CREATE TABLE clients (
+    id            TEXT    PRIMARY KEY,
+    addr          TEXT    NOT NULL,
+    revision      INTEGER NOT NULL,
+    path          TEXT    NOT NULL,
+    files         INTEGER NOT NULL,
+    bytes         INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL
+);
+CREATE TABLE builds (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    state          TEXT    NOT NULL,
+    revision       INTEGER,
+    error          TEXT,
+    started_unix   INTEGER NOT NULL,
+    finished_unix  INTEGER,
+    files_total    INTEGER NOT NULL DEFAULT 0,
+    files_done     INTEGER NOT NULL DEFAULT 0,
+    bytes_total    INTEGER NOT NULL DEFAULT 0,
+    bytes_done     INTEGER NOT NULL DEFAULT 0,
+    files_reused   INTEGER NOT NULL DEFAULT 0,
+    packs_written  INTEGER NOT NULL DEFAULT 0,
+    warnings       TEXT    NOT NULL DEFAULT '[]'
+);
+";
+
+/// One published revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RevisionRow {
+    pub number: u64,
+    pub created_unix: i64,
+    pub index_hash: Hash,
+    pub files: u64,
+    pub bytes: u64,
+    /// When the build that published it started: files modified after that may have changed
+    /// while being read, so they are not reused without reading.
+    pub build_started_unix: i64,
+}
+
+/// What one build publishes in one transaction.
+pub(crate) struct Publication<'a> {
+    pub revision: &'a RevisionRow,
+    pub build_id: u64,
+    pub new_packs: &'a [PackInfo],
+    pub new_chunks: &'a [ChunkLocation],
+}
+
+/// SQLite stores signed integers; Hummel's sizes fit, anything larger saturates.
+pub(crate) fn to_sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn from_sql_int(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn hash_from_blob(blob: Vec<u8>, column: usize) -> rusqlite::Result<Hash> {
+    let arr: [u8; 32] = blob.try_into().map_err(|b: Vec<u8>| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Blob,
+            format!("expected a 32-byte hash, found {} bytes", b.len()).into(),
+        )
+    })?;
+    Ok(Hash(arr))
+}
+
+fn codec_from_int(v: i64) -> rusqlite::Result<Codec> {
+    match v {
+        0 => Ok(Codec::Raw),
+        1 => Ok(Codec::Zstd),
+        other => Err(rusqlite::Error::IntegralValueOutOfRange(5, other)),
+    }
+}
+
+fn state_name(state: BuildState) -> &'static str {
+    match state {
+        BuildState::Running => "running",
+        BuildState::Succeeded => "succeeded",
+        BuildState::Failed => "failed",
+    }
+}
+
+fn state_from_name(name: &str) -> BuildState {
+    match name {
+        "running" => BuildState::Running,
+        "succeeded" => BuildState::Succeeded,
+        _ => BuildState::Failed,
+    }
+}
+
+/// A connection to the metadata database.
+pub(crate) struct Db {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Db {
+    /// Opens (creating and migrating) the database read-write.
+    pub(crate) fn open(path: &Path) -> Result<Db, MasterError> {
+        let conn = Connection::open(path).map_err(db_err(path))?;
+        let db = Db {
+            conn,
+            path: path.to_path_buf(),
+        };
+        db.configure()?;
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// Opens a read-only connection (the build's chunk lookups).
+    pub(crate) fn open_reader(path: &Path) -> Result<Db, MasterError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err(path))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(db_err(path))?;
+        Ok(Db {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self) -> impl FnOnce(rusqlite::Error) -> MasterError + '_ {
+        db_err(&self.path)
+    }
+
+    fn configure(&self) -> Result<(), MasterError> {
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(self.err())?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %self.path.display(), mode, "SQLite refused WAL mode");
+        }
+        self.conn
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(self.err())?;
+        // FULL: a published revision survives power loss, so a number is never reused.
+        self.conn
+            .execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;")
+            .map_err(self.err())
+    }
+
+    fn migrate(&self) -> Result<(), MasterError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.err())?;
+        if version > SCHEMA_VERSION {
+            return Err(MasterError::SchemaVersion {
+                path: self.path.clone(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version == 0 {
+            self.conn
+                .execute_batch(&format!(
+                    "BEGIN; {SCHEMA_V1} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                ))
+                .map_err(self.err())?;
+        }
+        Ok(())
+    }
+
+    /// Every revision, oldest first.
+    pub(crate) fn load_revisions(&self) -> Result<Vec<RevisionRow>, MasterError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT number, created_unix, index_hash, files, bytes, build_started_unix
+                 FROM revisions ORDER BY number",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RevisionRow {
+                    number: from_sql_int(r.get(0)?),
+                    created_unix: r.get(1)?,
+                    index_hash: hash_from_blob(r.get(2)?, 2)?,
+                    files: from_sql_int(r.get(3)?),
+                    bytes: from_sql_int(r.get(4)?),
+                    build_started_unix: r.get(5)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Every pack, by number.
+    pub(crate) fn load_packs(&self) -> Result<Vec<PackInfo>, MasterError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT number, hash, size FROM packs ORDER BY number")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                let number: i64 = r.get(0)?;
+                Ok(PackInfo {
+                    number: u32::try_from(number)
+                        .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, number))?,
+                    hash: hash_from_blob(r.get(1)?, 1)?,
+                    size: from_sql_int(r.get(2)?),
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Every published chunk with its location. Memory: ~100 bytes per chunk.
+    pub(crate) fn load_chunks(&self) -> Result<HashMap<Hash, ChunkLocation>, MasterError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT hash, pack, offset, stored_len, len, codec FROM chunks")
+            .map_err(self.err())?;
+        let rows = stmt.query_map([], chunk_from_row).map_err(self.err())?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let c = row.map_err(self.err())?;
+            out.insert(c.hash, c);
+        }
+        Ok(out)
+    }
+
+    /// Publishes a revision with its new packs and chunks in one transaction.
+    pub(crate) fn publish(&mut self, p: &Publication<'_>) -> Result<(), MasterError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(db_err(&path))?;
+        {
+            let mut pack_stmt = tx
+                .prepare("INSERT INTO packs(number, hash, size, revision) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(db_err(&path))?;
+            for pack in p.new_packs {
+                pack_stmt
+                    .execute(params![
+                        pack.number,
+                        &pack.hash.0[..],
+                        to_sql_int(pack.size),
+                        to_sql_int(p.revision.number)
+                    ])
+                    .map_err(db_err(&path))?;
+            }
+            let mut chunk_stmt = tx
+                .prepare(
+                    "INSERT OR IGNORE INTO chunks(hash, pack, offset, stored_len, len, codec)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(db_err(&path))?;
+            for c in p.new_chunks {
+                chunk_stmt
+                    .execute(params![
+                        &c.hash.0[..],
+                        c.pack,
+                        to_sql_int(c.offset),
+                        c.stored_len,
+                        c.len,
+                        c.codec as u8
+                    ])
+                    .map_err(db_err(&path))?;
+            }
+            tx.execute(
+                "INSERT INTO revisions(number, created_unix, index_hash, files, bytes, build_id,
+                    build_started_unix)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    to_sql_int(p.revision.number),
+                    p.revision.created_unix,
+                    &p.revision.index_hash.0[..],
+                    to_sql_int(p.revision.files),
+                    to_sql_int(p.revision.bytes),
+                    to_sql_int(p.build_id),
+                    p.revision.build_started_unix
+                ],
+            )
+            .map_err(db_err(&path))?;
+        }
+        tx.commit().map_err(db_err(&path))
+    }
+
+    /// Records a new running build; returns its id.
+    pub(crate) fn insert_build(&self, started_unix: i64) -> Result<u64, MasterError> {
+        self.conn
+            .execute(
+                "INSERT INTO builds(state, started_unix) VALUES ('running', ?1)",
+                params![started_unix],
+            )
+            .map_err(self.err())?;
+        Ok(from_sql_int(self.conn.last_insert_rowid()))
+    }
+
+    /// Stores the final status of a build.
+    pub(crate) fn finish_build(&self, s: &BuildStatus) -> Result<(), MasterError> {
+        let warnings = serde_json::to_string(&s.warnings).unwrap_or_else(|_| "[]".into());
+        self.conn
+            .execute(
+                "UPDATE builds SET state=?2, revision=?3, error=?4, finished_unix=?5,
+                    files_total=?6, files_done=?7, bytes_total=?8, bytes_done=?9,
+                    files_reused=?10, packs_written=?11, warnings=?12
+                 WHERE id=?1",
+                params![
+                    to_sql_int(s.id),
+                    state_name(s.state),
+                    s.revision.map(to_sql_int),
+                    s.error,
+                    s.finished_unix,
+                    to_sql_int(s.files_total),
+                    to_sql_int(s.files_done),
+                    to_sql_int(s.bytes_total),
+                    to_sql_int(s.bytes_done),
+                    to_sql_int(s.files_reused),
+                    to_sql_int(s.packs_written),
+                    warnings
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Marks builds that were running when the process died as failed.
+    pub(crate) fn fail_interrupted_builds(&self, now_unix: i64) -> Result<usize, MasterError> {
+        self.conn
+            .execute(
+                "UPDATE builds SET state='failed', error='interrupted: the master stopped during the build',
+                    finished_unix=?1 WHERE state='running'",
+                params![now_unix],
+            )
+            .map_err(self.err())
+    }
+
+    /// Every build, oldest first.
+    pub(crate) fn load_builds(&self) -> Result<Vec<BuildStatus>, MasterError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, state, revision, error, started_unix, finished_unix, files_total,
+                        files_done, bytes_total, bytes_done, files_reused, packs_written, warnings
+                 FROM builds ORDER BY id",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                let state: String = r.get(1)?;
+                let warnings: String = r.get(12)?;
+                Ok(BuildStatus {
+                    id: from_sql_int(r.get(0)?),
+                    state: state_from_name(&state),
+                    revision: r.get::<_, Option<i64>>(2)?.map(from_sql_int),
+                    error: r.get(3)?,
+                    started_unix: r.get(4)?,
+                    finished_unix: r.get(5)?,
+                    files_total: from_sql_int(r.get(6)?),
+                    files_done: from_sql_int(r.get(7)?),
+                    bytes_total: from_sql_int(r.get(8)?),
+                    bytes_done: from_sql_int(r.get(9)?),
+                    files_reused: from_sql_int(r.get(10)?),
+                    packs_written: from_sql_int(r.get(11)?),
+                    warnings: serde_json::from_str(&warnings).unwrap_or_default(),
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Upserts a slave and replaces its replica set, in one transaction.
+    pub(crate) fn record_hashlist(&mut self, slave: &SlaveRecord) -> Result<(), MasterError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(db_err(&path))?;
+        tx.execute(
+            "INSERT INTO slaves(id, url, quota, used, replicating, first_seen_ms, last_seen_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(id) DO UPDATE SET url=excluded.url, quota=excluded.quota,
+                used=excluded.used, replicating=excluded.replicating,
+                last_seen_ms=excluded.last_seen_ms",
+            params![
+                slave.id,
+                slave.url,
+                slave.quota.map(to_sql_int),
+                to_sql_int(slave.used),
+                to_sql_int(slave.replicating),
+                to_sql_int(slave.last_seen_ms),
+                to_sql_int(slave.last_seen_ms)
+            ],
+        )
+        .map_err(db_err(&path))?;
+        tx.execute("DELETE FROM replicas WHERE slave_id=?1", params![slave.id])
+            .map_err(db_err(&path))?;
+        {
+            let mut stmt = tx
+                .prepare("INSERT OR IGNORE INTO replicas(slave_id, pack) VALUES (?1, ?2)")
+                .map_err(db_err(&path))?;
+            for pack in &slave.packs {
+                stmt.execute(params![slave.id, pack])
+                    .map_err(db_err(&path))?;
+            }
+        }
+        tx.commit().map_err(db_err(&path))
+    }
+
+    /// Records a heartbeat: liveness, usage, and packs the slave found corrupt.
+    pub(crate) fn record_heartbeat(
+        &mut self,
+        slave_id: &str,
+        used: u64,
+        replicating: u64,
+        last_seen_ms: u64,
+        corrupt: &[u32],
+    ) -> Result<(), MasterError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(db_err(&path))?;
+        tx.execute(
+            "UPDATE slaves SET used=?2, replicating=?3, last_seen_ms=?4 WHERE id=?1",
+            params![
+                slave_id,
+                to_sql_int(used),
+                to_sql_int(replicating),
+                to_sql_int(last_seen_ms)
+            ],
+        )
+        .map_err(db_err(&path))?;
+        {
+            let mut stmt = tx
+                .prepare("DELETE FROM replicas WHERE slave_id=?1 AND pack=?2")
+                .map_err(db_err(&path))?;
+            for pack in corrupt {
+                stmt.execute(params![slave_id, pack])
+                    .map_err(db_err(&path))?;
+            }
+        }
+        tx.commit().map_err(db_err(&path))
+    }
+
+    /// Every slave with its replica set.
+    pub(crate) fn load_slaves(&self) -> Result<Vec<SlaveRecord>, MasterError> {
+        let mut slaves: Vec<SlaveRecord> = {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT id, url, quota, used, replicating, last_seen_ms FROM slaves ORDER BY id",
+                )
+                .map_err(self.err())?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(SlaveRecord {
+                        id: r.get(0)?,
+                        url: r.get(1)?,
+                        quota: r.get::<_, Option<i64>>(2)?.map(from_sql_int),
+                        used: from_sql_int(r.get(3)?),
+                        replicating: from_sql_int(r.get(4)?),
+                        last_seen_ms: from_sql_int(r.get(5)?),
+                        packs: Default::default(),
+                    })
+                })
+                .map_err(self.err())?;
+            rows.collect::<Result<_, _>>().map_err(self.err())?
+        };
+        let mut stmt = self
+            .conn
+            .prepare("SELECT pack FROM replicas WHERE slave_id=?1")
+            .map_err(self.err())?;
+        for slave in &mut slaves {
+            let rows = stmt
+                .query_map(params![slave.id], |r| r.get::<_, u32>(0))
+                .map_err(db_err(&self.path))?;
+            for pack in rows {
+                slave.packs.insert(pack.map_err(db_err(&self.path))?);
+            }
+        }
+        Ok(slaves)
+    }
+
+    /// Upserts a client's report.
+    pub(crate) fn record_client(&self, c: &ClientRecord) -> Result<(), MasterError> {
+        self.conn
+            .execute(
+                "INSERT INTO clients(id, addr, revision, path, files, bytes, last_seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(id) DO UPDATE SET addr=excluded.addr, revision=excluded.revision,
+                    path=excluded.path, files=excluded.files, bytes=excluded.bytes,
+                    last_seen_ms=excluded.last_seen_ms",
+                params![
+                    c.id,
+                    c.addr,
+                    to_sql_int(c.revision),
+                    c.path,
+                    to_sql_int(c.files),
+                    to_sql_int(c.bytes),
+                    to_sql_int(c.last_seen_ms)
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Every client.
+    pub(crate) fn load_clients(&self) -> Result<Vec<ClientRecord>, MasterError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, addr, revision, path, files, bytes, last_seen_ms FROM clients ORDER BY id",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ClientRecord {
+                    id: r.get(0)?,
+                    addr: r.get(1)?,
+                    revision: from_sql_int(r.get(2)?),
+                    path: r.get(3)?,
+                    files: from_sql_int(r.get(4)?),
+                    bytes: from_sql_int(r.get(5)?),
+                    last_seen_ms: from_sql_int(r.get(6)?),
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+}
+
+fn chunk_from_row(r: &Row<'_>) -> rusqlite::Result<ChunkLocation> {
+    Ok(ChunkLocation {
+        hash: hash_from_blob(r.get(0)?, 0)?,
+        pack: r.get(1)?,
+        offset: from_sql_int(r.get(2)?),
+        stored_len: r.get(3)?,
+        len: r.get(4)?,
+        codec: codec_from_int(r.get(5)?)?,
+    })
+}
+
+fn db_err(path: &Path) -> impl FnOnce(rusqlite::Error) -> MasterError + '_ {
+    move |source| MasterError::Db {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_is_created_once_and_versioned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hummel.db");
+        let db = Db::open(&path).unwrap();
+        assert!(db.load_revisions().unwrap().is_empty());
+        drop(db);
+        let db = Db::open(&path).unwrap();
+        let v: i64 = db
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        db.conn.execute_batch("PRAGMA user_version=99").unwrap();
+        drop(db);
+        assert!(matches!(
+            Db::open(&path),
+            Err(MasterError::SchemaVersion { found: 99, .. })
+        ));
+    }
+}

@@ -1,0 +1,874 @@
+//! [`Master`]: the shared state behind every endpoint, the build driver, and slave/client
+//! tracking.
+//!
+//! What lives where:
+//! - the current revision, decoded and encoded ([`LoadedRevision`]), behind an `RwLock<Arc<_>>`
+//!   so readers never wait for a build;
+//! - the pack enumeration ([`PackTable`]) and the revision history, mirrored from the database;
+//! - slaves and clients ([`Tracker`]) behind one mutex; every change is written to the database
+//!   first, then to memory (lock order: tracker, then database);
+//! - builds ([`BuildRun`]): at most one running, on its own thread.
+//!
+//! Methods that touch the database or compute placement are blocking; the HTTP layer calls them
+//! through `spawn_blocking`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hummel_core::{Hash, PackInfo, RelPath};
+use hummel_proto::api::{
+    Assignment, BuildState, BuildStatus, ClientReport, Heartbeat, LocateRequest, LocateResponse,
+    ReplicationHealth, RevisionInfo, SlaveDirective, SlaveEndpoint, SlaveHashlist, SlaveState,
+    SlaveStatus, StatusResponse,
+};
+use hummel_store::BlobStore;
+
+use crate::build::{self, BuildError, BuildInputs, BuildOptions, BuildRun, Preparation};
+use crate::config::MasterConfig;
+use crate::db::{Db, Publication, RevisionRow};
+use crate::error::MasterError;
+use crate::metrics::Metrics;
+use crate::placement::{self, Candidate, PackSlot, Placement};
+use crate::revision::{self, LoadedRevision};
+use crate::tracker::{ClientRecord, Liveness, SlaveRecord, Tracker};
+use crate::{lock, now_ms, now_unix, read, write};
+
+/// The id under which the embedded store (`hummel serve`) appears to clients and in status.
+pub const EMBEDDED_SLAVE_ID: &str = "embedded";
+/// Most assignments sent in one directive.
+pub(crate) const MAX_ASSIGNMENTS: usize = 256;
+
+/// A Hummel master. Cheap to clone: all state is shared.
+#[derive(Clone)]
+pub struct Master {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: MasterConfig,
+    pub db_path: PathBuf,
+    pub revisions_dir: PathBuf,
+    pub db: Mutex<Db>,
+    pub store: Arc<BlobStore>,
+    pub metrics: Metrics,
+    public_url: RwLock<Option<String>>,
+    current: RwLock<Option<Arc<LoadedRevision>>>,
+    history: RwLock<Vec<RevisionRow>>,
+    packs: RwLock<PackTable>,
+    tracker: Mutex<Tracker>,
+    builds: Mutex<BuildBook>,
+    old_revision: Mutex<Option<Arc<LoadedRevision>>>,
+    build_options: BuildOptions,
+    locate_turn: AtomicU64,
+}
+
+/// The pack enumeration.
+#[derive(Debug, Default)]
+pub(crate) struct PackTable {
+    pub by_number: HashMap<u32, PackInfo>,
+    pub by_hash: HashMap<Hash, u32>,
+    /// The number the next new pack gets.
+    pub next_number: u32,
+}
+
+impl PackTable {
+    fn insert(&mut self, p: PackInfo) {
+        self.by_number.insert(p.number, p);
+        self.by_hash.insert(p.hash, p.number);
+        self.next_number = self.next_number.max(p.number.saturating_add(1));
+    }
+}
+
+#[derive(Default)]
+struct BuildBook {
+    runs: BTreeMap<u64, Arc<BuildRun>>,
+    running: Option<u64>,
+}
+
+/// Why an index request cannot be answered.
+#[derive(Debug)]
+pub(crate) enum IndexLookupError {
+    NoRevision,
+    NoSuchRevision(u64),
+    NoSuchPath(RelPath),
+    Internal(MasterError),
+}
+
+/// Placement of the current revision's packs over the candidate slaves.
+struct Plan<'t> {
+    slots: Vec<PackSlot>,
+    ids: Vec<&'t str>,
+    placement: Placement,
+}
+
+impl Plan<'_> {
+    fn pending(&self, id: &str) -> Option<&[usize]> {
+        self.ids
+            .iter()
+            .position(|s| *s == id)
+            .map(|i| self.placement.pending[i].as_slice())
+    }
+}
+
+impl Master {
+    /// Opens (creating) the data folder, database and store, and loads the current revision.
+    /// Blocking.
+    pub fn open(config: MasterConfig) -> Result<Master, MasterError> {
+        Master::open_with(config, BuildOptions::default())
+    }
+
+    pub(crate) fn open_with(
+        config: MasterConfig,
+        build_options: BuildOptions,
+    ) -> Result<Master, MasterError> {
+        fs::create_dir_all(&config.data).map_err(MasterError::io(&config.data))?;
+        let revisions_dir = config.data.join("revisions");
+        fs::create_dir_all(&revisions_dir).map_err(MasterError::io(&revisions_dir))?;
+        revision::clean_temp_files(&revisions_dir)?;
+        let db_path = config.data.join("hummel.db");
+        let db = Db::open(&db_path)?;
+        let store = Arc::new(BlobStore::open(&config.data.join("store"))?);
+
+        let history = db.load_revisions()?;
+        let current = match history.last() {
+            Some(row) => Some(Arc::new(revision::load_revision(
+                &revisions_dir,
+                row.clone(),
+            )?)),
+            None => None,
+        };
+        let mut packs = PackTable {
+            next_number: 1,
+            ..PackTable::default()
+        };
+        for p in db.load_packs()? {
+            packs.insert(p);
+        }
+        if let Some(c) = &current {
+            let missing = c
+                .index
+                .packs
+                .iter()
+                .filter(|p| !store.contains(&p.hash))
+                .count();
+            if missing > 0 {
+                tracing::error!(
+                    revision = c.row.number,
+                    missing,
+                    "packs of the current revision are missing from the master's store"
+                );
+            }
+        }
+        let interrupted = db.fail_interrupted_builds(now_unix())?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "builds interrupted by a restart were marked failed"
+            );
+        }
+        let mut builds = BuildBook::default();
+        for s in db.load_builds()? {
+            builds
+                .runs
+                .insert(s.id, Arc::new(BuildRun::from_status(&s)));
+        }
+        let mut tracker = Tracker::default();
+        for s in db.load_slaves()? {
+            tracker.slaves.insert(s.id.clone(), s);
+        }
+        for c in db.load_clients()? {
+            tracker.clients.insert(c.id.clone(), c);
+        }
+        tracing::info!(
+            data = %config.data.display(),
+            revision = current.as_ref().map(|c| c.row.number),
+            packs = packs.by_number.len(),
+            slaves = tracker.slaves.len(),
+            "master opened"
+        );
+        Ok(Master {
+            inner: Arc::new(Inner {
+                config,
+                db_path,
+                revisions_dir,
+                db: Mutex::new(db),
+                store,
+                metrics: Metrics::default(),
+                public_url: RwLock::new(None),
+                current: RwLock::new(current),
+                history: RwLock::new(history),
+                packs: RwLock::new(packs),
+                tracker: Mutex::new(tracker),
+                builds: Mutex::new(builds),
+                old_revision: Mutex::new(None),
+                build_options,
+                locate_turn: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The URL the master is reached at: the replication source of last resort and, in serve
+    /// mode, the embedded slave's URL. A trailing `/` is removed.
+    pub fn set_public_url(&self, url: String) {
+        let url = url.trim_end_matches('/').to_string();
+        *write(&self.inner.public_url) = Some(url);
+    }
+
+    /// The URL given to [`Master::set_public_url`].
+    pub fn public_url(&self) -> Option<String> {
+        read(&self.inner.public_url).clone()
+    }
+
+    /// The whole HTTP API, dashboard, `/health`, `/metrics` and the `/blob` origin.
+    pub fn router(&self) -> axum::Router {
+        crate::api::router(self.clone())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MasterConfig {
+        &self.inner.config
+    }
+
+    /// The pack store (the origin of replication).
+    pub fn store(&self) -> &Arc<BlobStore> {
+        &self.inner.store
+    }
+
+    /// Starts a build on its own thread, or returns the id of the one already running.
+    pub fn start_build(&self) -> Result<u64, MasterError> {
+        let mut book = lock(&self.inner.builds);
+        if let Some(id) = book.running {
+            return Ok(id);
+        }
+        let started = now_unix();
+        let id = lock(&self.inner.db).insert_build(started)?;
+        let run = Arc::new(BuildRun::new(id, started));
+        book.runs.insert(id, run.clone());
+        book.running = Some(id);
+        let master = self.clone();
+        let thread_run = run.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("hummel-build-{id}"))
+            .spawn(move || master.run_build(thread_run));
+        if let Err(e) = spawned {
+            book.running = None;
+            run.finish(
+                Err(format!("could not start the build thread: {e}")),
+                now_unix(),
+            );
+            if let Err(db) = lock(&self.inner.db).finish_build(&run.status()) {
+                tracing::error!(build = id, error = %db, "could not record the failed build");
+            }
+            return Err(MasterError::Spawn(e));
+        }
+        Ok(id)
+    }
+
+    /// The status of build `id`, if known.
+    pub fn build_status(&self, id: u64) -> Option<BuildStatus> {
+        lock(&self.inner.builds).runs.get(&id).map(|r| r.status())
+    }
+
+    /// The most recent build, if any.
+    pub fn latest_build(&self) -> Option<BuildStatus> {
+        lock(&self.inner.builds)
+            .runs
+            .values()
+            .next_back()
+            .map(|r| r.status())
+    }
+
+    /// Number of builds per state.
+    pub(crate) fn build_counts(&self) -> [(BuildState, u64); 3] {
+        let book = lock(&self.inner.builds);
+        let mut counts = [
+            (BuildState::Running, 0),
+            (BuildState::Succeeded, 0),
+            (BuildState::Failed, 0),
+        ];
+        for run in book.runs.values() {
+            let state = run.state();
+            for (s, n) in &mut counts {
+                if *s == state {
+                    *n += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    fn run_build(&self, run: Arc<BuildRun>) {
+        tracing::info!(build = run.id, repo = %self.inner.config.repo.display(), "build started");
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.build_and_publish(&run)))
+            .unwrap_or(Err(BuildError::Panicked));
+        match result {
+            Ok(revision) => {
+                let s = run.status();
+                tracing::info!(
+                    build = run.id,
+                    revision,
+                    files = s.files_total,
+                    reused = s.files_reused,
+                    packs = s.packs_written,
+                    "build succeeded"
+                );
+                run.finish(Ok(revision), now_unix());
+            }
+            Err(e) => {
+                let message = one_line(&e.to_string());
+                tracing::error!(build = run.id, error = %message, "build failed");
+                run.finish(Err(message), now_unix());
+            }
+        }
+        if let Err(e) = lock(&self.inner.db).finish_build(&run.status()) {
+            tracing::error!(build = run.id, error = %e, "could not record the build's outcome");
+        }
+        let mut book = lock(&self.inner.builds);
+        if book.running == Some(run.id) {
+            book.running = None;
+        }
+    }
+
+    /// Runs the pipeline and publishes: index file, one transaction, then memory.
+    fn build_and_publish(&self, run: &BuildRun) -> Result<u64, BuildError> {
+        let previous = self.current();
+        let (packs, next_pack_number) = {
+            let t = read(&self.inner.packs);
+            (t.by_number.clone(), t.next_number)
+        };
+        let inputs = BuildInputs {
+            repo: &self.inner.config.repo,
+            data_dir: &self.inner.config.data,
+            db_path: &self.inner.db_path,
+            store: &self.inner.store,
+            previous: previous.as_deref(),
+            packs: &packs,
+            next_pack_number,
+            options: self.inner.build_options,
+        };
+        let prepared = match build::prepare(&inputs, run)? {
+            Preparation::Unchanged => {
+                let number = previous.as_ref().map_or(0, |p| p.row.number);
+                tracing::info!(revision = number, "nothing changed; no new revision");
+                return Ok(number);
+            }
+            Preparation::Changed(p) => p,
+        };
+        let number = previous.as_ref().map_or(1, |p| p.row.number + 1);
+        let mut index = prepared.index;
+        let (encoded, index_hash) = build::finalize(&mut index, number, now_unix())?;
+        revision::write_index_file(&self.inner.revisions_dir, number, &encoded)?;
+        let row = RevisionRow {
+            number,
+            created_unix: index.created_unix,
+            index_hash,
+            files: index.file_count() as u64,
+            bytes: index.total_size(),
+            build_started_unix: run.started_unix,
+        };
+        lock(&self.inner.db).publish(&Publication {
+            revision: &row,
+            build_id: run.id,
+            new_packs: &prepared.new_packs,
+            new_chunks: &prepared.new_chunks,
+        })?;
+        {
+            let mut t = write(&self.inner.packs);
+            for p in &prepared.new_packs {
+                t.insert(*p);
+            }
+        }
+        write(&self.inner.history).push(row.clone());
+        *write(&self.inner.current) = Some(Arc::new(LoadedRevision {
+            row,
+            index: Arc::new(index),
+            encoded: Bytes::from(encoded),
+        }));
+        Ok(number)
+    }
+
+    /// The current revision, if any.
+    pub(crate) fn current(&self) -> Option<Arc<LoadedRevision>> {
+        read(&self.inner.current).clone()
+    }
+
+    /// `GET /api/v1/revision`.
+    pub(crate) fn revision_info(&self) -> RevisionInfo {
+        match self.current() {
+            Some(c) => RevisionInfo {
+                revision: Some(c.row.number),
+                created_unix: Some(c.row.created_unix),
+                files: c.row.files,
+                bytes: c.row.bytes,
+                index_hash: Some(c.row.index_hash),
+            },
+            None => RevisionInfo {
+                revision: None,
+                created_unix: None,
+                files: 0,
+                bytes: 0,
+                index_hash: None,
+            },
+        }
+    }
+
+    /// The last `limit` revisions, newest first.
+    pub(crate) fn history(&self, limit: usize) -> Vec<RevisionRow> {
+        read(&self.inner.history)
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// The encoded index of `revision` (default: current) below `path` (default: all).
+    /// Blocking and CPU-bound for subtrees and old revisions.
+    pub(crate) fn index_bytes(
+        &self,
+        revision: Option<u64>,
+        path: Option<&RelPath>,
+    ) -> Result<(u64, Bytes), IndexLookupError> {
+        let current = self.current().ok_or(IndexLookupError::NoRevision)?;
+        let loaded = match revision {
+            None => current,
+            Some(n) if n == current.row.number => current,
+            Some(n) => {
+                let row = read(&self.inner.history)
+                    .iter()
+                    .find(|r| r.number == n)
+                    .cloned()
+                    .ok_or(IndexLookupError::NoSuchRevision(n))?;
+                if !revision::index_path(&self.inner.revisions_dir, n).is_file() {
+                    return Err(IndexLookupError::NoSuchRevision(n));
+                }
+                if path.is_none() {
+                    let bytes = revision::read_index_bytes(&self.inner.revisions_dir, n)
+                        .map_err(IndexLookupError::Internal)?;
+                    return Ok((n, bytes));
+                }
+                self.old_revision(row).map_err(IndexLookupError::Internal)?
+            }
+        };
+        let number = loaded.row.number;
+        match path {
+            None => Ok((number, loaded.encoded.clone())),
+            Some(dir) => {
+                let sub = loaded
+                    .index
+                    .subtree(dir)
+                    .ok_or_else(|| IndexLookupError::NoSuchPath(dir.clone()))?;
+                Ok((number, Bytes::from(hummel_core::index::encode(&sub))))
+            }
+        }
+    }
+
+    /// An older revision, decoded (the last one asked for is cached).
+    fn old_revision(&self, row: RevisionRow) -> Result<Arc<LoadedRevision>, MasterError> {
+        let mut cache = lock(&self.inner.old_revision);
+        if let Some(c) = cache.as_ref()
+            && c.row.number == row.number
+        {
+            return Ok(c.clone());
+        }
+        let loaded = Arc::new(revision::load_revision(&self.inner.revisions_dir, row)?);
+        *cache = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    pub(crate) fn liveness(&self) -> Liveness {
+        Liveness {
+            stale_after: self.inner.config.stale_after,
+            dead_after: self.inner.config.dead_after,
+        }
+    }
+
+    fn heartbeat_interval_ms(&self) -> u64 {
+        u64::try_from(self.inner.config.heartbeat_interval.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Places the current revision's packs over the non-dead slaves.
+    fn plan<'t>(&self, tracker: &'t Tracker, now: u64) -> Plan<'t> {
+        let liveness = self.liveness();
+        let slots: Vec<PackSlot> = self
+            .current()
+            .map(|c| {
+                c.index
+                    .packs
+                    .iter()
+                    .map(|p| PackSlot {
+                        number: p.number,
+                        hash: p.hash,
+                        size: p.size,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let chosen: Vec<&SlaveRecord> = tracker
+            .slaves
+            .values()
+            .filter(|s| liveness.state(s.last_seen_ms, now) != SlaveState::Dead)
+            .collect();
+        let candidates: Vec<Candidate<'_>> = chosen
+            .iter()
+            .map(|s| Candidate {
+                id: &s.id,
+                quota: s.quota,
+                used: s.used,
+                holds: &s.packs,
+            })
+            .collect();
+        let placement = placement::place(&slots, &candidates, self.inner.config.replication);
+        Plan {
+            slots,
+            ids: chosen.iter().map(|s| s.id.as_str()).collect(),
+            placement,
+        }
+    }
+
+    /// Copies of `pack` on live slaves, the embedded store included.
+    fn live_copies(&self, tracker: &Tracker, pack: u32, now: u64) -> usize {
+        let liveness = self.liveness();
+        let on_slaves = tracker
+            .slaves
+            .values()
+            .filter(|s| {
+                liveness.state(s.last_seen_ms, now) == SlaveState::Live && s.packs.contains(&pack)
+            })
+            .count();
+        on_slaves + usize::from(self.inner.config.embedded_store)
+    }
+
+    /// What slave `id` should do next.
+    fn directive(&self, tracker: &Tracker, id: &str, now: u64) -> SlaveDirective {
+        let plan = self.plan(tracker, now);
+        let liveness = self.liveness();
+        let master_url = self.public_url();
+        let mut assign = Vec::new();
+        if let Some(pending) = plan.pending(id) {
+            // Fewest live copies first, then pack order.
+            let mut order: Vec<(usize, usize)> = pending
+                .iter()
+                .map(|&pos| (self.live_copies(tracker, plan.slots[pos].number, now), pos))
+                .collect();
+            order.sort_unstable();
+            for (_, pos) in order.into_iter().take(MAX_ASSIGNMENTS) {
+                let slot = plan.slots[pos];
+                let mut sources: Vec<String> = tracker
+                    .slaves
+                    .values()
+                    .filter(|s| {
+                        s.id != id
+                            && liveness.state(s.last_seen_ms, now) == SlaveState::Live
+                            && s.packs.contains(&slot.number)
+                    })
+                    .map(|s| s.url.clone())
+                    .collect();
+                if !sources.is_empty() {
+                    let turn = slot.number as usize % sources.len();
+                    sources.rotate_left(turn);
+                }
+                if let Some(url) = &master_url {
+                    sources.push(url.clone());
+                }
+                assign.push(Assignment {
+                    pack: slot.hash,
+                    size: slot.size,
+                    sources,
+                });
+            }
+        }
+        SlaveDirective {
+            slave_id: id.to_string(),
+            assign,
+            drop: Vec::new(),
+            heartbeat_interval_ms: self.heartbeat_interval_ms(),
+        }
+    }
+
+    /// `POST /slave/hashlist`: upserts the slave, replaces its replica set. Blocking.
+    pub(crate) fn record_hashlist(
+        &self,
+        hl: &SlaveHashlist,
+    ) -> Result<SlaveDirective, MasterError> {
+        let now = now_ms();
+        let packs = {
+            let t = read(&self.inner.packs);
+            hl.packs
+                .iter()
+                .filter_map(|h| t.by_hash.get(h).copied())
+                .collect()
+        };
+        let record = SlaveRecord {
+            id: hl.slave_id.clone(),
+            url: hl.url.trim_end_matches('/').to_string(),
+            quota: hl.quota,
+            used: hl.used,
+            replicating: 0,
+            last_seen_ms: now,
+            packs,
+        };
+        let mut tracker = lock(&self.inner.tracker);
+        lock(&self.inner.db).record_hashlist(&record)?;
+        if !tracker.slaves.contains_key(&record.id) {
+            tracing::info!(slave = %record.id, url = %record.url, "new slave");
+        }
+        tracing::debug!(slave = %record.id, packs = record.packs.len(), "hashlist");
+        tracker.slaves.insert(record.id.clone(), record);
+        Ok(self.directive(&tracker, &hl.slave_id, now))
+    }
+
+    /// `POST /slave/heartbeat`; `None` when the slave is unknown. Blocking.
+    pub(crate) fn record_heartbeat(
+        &self,
+        hb: &Heartbeat,
+    ) -> Result<Option<SlaveDirective>, MasterError> {
+        let now = now_ms();
+        let corrupt: Vec<u32> = {
+            let t = read(&self.inner.packs);
+            hb.corrupt
+                .iter()
+                .filter_map(|h| t.by_hash.get(h).copied())
+                .collect()
+        };
+        let mut tracker = lock(&self.inner.tracker);
+        if !tracker.slaves.contains_key(&hb.slave_id) {
+            return Ok(None);
+        }
+        lock(&self.inner.db).record_heartbeat(
+            &hb.slave_id,
+            hb.used,
+            hb.replicating,
+            now,
+            &corrupt,
+        )?;
+        if let Some(s) = tracker.slaves.get_mut(&hb.slave_id) {
+            s.used = hb.used;
+            s.replicating = hb.replicating;
+            s.last_seen_ms = now;
+            for pack in &corrupt {
+                s.packs.remove(pack);
+            }
+        }
+        if !hb.corrupt.is_empty() {
+            tracing::warn!(slave = %hb.slave_id, corrupt = hb.corrupt.len(), "slave reported corrupt packs");
+        }
+        Ok(Some(self.directive(&tracker, &hb.slave_id, now)))
+    }
+
+    /// `POST /api/v1/locate`: live holders per pack, rotated per request to spread load.
+    pub(crate) fn locate(&self, req: &LocateRequest) -> LocateResponse {
+        let now = now_ms();
+        let liveness = self.liveness();
+        let turn = self.inner.locate_turn.fetch_add(1, Ordering::Relaxed);
+        let embedded_url = if self.inner.config.embedded_store {
+            self.public_url()
+        } else {
+            None
+        };
+        let packs = read(&self.inner.packs);
+        let tracker = lock(&self.inner.tracker);
+        let live: Vec<&SlaveRecord> = tracker
+            .slaves
+            .values()
+            .filter(|s| liveness.state(s.last_seen_ms, now) == SlaveState::Live)
+            .collect();
+        let mut slaves: Vec<SlaveEndpoint> = Vec::new();
+        let mut positions: HashMap<String, u32> = HashMap::new();
+        let mut position = |id: &str, url: &str| -> u32 {
+            if let Some(&p) = positions.get(id) {
+                return p;
+            }
+            let p = slaves.len() as u32;
+            slaves.push(SlaveEndpoint {
+                id: id.to_string(),
+                url: url.to_string(),
+            });
+            positions.insert(id.to_string(), p);
+            p
+        };
+        let holders = req
+            .packs
+            .iter()
+            .map(|number| {
+                if !packs.by_number.contains_key(number) {
+                    return Vec::new();
+                }
+                let mut list: Vec<u32> = live
+                    .iter()
+                    .filter(|s| s.packs.contains(number))
+                    .map(|s| position(&s.id, &s.url))
+                    .collect();
+                if let Some(url) = &embedded_url {
+                    list.push(position(EMBEDDED_SLAVE_ID, url));
+                }
+                if !list.is_empty() {
+                    let k = (turn as usize).wrapping_add(*number as usize) % list.len();
+                    list.rotate_left(k);
+                }
+                list
+            })
+            .collect();
+        LocateResponse { slaves, holders }
+    }
+
+    /// `POST /api/v1/client/report`. Blocking.
+    pub(crate) fn record_client(
+        &self,
+        report: &ClientReport,
+        addr: String,
+    ) -> Result<(), MasterError> {
+        let record = ClientRecord {
+            id: report.client_id.clone(),
+            addr,
+            revision: report.revision,
+            path: report.path.clone(),
+            files: report.files,
+            bytes: report.bytes,
+            last_seen_ms: now_ms(),
+        };
+        let mut tracker = lock(&self.inner.tracker);
+        lock(&self.inner.db).record_client(&record)?;
+        self.inner
+            .metrics
+            .client_reports
+            .fetch_add(1, Ordering::Relaxed);
+        if !report.bad_slaves.is_empty() {
+            self.inner
+                .metrics
+                .bad_slave_reports
+                .fetch_add(report.bad_slaves.len() as u64, Ordering::Relaxed);
+            tracing::warn!(client = %record.id, bad_slaves = ?report.bad_slaves, "client reported failing slaves");
+        }
+        tracker.clients.insert(record.id.clone(), record);
+        Ok(())
+    }
+
+    /// `GET /api/v1/status`. Blocking (computes placement).
+    ///
+    /// A pack is under-replicated when it has fewer live copies than `min(replication, non-dead
+    /// slaves + embedded store)`: with one slave and replication 2, one live copy is all there
+    /// can be. It is unavailable with no live copy at all.
+    pub(crate) fn status(&self) -> StatusResponse {
+        let now = now_ms();
+        let liveness = self.liveness();
+        let tracker = lock(&self.inner.tracker);
+        let plan = self.plan(&tracker, now);
+        let mut slaves = Vec::with_capacity(tracker.slaves.len() + 1);
+        if self.inner.config.embedded_store {
+            slaves.push(SlaveStatus {
+                id: EMBEDDED_SLAVE_ID.to_string(),
+                url: self.public_url().unwrap_or_default(),
+                state: SlaveState::Live,
+                last_seen_ms: 0,
+                packs: self.inner.store.count() as u64,
+                used: self.inner.store.used(),
+                quota: None,
+                pending: 0,
+            });
+        }
+        for s in tracker.slaves.values() {
+            slaves.push(SlaveStatus {
+                id: s.id.clone(),
+                url: s.url.clone(),
+                state: liveness.state(s.last_seen_ms, now),
+                last_seen_ms: now.saturating_sub(s.last_seen_ms),
+                packs: s.packs.len() as u64,
+                used: s.used,
+                quota: s.quota,
+                pending: plan.pending(&s.id).map_or(0, |p| p.len() as u64),
+            });
+        }
+        let target = self.inner.config.replication;
+        // A pack cannot have more copies than there are non-dead holders to put them on.
+        let reachable =
+            (target as usize).min(plan.ids.len() + usize::from(self.inner.config.embedded_store));
+        let mut replication = ReplicationHealth {
+            target,
+            packs: plan.slots.len() as u64,
+            under_replicated: 0,
+            unavailable: 0,
+        };
+        for slot in &plan.slots {
+            let copies = self.live_copies(&tracker, slot.number, now);
+            if copies < reachable {
+                replication.under_replicated += 1;
+            }
+            if copies == 0 {
+                replication.unavailable += 1;
+            }
+        }
+        let clients = tracker.clients.values().map(|c| c.status(now)).collect();
+        drop(tracker);
+        StatusResponse {
+            api_version: hummel_proto::API_VERSION,
+            revision: self.revision_info(),
+            build: self.latest_build(),
+            slaves,
+            replication,
+            clients,
+        }
+    }
+
+    /// Logs slave state transitions (live → stale → dead and back).
+    pub(crate) fn observe_slaves(&self) {
+        let now = now_ms();
+        let liveness = self.liveness();
+        let mut guard = lock(&self.inner.tracker);
+        let Tracker {
+            slaves, observed, ..
+        } = &mut *guard;
+        for s in slaves.values() {
+            let state = liveness.state(s.last_seen_ms, now);
+            let before = observed.insert(s.id.clone(), state);
+            if before.is_some_and(|b| b != state) {
+                tracing::info!(slave = %s.id, ?state, "slave state changed");
+            }
+        }
+    }
+}
+
+/// Periodic work until `shutdown` completes: watches slave liveness.
+pub async fn run_background(master: Master, shutdown: impl Future<Output = ()>) {
+    let period = master
+        .inner
+        .config
+        .heartbeat_interval
+        .max(Duration::from_millis(500));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = ticker.tick() => {
+                let m = master.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || m.observe_slaves()).await {
+                    tracing::error!(error = %e, "background check failed");
+                }
+            }
+        }
+    }
+}
+
+/// The first line of a message, for build errors.
+fn one_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+#[cfg(test)]
+impl Master {
+    /// Makes a slave look silent for `by_ms` longer.
+    pub(crate) fn age_slave(&self, id: &str, by_ms: u64) {
+        if let Some(s) = lock(&self.inner.tracker).slaves.get_mut(id) {
+            s.last_seen_ms = s.last_seen_ms.saturating_sub(by_ms);
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! `GET /metrics`: Prometheus text format (0.0.4), rendered by hand from counters and a status
+//! snapshot. [`Metrics`] holds the counters the HTTP layer increments.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hummel_proto::api::{BuildState, SlaveState};
+
+use crate::master::Master;
+
+/// Counters incremented by request handling.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub http_requests: AtomicU64,
+    pub http_server_errors: AtomicU64,
+    pub index_requests: AtomicU64,
+    pub client_reports: AtomicU64,
+    pub bad_slave_reports: AtomicU64,
+}
+
+struct Exposition(String);
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: u64) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {value}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
+        }
+    }
+
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.family(name, kind, help);
+        self.sample(name, "", value);
+    }
+}
+
+/// Renders every metric. Blocking (takes a status snapshot).
+pub(crate) fn render(master: &Master) -> String {
+    let status = master.status();
+    let counters = &master.inner.metrics;
+    let store = &master.store().metrics;
+    let mut out = Exposition(String::with_capacity(4096));
+
+    out.single(
+        "hummel_revision",
+        "gauge",
+        "Current revision number (0 before the first build).",
+        status.revision.revision.unwrap_or(0),
+    );
+    out.single(
+        "hummel_revision_files",
+        "gauge",
+        "Files in the current revision.",
+        status.revision.files,
+    );
+    out.single(
+        "hummel_revision_bytes",
+        "gauge",
+        "Bytes in the current revision.",
+        status.revision.bytes,
+    );
+
+    out.family(
+        "hummel_builds_total",
+        "counter",
+        "Builds by state (since the database was created).",
+    );
+    for (state, n) in master.build_counts() {
+        let label = match state {
+            BuildState::Running => "running",
+            BuildState::Succeeded => "succeeded",
+            BuildState::Failed => "failed",
+        };
+        out.sample("hummel_builds_total", &format!("state=\"{label}\""), n);
+    }
+    if let Some(b) = &status.build {
+        out.single(
+            "hummel_build_files_done",
+            "gauge",
+            "Files processed by the latest build.",
+            b.files_done,
+        );
+        out.single(
+            "hummel_build_bytes_done",
+            "gauge",
+            "Bytes processed by the latest build.",
+            b.bytes_done,
+        );
+    }
+
+    out.family("hummel_slaves", "gauge", "Slaves by liveness state.");
+    for (state, label) in [
+        (SlaveState::Live, "live"),
+        (SlaveState::Stale, "stale"),
+        (SlaveState::Dead, "dead"),
+    ] {
+        let n = status.slaves.iter().filter(|s| s.state == state).count() as u64;
+        out.sample("hummel_slaves", &format!("state=\"{label}\""), n);
+    }
+    out.single(
+        "hummel_packs",
+        "gauge",
+        "Packs referenced by the current revision.",
+        status.replication.packs,
+    );
+    out.single(
+        "hummel_packs_under_replicated",
+        "gauge",
+        "Packs of the current revision with fewer live copies than the target.",
+        status.replication.under_replicated,
+    );
+    out.single(
+        "hummel_packs_unavailable",
+        "gauge",
+        "Packs of the current revision with no live copy.",
+        status.replication.unavailable,
+    );
+    out.single(
+        "hummel_replication_target",
+        "gauge",
+        "Target copies per pack.",
+        u64::from(status.replication.target),
+    );
+    out.single(
+        "hummel_pending_assignments",
+        "gauge",
+        "Packs assigned to slaves that they do not hold yet.",
+        status.slaves.iter().map(|s| s.pending).sum(),
+    );
+    out.single(
+        "hummel_clients",
+        "gauge",
+        "Clients that have reported.",
+        status.clients.len() as u64,
+    );
+    out.single(
+        "hummel_store_packs",
+        "gauge",
+        "Packs in the master's store.",
+        master.store().count() as u64,
+    );
+    out.single(
+        "hummel_store_bytes",
+        "gauge",
+        "Bytes in the master's store.",
+        master.store().used(),
+    );
+
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    out.single(
+        "hummel_http_requests_total",
+        "counter",
+        "HTTP requests received.",
+        load(&counters.http_requests),
+    );
+    out.single(
+        "hummel_http_server_errors_total",
+        "counter",
+        "HTTP responses with a 5xx status.",
+        load(&counters.http_server_errors),
+    );
+    out.single(
+        "hummel_index_requests_total",
+        "counter",
+        "Index requests.",
+        load(&counters.index_requests),
+    );
+    out.single(
+        "hummel_client_reports_total",
+        "counter",
+        "Client reports received.",
+        load(&counters.client_reports),
+    );
+    out.single(
+        "hummel_bad_slave_reports_total",
+        "counter",
+        "Slaves named as failing in client reports.",
+        load(&counters.bad_slave_reports),
+    );
+    out.single(
+        "hummel_blob_requests_total",
+        "counter",
+        "Blob requests served from the master's store.",
+        load(&store.requests),
+    );
+    out.single(
+        "hummel_blob_bytes_served_total",
+        "counter",
+        "Blob bytes served from the master's store.",
+        load(&store.bytes_served),
+    );
+    out.0
+}

@@ -1,0 +1,746 @@
+//! Tests of the master as a whole: builds over small temp trees, and the router through
+//! `tower::ServiceExt::oneshot`.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode, header};
+use hummel_core::codec::decode_chunk;
+use hummel_core::index::{decode, encode};
+use hummel_core::{EntryKind, Hash, Index, RelPath};
+use hummel_proto::ApiErrorBody;
+use hummel_proto::api::{
+    BuildStarted, BuildState, BuildStatus, Health, Heartbeat, LocateRequest, LocateResponse,
+    RevisionInfo, SlaveDirective, SlaveHashlist, StatusResponse,
+};
+use tower::ServiceExt;
+
+use crate::build::BuildOptions;
+use crate::master::IndexLookupError;
+use crate::{Master, MasterConfig, Tokens};
+
+const WRITE: &str = "write-token";
+const SLAVE: &str = "slave-token";
+const READ: &str = "read-token";
+
+fn config(repo: &Path, data: &Path) -> MasterConfig {
+    MasterConfig {
+        repo: repo.to_path_buf(),
+        data: data.to_path_buf(),
+        replication: 2,
+        heartbeat_interval: Duration::from_secs(3),
+        stale_after: Duration::from_secs(30),
+        dead_after: Duration::from_secs(600),
+        tokens: Tokens {
+            write: WRITE.into(),
+            slave: SLAVE.into(),
+            read: None,
+        },
+        embedded_store: false,
+    }
+}
+
+/// Small packs so that a few hundred KiB make several.
+fn small_packs() -> BuildOptions {
+    BuildOptions {
+        pack_target: 64 << 10,
+        ..BuildOptions::default()
+    }
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    repo: std::path::PathBuf,
+    data: std::path::PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let data = dir.path().join("data");
+    fs::create_dir_all(repo.join("a/empty")).unwrap();
+    fs::write(repo.join("a/x.bin"), pseudo_random(300_000, 1)).unwrap();
+    fs::write(repo.join("a/zero"), b"").unwrap();
+    fs::write(repo.join("b.txt"), b"hello hummel\n").unwrap();
+    // Same content as a/x.bin: its chunks are stored once.
+    fs::write(repo.join("copy.bin"), pseudo_random(300_000, 1)).unwrap();
+    // Written "an hour ago", so that a rebuild may trust size and mtime.
+    let past = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for f in ["a/x.bin", "a/zero", "b.txt", "copy.bin"] {
+        fs::File::options()
+            .write(true)
+            .open(repo.join(f))
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+    }
+    Fixture {
+        _dir: dir,
+        repo,
+        data,
+    }
+}
+
+fn wait(master: &Master, id: u64) -> BuildStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = master.build_status(id).expect("build is known");
+        if s.state != BuildState::Running {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "build {id} did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn build(master: &Master) -> BuildStatus {
+    let id = master.start_build().unwrap();
+    wait(master, id)
+}
+
+fn current_index(master: &Master, path: Option<&str>) -> Index {
+    let path = path.map(|p| RelPath::new(p).unwrap());
+    let (_, bytes) = master.index_bytes(None, path.as_ref()).unwrap();
+    decode(&bytes).unwrap().0
+}
+
+/// Reads every file of `index` back out of the master's packs and compares with the repo.
+fn assert_packs_hold_the_tree(master: &Master, index: &Index, repo: &Path) {
+    for (path, f) in index.files() {
+        let mut content = Vec::new();
+        for &ci in &f.chunks {
+            let c = index.chunks[ci as usize];
+            let pack = index.pack(c.pack).unwrap();
+            let bytes = fs::read(master.store().path(&pack.hash)).unwrap();
+            let stored = &bytes[c.offset as usize..(c.offset + u64::from(c.stored_len)) as usize];
+            content.extend(decode_chunk(c.codec, stored, c.len, &c.hash).unwrap());
+        }
+        assert_eq!(content, fs::read(path.to_path(repo)).unwrap(), "{path}");
+        assert_eq!(Hash::of(&content), f.hash);
+    }
+}
+
+#[test]
+fn build_publishes_reuses_and_survives_reopen() {
+    let fx = fixture();
+    // Modified just now: "racily clean" on the next build, so it is read again.
+    fs::write(fx.repo.join("fresh.txt"), b"fresh").unwrap();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    assert!(matches!(
+        master.index_bytes(None, None),
+        Err(IndexLookupError::NoRevision)
+    ));
+
+    let first = build(&master);
+    assert_eq!(first.state, BuildState::Succeeded, "{:?}", first.error);
+    assert_eq!(first.revision, Some(1));
+    assert_eq!(first.files_total, 5);
+    assert_eq!(first.files_reused, 0);
+    assert!(first.packs_written >= 2, "{first:?}");
+
+    let index = current_index(&master, None);
+    index.validate().unwrap();
+    assert_eq!(decode(&encode(&index)).unwrap().0, index);
+    let paths: Vec<&str> = index.entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "a",
+            "a/empty",
+            "a/x.bin",
+            "a/zero",
+            "b.txt",
+            "copy.bin",
+            "fresh.txt"
+        ]
+    );
+    assert!(matches!(
+        index.get(&RelPath::new("a/empty").unwrap()).unwrap().kind,
+        EntryKind::Dir(_)
+    ));
+    match &index.get(&RelPath::new("a/zero").unwrap()).unwrap().kind {
+        EntryKind::File(f) => assert!(f.size == 0 && f.chunks.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    // Duplicate content shares chunks.
+    let chunks_of = |p: &str| match &index.get(&RelPath::new(p).unwrap()).unwrap().kind {
+        EntryKind::File(f) => f.chunks.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(chunks_of("a/x.bin"), chunks_of("copy.bin"));
+    assert_packs_hold_the_tree(&master, &index, &fx.repo);
+    let info = master.revision_info();
+    assert_eq!(info.revision, Some(1));
+    assert_eq!(info.files, 5);
+    assert_eq!(info.bytes, 600_018);
+
+    // Nothing changed: only the racy file is read, no revision is published.
+    let again = build(&master);
+    assert_eq!(again.state, BuildState::Succeeded);
+    assert_eq!(again.revision, Some(1));
+    assert_eq!(again.files_reused, 4);
+    assert_eq!(again.packs_written, 0);
+
+    // One file changes.
+    fs::write(fx.repo.join("b.txt"), b"hello again, hummel\n").unwrap();
+    let third = build(&master);
+    assert_eq!(third.state, BuildState::Succeeded, "{:?}", third.error);
+    assert_eq!(third.revision, Some(2));
+    assert_eq!(third.files_reused, 3);
+    assert_eq!(third.files_total, 5);
+    let index2 = current_index(&master, None);
+    assert_packs_hold_the_tree(&master, &index2, &fx.repo);
+
+    // Subtrees, old revisions, unknown revisions.
+    let sub = current_index(&master, Some("a"));
+    assert_eq!(sub.root.as_ref().map(RelPath::as_str), Some("a"));
+    let sub_paths: Vec<&str> = sub.entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(sub_paths, ["empty", "x.bin", "zero"]);
+    let (n, old) = master
+        .index_bytes(Some(1), Some(&RelPath::new("a").unwrap()))
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(decode(&old).unwrap().0.revision, 1);
+    assert!(matches!(
+        master.index_bytes(Some(9), None),
+        Err(IndexLookupError::NoSuchRevision(9))
+    ));
+    assert!(matches!(
+        master.index_bytes(None, Some(&RelPath::new("b.txt").unwrap())),
+        Err(IndexLookupError::NoSuchPath(_))
+    ));
+
+    // Everything survives a restart.
+    drop(master);
+    let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    assert_eq!(master.revision_info().revision, Some(2));
+    assert_eq!(current_index(&master, None), index2);
+    assert_eq!(master.latest_build().unwrap().id, third.id);
+    assert_eq!(master.history(20).len(), 2);
+}
+
+#[cfg(unix)]
+#[test]
+fn invalid_name_fails_the_build_and_keeps_the_revision() {
+    let fx = fixture();
+    std::os::unix::fs::symlink("b.txt", fx.repo.join("link")).unwrap();
+    fs::create_dir(fx.repo.join(".hummel")).unwrap();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let ok = build(&master);
+    assert_eq!(ok.state, BuildState::Succeeded, "{:?}", ok.error);
+    assert!(ok.warnings.iter().any(|w| w.contains("symlink link")));
+    assert!(ok.warnings.iter().any(|w| w.contains(".hummel")));
+
+    fs::write(fx.repo.join("a/bad\\name"), b"x").unwrap();
+    let failed = build(&master);
+    assert_eq!(failed.state, BuildState::Failed);
+    let error = failed.error.unwrap();
+    assert!(error.contains("bad\\\\name"), "{error}");
+    assert!(!error.contains('\n'));
+    assert_eq!(master.revision_info().revision, Some(1));
+}
+
+#[test]
+fn data_folder_inside_the_repository_is_skipped() {
+    let fx = fixture();
+    let data = fx.repo.join("master-data");
+    let master = Master::open(config(&fx.repo, &data)).unwrap();
+    let s = build(&master);
+    assert_eq!(s.state, BuildState::Succeeded, "{:?}", s.error);
+    let index = current_index(&master, None);
+    assert!(index.get(&RelPath::new("master-data").unwrap()).is_none());
+    assert!(s.warnings.iter().any(|w| w.contains("master-data")));
+}
+
+// ---- HTTP ----
+
+async fn call(
+    master: &Master,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(hummel_proto::auth::TOKEN_HEADER, t);
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b)),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let resp = master.router().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = to_bytes(resp.into_body(), 64 << 20).await.unwrap().to_vec();
+    (status, headers, body)
+}
+
+fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> T {
+    serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(body));
+    })
+}
+
+fn error_code(body: &[u8]) -> String {
+    json::<ApiErrorBody>(body).code
+}
+
+async fn http_build(master: &Master) -> BuildStatus {
+    let (status, _, body) = call(master, "POST", "/build", Some(WRITE), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = json::<BuildStarted>(&body).build_id;
+    let m = master.clone();
+    tokio::task::spawn_blocking(move || wait(&m, id))
+        .await
+        .unwrap()
+}
+
+fn hashlist(id: &str, packs: Vec<Hash>) -> String {
+    serde_json::to_string(&SlaveHashlist {
+        slave_id: id.into(),
+        url: format!("http://{id}.example:7071"),
+        quota: None,
+        used: 0,
+        packs,
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tokens_are_checked() {
+    let fx = fixture();
+    let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    let (s, _, body) = call(&master, "POST", "/build", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(&body), "unauthorized");
+    let (s, _, body) = call(&master, "POST", "/build", Some(SLAVE), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&body), "forbidden");
+    let hl = hashlist("s1", vec![]);
+    let (s, _, _) = call(
+        &master,
+        "POST",
+        "/slave/hashlist",
+        Some(WRITE),
+        Some(hl.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = call(&master, "POST", "/slave/hashlist", None, Some(hl.clone())).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, body) = call(&master, "POST", "/slave/hashlist", Some(SLAVE), Some(hl)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(json::<SlaveDirective>(&body).slave_id, "s1");
+    // Reads are public without a read token.
+    let (s, _, body) = call(&master, "GET", "/api/v1/revision", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(json::<RevisionInfo>(&body).revision, None);
+    assert!(master.latest_build().is_none());
+
+    // With a read token, reads need it (or the write token); blobs accept the slave token too.
+    let mut cfg = config(&fx.repo, &fx.data);
+    cfg.tokens.read = Some(READ.into());
+    drop(master);
+    let master = Master::open(cfg).unwrap();
+    let (s, _, _) = call(&master, "GET", "/api/v1/revision", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = call(&master, "GET", "/api/v1/revision", Some(SLAVE), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    for t in [READ, WRITE] {
+        let (s, _, _) = call(&master, "GET", "/api/v1/revision", Some(t), None).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let blob = format!("/blob/{}", Hash::of(b"none"));
+    let (s, _, _) = call(&master, "GET", &blob, None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = call(&master, "GET", &blob, Some(SLAVE), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, h, _) = call(&master, "GET", "/", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(h.contains_key(header::WWW_AUTHENTICATE));
+}
+
+#[tokio::test]
+async fn api_flow_build_index_slaves_locate_status() {
+    let fx = fixture();
+    let mut cfg = config(&fx.repo, &fx.data);
+    cfg.replication = 1;
+    let master = Master::open_with(cfg, small_packs()).unwrap();
+    master.set_public_url("http://master.example:7070/".into());
+
+    let (s, _, body) = call(&master, "GET", "/health", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let health: Health = json(&body);
+    assert_eq!(
+        (health.status.as_str(), health.role.as_str()),
+        ("ok", "master")
+    );
+
+    let (s, _, body) = call(&master, "GET", "/api/v1/index", None, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), "no_revision");
+    let (s, _, _) = call(&master, "GET", "/api/v1/builds/latest", None, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let built = http_build(&master).await;
+    assert_eq!(built.state, BuildState::Succeeded, "{:?}", built.error);
+    let (s, _, body) = call(&master, "GET", "/api/v1/builds/latest", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(json::<BuildStatus>(&body), built);
+
+    let (s, h, body) = call(&master, "GET", "/api/v1/index", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["x-hummel-revision"], "1");
+    assert_eq!(h[header::CONTENT_TYPE], "application/octet-stream");
+    let index = decode(&body).unwrap().0;
+    let (s, _, body) = call(
+        &master,
+        "GET",
+        "/api/v1/index?path=a&revision=1",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(decode(&body).unwrap().0.root.unwrap().as_str(), "a");
+    for (uri, status, code) in [
+        (
+            "/api/v1/index?path=../x",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/api/v1/index?path=nope",
+            StatusCode::NOT_FOUND,
+            "no_such_path",
+        ),
+        (
+            "/api/v1/index?revision=7",
+            StatusCode::NOT_FOUND,
+            "no_such_revision",
+        ),
+        (
+            "/api/v1/index?revision=x",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+    ] {
+        let (s, _, body) = call(&master, "GET", uri, None, None).await;
+        assert_eq!((s, error_code(&body).as_str()), (status, code), "{uri}");
+    }
+
+    let (s, _, body) = call(&master, "GET", "/build", None, None).await;
+    assert_eq!(
+        (s, error_code(&body).as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+    let (s, _, body) = call(&master, "GET", "/nope", None, None).await;
+    assert_eq!(
+        (s, error_code(&body).as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+
+    // Bad JSON is a 400 with the error body.
+    let (s, _, body) = call(&master, "POST", "/api/v1/locate", None, Some("{".into())).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "bad_request");
+
+    // Unknown slave heartbeats are told to announce.
+    let hb = |id: &str, corrupt: Vec<Hash>| {
+        serde_json::to_string(&Heartbeat {
+            slave_id: id.into(),
+            used: 0,
+            packs: 0,
+            replicating: 0,
+            corrupt,
+        })
+        .unwrap()
+    };
+    let (s, _, body) = call(
+        &master,
+        "POST",
+        "/slave/heartbeat",
+        Some(SLAVE),
+        Some(hb("ghost", vec![])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), "unknown_slave");
+
+    // Two new slaves split the packs (replication 1), the master's URL last in the sources.
+    let mut directives = Vec::new();
+    for id in ["s1", "s2"] {
+        let (s, _, body) = call(
+            &master,
+            "POST",
+            "/slave/hashlist",
+            Some(SLAVE),
+            Some(hashlist(id, vec![])),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        directives.push(json::<SlaveDirective>(&body));
+    }
+    // s1 was alone when it first announced; ask again now that s2 is known.
+    let (_, _, body) = call(
+        &master,
+        "POST",
+        "/slave/hashlist",
+        Some(SLAVE),
+        Some(hashlist("s1", vec![])),
+    )
+    .await;
+    directives[0] = json(&body);
+    let all = directives[0].assign.len() + directives[1].assign.len();
+    let (_, _, body) = call(&master, "GET", "/api/v1/status", None, None).await;
+    let status: StatusResponse = json(&body);
+    assert_eq!(status.replication.packs as usize, index.packs.len());
+    assert_eq!(all, index.packs.len());
+    assert_eq!(status.replication.unavailable, status.replication.packs);
+    assert_eq!(
+        status.replication.under_replicated,
+        status.replication.packs
+    );
+    for a in directives.iter().flat_map(|d| &d.assign) {
+        assert_eq!(a.sources.last().unwrap(), "http://master.example:7070");
+    }
+
+    // A slave with assignments fetched its share: locate lists it for those packs only.
+    let (busy, idle) = if directives[0].assign.is_empty() {
+        (1, 0)
+    } else {
+        (0, 1)
+    };
+    let (s1, s2) = (
+        directives[busy].slave_id.clone(),
+        directives[idle].slave_id.clone(),
+    );
+    let s1_packs: Vec<Hash> = directives[busy].assign.iter().map(|a| a.pack).collect();
+    let (s, _, body) = call(
+        &master,
+        "POST",
+        "/slave/hashlist",
+        Some(SLAVE),
+        Some(hashlist(&s1, s1_packs.clone())),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(json::<SlaveDirective>(&body).assign.is_empty());
+    let numbers: Vec<u32> = index.packs.iter().map(|p| p.number).chain([9999]).collect();
+    let req = serde_json::to_string(&LocateRequest {
+        packs: numbers.clone(),
+    })
+    .unwrap();
+    let (s, _, body) = call(&master, "POST", "/api/v1/locate", None, Some(req.clone())).await;
+    assert_eq!(s, StatusCode::OK);
+    let located: LocateResponse = json(&body);
+    assert_eq!(located.holders.len(), numbers.len());
+    for (p, holders) in index.packs.iter().zip(&located.holders) {
+        if s1_packs.contains(&p.hash) {
+            assert_eq!(holders.len(), 1);
+            assert_eq!(located.slaves[holders[0] as usize].id, s1);
+        } else {
+            assert!(holders.is_empty());
+        }
+    }
+    assert!(located.holders.last().unwrap().is_empty());
+
+    // A corrupt pack reported by heartbeat is no longer located there.
+    let (s, _, _) = call(
+        &master,
+        "POST",
+        "/slave/heartbeat",
+        Some(SLAVE),
+        Some(hb(&s1, s1_packs.clone())),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, _, body) = call(&master, "POST", "/api/v1/locate", None, Some(req.clone())).await;
+    assert!(
+        json::<LocateResponse>(&body)
+            .holders
+            .iter()
+            .all(Vec::is_empty)
+    );
+
+    // Stale slaves are not located; dead slaves lose their assignments to live ones.
+    call(
+        &master,
+        "POST",
+        "/slave/hashlist",
+        Some(SLAVE),
+        Some(hashlist(&s1, s1_packs.clone())),
+    )
+    .await;
+    master.age_slave(&s1, 31_000);
+    let (_, _, body) = call(&master, "POST", "/api/v1/locate", None, Some(req)).await;
+    assert!(
+        json::<LocateResponse>(&body)
+            .holders
+            .iter()
+            .all(Vec::is_empty)
+    );
+    master.age_slave(&s1, 600_000);
+    let (_, _, body) = call(
+        &master,
+        "POST",
+        "/slave/heartbeat",
+        Some(SLAVE),
+        Some(hb(&s2, vec![])),
+    )
+    .await;
+    assert_eq!(
+        json::<SlaveDirective>(&body).assign.len(),
+        index.packs.len()
+    );
+
+    // The only non-dead slave holds everything: fully replicated as far as possible.
+    let every: Vec<Hash> = index.packs.iter().map(|p| p.hash).collect();
+    call(
+        &master,
+        "POST",
+        "/slave/hashlist",
+        Some(SLAVE),
+        Some(hashlist(&s2, every)),
+    )
+    .await;
+    let (_, _, body) = call(&master, "GET", "/api/v1/status", None, None).await;
+    let status: StatusResponse = json(&body);
+    assert_eq!(
+        (
+            status.replication.under_replicated,
+            status.replication.unavailable
+        ),
+        (0, 0)
+    );
+
+    // Client reports are stored with an address.
+    let report = serde_json::json!({
+        "client_id": "c1", "revision": 1, "path": "", "files": 4, "bytes": 10,
+        "packs": [], "bad_slaves": ["s2"]
+    });
+    let (s, _, _) = call(
+        &master,
+        "POST",
+        "/api/v1/client/report",
+        None,
+        Some(report.to_string()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, _, body) = call(&master, "GET", "/api/v1/status", None, None).await;
+    let status: StatusResponse = json(&body);
+    assert_eq!(status.clients.len(), 1);
+    assert_eq!(status.clients[0].addr, "unknown");
+    assert_eq!(status.slaves.len(), 2);
+
+    let (s, h, body) = call(&master, "GET", "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h[header::CONTENT_TYPE], "text/plain; version=0.0.4");
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("hummel_revision 1\n"), "{text}");
+    assert!(text.contains("hummel_slaves{state=\"dead\"} 1\n"), "{text}");
+    assert!(
+        text.contains("hummel_bad_slave_reports_total 1\n"),
+        "{text}"
+    );
+
+    // The master serves packs for replication.
+    let pack = index.packs[0];
+    let (s, _, body) = call(&master, "GET", &format!("/blob/{}", pack.hash), None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(Hash::of(&body), pack.hash);
+}
+
+#[tokio::test]
+async fn serve_mode_embedded_store_holds_everything() {
+    let fx = fixture();
+    let mut cfg = config(&fx.repo, &fx.data);
+    cfg.embedded_store = true;
+    let master = Master::open_with(cfg, small_packs()).unwrap();
+    master.set_public_url("http://127.0.0.1:9".into());
+    let (_, _, body) = call(&master, "GET", "/health", None, None).await;
+    assert_eq!(json::<Health>(&body).role, "serve");
+    let built = http_build(&master).await;
+    assert_eq!(built.state, BuildState::Succeeded, "{:?}", built.error);
+    let index = current_index(&master, None);
+    let req = serde_json::to_string(&LocateRequest {
+        packs: index.packs.iter().map(|p| p.number).collect(),
+    })
+    .unwrap();
+    let (_, _, body) = call(&master, "POST", "/api/v1/locate", None, Some(req)).await;
+    let located: LocateResponse = json(&body);
+    assert_eq!(located.slaves.len(), 1);
+    assert_eq!(located.slaves[0].url, "http://127.0.0.1:9");
+    assert!(located.holders.iter().all(|h| h == &[0]));
+    let (_, _, body) = call(&master, "GET", "/api/v1/status", None, None).await;
+    let status: StatusResponse = json(&body);
+    assert_eq!(status.replication.under_replicated, 0);
+    assert_eq!(status.replication.unavailable, 0);
+}
+
+#[tokio::test]
+async fn dashboard_renders_and_its_form_checks_the_token() {
+    let fx = fixture();
+    fs::write(fx.repo.join("<script>.txt"), b"x").unwrap();
+    let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    http_build(&master).await;
+    let report = serde_json::json!({
+        "client_id": "<b>evil</b>", "revision": 1, "path": "", "files": 1, "bytes": 1,
+        "packs": [], "bad_slaves": []
+    });
+    call(
+        &master,
+        "POST",
+        "/api/v1/client/report",
+        None,
+        Some(report.to_string()),
+    )
+    .await;
+    let (s, h, body) = call(&master, "GET", "/", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        h[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = String::from_utf8(body).unwrap();
+    assert!(html.contains("Revision history"));
+    assert!(html.contains("&lt;b&gt;evil&lt;/b&gt;"));
+    assert!(!html.contains("<b>evil"));
+
+    let form = |token: &str| {
+        Request::builder()
+            .method("POST")
+            .uri("/ui/build")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={token}")))
+            .unwrap()
+    };
+    let resp = master.router().oneshot(form(SLAVE)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = master.router().oneshot(form("")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = master.router().oneshot(form(WRITE)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()[header::LOCATION], "/");
+}
