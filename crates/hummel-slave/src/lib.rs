@@ -1,1 +1,262 @@
-//! placeholder
+//! Hummel slave: a mirror that holds the packs the master assigns to it and serves them.
+//!
+//! # Layout
+//! - [`SlaveConfig`] (`config`): what the binary passes in — master URL, data folder, advertised
+//!   URL, quota, tokens, replication concurrency, scrub interval.
+//! - [`Slave`] (this file): the opened slave, cheap to clone. [`Slave::open`] opens the
+//!   [`BlobStore`] at `DATA/store` and loads (or creates) the stable random id in `DATA/slave-id`.
+//! - [`run`] (`agent`): the background worker. It announces the complete hashlist to the master
+//!   (`POST /slave/hashlist`; an empty list introduces a new slave), heartbeats
+//!   (`POST /slave/heartbeat`), feeds each [`SlaveDirective`](hummel_proto::api::SlaveDirective)'s
+//!   assignments to the replication queue, deletes dropped packs, scrubs, and re-announces after
+//!   every change (coalesced to about once a second while busy).
+//! - `master`: the typed HTTP client for the two slave → master endpoints.
+//! - `replicate`: the replication queue (plain data: what to fetch next, quota, retry delays) and
+//!   the fetcher, which streams `GET {source}/blob/{hash}` into a store temp file and commits it
+//!   only if it hashes to its name. A pack under its final name has always verified.
+//! - [`Slave::router`] (`api`): the data plane `GET|HEAD /blob/{hash}` from
+//!   [`hummel_store::http`], guarded by the read token if one is set, plus `GET /health` and
+//!   `GET /metrics` (Prometheus text). Counters live in [`SlaveMetrics`].
+//!
+//! The slave never changes the index, never prints and never exits the process: the binary owns
+//! binding, logging and shutdown, and turns a [`SlaveError`] into one line.
+
+mod agent;
+mod api;
+mod config;
+mod master;
+mod metrics;
+mod replicate;
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use hummel_store::{BlobStore, StoreError};
+
+pub use agent::run;
+pub use config::{DEFAULT_REPLICATION_CONCURRENCY, SlaveConfig};
+pub use metrics::{SlaveMetrics, WorkerState};
+
+/// Why the slave could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum SlaveError {
+    /// The configuration is unusable.
+    #[error("invalid slave configuration: {0}")]
+    Config(String),
+    /// The data folder or the id file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The id file holds something that is not an id.
+    #[error("{path}: not a slave id (expected 1-64 characters of [0-9a-zA-Z_-])")]
+    BadId {
+        /// The id file.
+        path: PathBuf,
+    },
+    /// The pack store could not be opened.
+    #[error("pack store: {0}")]
+    Store(#[from] StoreError),
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    /// The master answered the first announce with 401/403.
+    #[error("master refused the slave token (HTTP {status} from {url})")]
+    TokenRefused {
+        /// 401 or 403.
+        status: u16,
+        /// The master endpoint.
+        url: String,
+    },
+}
+
+/// An opened slave: store, id, configuration and counters. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Slave {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: SlaveConfig,
+    advertise_url: RwLock<String>,
+    store: Arc<BlobStore>,
+    id: String,
+    metrics: SlaveMetrics,
+}
+
+/// Name of the id file inside the data folder.
+const ID_FILE: &str = "slave-id";
+/// Name of the store folder inside the data folder.
+const STORE_DIR: &str = "store";
+
+impl Slave {
+    /// Opens the slave: creates the data folder, opens the store at `DATA/store` (its listing is
+    /// trusted; scrub catches rot) and loads or creates the id in `DATA/slave-id`.
+    pub fn open(config: SlaveConfig) -> Result<Slave, SlaveError> {
+        let config = config.normalised()?;
+        fs::create_dir_all(&config.data).map_err(|source| SlaveError::Io {
+            path: config.data.clone(),
+            source,
+        })?;
+        let store = BlobStore::open(&config.data.join(STORE_DIR))?;
+        let id = load_or_create_id(&config.data.join(ID_FILE))?;
+        let metrics = SlaveMetrics::default();
+        Ok(Slave {
+            inner: Arc::new(Inner {
+                advertise_url: RwLock::new(config.advertise_url.clone()),
+                config,
+                store: Arc::new(store),
+                id,
+                metrics,
+            }),
+        })
+    }
+
+    /// Sets the URL announced to the master (the binary knows it only after binding). Takes
+    /// effect at the next announce.
+    pub fn set_advertise_url(&self, url: String) {
+        let url = config::normalise_url(&url);
+        *self
+            .inner
+            .advertise_url
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = url;
+    }
+
+    /// The URL announced to the master.
+    pub fn advertise_url(&self) -> String {
+        self.inner
+            .advertise_url
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// `/blob/{hash}`, `/health` and `/metrics`.
+    pub fn router(&self) -> axum::Router {
+        api::router(self)
+    }
+
+    /// The stable id the master knows this slave by.
+    pub fn id(&self) -> String {
+        self.inner.id.clone()
+    }
+
+    /// The configuration (with the master URL normalised).
+    pub fn config(&self) -> &SlaveConfig {
+        &self.inner.config
+    }
+
+    /// The pack store.
+    pub fn store(&self) -> &Arc<BlobStore> {
+        &self.inner.store
+    }
+
+    /// Counters and the worker's state.
+    pub fn metrics(&self) -> &SlaveMetrics {
+        &self.inner.metrics
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SlaveError + '_ {
+    move |source| SlaveError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Reads the id at `path`, or writes a fresh random one (temp file, fsync, rename).
+fn load_or_create_id(path: &Path) -> Result<String, SlaveError> {
+    match fs::read_to_string(path) {
+        Ok(s) => {
+            let id = s.trim();
+            if valid_id(id) {
+                Ok(id.to_string())
+            } else {
+                Err(SlaveError::BadId {
+                    path: path.to_path_buf(),
+                })
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let bytes: [u8; 16] = rand::random();
+            let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let tmp = path.with_extension("tmp");
+            let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+            f.write_all(format!("{id}\n").as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(io_err(&tmp))?;
+            drop(f);
+            fs::rename(&tmp, path).map_err(io_err(path))?;
+            if let Some(dir) = path.parent() {
+                hummel_store::sync_dir(dir)?;
+            }
+            Ok(id)
+        }
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(data: &Path) -> SlaveConfig {
+        SlaveConfig {
+            master_url: "http://127.0.0.1:7070/".into(),
+            data: data.to_path_buf(),
+            advertise_url: String::new(),
+            quota: None,
+            slave_token: "s".into(),
+            read_token: None,
+            replication_concurrency: DEFAULT_REPLICATION_CONCURRENCY,
+            scrub_interval: None,
+        }
+    }
+
+    #[test]
+    fn id_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Slave::open(config(dir.path())).unwrap();
+        let id = a.id();
+        assert_eq!(id.len(), 32);
+        assert!(valid_id(&id));
+        drop(a);
+        let b = Slave::open(config(dir.path())).unwrap();
+        assert_eq!(b.id(), id);
+        assert_eq!(b.config().master_url, "http://127.0.0.1:7070");
+        assert!(dir.path().join("store").is_dir());
+    }
+
+    #[test]
+    fn bad_id_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(ID_FILE), "not an id!\n").unwrap();
+        assert!(matches!(
+            Slave::open(config(dir.path())),
+            Err(SlaveError::BadId { .. })
+        ));
+    }
+
+    #[test]
+    fn advertise_url_is_normalised() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Slave::open(config(dir.path())).unwrap();
+        s.set_advertise_url("http://10.0.0.5:7071/".into());
+        assert_eq!(s.advertise_url(), "http://10.0.0.5:7071");
+    }
+}

@@ -1,0 +1,626 @@
+//! The slave's background worker, [`run`]: one task that announces, heartbeats, replicates,
+//! drops and scrubs, with its state visible in [`crate::SlaveMetrics`].
+//!
+//! The loop does one unit of work at a time, in this order:
+//! 1. announce the complete hashlist when it changed (or on start, or when the master forgot
+//!    us). While fetches are running, announces are coalesced to one per [`ANNOUNCE_COALESCE`];
+//!    when the queue runs empty the announce goes out at once. Failures back off from
+//!    [`BACKOFF_FIRST`] to [`BACKOFF_MAX`]; a refused token backs off to [`REFUSED_RETRY`], and
+//!    is fatal only before the master has ever accepted us.
+//! 2. heartbeat every `heartbeat_interval_ms` of the last directive, reporting corrupt packs.
+//! 3. start a scrub when one is due (a blocking task that can be cancelled between packs).
+//! 4. start fetches up to `replication_concurrency`.
+//!
+//! Then it sleeps until a fetch or the scrub ends or the next deadline. Every directive's
+//! assignments go to the [`ReplicationQueue`]; its drops are deleted (after a running scrub
+//! ends, so the scrub never mistakes a dropped pack for a missing one).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::task::{JoinError, JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use hummel_core::Hash;
+use hummel_proto::api::{Heartbeat, SlaveDirective, SlaveHashlist};
+use hummel_store::{BlobStore, StoreError};
+
+use crate::master::{MasterClient, MasterError};
+use crate::metrics::WorkerState;
+use crate::replicate::{Fetcher, Offer, ReplicationError, ReplicationQueue};
+use crate::{Slave, SlaveError};
+
+/// Connect timeout for every request.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the next bytes of an answer (a stalled source or master).
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// At most one announce per this while fetches are running.
+const ANNOUNCE_COALESCE: Duration = Duration::from_secs(1);
+/// First retry delay after a failed announce.
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+/// Longest retry delay after a failed announce.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Retry delay after the master refused the slave token (the operator may fix the master).
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
+/// Heartbeat interval until the master says otherwise.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(3000);
+/// Sleep when nothing at all is scheduled.
+const IDLE_WAKE: Duration = Duration::from_secs(60);
+
+/// Runs the announce / heartbeat / replication loop until `shutdown` completes.
+///
+/// Returns an error only if the HTTP client cannot be built or the master refuses the slave
+/// token (401/403) before it ever accepted this slave; every other failure is logged and
+/// retried. In-flight fetches are aborted on shutdown (their temp files are deleted).
+pub async fn run(
+    slave: Slave,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SlaveError> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .build()
+        .map_err(SlaveError::HttpClient)?;
+    let mut agent = Agent::new(slave.clone(), http);
+    tracing::info!(
+        slave = %slave.id(),
+        master = %slave.config().master_url,
+        url = %slave.advertise_url(),
+        packs = slave.store().count(),
+        used = slave.store().used(),
+        "slave worker starting"
+    );
+    let result = tokio::select! {
+        r = agent.run() => r,
+        () = shutdown => Ok(()),
+    };
+    drop(agent);
+    slave.metrics().set_state(WorkerState::Done);
+    tracing::info!(slave = %slave.id(), "slave worker stopped");
+    result
+}
+
+/// A scrub running on the blocking pool.
+struct Scrub {
+    handle: JoinHandle<Result<Vec<Hash>, StoreError>>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// Announce bookkeeping.
+struct Announce {
+    /// The master's view of our hashlist is out of date.
+    dirty: bool,
+    /// When the master last accepted a hashlist.
+    last: Option<Instant>,
+    /// Not before this (after a failure).
+    retry_at: Option<Instant>,
+    /// The next failure's delay.
+    backoff: Duration,
+    /// The master knows us (since the last `unknown_slave`).
+    registered: bool,
+    /// The master has accepted a hashlist at least once.
+    ever: bool,
+}
+
+enum Event {
+    Fetched(Result<(tokio::task::Id, Result<u64, ReplicationError>), JoinError>),
+    Scrubbed(Result<Result<Vec<Hash>, StoreError>, JoinError>),
+    Tick,
+}
+
+struct Agent {
+    slave: Slave,
+    master: MasterClient,
+    fetcher: Fetcher,
+    queue: ReplicationQueue,
+    fetches: JoinSet<Result<u64, ReplicationError>>,
+    fetch_ids: HashMap<tokio::task::Id, Hash>,
+    announce: Announce,
+    /// The last request to the master failed (to log transitions, not every retry).
+    master_failing: bool,
+    heartbeat_every: Duration,
+    next_heartbeat: Option<Instant>,
+    /// Corrupt packs found by scrub and not yet accepted in a heartbeat.
+    unreported_corrupt: Vec<Hash>,
+    scrub: Option<Scrub>,
+    next_scrub: Option<Instant>,
+    /// Drops that arrived while a scrub was running.
+    deferred_drops: Vec<Hash>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(s) = &self.scrub {
+            s.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The heartbeat interval a directive asks for, within sane bounds.
+fn heartbeat_interval(ms: u64) -> Duration {
+    if ms == 0 {
+        DEFAULT_HEARTBEAT
+    } else {
+        Duration::from_millis(ms.clamp(20, 600_000))
+    }
+}
+
+/// Verifies every pack held, stopping early when `cancel` is set. Packs removed meanwhile are
+/// skipped, not reported.
+fn scrub_store(store: &BlobStore, cancel: &AtomicBool) -> Result<Vec<Hash>, StoreError> {
+    let mut bad = Vec::new();
+    for (hash, _) in store.list() {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        if store.contains(&hash) && !store.verify(&hash)? {
+            bad.push(hash);
+        }
+    }
+    Ok(bad)
+}
+
+fn short_list(packs: &[Hash]) -> String {
+    let mut s: Vec<String> = packs.iter().take(8).map(Hash::short).collect();
+    if packs.len() > 8 {
+        s.push(format!("and {} more", packs.len() - 8));
+    }
+    s.join(", ")
+}
+
+impl Agent {
+    fn new(slave: Slave, http: reqwest::Client) -> Agent {
+        let cfg = slave.config();
+        let master = MasterClient::new(
+            http.clone(),
+            cfg.master_url.clone(),
+            cfg.slave_token.clone(),
+        );
+        let next_scrub = cfg.scrub_interval.map(|d| Instant::now() + d);
+        Agent {
+            fetcher: Fetcher {
+                http,
+                slave: slave.clone(),
+            },
+            slave,
+            master,
+            queue: ReplicationQueue::default(),
+            fetches: JoinSet::new(),
+            fetch_ids: HashMap::new(),
+            announce: Announce {
+                dirty: true,
+                last: None,
+                retry_at: None,
+                backoff: BACKOFF_FIRST,
+                registered: false,
+                ever: false,
+            },
+            master_failing: false,
+            heartbeat_every: DEFAULT_HEARTBEAT,
+            next_heartbeat: None,
+            unreported_corrupt: Vec::new(),
+            scrub: None,
+            next_scrub,
+            deferred_drops: Vec::new(),
+        }
+    }
+
+    async fn run(&mut self) -> Result<(), SlaveError> {
+        loop {
+            let now = Instant::now();
+            if self.announce_at(now).is_some_and(|t| now >= t) {
+                self.announce().await?;
+                continue;
+            }
+            if self.announce.registered && self.next_heartbeat.is_some_and(|t| now >= t) {
+                self.heartbeat().await;
+                continue;
+            }
+            if self.scrub.is_none() && self.next_scrub.is_some_and(|t| now >= t) {
+                self.start_scrub();
+            }
+            self.start_fetches();
+            self.publish_state();
+
+            let wake = self.next_wake(now);
+            let fetches = &mut self.fetches;
+            let scrub = &mut self.scrub;
+            let event = tokio::select! {
+                Some(done) = fetches.join_next_with_id(), if !fetches.is_empty() => {
+                    Event::Fetched(done)
+                }
+                done = async {
+                    match scrub.as_mut() {
+                        Some(s) => (&mut s.handle).await,
+                        None => std::future::pending().await,
+                    }
+                }, if scrub.is_some() => Event::Scrubbed(done),
+                () = tokio::time::sleep_until(wake) => Event::Tick,
+            };
+            match event {
+                Event::Fetched(done) => self.fetch_done(done),
+                Event::Scrubbed(done) => self.scrub_done(done).await,
+                Event::Tick => {}
+            }
+        }
+    }
+
+    /// When the next announce is due, if one is wanted.
+    fn announce_at(&self, now: Instant) -> Option<Instant> {
+        let a = &self.announce;
+        if !a.dirty {
+            return None;
+        }
+        let mut t = now;
+        if let Some(r) = a.retry_at {
+            t = t.max(r);
+        }
+        if !self.queue.is_idle()
+            && let Some(last) = a.last
+        {
+            t = t.max(last + ANNOUNCE_COALESCE);
+        }
+        Some(t)
+    }
+
+    fn next_wake(&self, now: Instant) -> Instant {
+        let mut wake = now + IDLE_WAKE;
+        let candidates = [
+            self.announce_at(now),
+            self.next_heartbeat.filter(|_| self.announce.registered),
+            self.next_scrub.filter(|_| self.scrub.is_none()),
+        ];
+        for t in candidates.into_iter().flatten() {
+            wake = wake.min(t);
+        }
+        wake
+    }
+
+    fn publish_state(&self) {
+        let m = self.slave.metrics();
+        m.replicating
+            .store(self.queue.replicating(), Ordering::Relaxed);
+        let state = if self.master_failing {
+            WorkerState::Throttled
+        } else if !self.announce.ever {
+            WorkerState::Starting
+        } else if self.queue.in_flight() > 0 {
+            WorkerState::Busy
+        } else {
+            WorkerState::Idle
+        };
+        m.set_state(state);
+    }
+
+    /// The master answered: mark it reachable.
+    fn master_ok(&mut self) {
+        let m = self.slave.metrics();
+        m.set_master_reachable(true);
+        m.touch_contact();
+        if self.master_failing {
+            tracing::info!(master = %self.slave.config().master_url, "master reachable again");
+        }
+        self.master_failing = false;
+    }
+
+    /// A request to the master failed: log it on the transition, quietly afterwards.
+    fn master_failed(&mut self, what: &str, e: &MasterError) {
+        let reachable = !matches!(e, MasterError::Unreachable { .. });
+        self.slave.metrics().set_master_reachable(reachable);
+        let first = !self.master_failing;
+        self.master_failing = true;
+        match e {
+            MasterError::Refused { .. } if first => {
+                tracing::error!(error = %e, "{what} refused; check the slave token on both sides");
+            }
+            _ if first => tracing::warn!(error = %e, "{what} failed; will retry"),
+            _ => tracing::debug!(error = %e, "{what} failed again"),
+        }
+    }
+
+    async fn announce(&mut self) -> Result<(), SlaveError> {
+        let store = self.slave.store();
+        let list = store.list();
+        let body = SlaveHashlist {
+            slave_id: self.slave.id(),
+            url: self.slave.advertise_url(),
+            quota: self.slave.config().quota,
+            used: list.iter().map(|(_, s)| *s).sum(),
+            packs: list.into_iter().map(|(h, _)| h).collect(),
+        };
+        match self.master.hashlist(&body).await {
+            Ok(directive) => {
+                let now = Instant::now();
+                self.master_ok();
+                self.slave
+                    .metrics()
+                    .announces
+                    .fetch_add(1, Ordering::Relaxed);
+                let a = &mut self.announce;
+                a.dirty = false;
+                a.last = Some(now);
+                a.retry_at = None;
+                a.backoff = BACKOFF_FIRST;
+                a.ever = true;
+                if !a.registered {
+                    a.registered = true;
+                    self.next_heartbeat =
+                        Some(now + heartbeat_interval(directive.heartbeat_interval_ms));
+                }
+                tracing::info!(
+                    packs = body.packs.len(),
+                    used = body.used,
+                    assigned = directive.assign.len(),
+                    drop = directive.drop.len(),
+                    "announced hashlist"
+                );
+                self.apply(directive).await;
+                Ok(())
+            }
+            Err(MasterError::Refused { status, url }) if !self.announce.ever => {
+                self.slave.metrics().set_master_reachable(true);
+                Err(SlaveError::TokenRefused { status, url })
+            }
+            Err(e) => {
+                self.master_failed("announce", &e);
+                let a = &mut self.announce;
+                let delay = if matches!(e, MasterError::Refused { .. }) {
+                    REFUSED_RETRY
+                } else {
+                    let d = a.backoff;
+                    a.backoff = (a.backoff * 2).min(BACKOFF_MAX);
+                    d
+                };
+                a.retry_at = Some(Instant::now() + delay);
+                Ok(())
+            }
+        }
+    }
+
+    async fn heartbeat(&mut self) {
+        let store = self.slave.store();
+        let body = Heartbeat {
+            slave_id: self.slave.id(),
+            used: store.used(),
+            packs: store.count() as u64,
+            replicating: self.queue.replicating(),
+            corrupt: self.unreported_corrupt.clone(),
+        };
+        match self.master.heartbeat(&body).await {
+            Ok(directive) => {
+                self.master_ok();
+                self.slave
+                    .metrics()
+                    .heartbeats
+                    .fetch_add(1, Ordering::Relaxed);
+                self.unreported_corrupt.drain(..body.corrupt.len());
+                if !body.corrupt.is_empty() {
+                    tracing::info!(corrupt = body.corrupt.len(), "reported corrupt packs");
+                }
+                self.apply(directive).await;
+            }
+            Err(MasterError::UnknownSlave { .. }) => {
+                self.master_ok();
+                tracing::info!("master does not know this slave; announcing the full hashlist");
+                let a = &mut self.announce;
+                a.registered = false;
+                a.dirty = true;
+                a.retry_at = None;
+                a.last = None;
+            }
+            Err(e) => self.master_failed("heartbeat", &e),
+        }
+        if self.announce.registered {
+            self.next_heartbeat = Some(Instant::now() + self.heartbeat_every);
+        }
+    }
+
+    /// Takes a directive: interval, drops, assignments.
+    async fn apply(&mut self, d: SlaveDirective) {
+        self.heartbeat_every = heartbeat_interval(d.heartbeat_interval_ms);
+        if !d.drop.is_empty() {
+            for h in &d.drop {
+                self.queue.cancel(h);
+            }
+            if self.scrub.is_some() {
+                self.deferred_drops.extend(d.drop);
+            } else {
+                self.drop_packs(d.drop).await;
+            }
+        }
+        let store = self.slave.store().clone();
+        let quota = self.slave.config().quota;
+        let now = std::time::Instant::now();
+        let mut queued = 0usize;
+        for a in d.assign {
+            let (pack, size) = (a.pack, a.size);
+            let held = store.contains(&pack);
+            match self.queue.offer(a, held, store.used(), quota, now) {
+                Offer::Queued => queued += 1,
+                Offer::OverQuota { first } => {
+                    if first {
+                        self.slave
+                            .metrics()
+                            .quota_skips
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(pack = %pack.short(), size, used = store.used(), quota,
+                            "skipping assigned pack: it would overflow the quota");
+                    }
+                }
+                Offer::NoSources => {
+                    tracing::warn!(pack = %pack.short(), "assigned pack has no sources");
+                }
+                Offer::Known | Offer::RetryLater => {}
+            }
+        }
+        if queued > 0 {
+            tracing::info!(
+                queued,
+                replicating = self.queue.replicating(),
+                "assignments queued"
+            );
+        }
+    }
+
+    async fn drop_packs(&mut self, packs: Vec<Hash>) {
+        let store = self.slave.store().clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let mut removed = 0usize;
+            for h in &packs {
+                match store.remove(h) {
+                    Ok(true) => removed += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(pack = %h.short(), error = %e, "could not delete pack")
+                    }
+                }
+            }
+            removed
+        })
+        .await;
+        match res {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(removed, "deleted packs the master dropped");
+                self.announce.dirty = true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "deleting dropped packs failed");
+                self.announce.dirty = true;
+            }
+        }
+    }
+
+    fn start_fetches(&mut self) {
+        let quota = self.slave.config().quota;
+        let max = self.slave.config().replication_concurrency;
+        let mut over = Vec::new();
+        while let Some(a) = self
+            .queue
+            .next(self.slave.store().used(), quota, max, &mut over)
+        {
+            let pack = a.pack;
+            let fetcher = self.fetcher.clone();
+            let handle = self.fetches.spawn(async move { fetcher.fetch(&a).await });
+            self.fetch_ids.insert(handle.id(), pack);
+        }
+        for (a, first) in over {
+            if first {
+                self.slave
+                    .metrics()
+                    .quota_skips
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(pack = %a.pack.short(), size = a.size, quota,
+                    "skipping assigned pack: it would overflow the quota");
+            }
+        }
+    }
+
+    fn fetch_done(
+        &mut self,
+        done: Result<(tokio::task::Id, Result<u64, ReplicationError>), JoinError>,
+    ) {
+        let now = std::time::Instant::now();
+        let m = self.slave.metrics();
+        let (id, result) = match done {
+            Ok((id, r)) => (id, r.map_err(|e| e.to_string())),
+            Err(e) => (e.id(), Err(format!("fetch task failed: {e}"))),
+        };
+        let Some(pack) = self.fetch_ids.remove(&id) else {
+            return;
+        };
+        match result {
+            Ok(size) => {
+                self.queue.finish(&pack, true, now);
+                m.replicated_packs.fetch_add(1, Ordering::Relaxed);
+                m.replicated_bytes.fetch_add(size, Ordering::Relaxed);
+                self.announce.dirty = true;
+            }
+            Err(e) => {
+                self.queue.finish(&pack, false, now);
+                m.replication_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(pack = %pack.short(), error = %e, "replication failed; will retry when assigned again");
+            }
+        }
+    }
+
+    fn start_scrub(&mut self) {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let store = self.slave.store().clone();
+        let flag = cancel.clone();
+        let handle = tokio::task::spawn_blocking(move || scrub_store(&store, &flag));
+        tracing::info!(packs = self.slave.store().count(), "scrub started");
+        self.scrub = Some(Scrub { handle, cancel });
+        self.next_scrub = None;
+    }
+
+    async fn scrub_done(&mut self, done: Result<Result<Vec<Hash>, StoreError>, JoinError>) {
+        self.scrub = None;
+        self.next_scrub = self
+            .slave
+            .config()
+            .scrub_interval
+            .map(|d| Instant::now() + d);
+        let m = self.slave.metrics();
+        match done {
+            Ok(Ok(bad)) => {
+                m.scrubs.fetch_add(1, Ordering::Relaxed);
+                if bad.is_empty() {
+                    tracing::info!(
+                        packs = self.slave.store().count(),
+                        "scrub complete: every pack verified"
+                    );
+                } else {
+                    m.corrupt_packs
+                        .fetch_add(bad.len() as u64, Ordering::Relaxed);
+                    tracing::warn!(corrupt = bad.len(), packs = %short_list(&bad),
+                        "scrub found corrupt packs; quarantined, will report and re-fetch");
+                    self.unreported_corrupt.extend(bad);
+                    self.announce.dirty = true;
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "scrub failed"),
+            Err(e) => tracing::warn!(error = %e, "scrub task failed"),
+        }
+        let drops = std::mem::take(&mut self.deferred_drops);
+        if !drops.is_empty() {
+            self.drop_packs(drops).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_interval_is_bounded() {
+        assert_eq!(heartbeat_interval(0), DEFAULT_HEARTBEAT);
+        assert_eq!(heartbeat_interval(1), Duration::from_millis(20));
+        assert_eq!(heartbeat_interval(3000), Duration::from_secs(3));
+        assert_eq!(heartbeat_interval(u64::MAX), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn scrub_skips_removed_and_finds_rot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let (a, b) = (Hash::of(b"a"), Hash::of(b"b"));
+        store.put(&a, b"a").unwrap();
+        store.put(&b, b"b").unwrap();
+        std::fs::write(store.path(&b), b"x").unwrap();
+        assert_eq!(
+            scrub_store(&store, &AtomicBool::new(false)).unwrap(),
+            vec![b]
+        );
+        assert!(
+            scrub_store(&store, &AtomicBool::new(true))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(short_list(&[a]), a.short());
+    }
+}

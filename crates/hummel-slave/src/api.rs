@@ -1,0 +1,102 @@
+//! The slave's HTTP surface: `GET|HEAD /blob/{hash}` (from [`hummel_store::http`], behind the
+//! read token when one is configured), `GET /health` and `GET /metrics`.
+//!
+//! Packs are not re-verified on serve (16 MiB per range request would be too slow): commit
+//! verifies every new pack, and scrub catches rot.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use hummel_proto::ApiErrorBody;
+use hummel_proto::api::{HEALTH, Health, METRICS};
+use hummel_proto::auth::{TOKEN_HEADER, tokens_equal};
+
+use crate::Slave;
+
+/// Tokens accepted for `/blob` when a read token is configured.
+#[derive(Clone)]
+struct BlobTokens {
+    read: String,
+    slave: String,
+}
+
+pub(crate) fn router(slave: &Slave) -> Router {
+    let cfg = slave.config();
+    let mut blob = hummel_store::http::router(slave.store().clone());
+    if let Some(read) = &cfg.read_token {
+        let tokens = BlobTokens {
+            read: read.clone(),
+            slave: cfg.slave_token.clone(),
+        };
+        blob = blob.layer(middleware::from_fn_with_state(tokens, require_token));
+    }
+    Router::new()
+        .route(HEALTH, get(health))
+        .route(METRICS, get(metrics))
+        .with_state(slave.clone())
+        .merge(blob)
+        .fallback(not_found)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(ApiErrorBody {
+            code: code.into(),
+            message: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+async fn require_token(
+    State(tokens): State<BlobTokens>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(value) = headers.get(TOKEN_HEADER) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this slave wants a read token in X-HUMMEL-TOKEN",
+        );
+    };
+    let ok = value
+        .to_str()
+        .is_ok_and(|t| tokens_equal(t, &tokens.read) | tokens_equal(t, &tokens.slave));
+    if !ok {
+        return error(StatusCode::FORBIDDEN, "forbidden", "wrong token");
+    }
+    next.run(req).await
+}
+
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        role: "slave".into(),
+        api_version: hummel_proto::API_VERSION,
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+async fn metrics(State(slave): State<Slave>) -> Response {
+    let text = slave.metrics().render(slave.store(), slave.config().quota);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}

@@ -1,0 +1,151 @@
+//! [`MasterClient`]: the slave's two calls to the master, `POST /slave/hashlist` and
+//! `POST /slave/heartbeat`, each answered with a [`SlaveDirective`].
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde::Serialize;
+
+use hummel_proto::ApiErrorBody;
+use hummel_proto::api::{
+    Heartbeat, MAX_JSON_BODY, SLAVE_HASHLIST, SLAVE_HEARTBEAT, SlaveDirective, SlaveHashlist,
+};
+use hummel_proto::auth::TOKEN_HEADER;
+
+/// Longest a single request to the master may take, body included.
+const MASTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A request to the master that did not produce a directive.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MasterError {
+    /// No HTTP answer (connect refused, timeout, reset).
+    #[error("master unreachable ({url}): {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// 401 or 403: the master does not accept our slave token.
+    #[error("master refused the slave token (HTTP {status} from {url})")]
+    Refused { status: u16, url: String },
+    /// 404 `unknown_slave`: the master wants the full hashlist again.
+    #[error("master does not know this slave ({url})")]
+    UnknownSlave { url: String },
+    /// Any other non-2xx answer.
+    #[error("master answered HTTP {status} ({url}): {message}")]
+    Status {
+        status: u16,
+        url: String,
+        message: String,
+    },
+    /// A 2xx answer that is not a directive.
+    #[error("master sent an invalid directive ({url}): {message}")]
+    BadAnswer { url: String, message: String },
+}
+
+/// Talks to one master with the slave token.
+#[derive(Clone, Debug)]
+pub(crate) struct MasterClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl MasterClient {
+    pub(crate) fn new(http: reqwest::Client, base: String, token: String) -> Self {
+        MasterClient { http, base, token }
+    }
+
+    pub(crate) async fn hashlist(
+        &self,
+        body: &SlaveHashlist,
+    ) -> Result<SlaveDirective, MasterError> {
+        self.post(SLAVE_HASHLIST, body).await
+    }
+
+    pub(crate) async fn heartbeat(&self, body: &Heartbeat) -> Result<SlaveDirective, MasterError> {
+        self.post(SLAVE_HEARTBEAT, body).await
+    }
+
+    async fn post<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<SlaveDirective, MasterError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .header(TOKEN_HEADER, &self.token)
+            .timeout(MASTER_REQUEST_TIMEOUT)
+            .json(body)
+            .send()
+            .await
+            .map_err(|source| MasterError::Unreachable {
+                url: url.clone(),
+                source: source.without_url(),
+            })?;
+        let status = resp.status();
+        let bytes = read_limited(resp, MAX_JSON_BODY)
+            .await
+            .map_err(|e| match e {
+                ReadError::Http(source) => MasterError::Unreachable {
+                    url: url.clone(),
+                    source: source.without_url(),
+                },
+                ReadError::TooLarge => MasterError::BadAnswer {
+                    url: url.clone(),
+                    message: format!("body larger than {MAX_JSON_BODY} bytes"),
+                },
+            })?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| MasterError::BadAnswer {
+                url,
+                message: e.to_string(),
+            });
+        }
+        let api: Option<ApiErrorBody> = serde_json::from_slice(&bytes).ok();
+        match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(MasterError::Refused {
+                status: status.as_u16(),
+                url,
+            }),
+            StatusCode::NOT_FOUND
+                if path == SLAVE_HEARTBEAT
+                    || api.as_ref().is_some_and(|a| a.code == "unknown_slave") =>
+            {
+                Err(MasterError::UnknownSlave { url })
+            }
+            _ => Err(MasterError::Status {
+                status: status.as_u16(),
+                url,
+                message: api.map(|a| a.message).unwrap_or_else(|| {
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+                }),
+            }),
+        }
+    }
+}
+
+pub(crate) enum ReadError {
+    Http(reqwest::Error),
+    TooLarge,
+}
+
+/// Reads a response body, refusing more than `limit` bytes.
+async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, ReadError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ReadError::Http)?;
+        if out.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
