@@ -1,1 +1,54 @@
-//! placeholder
+//! Hummel client: make a local folder an exact, verified copy of a revision (or a subtree of
+//! one), downloading only what is not already there, from several slaves at once.
+//!
+//! The entry points are [`sync()`] ([`SyncOptions`] → [`SyncOutcome`]) and [`verify()`]
+//! ([`VerifyOptions`] → [`VerifyReport`]). A sync plans first, as plain data ([`SyncPlan`];
+//! `--dry-run` returns its [`SyncPlanSummary`]), then carries the plan out.
+//!
+//! # Layout
+//! - [`sync`](mod@sync): the run: lock, no-op check, index, survey, plan, execute, save state,
+//!   report to the master.
+//! - [`state`]: `DEST/.hummel/`: [`state::ClientState`] (revision, master, subtree, stat cache),
+//!   the held index, the client id, the run lock and `tmp/`. Atomic writes.
+//! - [`scan`]: what is in DEST: a walk that never follows symlinks, the no-op test, and the
+//!   survey of local content (stat cache, hashing, chunk layouts, re-chunking).
+//! - [`plan`]: [`SyncPlan`], pure: unchanged / write / local copy / download (coalesced
+//!   [`plan::RangeRequest`]s) / conflicts / deletes.
+//! - `fetch`: the multi-source scheduler: per-slave and total limits, fail-over per range, every
+//!   chunk through [`hummel_core::codec::decode_chunk`] before it is written.
+//! - `assemble`: temp files, local chunk copies, sealing (file hash, mode, mtime, fsync), and
+//!   the final burst: directories, renames, deletes.
+//! - [`verify`](mod@verify): read-only comparison of DEST with the current revision.
+//! - `http`: the thin reqwest layer: timeouts (connect 5 s, stall 30 s), the read token, capped
+//!   bodies, and the master's client API.
+//! - [`report`]: [`SyncReport`], [`SyncOutcome`] and the progress bar.
+//! - [`error`]: [`SyncError`], one line with the failing side and object.
+//!
+//! # Guarantees
+//! - Every byte from the network passes `decode_chunk` (bounded, BLAKE3 id) before it is
+//!   written; every locally copied chunk is re-hashed; every assembled file is checked against
+//!   its file hash before it is renamed into place.
+//! - Nothing under its final name is ever partial: temp file, fsync, rename, directory fsync.
+//!   If anything fails before the renames, DEST is untouched and the temp files are removed.
+//! - Deletes happen last, only after everything else succeeded. `.hummel` is never touched by
+//!   them. Symlinks in DEST are never followed; one where the index has a directory is replaced.
+//! - CPU and file work runs in `spawn_blocking`/rayon, never on an async worker.
+//! - The library logs with `tracing` and never prints; tokens are never logged.
+
+pub mod error;
+pub mod plan;
+pub mod report;
+pub mod scan;
+pub mod state;
+pub mod sync;
+pub mod verify;
+
+mod assemble;
+mod fetch;
+mod http;
+
+pub use error::SyncError;
+pub use plan::{SyncPlan, SyncPlanSummary};
+pub use report::{SyncOutcome, SyncReport};
+pub use sync::{SyncOptions, sync};
+pub use verify::{VerifyOptions, VerifyReport, verify};

@@ -1,0 +1,529 @@
+//! Carrying out a [`SyncPlan`] on disk: temp files, local chunk copies, sealing, and the final
+//! burst that makes DEST the new revision.
+//!
+//! 1. [`Staging::create`]: one pre-sized temp file per [`SyncPlan::writes`] in `.hummel/tmp/`.
+//! 2. [`copy_local`]: chunks read from local files (before anything is renamed), re-hashed, and
+//!    written to every target; a chunk that does not match its id is handed back for download.
+//! 3. (downloads: [`crate::fetch`], writing through [`TargetWriter`].)
+//! 4. [`seal`]: whole-file BLAKE3 check against the index, mode, mtime, fsync.
+//! 5. [`apply`]: directories (a symlink or file where a directory belongs is removed, never
+//!    followed), renames in one burst, directory fsync, metadata fixes, then deletes of extras,
+//!    then final directory modes.
+//!
+//! Steps 1–4 touch only `.hummel/tmp/`; if any fails, [`Staging::discard`] removes the temp
+//! files and DEST is as it was. All functions here block: call them from `spawn_blocking`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File, FileTimes, Permissions};
+use std::io;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+
+use hummel_core::{Hash, Index};
+
+use crate::SyncError;
+use crate::plan::{FileWrite, LocalCopy, SyncPlan, Target};
+
+/// The temp files of a sync, one per [`SyncPlan::writes`], same order.
+#[derive(Debug)]
+pub(crate) struct Staging {
+    pub(crate) paths: Vec<PathBuf>,
+}
+
+impl Staging {
+    /// Creates `tmp/{i}.part` for every write, pre-sized with `set_len`.
+    pub(crate) fn create(tmp: &Path, writes: &[FileWrite]) -> Result<Staging, SyncError> {
+        let staging = Staging {
+            paths: (0..writes.len())
+                .map(|i| tmp.join(format!("{i}.part")))
+                .collect(),
+        };
+        let made = for_each_io(writes, |i, w| {
+            let path = &staging.paths[i];
+            File::create_new(path)
+                .and_then(|f| f.set_len(w.size))
+                .map_err(|e| SyncError::local("create", path, e))
+        });
+        if let Err(e) = made {
+            staging.discard();
+            return Err(e);
+        }
+        Ok(staging)
+    }
+
+    /// Removes the temp files (best effort).
+    pub(crate) fn discard(&self) {
+        for p in &self.paths {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Threads for latency-bound file operations (create, fsync): more than the cores, since they
+/// mostly wait on the file system.
+const IO_THREADS: usize = 8;
+
+/// Runs `f` on every item from a few scoped threads; the first error wins.
+pub(crate) fn for_each_io<T: Sync>(
+    items: &[T],
+    f: impl Fn(usize, &T) -> Result<(), SyncError> + Sync,
+) -> Result<(), SyncError> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failed: Mutex<Option<SyncError>> = Mutex::new(None);
+    let threads = IO_THREADS.min(items.len());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= items.len() {
+                        break;
+                    }
+                    if let Err(e) = f(i, &items[i]) {
+                        failed.lock().expect("not poisoned").get_or_insert(e);
+                        next.store(items.len(), Ordering::Relaxed);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner().expect("not poisoned") {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Writes plain chunk bytes to temp files, keeping the files it opened.
+pub(crate) struct TargetWriter<'a> {
+    paths: &'a [PathBuf],
+    open: HashMap<u32, File>,
+}
+
+impl<'a> TargetWriter<'a> {
+    pub(crate) fn new(paths: &'a [PathBuf]) -> Self {
+        TargetWriter {
+            paths,
+            open: HashMap::new(),
+        }
+    }
+
+    /// Writes `data` at every target. Opens without `create`: a temp file removed by a failed
+    /// sync is never recreated by a straggling worker.
+    pub(crate) fn write(&mut self, targets: &[Target], data: &[u8]) -> Result<(), SyncError> {
+        for t in targets {
+            let path = &self.paths[t.file as usize];
+            let file = match self.open.entry(t.file) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                    File::options()
+                        .write(true)
+                        .open(path)
+                        .map_err(|e| SyncError::local("open", path, e))?,
+                ),
+            };
+            file.write_all_at(data, t.offset)
+                .map_err(|e| SyncError::local("write", path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`copy_local`] did.
+#[derive(Debug, Default)]
+pub(crate) struct CopyOutcome {
+    /// Chunks (positions in [`Index::chunks`]) whose local copy could not be used.
+    pub(crate) failed: Vec<u32>,
+    /// Plain bytes written from local data.
+    pub(crate) bytes: u64,
+    /// Chunks copied.
+    pub(crate) chunks: u64,
+}
+
+/// Copies chunks from local files into the temp files. Every chunk is re-hashed after reading;
+/// an unreadable source or a mismatch puts the chunk in [`CopyOutcome::failed`]. Only a failure
+/// to write a temp file is an error. Parallel over source files.
+pub(crate) fn copy_local(
+    dest: &Path,
+    copies: &[LocalCopy],
+    index: &Index,
+    targets: &BTreeMap<u32, Vec<Target>>,
+    staging: &Staging,
+    progress: &ProgressBar,
+) -> Result<CopyOutcome, SyncError> {
+    let mut by_source: BTreeMap<&Path, Vec<&LocalCopy>> = BTreeMap::new();
+    for c in copies {
+        by_source.entry(&c.source).or_default().push(c);
+    }
+    let outcomes: Vec<Result<CopyOutcome, SyncError>> = by_source
+        .into_par_iter()
+        .map(|(source, mut copies)| {
+            copies.sort_by_key(|c| c.offset);
+            let mut out = CopyOutcome::default();
+            let path = dest.join(source);
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "local source unreadable, downloading instead: {e}");
+                    out.failed.extend(copies.iter().map(|c| c.chunk));
+                    return Ok(out);
+                }
+            };
+            let mut writer = TargetWriter::new(&staging.paths);
+            let mut buf = Vec::new();
+            for c in copies {
+                let expected = &index.chunks[c.chunk as usize];
+                buf.resize(c.len as usize, 0);
+                let ok = match file.read_exact_at(&mut buf, c.offset) {
+                    Ok(()) => Hash::of(&buf) == expected.hash,
+                    Err(_) => false,
+                };
+                if !ok {
+                    tracing::debug!(path = %path.display(), chunk = %expected.hash.short(), "local chunk changed, downloading instead");
+                    out.failed.push(c.chunk);
+                    continue;
+                }
+                let t = targets.get(&c.chunk).map(Vec::as_slice).unwrap_or(&[]);
+                writer.write(t, &buf)?;
+                let written = buf.len() as u64 * t.len() as u64;
+                progress.inc(written);
+                out.bytes += written;
+                out.chunks += 1;
+            }
+            Ok(out)
+        })
+        .collect();
+    let mut total = CopyOutcome::default();
+    for o in outcomes {
+        let o = o?;
+        total.failed.extend(o.failed);
+        total.bytes += o.bytes;
+        total.chunks += o.chunks;
+    }
+    Ok(total)
+}
+
+/// A `SystemTime` from nanoseconds since the epoch (negative: before it).
+pub(crate) fn system_time(ns: i64) -> SystemTime {
+    let d = Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        UNIX_EPOCH + d
+    } else {
+        UNIX_EPOCH - d
+    }
+}
+
+/// Checks every temp file against its index hash, sets mtime and mode, fsyncs. Parallel
+/// ([`IO_THREADS`]; hashing is CPU work, but fsync dominates for small files).
+pub(crate) fn seal(writes: &[FileWrite], staging: &Staging) -> Result<(), SyncError> {
+    for_each_io(writes, |i, w| {
+        let path = &staging.paths[i];
+        let io = |op| move |e: io::Error| SyncError::local(op, path, e);
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io("open"))?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(&file).map_err(io("read"))?;
+        let got: Hash = hasher.finalize().into();
+        if got != w.hash {
+            return Err(SyncError::FileMismatch {
+                path: w.path.to_string(),
+                expected: w.hash.short(),
+            });
+        }
+        file.set_times(FileTimes::new().set_modified(system_time(w.mtime_ns)))
+            .map_err(io("set mtime of"))?;
+        file.set_permissions(Permissions::from_mode(w.mode))
+            .map_err(io("set mode of"))?;
+        file.sync_all().map_err(io("fsync"))
+    })
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Default)]
+pub(crate) struct ApplyOutcome {
+    pub(crate) dirs_created: u64,
+    pub(crate) files_deleted: u64,
+    pub(crate) dirs_deleted: u64,
+}
+
+/// Removes whatever is at `path` without following symlinks. Missing is fine.
+fn remove_entry(path: &Path) -> io::Result<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map(|()| true),
+        Ok(_) => fs::remove_file(path).map(|()| true),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes DEST the new revision: directories, renames, metadata fixes, deletes, directory modes.
+/// Call only after every temp file is sealed.
+pub(crate) fn apply(
+    dest: &Path,
+    plan: &SyncPlan,
+    staging: &Staging,
+) -> Result<ApplyOutcome, SyncError> {
+    let mut out = ApplyOutcome::default();
+
+    // Directories, parents first. Anything else in the way (a symlink above all) is removed
+    // so that nothing below can be written through it. Kept writable for us until the end.
+    for d in &plan.dirs {
+        let path = d.path.to_path(dest);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                let mode = m.permissions().mode() & 0o7777;
+                if mode & 0o700 != 0o700 {
+                    fs::set_permissions(&path, Permissions::from_mode(mode | 0o700))
+                        .map_err(|e| SyncError::local("set mode of", &path, e))?;
+                }
+                continue;
+            }
+            Ok(_) => {
+                tracing::info!(path = %path.display(), "removing non-directory where the index has a directory");
+                fs::remove_file(&path).map_err(|e| SyncError::local("remove", &path, e))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SyncError::local("stat", &path, e)),
+        }
+        fs::create_dir(&path).map_err(|e| SyncError::local("create", &path, e))?;
+        fs::set_permissions(&path, Permissions::from_mode(d.mode | 0o700))
+            .map_err(|e| SyncError::local("set mode of", &path, e))?;
+        out.dirs_created += 1;
+    }
+
+    // The burst: every verified temp file to its final name.
+    let mut parents = BTreeSet::new();
+    for (w, tmp) in plan.writes.iter().zip(&staging.paths) {
+        let path = w.path.to_path(dest);
+        if let Ok(m) = fs::symlink_metadata(&path)
+            && (m.is_dir() || m.file_type().is_symlink())
+        {
+            remove_entry(&path).map_err(|e| SyncError::local("remove", &path, e))?;
+        }
+        fs::rename(tmp, &path).map_err(|e| SyncError::local("rename into", &path, e))?;
+        parents.insert(path.parent().unwrap_or(dest).to_path_buf());
+    }
+    for dir in &parents {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| SyncError::local("fsync", dir, e))?;
+    }
+
+    // Right content, wrong mode or mtime.
+    for m in &plan.touch {
+        let path = m.path.to_path(dest);
+        let fix = File::open(&path).and_then(|f| {
+            f.set_times(FileTimes::new().set_modified(system_time(m.mtime_ns)))?;
+            f.set_permissions(Permissions::from_mode(m.mode))
+        });
+        fix.map_err(|e| SyncError::local("set mode and mtime of", &path, e))?;
+    }
+
+    // Extras, deepest first, only now that everything else succeeded.
+    for r in &plan.deletes {
+        let path = dest.join(&r.path);
+        if remove_entry(&path).map_err(|e| SyncError::local("delete", &path, e))? {
+            if r.is_dir() {
+                out.dirs_deleted += 1;
+            } else {
+                out.files_deleted += 1;
+            }
+        }
+    }
+
+    // Final directory modes, deepest first.
+    for d in plan.dirs.iter().rev() {
+        let path = d.path.to_path(dest);
+        let current = fs::symlink_metadata(&path)
+            .map_err(|e| SyncError::local("stat", &path, e))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if current != d.mode {
+            fs::set_permissions(&path, Permissions::from_mode(d.mode))
+                .map_err(|e| SyncError::local("set mode of", &path, e))?;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use hummel_core::{ChunkLocation, ChunkerConfig, Codec, RelPath};
+
+    use super::*;
+    use crate::plan::{DirAction, Removal};
+
+    fn rp(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn local_copies_are_rehashed_and_bad_ones_handed_back() {
+        let dest = tempfile::tempdir().unwrap();
+        let tmp = dest.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        fs::write(dest.path().join("src"), b"aaaabbbb").unwrap();
+        let chunk = |data: &[u8]| ChunkLocation {
+            hash: Hash::of(data),
+            pack: 1,
+            offset: 0,
+            stored_len: data.len() as u32,
+            len: data.len() as u32,
+            codec: Codec::Raw,
+        };
+        let index = Index {
+            revision: 1,
+            created_unix: 0,
+            chunker: ChunkerConfig::default(),
+            root: None,
+            entries: vec![],
+            chunks: vec![chunk(b"bbbb"), chunk(b"cccc")],
+            packs: vec![],
+        };
+        let writes = vec![FileWrite {
+            path: rp("out"),
+            size: 8,
+            mode: 0o600,
+            mtime_ns: 1_500_000_000_000_000_000,
+            hash: Hash::of(b"bbbbbbbb"),
+        }];
+        let staging = Staging::create(&tmp, &writes).unwrap();
+        let mut targets = BTreeMap::new();
+        targets.insert(
+            0,
+            vec![Target { file: 0, offset: 0 }, Target { file: 0, offset: 4 }],
+        );
+        targets.insert(1, vec![Target { file: 0, offset: 0 }]);
+        let copies = vec![
+            LocalCopy {
+                source: "src".into(),
+                offset: 4,
+                len: 4,
+                chunk: 0,
+            },
+            // The plan thought "cccc" was at offset 0; the file says otherwise.
+            LocalCopy {
+                source: "src".into(),
+                offset: 0,
+                len: 4,
+                chunk: 1,
+            },
+        ];
+        let out = copy_local(
+            dest.path(),
+            &copies,
+            &index,
+            &targets,
+            &staging,
+            &ProgressBar::hidden(),
+        )
+        .unwrap();
+        assert_eq!(out.failed, [1]);
+        assert_eq!((out.bytes, out.chunks), (8, 1));
+        seal(&writes, &staging).unwrap();
+        let m = fs::metadata(&staging.paths[0]).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            m.modified().unwrap(),
+            system_time(1_500_000_000_000_000_000)
+        );
+        // A file that does not hash right is refused.
+        let bad = vec![FileWrite {
+            hash: Hash::of(b"x"),
+            ..writes[0].clone()
+        }];
+        assert!(matches!(
+            seal(&bad, &staging),
+            Err(SyncError::FileMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn apply_replaces_what_is_in_the_way_without_following_symlinks() {
+        let dest = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let tmp = dest.path().join(".hummel/tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        // "d" should be a directory but is a symlink out; "f" should be a file but is a directory.
+        std::os::unix::fs::symlink(outside.path(), dest.path().join("d")).unwrap();
+        fs::create_dir_all(dest.path().join("f/inner")).unwrap();
+        fs::write(dest.path().join("f/inner/x"), b"x").unwrap();
+        fs::write(dest.path().join("extra"), b"x").unwrap();
+        let writes = vec![
+            FileWrite {
+                path: rp("d/file"),
+                size: 2,
+                mode: 0o644,
+                mtime_ns: 0,
+                hash: Hash::of(b"hi"),
+            },
+            FileWrite {
+                path: rp("f"),
+                size: 0,
+                mode: 0o644,
+                mtime_ns: 0,
+                hash: Hash::of(b""),
+            },
+        ];
+        let staging = Staging::create(&tmp, &writes).unwrap();
+        fs::write(&staging.paths[0], b"hi").unwrap();
+        let plan = SyncPlan {
+            dirs: vec![DirAction {
+                path: rp("d"),
+                mode: 0o750,
+                create: true,
+            }],
+            writes,
+            deletes: vec![
+                Removal {
+                    path: "f/inner/x".into(),
+                    kind: "file",
+                },
+                Removal {
+                    path: "f/inner".into(),
+                    kind: "directory",
+                },
+                Removal {
+                    path: "extra".into(),
+                    kind: "file",
+                },
+            ],
+            ..SyncPlan::default()
+        };
+        let out = apply(dest.path(), &plan, &staging).unwrap();
+        assert_eq!(out.dirs_created, 1);
+        assert_eq!(
+            out.files_deleted, 1,
+            "only 'extra' was still there to delete"
+        );
+        let d = fs::symlink_metadata(dest.path().join("d")).unwrap();
+        assert!(d.is_dir());
+        assert_eq!(d.permissions().mode() & 0o777, 0o750);
+        assert_eq!(fs::read(dest.path().join("d/file")).unwrap(), b"hi");
+        assert!(
+            fs::symlink_metadata(dest.path().join("f"))
+                .unwrap()
+                .is_file()
+        );
+        assert!(!dest.path().join("extra").exists());
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,137 @@
+//! [`SyncError`]: why a sync or verify failed, in one line, with the side that failed (master,
+//! a pack and its slaves, or the local folder) and the thing it failed on.
+
+use std::path::{Path, PathBuf};
+
+/// Why a sync or verify failed. `Display` is one line meant for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The master could not be reached or answered something unusable.
+    #[error("master {url}: {reason}")]
+    Master {
+        /// Master base URL.
+        url: String,
+        /// What went wrong (connection refused, timed out, bad JSON ...).
+        reason: String,
+    },
+    /// The master answered with an error status and an API error body.
+    #[error("master {url}: {code}: {message} (HTTP {status})")]
+    MasterRefused {
+        /// Master base URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The API error code, e.g. `no_such_path`.
+        code: String,
+        /// The master's message.
+        message: String,
+    },
+    /// The master has not published any revision yet.
+    #[error("master {url}: no revision has been published yet")]
+    NoRevision {
+        /// Master base URL.
+        url: String,
+    },
+    /// The index was refused (undecodable, inconsistent, or not the one asked for).
+    #[error("index: {0}")]
+    Index(String),
+    /// No live slave holds a pack the sync needs.
+    #[error("pack {pack} ({hash}): no live slave holds it")]
+    PackNotLocated {
+        /// Pack number.
+        pack: u32,
+        /// Short pack hash.
+        hash: String,
+    },
+    /// Every slave holding a pack failed or served bad data.
+    #[error(
+        "pack {pack} ({hash}): no slave could serve verified data ({tried} tried; last: {last})"
+    )]
+    PackUnavailable {
+        /// Pack number.
+        pack: u32,
+        /// Short pack hash.
+        hash: String,
+        /// How many slaves were tried.
+        tried: usize,
+        /// The last failure.
+        last: String,
+    },
+    /// A local file system operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Local {
+        /// What was being done (`create`, `write`, `rename` ...).
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A file assembled from verified chunks does not hash to the index's file hash.
+    #[error("{path}: assembled file does not match its hash {expected}")]
+    FileMismatch {
+        /// Repository path.
+        path: String,
+        /// Expected file hash (short).
+        expected: String,
+    },
+    /// Another sync holds the lock on the destination.
+    #[error("{}: another hummel sync is running in this folder", path.display())]
+    Busy {
+        /// The destination.
+        path: PathBuf,
+    },
+    /// The destination cannot be used.
+    #[error("{}: {reason}", path.display())]
+    Destination {
+        /// The path at fault.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The options make no sense.
+    #[error("invalid options: {0}")]
+    Options(String),
+    /// A worker task panicked or was cancelled (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl SyncError {
+    /// A local I/O failure on `path` while doing `op`.
+    pub(crate) fn local(op: &'static str, path: &Path, source: std::io::Error) -> SyncError {
+        SyncError::Local {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A blocking task that did not finish.
+    pub(crate) fn join(e: tokio::task::JoinError) -> SyncError {
+        SyncError::Internal(format!("worker task failed: {e}"))
+    }
+
+    /// True when the failure is on the network side (master or slaves), not local.
+    pub fn is_network(&self) -> bool {
+        matches!(
+            self,
+            SyncError::Master { .. }
+                | SyncError::MasterRefused { .. }
+                | SyncError::NoRevision { .. }
+                | SyncError::PackNotLocated { .. }
+                | SyncError::PackUnavailable { .. }
+        )
+    }
+}
+
+/// Runs CPU or blocking file work off the async runtime.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, SyncError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, SyncError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(SyncError::join)?
+}

@@ -1,0 +1,304 @@
+//! The thin HTTP layer: one [`HttpClient`] (reqwest, timeouts, the read token on every request,
+//! capped body reads) and [`MasterApi`], the four master endpoints a client calls.
+//!
+//! Nothing here interprets data beyond JSON decoding; the index is decoded and validated by the
+//! caller, pack bytes are verified chunk by chunk in [`crate::fetch`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::HeaderValue;
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+use hummel_core::RelPath;
+use hummel_core::index::MAX_INDEX_BODY;
+use hummel_proto::ApiErrorBody;
+use hummel_proto::api::{self, ClientReport, LocateRequest, LocateResponse, RevisionInfo};
+use hummel_proto::auth::TOKEN_HEADER;
+
+use crate::SyncError;
+
+/// Time to establish a TCP connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the next bytes of a response (stall timeout).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline for small JSON calls to the master.
+const JSON_DEADLINE: Duration = Duration::from_secs(60);
+/// Largest JSON body accepted from the master.
+const MAX_JSON_RESPONSE: u64 = 64 << 20;
+/// Largest index body accepted (the envelope around the largest accepted body).
+pub const MAX_INDEX_RESPONSE: u64 = MAX_INDEX_BODY + (1 << 20);
+
+/// A reqwest client with Hummel's timeouts and the optional read token.
+#[derive(Clone)]
+pub(crate) struct HttpClient {
+    inner: reqwest::Client,
+    token: Option<HeaderValue>,
+}
+
+impl HttpClient {
+    pub(crate) fn new(read_token: Option<&str>) -> Result<HttpClient, SyncError> {
+        let token = match read_token {
+            None => None,
+            Some(t) => {
+                let mut v = HeaderValue::from_str(t).map_err(|_| {
+                    SyncError::Options(
+                        "the read token contains characters not allowed in an HTTP header".into(),
+                    )
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        let inner = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(STALL_TIMEOUT)
+            .user_agent(concat!("hummel-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SyncError::Internal(format!("HTTP client: {}", describe(&e))))?;
+        Ok(HttpClient { inner, token })
+    }
+
+    fn with_token(&self, rb: RequestBuilder) -> RequestBuilder {
+        match &self.token {
+            Some(t) => rb.header(TOKEN_HEADER, t.clone()),
+            None => rb,
+        }
+    }
+
+    pub(crate) fn get(&self, url: reqwest::Url) -> RequestBuilder {
+        self.with_token(self.inner.get(url))
+    }
+
+    pub(crate) fn post(&self, url: reqwest::Url) -> RequestBuilder {
+        self.with_token(self.inner.post(url))
+    }
+}
+
+/// A reqwest error as one short line: "timed out", "connection refused" ...
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    let mut root: &dyn std::error::Error = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let root = root.to_string();
+    if e.is_timeout() {
+        format!("timed out ({root})")
+    } else if e.is_connect() {
+        format!("cannot connect: {root}")
+    } else if e.is_body() || e.is_decode() {
+        format!("reading the response failed: {root}")
+    } else {
+        root
+    }
+}
+
+/// Why a capped body read failed.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The transport failed.
+    Http(reqwest::Error),
+    /// More bytes than the cap.
+    TooLong(u64),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Http(e) => f.write_str(&describe(e)),
+            BodyError::TooLong(cap) => write!(f, "response longer than the {cap} bytes expected"),
+        }
+    }
+}
+
+/// Reads a whole body, refusing more than `cap` bytes (checked against `Content-Length` first,
+/// then while streaming; nothing beyond the cap is buffered).
+pub(crate) async fn read_capped(mut resp: Response, cap: u64) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > cap) {
+        return Err(BodyError::TooLong(cap));
+    }
+    let hint = resp.content_length().unwrap_or(0).min(cap).min(64 << 20);
+    let mut out = Vec::with_capacity(hint as usize);
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Http)? {
+        let chunk: Bytes = chunk;
+        if out.len() as u64 + chunk.len() as u64 > cap {
+            return Err(BodyError::TooLong(cap));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// The master's client API.
+#[derive(Clone)]
+pub(crate) struct MasterApi {
+    http: HttpClient,
+    base: String,
+}
+
+impl MasterApi {
+    /// `base` is the master URL (`http://host:port`, maybe with a path prefix).
+    pub(crate) fn new(http: HttpClient, base: &str) -> Result<MasterApi, SyncError> {
+        let base = normalise_url(base);
+        reqwest::Url::parse(&base).map_err(|e| SyncError::Master {
+            url: base.clone(),
+            reason: format!("not a valid URL: {e}"),
+        })?;
+        Ok(MasterApi { http, base })
+    }
+
+    /// The normalised base URL.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> reqwest::Url {
+        reqwest::Url::parse(&format!("{}{path}", self.base)).expect("base URL was validated")
+    }
+
+    fn err(&self, reason: impl Into<String>) -> SyncError {
+        SyncError::Master {
+            url: self.base.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    async fn send(&self, rb: RequestBuilder, what: &str) -> Result<Response, SyncError> {
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| self.err(format!("{what}: {}", describe(&e))))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(self.refusal(resp, what).await)
+    }
+
+    async fn refusal(&self, resp: Response, what: &str) -> SyncError {
+        let status = resp.status();
+        let body = read_capped(resp, 64 << 10).await.unwrap_or_default();
+        match serde_json::from_slice::<ApiErrorBody>(&body) {
+            Ok(b) => SyncError::MasterRefused {
+                url: self.base.clone(),
+                status: status.as_u16(),
+                code: b.code,
+                message: one_line(&b.message),
+            },
+            Err(_) => self.err(format!("{what}: HTTP {status}")),
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(&self, resp: Response, what: &str) -> Result<T, SyncError> {
+        let body = read_capped(resp, MAX_JSON_RESPONSE)
+            .await
+            .map_err(|e| self.err(format!("{what}: {e}")))?;
+        serde_json::from_slice(&body).map_err(|e| self.err(format!("{what}: bad JSON: {e}")))
+    }
+
+    /// `GET /api/v1/revision`.
+    pub(crate) async fn revision(&self) -> Result<RevisionInfo, SyncError> {
+        let rb = self
+            .http
+            .get(self.url(api::REVISION))
+            .timeout(JSON_DEADLINE);
+        let resp = self.send(rb, "revision").await?;
+        self.json(resp, "revision").await
+    }
+
+    /// `GET /api/v1/index?revision=N&path=SUB`: the encoded index, at most
+    /// [`MAX_INDEX_RESPONSE`] bytes. Not decoded here.
+    pub(crate) async fn index(
+        &self,
+        revision: u64,
+        path: Option<&RelPath>,
+    ) -> Result<Vec<u8>, SyncError> {
+        let mut url = self.url(api::INDEX);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("revision", &revision.to_string());
+            if let Some(p) = path {
+                q.append_pair("path", p.as_str());
+            }
+        }
+        let resp = self.send(self.http.get(url), "index").await?;
+        read_capped(resp, MAX_INDEX_RESPONSE)
+            .await
+            .map_err(|e| self.err(format!("index: {e}")))
+    }
+
+    /// `POST /api/v1/locate`. Checks the answer's shape against the request.
+    pub(crate) async fn locate(&self, packs: &[u32]) -> Result<LocateResponse, SyncError> {
+        let body = LocateRequest {
+            packs: packs.to_vec(),
+        };
+        let rb = self
+            .http
+            .post(self.url(api::LOCATE))
+            .json(&body)
+            .timeout(JSON_DEADLINE);
+        let resp = self.send(rb, "locate").await?;
+        let located: LocateResponse = self.json(resp, "locate").await?;
+        if located.holders.len() != packs.len() {
+            return Err(self.err(format!(
+                "locate: {} holder lists for {} packs",
+                located.holders.len(),
+                packs.len()
+            )));
+        }
+        let n = located.slaves.len();
+        if located.holders.iter().flatten().any(|&s| s as usize >= n) {
+            return Err(self.err("locate: holder refers to an unknown slave"));
+        }
+        for s in &located.slaves {
+            reqwest::Url::parse(&normalise_url(&s.url))
+                .map_err(|_| self.err(format!("locate: slave {} has a bad URL", s.id)))?;
+        }
+        Ok(located)
+    }
+
+    /// `POST /api/v1/client/report`.
+    pub(crate) async fn report(&self, report: &ClientReport) -> Result<(), SyncError> {
+        let rb = self
+            .http
+            .post(self.url(api::CLIENT_REPORT))
+            .json(report)
+            .timeout(Duration::from_secs(10));
+        let resp = self.send(rb, "report").await?;
+        if resp.status() != StatusCode::NO_CONTENT && !resp.status().is_success() {
+            return Err(self.err(format!("report: HTTP {}", resp.status())));
+        }
+        Ok(())
+    }
+}
+
+/// The URL without trailing slashes and surrounding blanks.
+pub(crate) fn normalise_url(url: &str) -> String {
+    url.trim().trim_end_matches('/').to_string()
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(300)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_normalised() {
+        assert_eq!(normalise_url(" http://a:1/ "), "http://a:1");
+        assert_eq!(normalise_url("http://a:1/x//"), "http://a:1/x");
+    }
+
+    #[test]
+    fn bad_token_is_refused_without_echoing_it() {
+        let e = HttpClient::new(Some("sec\nret")).err().unwrap().to_string();
+        assert!(!e.contains("sec"), "{e}");
+    }
+}

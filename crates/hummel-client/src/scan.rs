@@ -1,0 +1,452 @@
+//! What is in DEST now: [`walk`] lists it without following symlinks ([`LocalTree`]), and
+//! [`survey`] learns the content of the files that matter ([`LocalContent`]): hashes from the
+//! stat cache where it can be trusted, hashing where it cannot, and chunk layouts, from the old
+//! and new index by file hash or by re-chunking a file being replaced.
+//!
+//! Everything here is blocking file I/O and CPU work; call it from `spawn_blocking`.
+//! `.hummel` at the top of DEST is never listed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use hummel_core::index::RESERVED_TOP_NAME;
+use hummel_core::{ChunkerConfig, Hash, Index, chunk_stream};
+
+use crate::SyncError;
+use crate::state::CachedStat;
+
+/// The stat fields the cache compares, plus the mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Status change time, ns since the epoch.
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub ino: u64,
+    /// Permission bits (`& 0o7777`).
+    pub mode: u32,
+}
+
+impl FileStat {
+    /// From `lstat`/`fstat` metadata.
+    pub fn from_metadata(m: &fs::Metadata) -> FileStat {
+        FileStat {
+            size: m.len(),
+            mtime_ns: m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec(),
+            ctime_ns: m.ctime().saturating_mul(1_000_000_000) + m.ctime_nsec(),
+            ino: m.ino(),
+            mode: m.permissions().mode() & 0o7777,
+        }
+    }
+}
+
+/// One entry found in DEST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalKind {
+    /// A regular file.
+    File(FileStat),
+    /// A real directory (not a symlink to one).
+    Dir {
+        /// Permission bits.
+        mode: u32,
+    },
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A socket, FIFO, device ...
+    Other,
+}
+
+impl LocalKind {
+    /// `file`, `directory`, `symlink` or `special file`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LocalKind::File(_) => "file",
+            LocalKind::Dir { .. } => "directory",
+            LocalKind::Symlink => "symlink",
+            LocalKind::Other => "special file",
+        }
+    }
+}
+
+/// Everything below DEST except `.hummel`, by path relative to DEST.
+#[derive(Clone, Debug, Default)]
+pub struct LocalTree {
+    /// Entries, relative paths.
+    pub entries: BTreeMap<PathBuf, LocalKind>,
+}
+
+impl LocalTree {
+    /// The entry at a repository path.
+    pub fn get(&self, path: &str) -> Option<&LocalKind> {
+        self.entries.get(Path::new(path))
+    }
+}
+
+/// Lists DEST without following symlinks. A missing DEST is an empty tree.
+pub fn walk(dest: &Path) -> Result<LocalTree, SyncError> {
+    let mut tree = LocalTree::default();
+    match fs::metadata(dest) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(SyncError::Destination {
+                path: dest.to_path_buf(),
+                reason: "is not a directory".into(),
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(tree),
+        Err(e) => return Err(SyncError::local("stat", dest, e)),
+    }
+    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
+    while let Some(rel_dir) = stack.pop() {
+        let dir = dest.join(&rel_dir);
+        let rd = fs::read_dir(&dir).map_err(|e| SyncError::local("list", &dir, e))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| SyncError::local("list", &dir, e))?;
+            let name = entry.file_name();
+            if rel_dir.as_os_str().is_empty() && name == RESERVED_TOP_NAME {
+                continue;
+            }
+            let rel = rel_dir.join(&name);
+            // DirEntry::metadata does not follow symlinks.
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(SyncError::local("stat", &dest.join(&rel), e)),
+            };
+            let ft = meta.file_type();
+            let kind = if ft.is_symlink() {
+                LocalKind::Symlink
+            } else if ft.is_dir() {
+                stack.push(rel.clone());
+                LocalKind::Dir {
+                    mode: meta.permissions().mode() & 0o7777,
+                }
+            } else if ft.is_file() {
+                LocalKind::File(FileStat::from_metadata(&meta))
+            } else {
+                LocalKind::Other
+            };
+            tree.entries.insert(rel, kind);
+        }
+    }
+    Ok(tree)
+}
+
+/// Hashes a file; returns its hash and its `fstat` taken before reading.
+pub fn hash_file(path: &Path) -> io::Result<(Hash, FileStat)> {
+    let file = File::open(path)?;
+    let stat = FileStat::from_metadata(&file.metadata()?);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(&file)?;
+    Ok((hasher.finalize().into(), stat))
+}
+
+/// One chunk of a local file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalChunk {
+    /// Offset in the file.
+    pub offset: u64,
+    /// Plain length.
+    pub len: u32,
+    /// Chunk id.
+    pub hash: Hash,
+}
+
+/// Cuts a local file into chunks with `config`: its hash, `fstat` and chunk layout.
+pub fn chunk_file(path: &Path, config: &ChunkerConfig) -> io::Result<KnownFile> {
+    let file = File::open(path)?;
+    let stat = FileStat::from_metadata(&file.metadata()?);
+    let mut layout = Vec::new();
+    let reader = io::BufReader::with_capacity(1 << 20, file);
+    let digest = chunk_stream::<_, io::Error, _>(config, reader, |c| {
+        layout.push(LocalChunk {
+            offset: c.offset,
+            len: c.data.len() as u32,
+            hash: c.hash,
+        });
+        Ok(())
+    })?;
+    Ok(KnownFile {
+        hash: digest.hash,
+        stat,
+        chunks: Some(Arc::new(layout)),
+    })
+}
+
+/// The chunk layout of every file of `index` whose hash is in `wanted`, by file hash, keeping
+/// only the chunks in `useful` (offsets stay those of the whole file).
+pub fn layouts_from_index(
+    index: &Index,
+    wanted: &HashSet<Hash>,
+    useful: &HashSet<Hash>,
+    out: &mut HashMap<Hash, Arc<Vec<LocalChunk>>>,
+) {
+    for (_, f) in index.files() {
+        if !wanted.contains(&f.hash) || out.contains_key(&f.hash) {
+            continue;
+        }
+        let mut offset = 0u64;
+        let mut layout = Vec::new();
+        for &ci in &f.chunks {
+            let c = &index.chunks[ci as usize];
+            if useful.contains(&c.hash) {
+                layout.push(LocalChunk {
+                    offset,
+                    len: c.len,
+                    hash: c.hash,
+                });
+            }
+            offset += c.len as u64;
+        }
+        out.insert(f.hash, Arc::new(layout));
+    }
+}
+
+/// Keeps only the chunks of `layout` in `useful`.
+fn retain_useful(layout: &mut Option<Arc<Vec<LocalChunk>>>, useful: &HashSet<Hash>) {
+    if let Some(l) = layout
+        && l.iter().any(|c| !useful.contains(&c.hash))
+    {
+        *l = Arc::new(
+            l.iter()
+                .filter(|c| useful.contains(&c.hash))
+                .copied()
+                .collect(),
+        );
+    }
+}
+
+/// What is known about the content of a local file.
+#[derive(Clone, Debug)]
+pub struct KnownFile {
+    /// Its hash.
+    pub hash: Hash,
+    /// The stat the hash belongs to.
+    pub stat: FileStat,
+    /// Its chunk layout, when known.
+    pub chunks: Option<Arc<Vec<LocalChunk>>>,
+}
+
+/// Local files whose content is known, by path relative to DEST.
+#[derive(Clone, Debug, Default)]
+pub struct LocalContent {
+    /// Known files.
+    pub files: HashMap<PathBuf, KnownFile>,
+    /// Files hashed in this run (the rest came from the cache).
+    pub hashed: u64,
+    /// Files re-chunked in this run.
+    pub rechunked: u64,
+}
+
+/// Learns the content of local files: the stat cache first; then every regular file at a path
+/// of `new` without a trusted cache entry is hashed (in parallel); then layouts: by file hash
+/// from `new` and `old`, else by re-chunking files being replaced. Unreadable files are left
+/// unknown (they will be rewritten), never fatal.
+pub fn survey(
+    dest: &Path,
+    tree: &LocalTree,
+    cache: &BTreeMap<String, CachedStat>,
+    new: &Index,
+    old: Option<&Index>,
+) -> LocalContent {
+    let mut content = LocalContent::default();
+    for (rel, kind) in &tree.entries {
+        let LocalKind::File(stat) = kind else {
+            continue;
+        };
+        if let Some(c) = rel.to_str().and_then(|s| cache.get(s))
+            && c.matches(stat)
+        {
+            content.files.insert(
+                rel.clone(),
+                KnownFile {
+                    hash: c.hash,
+                    stat: *stat,
+                    chunks: None,
+                },
+            );
+        }
+    }
+
+    // Files the new index wants that we cannot vouch for. A file of the wrong size is re-chunked
+    // straight away (it will be replaced); one of the right size is hashed first (likely equal).
+    let unknown: Vec<(PathBuf, bool)> = new
+        .files()
+        .filter_map(|(p, f)| {
+            let rel = PathBuf::from(p.as_str());
+            match tree.entries.get(&rel) {
+                Some(LocalKind::File(st)) if !content.files.contains_key(&rel) => {
+                    Some((rel, st.size == f.size))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    let results: Vec<(PathBuf, io::Result<KnownFile>, bool)> = unknown
+        .into_par_iter()
+        .map(|(rel, same_size)| {
+            let path = dest.join(&rel);
+            if same_size {
+                let r = hash_file(&path).map(|(hash, stat)| KnownFile {
+                    hash,
+                    stat,
+                    chunks: None,
+                });
+                (rel, r, false)
+            } else {
+                (rel, chunk_file(&path, &new.chunker), true)
+            }
+        })
+        .collect();
+    for (rel, r, chunked) in results {
+        match r {
+            Ok(k) => {
+                content.hashed += 1;
+                content.rechunked += chunked as u64;
+                content.files.insert(rel, k);
+            }
+            Err(e) => tracing::warn!(path = %rel.display(), "cannot read local file: {e}"),
+        }
+    }
+
+    // Chunks worth finding locally: those of the files that will be written. Layouts are
+    // trimmed to them, so memory follows the size of the change, not of the tree.
+    let useful: HashSet<Hash> = new
+        .files()
+        .filter(|(p, f)| content.files.get(Path::new(p.as_str())).map(|k| k.hash) != Some(f.hash))
+        .flat_map(|(_, f)| f.chunks.iter().map(|&ci| new.chunks[ci as usize].hash))
+        .collect();
+    if useful.is_empty() {
+        for k in content.files.values_mut() {
+            k.chunks = None;
+        }
+        return content;
+    }
+
+    // Layouts by file hash from the indexes.
+    let wanted: HashSet<Hash> = content
+        .files
+        .values()
+        .filter(|k| k.chunks.is_none())
+        .map(|k| k.hash)
+        .collect();
+    let mut by_hash = HashMap::new();
+    layouts_from_index(new, &wanted, &useful, &mut by_hash);
+    if let Some(old) = old {
+        layouts_from_index(old, &wanted, &useful, &mut by_hash);
+    }
+    for k in content.files.values_mut() {
+        match k.chunks {
+            None => k.chunks = by_hash.get(&k.hash).cloned(),
+            Some(_) => retain_useful(&mut k.chunks, &useful),
+        }
+    }
+
+    // Files being replaced whose layout is still unknown: re-chunk them.
+    let rechunk: Vec<PathBuf> = new
+        .files()
+        .filter_map(|(p, f)| {
+            let rel = PathBuf::from(p.as_str());
+            let k = content.files.get(&rel)?;
+            (k.hash != f.hash && k.chunks.is_none() && k.stat.size > 0).then_some(rel)
+        })
+        .collect();
+    let results: Vec<(PathBuf, io::Result<KnownFile>)> = rechunk
+        .into_par_iter()
+        .map(|rel| {
+            let r = chunk_file(&dest.join(&rel), &new.chunker);
+            (rel, r)
+        })
+        .collect();
+    for (rel, r) in results {
+        match r {
+            Ok(mut k) => {
+                content.rechunked += 1;
+                retain_useful(&mut k.chunks, &useful);
+                content.files.insert(rel, k);
+            }
+            Err(e) => {
+                tracing::warn!(path = %rel.display(), "cannot read local file: {e}");
+                content.files.remove(&rel);
+            }
+        }
+    }
+    content
+}
+
+/// The no-op test: every cached file stats identical, every directory of the held revision is
+/// a real directory, and (unless `keep_extra`) nothing else is in DEST.
+pub fn unchanged_since(
+    files: &BTreeMap<String, CachedStat>,
+    dirs: &[String],
+    tree: &LocalTree,
+    keep_extra: bool,
+) -> bool {
+    let files_ok = files.iter().all(|(p, c)| match tree.get(p) {
+        Some(LocalKind::File(st)) => c.matches(st),
+        _ => false,
+    });
+    let dirs_ok = dirs
+        .iter()
+        .all(|d| matches!(tree.get(d), Some(LocalKind::Dir { .. })));
+    files_ok && dirs_ok && (keep_extra || tree.entries.len() == files.len() + dirs.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_lists_without_following_symlinks_and_skips_state_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), b"s").unwrap();
+        fs::create_dir_all(d.path().join("a/b")).unwrap();
+        fs::create_dir_all(d.path().join(".hummel/tmp")).unwrap();
+        fs::write(d.path().join("a/f"), b"hello").unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("a/link")).unwrap();
+        let t = walk(d.path()).unwrap();
+        let names: Vec<_> = t
+            .entries
+            .iter()
+            .map(|(p, k)| format!("{} {}", p.display(), k.name()))
+            .collect();
+        assert_eq!(
+            names,
+            ["a directory", "a/b directory", "a/f file", "a/link symlink"]
+        );
+        assert!(walk(&d.path().join("missing")).unwrap().entries.is_empty());
+    }
+
+    #[test]
+    fn noop_test_sees_touched_and_extra_files() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("dir")).unwrap();
+        fs::write(d.path().join("dir/f"), b"x").unwrap();
+        let t = walk(d.path()).unwrap();
+        let LocalKind::File(st) = t.get("dir/f").unwrap() else {
+            panic!()
+        };
+        let mut files = BTreeMap::new();
+        files.insert("dir/f".to_string(), CachedStat::new(st, Hash::of(b"x")));
+        let dirs = vec!["dir".to_string()];
+        assert!(unchanged_since(&files, &dirs, &t, false));
+        fs::write(d.path().join("extra"), b"").unwrap();
+        let t2 = walk(d.path()).unwrap();
+        assert!(!unchanged_since(&files, &dirs, &t2, false));
+        assert!(unchanged_since(&files, &dirs, &t2, true));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        fs::write(d.path().join("dir/f"), b"y").unwrap();
+        let t3 = walk(d.path()).unwrap();
+        assert!(!unchanged_since(&files, &dirs, &t3, true));
+    }
+}

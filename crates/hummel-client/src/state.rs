@@ -1,0 +1,335 @@
+//! The client's own folder, `DEST/.hummel/`, and what it remembers between runs.
+//!
+//! - `state`: [`ClientState`]: master, subtree, revision, the directories of that revision and
+//!   a stat cache path → ([`CachedStat`]: size, mtime, ctime, inode, file hash). Binary
+//!   (postcard) behind a magic and a format number; an unreadable or newer state is ignored
+//!   (the next run hashes instead of trusting), never fatal.
+//! - `index`: the bytes of the last accepted index, reused when the revision has not changed and
+//!   used to find reusable chunks of local files when it has.
+//! - `client-id`: a random id, stable across runs.
+//! - `lock`: held (flock) for the whole run so two syncs cannot interleave.
+//! - `tmp/`: temp files of the running sync; emptied at the start of every run.
+//!
+//! Every file here is written atomically: temp file, fsync, rename, directory fsync.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use hummel_core::Hash;
+use hummel_core::index::RESERVED_TOP_NAME;
+
+use crate::SyncError;
+use crate::scan::FileStat;
+
+/// First bytes of the state file.
+const STATE_MAGIC: &[u8; 8] = b"HUMLSTAT";
+/// The state format this code reads and writes.
+pub const STATE_FORMAT: u32 = 1;
+
+/// What the stat cache knows about one file: if the stat still matches, the hash is trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedStat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (ns since the epoch).
+    pub mtime_ns: i64,
+    /// Status change time (ns since the epoch).
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub ino: u64,
+    /// BLAKE3 of the content.
+    pub hash: Hash,
+}
+
+impl CachedStat {
+    /// A cache entry for `stat` with content `hash`.
+    pub fn new(stat: &FileStat, hash: Hash) -> CachedStat {
+        CachedStat {
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            ctime_ns: stat.ctime_ns,
+            ino: stat.ino,
+            hash,
+        }
+    }
+
+    /// True when `stat` is the file this entry was made for (nothing touched it since).
+    pub fn matches(&self, stat: &FileStat) -> bool {
+        self.size == stat.size
+            && self.mtime_ns == stat.mtime_ns
+            && self.ctime_ns == stat.ctime_ns
+            && self.ino == stat.ino
+    }
+}
+
+/// The state after the last successful sync.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientState {
+    /// Normalised master URL.
+    pub master_url: String,
+    /// The subtree synced (`None`: the whole repository).
+    pub subtree: Option<String>,
+    /// The revision DEST holds.
+    pub revision: u64,
+    /// The directories of that revision (paths relative to DEST).
+    pub dirs: Vec<String>,
+    /// Packs referenced by that revision's index (for the report to the master).
+    pub packs: Vec<u32>,
+    /// Total bytes of its files.
+    pub bytes: u64,
+    /// Stat cache of the files of that revision, by path relative to DEST.
+    pub files: BTreeMap<String, CachedStat>,
+}
+
+impl ClientState {
+    /// Encodes with magic and format number.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.files.len() * 80);
+        out.extend_from_slice(STATE_MAGIC);
+        out.extend_from_slice(&STATE_FORMAT.to_le_bytes());
+        out.extend_from_slice(&postcard::to_stdvec(self).expect("state serialises"));
+        out
+    }
+
+    /// Decodes; `Err` says why the bytes are not a state this build can use.
+    pub fn decode(bytes: &[u8]) -> Result<ClientState, String> {
+        if bytes.len() < 12 || &bytes[..8] != STATE_MAGIC {
+            return Err("not a hummel state file".into());
+        }
+        let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if format != STATE_FORMAT {
+            return Err(format!(
+                "state format {format} (this build reads {STATE_FORMAT})"
+            ));
+        }
+        postcard::from_bytes(&bytes[12..]).map_err(|e| format!("undecodable state: {e}"))
+    }
+}
+
+/// `DEST/.hummel` and the files in it.
+#[derive(Clone, Debug)]
+pub(crate) struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    pub(crate) fn new(dest: &Path) -> StateDir {
+        StateDir {
+            root: dest.join(RESERVED_TOP_NAME),
+        }
+    }
+
+    pub(crate) fn state_path(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    pub(crate) fn index_path(&self) -> PathBuf {
+        self.root.join("index")
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn client_id_path(&self) -> PathBuf {
+        self.root.join("client-id")
+    }
+
+    /// Creates `.hummel` (refusing anything there that is not a real directory), takes the run
+    /// lock, and empties `tmp/`. The returned file holds the lock until dropped.
+    pub(crate) fn prepare(&self) -> Result<File, SyncError> {
+        match fs::symlink_metadata(&self.root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(SyncError::Destination {
+                    path: self.root.clone(),
+                    reason: "exists and is not a directory (refusing to follow or replace it)"
+                        .into(),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&self.root)
+                    .map_err(|e| SyncError::local("create", &self.root, e))?;
+            }
+            Err(e) => return Err(SyncError::local("stat", &self.root, e)),
+        }
+        let lock_path = self.root.join("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| SyncError::local("open", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(SyncError::Busy {
+                    path: self.root.parent().unwrap_or(&self.root).to_path_buf(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(SyncError::local("lock", &lock_path, e)),
+        }
+        let tmp = self.tmp_dir();
+        match fs::symlink_metadata(&tmp) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&tmp),
+            Ok(_) => fs::remove_file(&tmp),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| SyncError::local("clear", &tmp, e))?;
+        fs::create_dir(&tmp).map_err(|e| SyncError::local("create", &tmp, e))?;
+        Ok(lock)
+    }
+
+    /// The saved state, if there is a usable one.
+    pub(crate) fn load_state(&self) -> Option<ClientState> {
+        let path = self.state_path();
+        match fs::read(&path) {
+            Ok(bytes) => match ClientState::decode(&bytes) {
+                Ok(s) => Some(s),
+                Err(why) => {
+                    tracing::warn!(path = %path.display(), "ignoring client state: {why}");
+                    None
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring client state: {e}");
+                None
+            }
+        }
+    }
+
+    /// The saved index bytes, if any.
+    pub(crate) fn load_index(&self) -> Option<Vec<u8>> {
+        fs::read(self.index_path()).ok()
+    }
+
+    pub(crate) fn save_state(&self, state: &ClientState) -> Result<(), SyncError> {
+        write_atomic(&self.state_path(), &state.encode())
+    }
+
+    pub(crate) fn save_index(&self, bytes: &[u8]) -> Result<(), SyncError> {
+        write_atomic(&self.index_path(), bytes)
+    }
+
+    /// The stable client id, created on first use.
+    pub(crate) fn client_id(&self) -> Result<String, SyncError> {
+        let path = self.client_id_path();
+        if let Ok(s) = fs::read_to_string(&path) {
+            let s = s.trim();
+            if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(s.to_string());
+            }
+        }
+        let bytes: [u8; 16] = rand::random();
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write_atomic(&path, id.as_bytes())?;
+        Ok(id)
+    }
+}
+
+/// Writes `bytes` to `path` atomically: sibling temp file, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SyncError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.new", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        SyncError::local("write", path, e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ClientState {
+        let mut files = BTreeMap::new();
+        files.insert(
+            "a/ü b.txt".to_string(),
+            CachedStat {
+                size: 5,
+                mtime_ns: 1_700_000_000_123_456_789,
+                ctime_ns: -1,
+                ino: 42,
+                hash: Hash::of(b"hello"),
+            },
+        );
+        ClientState {
+            master_url: "http://127.0.0.1:7070".into(),
+            subtree: Some("mods/x".into()),
+            revision: 9,
+            dirs: vec!["a".into()],
+            packs: vec![1, 4],
+            bytes: 5,
+            files,
+        }
+    }
+
+    #[test]
+    fn state_round_trips_and_refuses_other_formats() {
+        let s = sample();
+        let bytes = s.encode();
+        assert_eq!(ClientState::decode(&bytes).unwrap(), s);
+        let mut newer = bytes.clone();
+        newer[8] = 2;
+        assert!(
+            ClientState::decode(&newer)
+                .unwrap_err()
+                .contains("format 2")
+        );
+        assert!(ClientState::decode(b"garbage").is_err());
+        assert!(ClientState::decode(&bytes[..bytes.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn state_dir_saves_atomically_and_keeps_client_id() {
+        let dest = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dest.path());
+        let lock = sd.prepare().unwrap();
+        assert!(matches!(sd.prepare(), Err(SyncError::Busy { .. })));
+        fs::write(sd.tmp_dir().join("leftover"), b"x").unwrap();
+        drop(lock);
+        let _lock = sd.prepare().unwrap();
+        assert_eq!(fs::read_dir(sd.tmp_dir()).unwrap().count(), 0);
+        sd.save_state(&sample()).unwrap();
+        assert_eq!(sd.load_state().unwrap(), sample());
+        let id = sd.client_id().unwrap();
+        assert_eq!(id.len(), 32);
+        assert_eq!(sd.client_id().unwrap(), id);
+        // Only the files we wrote (no temp files left next to them).
+        let mut names: Vec<String> = fs::read_dir(dest.path().join(".hummel"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["client-id", "lock", "state", "tmp"]);
+    }
+
+    #[test]
+    fn refuses_a_planted_symlink_for_the_state_dir() {
+        let dest = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dest.path().join(".hummel")).unwrap();
+        assert!(matches!(
+            StateDir::new(dest.path()).prepare(),
+            Err(SyncError::Destination { .. })
+        ));
+    }
+}

@@ -1,0 +1,507 @@
+//! [`sync`]: one client run, plan then execute.
+//!
+//! 1. Lock `DEST/.hummel`, empty its `tmp/` (not in a dry run, which writes nothing).
+//! 2. `GET /api/v1/revision`. Same revision, master and subtree as held, every cached file stats
+//!    identical, no extras, all directories there: done (no-op; no index fetched).
+//! 3. The index: from `.hummel/index` when it is this revision and subtree, else from the master
+//!    (capped, decoded and validated, checked to be the revision and subtree asked for).
+//! 4. [`scan::walk`] + [`scan::survey`] + [`SyncPlan::build`]. A dry run returns the summary.
+//! 5. Execute: stage temp files, copy local chunks, download the rest (`fetch`),
+//!    seal (file hash, mode, mtime, fsync), then `assemble::apply`: renames in a burst, deletes
+//!    last. Any failure before the renames removes the temp files and leaves DEST untouched.
+//! 6. Save `.hummel/index` and `.hummel/state` (atomically), then best-effort
+//!    `POST /api/v1/client/report`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hummel_core::{EntryKind, Index, RelPath};
+use hummel_proto::api::ClientReport;
+
+use crate::SyncError;
+use crate::assemble::{self, CopyOutcome, Staging};
+use crate::error::blocking;
+use crate::fetch::{self, FetchContext, FetchStats, PER_SLAVE_LIMIT};
+use crate::http::{HttpClient, MasterApi};
+use crate::plan::{MAX_RANGE_GAP, MAX_RANGE_LEN, SyncPlan, SyncPlanSummary, coalesce};
+use crate::report::{SyncOutcome, SyncReport, progress_bar};
+use crate::scan::{self, FileStat};
+use crate::state::{CachedStat, ClientState, StateDir};
+
+/// What to sync where.
+#[derive(Clone)]
+pub struct SyncOptions {
+    /// Master base URL, e.g. `http://10.0.0.1:7070`.
+    pub master_url: String,
+    /// The folder to make an exact copy.
+    pub dest: PathBuf,
+    /// Subtree of the repository to mirror (`DEST/x` = `REPO/SUB/x`); `None`: all of it.
+    pub path: Option<RelPath>,
+    /// Plan only; write nothing.
+    pub dry_run: bool,
+    /// Leave local entries that are not in the index.
+    pub keep_extra: bool,
+    /// Sent as `X-HUMMEL-TOKEN` to the master and the slaves.
+    pub read_token: Option<String>,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Range requests in flight in total.
+    pub concurrency: usize,
+}
+
+impl SyncOptions {
+    /// Options with the defaults: whole repository, no token, 8 requests in flight.
+    pub fn new(master_url: impl Into<String>, dest: impl Into<PathBuf>) -> SyncOptions {
+        SyncOptions {
+            master_url: master_url.into(),
+            dest: dest.into(),
+            path: None,
+            dry_run: false,
+            keep_extra: false,
+            read_token: None,
+            progress: false,
+            concurrency: 8,
+        }
+    }
+}
+
+impl fmt::Debug for SyncOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncOptions")
+            .field("master_url", &self.master_url)
+            .field("dest", &self.dest)
+            .field("path", &self.path)
+            .field("dry_run", &self.dry_run)
+            .field("keep_extra", &self.keep_extra)
+            .field(
+                "read_token",
+                &self.read_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("progress", &self.progress)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
+}
+
+/// Makes `opts.dest` an exact, verified copy of the master's current revision (of `opts.path`).
+pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
+    let started = Instant::now();
+    if opts.concurrency == 0 {
+        return Err(SyncError::Options("concurrency must be at least 1".into()));
+    }
+    let http = HttpClient::new(opts.read_token.as_deref())?;
+    let master = MasterApi::new(http.clone(), &opts.master_url)?;
+    let dest = opts.dest.clone();
+    let state_dir = StateDir::new(&dest);
+    let subtree = opts.path.as_ref().map(|p| p.as_str().to_string());
+    tracing::debug!(master = master.base(), dest = %dest.display(), subtree = ?subtree, "sync starting");
+
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        let (d, sd) = (dest.clone(), state_dir.clone());
+        Some(
+            blocking(move || {
+                fs::create_dir_all(&d).map_err(|e| SyncError::local("create", &d, e))?;
+                sd.prepare()
+            })
+            .await?,
+        )
+    };
+    let held = {
+        let sd = state_dir.clone();
+        blocking(move || Ok(sd.load_state())).await?
+    };
+
+    let info = master.revision().await?;
+    let revision = info.revision.ok_or_else(|| SyncError::NoRevision {
+        url: master.base().to_string(),
+    })?;
+    let tree = {
+        let d = dest.clone();
+        Arc::new(blocking(move || scan::walk(&d)).await?)
+    };
+
+    let same_source = held
+        .as_ref()
+        .filter(|h| h.master_url == master.base() && h.subtree == subtree);
+    if let Some(h) = same_source {
+        if h.revision == revision
+            && scan::unchanged_since(&h.files, &h.dirs, &tree, opts.keep_extra)
+        {
+            tracing::info!(revision, files = h.files.len(), "already up to date");
+            let files = h.files.len() as u64;
+            if opts.dry_run {
+                return Ok(SyncOutcome::DryRun(SyncPlanSummary {
+                    revision,
+                    no_op: true,
+                    files_unchanged: files,
+                    ..SyncPlanSummary::default()
+                }));
+            }
+            report_to_master(&master, &state_dir, h, &subtree, Vec::new()).await;
+            return Ok(SyncOutcome::Done(SyncReport {
+                revision,
+                no_op: true,
+                files_unchanged: files,
+                index_reused: true,
+                duration_ms: started.elapsed().as_millis() as u64,
+                ..SyncReport::default()
+            }));
+        }
+        if h.revision > revision {
+            tracing::warn!(
+                held = h.revision,
+                current = revision,
+                "the master's revision is older than the one this folder holds"
+            );
+        }
+    }
+
+    // The index: the held one if it is this revision of this subtree, else the master's.
+    let held_index = {
+        let sd = state_dir.clone();
+        blocking(move || {
+            Ok(sd
+                .load_index()
+                .and_then(|bytes| match hummel_core::index::decode(&bytes) {
+                    Ok((index, _)) => Some((bytes, index)),
+                    Err(e) => {
+                        tracing::warn!("ignoring the held index: {e}");
+                        None
+                    }
+                }))
+        })
+        .await?
+    };
+    let wanted = |i: &Index| i.revision == revision && i.root == opts.path;
+    let (index, index_bytes, old_index, index_reused) = match held_index {
+        Some((bytes, index)) if wanted(&index) => {
+            tracing::debug!(revision, "reusing the held index");
+            (index, bytes, None, true)
+        }
+        held_index => {
+            let bytes = master.index(revision, opts.path.as_ref()).await?;
+            let (bytes, index) = blocking(move || {
+                let (index, _) = hummel_core::index::decode(&bytes)
+                    .map_err(|e| SyncError::Index(e.to_string()))?;
+                Ok((bytes, index))
+            })
+            .await?;
+            if !wanted(&index) {
+                return Err(SyncError::Index(format!(
+                    "asked for revision {revision} of {}, got revision {} of {}",
+                    show_root(opts.path.as_ref()),
+                    index.revision,
+                    show_root(index.root.as_ref())
+                )));
+            }
+            tracing::info!(
+                revision,
+                files = index.file_count(),
+                bytes = index.total_size(),
+                "fetched index"
+            );
+            (index, bytes, held_index.map(|(_, i)| i), false)
+        }
+    };
+    let index = Arc::new(index);
+
+    // Survey DEST and plan.
+    let cache = held.map(|h| h.files).unwrap_or_default();
+    let (plan, files_hashed) = {
+        let (d, t, i, keep) = (dest.clone(), tree.clone(), index.clone(), opts.keep_extra);
+        blocking(move || {
+            let content = scan::survey(&d, &t, &cache, &i, old_index.as_ref());
+            tracing::debug!(
+                hashed = content.hashed,
+                rechunked = content.rechunked,
+                "surveyed local files"
+            );
+            Ok((SyncPlan::build(&i, &t, &content, keep), content.hashed))
+        })
+        .await?
+    };
+    tracing::info!(
+        write = plan.writes.len(),
+        unchanged = plan.unchanged.len(),
+        delete = plan.deletes.len(),
+        download = plan.bytes_to_download,
+        reuse = plan.bytes_to_reuse,
+        "planned"
+    );
+    if opts.dry_run {
+        return Ok(SyncOutcome::DryRun(plan.summary()));
+    }
+
+    let run = Execution {
+        opts,
+        master: &master,
+        http,
+        dest,
+        state_dir,
+        subtree,
+        index,
+        index_bytes,
+        index_reused,
+    };
+    let mut report = run.execute(plan).await?;
+    report.files_hashed = files_hashed;
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(
+        revision = report.revision,
+        written = report.files_written,
+        deleted = report.files_deleted,
+        downloaded = report.bytes_downloaded,
+        reused = report.bytes_reused,
+        ms = report.duration_ms,
+        "sync complete"
+    );
+    Ok(SyncOutcome::Done(report))
+}
+
+fn show_root(root: Option<&RelPath>) -> String {
+    root.map_or_else(|| "the whole repository".to_string(), |r| format!("{r:?}"))
+}
+
+/// Everything execution needs, gathered by [`sync`].
+struct Execution<'a> {
+    opts: &'a SyncOptions,
+    master: &'a MasterApi,
+    http: HttpClient,
+    dest: PathBuf,
+    state_dir: StateDir,
+    subtree: Option<String>,
+    index: Arc<Index>,
+    index_bytes: Vec<u8>,
+    index_reused: bool,
+}
+
+impl Execution<'_> {
+    async fn execute(self, mut plan: SyncPlan) -> Result<SyncReport, SyncError> {
+        let progress = progress_bar(self.opts.progress, plan.bytes_to_write);
+        let targets = Arc::new(std::mem::take(&mut plan.targets));
+        let plan = Arc::new(plan);
+        let staging = {
+            let (tmp, p) = (self.state_dir.tmp_dir(), plan.clone());
+            Arc::new(blocking(move || Staging::create(&tmp, &p.writes)).await?)
+        };
+
+        let transferred = self.transfer(&plan, &targets, &staging, &progress).await;
+        let (copied, fetched) = match transferred {
+            Ok(t) => t,
+            Err(e) => {
+                progress.finish_and_clear();
+                let s = staging.clone();
+                let _ = blocking(move || {
+                    s.discard();
+                    Ok(())
+                })
+                .await;
+                return Err(e);
+            }
+        };
+        progress.finish_and_clear();
+
+        let applied = {
+            let (d, p, s) = (self.dest.clone(), plan.clone(), staging.clone());
+            blocking(move || {
+                let r = assemble::apply(&d, &p, &s);
+                if r.is_err() {
+                    s.discard();
+                }
+                r
+            })
+            .await?
+        };
+
+        // Remember what DEST now holds: stat cache after the renames, then index, then state.
+        let state = {
+            let (d, i, base, sub) = (
+                self.dest.clone(),
+                self.index.clone(),
+                self.master.base().to_string(),
+                self.subtree.clone(),
+            );
+            blocking(move || Ok(state_after_sync(&d, &i, base, sub))).await?
+        };
+        {
+            let (sd, st) = (self.state_dir.clone(), state.clone());
+            let bytes = (!self.index_reused).then_some(self.index_bytes);
+            blocking(move || {
+                if let Some(b) = bytes {
+                    sd.save_index(&b)?;
+                }
+                sd.save_state(&st)
+            })
+            .await?;
+        }
+        let bad_slaves: Vec<String> = fetched.bad_slaves.iter().cloned().collect();
+        report_to_master(
+            self.master,
+            &self.state_dir,
+            &state,
+            &self.subtree,
+            bad_slaves.clone(),
+        )
+        .await;
+
+        Ok(SyncReport {
+            revision: self.index.revision,
+            no_op: false,
+            files_written: plan.writes.len() as u64,
+            files_deleted: applied.files_deleted,
+            files_unchanged: plan.unchanged.len() as u64,
+            files_touched: plan.touch.len() as u64,
+            files_hashed: 0,
+            dirs_created: applied.dirs_created,
+            dirs_deleted: applied.dirs_deleted,
+            bytes_downloaded: fetched.bytes_downloaded,
+            bytes_reused: copied.bytes,
+            bytes_written: plan.bytes_to_write,
+            chunks_downloaded: fetched.chunks_downloaded,
+            chunks_reused: copied.chunks,
+            requests: fetched.requests,
+            failed_requests: fetched.failed_requests,
+            slaves_used: fetched.slaves_used.into_iter().collect(),
+            bad_slaves,
+            index_reused: self.index_reused,
+            duration_ms: 0,
+        })
+    }
+
+    /// Local copies, downloads (including chunks whose local copy failed), sealing. Touches
+    /// only the temp files.
+    async fn transfer(
+        &self,
+        plan: &Arc<SyncPlan>,
+        targets: &Arc<BTreeMap<u32, Vec<crate::plan::Target>>>,
+        staging: &Arc<Staging>,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<(CopyOutcome, FetchStats), SyncError> {
+        let copied = {
+            let (d, p, i, t, s, pb) = (
+                self.dest.clone(),
+                plan.clone(),
+                self.index.clone(),
+                targets.clone(),
+                staging.clone(),
+                progress.clone(),
+            );
+            blocking(move || assemble::copy_local(&d, &p.copies, &i, &t, &s, &pb)).await?
+        };
+        let mut ranges = plan.downloads.clone();
+        if !copied.failed.is_empty() {
+            tracing::info!(
+                chunks = copied.failed.len(),
+                "local chunks unusable, downloading them"
+            );
+            ranges.extend(coalesce(
+                &self.index,
+                copied.failed.clone(),
+                MAX_RANGE_GAP,
+                MAX_RANGE_LEN,
+            ));
+        }
+        let fetched = if ranges.is_empty() {
+            FetchStats::default()
+        } else {
+            let packs: Vec<u32> = ranges
+                .iter()
+                .map(|r| r.pack)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let located = self.master.locate(&packs).await?;
+            tracing::debug!(
+                packs = packs.len(),
+                slaves = located.slaves.len(),
+                ranges = ranges.len(),
+                "downloading"
+            );
+            let ctx = Arc::new(FetchContext {
+                http: self.http.clone(),
+                index: self.index.clone(),
+                targets: targets.clone(),
+                temp_paths: Arc::new(staging.paths.clone()),
+                concurrency: self.opts.concurrency,
+                per_slave: PER_SLAVE_LIMIT,
+                progress: progress.clone(),
+            });
+            fetch::fetch_all(ctx, ranges, &packs, located).await?
+        };
+        {
+            let (p, s) = (plan.clone(), staging.clone());
+            blocking(move || assemble::seal(&p.writes, &s)).await?;
+        }
+        Ok((copied, fetched))
+    }
+}
+
+/// The state to save after a sync of `index`: stat cache of every file as it is now.
+fn state_after_sync(
+    dest: &Path,
+    index: &Index,
+    master_url: String,
+    subtree: Option<String>,
+) -> ClientState {
+    let mut files = BTreeMap::new();
+    let mut dirs = Vec::new();
+    for e in &index.entries {
+        match &e.kind {
+            EntryKind::Dir(_) => dirs.push(e.path.to_string()),
+            EntryKind::File(f) => match fs::symlink_metadata(e.path.to_path(dest)) {
+                Ok(m) if m.is_file() => {
+                    files.insert(
+                        e.path.to_string(),
+                        CachedStat::new(&FileStat::from_metadata(&m), f.hash),
+                    );
+                }
+                _ => tracing::warn!(path = %e.path, "file vanished right after the sync"),
+            },
+        }
+    }
+    ClientState {
+        master_url,
+        subtree,
+        revision: index.revision,
+        dirs,
+        packs: index.packs.iter().map(|p| p.number).collect(),
+        bytes: index.total_size(),
+        files,
+    }
+}
+
+/// `POST /api/v1/client/report`, best effort: a failure is only a warning.
+async fn report_to_master(
+    master: &MasterApi,
+    state_dir: &StateDir,
+    state: &ClientState,
+    subtree: &Option<String>,
+    bad_slaves: Vec<String>,
+) {
+    let sd = state_dir.clone();
+    let client_id = match blocking(move || sd.client_id()).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!("no client id, not reporting to the master: {e}");
+            return;
+        }
+    };
+    let report = ClientReport {
+        client_id,
+        revision: state.revision,
+        path: subtree.clone().unwrap_or_default(),
+        files: state.files.len() as u64,
+        bytes: state.bytes,
+        packs: state.packs.clone(),
+        bad_slaves,
+    };
+    if let Err(e) = master.report(&report).await {
+        tracing::warn!("could not report to the master: {e}");
+    }
+}

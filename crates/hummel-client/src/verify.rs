@@ -1,0 +1,172 @@
+//! [`verify`]: is DEST an exact copy of the master's current revision? Read-only: re-hashes
+//! every file (in parallel) and reports missing, different and extra entries as problems.
+//! The stat cache is not trusted here; `.hummel` is ignored.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use hummel_core::{EntryKind, FileEntry, Index, RelPath};
+
+use crate::SyncError;
+use crate::error::blocking;
+use crate::http::{HttpClient, MasterApi};
+use crate::scan::{self, LocalKind, LocalTree};
+use crate::state::StateDir;
+
+/// What to verify against what.
+#[derive(Clone)]
+pub struct VerifyOptions {
+    /// Master base URL.
+    pub master_url: String,
+    /// The folder to check.
+    pub dest: PathBuf,
+    /// Subtree it mirrors (`None`: the whole repository).
+    pub path: Option<RelPath>,
+    /// Sent as `X-HUMMEL-TOKEN`.
+    pub read_token: Option<String>,
+}
+
+impl std::fmt::Debug for VerifyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyOptions")
+            .field("master_url", &self.master_url)
+            .field("dest", &self.dest)
+            .field("path", &self.path)
+            .field(
+                "read_token",
+                &self.read_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// The result of [`verify`]. DEST is identical iff `problems` is empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// Revision checked against.
+    pub revision: u64,
+    /// Files hashed.
+    pub files_checked: u64,
+    /// Bytes hashed.
+    pub bytes_checked: u64,
+    /// One line per difference, sorted.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when DEST matches the revision exactly.
+    pub fn is_identical(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks DEST against the master's current revision (of `opts.path`). Writes nothing.
+pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport, SyncError> {
+    let http = HttpClient::new(opts.read_token.as_deref())?;
+    let master = MasterApi::new(http, &opts.master_url)?;
+    let info = master.revision().await?;
+    let revision = info.revision.ok_or_else(|| SyncError::NoRevision {
+        url: master.base().to_string(),
+    })?;
+    let wanted = |i: &Index| i.revision == revision && i.root == opts.path;
+
+    // The held index when it is the one wanted (saves a download), else the master's.
+    let state_dir = StateDir::new(&opts.dest);
+    let held = blocking(move || {
+        Ok(state_dir
+            .load_index()
+            .and_then(|b| hummel_core::index::decode(&b).ok())
+            .map(|(i, _)| i))
+    })
+    .await?;
+    let index = match held {
+        Some(i) if wanted(&i) => i,
+        _ => {
+            let bytes = master.index(revision, opts.path.as_ref()).await?;
+            let index = blocking(move || {
+                hummel_core::index::decode(&bytes)
+                    .map(|(i, _)| i)
+                    .map_err(|e| SyncError::Index(e.to_string()))
+            })
+            .await?;
+            if !wanted(&index) {
+                return Err(SyncError::Index(format!(
+                    "asked for revision {revision}, got revision {}",
+                    index.revision
+                )));
+            }
+            index
+        }
+    };
+    let dest = opts.dest.clone();
+    blocking(move || {
+        let tree = scan::walk(&dest)?;
+        Ok(compare(&dest, &index, &tree))
+    })
+    .await
+}
+
+/// Compares DEST (listed as `tree`) with `index`, hashing every file of the right size.
+pub(crate) fn compare(dest: &Path, index: &Index, tree: &LocalTree) -> VerifyReport {
+    let mut problems = Vec::new();
+    let mut to_hash: Vec<(&RelPath, &FileEntry, u32)> = Vec::new();
+    for e in &index.entries {
+        let local = tree.get(e.path.as_str());
+        match (&e.kind, local) {
+            (EntryKind::Dir(_), Some(LocalKind::Dir { .. })) => {}
+            (EntryKind::Dir(_), None) => problems.push(format!("missing directory {}", e.path)),
+            (EntryKind::Dir(_), Some(k)) => problems.push(format!(
+                "{}: expected a directory, found a {}",
+                e.path,
+                k.name()
+            )),
+            (EntryKind::File(f), Some(LocalKind::File(st))) => {
+                if st.size != f.size {
+                    problems.push(format!("{}: size {}, expected {}", e.path, st.size, f.size));
+                } else {
+                    to_hash.push((&e.path, f, st.mode));
+                }
+            }
+            (EntryKind::File(_), None) => problems.push(format!("missing file {}", e.path)),
+            (EntryKind::File(_), Some(k)) => {
+                problems.push(format!("{}: expected a file, found a {}", e.path, k.name()))
+            }
+        }
+    }
+    let hashed: Vec<Option<String>> = to_hash
+        .par_iter()
+        .map(
+            |(path, f, mode)| match scan::hash_file(&path.to_path(dest)) {
+                Ok((h, _)) if h != f.hash => {
+                    Some(format!("{path}: content differs from the index"))
+                }
+                Ok(_) if mode & 0o777 != f.mode & 0o777 => Some(format!(
+                    "{path}: mode {:o}, expected {:o}",
+                    mode & 0o777,
+                    f.mode & 0o777
+                )),
+                Ok(_) => None,
+                Err(e) => Some(format!("{path}: cannot read: {e}")),
+            },
+        )
+        .collect();
+    problems.extend(hashed.into_iter().flatten());
+    for (path, kind) in &tree.entries {
+        let known = path
+            .to_str()
+            .and_then(|s| RelPath::new(s).ok())
+            .is_some_and(|p| index.get(&p).is_some());
+        if !known {
+            problems.push(format!("extra {} {}", kind.name(), path.to_string_lossy()));
+        }
+    }
+    problems.sort();
+    VerifyReport {
+        revision: index.revision,
+        files_checked: to_hash.len() as u64,
+        bytes_checked: to_hash.iter().map(|(_, f, _)| f.size).sum(),
+        problems,
+    }
+}
