@@ -232,7 +232,10 @@ impl Index {
                         match self.chunks.get(ci as usize) {
                             Some(c) => sum += c.len as u64,
                             None => {
-                                return bad(format!("{} refers to chunk {ci} out of range", e.path));
+                                return bad(format!(
+                                    "{} refers to chunk {ci} out of range",
+                                    e.path
+                                ));
                             }
                         }
                     }

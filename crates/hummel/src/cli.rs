@@ -1,0 +1,216 @@
+//! Command-line definitions. The outer contract (commands, flags, tokens) is in the README.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::util::{parse_duration, parse_size};
+
+/// Hummel distributes large file trees one way: from one master, through mirror slaves, to many
+/// clients. Only changed chunks travel, several mirrors serve a client at once, every byte is
+/// verified and nothing half-written ever appears.
+#[derive(Parser, Debug)]
+#[command(name = "hummel", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More logging (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// All in one: master plus an embedded slave store. Builds REPO_DIR at start, then serves
+    /// it; `hummel sync http://ADDR DEST` against it just works.
+    Serve(ServeArgs),
+    /// The master: indexes the repository, keeps metadata, tracks slaves and clients, serves
+    /// the API and the dashboard at `/`.
+    Master(MasterArgs),
+    /// A slave (mirror): stores packs the master assigns, replicates them, serves clients.
+    Slave(SlaveArgs),
+    /// Asks the master to build a new revision of its repository.
+    Build(BuildArgs),
+    /// Makes DEST an exact, verified copy of the repository (or of --path SUBTREE of it).
+    Sync(SyncArgs),
+    /// Re-hashes DEST against the master's index; exits 0 only if identical.
+    Verify(VerifyArgs),
+    /// Shows the revision, slaves, replication health and clients of a master.
+    Status(StatusArgs),
+}
+
+/// Token flags shared by the servers.
+#[derive(Args, Debug, Clone)]
+pub struct ServerTokens {
+    /// Token that allows starting builds. Generated and stored in the
+    /// data dir when missing.
+    #[arg(long, env = "HUMMEL_WRITE_TOKEN", hide_env_values = true)]
+    pub write_token: Option<String>,
+    /// Token slaves use to announce themselves. Generated and stored in
+    /// the data dir when missing.
+    #[arg(long, env = "HUMMEL_SLAVE_TOKEN", hide_env_values = true)]
+    pub slave_token: Option<String>,
+    /// Token clients need to read. Without one, reads are public.
+    #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+}
+
+/// `hummel serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The folder to distribute.
+    pub repo_dir: PathBuf,
+    /// Where metadata, packs and generated tokens live.
+    #[arg(long, default_value = "hummel-data")]
+    pub data: PathBuf,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Server tokens.
+    #[command(flatten)]
+    pub tokens: ServerTokens,
+}
+
+/// `hummel master`.
+#[derive(Args, Debug)]
+pub struct MasterArgs {
+    /// The folder to distribute.
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// Where metadata (SQLite), packs and generated tokens live.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Copies of each pack kept on distinct slaves.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub replication: u32,
+    /// How often slaves heartbeat (e.g. 500ms, 3s).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// A slave silent this long is stale: clients are not sent there.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub stale_after: Duration,
+    /// A slave silent this long is dead: its packs are placed on other slaves.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub dead_after: Duration,
+    /// Build the repository once at start.
+    #[arg(long)]
+    pub build_on_start: bool,
+    /// Server tokens.
+    #[command(flatten)]
+    pub tokens: ServerTokens,
+}
+
+/// `hummel slave`.
+#[derive(Args, Debug)]
+pub struct SlaveArgs {
+    /// The master's URL, e.g. http://10.0.0.1:7070.
+    #[arg(long)]
+    pub master: String,
+    /// Where packs and the slave's id live.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:7071")]
+    pub listen: SocketAddr,
+    /// URL that clients and other slaves reach this slave at (default: http://LISTEN).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Most bytes to store (500M, 20G, or plain bytes). Unlimited by default.
+    #[arg(long, value_parser = parse_size)]
+    pub quota: Option<u64>,
+    /// Re-verify every stored pack this often (e.g. 24h); off by default.
+    #[arg(long, value_parser = parse_duration)]
+    pub scrub_interval: Option<Duration>,
+    /// Packs fetched at once during replication.
+    #[arg(long, default_value_t = 4)]
+    pub replication_concurrency: usize,
+    /// The master's slave token.
+    #[arg(long, env = "HUMMEL_SLAVE_TOKEN", hide_env_values = true)]
+    pub slave_token: Option<String>,
+    /// If set, clients must present this token to download.
+    #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+}
+
+/// `hummel build`.
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// The master's URL.
+    #[arg(long)]
+    pub master: String,
+    /// Return only when the build finished (exit 0) or failed (exit 1).
+    #[arg(long)]
+    pub wait: bool,
+    /// Print the final build status as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The master's write token.
+    #[arg(long, env = "HUMMEL_WRITE_TOKEN", hide_env_values = true)]
+    pub write_token: Option<String>,
+}
+
+/// `hummel sync`.
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    /// The master's URL.
+    pub master_url: String,
+    /// The local folder to make identical.
+    pub dest: PathBuf,
+    /// Sync only this subtree of the repository; DEST then mirrors its contents.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Print the plan (what would be written, reused, downloaded, deleted) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object with the summary on stdout at the end.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep files and folders in DEST that the repository does not have.
+    #[arg(long)]
+    pub keep_extra: bool,
+    /// Requests in flight at once, across all slaves.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// The read token, if the master requires one.
+    #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+}
+
+/// `hummel verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The master's URL.
+    pub master_url: String,
+    /// The local folder to check.
+    pub dest: PathBuf,
+    /// Check only this subtree of the repository (DEST mirrors its contents).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The read token, if the master requires one.
+    #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+}
+
+/// `hummel status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The master's URL.
+    #[arg(long)]
+    pub master: String,
+    /// Print the status as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The read token, if the master requires one.
+    #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+}

@@ -1,0 +1,99 @@
+//! `hummel build`: asks the master for a new revision, optionally waits for it.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hummel_proto::api::{BUILD, BUILDS, BuildStarted, BuildState, BuildStatus};
+use hummel_proto::auth::TOKEN_HEADER;
+
+use super::{api_error, http};
+use crate::cli::BuildArgs;
+use crate::util::{human_bytes, normalize_url, require_token};
+
+/// `hummel build --master URL [--wait]`.
+pub async fn build(args: BuildArgs) -> Result<ExitCode> {
+    let master = normalize_url(&args.master)?;
+    let token = require_token(
+        args.write_token,
+        "write",
+        "HUMMEL_WRITE_TOKEN",
+        "--write-token",
+    )?;
+    let client = http()?;
+    let resp = client
+        .post(format!("{master}{BUILD}"))
+        .header(TOKEN_HEADER, &token)
+        .send()
+        .await
+        .with_context(|| format!("master {master}"))?;
+    if !resp.status().is_success() {
+        return Err(api_error("build", resp).await);
+    }
+    let started: BuildStarted = resp
+        .json()
+        .await
+        .context("build: unreadable answer from the master")?;
+    if !args.wait {
+        if args.json {
+            println!("{}", serde_json::to_string(&started)?);
+        } else {
+            println!("build {} started", started.build_id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let url = format!("{master}{BUILDS}/{}", started.build_id);
+    let mut failures = 0;
+    let status: BuildStatus = loop {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let resp = match client.get(&url).header(TOKEN_HEADER, &token).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                failures += 1;
+                if failures > 20 {
+                    return Err(e).with_context(|| {
+                        format!("lost the master {master} while waiting for the build")
+                    });
+                }
+                continue;
+            }
+        };
+        if !resp.status().is_success() {
+            return Err(api_error("build status", resp).await);
+        }
+        let st: BuildStatus = resp
+            .json()
+            .await
+            .context("build status: unreadable answer")?;
+        if st.state != BuildState::Running {
+            break st;
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&status)?);
+    }
+    match status.state {
+        BuildState::Succeeded => {
+            for w in &status.warnings {
+                eprintln!("warning: {w}");
+            }
+            if !args.json {
+                println!(
+                    "build {}: revision {} ({} files, {}; {} reused, {} new packs)",
+                    status.id,
+                    status.revision.unwrap_or_default(),
+                    status.files_total,
+                    human_bytes(status.bytes_total),
+                    status.files_reused,
+                    status.packs_written
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => bail!(
+            "build {} failed: {}",
+            status.id,
+            status.error.unwrap_or_else(|| "no reason given".into())
+        ),
+    }
+}

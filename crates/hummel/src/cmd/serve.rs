@@ -1,0 +1,131 @@
+//! `hummel serve` (master with an embedded store) and `hummel master`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hummel_master::{Master, MasterConfig, Tokens};
+use hummel_proto::api::BuildState;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{MasterArgs, ServeArgs, ServerTokens};
+use crate::util::{listen, resolve_token, shutdown_signal};
+
+fn check_repo(repo: &Path) -> Result<PathBuf> {
+    let meta =
+        std::fs::metadata(repo).with_context(|| format!("repository folder {}", repo.display()))?;
+    if !meta.is_dir() {
+        bail!("repository {} is not a folder", repo.display());
+    }
+    Ok(std::fs::canonicalize(repo)?)
+}
+
+fn tokens(given: ServerTokens, data: &Path) -> Result<Tokens> {
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create data dir {}", data.display()))?;
+    Ok(Tokens {
+        write: resolve_token(given.write_token, data, "write")?,
+        slave: resolve_token(given.slave_token, data, "slave")?,
+        read: given
+            .read_token
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty()),
+    })
+}
+
+/// `hummel serve REPO_DIR`.
+pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let repo = check_repo(&args.repo_dir)?;
+    let tokens = tokens(args.tokens, &args.data)?;
+    let master = Master::open(MasterConfig {
+        repo,
+        data: args.data.clone(),
+        replication: 2,
+        heartbeat_interval: Duration::from_secs(3),
+        stale_after: Duration::from_secs(30),
+        dead_after: Duration::from_secs(600),
+        tokens,
+        embedded_store: true,
+    })
+    .context("cannot open the master")?;
+    run_master(master, args.listen, "serve", true).await
+}
+
+/// `hummel master`.
+pub async fn master(args: MasterArgs) -> Result<ExitCode> {
+    let repo = check_repo(&args.repo)?;
+    if args.stale_after >= args.dead_after {
+        bail!("--stale-after must be shorter than --dead-after");
+    }
+    let tokens = tokens(args.tokens, &args.data)?;
+    let master = Master::open(MasterConfig {
+        repo,
+        data: args.data.clone(),
+        replication: args.replication,
+        heartbeat_interval: args.heartbeat_interval,
+        stale_after: args.stale_after,
+        dead_after: args.dead_after,
+        tokens,
+        embedded_store: false,
+    })
+    .context("cannot open the master")?;
+    run_master(master, args.listen, "master", args.build_on_start).await
+}
+
+async fn run_master(master: Master, addr: SocketAddr, what: &str, build: bool) -> Result<ExitCode> {
+    let (listener, url) = listen(addr, what).await?;
+    master.set_public_url(url);
+    if build {
+        let id = master.start_build().context("cannot start the build")?;
+        tokio::spawn(report_build(master.clone(), id));
+    }
+    let cancel = CancellationToken::new();
+    let background = tokio::spawn(hummel_master::run_background(
+        master.clone(),
+        cancel.clone().cancelled_owned(),
+    ));
+    let stop = cancel.clone();
+    axum::serve(
+        listener,
+        master
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    })
+    .await
+    .context("server failed")?;
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), background).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs how the start-up build ended.
+async fn report_build(master: Master, id: u64) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(st) = master.build_status(id) else {
+            continue;
+        };
+        match st.state {
+            BuildState::Running => continue,
+            BuildState::Succeeded => {
+                tracing::info!(
+                    revision = st.revision,
+                    files = st.files_total,
+                    bytes = st.bytes_total,
+                    "build {id} published revision {}",
+                    st.revision.unwrap_or_default()
+                );
+            }
+            BuildState::Failed => {
+                tracing::error!("build {id} failed: {}", st.error.unwrap_or_default());
+            }
+        }
+        return;
+    }
+}

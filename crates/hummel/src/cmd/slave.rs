@@ -1,0 +1,73 @@
+//! `hummel slave`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use hummel_slave::{Slave, SlaveConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::SlaveArgs;
+use crate::util::{listen, normalize_url, require_token, shutdown_signal};
+
+/// `hummel slave --master URL --data DIR`.
+pub async fn slave(args: SlaveArgs) -> Result<ExitCode> {
+    let master_url = normalize_url(&args.master)?;
+    let slave_token = require_token(
+        args.slave_token,
+        "slave",
+        "HUMMEL_SLAVE_TOKEN",
+        "--slave-token",
+    )?;
+    if args.advertise.is_none() && args.listen.ip().is_unspecified() {
+        bail!(
+            "listening on {} needs --advertise http://HOST:PORT (the address clients reach this slave at)",
+            args.listen
+        );
+    }
+    if args.replication_concurrency == 0 {
+        bail!("--replication-concurrency must be at least 1");
+    }
+    let slave = Slave::open(SlaveConfig {
+        master_url,
+        data: args.data.clone(),
+        advertise_url: String::new(),
+        quota: args.quota,
+        slave_token,
+        read_token: args
+            .read_token
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty()),
+        replication_concurrency: args.replication_concurrency,
+        scrub_interval: args.scrub_interval,
+    })
+    .with_context(|| format!("cannot open the slave store in {}", args.data.display()))?;
+    let (listener, url) = listen(args.listen, "slave").await?;
+    let advertise = match args.advertise {
+        Some(a) => normalize_url(&a)?,
+        None => url,
+    };
+    slave.set_advertise_url(advertise);
+
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            slave
+                .router()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .into_future(),
+    );
+    let worker = hummel_slave::run(slave.clone(), cancel.clone().cancelled_owned());
+    let result = tokio::select! {
+        r = worker => r.map_err(anyhow::Error::from),
+        _ = shutdown_signal() => Ok(()),
+    };
+    cancel.cancel();
+    let _ = server.await;
+    result.context("slave stopped")?;
+    Ok(ExitCode::SUCCESS)
+}

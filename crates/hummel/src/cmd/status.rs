@@ -1,0 +1,91 @@
+//! `hummel status`: revision, slaves, replication health, clients.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use hummel_proto::api::{STATUS, StatusResponse};
+use hummel_proto::auth::TOKEN_HEADER;
+
+use super::{api_error, http};
+use crate::cli::StatusArgs;
+use crate::util::{human_bytes, normalize_url};
+
+/// `hummel status --master URL [--json]`.
+pub async fn status(args: StatusArgs) -> Result<ExitCode> {
+    let master = normalize_url(&args.master)?;
+    let mut req = http()?.get(format!("{master}{STATUS}"));
+    if let Some(t) = &args.read_token {
+        req = req.header(TOKEN_HEADER, t);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("master {master}"))?;
+    if !resp.status().is_success() {
+        return Err(api_error("status", resp).await);
+    }
+    let st: StatusResponse = resp
+        .json()
+        .await
+        .context("status: unreadable answer from the master")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match st.revision.revision {
+        Some(r) => println!(
+            "revision {r}: {} files, {}",
+            st.revision.files,
+            human_bytes(st.revision.bytes)
+        ),
+        None => println!("no revision yet"),
+    }
+    if let Some(b) = &st.build {
+        let state = serde_json::to_value(b.state)?;
+        println!(
+            "last build {}: {} ({}/{} files){}",
+            b.id,
+            state.as_str().unwrap_or("?"),
+            b.files_done,
+            b.files_total,
+            b.error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
+    let r = &st.replication;
+    println!(
+        "replication: {} packs, target {} copies, {} under-replicated, {} unavailable",
+        r.packs, r.target, r.under_replicated, r.unavailable
+    );
+    println!("slaves: {}", st.slaves.len());
+    for s in &st.slaves {
+        let state = serde_json::to_value(s.state)?;
+        println!(
+            "  {:<6} {:<28} {:>6} packs {:>10}{}  seen {:.1}s ago  pending {}",
+            state.as_str().unwrap_or("?"),
+            s.url,
+            s.packs,
+            human_bytes(s.used),
+            s.quota
+                .map(|q| format!(" / {}", human_bytes(q)))
+                .unwrap_or_default(),
+            s.last_seen_ms as f64 / 1000.0,
+            s.pending
+        );
+    }
+    println!("clients: {}", st.clients.len());
+    for c in &st.clients {
+        println!(
+            "  {:<16} {:<22} revision {:<5} {:>7} files  /{}  seen {:.0}s ago",
+            c.id.chars().take(16).collect::<String>(),
+            c.addr,
+            c.revision,
+            c.files,
+            c.path,
+            c.last_seen_ms as f64 / 1000.0
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

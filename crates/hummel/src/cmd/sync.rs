@@ -1,0 +1,99 @@
+//! `hummel sync` and `hummel verify`.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use hummel_client::{SyncOptions, SyncOutcome, VerifyOptions};
+use hummel_core::RelPath;
+
+use crate::cli::{SyncArgs, VerifyArgs};
+use crate::util::{human_bytes, normalize_url};
+
+/// `--path a/b/`, `/a/b` and `a/b` all mean the subtree `a/b`; `/` or empty means everything.
+fn subtree(path: Option<&str>) -> Result<Option<RelPath>> {
+    let Some(p) = path else { return Ok(None) };
+    let p = p.trim_matches('/');
+    if p.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(RelPath::new(p).context("--path")?))
+}
+
+/// `hummel sync MASTER_URL DEST`.
+pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
+    let opts = SyncOptions {
+        master_url: normalize_url(&args.master_url)?,
+        dest: args.dest.clone(),
+        path: subtree(args.path.as_deref())?,
+        dry_run: args.dry_run,
+        keep_extra: args.keep_extra,
+        read_token: args.read_token.clone(),
+        progress: !args.json && std::io::stderr().is_terminal(),
+        concurrency: args.concurrency as usize,
+    };
+    let outcome = hummel_client::sync(&opts).await?;
+    match outcome {
+        SyncOutcome::Done(report) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "revision {}: {} written, {} deleted, {} unchanged; {} downloaded ({} chunks), {} reused locally, {:.2} s",
+                    report.revision,
+                    report.files_written,
+                    report.files_deleted,
+                    report.files_unchanged,
+                    human_bytes(report.bytes_downloaded),
+                    report.chunks_downloaded,
+                    human_bytes(report.bytes_reused),
+                    report.duration_ms as f64 / 1000.0
+                );
+            }
+        }
+        SyncOutcome::DryRun(plan) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&plan)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hummel verify MASTER_URL DEST`.
+pub async fn verify(args: VerifyArgs) -> Result<ExitCode> {
+    let opts = VerifyOptions {
+        master_url: normalize_url(&args.master_url)?,
+        dest: args.dest.clone(),
+        path: subtree(args.path.as_deref())?,
+        read_token: args.read_token.clone(),
+    };
+    let report = hummel_client::verify(&opts).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        for p in &report.problems {
+            println!("{p}");
+        }
+    }
+    if !report.problems.is_empty() {
+        bail!(
+            "{} differs from revision {}: {} problem(s) in {} files checked",
+            args.dest.display(),
+            report.revision,
+            report.problems.len(),
+            report.files_checked
+        );
+    }
+    if !args.json {
+        println!(
+            "{} is identical to revision {} ({} files checked)",
+            args.dest.display(),
+            report.revision,
+            report.files_checked
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,207 @@
+//! Small things the commands share: parsing sizes and durations, tokens, logging, listening.
+
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+
+/// Parses `500M`, `20G`, `1.5T`, `4096`, `64k`, `10MiB` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("not a size: {s:?} (try 500M, 20G or plain bytes)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("unknown size unit in {s:?} (use K, M, G or T)")),
+    };
+    let bytes = value * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("size out of range: {s:?}"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses `500ms`, `5s`, `10m`, `1h`, `2h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("not a duration: {s:?} ({e}; try 500ms, 5s or 10m)"))
+}
+
+/// Logs go to stderr. Servers log at info, client commands only warnings, unless -v or RUST_LOG.
+pub fn init_logging(cli: &Cli) {
+    let server = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Master(_) | Command::Slave(_)
+    );
+    let ours = match (cli.verbose, server) {
+        (0, true) => "info",
+        (0, false) => "warn",
+        (1, _) => "debug",
+        _ => "trace",
+    };
+    let default = format!(
+        "warn,hummel={ours},hummel_master={ours},hummel_slave={ours},hummel_client={ours},hummel_store={ours}"
+    );
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(cli.verbose > 0)
+        .init();
+}
+
+/// A token from a flag or the environment, or else from `DATA/NAME.token`, or else a newly
+/// generated one stored there (mode 0600); says on stderr where a generated one was stored.
+pub fn resolve_token(given: Option<String>, data: &Path, name: &str) -> Result<String> {
+    if let Some(t) = given {
+        let t = t.trim().to_string();
+        if t.is_empty() {
+            bail!("the {name} token is empty");
+        }
+        return Ok(t);
+    }
+    let path = data.join(format!("{name}.token"));
+    if let Ok(t) = fs::read_to_string(&path) {
+        let t = t.trim().to_string();
+        if !t.is_empty() {
+            return Ok(t);
+        }
+    }
+    let token: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    fs::create_dir_all(data)
+        .with_context(|| format!("cannot create data dir {}", data.display()))?;
+    let mut f = {
+        let mut o = fs::OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        o.open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?
+    };
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    eprintln!("generated a {name} token, stored in {}", path.display());
+    Ok(token)
+}
+
+/// A token that must be given (client side).
+pub fn require_token(given: Option<String>, what: &str, env: &str, flag: &str) -> Result<String> {
+    match given.map(|t| t.trim().to_string()) {
+        Some(t) if !t.is_empty() => Ok(t),
+        _ => bail!("no {what} token: set {env} or pass {flag}"),
+    }
+}
+
+/// Binds `addr` and prints the contract's `listening on http://IP:PORT` line on stderr.
+pub async fn listen(addr: SocketAddr, what: &str) -> Result<(TcpListener, String)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let url = format!("http://{bound}");
+    eprintln!("hummel {what} listening on {url}");
+    Ok((listener, url))
+}
+
+/// `http://host:port` without a trailing slash; refuses anything but http(s) URLs.
+pub fn normalize_url(url: &str) -> Result<String> {
+    let u = url.trim().trim_end_matches('/');
+    if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() <= "http://".len() {
+        bail!("not an http URL: {url:?} (expected e.g. http://127.0.0.1:7070)");
+    }
+    Ok(u.to_string())
+}
+
+/// Resolves when the process gets SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// `1.5 GB`-style decimal sizes for humans.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < UNITS.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("20G").unwrap(), 20 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("1.5k").unwrap(), 1536);
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            normalize_url("http://127.0.0.1:7070/").unwrap(),
+            "http://127.0.0.1:7070"
+        );
+        assert!(normalize_url("127.0.0.1:7070").is_err());
+        assert!(normalize_url("ftp://x").is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! Integration tests: the real `hummel` binary, run as separate processes on 127.0.0.1 with
+//! port 0. Each test gets its own temp folder; on failure the harness prints the command, its
+//! output and the server logs.
+
+mod integration {
+    pub mod util;
+
+    mod auth;
+    mod cli;
+    mod e2e;
+    mod faults;
+    mod serve;
+}

@@ -1,0 +1,55 @@
+//! The command line: help, usage errors and unreachable servers give one clear line.
+
+use super::util::*;
+
+#[test]
+fn every_command_has_help() {
+    for cmd in [
+        "serve", "master", "slave", "build", "sync", "verify", "status",
+    ] {
+        let mut c = hummel();
+        c.args([cmd, "--help"]);
+        let out = ok(c);
+        assert!(out.contains("Usage: hummel"), "{cmd}: {out}");
+    }
+}
+
+#[test]
+fn bad_input_is_one_line_and_nonzero() {
+    let mut c = hummel();
+    c.args([
+        "slave",
+        "--master",
+        "http://127.0.0.1:1",
+        "--data",
+        "/nonexistent-hummel",
+        "--quota",
+        "12X",
+    ]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+
+    // Nothing listens on port 1.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = hummel();
+    c.args(["sync", "http://127.0.0.1:1"])
+        .arg(dir.path().join("d"));
+    let err = fails(c);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+
+    let mut c = hummel();
+    c.args(["sync", "not-a-url"]).arg(dir.path().join("d"));
+    fails(c);
+
+    let mut c = hummel();
+    c.args(["build", "--master", "http://127.0.0.1:1"]);
+    let err = fails(c);
+    assert!(err.contains("HUMMEL_WRITE_TOKEN"), "{err}");
+
+    let mut c = hummel();
+    c.args(["master", "--repo"])
+        .arg(dir.path().join("missing"))
+        .arg("--data")
+        .arg(dir.path().join("m"));
+    fails(c);
+}

@@ -1,0 +1,161 @@
+//! The main flows: build, replicate to two slaves, sync, subtree, update, no-op, verify.
+
+use std::fs;
+
+use super::util::*;
+
+#[test]
+fn master_two_slaves_client_end_to_end() {
+    let c = Cluster::start(2, fill_modset);
+    let b = c.build();
+    assert_eq!(b["state"], "succeeded", "{b}");
+    assert_eq!(b["revision"], 1);
+    c.wait_replicated();
+    // With replication 2 and two slaves, each slave holds every pack.
+    assert!(!c.slave_packs(0).is_empty());
+    assert_eq!(c.slave_packs(0).len(), c.slave_packs(1).len());
+
+    // Fresh sync: byte-identical, modes and mtimes included.
+    let dest = c.path("dest");
+    let r = c.sync(&dest, &[]);
+    assert_same_tree(&c.repo, &dest);
+    assert_eq!(n(&r, "revision"), 1);
+    let files = digest(&c.repo)
+        .values()
+        .filter(|v| v.starts_with("file"))
+        .count() as u64;
+    assert_eq!(n(&r, "files_written"), files);
+    assert!(n(&r, "bytes_downloaded") > 0);
+    assert!(n(&r, "chunks_downloaded") > 0);
+    for k in [
+        "files_deleted",
+        "files_unchanged",
+        "bytes_reused",
+        "duration_ms",
+    ] {
+        assert!(r[k].is_u64(), "{k} missing in {r}");
+    }
+    ok({
+        let mut v = hummel();
+        v.args(["verify", &c.master.url]).arg(&dest);
+        v
+    });
+
+    // Nothing changed: no-op, nothing downloaded.
+    let r = c.sync(&dest, &[]);
+    assert_eq!(n(&r, "bytes_downloaded"), 0);
+    assert_eq!(n(&r, "files_written"), 0);
+    assert_eq!(n(&r, "files_unchanged"), files);
+
+    // The master tracks the client.
+    let st = c.status();
+    let clients = st["clients"].as_array().unwrap();
+    assert!(clients.iter().any(|cl| cl["revision"] == 1), "{st:#}");
+
+    // Update: change the middle of the big file, add, remove, rename.
+    let big = c.repo.join("@big/addons/big.pbo");
+    let mut content = fs::read(&big).unwrap();
+    for b in &mut content[3 << 20..(3 << 20) + 4096] {
+        *b = b.wrapping_add(1);
+    }
+    fs::write(&big, &content).unwrap();
+    write(&c.repo, "@mod_c/new.pbo", &data(300 << 10, 77));
+    fs::remove_file(c.repo.join("top.txt")).unwrap();
+    fs::rename(
+        c.repo.join("@mod_a/addons/a.pbo"),
+        c.repo.join("@mod_a/addons/a_renamed.pbo"),
+    )
+    .unwrap();
+    let b = c.build();
+    assert_eq!(b["revision"], 2, "{b}");
+    c.wait_replicated();
+
+    // Dry run changes nothing.
+    let before = digest(&dest);
+    let plan = ok(c.sync_cmd(&dest, &["--dry-run", "--json"]));
+    assert!(
+        plan.contains("new.pbo"),
+        "plan should name the new file: {plan}"
+    );
+    assert_eq!(digest(&dest), before);
+
+    let r = c.sync(&dest, &[]);
+    assert_same_tree(&c.repo, &dest);
+    assert_eq!(n(&r, "revision"), 2);
+    // top.txt was removed and a.pbo renamed: both old names are gone.
+    assert_eq!(n(&r, "files_deleted"), 2, "{r}");
+    // Only the changed chunks of the big file and the new file travel; the renamed file is
+    // rebuilt from local data.
+    assert!(
+        n(&r, "bytes_downloaded") < 1_000_000,
+        "downloaded too much: {r}"
+    );
+    assert!(
+        n(&r, "bytes_reused") >= 700 << 10,
+        "renamed file not reused: {r}"
+    );
+    assert!(n(&r, "chunks_downloaded") <= 12, "{r}");
+}
+
+#[test]
+fn subtree_sync_mirrors_only_that_folder() {
+    let c = Cluster::start(2, fill_modset);
+    c.build();
+    c.wait_replicated();
+    let dest = c.path("sub");
+    let r = c.sync(&dest, &["--path", "@mod b/data"]);
+    assert_same_tree(&c.repo.join("@mod b/data"), &dest);
+    assert_eq!(n(&r, "files_written"), 30);
+    let mut v = hummel();
+    v.args(["verify", &c.master.url])
+        .arg(&dest)
+        .args(["--path", "@mod b/data"]);
+    ok(v);
+    // A path that is not a folder of the repository is a clear error.
+    fails(c.sync_cmd(&c.path("nope"), &["--path", "no/such/dir"]));
+}
+
+#[test]
+fn verify_detects_changes_and_extra_files() {
+    let c = Cluster::start(1, fill_modset);
+    c.build();
+    c.wait_replicated();
+    let dest = c.path("dest");
+    c.sync(&dest, &[]);
+    fs::write(dest.join("@mod_a/mod.cpp"), b"name = \"B\";\n").unwrap();
+    let mut v = hummel();
+    v.args(["verify", &c.master.url]).arg(&dest);
+    fails(v);
+    // Sync repairs it; an extra file is deleted unless --keep-extra.
+    fs::write(dest.join("extra.txt"), b"x").unwrap();
+    c.sync(&dest, &["--keep-extra"]);
+    assert!(dest.join("extra.txt").exists());
+    assert_eq!(
+        fs::read(dest.join("@mod_a/mod.cpp")).unwrap(),
+        b"name = \"A\";\n"
+    );
+    let r = c.sync(&dest, &[]);
+    assert_eq!(n(&r, "files_deleted"), 1);
+    assert_same_tree(&c.repo, &dest);
+}
+
+#[test]
+fn build_with_a_bad_name_fails_and_keeps_the_revision() {
+    let c = Cluster::start(1, fill_modset);
+    assert_eq!(c.build()["revision"], 1);
+    write(&c.repo, "bad\\name.txt", b"backslash");
+    let mut b = hummel();
+    b.args(["build", "--master", &c.master.url, "--wait"])
+        .env("HUMMEL_WRITE_TOKEN", WRITE);
+    let err = fails(b);
+    assert!(
+        err.contains("bad\\\\name.txt") || err.contains("bad\\name.txt"),
+        "{err}"
+    );
+    assert_eq!(c.status()["revision"]["revision"], 1);
+    fs::remove_file(c.repo.join("bad\\name.txt")).unwrap();
+    c.wait_replicated();
+    let dest = c.path("dest");
+    c.sync(&dest, &[]);
+    assert_same_tree(&c.repo, &dest);
+}

@@ -1,0 +1,2 @@
+name = "Hummel demo mod";
+author = "Hummel";
