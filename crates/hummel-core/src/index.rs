@@ -357,10 +357,38 @@ pub fn decode(bytes: &[u8]) -> Result<(Index, Hash), IndexError> {
     if plain.len() as u64 > MAX_INDEX_PLAIN {
         return Err(invalid("decoded body too large"));
     }
-    let index: Index = postcard::from_bytes(&plain)
-        .map_err(|e| IndexError::Invalid(format!("undecodable body: {e}")))?;
+    let index: Index = postcard::from_bytes(&plain).map_err(|e| explain_undecodable(&plain, e))?;
     index.validate()?;
     Ok((index, Hash::of(body)))
+}
+
+/// The shape of [`Index`] with paths as plain strings, to name the path that failed validation
+/// (postcard drops the message of a custom deserialisation error).
+#[derive(Deserialize)]
+struct RawIndex {
+    _revision: u64,
+    _created_unix: i64,
+    _chunker: ChunkerConfig,
+    root: Option<String>,
+    entries: Vec<RawEntry>,
+}
+
+#[derive(Deserialize)]
+struct RawEntry {
+    path: String,
+    _kind: EntryKind,
+}
+
+fn explain_undecodable(plain: &[u8], err: postcard::Error) -> IndexError {
+    if let Ok((raw, _)) = postcard::take_from_bytes::<RawIndex>(plain) {
+        let paths = raw.root.iter().chain(raw.entries.iter().map(|e| &e.path));
+        for p in paths {
+            if let Err(e) = RelPath::new(p) {
+                return IndexError::Inconsistent(e.to_string());
+            }
+        }
+    }
+    IndexError::Invalid(format!("undecodable body: {err}"))
 }
 
 #[cfg(test)]
@@ -450,6 +478,50 @@ mod tests {
         assert!(decode(&bytes[..20]).is_err());
         bytes[8] = 2;
         assert!(matches!(decode(&bytes), Err(IndexError::Version(2))));
+    }
+
+    #[test]
+    fn a_bad_path_is_named() {
+        // Encode an index whose path bypassed RelPath validation.
+        #[derive(Serialize)]
+        struct Evil {
+            revision: u64,
+            created_unix: i64,
+            chunker: ChunkerConfig,
+            root: Option<String>,
+            entries: Vec<(String, EntryKind)>,
+            chunks: Vec<ChunkLocation>,
+            packs: Vec<PackInfo>,
+        }
+        let evil = Evil {
+            revision: 1,
+            created_unix: 0,
+            chunker: ChunkerConfig::default(),
+            root: None,
+            entries: vec![(
+                "../../etc/passwd".into(),
+                EntryKind::File(FileEntry {
+                    size: 0,
+                    mode: 0o644,
+                    mtime_ns: 0,
+                    hash: Hash::of(b""),
+                    chunks: vec![],
+                }),
+            )],
+            chunks: vec![],
+            packs: vec![],
+        };
+        let plain = postcard::to_stdvec(&evil).unwrap();
+        let body = zstd::bulk::compress(&plain, 3).unwrap();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(INDEX_MAGIC);
+        bytes.extend_from_slice(&INDEX_FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        let err = decode(&bytes).unwrap_err().to_string();
+        assert!(err.contains("../../etc/passwd"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! [`prepare`] runs on the caller's (blocking) thread and drives rayon:
 //!
 //! 1. [`walk`] lists the repository with `std::fs`, never following symlinks. Symlinks, special
-//!    files, a top-level `.hummel` and the master's own data folder are skipped with a warning;
+//!    files, any `.hummel` folder and the master's own data folder are skipped with a warning;
 //!    an invalid name ([`RelPath`] rules) fails the build.
 //! 2. A file whose path, size and mtime match the previous revision keeps its entry unread,
 //!    unless its mtime is within [`RACY_MARGIN_SECS`] of the previous build's start (it may have
@@ -387,9 +387,11 @@ fn walk(repo: &Path, skip: Option<&Path>, run: &BuildRun) -> Result<Tree, BuildE
             let name = entry.file_name();
             let abs = entry.path();
             let rel = rel_dir.join(&name);
-            if rel_dir.as_os_str().is_empty() && name == RESERVED_TOP_NAME {
+            // Reserved at every depth: a client syncing the subtree above it keeps its state there.
+            if name == RESERVED_TOP_NAME {
                 run.warn(format!(
-                    "skipped {RESERVED_TOP_NAME}: the name is reserved for client state"
+                    "skipped {}: the name {RESERVED_TOP_NAME} is reserved for client state",
+                    rel.display()
                 ));
                 continue;
             }

@@ -54,8 +54,36 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
         SyncOutcome::DryRun(plan) => {
             if args.json {
                 println!("{}", serde_json::to_string(&plan)?);
+            } else if plan.no_op {
+                println!(
+                    "dry run: {} already holds revision {}; nothing to do",
+                    args.dest.display(),
+                    plan.revision
+                );
             } else {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
+                println!(
+                    "dry run for revision {}: write {} files ({}: {} to download in {} requests, {} reused locally), \
+                     delete {} files and {} folders, create {} folders, {} unchanged",
+                    plan.revision,
+                    plan.files_to_write,
+                    human_bytes(plan.bytes_to_write),
+                    human_bytes(plan.bytes_to_download),
+                    plan.requests,
+                    human_bytes(plan.bytes_to_reuse),
+                    plan.files_to_delete,
+                    plan.dirs_to_delete,
+                    plan.dirs_to_create,
+                    plan.files_unchanged
+                );
+                for p in &plan.write {
+                    println!("  write  {p}");
+                }
+                for p in &plan.delete {
+                    println!("  delete {p}");
+                }
+                for p in &plan.create_dirs {
+                    println!("  mkdir  {p}");
+                }
             }
         }
     }

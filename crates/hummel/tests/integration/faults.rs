@@ -114,3 +114,29 @@ fn master_survives_kill9_and_restart() {
     c.sync(&dest, &[]);
     assert_same_tree(&c.repo, &dest);
 }
+
+#[test]
+fn placement_respects_a_small_quota() {
+    let mut c = Cluster::start(2, fill_modset);
+    // Smaller than any pack: this slave can hold nothing, and the others take its share.
+    let small = c.add_slave(&["--quota", "100K"]);
+    c.build();
+    c.wait_replicated();
+    std::thread::sleep(Duration::from_millis(600));
+    let st = c.status();
+    let slave = st["slaves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["url"] == c.slaves[small].url.as_str())
+        .unwrap_or_else(|| panic!("quota slave missing: {st:#}"))
+        .clone();
+    assert_eq!(slave["quota"], 100 << 10, "{slave}");
+    assert!(slave["used"].as_u64().unwrap() <= 100 << 10, "{slave}");
+    let held: u64 = c.slave_packs(small).iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+    assert!(held <= 100 << 10, "slave stores {held} bytes over its quota");
+    assert_eq!(st["replication"]["under_replicated"], 0, "{st:#}");
+    let dest = c.path("dest");
+    c.sync(&dest, &[]);
+    assert_same_tree(&c.repo, &dest);
+}
