@@ -316,6 +316,7 @@ pub(crate) fn apply(
         {
             remove_entry(&path).map_err(|e| SyncError::local("remove", &path, e))?;
         }
+        crate::failpoint::hit("rename");
         fs::rename(tmp, &path).map_err(|e| SyncError::local("rename into", &path, e))?;
         parents.insert(path.parent().unwrap_or(dest).to_path_buf());
     }
@@ -338,6 +339,7 @@ pub(crate) fn apply(
     // Extras, deepest first, only now that everything else succeeded.
     for r in &plan.deletes {
         let path = dest.join(&r.path);
+        crate::failpoint::hit("delete");
         if remove_entry(&path).map_err(|e| SyncError::local("delete", &path, e))? {
             if r.is_dir() {
                 out.dirs_deleted += 1;

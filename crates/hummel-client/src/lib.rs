@@ -44,6 +44,7 @@ pub mod sync;
 pub mod verify;
 
 mod assemble;
+mod failpoint;
 mod fetch;
 mod http;
 

@@ -329,6 +329,7 @@ impl Execution<'_> {
             );
             blocking(move || Ok(state_after_sync(&d, &i, base, sub))).await?
         };
+        crate::failpoint::hit("save-state");
         {
             let (sd, st) = (self.state_dir.clone(), state.clone());
             let bytes = (!self.index_reused).then_some(self.index_bytes);

@@ -73,17 +73,31 @@ fn client_killed_mid_sync_then_rerun_completes() {
     c.build();
     c.wait_replicated();
     let final_tree = digest(&c.repo);
+    let total_files = final_tree
+        .values()
+        .filter(|d| d.starts_with("file"))
+        .count();
     let dest = c.path("dest");
+    let mut interrupted = 0;
     for delay_ms in [30u64, 120, 300] {
         let mut cmd = c.sync_cmd(&dest, &[]);
         cmd.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         let mut child = cmd.spawn().unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
+        let finished = child.try_wait().unwrap().is_some();
         let _ = child.kill();
         let _ = child.wait();
+        let visible = digest(&dest);
+        let files = visible.values().filter(|d| d.starts_with("file")).count();
+        eprintln!(
+            "killed after {delay_ms} ms (finished before: {finished}): {files} files visible"
+        );
+        if !finished && files < total_files {
+            interrupted += 1;
+        }
         // Whatever is visible is complete: every file present is byte-identical to the source.
-        for (path, desc) in digest(&dest) {
+        for (path, desc) in visible {
             if desc.starts_with("file") {
                 let want = &final_tree[&path];
                 let size_hash = |d: &str| d.split(' ').take(3).collect::<Vec<_>>().join(" ");
@@ -95,6 +109,10 @@ fn client_killed_mid_sync_then_rerun_completes() {
             }
         }
     }
+    assert!(
+        interrupted > 0,
+        "no kill landed in the middle of a sync: the test tested nothing"
+    );
     c.sync(&dest, &[]);
     assert_same_tree(&c.repo, &dest);
 }
@@ -133,10 +151,109 @@ fn placement_respects_a_small_quota() {
         .clone();
     assert_eq!(slave["quota"], 100 << 10, "{slave}");
     assert!(slave["used"].as_u64().unwrap() <= 100 << 10, "{slave}");
-    let held: u64 = c.slave_packs(small).iter().map(|p| fs::metadata(p).unwrap().len()).sum();
-    assert!(held <= 100 << 10, "slave stores {held} bytes over its quota");
+    let held: u64 = c
+        .slave_packs(small)
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        held <= 100 << 10,
+        "slave stores {held} bytes over its quota"
+    );
     assert_eq!(st["replication"]["under_replicated"], 0, "{st:#}");
     let dest = c.path("dest");
     c.sync(&dest, &[]);
     assert_same_tree(&c.repo, &dest);
+}
+
+#[test]
+fn planted_symlinks_never_lead_writes_outside_dest() {
+    let c = Cluster::start(1, fill_modset);
+    c.build();
+    c.wait_replicated();
+    // A sentinel folder outside DEST, and symlinks in DEST where the index has a folder and a file.
+    let outside = c.path("outside");
+    write(&outside, "@mod_a/mod.cpp", b"sentinel");
+    write(&outside, "top.txt", b"sentinel");
+    let sentinel = digest(&outside);
+    let dest = c.path("dest");
+    fs::create_dir_all(&dest).unwrap();
+    std::os::unix::fs::symlink(outside.join("@mod_a"), dest.join("@mod_a")).unwrap();
+    std::os::unix::fs::symlink(outside.join("top.txt"), dest.join("top.txt")).unwrap();
+    c.sync(&dest, &[]);
+    assert_same_tree(&c.repo, &dest);
+    assert_eq!(
+        digest(&outside),
+        sentinel,
+        "a write escaped DEST through a symlink"
+    );
+    assert!(fs::symlink_metadata(dest.join("@mod_a")).unwrap().is_dir());
+}
+
+/// A crash in the rename burst, in the deletes, or before the state is saved leaves every file
+/// old or new, and the next run completes the job.
+#[test]
+fn crash_at_every_apply_step_leaves_old_or_new_and_rerun_completes() {
+    let c = Cluster::start(2, fill_modset);
+    c.build();
+    c.wait_replicated();
+    let points = [
+        "rename=1",
+        "rename=3",
+        "delete=1",
+        "delete=2",
+        "save-state=1",
+    ];
+    let dests: Vec<_> = (0..points.len())
+        .map(|i| c.path(&format!("dest{i}")))
+        .collect();
+    for d in &dests {
+        c.sync(d, &[]);
+    }
+    let old = digest(&c.repo);
+    // Revision 2: changed, added and removed files (several of each, so every step has work).
+    for i in 0..6 {
+        write(
+            &c.repo,
+            &format!("@mod b/data/sub {}/f ü {i}.txt", i % 4),
+            &data(2000 + i * 700, 900 + i as u64),
+        );
+        write(
+            &c.repo,
+            &format!("@new/file {i}.bin"),
+            &data(40_000, 700 + i as u64),
+        );
+    }
+    for i in 10..14 {
+        fs::remove_file(
+            c.repo
+                .join(format!("@mod b/data/sub {}/f ü {i}.txt", i % 4)),
+        )
+        .unwrap();
+    }
+    c.build();
+    c.wait_replicated();
+    let new = digest(&c.repo);
+    let size_hash = |d: &str| d.split(' ').take(3).collect::<Vec<_>>().join(" ");
+    for (point, dest) in points.iter().zip(&dests) {
+        let mut cmd = c.sync_cmd(dest, &[]);
+        cmd.env("HUMMEL_FAILPOINTS", point);
+        let out = run(cmd);
+        assert!(!out.status.success(), "{point}: the failpoint did not fire");
+        for (path, desc) in digest(dest) {
+            if desc.starts_with("file") {
+                let ok = [&old, &new].iter().any(|t| {
+                    t.get(&path)
+                        .is_some_and(|want| size_hash(want) == size_hash(&desc))
+                });
+                assert!(ok, "{point}: {path} is neither the old nor the new version");
+            }
+        }
+        let r = c.sync(dest, &[]);
+        assert_same_tree(&c.repo, dest);
+        assert!(
+            n(&r, "bytes_downloaded") < 600_000,
+            "{point}: rerun downloaded too much: {r}"
+        );
+    }
 }
