@@ -175,6 +175,7 @@ pub(crate) fn router(master: Master) -> Router {
         .with_state(master.clone())
         .merge(blob)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(middleware::from_fn(hummel_store::http::handler_deadline))
         .layer(middleware::from_fn_with_state(master, observe_request))
 }
 

@@ -41,6 +41,7 @@ pub(crate) fn router(slave: &Slave) -> Router {
         .with_state(slave.clone())
         .merge(blob)
         .fallback(not_found)
+        .layer(middleware::from_fn(hummel_store::http::handler_deadline))
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

@@ -11,8 +11,9 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -27,6 +28,19 @@ pub fn router(store: Arc<BlobStore>) -> Router {
     Router::new()
         .route("/blob/{hash}", get(get_blob))
         .with_state(store)
+}
+
+/// Longest a handler may take to produce its response head. A pack body may stream for longer;
+/// the client bounds that side with its own stall timeout.
+pub const HANDLER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Middleware: answers 503 `deadline_exceeded` when a handler takes longer than
+/// [`HANDLER_DEADLINE`], so no request (a slow JSON upload, a stuck lookup) holds a task forever.
+pub async fn handler_deadline(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(HANDLER_DEADLINE, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "the request took too long"),
+    }
 }
 
 /// A parsed single byte range, inclusive bounds resolved against the size.

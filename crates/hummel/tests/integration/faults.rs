@@ -257,3 +257,29 @@ fn crash_at_every_apply_step_leaves_old_or_new_and_rerun_completes() {
         );
     }
 }
+
+#[test]
+fn a_dead_slaves_packs_are_placed_on_the_others() {
+    let mut c = Cluster::start(3, fill_modset);
+    c.build();
+    c.wait_replicated();
+    // Kill a slave that holds packs; once it is dead (8 s in these tests) the two others must
+    // hold every pack again.
+    let victim = (0..3).find(|&i| !c.slave_packs(i).is_empty()).unwrap();
+    c.slaves[victim].kill9();
+    wait_for("the slave to be declared dead", || {
+        c.status()["slaves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["state"] == "dead")
+    });
+    c.wait_replicated();
+    let others: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    for &i in &others {
+        assert!(!c.slave_packs(i).is_empty());
+    }
+    let dest = c.path("dest");
+    c.sync(&dest, &[]);
+    assert_same_tree(&c.repo, &dest);
+}
