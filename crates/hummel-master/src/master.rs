@@ -319,18 +319,37 @@ impl Master {
                     packs = s.packs_written,
                     "build succeeded"
                 );
-                run.finish(Ok(revision), now_unix());
+                self.finish_run(&run, Ok(revision));
             }
             Err(e) => {
                 let message = one_line(&e.to_string());
                 tracing::error!(build = run.id, error = %message, "build failed");
-                run.finish(Err(message), now_unix());
+                self.finish_run(&run, Err(message));
             }
         }
-        if let Err(e) = lock(&self.inner.db).finish_build(&run.status()) {
+    }
+
+    /// Records the outcome and frees the build slot in one step: whoever sees the build
+    /// finished can start the next one (`hummel build --wait` twice in a row must build twice).
+    fn finish_run(&self, run: &BuildRun, result: Result<u64, String>) {
+        // The database first: a restart must never find a finished build recorded as running.
+        let mut finished = run.status();
+        finished.finished_unix = Some(now_unix());
+        match &result {
+            Ok(revision) => {
+                finished.state = BuildState::Succeeded;
+                finished.revision = Some(*revision);
+            }
+            Err(message) => {
+                finished.state = BuildState::Failed;
+                finished.error = Some(message.clone());
+            }
+        }
+        if let Err(e) = lock(&self.inner.db).finish_build(&finished) {
             tracing::error!(build = run.id, error = %e, "could not record the build's outcome");
         }
         let mut book = lock(&self.inner.builds);
+        run.finish(result, finished.finished_unix.unwrap_or_else(now_unix));
         if book.running == Some(run.id) {
             book.running = None;
         }

@@ -744,3 +744,21 @@ async fn dashboard_renders_and_its_form_checks_the_token() {
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(resp.headers()[header::LOCATION], "/");
 }
+
+/// Regression: a build seen finished must free the slot at once, or `hummel build --wait` run
+/// twice in a row would get the old build back instead of a new one.
+#[test]
+fn a_finished_build_frees_the_slot_at_once() {
+    let fx = fixture();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    for _ in 0..20 {
+        let first = master.start_build().unwrap();
+        // Spin, as a tight poller would: the first moment the build looks finished counts.
+        while master.build_status(first).unwrap().state == BuildState::Running {
+            std::hint::spin_loop();
+        }
+        let next = master.start_build().unwrap();
+        assert_ne!(next, first, "start_build returned the finished build");
+        wait(&master, next);
+    }
+}
