@@ -28,7 +28,8 @@
 //! - Every byte from the network passes `decode_chunk` (bounded, BLAKE3 id) before it is
 //!   written; every locally copied chunk is re-hashed; every assembled file is checked against
 //!   its file hash before it is renamed into place.
-//! - Nothing under its final name is ever partial: temp file, fsync, rename, directory fsync.
+//! - Nothing under its final name is ever partial: temp file, made durable (one `syncfs` of
+//!   the filesystem on Linux, fsync per file elsewhere), rename, then the renames made durable.
 //!   If anything fails before the renames, DEST is untouched and the temp files are removed.
 //! - Deletes happen last, only after everything else succeeded. `.hummel` is never touched by
 //!   them. Symlinks in DEST are never followed; one where the index has a directory is replaced.

@@ -7,7 +7,7 @@
 //!    (capped, decoded and validated, checked to be the revision and subtree asked for).
 //! 4. [`scan::walk`] + [`scan::survey`] + [`SyncPlan::build`]. A dry run returns the summary.
 //! 5. Execute: stage temp files, copy local chunks, download the rest (`fetch`),
-//!    seal (file hash, mode, mtime, fsync), then `assemble::apply`: renames in a burst, deletes
+//!    seal (file hash, mode, mtime, one syncfs), then `assemble::apply`: renames in a burst, deletes
 //!    last. Any failure before the renames removes the temp files and leaves DEST untouched.
 //! 6. Save `.hummel/index` and `.hummel/state` (atomically), then best-effort
 //!    `POST /api/v1/client/report`.
@@ -436,8 +436,8 @@ impl Execution<'_> {
             fetch::fetch_all(ctx, ranges, &packs, located).await?
         };
         {
-            let (p, s) = (plan.clone(), staging.clone());
-            blocking(move || assemble::seal(&p.writes, &s)).await?;
+            let (p, s, t) = (plan.clone(), staging.clone(), self.state_dir.tmp_dir());
+            blocking(move || assemble::seal(&p.writes, &s, &t)).await?;
         }
         Ok((copied, fetched))
     }
