@@ -6,14 +6,15 @@
 //! rotate), so every mirror holding a pack serves the client at the same time.
 //!
 //! Verification: a response must be `206` and exactly the requested length (the body read stops
-//! at the cap). In `spawn_blocking`, every chunk in it passes [`decode_chunk`] (bounded output,
-//! BLAKE3 id) before its plain bytes are written, with `write_at`, to every temp file offset that
-//! needs it. An HTTP error, a timeout, a short or long body or a bad chunk marks that slave bad
+//! at the cap). As the body streams in, each run of whole chunks goes to `spawn_blocking`, where
+//! every chunk passes [`decode_chunk`] (bounded output, BLAKE3 id) before its plain bytes are
+//! written, with `write_at`, to every temp file offset that needs it. An HTTP error, a timeout, a short or long body or a bad chunk marks that slave bad
 //! for that pack and the range goes to the next holder; when no holder is left, the sync fails
 //! with [`SyncError::PackUnavailable`]. A local write error fails the sync at once.
 //!
-//! Memory: one body per request in flight, each at most [`crate::plan::MAX_RANGE_LEN`] (or one
-//! chunk), so at most `concurrency` × 16 MiB are buffered.
+//! Memory: a request holds the batch being decoded and the bytes arriving behind it, about
+//! 2 × [`DECODE_BATCH`] (1 MiB) plus one chunk, not its whole range (up to 16 MiB); network,
+//! decompression and disk writes overlap.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -32,7 +33,7 @@ use hummel_proto::api::{LocateResponse, blob_path};
 
 use crate::SyncError;
 use crate::assemble::TargetWriter;
-use crate::http::{HttpClient, describe, normalise_url, read_capped};
+use crate::http::{HttpClient, describe, normalise_url};
 use crate::plan::{RangeRequest, Target};
 
 /// Most requests in flight to one slave.
@@ -245,6 +246,10 @@ fn range_deadline(len: u64) -> Duration {
     Duration::from_secs(60) + Duration::from_secs(len / (64 << 10))
 }
 
+/// Whole chunks are handed to a blocking thread for verification and writing once this many
+/// stored bytes of them have arrived (or the body ends).
+const DECODE_BATCH: usize = 1 << 20;
+
 async fn fetch_range(
     ctx: &Arc<FetchContext>,
     job: &Arc<RangeRequest>,
@@ -255,7 +260,7 @@ async fn fetch_range(
     let url = reqwest::Url::parse(&format!("{slave_url}{}", blob_path(pack)))
         .map_err(|e| slave_err(format!("bad URL: {e}")))?;
     let end = job.start + job.len - 1;
-    let resp = ctx
+    let mut resp = ctx
         .http
         .get(url)
         .header(RANGE, format!("bytes={}-{end}", job.start))
@@ -277,26 +282,101 @@ async fn fetch_range(
             job.start
         )));
     }
-    let body = read_capped(resp, job.len)
-        .await
-        .map_err(|e| slave_err(e.to_string()))?;
-    if body.len() as u64 != job.len {
+    if resp.content_length().is_some_and(|n| n != job.len) {
         return Err(slave_err(format!(
-            "short body: {} of {} bytes",
-            body.len(),
+            "Content-Length {} for a range of {} bytes",
+            resp.content_length().unwrap_or_default(),
             job.len
         )));
     }
-    let (ctx, job) = (ctx.clone(), job.clone());
-    tokio::task::spawn_blocking(move || place_chunks(&ctx, &job, &body))
-        .await
-        .map_err(|e| AttemptError::Local(SyncError::join(e)))?
+
+    // Stream the body: every run of whole chunks that has arrived goes to a blocking thread
+    // (verify, then write) while the next bytes arrive. One batch is decoded at a time per
+    // request, so a request holds about two batches of memory, not the whole range.
+    let chunk_end = |k: usize| {
+        let c = &ctx.index.chunks[job.chunks[k] as usize];
+        c.offset + u64::from(c.stored_len)
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(DECODE_BATCH + (256 << 10));
+    let mut buf_start = job.start;
+    let mut received = 0u64;
+    let mut next = 0usize;
+    let mut done = RangeDone {
+        chunks: 0,
+        plain_bytes: 0,
+    };
+    let mut decoding: Option<tokio::task::JoinHandle<Result<RangeDone, AttemptError>>> = None;
+    loop {
+        let piece = resp.chunk().await.map_err(|e| slave_err(describe(&e)))?;
+        let finished = piece.is_none();
+        if let Some(piece) = piece {
+            received += piece.len() as u64;
+            if received > job.len {
+                return Err(slave_err(format!(
+                    "body longer than the {} bytes asked for",
+                    job.len
+                )));
+            }
+            buf.extend_from_slice(&piece);
+        }
+        let available = buf_start + buf.len() as u64;
+        let mut upto = next;
+        while upto < job.chunks.len() && chunk_end(upto) <= available {
+            upto += 1;
+        }
+        let ready = if upto > next {
+            chunk_end(upto - 1) - buf_start
+        } else {
+            0
+        };
+        if upto > next && (ready as usize >= DECODE_BATCH || finished || upto == job.chunks.len()) {
+            let rest = buf.split_off(ready as usize);
+            let batch = std::mem::replace(&mut buf, rest);
+            if let Some(prev) = decoding.take() {
+                done.add(
+                    prev.await
+                        .map_err(|e| AttemptError::Local(SyncError::join(e)))??,
+                );
+            }
+            let (c, j, from, to, at) = (ctx.clone(), job.clone(), next, upto, buf_start);
+            decoding = Some(tokio::task::spawn_blocking(move || {
+                place_chunks(&c, &j.chunks[from..to], at, &batch)
+            }));
+            buf_start += ready;
+            next = upto;
+        }
+        if finished {
+            break;
+        }
+    }
+    if let Some(prev) = decoding.take() {
+        done.add(
+            prev.await
+                .map_err(|e| AttemptError::Local(SyncError::join(e)))??,
+        );
+    }
+    if received != job.len || next != job.chunks.len() {
+        return Err(slave_err(format!(
+            "short body: {received} of {} bytes",
+            job.len
+        )));
+    }
+    Ok(done)
 }
 
-/// Verifies every chunk of a range body and writes it to its targets. CPU-bound.
+impl RangeDone {
+    fn add(&mut self, other: RangeDone) {
+        self.chunks += other.chunks;
+        self.plain_bytes += other.plain_bytes;
+    }
+}
+
+/// Verifies every chunk of `chunks` (whose stored bytes lie in `body`, which starts at pack
+/// offset `body_start`) and writes it to its targets. CPU-bound.
 fn place_chunks(
     ctx: &FetchContext,
-    job: &RangeRequest,
+    chunks: &[u32],
+    body_start: u64,
     body: &[u8],
 ) -> Result<RangeDone, AttemptError> {
     let mut writer = TargetWriter::new(&ctx.temp_paths);
@@ -304,9 +384,9 @@ fn place_chunks(
         chunks: 0,
         plain_bytes: 0,
     };
-    for &ci in &job.chunks {
+    for &ci in chunks {
         let c = &ctx.index.chunks[ci as usize];
-        let at = (c.offset - job.start) as usize;
+        let at = (c.offset - body_start) as usize;
         let stored = &body[at..at + c.stored_len as usize];
         let plain = decode_chunk(c.codec, stored, c.len, &c.hash)
             .map_err(|e| AttemptError::Slave(e.to_string()))?;
