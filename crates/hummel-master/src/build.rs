@@ -666,49 +666,82 @@ fn write_packs(
     target: u64,
     run: &BuildRun,
 ) -> Result<Written, BuildError> {
-    let mut out = Written::default();
-    let mut open: Option<OpenPack> = None;
-    let mut next = first_number;
-    let result = (|| {
-        for chunk in rx {
-            let pack = match &mut open {
-                Some(p) => p,
-                empty => {
-                    let temp = store.temp()?;
-                    let writer = PackWriter::new(BufWriter::with_capacity(1 << 20, temp.file))
-                        .map_err(BuildError::PackWrite)?;
-                    empty.insert(OpenPack {
-                        writer,
-                        path: temp.path,
-                    })
+    // Sealing a pack (table of contents, re-hash, fsync, rename) takes tens of milliseconds;
+    // done inline it would stall every compressing thread behind the full channel. A sealer
+    // thread takes full packs while this one fills the next.
+    let (seal_tx, seal_rx) = sync_channel::<(OpenPack, u32)>(2);
+    std::thread::scope(|scope| {
+        let sealer = std::thread::Builder::new()
+            .name("hummel-pack-sealer".into())
+            .spawn_scoped(scope, || {
+                let mut out = Written::default();
+                let mut failed = None;
+                for (pack, number) in seal_rx {
+                    if failed.is_some() {
+                        let _ = fs::remove_file(&pack.path);
+                        continue;
+                    }
+                    match seal(pack, number, store, &mut out) {
+                        Ok(()) => {
+                            run.packs_written.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => failed = Some(e),
+                    }
                 }
-            };
-            pack.writer
-                .add(chunk.hash, chunk.codec, &chunk.stored, chunk.len)
-                .map_err(BuildError::PackWrite)?;
-            if pack.writer.len() >= target
-                && let Some(full) = open.take()
-            {
-                seal(full, next, store, &mut out)?;
-                run.packs_written.fetch_add(1, Ordering::Relaxed);
-                next = next.checked_add(1).ok_or(BuildError::PackNumbers)?;
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(out),
+                }
+            })
+            .map_err(BuildError::PackWrite)?;
+        let mut open: Option<OpenPack> = None;
+        let mut next = first_number;
+        let filled = (|| {
+            for chunk in rx {
+                let pack = match &mut open {
+                    Some(p) => p,
+                    empty => {
+                        let temp = store.temp()?;
+                        let writer = PackWriter::new(BufWriter::with_capacity(1 << 20, temp.file))
+                            .map_err(BuildError::PackWrite)?;
+                        empty.insert(OpenPack {
+                            writer,
+                            path: temp.path,
+                        })
+                    }
+                };
+                pack.writer
+                    .add(chunk.hash, chunk.codec, &chunk.stored, chunk.len)
+                    .map_err(BuildError::PackWrite)?;
+                if pack.writer.len() >= target
+                    && let Some(full) = open.take()
+                {
+                    let number = next;
+                    next = next.checked_add(1).ok_or(BuildError::PackNumbers)?;
+                    seal_tx
+                        .send((full, number))
+                        .map_err(|_| BuildError::WriterStopped)?;
+                }
             }
-        }
-        if let Some(last) = open.take() {
-            seal(last, next, store, &mut out)?;
-            run.packs_written.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
-    })();
-    match result {
-        Ok(()) => Ok(out),
-        Err(e) => {
-            if let Some(p) = open {
-                let _ = fs::remove_file(&p.path);
+            if let Some(last) = open.take() {
+                seal_tx
+                    .send((last, next))
+                    .map_err(|_| BuildError::WriterStopped)?;
             }
-            Err(e)
+            Ok(())
+        })();
+        drop(seal_tx);
+        if let Some(p) = open {
+            let _ = fs::remove_file(&p.path);
         }
-    }
+        let sealed = sealer.join().unwrap_or(Err(BuildError::Panicked));
+        match (filled, sealed) {
+            (Ok(()), Ok(out)) => Ok(out),
+            // The sealer's own error explains why the writer saw it stop.
+            (Err(BuildError::WriterStopped), Err(e)) => Err(e),
+            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+        }
+    })
 }
 
 /// Finishes a pack and commits it to the store as pack `number`.
