@@ -258,12 +258,13 @@ impl MasterApi {
     }
 
     /// `POST /api/v1/client/report`.
+    /// Best effort, so bounded tightly: a busy master must not hold a finished sync.
     pub(crate) async fn report(&self, report: &ClientReport) -> Result<(), SyncError> {
         let rb = self
             .http
             .post(self.url(api::CLIENT_REPORT))
             .json(report)
-            .timeout(Duration::from_secs(10));
+            .timeout(Duration::from_secs(3));
         let resp = self.send(rb, "report").await?;
         if resp.status() != StatusCode::NO_CONTENT && !resp.status().is_success() {
             return Err(self.err(format!("report: HTTP {}", resp.status())));

@@ -12,6 +12,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -105,40 +106,60 @@ pub fn walk(dest: &Path) -> Result<LocalTree, SyncError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(tree),
         Err(e) => return Err(SyncError::local("stat", dest, e)),
     }
-    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
-    while let Some(rel_dir) = stack.pop() {
-        let dir = dest.join(&rel_dir);
-        let rd = fs::read_dir(&dir).map_err(|e| SyncError::local("list", &dir, e))?;
-        for entry in rd {
-            let entry = entry.map_err(|e| SyncError::local("list", &dir, e))?;
-            let name = entry.file_name();
-            if rel_dir.as_os_str().is_empty() && name == RESERVED_TOP_NAME {
-                continue;
-            }
-            let rel = rel_dir.join(&name);
-            // DirEntry::metadata does not follow symlinks.
-            let meta = match entry.metadata() {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(SyncError::local("stat", &dest.join(&rel), e)),
-            };
-            let ft = meta.file_type();
-            let kind = if ft.is_symlink() {
-                LocalKind::Symlink
-            } else if ft.is_dir() {
-                stack.push(rel.clone());
-                LocalKind::Dir {
-                    mode: meta.permissions().mode() & 0o7777,
-                }
-            } else if ft.is_file() {
-                LocalKind::File(FileStat::from_metadata(&meta))
-            } else {
-                LocalKind::Other
-            };
-            tree.entries.insert(rel, kind);
-        }
+    // Level by level, the directories of one level listed in parallel: a walk is bound by
+    // syscall and disk latency, so several listings in flight finish far sooner than one.
+    let mut level: Vec<PathBuf> = vec![PathBuf::new()];
+    while !level.is_empty() {
+        let found: Mutex<Vec<(PathBuf, LocalKind)>> = Mutex::new(Vec::new());
+        crate::assemble::for_each_io(&level, |_, rel_dir| {
+            let listed = list_dir(dest, rel_dir)?;
+            found.lock().expect("not poisoned").extend(listed);
+            Ok(())
+        })?;
+        let found = found.into_inner().expect("not poisoned");
+        level = found
+            .iter()
+            .filter(|(_, k)| matches!(k, LocalKind::Dir { .. }))
+            .map(|(p, _)| p.clone())
+            .collect();
+        tree.entries.extend(found);
     }
     Ok(tree)
+}
+
+/// The entries of one directory of DEST (`rel_dir` relative to it), never following symlinks.
+fn list_dir(dest: &Path, rel_dir: &Path) -> Result<Vec<(PathBuf, LocalKind)>, SyncError> {
+    let dir = dest.join(rel_dir);
+    let rd = fs::read_dir(&dir).map_err(|e| SyncError::local("list", &dir, e))?;
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| SyncError::local("list", &dir, e))?;
+        let name = entry.file_name();
+        if rel_dir.as_os_str().is_empty() && name == RESERVED_TOP_NAME {
+            continue;
+        }
+        let rel = rel_dir.join(&name);
+        // DirEntry::metadata does not follow symlinks.
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(SyncError::local("stat", &dest.join(&rel), e)),
+        };
+        let ft = meta.file_type();
+        let kind = if ft.is_symlink() {
+            LocalKind::Symlink
+        } else if ft.is_dir() {
+            LocalKind::Dir {
+                mode: meta.permissions().mode() & 0o7777,
+            }
+        } else if ft.is_file() {
+            LocalKind::File(FileStat::from_metadata(&meta))
+        } else {
+            LocalKind::Other
+        };
+        out.push((rel, kind));
+    }
+    Ok(out)
 }
 
 /// Hashes a file; returns its hash and its `fstat` taken before reading.
