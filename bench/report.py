@@ -1,0 +1,585 @@
+#!/usr/bin/env python3
+"""Render ROOT/results/<mode>.json (written by bench.py) into BENCHMARKS.md.
+
+    report.py [--out BENCHMARKS.md] [--results ROOT/results] [--modes full,quick]
+
+Map of this file
+  helpers ........... number formatting, wire bytes of a row, ratios, noise marks
+  scen_table ........ one table per scenario: every tool (Hummel first), ratio columns Hummel/peer,
+                      wire bytes, CPU, peak RSS, all runs
+  glance ............ the one-table summary at the top
+  rss_table ......... (7) peak RSS of Hummel's client, master and slaves beside the peers' clients
+  limits/datasets ... machine limits, data sets, preparation cost
+  render ............ the document: how to read, machine and method, commands, sections
+ROOT is $HB_ROOT or /tmp/hummel-bench.
+"""
+import argparse
+import json
+import os
+import statistics
+
+ROOT = os.environ.get("HB_ROOT", "/tmp/hummel-bench")
+
+SCEN_TITLES = {
+    "1_full_sync": "(1) Fresh full sync into an empty folder",
+    "2_modify_1pct": "(2) 1% of one large file overwritten in the middle",
+    "3_insert_1KiB": "(3) 1 KiB inserted in the middle of one large file (rest shifted)",
+    "4_noop": "(4) No-op sync (nothing changed), cold and warm cache",
+    "5_many_clients": "(5) Eight clients at once",
+    "6_build": "(6) Server-side build of the whole set, cold, and rebuild with nothing changed",
+}
+WIRE_KEYS = ("rsync", "http", "hummel_master", "hummel_slaves")
+NOISE = 0.20  # (max - min) / median above which a row is marked noisy
+
+
+# ---------------------------------------------------------------- helpers
+def mb(x, nd=1):
+    if x is None:
+        return "-"
+    v = x / 1e6
+    if v < 0.1 and x > 0:
+        return f"{x/1e3:.1f} kB"
+    return f"{v:,.{nd}f}"
+
+
+def mbu(x, nd=2):
+    """Bytes with a unit: '47.3 kB' or '1.23 MB'."""
+    if x is None:
+        return "-"
+    return f"{x/1e3:.1f} kB" if x < 1e5 else f"{x/1e6:,.{nd}f} MB"
+
+
+def f2(x, nd=2):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def wire(rec):
+    """(server→client, client→server) bytes on the row's own server ports: Hummel's master + slaves for
+    Hummel rows, rsync daemon / nginx for peers (idle Hummel heartbeats don't leak into peer rows)."""
+    if rec is None:
+        return None, None
+    label = rec.get("label", "")
+    if label.startswith("cp -r"):
+        return None, None
+    keys = WIRE_KEYS[2:] if is_hummel(label) else WIRE_KEYS[:2]
+    s = sum(rec.get(f"median_{k}_s2c") or 0 for k in keys)
+    c = sum(rec.get(f"median_{k}_c2s") or 0 for k in keys)
+    return (s or None), (c or None)
+
+
+def app_bytes(rec):
+    if rec.get("median_hummel_bytes_downloaded") is not None:
+        return rec["median_hummel_bytes_downloaded"]
+    if rec.get("median_rsync_total_bytes_received") is not None:
+        return rec["median_rsync_total_bytes_received"]
+    return rec.get("median_http_bytes_sent") or None
+
+
+def ratio(a, b):
+    if not a or not b:
+        return "-"
+    r = a / b
+    return f"{r:.2f}" if r >= 0.01 else f"{r:.3f}"
+
+
+def is_hummel(label):
+    return label.lower().startswith(("hummel", "1 hummel")) or " hummel " in label.lower()
+
+
+def ref_class(label):
+    low = label.lower()
+    for k in ("nothing changed", "cold", "warm"):
+        if k in low:
+            return k
+    for k in ("1 ", "8 "):
+        if low.startswith(k):
+            return k
+    return ""
+
+
+def ref_for(recs, label):
+    """The Hummel row a row is compared against: same class (cold/warm, 1/8 clients, rebuild),
+    else the first Hummel row."""
+    hum = [(lab, r) for lab, r in recs.items() if is_hummel(lab) and r.get("median_s")]
+    if not hum:
+        return None
+    cls = ref_class(label)
+    for lab, r in hum:
+        if cls and ref_class(lab) == cls:
+            return r
+    return hum[0][1]
+
+
+def noisy(r):
+    ts = [x["seconds"] for x in r["runs"] if x["rc"] == 0]
+    suspect = [x for x in r["runs"] if x.get("foreign_cpu_s") is not None
+               and x["foreign_cpu_s"] > 0.35 * x["seconds"] + 1.0]
+    marks = ""
+    if len(ts) >= 2 and statistics.median(ts) > 0.05 and (max(ts) - min(ts)) / statistics.median(ts) > NOISE:
+        marks += " ~"
+    if len(suspect) * 2 > len(r["runs"]):
+        marks += " †"
+    if len(ts) < 3:
+        marks += " ¹"
+    return marks
+
+
+def ordered(recs):
+    return dict(sorted(recs.items(), key=lambda kv: (not is_hummel(kv[0]),)))
+
+
+def peak(r, key):
+    vals = [x.get(key) for x in r["runs"] if x.get(key) is not None]
+    return max(vals) if vals else None
+
+
+# ---------------------------------------------------------------- tables
+def scen_table(recs, prefix):
+    noop = prefix == "4_noop"
+    build = prefix == "6_build"
+    hdr = ["tool", "median s", "Hummel/peer time", "MB/s", "wire s→c MB", "Hummel/peer wire", "wire c→s MB",
+           "app MB", "client CPU s", "server CPU s", "client peak RSS MB", "Hummel master / slave RSS MB",
+           "runs (s)"]
+    if build:
+        hdr[4:8] = []
+    lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    for label, r in ordered(recs).items():
+        if not r.get("runs"):
+            continue
+        ref = ref_for(recs, label)
+        runs = ", ".join(f"{x['seconds']:.2f}" + ("" if x["rc"] == 0 else "✗") for x in r["runs"])
+        ws, wc = wire(r)
+        ver = [x.get("verified") for x in r["runs"] if "verified" in x]
+        name = ("**" + label + "**" if is_hummel(label) else label) + ("" if not ver or all(ver) else
+                                                                      " **(verify failed)**") + noisy(r)
+        steps = r.get("median_steps")
+        if steps:
+            name += " <br>(" + ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()) + ")"
+        rs = None
+        if is_hummel(label):
+            if build:
+                rs = f"{f2(peak(r, 'build_master_rss_mb'), 0)} (build master)"
+            else:
+                rs = f"{f2(peak(r, 'master_rss_mb'), 0)} / {f2(peak(r, 'slave_rss_mb'), 0)}"
+        rw = ratio(wire(ref)[0], ws) if ref is not None else "-"
+        cells = [name, f2(r.get("median_s")), ratio(ref.get("median_s"), r.get("median_s")) if ref else "-",
+                 "-" if noop else f2(r.get("mb_per_s"), 1), mb(ws), rw, mb(wc), mb(app_bytes(r)),
+                 f2(r.get("median_client_cpu_s"), 1), f2(r.get("median_server_cpu_s"), 1),
+                 f2(peak(r, "client_rss_mb"), 0), rs or "-", runs]
+        if build:
+            cells[4:8] = []
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def hummel_details(recs):
+    out = []
+    for label, r in recs.items():
+        if not is_hummel(label) or "median_hummel_bytes_downloaded" not in r:
+            continue
+        run0 = next((x for x in r["runs"] if x["rc"] == 0), {})
+        out.append(f"- **{label}** (`sync --json`, median): bytes_downloaded {mbu(r.get('median_hummel_bytes_downloaded'))}, "
+                   f"chunks_downloaded {int(r.get('median_hummel_chunks_downloaded') or 0):,}, "
+                   f"bytes_reused {mbu(r.get('median_hummel_bytes_reused'))}, "
+                   f"files_written {int(r.get('median_hummel_files_written') or 0):,}, "
+                   f"files_hashed {int(r.get('median_hummel_files_hashed') or 0):,}, "
+                   f"HTTP requests {int(r.get('median_hummel_requests') or 0):,}, "
+                   f"duration_ms {int(r.get('median_hummel_duration_ms') or 0):,} (max over clients); "
+                   f"wire s→c from master {mbu(r.get('median_hummel_master_s2c'))}, from slaves "
+                   f"{mbu(r.get('median_hummel_slaves_s2c'))}; slaves used {run0.get('hummel_slaves_used', '-')}"
+                   + (f"; no-op: {run0.get('hummel_no_op')}" if "hummel_no_op" in run0 else "") + ".")
+    return "\n".join(out)
+
+
+def cmd_block(recs):
+    out = []
+    for label, r in ordered(recs).items():
+        out.append(f"# {label}" + (f"  ({r['note']})" if r.get("note") else ""))
+        if r.get("prepare"):
+            out.append(f"#   prepare (untimed): {r['prepare']}")
+        out.append(r["cmd"])
+    return "```sh\n" + "\n".join(out) + "\n```"
+
+
+def first_hummel(recs):
+    for lab, r in recs.items():
+        if is_hummel(lab) and r.get("median_s"):
+            return lab, r
+    return None, None
+
+
+def glance(res, set_name, many_set):
+    sc = res["scenarios"]
+    rows = ["| scenario | Hummel s | Hummel wire MB | rsync s (Hummel/rsync) | rsync wire MB | casync s (Hummel/casync) | "
+            "fastest peer: s (Hummel/peer) |", "|---|---|---|---|---|---|---|"]
+
+    def pick(recs, pred):
+        c = [(lab, r) for lab, r in recs.items() if pred(lab) and r.get("median_s")]
+        return c[0] if c else (None, None)
+
+    spec = [("1_full_sync", "(1) full sync", set_name, lambda lab: lab == "rsync daemon",
+             lambda lab: lab.startswith("casync")),
+            ("2_modify_1pct", "(2) 1% modify", set_name, lambda lab: lab == "rsync daemon (whole tree)",
+             lambda lab: lab.startswith("casync extract (whole")),
+            ("3_insert_1KiB", "(3) 1 KiB insert", set_name, lambda lab: lab == "rsync daemon (whole tree)",
+             lambda lab: lab.startswith("casync extract (whole")),
+            ("4_noop", "(4) no-op, cold", set_name, lambda lab: lab == "rsync daemon, cold cache", lambda lab: False),
+            ("4_noop", "(4) no-op, warm", set_name, lambda lab: lab == "rsync daemon, warm cache", lambda lab: False),
+            ("5_many_clients", "(5) 8 clients", many_set, lambda lab: lab.startswith("8 concurrent rsync"),
+             lambda lab: False),
+            ("6_build", "(6) build, cold", set_name, lambda lab: False, lambda lab: lab.startswith("casync make, cold")),
+            ("6_build", "(6) rebuild, nothing changed", set_name, lambda lab: False,
+             lambda lab: lab.startswith("casync make, nothing"))]
+    for prefix, title, sname, is_rsync, is_casync in spec:
+        recs = sc.get(f"{prefix}_{sname}")
+        if not recs:
+            continue
+        cls = {"(4) no-op, cold": "cold", "(4) no-op, warm": "warm", "(5) 8 clients": "8 ",
+               "(6) build, cold": "cold", "(6) rebuild, nothing changed": "nothing changed"}.get(title, "")
+        hl, hr = pick(recs, lambda lab: is_hummel(lab) and (not cls or ref_class(lab) == cls))
+        if not hr:
+            continue
+        _, rr = pick(recs, is_rsync)
+        _, cr = pick(recs, is_casync)
+        peers = [(lab, r) for lab, r in recs.items() if not is_hummel(lab) and r.get("median_s")
+                 and "single" not in lab and "cp -r" not in lab and (not cls or ref_class(lab) == cls
+                                                                           or prefix == "6_build" and cls == "cold"
+                                                                           and "zstd" in lab)]
+        fp = min(peers, key=lambda kv: kv[1]["median_s"]) if peers else (None, None)
+        hw = wire(hr)[0]
+        cells = [f"{title} — {sname}", f2(hr["median_s"]) + noisy(hr), mb(hw, 2) if prefix != "6_build" else "-",
+                 f"{f2(rr['median_s'])} ({ratio(hr['median_s'], rr['median_s'])})" if rr else "-",
+                 mb(wire(rr)[0], 2) if rr else "-",
+                 f"{f2(cr['median_s'])} ({ratio(hr['median_s'], cr['median_s'])})" if cr else "-",
+                 f"{fp[0]}: {f2(fp[1]['median_s'])} ({ratio(hr['median_s'], fp[1]['median_s'])})" if fp[0] else "-"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+HUMMEL_ROWS = [("1_full_sync", "(1) full sync", ""), ("2_modify_1pct", "(2) 1% modify", ""),
+               ("3_insert_1KiB", "(3) 1 KiB insert", ""), ("4_noop", "(4) no-op, cold", "cold"),
+               ("4_noop", "(4) no-op, warm", "warm"), ("5_many_clients", "(5) 1 client", "1 "),
+               ("5_many_clients", "(5) 8 clients", "8 "), ("6_build", "(6) build, cold", "cold"),
+               ("6_build", "(6) rebuild, nothing changed", "nothing changed")]
+
+
+def compare_table(runs):
+    """Hummel's medians across invocations (e.g. two binaries): [(title, results), ...]."""
+    hdr = ["Hummel row"] + [f"{t}: s / wire MB / client RSS MB / client CPU s ((6): build master RSS, CPU)"
+                            for t, _ in runs]
+    lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    for prefix, title, cls in HUMMEL_ROWS:
+        cells = [title]
+        for _, res in runs:
+            mode = res["meta"]["mode"]
+            sname = f"{prefix}_{'quick' if prefix == '5_many_clients' and mode == 'full' else mode}"
+            recs = res["scenarios"].get(sname, {})
+            r = next((x for lab, x in recs.items() if is_hummel(lab) and x.get("median_s")
+                      and (not cls or ref_class(lab) == cls)), None)
+            build = prefix == "6_build"
+            cpu = r.get("median_server_cpu_s" if build else "median_client_cpu_s") if r else None
+            cells.append("-" if r is None else
+                         f"{f2(r['median_s'])}{noisy(r)} / {'-' if build else mb(wire(r)[0], 2)} / "
+                         f"{f2(peak(r, 'build_master_rss_mb' if build else 'client_rss_mb'), 0)} / "
+                         f"{f2(cpu, 1)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def rss_table(res):
+    """Peak RSS per scenario: Hummel client, master, slaves; peers' clients."""
+    rows = ["| scenario | Hummel row | Hummel client | Hummel master | Hummel slave (max of 2) | rsync client | "
+            "casync client | curl/aria2c + decompress client |", "|---|---|---|---|---|---|---|---|"]
+    for sname, recs in res["scenarios"].items():
+        prefix = next((p for p in SCEN_TITLES if sname.startswith(p)), None)
+        if not prefix:
+            continue
+        for lab, r in recs.items():
+            if not is_hummel(lab):
+                continue
+            cls = ref_class(lab)
+
+            def peer(pred):
+                v = [peak(x, "client_rss_mb") for lb, x in recs.items() if pred(lb) and (not cls or ref_class(lb) == cls)
+                     and peak(x, "client_rss_mb") is not None]
+                return f2(max(v), 0) if v else "-"
+            build = prefix == "6_build"
+            rows.append("| " + " | ".join([
+                SCEN_TITLES[prefix].split(" ", 1)[0] + " " + sname[len(prefix) + 1:], lab,
+                f2(peak(r, "client_rss_mb"), 0),
+                f2(peak(r, "build_master_rss_mb" if build else "master_rss_mb"), 0) + (" (build master)" if build else ""),
+                "-" if build else f2(peak(r, "slave_rss_mb"), 0),
+                peer(lambda lb: lb.startswith(("rsync", "1 rsync", "8 concurrent rsync"))),
+                peer(lambda lb: lb.startswith("casync")),
+                peer(lambda lb: "curl" in lb or "aria2c" in lb)]) + " |")
+    return "\n".join(rows)
+
+
+def limits_table(res):
+    L = res.get("limits", {})
+    rows = []
+
+    def add(name, val, cmd):
+        rows.append(f"| {name} | {val} | `{cmd}` |")
+    for k, title in (("disk_write_MBps", "Disk sequential write, 1 GiB, fdatasync"),
+                     ("disk_read_cold_MBps", "Disk sequential read, 1 GiB, cold cache")):
+        if k in L:
+            add(title, f"{L[k]['value']:.0f} MB/s (runs s: " + ", ".join(f"{x:.2f}" for x in L[k]["runs_s"]) + ")", L[k]["cmd"])
+    for n in (1, 4):
+        k = f"loopback_tcp_{n}stream_MBps"
+        if k in L:
+            add(f"Loopback TCP, {n} stream{'s' if n > 1 else ''} (iperf3)", f"{L[k]['value']:,.0f} MB/s "
+                f"({L[k]['value']*8/1000:.1f} Gbit/s; runs {L[k]['runs']})", L[k]["cmd"])
+    for k, title in (("blake3_1thread_MBps", "BLAKE3, 1 thread (b3sum)"),
+                     ("blake3_all_threads_MBps", "BLAKE3, all threads (b3sum)"),
+                     ("sha256_1thread_MBps", "SHA-256, 1 thread (sha256sum)")):
+        if k in L:
+            add(title, f"{L[k]['value']:,} MB/s", L[k]["cmd"])
+    for k in sorted(x for x in L if x.startswith("b3sum_tree_")):
+        add("BLAKE3 over the whole data set tree, cold cache", f"{L[k]['value']:,.0f} MB/s (runs s: "
+            + ", ".join(f"{x:.2f}" for x in L[k]["runs_s"]) + ")", L[k]["cmd"])
+    for lvl, thr in ((1, 1), (3, 1), (9, 1), (3, 2)):
+        k = f"zstd_{lvl}_T{thr}"
+        if k in L:
+            add(f"zstd -{lvl} ({thr} thread{'s' if thr > 1 else ''})",
+                f"compress {L[k]['compress_MBps']:,.0f} MB/s, decompress {L[k]['decompress_MBps']:,.0f} MB/s, "
+                f"ratio {L[k]['ratio']:.2f}", L[k]["cmd"])
+    for k, title in (("gzip6_compress_MBps", "gzip -6 compress (1 thread)"),
+                     ("gzip_decompress_MBps", "gzip decompress (1 thread)"),
+                     ("pigz6_compress_2threads_MBps", "pigz -6 compress (2 threads)"),
+                     ("pigz_decompress_MBps", "pigz decompress")):
+        if k in L:
+            add(title, f"{L[k]['value']:,.0f} MB/s (ratio {L[k]['ratio']:.2f})", L[k]["cmd"])
+    if not rows:
+        return "(not measured in this run: `--only` without `limits`, or smoke mode)"
+    return "| limit | value | command |\n|---|---|---|\n" + "\n".join(rows)
+
+
+def datasets_table(dss):
+    lines = ["| set | files | total MB | large files | medium files | small files | per-file zstd -3 | "
+             "per-file gzip -6 | casync store (3 variants) | generate s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, d in dss.items():
+        k = d["kinds"]
+        lines.append(f"| {name} | {d['n_files']:,} | {mb(d['total_bytes'], 0)} | "
+                     f"{k['large']['n']} × {mb(d['large_file_bytes'], 0)} MB | {k['medium']['n']:,} ({mb(k['medium']['bytes'], 0)} MB) | "
+                     f"{k['small']['n']:,} ({mb(k['small']['bytes'], 0)} MB) | "
+                     f"{mb(d['zstd3_blob_bytes'], 0)} MB (×{d['ratio_zstd3_per_file']:.2f}) | "
+                     f"{mb(d['gz6_blob_bytes'], 0)} MB (×{d['ratio_gz6_per_file']:.2f}) | "
+                     f"{mb(d['casync_store_bytes_all_variants'], 0)} MB, {d['casync_chunks_all_variants']:,} chunks | "
+                     f"{d.get('gen_seconds') or '-'} |")
+    return "\n".join(lines)
+
+
+def prep_table(dss):
+    lines = ["| set | step | seconds | command |", "|---|---|---|---|"]
+    for name, d in dss.items():
+        for k, s in d["prep_seconds"].items():
+            lines.append(f"| {name} | {k} | {s:.1f} | `{d['prep_cmds'][k]}` |")
+    return "\n".join(lines)
+
+
+def setup_table(res):
+    lines = ["| set | step | build --wait s | until replicated on 2 slaves s | files reused | packs written |",
+             "|---|---|---|---|---|---|"]
+    for name, st in res.get("hummel_setup", {}).items():
+        items = [("initial build (base), cold cache", st.get("initial"))]
+        items += [(f"switch to '{x['variant']}'", x) for x in st.get("switches", [])]
+        for title, x in items:
+            if x:
+                lines.append(f"| {name} | {title} | {x['build_s']:.2f} | {x['replicated_s']:.2f} | "
+                             f"{x.get('files_reused')} | {x.get('packs_written')} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- document
+def render(results, also=()):
+    o = []
+    main_mode = next(m for m in ("full", "quick", "smoke") if m in results)
+    res = results[main_mode]
+    meta = res["meta"]
+    set_name = main_mode
+    many_set = "smoke" if main_mode == "smoke" else "quick"
+    o.append("# Hummel benchmarks: Hummel beside rsync, zsync, casync, per-file blobs and `cp -r`\n")
+    o.append(f"Generated by `{meta.get('command', 'bench/run.sh ' + main_mode)}` on {meta['date_utc']} UTC "
+             f"({meta['hummel']}). Every tool ran on the same seeded data, on the same machine, in the same "
+             "invocation, against servers on 127.0.0.1. Raw per-run numbers: "
+             f"`{meta.get('root', ROOT)}/results/{main_mode}.json`; the harness is in `bench/` "
+             "(see `bench/README.md`)."
+             + (" Rendered with `python3 bench/report.py --also <results of another invocation>` to list Hummel's "
+                "rows of that invocation too." if also else "") + "\n")
+    o.append(f"## At a glance ({main_mode} set, medians of {meta['runs']} run(s), "
+             f"{'cold' if meta['cold_cache'] else 'warm'} cache)\n")
+    o.append(glance(res, set_name, many_set) + "\n")
+    o.append("Ratios are Hummel time / peer time: **below 1 means Hummel was faster**. Wire = server→client bytes "
+             "on lo. (2)/(3) compare whole-tree syncs; single-file peer rows are in the sections below.\n")
+    if also:
+        o.append("### The same Hummel rows in other invocations\n")
+        o.append("Separate invocations of the same harness on the same data (possibly another Hummel binary, see "
+                 "the sha256); differences include run-to-run noise of this shared VM.\n")
+        runs = [(f"{meta['date_utc']} UTC, {meta['hummel'].split('sha256 ')[-1].rstrip(')')} (this document)", res)]
+        runs += [(f"{r['meta']['date_utc']} UTC, {r['meta']['hummel'].split('sha256 ')[-1].rstrip(')')}", r)
+                 for r in also]
+        o.append(compare_table(runs) + "\n")
+    o.append("## How to read this\n")
+    o.append("- **Time** = wall clock of the client command(s) plus a final `sync` (written data flushed), page "
+             "cache dropped before every run (both sides: one machine). **median s** is the median of the runs, "
+             "all of which are listed in **runs (s)**.")
+    o.append("- **Hummel/peer time** and **Hummel/peer wire**: the Hummel row of the same kind (cold/warm, 1/8 "
+             "clients, build/rebuild; otherwise the first Hummel row of the table) divided by this row. Below 1: "
+             "Hummel needed less. Hummel rows compare against the first Hummel row.")
+    o.append("- **wire** = bytes counted by iptables on `lo` per server port, TCP/IP headers included: for Hummel "
+             "the master port (index, locate, revision, client report) plus the two slave ports (packs); for peers "
+             "the rsync daemon or nginx port. **app MB** = what the tool itself reports: Hummel `sync --json` "
+             "`bytes_downloaded` (compressed bytes from slaves), rsync `--stats` bytes received, nginx `$bytes_sent`.")
+    o.append("- **client CPU s** = user+sys of the client process tree; **server CPU s** = user+sys of the server "
+             "processes (Hummel: master + both slaves, or the build master in (6); peers: rsync daemon or nginx). "
+             "**client peak RSS** = largest process of the client tree (`/usr/bin/time %M`); for 8 clients it is "
+             "the largest single client. **Hummel master / slave RSS** = VmHWM of the master and the larger "
+             "slave during the run (peak reset before each run via `/proc/PID/clear_refs`).")
+    o.append("- Marks: `~` runs spread more than 20% around the median (noisy); `†` most runs had more than "
+             "0.35 core-seconds per second of CPU not belonging to the harness (another user was busy); "
+             "`¹` fewer than 3 successful runs. Treat differences below ~20% on marked rows as noise.")
+    o.append("- Server and clients share one small VM (2 cores, one virtio disk), so server CPU competes with the "
+             "client; absolute MB/s are low and disk-bound. Ratios matter more than absolute numbers.\n")
+
+    o.append("## Machine and method\n")
+    v = meta["versions"]
+    o.append(f"- Machine: {meta['cpu']}, nproc {meta['nproc']}, {meta['mem_gib']} GiB RAM, kernel {meta['kernel']}, "
+             f"disk {meta.get('disk', '-')} ({meta['fs']}), inside a VM (disk numbers include the host's caching).")
+    o.append(f"- Date: {meta['date_utc']} UTC; load average at start {', '.join(f'{x:.2f}' for x in meta['load_at_start'])}.")
+    cache = ("`sync; echo 3 > /proc/sys/vm/drop_caches` before every timed run unless the row says warm"
+             if meta["cold_cache"] else "WARM page cache (smoke mode, `--warm`, or drop_caches not permitted)")
+    o.append(f"- Cache: {cache}.")
+    o.append("- Load guard: before every run the harness waits until the machine is idle (<30% CPU); a run during "
+             "which CPU not accounted to the harness exceeded 0.35 core-seconds per second (+1 s) is repeated "
+             "(up to 3 times).")
+    o.append(f"- Wire accounting: {meta.get('wire_accounting')}. Servers: rsync daemon `rsync://127.0.0.1:8873`, "
+             f"{meta.get('http_server')} on `http://127.0.0.1:8080` (2 workers, sendfile; per-file blobs, casync "
+             "store, zsync files), Hummel master `127.0.0.1:17070` (quick set; full 17170) with slaves on the next "
+             "two ports, build master (6) on 17099.")
+    o.append("- Hummel topology: `hummel master --repo <working copy> --data … --listen 127.0.0.1:PORT` and 2 × "
+             "`hummel slave --master URL --data … --listen 127.0.0.1:PORT+i`, default settings (replication 2, "
+             "heartbeat 3 s), tokens via `HUMMEL_WRITE_TOKEN` / `HUMMEL_SLAVE_TOKEN`, fresh data folders in each "
+             "invocation. The master's repository is a hardlink farm of the data set whose large file is swapped "
+             "(`ln -f`, never written through) to the modified / inserted variant, then `hummel build --wait` and a "
+             "wait until `hummel status --json` shows `replication.under_replicated == 0`, no pending assignment "
+             "and both slaves live (untimed; durations in the Hummel setup table below).")
+    for mode, r in results.items():
+        m = r["meta"]
+        if m.get("harness_seconds"):
+            o.append(f"- Harness duration ({mode}): {m['harness_seconds']/60:.1f} min, of which "
+                     f"{m.get('waited_for_idle_seconds', 0)/60:.1f} min waiting for an idle machine, "
+                     f"{m.get('busy_retries', 0)} runs repeated; extras {'on' if m.get('extras') else 'off'}.")
+        for rr in r.get("reruns", []):
+            o.append(f"  - later partial re-run: `{rr.get('command')}` at {rr['date_utc']} UTC")
+    o.append(f"- Versions: Hummel {meta['hummel']}; " + "; ".join(f"{k}: {val}" for k, val in v.items()) + "\n")
+
+    o.append("## Exact commands\n")
+    o.append("```sh\nbench/run.sh quick                 # this document: ~316 MB set, 3 runs per row, all sections\n"
+             "bench/run.sh full                  # ~3.2 GB set for (1)-(4) and (6); quick set for (5); ~1.5 h\n"
+             "bench/run.sh quick --only 2,3 --runs 5   # some sections again (results merged into the same JSON)\n"
+             "bench/run.sh smoke                 # tiny set, 1 run, warm, no iptables: < 1 min, checks the harness\n"
+             "bench/run.sh quick --root /data/hb # another root (default /tmp/hummel-bench or $HB_ROOT)\n```\n")
+    o.append("`run.sh` installs missing peers (apt: rsync zsync casync aria2 nginx-light zstd hyperfine iperf3 pigz "
+             "curl iptables time; cargo: b3sum), copies `target/release/hummel` to `ROOT/bin/hummel` (the binary "
+             "measured), runs `bench/bench.py`, then `bench/report.py`. Every row's exact command and untimed "
+             "preparation step are listed under each table.\n")
+
+    dss = {}
+    for r in results.values():
+        dss.update(r.get("datasets", {}))
+    o.append("## Data sets\n")
+    o.append("Deterministic (seed 1) synthetic \"mod repository\" (`bench/gen_data.py`): 4 large `.pbo` files, medium "
+             "files (100 KiB–5 MiB, heavy-tailed), small files (1–20 KiB) in nested `@mod_NNN/...` folders; content "
+             "mixed per 1 MiB segment of random bytes, Zipf-ish text and skewed binary records.\n")
+    o.append(datasets_table(dss) + "\n")
+    for name, d in dss.items():
+        o.append(f"- {name}: modified file `{d['variant_file']}`; (2) overwrites {d['variant_mod']['bytes']:,} bytes at "
+                 f"offset {d['variant_mod']['offset']:,}; (3) inserts {d['variant_ins']['bytes']:,} bytes at offset "
+                 f"{d['variant_ins']['offset']:,}.")
+    o.append("")
+
+    notes = {
+        "1_full_sync": "DEST does not exist before each run (`rm -rf`, untimed).",
+        "2_modify_1pct": "Every tool starts from the base revision. Hummel: the client folder is a synced base copy "
+                         "whose stat cache is valid; before each run the changed file and `.hummel/{state,index}` are "
+                         "restored from a private copy (untimed), so that one file is re-hashed in every run (peers "
+                         "read their basis file too). The second Hummel row starts from a fresh `cp -a` of the synced "
+                         "base folder: new inodes and ctimes, so Hummel re-hashes every file. Peers: hardlink copy of "
+                         "a client-side copy, the changed file restored before each run. \"single file\" rows sync "
+                         "only the changed large file; MB/s is relative to the tree or that file.",
+        "4_noop": "Client tree identical to the server tree. Hummel: the synced base folder (valid stat cache).",
+        "5_many_clients": "All clients start at the same time into empty folders; MB/s = aggregate logical bytes "
+                          "delivered / wall time. Hummel's server CPU = master + both slaves.",
+        "6_build": "Server-side preparation of the whole tree from a cold cache. Hummel: a separate master with no "
+                   "slaves and an empty data folder (started untimed), timed `hummel build --wait` (walk, FastCDC, "
+                   "BLAKE3, zstd, packs, SQLite); the rebuild runs on the same master with nothing changed. CPU of "
+                   "Hummel is in the server column (the build master). casync: `casync make` into an empty / kept "
+                   "store. zstd: per-file `zstd -3` on both cores (no content addressing, no index).",
+    }
+    notes["3_insert_1KiB"] = notes["2_modify_1pct"]
+    order = ["full", "quick", "smoke"]
+    for prefix, title in SCEN_TITLES.items():
+        for mode in order:
+            r = results.get(mode)
+            if not r:
+                continue
+            for sname, recs in r["scenarios"].items():
+                if not sname.startswith(prefix):
+                    continue
+                sset = sname[len(prefix) + 1:]
+                d = dss.get(sset, {})
+                o.append(f"## {title} — {sset} set ({mode} run)\n")
+                line = f"Tree: {d['n_files']:,} files, {mb(d['total_bytes'], 0)} MB. " if d else ""
+                o.append(line + notes.get(prefix, "") + "\n")
+                o.append(scen_table(recs, prefix) + "\n")
+                det = hummel_details(recs)
+                if det:
+                    o.append(det + "\n")
+                if prefix == "6_build":
+                    L = r.get("limits", {})
+                    z = [f"zstd -{k.split('_')[1]} ({k.split('_T')[1]} thr): compress {L[k]['compress_MBps']:,.0f} MB/s"
+                         for k in ("zstd_1_T1", "zstd_3_T1", "zstd_3_T2") if k in L]
+                    if z:
+                        o.append("Compression limits measured in the same run: " + "; ".join(z) + ".\n")
+                o.append("<details><summary>exact commands</summary>\n\n" + cmd_block(recs) + "\n\n</details>\n")
+    o.append("## (7) Peak RSS (MB = MiB of VmHWM / maxrss, largest over the runs)\n")
+    o.append(rss_table(res) + "\n")
+    o.append("## Hummel setup (untimed, once per invocation)\n")
+    o.append(setup_table(res) + "\n")
+    o.append("## Machine limits\n")
+    o.append(limits_table(res) + "\n")
+    o.append("## Server-side preparation of the peers (once per data set, cached, cold cache, no load guard)\n")
+    o.append(prep_table(dss) + "\n")
+    return "\n".join(o) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "BENCHMARKS.md"))
+    ap.add_argument("--results", default=f"{ROOT}/results", help="folder with smoke/quick/full .json")
+    ap.add_argument("--modes", default="full,quick", help="which results to render, first found is the main one")
+    ap.add_argument("--also", action="append", default=[],
+                    help="results JSON of another invocation (e.g. an older binary) whose Hummel rows are listed "
+                         "beside this one's; repeatable")
+    a = ap.parse_args()
+    results = {}
+    for mode in a.modes.split(","):
+        p = f"{a.results}/{mode}.json"
+        if os.path.exists(p):
+            with open(p) as f:
+                results[mode] = json.load(f)
+    if not results:
+        raise SystemExit(f"no results in {a.results} for {a.modes}; run bench/run.sh first")
+    with open(a.out, "w") as f:
+        also = []
+        for p in a.also:
+            with open(p) as g:
+                also.append(json.load(g))
+        f.write(render(results, also))
+    print(f"wrote {os.path.normpath(a.out)}")
+
+
+if __name__ == "__main__":
+    main()
