@@ -206,12 +206,14 @@ impl MasterApi {
         self.json(resp, "revision").await
     }
 
-    /// `GET /api/v1/index?revision=N&path=SUB`: the encoded index, at most
-    /// [`MAX_INDEX_RESPONSE`] bytes. Not decoded here.
+    /// `GET /api/v1/index?revision=N&path=SUB[&since=M]`: the encoded index, or a delta from
+    /// revision M when `since` is given and the master can; at most [`MAX_INDEX_RESPONSE`]
+    /// bytes. Not decoded here.
     pub(crate) async fn index(
         &self,
         revision: u64,
         path: Option<&RelPath>,
+        since: Option<u64>,
     ) -> Result<Vec<u8>, SyncError> {
         let mut url = self.url(api::INDEX);
         {
@@ -219,6 +221,9 @@ impl MasterApi {
             q.append_pair("revision", &revision.to_string());
             if let Some(p) = path {
                 q.append_pair("path", p.as_str());
+            }
+            if let Some(m) = since {
+                q.append_pair("since", &m.to_string());
             }
         }
         let resp = self.send(self.http.get(url), "index").await?;

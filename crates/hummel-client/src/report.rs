@@ -57,6 +57,10 @@ pub struct SyncReport {
     pub bad_slaves: Vec<String>,
     /// The index came from the state folder rather than the master.
     pub index_reused: bool,
+    /// The master sent only the changes since the revision held (rebuilt locally).
+    pub index_delta: bool,
+    /// Bytes of index (or index delta) received from the master.
+    pub index_bytes_downloaded: u64,
     /// Wall time.
     pub duration_ms: u64,
 }

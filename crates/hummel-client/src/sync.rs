@@ -179,19 +179,25 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         .await?
     };
     let wanted = |i: &Index| i.revision == revision && i.root == opts.path;
+    let mut index_received = (false, 0u64);
     let (index, index_bytes, old_index, index_reused) = match held_index {
         Some((bytes, index)) if wanted(&index) => {
             tracing::debug!(revision, "reusing the held index");
             (index, bytes, None, true)
         }
         held_index => {
-            let bytes = master.index(revision, opts.path.as_ref()).await?;
-            let (bytes, index) = blocking(move || {
-                let (index, _) = hummel_core::index::decode(&bytes)
-                    .map_err(|e| SyncError::Index(e.to_string()))?;
-                Ok((bytes, index))
-            })
-            .await?;
+            // Holding an older revision of this subtree from this master, ask only for what
+            // changed since; the master may still answer with the whole index.
+            let since = held_index
+                .as_ref()
+                .filter(|(_, i)| {
+                    same_source.is_some() && i.root == opts.path && i.revision < revision
+                })
+                .map(|(_, i)| i.revision);
+            let bytes = master.index(revision, opts.path.as_ref(), since).await?;
+            index_received = (hummel_core::delta::is_delta(&bytes), bytes.len() as u64);
+            let base = held_index.as_ref().map(|(_, i)| i.clone());
+            let (bytes, index) = blocking(move || index_from_answer(bytes, base.as_ref())).await?;
             if !wanted(&index) {
                 return Err(SyncError::Index(format!(
                     "asked for revision {revision} of {}, got revision {} of {}",
@@ -251,6 +257,7 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     };
     let mut report = run.execute(plan).await?;
     report.files_hashed = files_hashed;
+    (report.index_delta, report.index_bytes_downloaded) = index_received;
     report.duration_ms = started.elapsed().as_millis() as u64;
     tracing::info!(
         revision = report.revision,
@@ -371,6 +378,8 @@ impl Execution<'_> {
             slaves_used: fetched.slaves_used.into_iter().collect(),
             bad_slaves,
             index_reused: self.index_reused,
+            index_delta: false,
+            index_bytes_downloaded: 0,
             duration_ms: 0,
         })
     }
@@ -478,6 +487,32 @@ fn state_after_sync(
 }
 
 /// `POST /api/v1/client/report`, best effort: a failure is only a warning.
+/// The index the master answered with: a whole index, or a delta rebuilt on `base` (the index
+/// held). Returns the encoded whole index (to keep) and the index.
+fn index_from_answer(bytes: Vec<u8>, base: Option<&Index>) -> Result<(Vec<u8>, Index), SyncError> {
+    if hummel_core::delta::is_delta(&bytes) {
+        let base = base
+            .ok_or_else(|| SyncError::Index("the master sent a delta for no index held".into()))?;
+        let delta = hummel_core::delta::decode_delta(&bytes)
+            .map_err(|e| SyncError::Index(e.to_string()))?;
+        let index = delta
+            .apply(base)
+            .map_err(|e| SyncError::Index(e.to_string()))?;
+        tracing::debug!(
+            from = delta.base_revision,
+            to = delta.revision,
+            changed = delta.upserted.len(),
+            removed = delta.removed.len(),
+            bytes = bytes.len(),
+            "rebuilt the index from a delta"
+        );
+        return Ok((hummel_core::index::encode(&index), index));
+    }
+    let (index, _) =
+        hummel_core::index::decode(&bytes).map_err(|e| SyncError::Index(e.to_string()))?;
+    Ok((bytes, index))
+}
+
 async fn report_to_master(
     master: &MasterApi,
     state_dir: &StateDir,

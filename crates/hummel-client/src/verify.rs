@@ -84,7 +84,7 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport, SyncError> {
     let index = match held {
         Some(i) if wanted(&i) => i,
         _ => {
-            let bytes = master.index(revision, opts.path.as_ref()).await?;
+            let bytes = master.index(revision, opts.path.as_ref(), None).await?;
             let index = blocking(move || {
                 hummel_core::index::decode(&bytes)
                     .map(|(i, _)| i)

@@ -10,6 +10,8 @@
 //!   appends compressed chunks and a table of contents; a pack is named by the BLAKE3 of its bytes.
 //! - [`relpath`]: [`RelPath`], a validated repository path. Every path is checked on build and on
 //!   sync; nothing that could escape a folder gets through.
+//! - [`delta`]: [`delta::IndexDelta`], the changes between two revisions of a subtree, so a
+//!   client that holds one fetches only what changed; checked by a digest of the result.
 //! - [`index`]: [`Index`], an immutable numbered revision (or subtree of one): directories,
 //!   files with their chunk lists, and where each chunk lives. Versioned binary envelope with
 //!   room for a signature.
@@ -19,6 +21,7 @@
 
 pub mod chunk;
 pub mod codec;
+pub mod delta;
 pub mod hash;
 pub mod index;
 pub mod pack;

@@ -33,6 +33,10 @@ use crate::master::{EMBEDDED_SLAVE_ID, IndexLookupError, Master};
 
 /// Header carrying the revision number of an index response (`X-Hummel-Revision`).
 pub(crate) const REVISION_HEADER: &str = "x-hummel-revision";
+/// Says whether `/api/v1/index` answered with the whole index or a delta (`since`).
+pub(crate) const INDEX_KIND_HEADER: &str = "x-hummel-index-kind";
+const INDEX_KIND_FULL: &str = "full";
+const INDEX_KIND_DELTA: &str = "delta";
 /// Longest slave or client id accepted.
 const MAX_ID_LEN: usize = 128;
 /// Longest slave URL accepted.
@@ -269,6 +273,8 @@ async fn revision(_: ReadAccess, State(master): State<Master>) -> Json<RevisionI
 struct IndexQuery {
     revision: Option<u64>,
     path: Option<String>,
+    /// The revision the client holds: answer with a delta from it when possible.
+    since: Option<u64>,
 }
 
 async fn index(
@@ -286,8 +292,18 @@ async fn index(
         .metrics
         .index_requests
         .fetch_add(1, Ordering::Relaxed);
-    let lookup = blocking(move || master.index_bytes(q.revision, path.as_ref())).await?;
-    let (number, bytes) = lookup.map_err(|e| match e {
+    let lookup = blocking(move || {
+        if let Some(since) = q.since
+            && let Some(delta) = master.index_delta_bytes(q.revision, path.as_ref(), since)?
+        {
+            return Ok((delta.0, delta.1, INDEX_KIND_DELTA));
+        }
+        master
+            .index_bytes(q.revision, path.as_ref())
+            .map(|(n, b)| (n, b, INDEX_KIND_FULL))
+    })
+    .await?;
+    let (number, bytes, kind) = lookup.map_err(|e| match e {
         IndexLookupError::NoRevision => {
             ApiError::not_found("no_revision", "no revision has been published yet")
         }
@@ -309,6 +325,10 @@ async fn index(
             (
                 header::HeaderName::from_static(REVISION_HEADER),
                 HeaderValue::from(number),
+            ),
+            (
+                header::HeaderName::from_static(INDEX_KIND_HEADER),
+                HeaderValue::from_static(kind),
             ),
         ],
         bytes,

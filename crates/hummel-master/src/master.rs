@@ -456,26 +456,17 @@ impl Master {
         path: Option<&RelPath>,
     ) -> Result<(u64, Bytes), IndexLookupError> {
         let current = self.current().ok_or(IndexLookupError::NoRevision)?;
-        let loaded = match revision {
-            None => current,
-            Some(n) if n == current.row.number => current,
-            Some(n) => {
-                let row = read(&self.inner.history)
-                    .iter()
-                    .find(|r| r.number == n)
-                    .cloned()
-                    .ok_or(IndexLookupError::NoSuchRevision(n))?;
-                if !revision::index_path(&self.inner.revisions_dir, n).is_file() {
-                    return Err(IndexLookupError::NoSuchRevision(n));
-                }
-                if path.is_none() {
-                    let bytes = revision::read_index_bytes(&self.inner.revisions_dir, n)
-                        .map_err(IndexLookupError::Internal)?;
-                    return Ok((n, bytes));
-                }
-                self.old_revision(row).map_err(IndexLookupError::Internal)?
-            }
-        };
+        if let Some(n) = revision
+            && n != current.row.number
+            && path.is_none()
+        {
+            // A whole old revision: its file as it is, without decoding it.
+            self.revision_row(n)?;
+            let bytes = revision::read_index_bytes(&self.inner.revisions_dir, n)
+                .map_err(IndexLookupError::Internal)?;
+            return Ok((n, bytes));
+        }
+        let loaded = self.loaded_revision(revision)?;
         let number = loaded.row.number;
         match path {
             None => Ok((number, loaded.encoded.clone())),
@@ -485,6 +476,74 @@ impl Master {
                     .subtree(dir)
                     .ok_or_else(|| IndexLookupError::NoSuchPath(dir.clone()))?;
                 Ok((number, Bytes::from(hummel_core::index::encode(&sub))))
+            }
+        }
+    }
+
+    /// The changes of `path` from revision `since` to `revision` (default: current), encoded, or
+    /// `None` when no delta can be given (`since` unknown or gone, same revision, or a change of
+    /// chunker): the caller then sends the whole index.
+    pub(crate) fn index_delta_bytes(
+        &self,
+        revision: Option<u64>,
+        path: Option<&RelPath>,
+        since: u64,
+    ) -> Result<Option<(u64, Bytes)>, IndexLookupError> {
+        let target = self.loaded_revision(revision)?;
+        if since >= target.row.number {
+            return Ok(None);
+        }
+        let Ok(base) = self.loaded_revision(Some(since)) else {
+            return Ok(None);
+        };
+        let (base_sub, target_sub) = match path {
+            None => (base.index.as_ref().clone(), target.index.as_ref().clone()),
+            Some(dir) => {
+                let t = target
+                    .index
+                    .subtree(dir)
+                    .ok_or_else(|| IndexLookupError::NoSuchPath(dir.clone()))?;
+                let Some(b) = base.index.subtree(dir) else {
+                    return Ok(None);
+                };
+                (b, t)
+            }
+        };
+        Ok(
+            hummel_core::delta::IndexDelta::between(&base_sub, &target_sub).map(|d| {
+                (
+                    target.row.number,
+                    Bytes::from(hummel_core::delta::encode_delta(&d)),
+                )
+            }),
+        )
+    }
+
+    /// The history row of revision `n`, if its index file is still there.
+    fn revision_row(&self, n: u64) -> Result<RevisionRow, IndexLookupError> {
+        let row = read(&self.inner.history)
+            .iter()
+            .find(|r| r.number == n)
+            .cloned()
+            .ok_or(IndexLookupError::NoSuchRevision(n))?;
+        if !revision::index_path(&self.inner.revisions_dir, n).is_file() {
+            return Err(IndexLookupError::NoSuchRevision(n));
+        }
+        Ok(row)
+    }
+
+    /// Revision `revision` (default: current), decoded.
+    fn loaded_revision(
+        &self,
+        revision: Option<u64>,
+    ) -> Result<Arc<LoadedRevision>, IndexLookupError> {
+        let current = self.current().ok_or(IndexLookupError::NoRevision)?;
+        match revision {
+            None => Ok(current),
+            Some(n) if n == current.row.number => Ok(current),
+            Some(n) => {
+                let row = self.revision_row(n)?;
+                self.old_revision(row).map_err(IndexLookupError::Internal)
             }
         }
     }

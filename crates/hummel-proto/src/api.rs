@@ -2,8 +2,11 @@
 //!
 //! Client → master (read token if configured):
 //! - `GET  /api/v1/revision` → [`RevisionInfo`] (cheap; the no-op check)
-//! - `GET  /api/v1/index?revision=N&path=SUB` → encoded [`hummel_core::Index`] of the subtree
-//!   (`application/octet-stream`); `revision` defaults to the current one, `path` to the root.
+//! - `GET  /api/v1/index?revision=N&path=SUB[&since=M]` → encoded [`hummel_core::Index`] of the
+//!   subtree (`application/octet-stream`); `revision` defaults to the current one, `path` to the
+//!   root. With `since=M` (the revision the client holds) the answer may instead be an encoded
+//!   [`hummel_core::delta::IndexDelta`] from M (header `X-Hummel-Index-Kind: delta`; the magic
+//!   says so too); the client rebuilds N from the index it holds.
 //! - `POST /api/v1/locate` [`LocateRequest`] → [`LocateResponse`]: which live slaves hold which packs
 //! - `POST /api/v1/client/report` [`ClientReport`] → 204: what the client now holds
 //! - `GET  /api/v1/status` → [`StatusResponse`]

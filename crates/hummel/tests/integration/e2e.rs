@@ -20,6 +20,8 @@ fn master_two_slaves_client_end_to_end() {
     let r = c.sync(&dest, &[]);
     assert_same_tree(&c.repo, &dest);
     assert_eq!(n(&r, "revision"), 1);
+    assert_eq!(r["index_delta"], false, "{r}");
+    let full_index = n(&r, "index_bytes_downloaded");
     let files = digest(&c.repo)
         .values()
         .filter(|v| v.starts_with("file"))
@@ -95,6 +97,30 @@ fn master_two_slaves_client_end_to_end() {
         "renamed file not reused: {r}"
     );
     assert!(n(&r, "chunks_downloaded") <= 12, "{r}");
+    // Only the changes of the index travelled, not the whole index again.
+    assert_eq!(r["index_delta"], true, "{r}");
+    assert!(n(&r, "index_bytes_downloaded") < full_index, "delta not smaller than the index ({full_index}): {r}");
+
+    // A client that never synced gets the whole index; a subtree client gets deltas too.
+    let sub = c.path("sub");
+    let r = c.sync(&sub, &["--path", "@mod_a"]);
+    assert_eq!(r["index_delta"], false, "{r}");
+    write(&c.repo, "@mod_a/added later.txt", b"later");
+    c.build();
+    c.wait_replicated();
+    let r = c.sync(&sub, &["--path", "@mod_a"]);
+    assert_eq!(r["index_delta"], true, "{r}");
+    assert_same_tree(&c.repo.join("@mod_a"), &sub);
+    // A change elsewhere in the repository is an empty delta for this subtree.
+    write(&c.repo, "top-level later.txt", b"elsewhere");
+    c.build();
+    c.wait_replicated();
+    let r = c.sync(&sub, &["--path", "@mod_a"]);
+    assert_eq!(n(&r, "files_written"), 0, "{r}");
+    assert_same_tree(&c.repo.join("@mod_a"), &sub);
+    let r = c.sync(&dest, &[]);
+    assert_eq!(r["index_delta"], true, "{r}");
+    assert_same_tree(&c.repo, &dest);
 }
 
 #[test]
