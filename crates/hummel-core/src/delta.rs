@@ -41,14 +41,86 @@ pub struct IndexDelta {
     pub root: Option<RelPath>,
     /// Paths of the base that `revision` no longer has.
     pub removed: Vec<RelPath>,
-    /// Entries that are new or differ, sorted by path; file chunk lists index into `chunks`.
+    /// Entries that are new or differ, sorted by path; file chunk lists index into `chunks`,
+    /// except for files listed in `patches`, whose chunk lists are empty here.
     pub upserted: Vec<Entry>,
+    /// Changed files whose chunk list is described as runs over the base file's list.
+    pub patches: Vec<FilePatch>,
     /// Locations of the chunks the upserted files use.
     pub chunks: Vec<ChunkLocation>,
     /// Packs those chunks live in, sorted by number.
     pub packs: Vec<PackInfo>,
     /// [`entries_digest`] of `revision`: what the rebuilt index must match.
     pub entries_digest: Hash,
+}
+
+/// The chunk list of a changed file, as runs: most of a large file's chunks are the ones it
+/// had, so only the runs and the new chunks travel, not a location per chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePatch {
+    /// Position of the file in [`IndexDelta::upserted`].
+    pub entry: u32,
+    /// The file's chunks, in order.
+    pub runs: Vec<ChunkRun>,
+}
+
+/// A run of a patched file's chunk list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkRun {
+    /// `count` chunks of the base file's list, from position `from`.
+    Old {
+        /// First position in the base file's chunk list.
+        from: u32,
+        /// How many.
+        count: u32,
+    },
+    /// `count` chunks of [`IndexDelta::chunks`], from position `from`.
+    New {
+        /// First position in the delta's chunk table.
+        from: u32,
+        /// How many.
+        count: u32,
+    },
+}
+
+/// Describes `new` as runs over `old` (same chunk location = same chunk), adding the chunks
+/// `old` lacks to `table`. Returns `None` when that would not be shorter than listing them.
+fn runs_over(
+    old: &[ChunkLocation],
+    new: &[ChunkLocation],
+    table: &mut ChunkTable,
+) -> Option<Vec<ChunkRun>> {
+    let mut first_at: HashMap<Hash, u32> = HashMap::new();
+    for (i, c) in old.iter().enumerate() {
+        first_at.entry(c.hash).or_insert(i as u32);
+    }
+    let mut runs: Vec<ChunkRun> = Vec::new();
+    for c in new {
+        let at = first_at
+            .get(&c.hash)
+            .copied()
+            .filter(|&j| old[j as usize] == *c);
+        match (at, runs.last_mut()) {
+            // Continue a copy run when the next old chunk is the one wanted.
+            (Some(_), Some(ChunkRun::Old { from, count }))
+                if old.get((*from + *count) as usize) == Some(c) =>
+            {
+                *count += 1;
+            }
+            (Some(j), _) => runs.push(ChunkRun::Old { from: j, count: 1 }),
+            (None, last) => {
+                let pos = table.add(*c);
+                match last {
+                    Some(ChunkRun::New { from, count }) if *from + *count == pos => *count += 1,
+                    _ => runs.push(ChunkRun::New {
+                        from: pos,
+                        count: 1,
+                    }),
+                }
+            }
+        }
+    }
+    (runs.len() * 2 < new.len()).then_some(runs)
 }
 
 /// A file or directory with its chunk locations resolved, comparable across indexes.
@@ -137,6 +209,13 @@ impl ChunkTable {
         })
     }
 
+    /// Forgets the chunks added after the first `len`.
+    fn truncate(&mut self, len: usize) {
+        for c in self.chunks.drain(len..) {
+            self.positions.remove(&c.hash);
+        }
+    }
+
     fn entry(&mut self, path: RelPath, r: &Resolved) -> Entry {
         let kind = match r {
             Resolved::Dir(mode) => EntryKind::Dir(crate::index::DirEntry { mode: *mode }),
@@ -185,11 +264,47 @@ impl IndexDelta {
             .collect();
         let mut table = ChunkTable::default();
         let mut upserted = Vec::new();
+        let mut patches = Vec::new();
         for e in &target.entries {
             let r = resolve(target, &e.kind);
-            if old.get(e.path.as_str()) != Some(&r) {
-                upserted.push(table.entry(e.path.clone(), &r));
+            let before = old.get(e.path.as_str());
+            if before == Some(&r) {
+                continue;
             }
+            if let (
+                Some(Resolved::File {
+                    chunks: old_chunks, ..
+                }),
+                Resolved::File {
+                    size,
+                    mode,
+                    mtime_ns,
+                    hash,
+                    chunks,
+                },
+            ) = (before, &r)
+            {
+                let mark = table.chunks.len();
+                if let Some(runs) = runs_over(old_chunks, chunks, &mut table) {
+                    patches.push(FilePatch {
+                        entry: upserted.len() as u32,
+                        runs,
+                    });
+                    upserted.push(Entry {
+                        path: e.path.clone(),
+                        kind: EntryKind::File(FileEntry {
+                            size: *size,
+                            mode: *mode,
+                            mtime_ns: *mtime_ns,
+                            hash: *hash,
+                            chunks: Vec::new(),
+                        }),
+                    });
+                    continue;
+                }
+                table.truncate(mark);
+            }
+            upserted.push(table.entry(e.path.clone(), &r));
         }
         let removed = base
             .entries
@@ -206,6 +321,7 @@ impl IndexDelta {
             root: target.root.clone(),
             removed,
             upserted,
+            patches,
             chunks: table.chunks,
             packs,
             entries_digest: entries_digest(target),
@@ -247,8 +363,37 @@ impl IndexDelta {
             chunks: self.chunks.clone(),
             packs: self.packs.clone(),
         };
-        for e in &self.upserted {
-            tree.insert(e.path.clone(), resolve(&delta_view, &e.kind));
+        let mut patched: HashMap<u32, Vec<ChunkLocation>> = HashMap::new();
+        for p in &self.patches {
+            let Some(e) = self.upserted.get(p.entry as usize) else {
+                return bad("patch for an entry that does not exist");
+            };
+            let Some(Resolved::File { chunks: old, .. }) = tree.get(&e.path) else {
+                return bad("patch for a file the base does not have");
+            };
+            let mut list = Vec::new();
+            for run in &p.runs {
+                let (source, from, count) = match *run {
+                    ChunkRun::Old { from, count } => (old.as_slice(), from, count),
+                    ChunkRun::New { from, count } => (self.chunks.as_slice(), from, count),
+                };
+                let Some(part) =
+                    source.get(from as usize..(from as usize).saturating_add(count as usize))
+                else {
+                    return bad("chunk run out of range");
+                };
+                list.extend_from_slice(part);
+            }
+            patched.insert(p.entry, list);
+        }
+        for (i, e) in self.upserted.iter().enumerate() {
+            let mut r = resolve(&delta_view, &e.kind);
+            if let (Some(list), Resolved::File { chunks, .. }) =
+                (patched.remove(&(i as u32)), &mut r)
+            {
+                *chunks = list;
+            }
+            tree.insert(e.path.clone(), r);
         }
         let mut table = ChunkTable::default();
         let entries: Vec<Entry> = tree
@@ -448,6 +593,72 @@ mod tests {
             kind: EntryKind::Dir(DirEntry { mode: 0o755 }),
         });
         assert!(t.apply(&a).is_err());
+    }
+
+    /// A one-file index whose chunks are `ids` (each 100 bytes, in pack 1).
+    fn one_file(revision: u64, ids: &[u32]) -> Index {
+        let mut table = ChunkTable::default();
+        let chunks: Vec<ChunkLocation> = ids
+            .iter()
+            .map(|&id| ChunkLocation {
+                hash: Hash::of(&id.to_le_bytes()),
+                pack: 1,
+                offset: 16 + u64::from(id) * 100,
+                stored_len: 100,
+                len: 100,
+                codec: Codec::Raw,
+            })
+            .collect();
+        let r = Resolved::File {
+            size: 100 * ids.len() as u64,
+            mode: 0o644,
+            mtime_ns: revision as i64,
+            hash: Hash::of(&revision.to_le_bytes()),
+            chunks,
+        };
+        let entries = vec![table.entry(rp("big.pbo"), &r)];
+        let idx = Index {
+            revision,
+            created_unix: 0,
+            chunker: ChunkerConfig::default(),
+            root: None,
+            entries,
+            chunks: table.chunks,
+            packs: vec![PackInfo {
+                number: 1,
+                hash: Hash::of(b"p"),
+                size: 1 << 20,
+            }],
+        };
+        idx.validate().unwrap();
+        idx
+    }
+
+    #[test]
+    fn a_changed_chunk_in_a_large_file_travels_alone() {
+        let old: Vec<u32> = (0..100).collect();
+        let mut new = old.clone();
+        new[50] = 1000; // one chunk replaced in the middle
+        new.insert(70, 1001); // one inserted further on
+        let (a, b) = (one_file(1, &old), one_file(2, &new));
+        let d = IndexDelta::between(&a, &b).unwrap();
+        assert_eq!(d.chunks.len(), 2, "only the new chunks travel");
+        assert_eq!(d.patches.len(), 1);
+        assert_eq!(d.patches[0].runs.len(), 5, "{:?}", d.patches[0].runs);
+        let rebuilt = d.apply(&a).unwrap();
+        assert_eq!(entries_digest(&rebuilt), entries_digest(&b));
+        assert!(
+            encode_delta(&d).len() < 400,
+            "{} bytes",
+            encode_delta(&d).len()
+        );
+        // A run reaching past the base file is refused.
+        let mut bad = d.clone();
+        bad.patches[0].runs[0] = ChunkRun::Old {
+            from: 90,
+            count: 50,
+        };
+        assert!(bad.apply(&a).is_err());
     }
 
     proptest! {

@@ -99,7 +99,10 @@ fn master_two_slaves_client_end_to_end() {
     assert!(n(&r, "chunks_downloaded") <= 12, "{r}");
     // Only the changes of the index travelled, not the whole index again.
     assert_eq!(r["index_delta"], true, "{r}");
-    assert!(n(&r, "index_bytes_downloaded") < full_index, "delta not smaller than the index ({full_index}): {r}");
+    assert!(
+        n(&r, "index_bytes_downloaded") < full_index,
+        "delta not smaller than the index ({full_index}): {r}"
+    );
 
     // A client that never synced gets the whole index; a subtree client gets deltas too.
     let sub = c.path("sub");
