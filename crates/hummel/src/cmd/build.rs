@@ -44,8 +44,12 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
     }
     let url = format!("{master}{BUILDS}/{}", started.build_id);
     let mut failures = 0;
+    // Short first, then backing off to 200 ms: a rebuild with nothing changed takes
+    // milliseconds, and a long build should not be polled in a tight loop.
+    let mut pause = Duration::from_millis(5);
     let status: BuildStatus = loop {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
         let resp = match client.get(&url).header(TOKEN_HEADER, &token).send().await {
             Ok(r) => r,
             Err(e) => {
