@@ -12,14 +12,13 @@
 //! `magic | u32 version | u32 flags | u64 body length | zstd(postcard(IndexDelta)) | u32 sig len | sig`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::ChunkerConfig;
 use crate::index::{
-    ChunkLocation, Entry, EntryKind, FileEntry, INDEX_FORMAT_VERSION, Index, IndexError,
-    MAX_INDEX_BODY, MAX_INDEX_PLAIN, MAX_SIGNATURE, PackInfo,
+    ChunkLocation, Entry, EntryKind, FileEntry, Index, IndexError, PackInfo, open_envelope,
+    seal_envelope,
 };
 use crate::{Hash, RelPath};
 
@@ -420,16 +419,10 @@ impl IndexDelta {
 
 /// Encodes a delta into its versioned envelope. CPU-bound.
 pub fn encode_delta(delta: &IndexDelta) -> Vec<u8> {
-    let plain = postcard::to_stdvec(delta).expect("delta serialises");
-    let body = zstd::bulk::compress(&plain, 3).expect("zstd compresses in memory");
-    let mut out = Vec::with_capacity(body.len() + 28);
-    out.extend_from_slice(DELTA_MAGIC);
-    out.extend_from_slice(&INDEX_FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out
+    seal_envelope(
+        DELTA_MAGIC,
+        &postcard::to_stdvec(delta).expect("delta serialises"),
+    )
 }
 
 /// True if `bytes` start like an encoded delta.
@@ -439,33 +432,7 @@ pub fn is_delta(bytes: &[u8]) -> bool {
 
 /// Decodes an encoded delta; every size is bounded. CPU-bound.
 pub fn decode_delta(bytes: &[u8]) -> Result<IndexDelta, IndexError> {
-    let invalid = |m: &str| IndexError::Invalid(format!("index delta: {m}"));
-    if bytes.len() < 28 || !is_delta(bytes) {
-        return Err(invalid("bad magic or truncated"));
-    }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != INDEX_FORMAT_VERSION {
-        return Err(IndexError::Version(version));
-    }
-    let body_len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
-    if body_len > MAX_INDEX_BODY || 24 + body_len + 4 > bytes.len() as u64 {
-        return Err(invalid("body length out of bounds"));
-    }
-    let body = &bytes[24..24 + body_len as usize];
-    let rest = &bytes[24 + body_len as usize..];
-    let sig_len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
-    if sig_len > MAX_SIGNATURE || rest.len() != 4 + sig_len as usize {
-        return Err(invalid("signature length out of bounds"));
-    }
-    let mut plain = Vec::new();
-    zstd::stream::read::Decoder::new(body)
-        .map_err(|_| invalid("undecodable body"))?
-        .take(MAX_INDEX_PLAIN + 1)
-        .read_to_end(&mut plain)
-        .map_err(|_| invalid("undecodable body"))?;
-    if plain.len() as u64 > MAX_INDEX_PLAIN {
-        return Err(invalid("decoded body too large"));
-    }
+    let (plain, _) = open_envelope(DELTA_MAGIC, bytes, "index delta: ")?;
     postcard::from_bytes(&plain)
         .map_err(|e| IndexError::Invalid(format!("index delta: undecodable body: {e}")))
 }

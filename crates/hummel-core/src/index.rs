@@ -315,10 +315,27 @@ impl Index {
 
 /// Encodes an index into its versioned envelope (no signature yet). CPU-bound.
 pub fn encode(index: &Index) -> Vec<u8> {
-    let plain = postcard::to_stdvec(index).expect("index serialises");
-    let body = zstd::bulk::compress(&plain, 3).expect("zstd compresses in memory");
+    seal_envelope(
+        INDEX_MAGIC,
+        &postcard::to_stdvec(index).expect("index serialises"),
+    )
+}
+
+/// Decodes and validates an encoded index; returns it with its identity (BLAKE3 of the body).
+/// Every size is bounded. CPU-bound.
+pub fn decode(bytes: &[u8]) -> Result<(Index, Hash), IndexError> {
+    let (plain, body_hash) = open_envelope(INDEX_MAGIC, bytes, "")?;
+    let index: Index = postcard::from_bytes(&plain).map_err(|e| explain_undecodable(&plain, e))?;
+    index.validate()?;
+    Ok((index, body_hash))
+}
+
+/// The envelope shared by indexes and index deltas: `magic | u32 version | u32 flags |
+/// u64 body length | zstd(plain) | u32 signature length | signature` (no signature yet).
+pub(crate) fn seal_envelope(magic: &[u8; 8], plain: &[u8]) -> Vec<u8> {
+    let body = zstd::bulk::compress(plain, 3).expect("zstd compresses in memory");
     let mut out = Vec::with_capacity(body.len() + 28);
-    out.extend_from_slice(INDEX_MAGIC);
+    out.extend_from_slice(magic);
     out.extend_from_slice(&INDEX_FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
@@ -327,11 +344,15 @@ pub fn encode(index: &Index) -> Vec<u8> {
     out
 }
 
-/// Decodes and validates an encoded index; returns it with its identity (BLAKE3 of the body).
-/// Every size is bounded. CPU-bound.
-pub fn decode(bytes: &[u8]) -> Result<(Index, Hash), IndexError> {
-    let invalid = |m: &str| IndexError::Invalid(m.to_string());
-    if bytes.len() < 28 || &bytes[..8] != INDEX_MAGIC {
+/// Checks an envelope with `magic` and returns its decompressed body and the BLAKE3 of the
+/// compressed body. Every size is bounded; `what` prefixes error messages.
+pub(crate) fn open_envelope(
+    magic: &[u8; 8],
+    bytes: &[u8],
+    what: &str,
+) -> Result<(Vec<u8>, Hash), IndexError> {
+    let invalid = |m: &str| IndexError::Invalid(format!("{what}{m}"));
+    if bytes.len() < 28 || &bytes[..8] != magic {
         return Err(invalid("bad magic or truncated"));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
@@ -357,9 +378,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Index, Hash), IndexError> {
     if plain.len() as u64 > MAX_INDEX_PLAIN {
         return Err(invalid("decoded body too large"));
     }
-    let index: Index = postcard::from_bytes(&plain).map_err(|e| explain_undecodable(&plain, e))?;
-    index.validate()?;
-    Ok((index, Hash::of(body)))
+    Ok((plain, Hash::of(body)))
 }
 
 /// The shape of [`Index`] with paths as plain strings, to name the path that failed validation
