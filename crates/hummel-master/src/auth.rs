@@ -7,16 +7,16 @@
 //! | [`ReadAccess`] (`/api/v1/*` reads) | read or write when a read token is set; anyone otherwise |
 //! | [`blob_guard`] (`/blob/*`) | slave, write or read when a read token is set; anyone otherwise |
 //!
-//! No token: 401 `unauthorized`. A wrong one: 403 `forbidden`. Comparison is constant-time
-//! ([`tokens_equal`]) and every accepted token is compared, so timing does not reveal which
-//! one matched. Tokens are never logged.
+//! The rule itself (no token: 401 `unauthorized`; a wrong one: 403 `forbidden`; constant-time
+//! comparison against every accepted token) is [`hummel_proto::auth::check_token`], shared with
+//! the slave. Tokens are never logged.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hummel_proto::auth::{TOKEN_HEADER, tokens_equal};
+use hummel_proto::auth::{TOKEN_HEADER, TokenRefusal};
 
 use crate::api::ApiError;
 use crate::config::Tokens;
@@ -44,23 +44,24 @@ fn accepted(tokens: &Tokens, access: Access) -> Option<Vec<&str>> {
     }
 }
 
-/// Checks a presented token (`None`: no header) against what `access` accepts.
+/// Checks a presented token (`None`: no header) against what `access` accepts, by the one
+/// rule in [`hummel_proto::auth::check_token`].
 pub(crate) fn check_token(
     tokens: &Tokens,
     presented: Option<&str>,
     access: Access,
 ) -> Result<(), ApiError> {
+    check_bytes(tokens, presented.map(str::as_bytes), access)
+}
+
+fn check_bytes(tokens: &Tokens, presented: Option<&[u8]>, access: Access) -> Result<(), ApiError> {
     let Some(list) = accepted(tokens, access) else {
         return Ok(());
     };
-    let Some(given) = presented.filter(|t| !t.is_empty()) else {
-        return Err(ApiError::Unauthorized);
-    };
-    let mut ok = false;
-    for t in list {
-        ok |= tokens_equal(given, t);
-    }
-    if ok { Ok(()) } else { Err(ApiError::Forbidden) }
+    hummel_proto::auth::check_token(presented, &list).map_err(|r| match r {
+        TokenRefusal::Missing => ApiError::Unauthorized,
+        TokenRefusal::Wrong => ApiError::Forbidden,
+    })
 }
 
 /// Checks the [`TOKEN_HEADER`] of a request.
@@ -69,11 +70,11 @@ pub(crate) fn check_headers(
     headers: &HeaderMap,
     access: Access,
 ) -> Result<(), ApiError> {
-    match headers.get(TOKEN_HEADER) {
-        None => check_token(tokens, None, access),
-        // A header that is not visible ASCII cannot equal any token.
-        Some(v) => check_token(tokens, Some(v.to_str().unwrap_or("\u{0}invalid")), access),
-    }
+    check_bytes(
+        tokens,
+        headers.get(TOKEN_HEADER).map(|v| v.as_bytes()),
+        access,
+    )
 }
 
 /// Read access for the dashboard: the token header, or the password of HTTP Basic auth (so a

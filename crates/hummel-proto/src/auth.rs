@@ -43,6 +43,41 @@ impl TokenKind {
     }
 }
 
+/// Why a request's token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// No token, or an empty one: HTTP 401.
+    Missing,
+    /// A token that is none of the accepted ones: HTTP 403.
+    Wrong,
+}
+
+impl TokenRefusal {
+    /// The HTTP status code for it.
+    pub fn status(self) -> u16 {
+        match self {
+            TokenRefusal::Missing => 401,
+            TokenRefusal::Wrong => 403,
+        }
+    }
+}
+
+/// The one token rule of every Hummel server. `presented` is the [`TOKEN_HEADER`] value as
+/// bytes (`None`: no header); it must equal one of `accepted`. Every accepted token is compared
+/// in constant time, so timing does not reveal which one matched or how close a guess came.
+pub fn check_token(presented: Option<&[u8]>, accepted: &[&str]) -> Result<(), TokenRefusal> {
+    let Some(given) = presented.filter(|t| !t.is_empty()) else {
+        return Err(TokenRefusal::Missing);
+    };
+    // A value that is not UTF-8 cannot equal any token.
+    let given = std::str::from_utf8(given).map_err(|_| TokenRefusal::Wrong)?;
+    let mut ok = false;
+    for t in accepted {
+        ok |= tokens_equal(given, t);
+    }
+    if ok { Ok(()) } else { Err(TokenRefusal::Wrong) }
+}
+
 /// Constant-time comparison (time depends only on the lengths).
 pub fn tokens_equal(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -62,5 +97,17 @@ mod tests {
         assert!(!tokens_equal("abc", "abd"));
         assert!(!tokens_equal("abc", "abcd"));
         assert!(tokens_equal("", ""));
+    }
+
+    #[test]
+    fn the_401_403_rule() {
+        let ok = ["w", "s"];
+        assert_eq!(check_token(None, &ok), Err(TokenRefusal::Missing));
+        assert_eq!(check_token(Some(b""), &ok), Err(TokenRefusal::Missing));
+        assert_eq!(check_token(Some(b"x"), &ok), Err(TokenRefusal::Wrong));
+        assert_eq!(check_token(Some(&[0xff]), &ok), Err(TokenRefusal::Wrong));
+        assert_eq!(check_token(Some(b"s"), &ok), Ok(()));
+        assert_eq!(TokenRefusal::Missing.status(), 401);
+        assert_eq!(TokenRefusal::Wrong.status(), 403);
     }
 }

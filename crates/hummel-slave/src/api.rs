@@ -14,7 +14,7 @@ use axum::routing::get;
 
 use hummel_proto::ApiErrorBody;
 use hummel_proto::api::{HEALTH, Health, METRICS};
-use hummel_proto::auth::{TOKEN_HEADER, tokens_equal};
+use hummel_proto::auth::{TOKEN_HEADER, TokenRefusal, check_token};
 
 use crate::Slave;
 
@@ -61,18 +61,19 @@ async fn require_token(
     req: Request,
     next: Next,
 ) -> Response {
-    let Some(value) = headers.get(TOKEN_HEADER) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this slave wants a read token in X-HUMMEL-TOKEN",
-        );
-    };
-    let ok = value
-        .to_str()
-        .is_ok_and(|t| tokens_equal(t, &tokens.read) | tokens_equal(t, &tokens.slave));
-    if !ok {
-        return error(StatusCode::FORBIDDEN, "forbidden", "wrong token");
+    let presented = headers.get(TOKEN_HEADER).map(|v| v.as_bytes());
+    match check_token(presented, &[&tokens.read, &tokens.slave]) {
+        Ok(()) => {}
+        Err(TokenRefusal::Missing) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this slave wants a read token in X-HUMMEL-TOKEN",
+            );
+        }
+        Err(TokenRefusal::Wrong) => {
+            return error(StatusCode::FORBIDDEN, "forbidden", "wrong token");
+        }
     }
     next.run(req).await
 }
