@@ -496,8 +496,8 @@ impl Master {
         let Ok(base) = self.loaded_revision(Some(since)) else {
             return Ok(None);
         };
-        let (base_sub, target_sub) = match path {
-            None => (base.index.as_ref().clone(), target.index.as_ref().clone()),
+        let delta = match path {
+            None => hummel_core::delta::IndexDelta::between(&base.index, &target.index),
             Some(dir) => {
                 let t = target
                     .index
@@ -506,17 +506,15 @@ impl Master {
                 let Some(b) = base.index.subtree(dir) else {
                     return Ok(None);
                 };
-                (b, t)
+                hummel_core::delta::IndexDelta::between(&b, &t)
             }
         };
-        Ok(
-            hummel_core::delta::IndexDelta::between(&base_sub, &target_sub).map(|d| {
-                (
-                    target.row.number,
-                    Bytes::from(hummel_core::delta::encode_delta(&d)),
-                )
-            }),
-        )
+        Ok(delta.map(|d| {
+            (
+                target.row.number,
+                Bytes::from(hummel_core::delta::encode_delta(&d)),
+            )
+        }))
     }
 
     /// The history row of revision `n`, if its index file is still there.
