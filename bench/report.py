@@ -88,7 +88,9 @@ def is_hummel(label):
 
 def ref_class(label):
     low = label.lower()
-    for k in ("nothing changed", "cold", "warm"):
+    if "nothing changed" in low:  # rebuilds: casync's "store kept" row runs cold
+        return "nothing changed, warm" if "warm" in low else "nothing changed, cold"
+    for k in ("cold", "warm"):
         if k in low:
             return k
     for k in ("1 ", "8 "):
@@ -228,18 +230,23 @@ def glance(res, set_name, many_set):
             ("5_many_clients", "(5) 8 clients", many_set, lambda lab: lab.startswith("8 concurrent rsync"),
              lambda lab: False),
             ("6_build", "(6) build, cold", set_name, lambda lab: False, lambda lab: lab.startswith("casync make, cold")),
-            ("6_build", "(6) rebuild, nothing changed", set_name, lambda lab: False,
-             lambda lab: lab.startswith("casync make, nothing"))]
+            ("6_build", "(6) rebuild, nothing changed, cold", set_name,
+             lambda lab: lab == "rsync daemon, cold cache", lambda lab: lab.startswith("casync make, nothing")),
+            ("6_build", "(6) rebuild, nothing changed, warm", set_name,
+             lambda lab: lab == "rsync daemon, warm cache", lambda lab: False)]
     for prefix, title, sname, is_rsync, is_casync in spec:
         recs = sc.get(f"{prefix}_{sname}")
         if not recs:
             continue
         cls = {"(4) no-op, cold": "cold", "(4) no-op, warm": "warm", "(5) 8 clients": "8 ",
-               "(6) build, cold": "cold", "(6) rebuild, nothing changed": "nothing changed"}.get(title, "")
+               "(6) build, cold": "cold", "(6) rebuild, nothing changed, cold": "nothing changed, cold",
+               "(6) rebuild, nothing changed, warm": "nothing changed, warm"}.get(title, "")
         hl, hr = pick(recs, lambda lab: is_hummel(lab) and (not cls or ref_class(lab) == cls))
         if not hr:
             continue
-        _, rr = pick(recs, is_rsync)
+        # The rebuild's rsync is the no-op sync of the same cache state, from scenario (4).
+        rsync_recs = sc.get(f"4_noop_{sname}", {}) if title.startswith("(6) rebuild") else recs
+        _, rr = pick(rsync_recs, is_rsync)
         _, cr = pick(recs, is_casync)
         peers = [(lab, r) for lab, r in recs.items() if not is_hummel(lab) and r.get("median_s")
                  and "single" not in lab and "cp -r" not in lab and (not cls or ref_class(lab) == cls
@@ -260,7 +267,8 @@ HUMMEL_ROWS = [("1_full_sync", "(1) full sync", ""), ("2_modify_1pct", "(2) 1% m
                ("3_insert_1KiB", "(3) 1 KiB insert", ""), ("4_noop", "(4) no-op, cold", "cold"),
                ("4_noop", "(4) no-op, warm", "warm"), ("5_many_clients", "(5) 1 client", "1 "),
                ("5_many_clients", "(5) 8 clients", "8 "), ("6_build", "(6) build, cold", "cold"),
-               ("6_build", "(6) rebuild, nothing changed", "nothing changed")]
+               ("6_build", "(6) rebuild, nothing changed, cold", "nothing changed, cold"),
+               ("6_build", "(6) rebuild, nothing changed, warm", "nothing changed, warm")]
 
 
 def compare_table(runs):
