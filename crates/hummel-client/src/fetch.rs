@@ -2,8 +2,12 @@
 //! the slaves the master located, several slaves at once.
 //!
 //! Scheduling: at most `concurrency` requests in flight in total and [`PER_SLAVE_LIMIT`] per
-//! slave; each request goes to the holder of its pack with the fewest requests in flight (ties
-//! rotate), so every mirror holding a pack serves the client at the same time.
+//! slave; each request goes to the holder of its pack expected to finish it first (requests in
+//! flight over the rate measured on its finished requests; ties rotate), so every mirror
+//! holding a pack serves the client at once and a slow one gets less. Endgame: once nothing is
+//! queued, a request running far behind what another holder has shown it can do is repeated
+//! there ([`endgame_pick`]); the first complete copy wins and the other is told to stop, and
+//! stops only after the batch it is writing is written (both write the same verified bytes).
 //!
 //! Verification: a response must be `206` and exactly the requested length (the body read stops
 //! at the cap). As the body streams in, each run of whole chunks goes to `spawn_blocking`, where
@@ -19,7 +23,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -59,10 +64,14 @@ pub(crate) struct FetchStats {
     pub(crate) bytes_written: u64,
     /// Chunks verified and written.
     pub(crate) chunks_downloaded: u64,
-    /// Requests sent (including failed ones).
+    /// Requests sent (including failed and duplicate ones).
     pub(crate) requests: u64,
     /// Requests that failed.
     pub(crate) failed_requests: u64,
+    /// Requests that repeated a slow range on another holder (the endgame).
+    pub(crate) duplicate_requests: u64,
+    /// Stored bytes of the ranges each slave delivered first, by slave id.
+    pub(crate) bytes_by_slave: BTreeMap<String, u64>,
     /// Slaves that served at least one range.
     pub(crate) slaves_used: BTreeSet<String>,
     /// Slaves that failed or served bad data.
@@ -77,6 +86,8 @@ enum AttemptError {
     Slave(String),
     /// Ours (cannot write a temp file): stop.
     Local(SyncError),
+    /// Another holder delivered the range first.
+    Cancelled,
 }
 
 /// One slave as the engine sees it.
@@ -84,16 +95,145 @@ struct Slave {
     id: String,
     url: String,
     in_flight: usize,
+    /// Stored bytes per second of one request, smoothed over its finished requests; `None`
+    /// until one finished.
+    rate: Option<f64>,
 }
 
-/// Among `holders` not marked bad and below the per-slave limit, the one with the fewest
-/// requests in flight; ties go round-robin from `turn`.
+impl Slave {
+    /// Folds one finished request of `bytes` in `secs` into the smoothed rate.
+    fn observe(&mut self, bytes: u64, secs: f64) {
+        let r = bytes as f64 / secs.max(1e-3);
+        self.rate = Some(match self.rate {
+            Some(old) => 0.7 * old + 0.3 * r,
+            None => r,
+        });
+    }
+}
+
+/// Among `holders` below the per-slave limit, the one expected to finish a new request soonest:
+/// the fewest requests in flight, divided by the measured rate (a slave not measured yet counts
+/// as fast as the fastest, so every mirror gets tried); ties go round-robin from `turn`.
 fn pick_slave(holders: &[usize], slaves: &[Slave], limit: usize, turn: usize) -> Option<usize> {
+    let fastest = slaves
+        .iter()
+        .filter_map(|s| s.rate)
+        .fold(0.0f64, f64::max)
+        .max(1.0);
+    let cost = |s: usize| (slaves[s].in_flight + 1) as f64 / slaves[s].rate.unwrap_or(fastest);
     let n = holders.len();
     (0..n)
         .map(|k| holders[(k + turn) % n])
         .filter(|&s| slaves[s].in_flight < limit)
-        .min_by_key(|&s| slaves[s].in_flight)
+        .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
+}
+
+/// A range request on its way, as the scheduler tracks it.
+struct Attempt {
+    range: usize,
+    slave: usize,
+    started: Instant,
+    /// Stored bytes received so far (the request updates it).
+    received: Arc<AtomicU64>,
+    /// Told when another attempt delivered the range first.
+    cancel: Arc<Cancel>,
+}
+
+/// A one-shot cancellation a request polls between body pieces and waits on while it waits
+/// for the next one.
+#[derive(Default)]
+pub(crate) struct Cancel {
+    set: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Cancel {
+    fn cancel(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+
+    async fn cancelled(&self) {
+        while !self.is_set() {
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// How long the endgame waits before it judges a request slow: long enough for a rate to show.
+const ENDGAME_MIN_AGE: Duration = Duration::from_millis(200);
+
+/// A request is repeated elsewhere when the other holder is expected to deliver the whole
+/// range this many times sooner than the first one delivers the rest.
+const ENDGAME_MARGIN: f64 = 3.0;
+
+/// A request expected to need this much longer is repeated on an idle holder whose speed is
+/// not known yet.
+const ENDGAME_BLIND_AFTER: Duration = Duration::from_secs(2);
+
+/// Endgame: once nothing is queued, the running request (not yet repeated) that would gain most
+/// from a second holder, with that holder: the first one's remaining bytes at its observed
+/// speed must take [`ENDGAME_MARGIN`] times longer than the whole range at the other holder's
+/// measured rate (or, for an idle holder not measured yet, at least [`ENDGAME_BLIND_AFTER`]).
+/// Equal mirrors never trigger it, so it costs nothing on the wire then.
+fn endgame_pick(
+    attempts: &HashMap<u64, Attempt>,
+    done: &[bool],
+    ranges: &[Arc<RangeRequest>],
+    holders: &HashMap<u32, Vec<usize>>,
+    slaves: &[Slave],
+    can_take: impl Fn(u32, usize) -> bool,
+    now: Instant,
+) -> Option<(usize, usize)> {
+    let mut running: HashMap<usize, Vec<&Attempt>> = HashMap::new();
+    // A delivered range's loser is still winding down: not a candidate.
+    for a in attempts.values().filter(|a| !done[a.range]) {
+        running.entry(a.range).or_default().push(a);
+    }
+    let mut best: Option<(f64, usize, usize)> = None;
+    for (&range, tries) in &running {
+        let [a] = tries.as_slice() else {
+            continue; // already repeated
+        };
+        let age = now.duration_since(a.started);
+        if age < ENDGAME_MIN_AGE {
+            continue;
+        }
+        let job = &ranges[range];
+        let got = a.received.load(Ordering::Relaxed).min(job.len);
+        let speed = got as f64 / age.as_secs_f64();
+        let remaining = if speed > 0.0 {
+            (job.len - got) as f64 / speed
+        } else {
+            f64::INFINITY
+        };
+        for &s in &holders[&job.pack] {
+            if s == a.slave || !can_take(job.pack, s) {
+                continue;
+            }
+            let gain = match slaves[s].rate {
+                Some(rate) => {
+                    let elsewhere = job.len as f64 / rate * (slaves[s].in_flight + 1) as f64;
+                    remaining / elsewhere.max(1e-6)
+                }
+                // Not measured yet: worth a try only when idle and the wait is long.
+                None if slaves[s].in_flight == 0
+                    && remaining >= ENDGAME_BLIND_AFTER.as_secs_f64() =>
+                {
+                    ENDGAME_MARGIN
+                }
+                None => continue,
+            };
+            if gain >= ENDGAME_MARGIN && best.is_none_or(|(g, _, _)| gain > g) {
+                best = Some((gain, range, s));
+            }
+        }
+    }
+    best.map(|(_, range, s)| (range, s))
 }
 
 /// Runs `ranges` against the slaves in `located` (whose holder lists follow `packs`).
@@ -110,6 +250,7 @@ pub(crate) async fn fetch_all(
             id: s.id,
             url: normalise_url(&s.url),
             in_flight: 0,
+            rate: None,
         })
         .collect();
     let holders: HashMap<u32, Vec<usize>> = packs
@@ -138,20 +279,29 @@ pub(crate) async fn fetch_all(
     }
 
     let ranges: Vec<Arc<RangeRequest>> = ranges.into_iter().map(Arc::new).collect();
+    // Plain bytes of each range already shown on the progress bar (the most any attempt wrote).
+    let credited: Arc<Vec<AtomicU64>> =
+        Arc::new(ranges.iter().map(|_| AtomicU64::new(0)).collect());
     let concurrency = ctx.concurrency.max(1);
     let per_slave = ctx.per_slave.max(1);
     let mut queue: VecDeque<usize> = (0..ranges.len()).collect();
+    let mut done = vec![false; ranges.len()];
     let mut bad: HashSet<(u32, usize)> = HashSet::new();
     let mut down: HashSet<usize> = HashSet::new();
     let mut failures: HashMap<u32, String> = HashMap::new();
     let mut stats = FetchStats::default();
     let mut turn = 0usize;
     let mut running = FuturesUnordered::new();
+    let mut attempts: HashMap<u64, Attempt> = HashMap::new();
+    let mut next_attempt = 0u64;
+    let mut tick = tokio::time::interval(ENDGAME_MIN_AGE / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         // Launch what the limits allow, oldest first.
+        let mut launch: Vec<(usize, usize)> = Vec::new();
         let mut i = 0;
-        while running.len() < concurrency && i < queue.len() {
+        while running.len() + launch.len() < concurrency && i < queue.len() {
             if slaves.iter().all(|s| s.in_flight >= per_slave) {
                 break;
             }
@@ -179,27 +329,103 @@ pub(crate) async fn fetch_all(
             };
             let idx = queue.remove(i).expect("index in range");
             slaves[s].in_flight += 1;
+            launch.push((idx, s));
+        }
+        // Endgame: nothing left to queue, a free slot, and a request far behind its peers.
+        if queue.is_empty() && running.len() + launch.len() < concurrency {
+            let can_take = |pack: u32, s: usize| {
+                !down.contains(&s) && !bad.contains(&(pack, s)) && slaves[s].in_flight < per_slave
+            };
+            if let Some((idx, s)) = endgame_pick(
+                &attempts,
+                &done,
+                &ranges,
+                &holders,
+                &slaves,
+                can_take,
+                Instant::now(),
+            ) {
+                tracing::info!(
+                    slave = %slaves[s].id,
+                    pack = ranges[idx].pack,
+                    len = ranges[idx].len,
+                    "repeating a slow range on a faster holder"
+                );
+                slaves[s].in_flight += 1;
+                stats.duplicate_requests += 1;
+                launch.push((idx, s));
+            }
+        }
+        for (idx, s) in launch {
             stats.requests += 1;
+            let id = next_attempt;
+            next_attempt += 1;
+            let attempt = Attempt {
+                range: idx,
+                slave: s,
+                started: Instant::now(),
+                received: Arc::new(AtomicU64::new(0)),
+                cancel: Arc::new(Cancel::default()),
+            };
             let (ctx, job, url) = (ctx.clone(), ranges[idx].clone(), slaves[s].url.clone());
+            let (received, cancel) = (attempt.received.clone(), attempt.cancel.clone());
+            let credit = Credit {
+                all: credited.clone(),
+                range: idx,
+            };
             let hash = pack_hash(job.pack);
+            attempts.insert(id, attempt);
             running.push(async move {
-                let result = fetch_range(&ctx, &job, &hash, &url).await;
-                (idx, s, result)
+                let on = Progress {
+                    received: &received,
+                    cancel: &cancel,
+                    credit,
+                };
+                let result = fetch_range(&ctx, &job, &hash, &url, on).await;
+                // A request told to stop may fail in any way on its way out.
+                let result = match result {
+                    Err(_) if cancel.is_set() => Err(AttemptError::Cancelled),
+                    r => r,
+                };
+                (id, result)
             });
         }
 
-        let Some((idx, s, result)) = running.next().await else {
-            break;
+        let next = if queue.is_empty() && !running.is_empty() {
+            // Wake up now and then to judge the stragglers.
+            tokio::select! {
+                next = running.next() => next,
+                _ = tick.tick() => continue,
+            }
+        } else {
+            running.next().await
         };
+        let Some((id, result)) = next else { break };
+        let a = attempts.remove(&id).expect("attempt tracked");
+        let (idx, s) = (a.range, a.slave);
         slaves[s].in_flight -= 1;
         let job = &ranges[idx];
+        let other_running = attempts.values().any(|o| o.range == idx);
         match result {
-            Ok(done) => {
+            Ok(got) => {
+                slaves[s].observe(job.len, a.started.elapsed().as_secs_f64());
+                if done[idx] {
+                    continue; // the other attempt won; this one finished anyway
+                }
+                done[idx] = true;
+                for o in attempts.values().filter(|o| o.range == idx) {
+                    o.cancel.cancel();
+                }
                 stats.bytes_downloaded += job.len;
-                stats.bytes_written += done.plain_bytes;
-                stats.chunks_downloaded += done.chunks;
+                stats.bytes_written += got.plain_bytes;
+                stats.chunks_downloaded += got.chunks;
+                *stats
+                    .bytes_by_slave
+                    .entry(slaves[s].id.clone())
+                    .or_default() += job.len;
                 stats.slaves_used.insert(slaves[s].id.clone());
             }
+            Err(AttemptError::Cancelled) => {}
             Err(AttemptError::Local(e)) => return Err(e),
             Err(AttemptError::SlaveDown(why)) => {
                 tracing::warn!(slave = %slaves[s].id, "slave unreachable, not using it again: {why}");
@@ -207,7 +433,9 @@ pub(crate) async fn fetch_all(
                 stats.bad_slaves.insert(slaves[s].id.clone());
                 down.insert(s);
                 failures.insert(job.pack, format!("slave {}: {why}", slaves[s].id));
-                queue.push_front(idx);
+                if !done[idx] && !other_running {
+                    queue.push_front(idx);
+                }
             }
             Err(AttemptError::Slave(why)) => {
                 tracing::warn!(
@@ -221,17 +449,42 @@ pub(crate) async fn fetch_all(
                 stats.bad_slaves.insert(slaves[s].id.clone());
                 bad.insert((job.pack, s));
                 failures.insert(job.pack, format!("slave {}: {why}", slaves[s].id));
-                queue.push_front(idx);
+                if !done[idx] && !other_running {
+                    queue.push_front(idx);
+                }
             }
         }
     }
-    if !queue.is_empty() {
+    if !queue.is_empty() || done.iter().any(|d| !d) {
         return Err(SyncError::Internal(format!(
             "{} ranges left unscheduled",
-            queue.len()
+            done.iter().filter(|d| !**d).count()
         )));
     }
     Ok(stats)
+}
+
+/// Shows a range's plain bytes on the progress bar once, however many attempts write them.
+struct Credit {
+    all: Arc<Vec<AtomicU64>>,
+    range: usize,
+}
+
+impl Credit {
+    /// This attempt has now written `total` plain bytes of its range.
+    fn update(&self, total: u64, bar: &ProgressBar) {
+        let before = self.all[self.range].fetch_max(total, Ordering::Relaxed);
+        if total > before {
+            bar.inc(total - before);
+        }
+    }
+}
+
+/// What one attempt reports while it runs, and how it learns it lost.
+struct Progress<'a> {
+    received: &'a AtomicU64,
+    cancel: &'a Cancel,
+    credit: Credit,
 }
 
 /// One range that was verified and written.
@@ -255,25 +508,29 @@ async fn fetch_range(
     job: &Arc<RangeRequest>,
     pack: &Hash,
     slave_url: &str,
+    on: Progress<'_>,
 ) -> Result<RangeDone, AttemptError> {
     let slave_err = AttemptError::Slave;
     let url = reqwest::Url::parse(&format!("{slave_url}{}", blob_path(pack)))
         .map_err(|e| slave_err(format!("bad URL: {e}")))?;
     let end = job.start + job.len - 1;
-    let mut resp = ctx
+    let request = ctx
         .http
         .get(url)
         .header(RANGE, format!("bytes={}-{end}", job.start))
         .timeout(range_deadline(job.len))
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_connect() {
-                AttemptError::SlaveDown(describe(&e))
-            } else {
-                slave_err(describe(&e))
-            }
-        })?;
+        .send();
+    let sent = tokio::select! {
+        sent = request => sent,
+        () = on.cancel.cancelled() => return Err(AttemptError::Cancelled),
+    };
+    let mut resp = sent.map_err(|e| {
+        if e.is_connect() {
+            AttemptError::SlaveDown(describe(&e))
+        } else {
+            slave_err(describe(&e))
+        }
+    })?;
     let status = resp.status();
     let whole = ctx.index.pack(job.pack).is_some_and(|p| p.size == job.len) && job.start == 0;
     if !(status == StatusCode::PARTIAL_CONTENT || (status == StatusCode::OK && whole)) {
@@ -306,55 +563,71 @@ async fn fetch_range(
         plain_bytes: 0,
     };
     let mut decoding: Option<tokio::task::JoinHandle<Result<RangeDone, AttemptError>>> = None;
-    loop {
-        let piece = resp.chunk().await.map_err(|e| slave_err(describe(&e)))?;
-        let finished = piece.is_none();
-        if let Some(piece) = piece {
-            received += piece.len() as u64;
-            if received > job.len {
-                return Err(slave_err(format!(
-                    "body longer than the {} bytes asked for",
-                    job.len
-                )));
+    let streamed: Result<(), AttemptError> = async {
+        loop {
+            let piece = tokio::select! {
+                piece = resp.chunk() => piece.map_err(|e| slave_err(describe(&e)))?,
+                () = on.cancel.cancelled() => return Err(AttemptError::Cancelled),
+            };
+            let finished = piece.is_none();
+            if let Some(piece) = piece {
+                received += piece.len() as u64;
+                on.received.store(received, Ordering::Relaxed);
+                if received > job.len {
+                    return Err(slave_err(format!(
+                        "body longer than the {} bytes asked for",
+                        job.len
+                    )));
+                }
+                buf.extend_from_slice(&piece);
             }
-            buf.extend_from_slice(&piece);
-        }
-        let available = buf_start + buf.len() as u64;
-        let mut upto = next;
-        while upto < job.chunks.len() && chunk_end(upto) <= available {
-            upto += 1;
-        }
-        let ready = if upto > next {
-            chunk_end(upto - 1) - buf_start
-        } else {
-            0
-        };
-        if upto > next && (ready as usize >= DECODE_BATCH || finished || upto == job.chunks.len()) {
-            let rest = buf.split_off(ready as usize);
-            let batch = std::mem::replace(&mut buf, rest);
-            if let Some(prev) = decoding.take() {
-                done.add(
-                    prev.await
-                        .map_err(|e| AttemptError::Local(SyncError::join(e)))??,
-                );
+            let available = buf_start + buf.len() as u64;
+            let mut upto = next;
+            while upto < job.chunks.len() && chunk_end(upto) <= available {
+                upto += 1;
             }
-            let (c, j, from, to, at) = (ctx.clone(), job.clone(), next, upto, buf_start);
-            decoding = Some(tokio::task::spawn_blocking(move || {
-                place_chunks(&c, &j.chunks[from..to], at, &batch)
-            }));
-            buf_start += ready;
-            next = upto;
-        }
-        if finished {
-            break;
+            let ready = if upto > next {
+                chunk_end(upto - 1) - buf_start
+            } else {
+                0
+            };
+            if upto > next
+                && (ready as usize >= DECODE_BATCH || finished || upto == job.chunks.len())
+            {
+                let rest = buf.split_off(ready as usize);
+                let batch = std::mem::replace(&mut buf, rest);
+                if let Some(prev) = decoding.take() {
+                    done.add(
+                        prev.await
+                            .map_err(|e| AttemptError::Local(SyncError::join(e)))??,
+                    );
+                    on.credit.update(done.plain_bytes, &ctx.progress);
+                }
+                let (c, j, from, to, at) = (ctx.clone(), job.clone(), next, upto, buf_start);
+                decoding = Some(tokio::task::spawn_blocking(move || {
+                    place_chunks(&c, &j.chunks[from..to], at, &batch)
+                }));
+                buf_start += ready;
+                next = upto;
+            }
+            if finished {
+                return Ok(());
+            }
         }
     }
+    .await;
+    // However the body ended (complete, failed, or another holder won), the batch being
+    // written finishes first: no write to a temp file outlives its request.
     if let Some(prev) = decoding.take() {
-        done.add(
-            prev.await
-                .map_err(|e| AttemptError::Local(SyncError::join(e)))??,
-        );
+        let last = prev
+            .await
+            .map_err(|e| AttemptError::Local(SyncError::join(e)))?;
+        if streamed.is_ok() {
+            done.add(last?);
+            on.credit.update(done.plain_bytes, &ctx.progress);
+        }
     }
+    streamed?;
     if received != job.len || next != job.chunks.len() {
         return Err(slave_err(format!(
             "short body: {received} of {} bytes",
@@ -392,9 +665,7 @@ fn place_chunks(
             .map_err(|e| AttemptError::Slave(e.to_string()))?;
         let targets = ctx.targets.get(&ci).map(Vec::as_slice).unwrap_or(&[]);
         writer.write(targets, &plain).map_err(AttemptError::Local)?;
-        let n = plain.len() as u64 * targets.len() as u64;
-        ctx.progress.inc(n);
-        done.plain_bytes += n;
+        done.plain_bytes += plain.len() as u64 * targets.len() as u64;
         done.chunks += 1;
     }
     Ok(done)
@@ -412,6 +683,7 @@ mod tests {
                 id: format!("s{i}"),
                 url: String::new(),
                 in_flight: n,
+                rate: None,
             })
             .collect()
     }
@@ -428,5 +700,138 @@ mod tests {
         assert_eq!(pick_slave(&[0, 2], &s, 4, 0), Some(0));
         let s = slaves(&[4, 4]);
         assert_eq!(pick_slave(&[0, 1], &s, 4, 0), None);
+    }
+
+    #[test]
+    fn a_measured_slow_slave_gets_work_only_when_the_fast_one_is_busy() {
+        let mut s = slaves(&[0, 0]);
+        s[0].observe(1 << 20, 1.0); // 1 MiB/s
+        s[1].observe(100 << 20, 1.0); // 100 MiB/s
+        for turn in 0..4 {
+            assert_eq!(pick_slave(&[0, 1], &s, 4, turn), Some(1));
+        }
+        s[1].in_flight = 3;
+        assert_eq!(
+            pick_slave(&[0, 1], &s, 4, 0),
+            Some(1),
+            "4 queued at 100x still wins"
+        );
+        s[1].in_flight = 4;
+        assert_eq!(
+            pick_slave(&[0, 1], &s, 4, 0),
+            Some(0),
+            "the fast one is full"
+        );
+        // A slave not measured yet is tried as if it were as fast as the fastest.
+        let mut s = slaves(&[0, 0]);
+        s[0].observe(50 << 20, 1.0);
+        s[0].in_flight = 1;
+        assert_eq!(pick_slave(&[0, 1], &s, 4, 0), Some(1));
+    }
+
+    fn range(pack: u32, len: u64) -> Arc<RangeRequest> {
+        Arc::new(RangeRequest {
+            pack,
+            start: 0,
+            len,
+            chunks: vec![],
+        })
+    }
+
+    fn attempt(range: usize, slave: usize, age: Duration, received: u64, now: Instant) -> Attempt {
+        Attempt {
+            range,
+            slave,
+            started: now - age,
+            received: Arc::new(AtomicU64::new(received)),
+            cancel: Arc::new(Cancel::default()),
+        }
+    }
+
+    #[test]
+    fn the_endgame_repeats_only_a_range_far_behind_a_faster_holder() {
+        let now = Instant::now();
+        let ranges = vec![range(0, 8 << 20), range(0, 8 << 20)];
+        let mut done = vec![false; 2];
+        let holders = HashMap::from([(0u32, vec![0usize, 1])]);
+        let mut s = slaves(&[1, 0]);
+        s[1].observe(8 << 20, 0.1); // 80 MiB/s
+        let all = |_: u32, _: usize| true;
+        let sec = Duration::from_secs(1);
+        // 1 MiB of 8 in a second on slave 0; slave 1 would take 0.1 s for all of it.
+        let slow = HashMap::from([(0u64, attempt(0, 0, sec, 1 << 20, now))]);
+        assert_eq!(
+            endgame_pick(&slow, &done, &ranges, &holders, &s, all, now),
+            Some((0, 1))
+        );
+        // A stalled request (nothing received) is repeated too.
+        let stalled = HashMap::from([(0u64, attempt(0, 0, sec, 0, now))]);
+        assert_eq!(
+            endgame_pick(&stalled, &done, &ranges, &holders, &s, all, now),
+            Some((0, 1))
+        );
+        // Nearly done at a fair speed: not worth a second copy.
+        let fine = HashMap::from([(0u64, attempt(0, 0, sec / 2, 7 << 20, now))]);
+        assert_eq!(
+            endgame_pick(&fine, &done, &ranges, &holders, &s, all, now),
+            None
+        );
+        // Too young to judge, already repeated, the other holder bad or full: no.
+        let young = HashMap::from([(0u64, attempt(0, 0, Duration::from_millis(50), 0, now))]);
+        assert_eq!(
+            endgame_pick(&young, &done, &ranges, &holders, &s, all, now),
+            None
+        );
+        let twice = HashMap::from([
+            (0u64, attempt(0, 0, sec, 0, now)),
+            (1u64, attempt(0, 1, sec, 0, now)),
+        ]);
+        assert_eq!(
+            endgame_pick(&twice, &done, &ranges, &holders, &s, all, now),
+            None
+        );
+        let none_usable = |_: u32, s: usize| s != 1;
+        assert_eq!(
+            endgame_pick(&stalled, &done, &ranges, &holders, &s, none_usable, now),
+            None
+        );
+        s[1].in_flight = 4;
+        assert_eq!(
+            endgame_pick(
+                &stalled,
+                &done,
+                &ranges,
+                &holders,
+                &s,
+                |_, i| s[i].in_flight < 4,
+                now
+            ),
+            None,
+            "the faster holder is full"
+        );
+        // Delivered already (by the other copy): the loser winding down is left alone.
+        done[0] = true;
+        assert_eq!(
+            endgame_pick(&stalled, &done, &ranges, &holders, &s, all, now),
+            None
+        );
+        done[0] = false;
+        // A holder never measured is tried only when idle and the wait is long.
+        let mut s = slaves(&[1, 0]);
+        assert_eq!(
+            endgame_pick(&stalled, &done, &ranges, &holders, &s, all, now),
+            Some((0, 1))
+        );
+        let half_second_left = HashMap::from([(0u64, attempt(0, 0, sec, 4 << 20, now))]);
+        assert_eq!(
+            endgame_pick(&half_second_left, &done, &ranges, &holders, &s, all, now),
+            None,
+            "4 of 8 MiB in 1 s: 1 s left"
+        );
+        s[1].in_flight = 1;
+        assert_eq!(
+            endgame_pick(&stalled, &done, &ranges, &holders, &s, all, now),
+            None
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! What a sync tells its caller: [`SyncOutcome`] ([`SyncReport`] after a real run, a
 //! [`SyncPlanSummary`] after `--dry-run`), and the optional progress bar on stderr.
 
+use std::collections::BTreeMap;
+
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +53,10 @@ pub struct SyncReport {
     pub requests: u64,
     /// Range requests that failed and were retried elsewhere.
     pub failed_requests: u64,
+    /// Range requests that repeated a straggling range on a faster slave (first copy wins).
+    pub duplicate_requests: u64,
+    /// Compressed bytes each slave delivered, by slave id.
+    pub bytes_by_slave: BTreeMap<String, u64>,
     /// Slaves that served data.
     pub slaves_used: Vec<String>,
     /// Slaves that failed or served bad data.

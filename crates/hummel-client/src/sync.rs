@@ -375,6 +375,8 @@ impl Execution<'_> {
             chunks_reused: copied.chunks,
             requests: fetched.requests,
             failed_requests: fetched.failed_requests,
+            duplicate_requests: fetched.duplicate_requests,
+            bytes_by_slave: fetched.bytes_by_slave,
             slaves_used: fetched.slaves_used.into_iter().collect(),
             bad_slaves,
             index_reused: self.index_reused,

@@ -4,6 +4,8 @@
 //! Packs are not re-verified on serve (16 MiB per range request would be too slow): commit
 //! verifies every new pack, and scrub catches rot.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
@@ -27,7 +29,10 @@ struct BlobTokens {
 
 pub(crate) fn router(slave: &Slave) -> Router {
     let cfg = slave.config();
-    let mut blob = hummel_store::http::router(slave.store().clone());
+    let limit = cfg
+        .serve_limit
+        .map(|bps| Arc::new(hummel_store::http::RateLimit::new(bps)));
+    let mut blob = hummel_store::http::router_with_limit(slave.store().clone(), limit);
     if let Some(read) = &cfg.read_token {
         let tokens = BlobTokens {
             read: read.clone(),

@@ -28,6 +28,8 @@ pub struct SlaveConfig {
     pub replication_concurrency: usize,
     /// How often to re-verify every pack; `None` turns scrubbing off.
     pub scrub_interval: Option<Duration>,
+    /// Most bytes per second `/blob` sends, all clients together; `None` for no cap.
+    pub serve_limit: Option<u64>,
 }
 
 impl std::fmt::Debug for SlaveConfig {
@@ -45,6 +47,7 @@ impl std::fmt::Debug for SlaveConfig {
             )
             .field("replication_concurrency", &self.replication_concurrency)
             .field("scrub_interval", &self.scrub_interval)
+            .field("serve_limit", &self.serve_limit)
             .finish()
     }
 }
@@ -74,6 +77,9 @@ impl SlaveConfig {
         if self.scrub_interval == Some(Duration::ZERO) {
             return Err(SlaveError::Config("the scrub interval must be > 0".into()));
         }
+        if self.serve_limit == Some(0) {
+            return Err(SlaveError::Config("the upload limit must be > 0".into()));
+        }
         self.replication_concurrency = self.replication_concurrency.clamp(1, 256);
         Ok(self)
     }
@@ -93,6 +99,7 @@ mod tests {
             read_token: Some(String::new()),
             replication_concurrency: 0,
             scrub_interval: None,
+            serve_limit: None,
         }
     }
 

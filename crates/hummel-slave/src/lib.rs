@@ -225,6 +225,7 @@ mod tests {
             read_token: None,
             replication_concurrency: DEFAULT_REPLICATION_CONCURRENCY,
             scrub_interval: None,
+            serve_limit: None,
         }
     }
 

@@ -156,6 +156,7 @@ fn config(data: &Path, master: &str) -> SlaveConfig {
         read_token: None,
         replication_concurrency: 4,
         scrub_interval: None,
+        serve_limit: None,
     }
 }
 

@@ -4,7 +4,8 @@
 //! `Cache-Control: public, max-age=31536000, immutable`; any HTTP cache or CDN in front works.
 //! A single `Range: bytes=a-b` (or `a-`, or `-n`) gets 206 with `Content-Range`; an
 //! unsatisfiable one gets 416; a multi-range request is answered with the whole pack.
-//! Authentication is the caller's: wrap the router in its own middleware.
+//! Authentication is the caller's: wrap the router in its own middleware. An optional
+//! [`RateLimit`] caps what all responses together send (a mirror on a shared uplink).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
@@ -25,9 +27,53 @@ use crate::BlobStore;
 
 /// The `/blob/{hash}` routes over `store`.
 pub fn router(store: Arc<BlobStore>) -> Router {
+    router_with_limit(store, None)
+}
+
+/// The `/blob/{hash}` routes over `store`, all bodies together sent at most at `limit`.
+pub fn router_with_limit(store: Arc<BlobStore>, limit: Option<Arc<RateLimit>>) -> Router {
     Router::new()
         .route("/blob/{hash}", get(get_blob))
-        .with_state(store)
+        .with_state(Served { store, limit })
+}
+
+#[derive(Clone)]
+struct Served {
+    store: Arc<BlobStore>,
+    limit: Option<Arc<RateLimit>>,
+}
+
+/// An upload cap shared by every response: each piece of a body waits for its turn so that
+/// the bytes sent stay under `bytes_per_sec` on average (bursts of at most one piece).
+#[derive(Debug)]
+pub struct RateLimit {
+    bytes_per_sec: u64,
+    /// When the next piece may go.
+    next: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl RateLimit {
+    /// A cap of `bytes_per_sec` (at least 1).
+    pub fn new(bytes_per_sec: u64) -> RateLimit {
+        RateLimit {
+            bytes_per_sec: bytes_per_sec.max(1),
+            next: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Books `bytes` and returns when they may be sent.
+    fn reserve(&self, bytes: usize) -> tokio::time::Instant {
+        let cost = std::time::Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);
+        let mut next = self.next.lock().expect("not poisoned");
+        let at = (*next).max(tokio::time::Instant::now());
+        *next = at + cost;
+        at
+    }
+
+    /// Piece size for limited bodies: about 1/20 s of the cap, 4 KiB to 256 KiB.
+    fn piece(&self) -> usize {
+        ((self.bytes_per_sec / 20) as usize).clamp(4 << 10, 256 << 10)
+    }
 }
 
 /// Longest a handler may take to produce its response head. A pack body may stream for longer;
@@ -106,7 +152,7 @@ fn plain(status: StatusCode, msg: &str) -> Response {
 }
 
 async fn get_blob(
-    State(store): State<Arc<BlobStore>>,
+    State(Served { store, limit }): State<Served>,
     Path(hash): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -150,7 +196,21 @@ async fn get_blob(
     }
     store.metrics.requests.fetch_add(1, Ordering::Relaxed);
     store.metrics.bytes_served.fetch_add(len, Ordering::Relaxed);
-    let body = Body::from_stream(ReaderStream::with_capacity(file.take(len), 256 << 10));
+    let body = match limit {
+        None => Body::from_stream(ReaderStream::with_capacity(file.take(len), 256 << 10)),
+        Some(limit) => {
+            let pieces = ReaderStream::with_capacity(file.take(len), limit.piece());
+            Body::from_stream(pieces.then(move |piece| {
+                let limit = limit.clone();
+                async move {
+                    if let Ok(bytes) = &piece {
+                        tokio::time::sleep_until(limit.reserve(bytes.len())).await;
+                    }
+                    piece
+                }
+            }))
+        }
+    };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -178,6 +238,23 @@ async fn get_blob(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_limit_spaces_pieces_by_their_size() {
+        // 1 kB/s: the bookings are seconds apart, far beyond any scheduling delay here.
+        let limit = RateLimit::new(1_000);
+        let t0 = limit.reserve(10_000);
+        let t1 = limit.reserve(10_000);
+        let t2 = limit.reserve(30_000);
+        let t3 = limit.reserve(1);
+        let secs = |a: tokio::time::Instant, b: tokio::time::Instant| (b - a).as_secs_f64();
+        assert!((secs(t0, t1) - 10.0).abs() < 1e-6);
+        assert!((secs(t1, t2) - 10.0).abs() < 1e-6);
+        assert!((secs(t2, t3) - 30.0).abs() < 1e-6);
+        assert_eq!(RateLimit::new(1_000_000).piece(), 50_000);
+        assert_eq!(RateLimit::new(10).piece(), 4 << 10);
+        assert_eq!(RateLimit::new(1 << 40).piece(), 256 << 10);
+    }
 
     #[test]
     fn ranges() {

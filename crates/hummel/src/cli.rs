@@ -131,6 +131,10 @@ pub struct SlaveArgs {
     /// Packs fetched at once during replication.
     #[arg(long, default_value_t = 4)]
     pub replication_concurrency: usize,
+    /// Most bytes per second sent to clients and other slaves, all together (e.g. 10M).
+    /// Unlimited by default.
+    #[arg(long, value_parser = parse_size)]
+    pub limit_rate: Option<u64>,
     /// The master's slave token.
     #[arg(long, env = "HUMMEL_SLAVE_TOKEN", hide_env_values = true)]
     pub slave_token: Option<String>,

@@ -28,6 +28,9 @@ pub async fn slave(args: SlaveArgs) -> Result<ExitCode> {
     if args.replication_concurrency == 0 {
         bail!("--replication-concurrency must be at least 1");
     }
+    if args.limit_rate == Some(0) {
+        bail!("--limit-rate must be at least 1 byte per second");
+    }
     let slave = Slave::open(SlaveConfig {
         master_url,
         data: args.data.clone(),
@@ -40,6 +43,7 @@ pub async fn slave(args: SlaveArgs) -> Result<ExitCode> {
             .filter(|t| !t.is_empty()),
         replication_concurrency: args.replication_concurrency,
         scrub_interval: args.scrub_interval,
+        serve_limit: args.limit_rate,
     })
     .with_context(|| format!("cannot open the slave store in {}", args.data.display()))?;
     let (listener, url) = listen(args.listen, "slave").await?;

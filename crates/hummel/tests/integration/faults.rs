@@ -283,3 +283,53 @@ fn a_dead_slaves_packs_are_placed_on_the_others() {
     c.sync(&dest, &[]);
     assert_same_tree(&c.repo, &dest);
 }
+
+#[test]
+fn a_slow_slave_is_overtaken_by_a_fast_one() {
+    // Two packs, so two ranges, so the slow slave surely gets one of them first. The fast slave
+    // replicates first, so the slow one (capped at 64 KiB/s: minutes for this set) never
+    // serves replication.
+    let mut c = Cluster::start(1, |root| {
+        fill_modset(root);
+        write(root, "@big/addons/big2.pbo", &data(30 << 20, 7));
+    });
+    c.build();
+    c.wait_replicated();
+    let slow = c.add_slave(&["--limit-rate", "64K"]);
+    c.wait_replicated();
+    let slow_url = c.slaves[slow].url.clone();
+    let status = c.status();
+    let slow_id = status["slaves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["url"] == slow_url.as_str())
+        .unwrap_or_else(|| panic!("{slow_url} not in {status:#}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let dest = c.path("dest");
+    let planned = c.sync(&dest, &["--dry-run"]);
+    let out = c.sync(&dest, &[]);
+    assert_same_tree(&c.repo, &dest);
+    // Whatever the slow slave was given first was repeated on the fast one and the fast copy
+    // won: the slow slave delivered little, and every extra request was a duplicate.
+    let total = n(&out, "bytes_downloaded");
+    let from_slow = out["bytes_by_slave"][&slow_id].as_u64().unwrap_or(0);
+    assert!(
+        from_slow * 4 < total,
+        "the slow slave delivered {from_slow} of {total} bytes: {out:#}"
+    );
+    assert!(n(&out, "duplicate_requests") >= 1, "{out:#}");
+    assert_eq!(n(&out, "failed_requests"), 0, "{out:#}");
+    assert_eq!(
+        n(&out, "requests"),
+        n(&planned, "requests") + n(&out, "duplicate_requests"),
+        "{out:#}"
+    );
+    assert!(
+        out["bad_slaves"].as_array().unwrap().is_empty(),
+        "slow is not bad: {out:#}"
+    );
+}
