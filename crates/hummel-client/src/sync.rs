@@ -1,11 +1,14 @@
 //! [`sync`]: one client run, plan then execute.
 //!
 //! 1. Lock `DEST/.hummel`, empty its `tmp/` (not in a dry run, which writes nothing).
-//! 2. `GET /api/v1/revision`. Same revision, master and subtree as held, every cached file stats
-//!    identical, no extras, all directories there: done (no-op; no index fetched).
-//! 3. The index: from `.hummel/index` when it is this revision and subtree, else from the master
-//!    (capped, decoded and validated, checked to be the revision and subtree asked for).
-//! 4. [`scan::walk`] + [`scan::survey`] + [`SyncPlan::build`]. A dry run returns the summary.
+//! 2. `GET /api/v1/revision`, then [`scan::walk`] of DEST starts on its own thread. Same
+//!    revision, master and subtree as held, every cached file stats identical, no extras, all
+//!    directories there: done (no-op; no index fetched).
+//! 3. The index, while the walk runs: from `.hummel/index` when it is this revision and subtree,
+//!    else from the master (capped, decoded and validated, checked to be the revision and
+//!    subtree asked for).
+//! 4. [`scan::survey`] + [`SyncPlan::build`] once the walk is done. A dry run returns the
+//!    summary.
 //! 5. Execute: stage temp files, copy local chunks, download the rest (`fetch`),
 //!    seal (file hash, mode, mtime, one syncfs), then `assemble::apply`: renames in a burst, deletes
 //!    last. Any failure before the renames removes the temp files and leaves DEST untouched.
@@ -29,7 +32,7 @@ use crate::fetch::{self, FetchContext, FetchStats, PER_SLAVE_LIMIT};
 use crate::http::{HttpClient, MasterApi};
 use crate::plan::{MAX_RANGE_GAP, MAX_RANGE_LEN, SyncPlan, SyncPlanSummary, coalesce};
 use crate::report::{SyncOutcome, SyncReport, progress_bar};
-use crate::scan::{self, FileStat};
+use crate::scan::{self, FileStat, LocalTree};
 use crate::state::{CachedStat, ClientState, StateDir};
 
 /// What to sync where.
@@ -121,17 +124,23 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     let revision = info.revision.ok_or_else(|| SyncError::NoRevision {
         url: master.base().to_string(),
     })?;
-    let tree = {
+    // The walk of DEST runs while the index is loaded and fetched; only a possible no-op (the
+    // held revision is the current one) waits for it first.
+    let mut walking = {
         let d = dest.clone();
-        Arc::new(blocking(move || scan::walk(&d)).await?)
+        Some(tokio::task::spawn_blocking(move || scan::walk(&d)))
     };
+    let mut walked: Option<Arc<LocalTree>> = None;
 
     let same_source = held
         .as_ref()
         .filter(|h| h.master_url == master.base() && h.subtree == subtree);
     if let Some(h) = same_source {
-        if h.revision == revision
-            && scan::unchanged_since(&h.files, &h.dirs, &tree, opts.keep_extra)
+        if h.revision == revision {
+            walked = Some(finish_walk(&mut walking).await?);
+        }
+        if let Some(tree) = &walked
+            && scan::unchanged_since(&h.files, &h.dirs, tree, opts.keep_extra)
         {
             tracing::info!(revision, files = h.files.len(), "already up to date");
             let files = h.files.len() as u64;
@@ -216,6 +225,10 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         }
     };
     let index = Arc::new(index);
+    let tree = match walked {
+        Some(tree) => tree,
+        None => finish_walk(&mut walking).await?,
+    };
 
     // Survey DEST and plan.
     let cache = held.map(|h| h.files).unwrap_or_default();
@@ -269,6 +282,14 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         "sync complete"
     );
     Ok(SyncOutcome::Done(report))
+}
+
+/// The result of the walk started by [`sync`] (taken once).
+async fn finish_walk(
+    walking: &mut Option<tokio::task::JoinHandle<Result<LocalTree, SyncError>>>,
+) -> Result<Arc<LocalTree>, SyncError> {
+    let task = walking.take().expect("the walk is awaited once");
+    Ok(Arc::new(task.await.map_err(SyncError::join)??))
 }
 
 fn show_root(root: Option<&RelPath>) -> String {
