@@ -135,6 +135,8 @@ struct Attempt {
     started: Instant,
     /// Stored bytes received so far (the request updates it).
     received: Arc<AtomicU64>,
+    /// When the last bytes arrived, in ms after `started` (the request updates it).
+    last_byte_ms: Arc<AtomicU64>,
     /// Told when another attempt delivered the range first.
     cancel: Arc<Cancel>,
 }
@@ -171,15 +173,24 @@ const ENDGAME_MIN_AGE: Duration = Duration::from_millis(200);
 /// range this many times sooner than the first one delivers the rest.
 const ENDGAME_MARGIN: f64 = 3.0;
 
+/// A request that received nothing for this long is stalled, whatever its slave did before.
+const ENDGAME_STALL: Duration = Duration::from_secs(1);
+
+/// A request expected to finish sooner than this is never repeated.
+const ENDGAME_MIN_REMAINING: Duration = Duration::from_secs(1);
+
 /// A request expected to need this much longer is repeated on an idle holder whose speed is
 /// not known yet.
 const ENDGAME_BLIND_AFTER: Duration = Duration::from_secs(2);
 
 /// Endgame: once nothing is queued, the running request (not yet repeated) that would gain most
-/// from a second holder, with that holder: the first one's remaining bytes at its observed
-/// speed must take [`ENDGAME_MARGIN`] times longer than the whole range at the other holder's
-/// measured rate (or, for an idle holder not measured yet, at least [`ENDGAME_BLIND_AFTER`]).
-/// Equal mirrors never trigger it, so it costs nothing on the wire then.
+/// from a second holder, with that holder. The first one's remaining bytes at its observed
+/// speed must take at least [`ENDGAME_MIN_REMAINING`], and [`ENDGAME_MARGIN`] times longer than
+/// the whole range at the other holder's measured rate; and the slave must be the cause: measured
+/// [`ENDGAME_MARGIN`] times slower than the other (or not measured yet), or silent for
+/// [`ENDGAME_STALL`]. An idle holder not measured yet is tried only when the wait is
+/// at least [`ENDGAME_BLIND_AFTER`]. Equal mirrors, or a client short of CPU (8 clients on two
+/// cores), never trigger it, so it costs nothing on the wire then.
 fn endgame_pick(
     attempts: &HashMap<u64, Attempt>,
     done: &[bool],
@@ -211,15 +222,24 @@ fn endgame_pick(
         } else {
             f64::INFINITY
         };
+        if remaining < ENDGAME_MIN_REMAINING.as_secs_f64() {
+            continue;
+        }
+        // Slow because of its slave (measured slower, or silent for a while), not because this
+        // client is short of CPU, which would slow a second copy just as much.
+        let own = slaves[a.slave].rate;
+        let silent_since = Duration::from_millis(a.last_byte_ms.load(Ordering::Relaxed));
+        let stalled = age.saturating_sub(silent_since) >= ENDGAME_STALL;
         for &s in &holders[&job.pack] {
             if s == a.slave || !can_take(job.pack, s) {
                 continue;
             }
             let gain = match slaves[s].rate {
-                Some(rate) => {
+                Some(rate) if stalled || own.is_none_or(|r| rate >= r * ENDGAME_MARGIN) => {
                     let elsewhere = job.len as f64 / rate * (slaves[s].in_flight + 1) as f64;
                     remaining / elsewhere.max(1e-6)
                 }
+                Some(_) => continue,
                 // Not measured yet: worth a try only when idle and the wait is long.
                 None if slaves[s].in_flight == 0
                     && remaining >= ENDGAME_BLIND_AFTER.as_secs_f64() =>
@@ -365,10 +385,16 @@ pub(crate) async fn fetch_all(
                 slave: s,
                 started: Instant::now(),
                 received: Arc::new(AtomicU64::new(0)),
+                last_byte_ms: Arc::new(AtomicU64::new(0)),
                 cancel: Arc::new(Cancel::default()),
             };
             let (ctx, job, url) = (ctx.clone(), ranges[idx].clone(), slaves[s].url.clone());
-            let (received, cancel) = (attempt.received.clone(), attempt.cancel.clone());
+            let (received, last_byte_ms, cancel) = (
+                attempt.received.clone(),
+                attempt.last_byte_ms.clone(),
+                attempt.cancel.clone(),
+            );
+            let started = attempt.started;
             let credit = Credit {
                 all: credited.clone(),
                 range: idx,
@@ -377,7 +403,9 @@ pub(crate) async fn fetch_all(
             attempts.insert(id, attempt);
             running.push(async move {
                 let on = Progress {
+                    started,
                     received: &received,
+                    last_byte_ms: &last_byte_ms,
                     cancel: &cancel,
                     credit,
                 };
@@ -482,7 +510,9 @@ impl Credit {
 
 /// What one attempt reports while it runs, and how it learns it lost.
 struct Progress<'a> {
+    started: Instant,
     received: &'a AtomicU64,
+    last_byte_ms: &'a AtomicU64,
     cancel: &'a Cancel,
     credit: Credit,
 }
@@ -573,6 +603,8 @@ async fn fetch_range(
             if let Some(piece) = piece {
                 received += piece.len() as u64;
                 on.received.store(received, Ordering::Relaxed);
+                on.last_byte_ms
+                    .store(on.started.elapsed().as_millis() as u64, Ordering::Relaxed);
                 if received > job.len {
                     return Err(slave_err(format!(
                         "body longer than the {} bytes asked for",
@@ -738,12 +770,18 @@ mod tests {
         })
     }
 
+    /// An attempt `age` old that received `received` bytes, the last of them just now.
     fn attempt(range: usize, slave: usize, age: Duration, received: u64, now: Instant) -> Attempt {
         Attempt {
             range,
             slave,
             started: now - age,
             received: Arc::new(AtomicU64::new(received)),
+            last_byte_ms: Arc::new(AtomicU64::new(if received == 0 {
+                0
+            } else {
+                age.as_millis() as u64
+            })),
             cancel: Arc::new(Cancel::default()),
         }
     }
@@ -808,6 +846,29 @@ mod tests {
             ),
             None,
             "the faster holder is full"
+        );
+        // Both slaves measured alike and bytes still flowing: the client is what is slow (short
+        // of CPU); a second copy would crawl as well.
+        let mut alike = slaves(&[1, 0]);
+        alike[0].observe(10 << 20, 1.0);
+        alike[1].observe(12 << 20, 1.0);
+        let crawling = HashMap::from([(0u64, attempt(0, 0, 2 * sec, 1 << 20, now))]);
+        assert_eq!(
+            endgame_pick(&crawling, &done, &ranges, &holders, &alike, all, now),
+            None
+        );
+        // ... but silent for over a second, it is stalled.
+        crawling[&0].last_byte_ms.store(500, Ordering::Relaxed);
+        assert_eq!(
+            endgame_pick(&crawling, &done, &ranges, &holders, &alike, all, now),
+            Some((0, 1))
+        );
+        // A slave measured far slower than the other is repeated while it still sends.
+        alike[0].rate = Some(f64::from(1u32 << 20));
+        crawling[&0].last_byte_ms.store(2000, Ordering::Relaxed);
+        assert_eq!(
+            endgame_pick(&crawling, &done, &ranges, &holders, &alike, all, now),
+            Some((0, 1))
         );
         // Delivered already (by the other copy): the loser winding down is left alone.
         done[0] = true;
