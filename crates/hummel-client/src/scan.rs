@@ -177,7 +177,7 @@ pub fn hash_file(path: &Path) -> io::Result<(Hash, FileStat)> {
 const PARALLEL_HASH_MIN: u64 = 32 << 20;
 
 /// Blocks read ahead of the hashing of a large file.
-const HASH_BLOCK: usize = 2 << 20;
+const HASH_BLOCK: usize = 1 << 20;
 
 /// BLAKE3 of what `file` holds from its current position (`size`: its expected length, only
 /// used to choose how). A large file is read on one thread in [`HASH_BLOCK`]s while the block
