@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -31,6 +31,7 @@ use futures::stream::FuturesUnordered;
 use indicatif::ProgressBar;
 use reqwest::StatusCode;
 use reqwest::header::RANGE;
+use tokio_util::sync::CancellationToken;
 
 use hummel_core::codec::decode_chunk;
 use hummel_core::{Hash, Index};
@@ -70,10 +71,8 @@ pub(crate) struct FetchStats {
     pub(crate) failed_requests: u64,
     /// Requests that repeated a slow range on another holder (the endgame).
     pub(crate) duplicate_requests: u64,
-    /// Stored bytes of the ranges each slave delivered first, by slave id.
+    /// Stored bytes of the ranges each slave delivered first, by slave id (the slaves used).
     pub(crate) bytes_by_slave: BTreeMap<String, u64>,
-    /// Slaves that served at least one range.
-    pub(crate) slaves_used: BTreeSet<String>,
     /// Slaves that failed or served bad data.
     pub(crate) bad_slaves: BTreeSet<String>,
 }
@@ -133,37 +132,19 @@ struct Attempt {
     range: usize,
     slave: usize,
     started: Instant,
-    /// Stored bytes received so far (the request updates it).
-    received: Arc<AtomicU64>,
-    /// When the last bytes arrived, in ms after `started` (the request updates it).
-    last_byte_ms: Arc<AtomicU64>,
-    /// Told when another attempt delivered the range first.
-    cancel: Arc<Cancel>,
+    /// What the request reports while it runs, and how it is told to stop.
+    shared: Arc<AttemptShared>,
 }
 
-/// A one-shot cancellation a request polls between body pieces and waits on while it waits
-/// for the next one.
+/// Written by a running request, read by the scheduler.
 #[derive(Default)]
-pub(crate) struct Cancel {
-    set: AtomicBool,
-    notify: tokio::sync::Notify,
-}
-
-impl Cancel {
-    fn cancel(&self) {
-        self.set.store(true, Ordering::SeqCst);
-        self.notify.notify_one();
-    }
-
-    fn is_set(&self) -> bool {
-        self.set.load(Ordering::SeqCst)
-    }
-
-    async fn cancelled(&self) {
-        while !self.is_set() {
-            self.notify.notified().await;
-        }
-    }
+struct AttemptShared {
+    /// Stored bytes received so far.
+    received: AtomicU64,
+    /// When the last bytes arrived, in ms after the attempt started.
+    last_byte_ms: AtomicU64,
+    /// Cancelled when another attempt delivered the range first.
+    cancel: CancellationToken,
 }
 
 /// How long the endgame waits before it judges a request slow: long enough for a rate to show.
@@ -215,7 +196,7 @@ fn endgame_pick(
             continue;
         }
         let job = &ranges[range];
-        let got = a.received.load(Ordering::Relaxed).min(job.len);
+        let got = a.shared.received.load(Ordering::Relaxed).min(job.len);
         let speed = got as f64 / age.as_secs_f64();
         let remaining = if speed > 0.0 {
             (job.len - got) as f64 / speed
@@ -228,7 +209,7 @@ fn endgame_pick(
         // Slow because of its slave (measured slower, or silent for a while), not because this
         // client is short of CPU, which would slow a second copy just as much.
         let own = slaves[a.slave].rate;
-        let silent_since = Duration::from_millis(a.last_byte_ms.load(Ordering::Relaxed));
+        let silent_since = Duration::from_millis(a.shared.last_byte_ms.load(Ordering::Relaxed));
         let stalled = age.saturating_sub(silent_since) >= ENDGAME_STALL;
         for &s in &holders[&job.pack] {
             if s == a.slave || !can_take(job.pack, s) {
@@ -384,17 +365,10 @@ pub(crate) async fn fetch_all(
                 range: idx,
                 slave: s,
                 started: Instant::now(),
-                received: Arc::new(AtomicU64::new(0)),
-                last_byte_ms: Arc::new(AtomicU64::new(0)),
-                cancel: Arc::new(Cancel::default()),
+                shared: Arc::default(),
             };
             let (ctx, job, url) = (ctx.clone(), ranges[idx].clone(), slaves[s].url.clone());
-            let (received, last_byte_ms, cancel) = (
-                attempt.received.clone(),
-                attempt.last_byte_ms.clone(),
-                attempt.cancel.clone(),
-            );
-            let started = attempt.started;
+            let (shared, started) = (attempt.shared.clone(), attempt.started);
             let credit = Credit {
                 all: credited.clone(),
                 range: idx,
@@ -404,15 +378,13 @@ pub(crate) async fn fetch_all(
             running.push(async move {
                 let on = Progress {
                     started,
-                    received: &received,
-                    last_byte_ms: &last_byte_ms,
-                    cancel: &cancel,
+                    shared: &shared,
                     credit,
                 };
                 let result = fetch_range(&ctx, &job, &hash, &url, on).await;
                 // A request told to stop may fail in any way on its way out.
                 let result = match result {
-                    Err(_) if cancel.is_set() => Err(AttemptError::Cancelled),
+                    Err(_) if shared.cancel.is_cancelled() => Err(AttemptError::Cancelled),
                     r => r,
                 };
                 (id, result)
@@ -442,7 +414,7 @@ pub(crate) async fn fetch_all(
                 }
                 done[idx] = true;
                 for o in attempts.values().filter(|o| o.range == idx) {
-                    o.cancel.cancel();
+                    o.shared.cancel.cancel();
                 }
                 stats.bytes_downloaded += job.len;
                 stats.bytes_written += got.plain_bytes;
@@ -451,7 +423,6 @@ pub(crate) async fn fetch_all(
                     .bytes_by_slave
                     .entry(slaves[s].id.clone())
                     .or_default() += job.len;
-                stats.slaves_used.insert(slaves[s].id.clone());
             }
             Err(AttemptError::Cancelled) => {}
             Err(AttemptError::Local(e)) => return Err(e),
@@ -511,9 +482,7 @@ impl Credit {
 /// What one attempt reports while it runs, and how it learns it lost.
 struct Progress<'a> {
     started: Instant,
-    received: &'a AtomicU64,
-    last_byte_ms: &'a AtomicU64,
-    cancel: &'a Cancel,
+    shared: &'a AttemptShared,
     credit: Credit,
 }
 
@@ -552,7 +521,7 @@ async fn fetch_range(
         .send();
     let sent = tokio::select! {
         sent = request => sent,
-        () = on.cancel.cancelled() => return Err(AttemptError::Cancelled),
+        () = on.shared.cancel.cancelled() => return Err(AttemptError::Cancelled),
     };
     let mut resp = sent.map_err(|e| {
         if e.is_connect() {
@@ -597,13 +566,14 @@ async fn fetch_range(
         loop {
             let piece = tokio::select! {
                 piece = resp.chunk() => piece.map_err(|e| slave_err(describe(&e)))?,
-                () = on.cancel.cancelled() => return Err(AttemptError::Cancelled),
+                () = on.shared.cancel.cancelled() => return Err(AttemptError::Cancelled),
             };
             let finished = piece.is_none();
             if let Some(piece) = piece {
                 received += piece.len() as u64;
-                on.received.store(received, Ordering::Relaxed);
-                on.last_byte_ms
+                on.shared.received.store(received, Ordering::Relaxed);
+                on.shared
+                    .last_byte_ms
                     .store(on.started.elapsed().as_millis() as u64, Ordering::Relaxed);
                 if received > job.len {
                     return Err(slave_err(format!(
@@ -772,17 +742,18 @@ mod tests {
 
     /// An attempt `age` old that received `received` bytes, the last of them just now.
     fn attempt(range: usize, slave: usize, age: Duration, received: u64, now: Instant) -> Attempt {
+        let shared = AttemptShared::default();
+        shared.received.store(received, Ordering::Relaxed);
+        if received > 0 {
+            shared
+                .last_byte_ms
+                .store(age.as_millis() as u64, Ordering::Relaxed);
+        }
         Attempt {
             range,
             slave,
             started: now - age,
-            received: Arc::new(AtomicU64::new(received)),
-            last_byte_ms: Arc::new(AtomicU64::new(if received == 0 {
-                0
-            } else {
-                age.as_millis() as u64
-            })),
-            cancel: Arc::new(Cancel::default()),
+            shared: Arc::new(shared),
         }
     }
 
@@ -858,14 +829,20 @@ mod tests {
             None
         );
         // ... but silent for over a second, it is stalled.
-        crawling[&0].last_byte_ms.store(500, Ordering::Relaxed);
+        crawling[&0]
+            .shared
+            .last_byte_ms
+            .store(500, Ordering::Relaxed);
         assert_eq!(
             endgame_pick(&crawling, &done, &ranges, &holders, &alike, all, now),
             Some((0, 1))
         );
         // A slave measured far slower than the other is repeated while it still sends.
         alike[0].rate = Some(f64::from(1u32 << 20));
-        crawling[&0].last_byte_ms.store(2000, Ordering::Relaxed);
+        crawling[&0]
+            .shared
+            .last_byte_ms
+            .store(2000, Ordering::Relaxed);
         assert_eq!(
             endgame_pick(&crawling, &done, &ranges, &holders, &alike, all, now),
             Some((0, 1))
