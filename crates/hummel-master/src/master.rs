@@ -666,6 +666,7 @@ impl Master {
             assign,
             drop: Vec::new(),
             heartbeat_interval_ms: self.heartbeat_interval_ms(),
+            hashlist: None,
         }
     }
 

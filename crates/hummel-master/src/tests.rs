@@ -471,6 +471,7 @@ async fn api_flow_build_index_slaves_locate_status() {
             packs: 0,
             replicating: 0,
             corrupt,
+            hashlist: None,
         })
         .unwrap()
     };

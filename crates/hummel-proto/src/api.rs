@@ -15,9 +15,14 @@
 //! Admin → master (write token): `POST /build` → 202 [`BuildStarted`]
 //!
 //! Slave → master (slave token):
-//! - `POST /slave/hashlist` [`SlaveHashlist`] → [`SlaveDirective`] (an empty list introduces a slave)
+//! - `POST /slave/hashlist` [`SlaveHashlist`] → [`SlaveDirective`] (an empty list introduces a
+//!   slave). The directive's [`SlaveDirective::hashlist`] names the [`HashlistVersion`] the
+//!   master now holds.
 //! - `POST /slave/heartbeat` [`Heartbeat`] → [`SlaveDirective`]; 404 `unknown_slave` asks the
-//!   slave to announce its hashlist again
+//!   slave to announce its hashlist again. A heartbeat may carry [`HashlistChanges`]: the packs
+//!   added and removed since the version the master last acknowledged. The master applies them
+//!   only on top of that version and answers with the new one; a directive whose `hashlist` is
+//!   not the version the slave proposed (`None` included) asks for the complete hashlist again.
 //!
 //! Anyone → slave (and master, as the origin of replication):
 //! - `GET|HEAD /blob/{pack hash}` with optional single `Range: bytes=a-b`; `ETag` is the hash,
@@ -56,6 +61,11 @@ pub const METRICS: &str = "/metrics";
 
 /// Largest JSON request body any endpoint accepts.
 pub const MAX_JSON_BODY: usize = 64 << 20;
+
+/// Most packs a slave lists in one [`HashlistChanges`] (added and removed together); with more
+/// changes unreported it announces its complete hashlist instead. About 70 kB of JSON, where a
+/// complete hashlist of a 200 GB tree (~6,400 packs) is ~450 kB.
+pub const MAX_HASHLIST_CHANGES: usize = 1024;
 
 /// The path of a pack: `/blob/{hash}`.
 pub fn blob_path(hash: &Hash) -> String {
@@ -207,12 +217,67 @@ pub struct Heartbeat {
     pub slave_id: String,
     /// Bytes stored.
     pub used: u64,
-    /// Packs stored.
+    /// Packs stored. With [`Heartbeat::hashlist`], the size of the hashlist those changes
+    /// produce; the master refuses changes after which it would count a different number.
     pub packs: u64,
     /// Packs being fetched.
     pub replicating: u64,
     /// Packs found corrupt since the last report (quarantined, no longer held).
     pub corrupt: Vec<Hash>,
+    /// Changes to the hashlist since the version the master last acknowledged; `None` from a
+    /// slave that holds no acknowledged version (or predates incremental hashlists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hashlist: Option<HashlistChanges>,
+}
+
+/// A version of one slave's hashlist as the master holds it: the epoch of the complete hashlist
+/// it started from and the changes applied since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HashlistVersion {
+    /// Chosen by the master for each complete hashlist it accepts; never reused by a running
+    /// master. A restarted master holds no epoch: the slave announces again.
+    pub epoch: u64,
+    /// 0 for the complete hashlist; afterwards the `seq` of the last changes applied.
+    pub seq: u64,
+}
+
+/// The packs a slave added and removed since a [`HashlistVersion`] the master acknowledged.
+///
+/// Each pack whose state changed since `base` is listed once, by its state now, even if it
+/// was sent before in changes that were never acknowledged (a lost reply). So the same changes
+/// may be applied on top of `base` or on top of any earlier attempt from `base`: the master
+/// accepts them if it holds `base`, or a version `(epoch, s)` with `base < s < seq`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashlistChanges {
+    /// The epoch of the acknowledged version.
+    pub epoch: u64,
+    /// The `seq` of the acknowledged version.
+    pub base: u64,
+    /// The `seq` the slave proposes for the result: `base` when nothing changed, otherwise
+    /// greater than any it sent before in this epoch.
+    pub seq: u64,
+    /// Packs held now that were not held at `base`.
+    pub added: Vec<Hash>,
+    /// Packs held at `base`, or added since, that are no longer held.
+    pub removed: Vec<Hash>,
+}
+
+impl HashlistChanges {
+    /// The version the slave proposes: what the master answers when it applied the changes.
+    pub fn proposed(&self) -> HashlistVersion {
+        HashlistVersion {
+            epoch: self.epoch,
+            seq: self.seq,
+        }
+    }
+
+    /// The version the changes are based on.
+    pub fn base_version(&self) -> HashlistVersion {
+        HashlistVersion {
+            epoch: self.epoch,
+            seq: self.base,
+        }
+    }
 }
 
 /// A pack the master asks a slave to fetch.
@@ -237,6 +302,14 @@ pub struct SlaveDirective {
     pub drop: Vec<Hash>,
     /// How often to heartbeat.
     pub heartbeat_interval_ms: u64,
+    /// The version of this slave's hashlist the master holds after this request: later
+    /// heartbeats send their changes against it. In answer to a heartbeat with
+    /// [`HashlistChanges`], anything but the proposed version (`None` included: the master
+    /// restarted, the base does not match, or the pack counts disagree) means the changes were
+    /// not applied and the slave must announce its complete hashlist again. `None` in answer to
+    /// a hashlist: the master takes no changes; announce the complete list after each change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hashlist: Option<HashlistVersion>,
 }
 
 /// Liveness of a slave, from the age of its last heartbeat.
@@ -336,9 +409,11 @@ mod tests {
             }],
             drop: vec![],
             heartbeat_interval_ms: 3000,
+            hashlist: Some(HashlistVersion { epoch: 9, seq: 4 }),
         };
         let j = serde_json::to_value(&d).unwrap();
         assert_eq!(j["assign"][0]["pack"], Hash::of(b"p").to_hex());
+        assert_eq!(j["hashlist"], serde_json::json!({"epoch": 9, "seq": 4}));
         let back: SlaveDirective = serde_json::from_value(j).unwrap();
         assert_eq!(back, d);
         assert_eq!(
@@ -349,5 +424,78 @@ mod tests {
             serde_json::to_string(&BuildState::Succeeded).unwrap(),
             "\"succeeded\""
         );
+    }
+
+    /// Peers from before incremental hashlists send and expect neither `hashlist` field.
+    #[test]
+    fn hashlist_fields_are_optional_both_ways() {
+        let old_directive = serde_json::json!({
+            "slave_id": "s1", "assign": [], "drop": [], "heartbeat_interval_ms": 3000
+        });
+        let d: SlaveDirective = serde_json::from_value(old_directive.clone()).unwrap();
+        assert_eq!(d.hashlist, None);
+        assert_eq!(serde_json::to_value(&d).unwrap(), old_directive);
+        let old_heartbeat = serde_json::json!({
+            "slave_id": "s1", "used": 0, "packs": 0, "replicating": 0, "corrupt": []
+        });
+        let hb: Heartbeat = serde_json::from_value(old_heartbeat.clone()).unwrap();
+        assert_eq!(hb.hashlist, None);
+        assert_eq!(serde_json::to_value(&hb).unwrap(), old_heartbeat);
+
+        let changes = HashlistChanges {
+            epoch: 9,
+            base: 4,
+            seq: 6,
+            added: vec![Hash::of(b"a")],
+            removed: vec![],
+        };
+        assert_eq!(changes.proposed(), HashlistVersion { epoch: 9, seq: 6 });
+        assert_eq!(changes.base_version(), HashlistVersion { epoch: 9, seq: 4 });
+        let hb = Heartbeat {
+            hashlist: Some(changes),
+            ..hb
+        };
+        let j = serde_json::to_value(&hb).unwrap();
+        assert_eq!(j["hashlist"]["added"][0], Hash::of(b"a").to_hex());
+        assert_eq!(serde_json::from_value::<Heartbeat>(j).unwrap(), hb);
+    }
+
+    /// The case the incremental hashlist is for: a slave of a 200 GB tree (~6,400 packs of
+    /// 16 MiB) replicating at ~100 MB/s reports about 6 new packs per coalesced heartbeat.
+    #[test]
+    fn a_heartbeat_with_changes_is_small_beside_the_complete_hashlist() {
+        let packs: Vec<Hash> = (0u32..6400).map(|i| Hash::of(&i.to_le_bytes())).collect();
+        let full = serde_json::to_vec(&SlaveHashlist {
+            slave_id: "0123456789abcdef0123456789abcdef".into(),
+            url: "http://10.0.0.5:7071".into(),
+            quota: Some(250 << 30),
+            used: 6400 << 24,
+            packs: packs.clone(),
+        })
+        .unwrap()
+        .len();
+        let heartbeat = |added: &[Hash], removed: &[Hash]| {
+            serde_json::to_vec(&Heartbeat {
+                slave_id: "0123456789abcdef0123456789abcdef".into(),
+                used: 6400 << 24,
+                packs: 6400,
+                replicating: 120,
+                corrupt: vec![],
+                hashlist: Some(HashlistChanges {
+                    epoch: 1 << 61,
+                    base: 1234,
+                    seq: 1235,
+                    added: added.to_vec(),
+                    removed: removed.to_vec(),
+                }),
+            })
+            .unwrap()
+            .len()
+        };
+        let typical = heartbeat(&packs[..6], &[]);
+        let largest = heartbeat(&packs[..MAX_HASHLIST_CHANGES], &[]);
+        assert!((420_000..440_000).contains(&full), "{full}");
+        assert!(typical < 800, "{typical}");
+        assert!(largest < full / 6, "{largest} vs {full}");
     }
 }

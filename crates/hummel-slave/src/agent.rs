@@ -388,6 +388,7 @@ impl Agent {
             packs: store.count() as u64,
             replicating: self.queue.replicating(),
             corrupt: self.unreported_corrupt.clone(),
+            hashlist: None,
         };
         match self.master.heartbeat(&body).await {
             Ok(directive) => {

@@ -61,6 +61,7 @@ fn directive(m: &MasterState, slave_id: String) -> SlaveDirective {
             .copied()
             .collect(),
         heartbeat_interval_ms: 50,
+        hashlist: None,
     }
 }
 
