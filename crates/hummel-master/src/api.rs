@@ -6,6 +6,7 @@
 //! an [`ApiError`], whose response body is [`ApiErrorBody`]; details of 5xx errors are logged,
 //! never sent.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -18,11 +19,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use hummel_core::RelPath;
+use hummel_core::{Hash, RelPath};
 use hummel_proto::ApiErrorBody;
 use hummel_proto::api::{
-    self as endpoints, BuildStarted, BuildStatus, ClientReport, Health, Heartbeat, LocateRequest,
-    LocateResponse, MAX_JSON_BODY, RevisionInfo, SlaveDirective, SlaveHashlist, StatusResponse,
+    self as endpoints, BuildStarted, BuildStatus, ClientReport, HashlistChanges, Health, Heartbeat,
+    LocateRequest, LocateResponse, MAX_JSON_BODY, RevisionInfo, SlaveDirective, SlaveHashlist,
+    StatusResponse,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -407,11 +409,37 @@ async fn slave_hashlist(
     Ok(Json(blocking(move || master.record_hashlist(&hl)).await??))
 }
 
+/// Hashlist changes that cannot be meant: a sequence number below its base, changes that
+/// propose no new sequence number, or a pack both added and removed.
+fn check_hashlist_changes(c: &HashlistChanges) -> Result<(), ApiError> {
+    if c.seq < c.base {
+        return Err(ApiError::BadRequest(format!(
+            "hashlist seq {} is below its base {}",
+            c.seq, c.base
+        )));
+    }
+    if c.seq == c.base && !(c.added.is_empty() && c.removed.is_empty()) {
+        return Err(ApiError::BadRequest(
+            "hashlist changes must propose a seq above their base".into(),
+        ));
+    }
+    let added: HashSet<&Hash> = c.added.iter().collect();
+    if let Some(h) = c.removed.iter().find(|h| added.contains(h)) {
+        return Err(ApiError::BadRequest(format!(
+            "pack {h} is both added and removed"
+        )));
+    }
+    Ok(())
+}
+
 async fn slave_heartbeat(
     _: SlaveAccess,
     State(master): State<Master>,
     ApiJson(hb): ApiJson<Heartbeat>,
 ) -> Result<Json<SlaveDirective>, ApiError> {
+    if let Some(c) = &hb.hashlist {
+        check_hashlist_changes(c)?;
+    }
     match blocking(move || master.record_heartbeat(&hb)).await?? {
         Some(d) => Ok(Json(d)),
         None => Err(ApiError::not_found(

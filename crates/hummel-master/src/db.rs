@@ -3,7 +3,9 @@
 //! Tables: `revisions` (one row per published revision; the current one is the highest),
 //! `packs` (the pack enumeration: number → hash, size), `chunks` (where every published chunk
 //! lives), `slaves` and `replicas` (who holds which pack), `clients` (what each client holds) and
-//! `builds` (build history). The schema version is `PRAGMA user_version`.
+//! `builds` (build history). The schema version is `PRAGMA user_version`. A slave's replica set
+//! is replaced whole by its complete hashlist ([`Db::record_hashlist`]) and changed pack by pack
+//! by the changes its heartbeats carry ([`Db::record_heartbeat`]), each in one transaction.
 //!
 //! The master keeps one writer connection behind a mutex and mirrors the small tables in memory;
 //! the build opens its own read-only connection to load the chunk table. Every call here is
@@ -462,14 +464,17 @@ impl Db {
         tx.commit().map_err(db_err(&path))
     }
 
-    /// Records a heartbeat: liveness, usage, and packs the slave found corrupt.
+    /// Records a heartbeat in one transaction: liveness, usage, and the change to the slave's
+    /// replica set (packs found corrupt, and the hashlist changes the master accepted):
+    /// `remove` first, then `add`.
     pub(crate) fn record_heartbeat(
         &mut self,
         slave_id: &str,
         used: u64,
         replicating: u64,
         last_seen_ms: u64,
-        corrupt: &[u32],
+        remove: &[u32],
+        add: &[u32],
     ) -> Result<(), MasterError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(db_err(&path))?;
@@ -487,7 +492,14 @@ impl Db {
             let mut stmt = tx
                 .prepare("DELETE FROM replicas WHERE slave_id=?1 AND pack=?2")
                 .map_err(db_err(&path))?;
-            for pack in corrupt {
+            for pack in remove {
+                stmt.execute(params![slave_id, pack])
+                    .map_err(db_err(&path))?;
+            }
+            let mut stmt = tx
+                .prepare("INSERT OR IGNORE INTO replicas(slave_id, pack) VALUES (?1, ?2)")
+                .map_err(db_err(&path))?;
+            for pack in add {
                 stmt.execute(params![slave_id, pack])
                     .map_err(db_err(&path))?;
             }
@@ -514,6 +526,9 @@ impl Db {
                         replicating: from_sql_int(r.get(4)?),
                         last_seen_ms: from_sql_int(r.get(5)?),
                         packs: Default::default(),
+                        foreign: Default::default(),
+                        foreign_as_of: 0,
+                        hashlist: None,
                     })
                 })
                 .map_err(self.err())?;

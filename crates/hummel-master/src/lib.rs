@@ -11,7 +11,8 @@
 //! - `db`: the SQLite metadata database `DATA/hummel.db` (WAL, versioned schema).
 //! - `revision`: encoded indexes in `DATA/revisions/N.idx`, written before their row commits.
 //! - `build`: the pipeline walk → reuse → chunk/hash/compress (rayon) → pack writer → index.
-//! - `tracker`: slaves (replica sets, liveness) and clients, mirrored from the database.
+//! - `tracker`: slaves (replica sets, liveness, the hashlist version their changes build on) and
+//!   clients, mirrored from the database.
 //! - `placement`: rendezvous hashing of packs onto slaves under quotas (pure).
 //! - `auth`: which token each endpoint accepts (401 / 403), as extractors and a middleware.
 //! - `api`: the router, handlers, `ApiError` (one error → response mapping) and JSON bodies.

@@ -6,7 +6,11 @@
 //!   so readers never wait for a build;
 //! - the pack enumeration ([`PackTable`]) and the revision history, mirrored from the database;
 //! - slaves and clients ([`Tracker`]) behind one mutex; every change is written to the database
-//!   first, then to memory (lock order: tracker, then database);
+//!   first, then to memory (lock order: tracker, then database). A slave's complete hashlist
+//!   replaces its replica set and gets a fresh [`HashlistVersion`] (epochs from
+//!   `Inner::hashlist_epochs`); the changes its heartbeats carry apply only on top of the
+//!   version held ([`Master::record_heartbeat`]), otherwise the answer asks for the complete
+//!   hashlist again;
 //! - builds ([`BuildRun`]): at most one running, on its own thread.
 //!
 //! Methods that touch the database or compute placement are blocking; the HTTP layer calls them
@@ -24,9 +28,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use hummel_core::{Hash, PackInfo, RelPath};
 use hummel_proto::api::{
-    Assignment, BuildState, BuildStatus, ClientReport, Heartbeat, LocateRequest, LocateResponse,
-    ReplicationHealth, RevisionInfo, SlaveDirective, SlaveEndpoint, SlaveHashlist, SlaveState,
-    SlaveStatus, StatusResponse,
+    Assignment, BuildState, BuildStatus, ClientReport, HashlistVersion, Heartbeat, LocateRequest,
+    LocateResponse, ReplicationHealth, RevisionInfo, SlaveDirective, SlaveEndpoint, SlaveHashlist,
+    SlaveState, SlaveStatus, StatusResponse,
 };
 use hummel_store::BlobStore;
 
@@ -37,7 +41,7 @@ use crate::error::MasterError;
 use crate::metrics::Metrics;
 use crate::placement::{self, Candidate, PackSlot, Placement};
 use crate::revision::{self, LoadedRevision};
-use crate::tracker::{ClientRecord, Liveness, SlaveRecord, Tracker};
+use crate::tracker::{ClientRecord, Liveness, ReplicaChange, SlaveRecord, Tracker};
 use crate::{lock, now_ms, now_unix, read, write};
 
 /// The id under which the embedded store (`hummel serve`) appears to clients and in status.
@@ -67,6 +71,9 @@ pub(crate) struct Inner {
     old_revision: Mutex<Option<Arc<LoadedRevision>>>,
     build_options: BuildOptions,
     locate_turn: AtomicU64,
+    /// The next epoch of a slave's hashlist: one per complete hashlist accepted, never reused
+    /// while the process runs (starts at random, below 2^53 so JSON tools read it exactly).
+    hashlist_epochs: AtomicU64,
 }
 
 /// The pack enumeration.
@@ -83,6 +90,25 @@ impl PackTable {
         self.by_number.insert(p.number, p);
         self.by_hash.insert(p.hash, p.number);
         self.next_number = self.next_number.max(p.number.saturating_add(1));
+    }
+
+    /// The replica change "remove `remove`, then add `add`", split into pack numbers the table
+    /// knows and other hashes.
+    fn resolve(&self, remove: &[Hash], add: &[Hash]) -> ReplicaChange {
+        let mut change = ReplicaChange::default();
+        for h in remove {
+            match self.by_hash.get(h) {
+                Some(&n) => change.remove.push(n),
+                None => change.remove_foreign.push(*h),
+            }
+        }
+        for h in add {
+            match self.by_hash.get(h) {
+                Some(&n) => change.add.push(n),
+                None => change.add_foreign.push(*h),
+            }
+        }
+        change
     }
 }
 
@@ -210,6 +236,7 @@ impl Master {
                 old_revision: Mutex::new(None),
                 build_options,
                 locate_turn: AtomicU64::new(0),
+                hashlist_epochs: AtomicU64::new(u64::from(rand::random::<u32>()) << 20),
             }),
         })
     }
@@ -666,22 +693,24 @@ impl Master {
             assign,
             drop: Vec::new(),
             heartbeat_interval_ms: self.heartbeat_interval_ms(),
-            hashlist: None,
+            hashlist: tracker.slaves.get(id).and_then(|s| s.hashlist),
         }
     }
 
-    /// `POST /slave/hashlist`: upserts the slave, replaces its replica set. Blocking.
+    /// `POST /slave/hashlist`: upserts the slave, replaces its replica set and gives it a new
+    /// hashlist version (epoch, 0) for later changes. Blocking.
     pub(crate) fn record_hashlist(
         &self,
         hl: &SlaveHashlist,
     ) -> Result<SlaveDirective, MasterError> {
         let now = now_ms();
-        let packs = {
+        let (listed, table_next) = {
             let t = read(&self.inner.packs);
-            hl.packs
-                .iter()
-                .filter_map(|h| t.by_hash.get(h).copied())
-                .collect()
+            (t.resolve(&[], &hl.packs), t.next_number)
+        };
+        let version = HashlistVersion {
+            epoch: self.inner.hashlist_epochs.fetch_add(1, Ordering::Relaxed),
+            seq: 0,
         };
         let record = SlaveRecord {
             id: hl.slave_id.clone(),
@@ -690,48 +719,99 @@ impl Master {
             used: hl.used,
             replicating: 0,
             last_seen_ms: now,
-            packs,
+            packs: listed.add.into_iter().collect(),
+            foreign: listed.add_foreign.into_iter().collect(),
+            foreign_as_of: table_next,
+            hashlist: Some(version),
         };
         let mut tracker = lock(&self.inner.tracker);
         lock(&self.inner.db).record_hashlist(&record)?;
+        self.inner
+            .metrics
+            .hashlists_received
+            .fetch_add(1, Ordering::Relaxed);
         if !tracker.slaves.contains_key(&record.id) {
             tracing::info!(slave = %record.id, url = %record.url, "new slave");
         }
-        tracing::debug!(slave = %record.id, packs = record.packs.len(), "hashlist");
+        tracing::debug!(slave = %record.id, packs = record.packs.len(),
+            foreign = record.foreign.len(), epoch = version.epoch, "hashlist");
         tracker.slaves.insert(record.id.clone(), record);
         Ok(self.directive(&tracker, &hl.slave_id, now))
     }
 
     /// `POST /slave/heartbeat`; `None` when the slave is unknown. Blocking.
+    ///
+    /// Corrupt packs are always removed from the slave's replica set. Hashlist changes are
+    /// applied after them, in the same transaction, only if [`SlaveRecord::accepts`] them: they
+    /// fit the version held, no hash the master did not know may have become a pack since, and
+    /// the master then counts as many packs as the slave reports. The answer then names the
+    /// version they propose. Otherwise nothing of them is applied and the answer's `hashlist`
+    /// is the version still held (a stale request) or `None` (the version is dropped): either
+    /// way the slave announces its complete hashlist again.
     pub(crate) fn record_heartbeat(
         &self,
         hb: &Heartbeat,
     ) -> Result<Option<SlaveDirective>, MasterError> {
         let now = now_ms();
-        let corrupt: Vec<u32> = {
+        let (corrupt, changes, table_next) = {
             let t = read(&self.inner.packs);
-            hb.corrupt
-                .iter()
-                .filter_map(|h| t.by_hash.get(h).copied())
-                .collect()
+            let corrupt = t.resolve(&hb.corrupt, &[]);
+            let changes = hb
+                .hashlist
+                .as_ref()
+                .map(|c| (c, t.resolve(&c.removed, &c.added)));
+            (corrupt, changes, t.next_number)
         };
         let mut tracker = lock(&self.inner.tracker);
-        if !tracker.slaves.contains_key(&hb.slave_id) {
+        let Some(record) = tracker.slaves.get(&hb.slave_id) else {
             return Ok(None);
-        }
+        };
+        // What to write: the corrupt packs, and the hashlist changes if they apply.
+        let outcome = changes.map(|(c, delta)| {
+            let combined = corrupt.clone().then(delta);
+            let checked = record.accepts(c, &combined, hb.packs, table_next);
+            (c, checked.map(|()| combined))
+        });
+        let change = match &outcome {
+            Some((_, Ok(combined))) => combined,
+            _ => &corrupt,
+        };
         lock(&self.inner.db).record_heartbeat(
             &hb.slave_id,
             hb.used,
             hb.replicating,
             now,
-            &corrupt,
+            &change.remove,
+            &change.add,
         )?;
-        if let Some(s) = tracker.slaves.get_mut(&hb.slave_id) {
-            s.used = hb.used;
-            s.replicating = hb.replicating;
-            s.last_seen_ms = now;
-            for pack in &corrupt {
-                s.packs.remove(pack);
+        let Some(s) = tracker.slaves.get_mut(&hb.slave_id) else {
+            return Ok(None);
+        };
+        s.used = hb.used;
+        s.replicating = hb.replicating;
+        s.last_seen_ms = now;
+        s.apply(change);
+        let metrics = &self.inner.metrics;
+        match &outcome {
+            None => {}
+            Some((c, Ok(combined))) => {
+                s.hashlist = Some(c.proposed());
+                s.foreign_as_of = table_next;
+                if c.seq != c.base {
+                    metrics.hashlist_changes.fetch_add(1, Ordering::Relaxed);
+                }
+                if !combined.is_empty() {
+                    tracing::debug!(slave = %s.id, added = c.added.len(), removed = c.removed.len(),
+                        seq = c.seq, "hashlist changes applied");
+                }
+            }
+            Some((_, Err(refusal))) => {
+                if refusal.forgets_version() {
+                    s.hashlist = None;
+                }
+                metrics.hashlist_refusals.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(slave = %s.id, ?refusal,
+                    "hashlist changes not applied; asking for the complete hashlist");
             }
         }
         if !hb.corrupt.is_empty() {

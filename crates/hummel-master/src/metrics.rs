@@ -16,6 +16,12 @@ pub(crate) struct Metrics {
     pub index_requests: AtomicU64,
     pub client_reports: AtomicU64,
     pub bad_slave_reports: AtomicU64,
+    /// Complete hashlists accepted from slaves.
+    pub hashlists_received: AtomicU64,
+    /// Heartbeats whose hashlist changes were applied (heartbeats without changes not counted).
+    pub hashlist_changes: AtomicU64,
+    /// Heartbeats whose hashlist changes were refused, asking for the complete hashlist.
+    pub hashlist_refusals: AtomicU64,
 }
 
 struct Exposition(String);
@@ -182,6 +188,24 @@ pub(crate) fn render(master: &Master) -> String {
         "counter",
         "Slaves named as failing in client reports.",
         load(&counters.bad_slave_reports),
+    );
+    out.single(
+        "hummel_hashlists_received_total",
+        "counter",
+        "Complete hashlists accepted from slaves.",
+        load(&counters.hashlists_received),
+    );
+    out.single(
+        "hummel_hashlist_changes_applied_total",
+        "counter",
+        "Slave heartbeats whose hashlist changes were applied.",
+        load(&counters.hashlist_changes),
+    );
+    out.single(
+        "hummel_hashlist_changes_refused_total",
+        "counter",
+        "Slave heartbeats whose hashlist changes were refused, asking for the complete hashlist.",
+        load(&counters.hashlist_refusals),
     );
     out.single(
         "hummel_blob_requests_total",

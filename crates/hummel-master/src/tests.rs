@@ -12,8 +12,8 @@ use hummel_core::index::{decode, encode};
 use hummel_core::{EntryKind, Hash, Index, RelPath};
 use hummel_proto::ApiErrorBody;
 use hummel_proto::api::{
-    BuildStarted, BuildState, BuildStatus, Health, Heartbeat, LocateRequest, LocateResponse,
-    RevisionInfo, SlaveDirective, SlaveHashlist, StatusResponse,
+    BuildStarted, BuildState, BuildStatus, HashlistChanges, HashlistVersion, Health, Heartbeat,
+    LocateRequest, LocateResponse, RevisionInfo, SlaveDirective, SlaveHashlist, StatusResponse,
 };
 use tower::ServiceExt;
 
@@ -762,4 +762,327 @@ fn a_finished_build_frees_the_slot_at_once() {
         assert_ne!(next, first, "start_build returned the finished build");
         wait(&master, next);
     }
+}
+
+// ---- Incremental hashlists ----
+
+async fn announce(master: &Master, id: &str, packs: Vec<Hash>) -> HashlistVersion {
+    let (s, _, body) = call(
+        master,
+        "POST",
+        "/slave/hashlist",
+        Some(SLAVE),
+        Some(hashlist(id, packs)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    json::<SlaveDirective>(&body)
+        .hashlist
+        .expect("a complete hashlist gets a version")
+}
+
+/// Changes from `base` proposing `seq`.
+fn changes(base: HashlistVersion, seq: u64, added: &[Hash], removed: &[Hash]) -> HashlistChanges {
+    HashlistChanges {
+        epoch: base.epoch,
+        base: base.seq,
+        seq,
+        added: added.to_vec(),
+        removed: removed.to_vec(),
+    }
+}
+
+async fn heartbeat_status(
+    master: &Master,
+    id: &str,
+    packs: u64,
+    changes: Option<HashlistChanges>,
+) -> (StatusCode, Vec<u8>) {
+    let body = serde_json::to_string(&Heartbeat {
+        slave_id: id.into(),
+        used: 0,
+        packs,
+        replicating: 0,
+        corrupt: vec![],
+        hashlist: changes,
+    })
+    .unwrap();
+    let (s, _, body) = call(master, "POST", "/slave/heartbeat", Some(SLAVE), Some(body)).await;
+    (s, body)
+}
+
+/// The hashlist version the answer to a heartbeat names.
+async fn heartbeat(
+    master: &Master,
+    id: &str,
+    packs: u64,
+    changes: Option<HashlistChanges>,
+) -> Option<HashlistVersion> {
+    let (s, body) = heartbeat_status(master, id, packs, changes).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    json::<SlaveDirective>(&body).hashlist
+}
+
+/// For each pack, the ids of the slaves a client is sent to.
+async fn holders(master: &Master, packs: &[hummel_core::PackInfo]) -> Vec<Vec<String>> {
+    let req = serde_json::to_string(&LocateRequest {
+        packs: packs.iter().map(|p| p.number).collect(),
+    })
+    .unwrap();
+    let (_, _, body) = call(master, "POST", "/api/v1/locate", None, Some(req)).await;
+    let located: LocateResponse = json(&body);
+    located
+        .holders
+        .iter()
+        .map(|h| {
+            let mut ids: Vec<String> = h
+                .iter()
+                .map(|&i| located.slaves[i as usize].id.clone())
+                .collect();
+            ids.sort();
+            ids
+        })
+        .collect()
+}
+
+async fn metric(master: &Master, name: &str) -> u64 {
+    let (_, _, body) = call(master, "GET", "/metrics", None, None).await;
+    let text = String::from_utf8(body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// A built master with at least three packs (one chunk each), and those packs.
+async fn built(fx: &Fixture) -> (Master, Vec<hummel_core::PackInfo>) {
+    let options = BuildOptions {
+        pack_target: 1,
+        ..BuildOptions::default()
+    };
+    let master = Master::open_with(config(&fx.repo, &fx.data), options).unwrap();
+    let b = http_build(&master).await;
+    assert_eq!(b.state, BuildState::Succeeded, "{:?}", b.error);
+    let packs = current_index(&master, None).packs;
+    assert!(packs.len() >= 3, "{packs:?}");
+    (master, packs)
+}
+
+#[tokio::test]
+async fn hashlist_changes_are_applied_and_removed_packs_stop_being_located() {
+    let fx = fixture();
+    let (master, p) = built(&fx).await;
+    let none: Vec<String> = vec![];
+    let s1 = vec!["s1".to_string()];
+
+    let v0 = announce(&master, "s1", vec![p[0].hash]).await;
+    assert_eq!(v0.seq, 0);
+    // Two packs fetched, one dropped: one heartbeat, one transaction.
+    let v1 = heartbeat(
+        &master,
+        "s1",
+        2,
+        Some(changes(v0, 1, &[p[1].hash, p[2].hash], &[p[0].hash])),
+    )
+    .await;
+    assert_eq!(
+        v1,
+        Some(HashlistVersion {
+            epoch: v0.epoch,
+            seq: 1
+        })
+    );
+    let located = holders(&master, &p[..3]).await;
+    assert_eq!(located, [none.clone(), s1.clone(), s1.clone()]);
+    // A heartbeat with nothing new keeps the version.
+    assert_eq!(
+        heartbeat(&master, "s1", 2, Some(changes(v1.unwrap(), 1, &[], &[]))).await,
+        v1
+    );
+    // A heartbeat without hashlist changes (a slave from before them) changes nothing.
+    assert_eq!(heartbeat(&master, "s1", 2, None).await, v1);
+    let v2 = heartbeat(
+        &master,
+        "s1",
+        1,
+        Some(changes(v1.unwrap(), 2, &[], &[p[2].hash])),
+    )
+    .await;
+    assert_eq!(v2.map(|v| v.seq), Some(2));
+    let located = holders(&master, &p[..3]).await;
+    assert_eq!(located, [none.clone(), s1.clone(), none.clone()]);
+    assert_eq!(metric(&master, "hummel_hashlists_received_total").await, 1);
+    assert_eq!(
+        metric(&master, "hummel_hashlist_changes_applied_total").await,
+        2
+    );
+    assert_eq!(
+        metric(&master, "hummel_hashlist_changes_refused_total").await,
+        0
+    );
+
+    // The replica set survives a restart; the version does not, so the slave's next heartbeat
+    // asks for the complete hashlist.
+    drop(master);
+    let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    let located = holders(&master, &p[..3]).await;
+    assert_eq!(located, [none.clone(), s1.clone(), none.clone()]);
+    assert_eq!(
+        heartbeat(&master, "s1", 1, Some(changes(v2.unwrap(), 2, &[], &[]))).await,
+        None
+    );
+    assert_eq!(
+        metric(&master, "hummel_hashlist_changes_refused_total").await,
+        1
+    );
+    let again = announce(&master, "s1", vec![p[1].hash]).await;
+    assert_ne!(again.epoch, v0.epoch);
+}
+
+#[tokio::test]
+async fn hashlist_changes_not_on_the_version_held_ask_for_the_complete_hashlist() {
+    let fx = fixture();
+    let (master, p) = built(&fx).await;
+    let v0 = announce(&master, "s1", vec![p[0].hash]).await;
+
+    // A base the master never acknowledged: refused, and the version is dropped, so even
+    // changes on the right base are refused until the complete hashlist comes.
+    let gap = HashlistVersion { seq: 5, ..v0 };
+    assert_eq!(
+        heartbeat(&master, "s1", 2, Some(changes(gap, 6, &[p[1].hash], &[]))).await,
+        None
+    );
+    assert_eq!(
+        heartbeat(&master, "s1", 2, Some(changes(v0, 1, &[p[1].hash], &[]))).await,
+        None
+    );
+    assert!(holders(&master, &p[1..2]).await[0].is_empty());
+
+    // A new complete hashlist is a new epoch; changes from the old one are refused.
+    let v1 = announce(&master, "s1", vec![p[0].hash]).await;
+    assert_ne!(v1.epoch, v0.epoch);
+    assert_eq!((v1.seq, v1.epoch > v0.epoch), (0, true));
+    assert_eq!(
+        heartbeat(&master, "s1", 2, Some(changes(v0, 1, &[p[1].hash], &[]))).await,
+        Some(v1),
+        "a stale epoch is answered with the version held"
+    );
+    // The slave counts 3 packs where the master would count 2: refused, nothing applied.
+    assert_eq!(
+        heartbeat(&master, "s1", 3, Some(changes(v1, 1, &[p[1].hash], &[]))).await,
+        None
+    );
+    assert!(holders(&master, &p[1..2]).await[0].is_empty());
+    assert_eq!(
+        metric(&master, "hummel_hashlist_changes_refused_total").await,
+        4
+    );
+    assert_eq!(
+        metric(&master, "hummel_hashlist_changes_applied_total").await,
+        0
+    );
+
+    // Malformed changes are a 400 and change nothing; an unknown slave is told to announce.
+    let v2 = announce(&master, "s1", vec![p[0].hash]).await;
+    for bad in [
+        changes(v2, 0, &[p[1].hash], &[]),
+        changes(HashlistVersion { seq: 2, ..v2 }, 1, &[], &[]),
+        changes(v2, 1, &[p[1].hash], &[p[1].hash]),
+    ] {
+        let (s, body) = heartbeat_status(&master, "s1", 1, Some(bad)).await;
+        assert_eq!(
+            (s, error_code(&body).as_str()),
+            (StatusCode::BAD_REQUEST, "bad_request")
+        );
+    }
+    let (s, body) = heartbeat_status(&master, "ghost", 0, Some(changes(v2, 1, &[], &[]))).await;
+    assert_eq!(
+        (s, error_code(&body).as_str()),
+        (StatusCode::NOT_FOUND, "unknown_slave")
+    );
+    assert_eq!(
+        heartbeat(&master, "s1", 2, Some(changes(v2, 1, &[p[1].hash], &[]))).await,
+        Some(HashlistVersion { seq: 1, ..v2 })
+    );
+}
+
+#[tokio::test]
+async fn a_retried_or_repeated_hashlist_change_never_corrupts_the_replica_set() {
+    let fx = fixture();
+    let (master, p) = built(&fx).await;
+    let s1 = vec!["s1".to_string()];
+    let v0 = announce(&master, "s1", vec![]).await;
+
+    // Applied, but say the answer was lost: the slave still holds v0.
+    let first = changes(v0, 1, &[p[0].hash, p[1].hash], &[]);
+    let v1 = heartbeat(&master, "s1", 2, Some(first.clone())).await;
+    assert_eq!(v1.map(|v| v.seq), Some(1));
+    // The same request delivered twice is applied again, to the same result.
+    assert_eq!(heartbeat(&master, "s1", 2, Some(first.clone())).await, v1);
+    // The slave's next attempt is again from v0, with every pack touched since by its state
+    // now: p1 was dropped meanwhile, p2 fetched.
+    let retry = changes(v0, 2, &[p[0].hash, p[2].hash], &[p[1].hash]);
+    let v2 = heartbeat(&master, "s1", 2, Some(retry)).await;
+    assert_eq!(v2.map(|v| v.seq), Some(2));
+    let none: Vec<String> = vec![];
+    let want = [s1.clone(), none.clone(), s1.clone()];
+    assert_eq!(holders(&master, &p[..3]).await, want);
+    // The first request arriving late is not applied (it would bring p1 back) and is answered
+    // with the version held, which keeps counting.
+    assert_eq!(heartbeat(&master, "s1", 3, Some(first)).await, v2);
+    assert_eq!(holders(&master, &p[..3]).await, want);
+    let v3 = heartbeat(
+        &master,
+        "s1",
+        1,
+        Some(changes(v2.unwrap(), 3, &[], &[p[0].hash])),
+    )
+    .await;
+    assert_eq!(v3.map(|v| v.seq), Some(3));
+    assert_eq!(
+        holders(&master, &p[..3]).await,
+        [none.clone(), none.clone(), s1.clone()]
+    );
+    assert_eq!(
+        metric(&master, "hummel_hashlist_changes_applied_total").await,
+        4
+    );
+    assert_eq!(
+        metric(&master, "hummel_hashlist_changes_refused_total").await,
+        1
+    );
+}
+
+/// Hashes the master did not know are counted, and once a build publishes them the slave is
+/// asked for its complete hashlist, which maps them to packs.
+#[tokio::test]
+async fn packs_published_after_a_slave_reported_them_ask_for_its_complete_hashlist() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    fs::write(
+        repo.join("only.txt"),
+        b"one small file, one chunk, one pack\n",
+    )
+    .unwrap();
+    // Another master's build of the same tree writes the same pack.
+    let other = Master::open(config(&repo, &dir.path().join("other"))).unwrap();
+    http_build(&other).await;
+    let pack = current_index(&other, None).packs[0];
+    drop(other);
+
+    let master = Master::open(config(&repo, &dir.path().join("data"))).unwrap();
+    let stranger = Hash::of(b"no pack of this master");
+    let v0 = announce(&master, "s1", vec![pack.hash, stranger]).await;
+    // Two held, though the master knows neither: the counts agree.
+    let v1 = heartbeat(&master, "s1", 1, Some(changes(v0, 1, &[], &[stranger]))).await;
+    assert_eq!(v1.map(|v| v.seq), Some(1));
+    http_build(&master).await;
+    assert_eq!(current_index(&master, None).packs[0].hash, pack.hash);
+    assert_eq!(
+        heartbeat(&master, "s1", 1, Some(changes(v1.unwrap(), 1, &[], &[]))).await,
+        None
+    );
+    announce(&master, "s1", vec![pack.hash]).await;
+    let number = current_index(&master, None).packs[0];
+    assert_eq!(holders(&master, &[number]).await, [vec!["s1".to_string()]]);
 }
