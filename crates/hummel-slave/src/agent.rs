@@ -2,18 +2,25 @@
 //! drops and scrubs, with its state visible in [`crate::SlaveMetrics`].
 //!
 //! The loop does one unit of work at a time, in this order:
-//! 1. announce the complete hashlist when it changed (or on start, or when the master forgot
-//!    us). While fetches are running, announces are coalesced to one per [`ANNOUNCE_COALESCE`];
-//!    when the queue runs empty the announce goes out at once. Failures back off from
+//! 1. announce the complete hashlist on start, when the master does not know us or refused our
+//!    changes, after more than [`MAX_HASHLIST_CHANGES`] unreported changes, or after each change
+//!    if the master takes no changes (one from before incremental hashlists).
+//! 2. heartbeat every `heartbeat_interval_ms` of the last directive, reporting corrupt packs and
+//!    the changes to the hashlist since the version the master acknowledged ([`HashlistLog`]);
+//!    with changes unreported, at once. While fetches are running, hashlists and changes are
+//!    coalesced to one per [`ANNOUNCE_COALESCE`]; when the queue runs empty they go out at once,
+//!    so new replicas become visible to clients quickly. Failures back off from
 //!    [`BACKOFF_FIRST`] to [`BACKOFF_MAX`]; a refused token backs off to [`REFUSED_RETRY`], and
 //!    is fatal only before the master has ever accepted us.
-//! 2. heartbeat every `heartbeat_interval_ms` of the last directive, reporting corrupt packs.
 //! 3. start a scrub when one is due (a blocking task that can be cancelled between packs).
 //! 4. start fetches up to `replication_concurrency`.
 //!
 //! Then it sleeps until a fetch or the scrub ends or the next deadline. Every directive's
 //! assignments go to the [`ReplicationQueue`]; its drops are deleted (after a running scrub
-//! ends, so the scrub never mistakes a dropped pack for a missing one).
+//! ends, so the scrub never mistakes a dropped pack for a missing one). Completed fetches,
+//! deletions and packs quarantined by scrub are recorded in the [`HashlistLog`]; when nothing
+//! is changing the store, the log must count what the store holds, or the complete hashlist
+//! goes out again.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,9 +32,10 @@ use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use hummel_core::Hash;
-use hummel_proto::api::{Heartbeat, SlaveDirective, SlaveHashlist};
+use hummel_proto::api::{Heartbeat, MAX_HASHLIST_CHANGES, SlaveDirective, SlaveHashlist};
 use hummel_store::{BlobStore, StoreError};
 
+use crate::hashlist::HashlistLog;
 use crate::master::{MasterClient, MasterError};
 use crate::metrics::WorkerState;
 use crate::replicate::{Fetcher, Offer, ReplicationError, ReplicationQueue};
@@ -37,11 +45,12 @@ use crate::{Slave, SlaveError};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for the next bytes of an answer (a stalled source or master).
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// At most one announce per this while fetches are running.
+/// At most one hashlist, or heartbeat sent early for hashlist changes, per this while fetches
+/// are running.
 const ANNOUNCE_COALESCE: Duration = Duration::from_secs(1);
-/// First retry delay after a failed announce.
+/// First retry delay after a failed announce or heartbeat.
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
-/// Longest retry delay after a failed announce.
+/// Longest retry delay after a failed announce or heartbeat.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Retry delay after the master refused the slave token (the operator may fix the master).
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
@@ -89,13 +98,13 @@ struct Scrub {
     cancel: Arc<AtomicBool>,
 }
 
-/// Announce bookkeeping.
+/// Bookkeeping of what the master knows of our hashlist.
 struct Announce {
-    /// The master's view of our hashlist is out of date.
-    dirty: bool,
-    /// When the master last accepted a hashlist.
+    /// The master needs the complete hashlist.
+    full: bool,
+    /// When the master last accepted the hashlist or changes to it.
     last: Option<Instant>,
-    /// Not before this (after a failure).
+    /// No announce, nor early heartbeat, before this (after a failure).
     retry_at: Option<Instant>,
     /// The next failure's delay.
     backoff: Duration,
@@ -119,6 +128,8 @@ struct Agent {
     fetches: JoinSet<Result<u64, ReplicationError>>,
     fetch_ids: HashMap<tokio::task::Id, Hash>,
     announce: Announce,
+    /// The hashlist the master acknowledged and the changes since.
+    hashlist: HashlistLog,
     /// The last request to the master failed (to log transitions, not every retry).
     master_failing: bool,
     heartbeat_every: Duration,
@@ -163,6 +174,25 @@ fn scrub_store(store: &BlobStore, cancel: &AtomicBool) -> Result<Vec<Hash>, Stor
     Ok(bad)
 }
 
+/// When a hashlist report (complete, or changes in a heartbeat) is due: at once, but not before
+/// `retry_at` and, while fetches are running (`busy`), not within [`ANNOUNCE_COALESCE`] of the
+/// last one accepted.
+fn report_at(
+    now: Instant,
+    retry_at: Option<Instant>,
+    last: Option<Instant>,
+    busy: bool,
+) -> Instant {
+    let mut t = now;
+    if let Some(r) = retry_at {
+        t = t.max(r);
+    }
+    if busy && let Some(last) = last {
+        t = t.max(last + ANNOUNCE_COALESCE);
+    }
+    t
+}
+
 fn short_list(packs: &[Hash]) -> String {
     let mut s: Vec<String> = packs.iter().take(8).map(Hash::short).collect();
     if packs.len() > 8 {
@@ -191,13 +221,14 @@ impl Agent {
             fetches: JoinSet::new(),
             fetch_ids: HashMap::new(),
             announce: Announce {
-                dirty: true,
+                full: true,
                 last: None,
                 retry_at: None,
                 backoff: BACKOFF_FIRST,
                 registered: false,
                 ever: false,
             },
+            hashlist: HashlistLog::default(),
             master_failing: false,
             heartbeat_every: DEFAULT_HEARTBEAT,
             next_heartbeat: None,
@@ -215,7 +246,7 @@ impl Agent {
                 self.announce().await?;
                 continue;
             }
-            if self.announce.registered && self.next_heartbeat.is_some_and(|t| now >= t) {
+            if self.heartbeat_at(now).is_some_and(|t| now >= t) {
                 self.heartbeat().await;
                 continue;
             }
@@ -251,26 +282,47 @@ impl Agent {
     /// When the next announce is due, if one is wanted.
     fn announce_at(&self, now: Instant) -> Option<Instant> {
         let a = &self.announce;
-        if !a.dirty {
+        a.full
+            .then(|| report_at(now, a.retry_at, a.last, !self.queue.is_idle()))
+    }
+
+    /// When the next heartbeat is due: on its interval, or earlier for unreported hashlist
+    /// changes. `None` before the master knows us.
+    fn heartbeat_at(&self, now: Instant) -> Option<Instant> {
+        let a = &self.announce;
+        if !a.registered {
             return None;
         }
-        let mut t = now;
-        if let Some(r) = a.retry_at {
-            t = t.max(r);
+        let changes = (!a.full && self.hashlist.has_changes())
+            .then(|| report_at(now, a.retry_at, a.last, !self.queue.is_idle()));
+        [self.next_heartbeat, changes].into_iter().flatten().min()
+    }
+
+    /// The master needs the complete hashlist: no more changes until it has it.
+    fn announce_all(&mut self) {
+        self.announce.full = true;
+        self.hashlist.forget();
+    }
+
+    /// Records that `pack` is now held or not, for the next heartbeat (or a complete hashlist).
+    fn record(&mut self, pack: Hash, held: bool) {
+        let tracking = self.hashlist.is_tracking();
+        if !self.hashlist.record(pack, held) {
+            if tracking {
+                tracing::info!(
+                    limit = MAX_HASHLIST_CHANGES,
+                    "too many unreported hashlist changes; announcing the complete hashlist"
+                );
+            }
+            self.announce.full = true;
         }
-        if !self.queue.is_idle()
-            && let Some(last) = a.last
-        {
-            t = t.max(last + ANNOUNCE_COALESCE);
-        }
-        Some(t)
     }
 
     fn next_wake(&self, now: Instant) -> Instant {
         let mut wake = now + IDLE_WAKE;
         let candidates = [
             self.announce_at(now),
-            self.next_heartbeat.filter(|_| self.announce.registered),
+            self.heartbeat_at(now),
             self.next_scrub.filter(|_| self.scrub.is_none()),
         ];
         for t in candidates.into_iter().flatten() {
@@ -324,6 +376,7 @@ impl Agent {
     async fn announce(&mut self) -> Result<(), SlaveError> {
         let store = self.slave.store();
         let list = store.list();
+        self.hashlist.restart(list.iter().map(|(h, _)| *h));
         let body = SlaveHashlist {
             slave_id: self.slave.id(),
             url: self.slave.advertise_url(),
@@ -339,8 +392,9 @@ impl Agent {
                     .metrics()
                     .announces
                     .fetch_add(1, Ordering::Relaxed);
+                self.hashlist.announced(directive.hashlist);
                 let a = &mut self.announce;
-                a.dirty = false;
+                a.full = false;
                 a.last = Some(now);
                 a.retry_at = None;
                 a.backoff = BACKOFF_FIRST;
@@ -355,8 +409,12 @@ impl Agent {
                     used = body.used,
                     assigned = directive.assign.len(),
                     drop = directive.drop.len(),
+                    epoch = directive.hashlist.map(|v| v.epoch),
                     "announced hashlist"
                 );
+                if directive.hashlist.is_none() {
+                    tracing::debug!("the master takes no hashlist changes; announcing after each");
+                }
                 self.apply(directive).await;
                 Ok(())
             }
@@ -366,53 +424,107 @@ impl Agent {
             }
             Err(e) => {
                 self.master_failed("announce", &e);
-                let a = &mut self.announce;
-                let delay = if matches!(e, MasterError::Refused { .. }) {
-                    REFUSED_RETRY
-                } else {
-                    let d = a.backoff;
-                    a.backoff = (a.backoff * 2).min(BACKOFF_MAX);
-                    d
-                };
-                a.retry_at = Some(Instant::now() + delay);
+                self.back_off(&e);
                 Ok(())
             }
         }
     }
 
+    /// Delays the next announce and early heartbeat after a failed request.
+    fn back_off(&mut self, e: &MasterError) {
+        let a = &mut self.announce;
+        let delay = if matches!(e, MasterError::Refused { .. }) {
+            REFUSED_RETRY
+        } else {
+            let d = a.backoff;
+            a.backoff = (a.backoff * 2).min(BACKOFF_MAX);
+            d
+        };
+        a.retry_at = Some(Instant::now() + delay);
+    }
+
     async fn heartbeat(&mut self) {
-        let store = self.slave.store();
+        let store = self.slave.store().clone();
+        // With no fetch or scrub changing the store, the log must count what it holds.
+        if self.fetches.is_empty()
+            && self.scrub.is_none()
+            && self.hashlist.is_tracking()
+            && self.hashlist.len() != store.count()
+        {
+            tracing::warn!(
+                recorded = self.hashlist.len(),
+                stored = store.count(),
+                "recorded hashlist disagrees with the store; announcing the complete hashlist"
+            );
+            self.announce_all();
+        }
+        let changes = if self.announce.full {
+            None
+        } else {
+            self.hashlist.changes()
+        };
+        let packs = match &changes {
+            Some(_) => self.hashlist.len(),
+            None => store.count(),
+        };
         let body = Heartbeat {
             slave_id: self.slave.id(),
             used: store.used(),
-            packs: store.count() as u64,
+            packs: packs as u64,
             replicating: self.queue.replicating(),
             corrupt: self.unreported_corrupt.clone(),
-            hashlist: None,
+            hashlist: changes,
         };
         match self.master.heartbeat(&body).await {
             Ok(directive) => {
+                let now = Instant::now();
                 self.master_ok();
-                self.slave
-                    .metrics()
-                    .heartbeats
-                    .fetch_add(1, Ordering::Relaxed);
+                let m = self.slave.metrics();
+                m.heartbeats.fetch_add(1, Ordering::Relaxed);
                 self.unreported_corrupt.drain(..body.corrupt.len());
                 if !body.corrupt.is_empty() {
                     tracing::info!(corrupt = body.corrupt.len(), "reported corrupt packs");
+                }
+                let a = &mut self.announce;
+                a.retry_at = None;
+                a.backoff = BACKOFF_FIRST;
+                if let Some(sent) = &body.hashlist {
+                    if self.hashlist.answered(sent, directive.hashlist) {
+                        if sent.seq != sent.base {
+                            m.hashlist_changes.fetch_add(1, Ordering::Relaxed);
+                            self.announce.last = Some(now);
+                            tracing::debug!(
+                                added = sent.added.len(),
+                                removed = sent.removed.len(),
+                                seq = sent.seq,
+                                "hashlist changes accepted"
+                            );
+                        }
+                    } else {
+                        m.hashlist_refusals.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            proposed = sent.seq,
+                            answered = ?directive.hashlist,
+                            "master did not apply our hashlist changes; announcing the complete hashlist"
+                        );
+                        self.announce_all();
+                    }
                 }
                 self.apply(directive).await;
             }
             Err(MasterError::UnknownSlave { .. }) => {
                 self.master_ok();
                 tracing::info!("master does not know this slave; announcing the full hashlist");
+                self.announce_all();
                 let a = &mut self.announce;
                 a.registered = false;
-                a.dirty = true;
                 a.retry_at = None;
                 a.last = None;
             }
-            Err(e) => self.master_failed("heartbeat", &e),
+            Err(e) => {
+                self.master_failed("heartbeat", &e);
+                self.back_off(&e);
+            }
         }
         if self.announce.registered {
             self.next_heartbeat = Some(Instant::now() + self.heartbeat_every);
@@ -469,28 +581,33 @@ impl Agent {
     async fn drop_packs(&mut self, packs: Vec<Hash>) {
         let store = self.slave.store().clone();
         let res = tokio::task::spawn_blocking(move || {
-            let mut removed = 0usize;
-            for h in &packs {
-                match store.remove(h) {
-                    Ok(true) => removed += 1,
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(pack = %h.short(), error = %e, "could not delete pack")
-                    }
+            // A pack counts as removed once the store no longer lists it, even if deleting its
+            // file then failed.
+            let mut removed = Vec::new();
+            for h in packs {
+                let held = store.contains(&h);
+                if let Err(e) = store.remove(&h) {
+                    tracing::warn!(pack = %h.short(), error = %e, "could not delete pack");
+                }
+                if held && !store.contains(&h) {
+                    removed.push(h);
                 }
             }
             removed
         })
         .await;
         match res {
-            Ok(0) => {}
             Ok(removed) => {
-                tracing::info!(removed, "deleted packs the master dropped");
-                self.announce.dirty = true;
+                if !removed.is_empty() {
+                    tracing::info!(removed = removed.len(), "deleted packs the master dropped");
+                }
+                for h in removed {
+                    self.record(h, false);
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "deleting dropped packs failed");
-                self.announce.dirty = true;
+                self.announce_all();
             }
         }
     }
@@ -538,7 +655,7 @@ impl Agent {
                 self.queue.finish(&pack, true, now);
                 m.replicated_packs.fetch_add(1, Ordering::Relaxed);
                 m.replicated_bytes.fetch_add(size, Ordering::Relaxed);
-                self.announce.dirty = true;
+                self.record(pack, true);
             }
             Err(e) => {
                 self.queue.finish(&pack, false, now);
@@ -579,8 +696,10 @@ impl Agent {
                         .fetch_add(bad.len() as u64, Ordering::Relaxed);
                     tracing::warn!(corrupt = bad.len(), packs = %short_list(&bad),
                         "scrub found corrupt packs; quarantined, will report and re-fetch");
+                    for h in &bad {
+                        self.record(*h, false);
+                    }
                     self.unreported_corrupt.extend(bad);
-                    self.announce.dirty = true;
                 }
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "scrub failed"),
@@ -603,6 +722,21 @@ mod tests {
         assert_eq!(heartbeat_interval(1), Duration::from_millis(20));
         assert_eq!(heartbeat_interval(3000), Duration::from_secs(3));
         assert_eq!(heartbeat_interval(u64::MAX), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn reports_are_coalesced_while_busy_and_wait_after_failures() {
+        let now = Instant::now();
+        let last = now - Duration::from_millis(200);
+        assert_eq!(report_at(now, None, None, true), now);
+        assert_eq!(report_at(now, None, Some(last), false), now);
+        assert_eq!(
+            report_at(now, None, Some(last), true),
+            last + ANNOUNCE_COALESCE
+        );
+        let retry = now + Duration::from_secs(2);
+        assert_eq!(report_at(now, Some(retry), Some(last), true), retry);
+        assert_eq!(report_at(now, Some(last), None, false), now);
     }
 
     #[test]

@@ -8,8 +8,11 @@
 //! - [`run`] (`agent`): the background worker. It announces the complete hashlist to the master
 //!   (`POST /slave/hashlist`; an empty list introduces a new slave), heartbeats
 //!   (`POST /slave/heartbeat`), feeds each [`SlaveDirective`](hummel_proto::api::SlaveDirective)'s
-//!   assignments to the replication queue, deletes dropped packs, scrubs, and re-announces after
-//!   every change (coalesced to about once a second while busy).
+//!   assignments to the replication queue, deletes dropped packs and scrubs. Each change to what
+//!   it holds goes to the master with the next heartbeat, sent early for it (coalesced to about
+//!   once a second while busy); the complete hashlist goes again only when the master asks.
+//! - `hashlist`: the version of the hashlist the master acknowledged and the changes since
+//!   (plain data): what the heartbeats report, and when only a complete hashlist will do.
 //! - `master`: the typed HTTP client for the two slave → master endpoints.
 //! - `replicate`: the replication queue (plain data: what to fetch next, quota, retry delays) and
 //!   the fetcher, which streams `GET {source}/blob/{hash}` into a store temp file and commits it
@@ -24,6 +27,7 @@
 mod agent;
 mod api;
 mod config;
+mod hashlist;
 mod master;
 mod metrics;
 mod replicate;

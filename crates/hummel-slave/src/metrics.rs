@@ -63,10 +63,15 @@ pub struct SlaveMetrics {
     pub scrubs: AtomicU64,
     /// Assignments skipped because the quota would overflow.
     pub quota_skips: AtomicU64,
-    /// Successful hashlist announces.
+    /// Complete hashlists accepted by the master.
     pub announces: AtomicU64,
     /// Successful heartbeats.
     pub heartbeats: AtomicU64,
+    /// Heartbeats whose hashlist changes the master applied.
+    pub hashlist_changes: AtomicU64,
+    /// Heartbeats whose hashlist changes the master did not apply, asking for the complete
+    /// hashlist.
+    pub hashlist_refusals: AtomicU64,
     /// Packs being fetched or queued (gauge).
     pub replicating: AtomicU64,
     master_reachable: AtomicBool,
@@ -87,6 +92,8 @@ impl Default for SlaveMetrics {
             quota_skips: AtomicU64::new(0),
             announces: AtomicU64::new(0),
             heartbeats: AtomicU64::new(0),
+            hashlist_changes: AtomicU64::new(0),
+            hashlist_refusals: AtomicU64::new(0),
             replicating: AtomicU64::new(0),
             master_reachable: AtomicBool::new(false),
             state: AtomicU8::new(WorkerState::Starting as u8),
@@ -228,8 +235,20 @@ impl SlaveMetrics {
         m(
             "hummel_slave_announces_total",
             "counter",
-            "Hashlists accepted by the master.",
+            "Complete hashlists accepted by the master.",
             load(&self.announces).to_string(),
+        );
+        m(
+            "hummel_slave_hashlist_changes_total",
+            "counter",
+            "Heartbeats whose hashlist changes the master applied.",
+            load(&self.hashlist_changes).to_string(),
+        );
+        m(
+            "hummel_slave_hashlist_refusals_total",
+            "counter",
+            "Heartbeats whose hashlist changes the master did not apply (complete hashlist sent instead).",
+            load(&self.hashlist_refusals).to_string(),
         );
         m(
             "hummel_slave_heartbeats_total",
@@ -287,12 +306,16 @@ mod tests {
         store.put(&hummel_core::Hash::of(b"x"), b"x").unwrap();
         let m = SlaveMetrics::default();
         m.replicated_packs.fetch_add(2, Ordering::Relaxed);
+        m.hashlist_changes.fetch_add(3, Ordering::Relaxed);
         m.set_state(WorkerState::Busy);
         let text = m.render(&store, Some(100));
         assert!(text.contains("hummel_slave_packs 1\n"));
         assert!(text.contains("hummel_slave_bytes_used 1\n"));
         assert!(text.contains("hummel_slave_quota_bytes 100\n"));
         assert!(text.contains("hummel_slave_replicated_packs_total 2\n"));
+        assert!(text.contains("hummel_slave_announces_total 0\n"));
+        assert!(text.contains("hummel_slave_hashlist_changes_total 3\n"));
+        assert!(text.contains("hummel_slave_hashlist_refusals_total 0\n"));
         assert!(text.contains("hummel_slave_master_reachable 0\n"));
         assert!(text.contains("# TYPE hummel_slave_blob_requests_total counter\n"));
         assert!(text.contains("hummel_slave_worker_state{state=\"busy\"} 1\n"));

@@ -18,7 +18,9 @@ use tokio::sync::oneshot;
 
 use hummel_core::Hash;
 use hummel_proto::ApiErrorBody;
-use hummel_proto::api::{Assignment, Heartbeat, SlaveDirective, SlaveHashlist};
+use hummel_proto::api::{
+    Assignment, HashlistChanges, HashlistVersion, Heartbeat, SlaveDirective, SlaveHashlist,
+};
 use hummel_proto::auth::TOKEN_HEADER;
 use hummel_slave::{Slave, SlaveConfig, SlaveError, run};
 use hummel_store::BlobStore;
@@ -41,6 +43,35 @@ struct MasterState {
     forgotten: usize,
     /// Answer everything with 403.
     refuse: bool,
+    /// Take hashlist changes (a master from before them names no version).
+    versions: bool,
+    epoch: u64,
+    version: Option<HashlistVersion>,
+    /// Apply the next heartbeat with changes, then answer 500 as if the answer was lost.
+    lose_next_answer: bool,
+    /// Refuse the next changes (say, after a restart): answer without a version.
+    refuse_next_changes: bool,
+}
+
+impl MasterState {
+    /// Applies changes as the master does: on the version held, or over an unanswered attempt
+    /// from the same base. Returns whether it did.
+    fn take_changes(&mut self, c: &HashlistChanges) -> bool {
+        let Some(v) = self.version else {
+            return false;
+        };
+        let fits = v.epoch == c.epoch && (v.seq == c.base || (c.base < v.seq && v.seq <= c.seq));
+        if !fits || std::mem::take(&mut self.refuse_next_changes) {
+            self.version = None;
+            return false;
+        }
+        for h in &c.removed {
+            self.held.remove(h);
+        }
+        self.held.extend(c.added.iter().copied());
+        self.version = Some(c.proposed());
+        true
+    }
 }
 
 type Shared = Arc<Mutex<MasterState>>;
@@ -61,7 +92,7 @@ fn directive(m: &MasterState, slave_id: String) -> SlaveDirective {
             .copied()
             .collect(),
         heartbeat_interval_ms: 50,
-        hashlist: None,
+        hashlist: m.version,
     }
 }
 
@@ -90,6 +121,13 @@ async fn hashlist(
         return api_error(StatusCode::FORBIDDEN, "forbidden");
     }
     m.held = h.packs.iter().copied().collect();
+    if m.versions {
+        m.epoch += 1;
+        m.version = Some(HashlistVersion {
+            epoch: m.epoch,
+            seq: 0,
+        });
+    }
     let id = h.slave_id.clone();
     m.hashlists.push(h);
     Json(directive(&m, id)).into_response()
@@ -110,7 +148,14 @@ async fn heartbeat(
         return api_error(StatusCode::NOT_FOUND, "unknown_slave");
     }
     let id = h.slave_id.clone();
+    let changed = h
+        .hashlist
+        .as_ref()
+        .is_some_and(|c| m.take_changes(c) && c.seq != c.base);
     m.heartbeats.push(h);
+    if changed && std::mem::take(&mut m.lose_next_answer) {
+        return api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    }
     Json(directive(&m, id)).into_response()
 }
 
@@ -542,6 +587,144 @@ async fn bodies_larger_than_assigned_are_refused() {
     );
     // A failure is not a change: no hashlist beyond the first.
     assert_eq!(m.lock().unwrap().hashlists.len(), 1);
+
+    stop.send(()).unwrap();
+    bounded(worker).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn reports_changes_in_heartbeats_and_the_complete_hashlist_when_asked() {
+    let (p1, p2) = (bytes(11, 20_000), bytes(12, 30_000));
+    let (h1, h2) = (Hash::of(&p1), Hash::of(&p2));
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = Arc::new(BlobStore::open(src_dir.path()).unwrap());
+    src.put(&h1, &p1).unwrap();
+    src.put(&h2, &p2).unwrap();
+    let src_url = serve(hummel_store::http::router(src)).await;
+    let assignment = |pack, size: usize| Assignment {
+        pack,
+        size: size as u64,
+        sources: vec![src_url.clone()],
+    };
+
+    let m: Shared = Arc::default();
+    {
+        let mut m = m.lock().unwrap();
+        m.versions = true;
+        m.assign = vec![assignment(h1, p1.len())];
+    }
+    let master = serve(master_router(m.clone())).await;
+    let data = tempfile::tempdir().unwrap();
+    let slave = Slave::open(config(data.path(), &master)).unwrap();
+    let (url, stop, worker) = start(&slave).await;
+    let counter = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+
+    // The fetched pack travels in a heartbeat, not in a second hashlist.
+    wait_for("the master to hold p1", || {
+        m.lock().unwrap().held.contains(&h1)
+    })
+    .await;
+    {
+        let m = m.lock().unwrap();
+        assert_eq!(m.hashlists.len(), 1);
+        assert!(m.hashlists[0].packs.is_empty());
+        let hb = m
+            .heartbeats
+            .iter()
+            .find(|h| h.hashlist.as_ref().is_some_and(|c| c.added == vec![h1]))
+            .unwrap();
+        assert_eq!(hb.packs, 1);
+        let c = hb.hashlist.as_ref().unwrap();
+        assert_eq!((c.epoch, c.base, c.seq), (1, 0, 1));
+    }
+    wait_for("the answer counted", || {
+        counter(&slave.metrics().hashlist_changes) == 1
+    })
+    .await;
+
+    // The answer to the changes carrying p2 is lost: the next attempt repeats them from the
+    // same base, and the master applies it over the first.
+    {
+        let mut m = m.lock().unwrap();
+        m.lose_next_answer = true;
+        m.assign = vec![assignment(h2, p2.len())];
+    }
+    wait_for("a repeated attempt accepted", || {
+        let m = m.lock().unwrap();
+        let attempts: Vec<&HashlistChanges> = m
+            .heartbeats
+            .iter()
+            .filter_map(|h| h.hashlist.as_ref())
+            .filter(|c| c.added == vec![h2])
+            .collect();
+        attempts.len() >= 2 && m.version.is_some_and(|v| v.seq == attempts[1].seq)
+    })
+    .await;
+    {
+        let m = m.lock().unwrap();
+        let attempts: Vec<&HashlistChanges> = m
+            .heartbeats
+            .iter()
+            .filter_map(|h| h.hashlist.as_ref())
+            .filter(|c| c.added == vec![h2])
+            .collect();
+        assert_eq!(attempts[0].base, attempts[1].base);
+        assert!(attempts[1].seq > attempts[0].seq);
+        assert_eq!(m.held, HashSet::from([h1, h2]));
+        assert_eq!(m.hashlists.len(), 1);
+    }
+
+    // Changes the master does not apply bring the complete hashlist.
+    m.lock().unwrap().refuse_next_changes = true;
+    wait_for("a second complete hashlist", || {
+        m.lock().unwrap().hashlists.len() == 2
+    })
+    .await;
+    {
+        let m = m.lock().unwrap();
+        let mut packs = m.hashlists[1].packs.clone();
+        packs.sort();
+        let mut both = vec![h1, h2];
+        both.sort();
+        assert_eq!(packs, both);
+    }
+    assert_eq!(counter(&slave.metrics().hashlist_refusals), 1);
+    wait_for("the answer counted", || {
+        counter(&slave.metrics().announces) == 2
+    })
+    .await;
+
+    // A dropped pack leaves in a heartbeat too.
+    {
+        let mut m = m.lock().unwrap();
+        m.assign.clear();
+        m.drop = vec![h1];
+    }
+    wait_for("the master to forget p1", || {
+        !m.lock().unwrap().held.contains(&h1)
+    })
+    .await;
+    assert!(!slave.store().contains(&h1));
+    assert_eq!(m.lock().unwrap().hashlists.len(), 2);
+
+    // Counted: p1, p2 (the second attempt), the drop of p1.
+    wait_for("the answer counted", || {
+        counter(&slave.metrics().hashlist_changes) == 3
+    })
+    .await;
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "hummel_slave_announces_total 2\n",
+        "hummel_slave_hashlist_changes_total 3\n",
+        "hummel_slave_hashlist_refusals_total 1\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in\n{text}");
+    }
 
     stop.send(()).unwrap();
     bounded(worker).await.unwrap().unwrap();
