@@ -188,3 +188,37 @@ fn build_with_a_bad_name_fails_and_keeps_the_revision() {
     c.sync(&dest, &[]);
     assert_same_tree(&c.repo, &dest);
 }
+
+/// New replicas reach the master as changes in the slave's heartbeats: after a second build the
+/// master lists the new packs at the slave, and the slave sent no second complete hashlist.
+#[test]
+fn new_replicas_reach_the_master_without_a_complete_hashlist() {
+    let c = Cluster::start(1, fill_modset);
+    c.build();
+    c.wait_replicated();
+    let slave_metrics = || get_text(&format!("{}/metrics", c.slaves[0].url));
+    let before = slave_metrics();
+    let announces = metric(&before, "hummel_slave_announces_total");
+    let changes = metric(&before, "hummel_slave_hashlist_changes_total");
+    assert!(announces >= 1 && changes >= 1, "{before}");
+    let first = c.slave_packs(0).len();
+
+    write(&c.repo, "@mod_new/fresh.pbo", &data(3 << 20, 4321));
+    assert_eq!(c.build()["revision"], 2);
+    c.wait_replicated();
+    let held = c.slave_packs(0).len();
+    assert!(held > first, "no new pack replicated");
+    let st = c.status();
+    assert_eq!(st["slaves"][0]["packs"], held as u64, "{st:#}");
+    let after = slave_metrics();
+    assert_eq!(
+        metric(&after, "hummel_slave_announces_total"),
+        announces,
+        "{after}"
+    );
+    assert!(metric(&after, "hummel_slave_hashlist_changes_total") > changes);
+    assert_eq!(metric(&after, "hummel_slave_hashlist_refusals_total"), 0);
+    let master = get_text(&format!("{}/metrics", c.master.url));
+    assert!(metric(&master, "hummel_hashlist_changes_applied_total") >= 2);
+    assert_eq!(metric(&master, "hummel_hashlist_changes_refused_total"), 0);
+}

@@ -122,12 +122,21 @@ fn master_survives_kill9_and_restart() {
     let mut c = Cluster::start(2, fill_modset);
     c.build();
     c.wait_replicated();
+    let announces = |i: usize| {
+        let text = get_text(&format!("{}/metrics", c.slaves[i].url));
+        metric(&text, "hummel_slave_announces_total")
+    };
+    let before = [announces(0), announces(1)];
     let port = c.master.port();
     c.master.kill9();
     c.master = start_master(c.dir.path(), &c.repo, &[], port);
     assert_eq!(c.status()["revision"]["revision"], 1);
-    // The slaves find the master again on the same address and keep serving.
+    // The slaves find the master again on the same address and keep serving; the restarted
+    // master holds no hashlist version, so each sends its complete hashlist again.
     c.wait_replicated();
+    wait_for("both slaves to announce again", || {
+        (0..2).all(|i| announces(i) > before[i])
+    });
     let dest = c.path("dest");
     c.sync(&dest, &[]);
     assert_same_tree(&c.repo, &dest);

@@ -473,3 +473,23 @@ pub fn n(v: &Value, key: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("no number {key} in {v}"))
 }
+
+/// `GET url`; the body as text.
+pub fn get_text(url: &str) -> String {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let resp = reqwest::get(url).await.unwrap();
+            assert_eq!(resp.status(), 200, "{url}");
+            resp.text().await.unwrap()
+        })
+}
+
+/// An unlabelled sample of Prometheus text.
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
