@@ -63,8 +63,8 @@ pub const METRICS: &str = "/metrics";
 pub const MAX_JSON_BODY: usize = 64 << 20;
 
 /// Most packs a slave lists in one [`HashlistChanges`] (added and removed together); with more
-/// changes unreported it announces its complete hashlist instead. About 70 kB of JSON, where a
-/// complete hashlist of a 200 GB tree (~6,400 packs) is ~450 kB.
+/// changes unreported it announces its complete hashlist instead. About 69 kB of JSON, where a
+/// complete hashlist of a 200 GB tree (~6,400 packs) is ~430 kB.
 pub const MAX_HASHLIST_CHANGES: usize = 1024;
 
 /// The path of a pack: `/blob/{hash}`.
