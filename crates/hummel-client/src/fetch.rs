@@ -11,7 +11,7 @@
 //!
 //! Verification: a response must be `206` and exactly the requested length (the body read stops
 //! at the cap). As the body streams in, each run of whole chunks goes to `spawn_blocking`, where
-//! every chunk passes [`decode_chunk`] (bounded output, BLAKE3 id) before its plain bytes are
+//! every chunk passes [`decode_chunk_into`] (bounded output, BLAKE3 id) before its plain bytes are
 //! written, with `write_at`, to every temp file offset that needs it. An HTTP error, a timeout, a short or long body or a bad chunk marks that slave bad
 //! for that pack and the range goes to the next holder; when no holder is left, the sync fails
 //! with [`SyncError::PackUnavailable`]. A local write error fails the sync at once.
@@ -33,7 +33,7 @@ use reqwest::StatusCode;
 use reqwest::header::RANGE;
 use tokio_util::sync::CancellationToken;
 
-use hummel_core::codec::decode_chunk;
+use hummel_core::codec::decode_chunk_into;
 use hummel_core::{Hash, Index};
 use hummel_proto::api::{LocateResponse, blob_path};
 
@@ -553,7 +553,11 @@ async fn fetch_range(
         let c = &ctx.index.chunks[job.chunks[k] as usize];
         c.offset + u64::from(c.stored_len)
     };
-    let mut buf: Vec<u8> = Vec::with_capacity(DECODE_BATCH + (256 << 10));
+    // Two buffers alternate: one fills from the network while the other is decoded. Each is
+    // allocated once per request at its full size (a batch plus one largest chunk).
+    let new_buf = || Vec::with_capacity(DECODE_BATCH + (256 << 10));
+    let mut buf: Vec<u8> = new_buf();
+    let mut spare: Option<Vec<u8>> = None;
     let mut buf_start = job.start;
     let mut received = 0u64;
     let mut next = 0usize;
@@ -561,7 +565,8 @@ async fn fetch_range(
         chunks: 0,
         plain_bytes: 0,
     };
-    let mut decoding: Option<tokio::task::JoinHandle<Result<RangeDone, AttemptError>>> = None;
+    type Decoded = (Result<RangeDone, AttemptError>, Vec<u8>);
+    let mut decoding: Option<tokio::task::JoinHandle<Decoded>> = None;
     let streamed: Result<(), AttemptError> = async {
         loop {
             let piece = tokio::select! {
@@ -596,18 +601,23 @@ async fn fetch_range(
             if upto > next
                 && (ready as usize >= DECODE_BATCH || finished || upto == job.chunks.len())
             {
-                let rest = buf.split_off(ready as usize);
+                let mut rest = spare.take().unwrap_or_else(new_buf);
+                rest.clear();
+                rest.extend_from_slice(&buf[ready as usize..]);
+                buf.truncate(ready as usize);
                 let batch = std::mem::replace(&mut buf, rest);
                 if let Some(prev) = decoding.take() {
-                    done.add(
-                        prev.await
-                            .map_err(|e| AttemptError::Local(SyncError::join(e)))??,
-                    );
+                    let (placed, returned) = prev
+                        .await
+                        .map_err(|e| AttemptError::Local(SyncError::join(e)))?;
+                    spare = Some(returned);
+                    done.add(placed?);
                     on.credit.update(done.plain_bytes, &ctx.progress);
                 }
                 let (c, j, from, to, at) = (ctx.clone(), job.clone(), next, upto, buf_start);
                 decoding = Some(tokio::task::spawn_blocking(move || {
-                    place_chunks(&c, &j.chunks[from..to], at, &batch)
+                    let placed = place_chunks(&c, &j.chunks[from..to], at, &batch);
+                    (placed, batch)
                 }));
                 buf_start += ready;
                 next = upto;
@@ -621,7 +631,7 @@ async fn fetch_range(
     // However the body ended (complete, failed, or another holder won), the batch being
     // written finishes first: no write to a temp file outlives its request.
     if let Some(prev) = decoding.take() {
-        let last = prev
+        let (last, _) = prev
             .await
             .map_err(|e| AttemptError::Local(SyncError::join(e)))?;
         if streamed.is_ok() {
@@ -659,14 +669,15 @@ fn place_chunks(
         chunks: 0,
         plain_bytes: 0,
     };
+    let mut scratch = Vec::new();
     for &ci in chunks {
         let c = &ctx.index.chunks[ci as usize];
         let at = (c.offset - body_start) as usize;
         let stored = &body[at..at + c.stored_len as usize];
-        let plain = decode_chunk(c.codec, stored, c.len, &c.hash)
+        let plain = decode_chunk_into(c.codec, stored, c.len, &c.hash, &mut scratch)
             .map_err(|e| AttemptError::Slave(e.to_string()))?;
         let targets = ctx.targets.get(&ci).map(Vec::as_slice).unwrap_or(&[]);
-        writer.write(targets, &plain).map_err(AttemptError::Local)?;
+        writer.write(targets, plain).map_err(AttemptError::Local)?;
         done.plain_bytes += plain.len() as u64 * targets.len() as u64;
         done.chunks += 1;
     }
