@@ -67,13 +67,14 @@ pub enum SyncError {
         /// The error.
         source: std::io::Error,
     },
-    /// A file assembled from verified chunks does not hash to the index's file hash.
-    #[error("{path}: assembled file does not match its hash {expected}")]
-    FileMismatch {
+    /// A temp file is about to be sealed with chunks never written to it (a bug, not a
+    /// network fault: every chunk is verified on its way in).
+    #[error("{path}: {missing} of its chunks were never written")]
+    Incomplete {
         /// Repository path.
         path: String,
-        /// Expected file hash (short).
-        expected: String,
+        /// Chunks not written.
+        missing: u32,
     },
     /// Another sync holds the lock on the destination.
     #[error("{}: another hummel sync is running in this folder", path.display())]

@@ -21,7 +21,6 @@
 //! decompression and disk writes overlap.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,7 +37,7 @@ use hummel_core::{Hash, Index};
 use hummel_proto::api::{LocateResponse, blob_path};
 
 use crate::SyncError;
-use crate::assemble::TargetWriter;
+use crate::assemble::{Staging, TargetWriter};
 use crate::http::{HttpClient, describe, normalise_url};
 use crate::plan::{RangeRequest, Target};
 
@@ -50,7 +49,7 @@ pub(crate) struct FetchContext {
     pub(crate) http: HttpClient,
     pub(crate) index: Arc<Index>,
     pub(crate) targets: Arc<BTreeMap<u32, Vec<Target>>>,
-    pub(crate) temp_paths: Arc<Vec<PathBuf>>,
+    pub(crate) staging: Arc<Staging>,
     pub(crate) concurrency: usize,
     pub(crate) per_slave: usize,
     pub(crate) progress: ProgressBar,
@@ -664,7 +663,7 @@ fn place_chunks(
     body_start: u64,
     body: &[u8],
 ) -> Result<RangeDone, AttemptError> {
-    let mut writer = TargetWriter::new(&ctx.temp_paths);
+    let mut writer = TargetWriter::new(&ctx.staging);
     let mut done = RangeDone {
         chunks: 0,
         plain_bytes: 0,

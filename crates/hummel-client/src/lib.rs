@@ -25,9 +25,9 @@
 //! - [`error`]: [`SyncError`], one line with the failing side and object.
 //!
 //! # Guarantees
-//! - Every byte from the network passes `decode_chunk` (bounded, BLAKE3 id) before it is
-//!   written; every locally copied chunk is re-hashed; every assembled file is checked against
-//!   its file hash before it is renamed into place.
+//! - Every byte from the network passes `decode_chunk_into` (bounded, BLAKE3 id) before it is
+//!   written; every locally copied chunk is re-hashed; a file is renamed into place only when
+//!   every one of its chunks was written (the index's chunk lists add up to its file sizes).
 //! - Nothing under its final name is ever partial: temp file, made durable (one `syncfs` of
 //!   the filesystem on Linux, fsync per file elsewhere), rename, then the renames made durable.
 //!   If anything fails before the renames, DEST is untouched and the temp files are removed.

@@ -31,6 +31,9 @@ pub struct Target {
     pub file: u32,
     /// Offset in that file.
     pub offset: u64,
+    /// Position among all targets of the plan: the flag set once this target is written.
+    #[serde(skip)]
+    pub slot: u32,
 }
 
 /// A directory of the index.
@@ -68,6 +71,9 @@ pub struct FileWrite {
     pub mtime_ns: i64,
     /// Expected BLAKE3 of the whole file.
     pub hash: Hash,
+    /// The slots of its targets, one per chunk in file order ([`Target::slot`]).
+    #[serde(skip)]
+    pub slots: std::ops::Range<u32>,
 }
 
 /// A chunk taken from a local file (re-hashed when read; a mismatch falls back to download).
@@ -246,12 +252,13 @@ impl SyncPlan {
                         });
                     }
                     let file = plan.writes.len() as u32;
+                    let first_slot = plan.writes.last().map_or(0, |w| w.slots.end);
                     let mut offset = 0u64;
-                    for &ci in &f.chunks {
+                    for (slot, &ci) in (first_slot..).zip(&f.chunks) {
                         plan.targets
                             .entry(ci)
                             .or_default()
-                            .push(Target { file, offset });
+                            .push(Target { file, offset, slot });
                         offset += index.chunks[ci as usize].len as u64;
                     }
                     plan.bytes_to_write += f.size;
@@ -261,6 +268,7 @@ impl SyncPlan {
                         mode,
                         mtime_ns: f.mtime_ns,
                         hash: f.hash,
+                        slots: first_slot..first_slot + f.chunks.len() as u32,
                     });
                 }
             }

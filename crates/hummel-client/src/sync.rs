@@ -460,7 +460,7 @@ impl Execution<'_> {
                 http: self.http.clone(),
                 index: self.index.clone(),
                 targets: targets.clone(),
-                temp_paths: Arc::new(staging.paths.clone()),
+                staging: staging.clone(),
                 concurrency: self.opts.concurrency,
                 per_slave: PER_SLAVE_LIMIT,
                 progress: progress.clone(),
