@@ -117,10 +117,17 @@ pub(crate) fn for_each_io_on<T: Sync>(
 }
 
 /// Writes verified plain chunk bytes to temp files and marks their targets written, keeping
-/// the files it opened.
+/// the files it opened and the span it wrote in each.
 pub(crate) struct TargetWriter<'a> {
     staging: &'a Staging,
-    open: HashMap<u32, File>,
+    open: HashMap<u32, (File, Span)>,
+}
+
+/// The bytes `[start, end)` of a file that one writer touched.
+#[derive(Clone, Copy)]
+struct Span {
+    start: u64,
+    end: u64,
 }
 
 impl<'a> TargetWriter<'a> {
@@ -131,23 +138,46 @@ impl<'a> TargetWriter<'a> {
         }
     }
 
+    /// Asks the kernel to start writing what this writer wrote to disk now, without waiting.
+    ///
+    /// The final `syncfs` then finds little left to flush: without this the kernel starts
+    /// writeback only once gigabytes are dirty, and a large sync spent its last seconds
+    /// waiting for the disk while nothing else ran. `POSIX_FADV_DONTNEED` starts asynchronous
+    /// writeback of dirty pages (and drops clean ones, already on disk). Best effort.
+    pub(crate) fn start_writeback(&self) {
+        #[cfg(target_os = "linux")]
+        for (file, span) in self.open.values() {
+            let len = std::num::NonZeroU64::new(span.end - span.start);
+            if len.is_some() {
+                let _ = rustix::fs::fadvise(file, span.start, len, rustix::fs::Advice::DontNeed);
+            }
+        }
+    }
+
     /// Writes `data`, already verified as the chunk of `targets`, at every target. Opens
     /// without `create`: a temp file removed by a failed sync is never recreated by a
     /// straggling worker.
     pub(crate) fn write(&mut self, targets: &[Target], data: &[u8]) -> Result<(), SyncError> {
         for t in targets {
             let path = &self.staging.paths[t.file as usize];
-            let file = match self.open.entry(t.file) {
+            let end = t.offset + data.len() as u64;
+            let (file, span) = match self.open.entry(t.file) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                std::collections::hash_map::Entry::Vacant(v) => v.insert((
                     File::options()
                         .write(true)
                         .open(path)
                         .map_err(|e| SyncError::local("open", path, e))?,
-                ),
+                    Span {
+                        start: t.offset,
+                        end,
+                    },
+                )),
             };
             file.write_all_at(data, t.offset)
                 .map_err(|e| SyncError::local("write", path, e))?;
+            span.start = span.start.min(t.offset);
+            span.end = span.end.max(end);
             if let Some(flag) = self.staging.placed.get(t.slot as usize) {
                 flag.store(true, Ordering::Release);
             }
@@ -238,6 +268,7 @@ pub(crate) fn copy_local(
                 out.bytes += written;
                 out.chunks += 1;
             }
+            writer.start_writeback();
             Ok(out)
         })
         .collect();

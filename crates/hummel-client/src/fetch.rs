@@ -680,6 +680,7 @@ fn place_chunks(
         done.plain_bytes += plain.len() as u64 * targets.len() as u64;
         done.chunks += 1;
     }
+    writer.start_writeback();
     Ok(done)
 }
 
