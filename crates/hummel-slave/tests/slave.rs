@@ -54,6 +54,15 @@ struct MasterState {
 }
 
 impl MasterState {
+    /// Every heartbeat's changes that added exactly `pack`, in order.
+    fn changes_adding(&self, pack: Hash) -> Vec<&HashlistChanges> {
+        self.heartbeats
+            .iter()
+            .filter_map(|h| h.hashlist.as_ref())
+            .filter(|c| c.added == [pack])
+            .collect()
+    }
+
     /// Applies changes as the master does: on the version held, or over an unanswered attempt
     /// from the same base. Returns whether it did.
     fn take_changes(&mut self, c: &HashlistChanges) -> bool {
@@ -651,23 +660,13 @@ async fn reports_changes_in_heartbeats_and_the_complete_hashlist_when_asked() {
     }
     wait_for("a repeated attempt accepted", || {
         let m = m.lock().unwrap();
-        let attempts: Vec<&HashlistChanges> = m
-            .heartbeats
-            .iter()
-            .filter_map(|h| h.hashlist.as_ref())
-            .filter(|c| c.added == vec![h2])
-            .collect();
+        let attempts = m.changes_adding(h2);
         attempts.len() >= 2 && m.version.is_some_and(|v| v.seq == attempts[1].seq)
     })
     .await;
     {
         let m = m.lock().unwrap();
-        let attempts: Vec<&HashlistChanges> = m
-            .heartbeats
-            .iter()
-            .filter_map(|h| h.hashlist.as_ref())
-            .filter(|c| c.added == vec![h2])
-            .collect();
+        let attempts = m.changes_adding(h2);
         assert_eq!(attempts[0].base, attempts[1].base);
         assert!(attempts[1].seq > attempts[0].seq);
         assert_eq!(m.held, HashSet::from([h1, h2]));
