@@ -473,6 +473,12 @@ def render(results, also=()):
              "(`ln -f`, never written through) to the modified / inserted variant, then `hummel build --wait` and a "
              "wait until `hummel status --json` shows `replication.under_replicated == 0`, no pending assignment "
              "and both slaves live (untimed; durations in the Hummel setup table below).")
+    lvl = meta.get("hummel_repack_level")
+    if lvl:
+        o.append(f"- Hummel repack: the cluster masters run with `--repack-level {lvl}` (off by default in Hummel): "
+                 "after each build a background pass re-compresses the new packs at that level and publishes the "
+                 "same tree again with the new chunk locations; the harness waits for that pass and its "
+                 "replication (included in the setup durations). The build master of (6) runs without it.")
     for mode, r in results.items():
         m = r["meta"]
         if m.get("harness_seconds"):
