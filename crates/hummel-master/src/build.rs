@@ -50,7 +50,7 @@ const MAX_WARNINGS: usize = 200;
 /// Files modified less than this before the previous build started are read again.
 const RACY_MARGIN_SECS: i64 = 2;
 /// Stored chunks in flight between the chunking threads and the pack writer.
-const CHANNEL_DEPTH: usize = 64;
+pub(crate) const CHANNEL_DEPTH: usize = 64;
 
 /// Why a build failed. The message is one line and names the path or object involved.
 #[derive(Debug, thiserror::Error)]
@@ -499,18 +499,18 @@ fn reuse(
 }
 
 /// A compressed chunk on its way to the pack writer.
-struct StoredChunk {
-    hash: Hash,
-    codec: Codec,
-    stored: Vec<u8>,
-    len: u32,
+pub(crate) struct StoredChunk {
+    pub hash: Hash,
+    pub codec: Codec,
+    pub stored: Vec<u8>,
+    pub len: u32,
 }
 
-/// Packs sealed by this build.
+/// Packs sealed by this build (or repack).
 #[derive(Debug, Default)]
-struct Written {
-    packs: Vec<PackInfo>,
-    chunks: HashMap<Hash, ChunkLocation>,
+pub(crate) struct Written {
+    pub packs: Vec<PackInfo>,
+    pub chunks: HashMap<Hash, ChunkLocation>,
 }
 
 /// Chunks `files` in parallel, storing new chunks through one pack-writer thread. Appends the
@@ -536,7 +536,7 @@ fn read_and_pack(
                     inputs.store,
                     inputs.next_pack_number,
                     inputs.options.pack_target,
-                    run,
+                    &run.packs_written,
                 )
             });
         let writer = match writer {
@@ -658,13 +658,14 @@ struct OpenPack {
     path: PathBuf,
 }
 
-/// The pack-writer thread: appends stored chunks, seals packs at `target` bytes.
-fn write_packs(
+/// The pack-writer thread: appends stored chunks, seals packs at `target` bytes, numbered from
+/// `first_number`, and counts them in `packs_written`. Also the repack's writer.
+pub(crate) fn write_packs(
     rx: Receiver<StoredChunk>,
     store: &BlobStore,
     first_number: u32,
     target: u64,
-    run: &BuildRun,
+    packs_written: &AtomicU64,
 ) -> Result<Written, BuildError> {
     // Sealing a pack (table of contents, re-hash, fsync, rename) takes tens of milliseconds;
     // done inline it would stall every compressing thread behind the full channel. A sealer
@@ -683,7 +684,7 @@ fn write_packs(
                     }
                     match seal(pack, number, store, &mut out) {
                         Ok(()) => {
-                            run.packs_written.fetch_add(1, Ordering::Relaxed);
+                            packs_written.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => failed = Some(e),
                     }

@@ -47,4 +47,11 @@ pub struct MasterConfig {
     pub tokens: Tokens,
     /// `hummel serve`: the master's own store acts as an always-live slave holding every pack.
     pub embedded_store: bool,
+    /// zstd level the background repack recompresses the current revision's packs to
+    /// (`crate::repack`); 0 turns it off. Otherwise in [`REPACK_LEVELS`].
+    pub repack_level: i32,
 }
+
+/// The zstd levels `--repack-level` accepts (besides 0, off): above the build's level 3, up to
+/// zstd's highest non-"ultra" level.
+pub const REPACK_LEVELS: std::ops::RangeInclusive<i32> = 4..=19;

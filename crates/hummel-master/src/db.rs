@@ -1,9 +1,11 @@
 //! [`Db`]: the metadata database `DATA/hummel.db` (SQLite, WAL).
 //!
 //! Tables: `revisions` (one row per published revision; the current one is the highest),
-//! `packs` (the pack enumeration: number → hash, size), `chunks` (where every published chunk
-//! lives), `slaves` and `replicas` (who holds which pack), `clients` (what each client holds) and
-//! `builds` (build history). The schema version is `PRAGMA user_version`. A slave's replica set
+//! `packs` (the pack enumeration: number → hash, size, and the zstd level it was written at,
+//! since schema 2, for the repack), `chunks` (where every published chunk lives; the repack
+//! moves chunks to its packs), `slaves` and `replicas` (who holds which pack), `clients` (what each client holds) and
+//! `builds` (build history). The schema version is `PRAGMA user_version`; an older database is
+//! migrated step by step on open, each step in one transaction. A slave's replica set
 //! is replaced whole by its complete hashlist ([`Db::record_hashlist`]) and changed pack by pack
 //! by the changes its heartbeats carry ([`Db::record_heartbeat`]), each in one transaction.
 //!
@@ -15,6 +17,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hummel_core::codec::DEFAULT_ZSTD_LEVEL;
 use hummel_core::{ChunkLocation, Codec, Hash, PackInfo};
 use hummel_proto::api::{BuildState, BuildStatus};
 use rusqlite::{Connection, OpenFlags, Row, params};
@@ -23,7 +26,15 @@ use crate::error::MasterError;
 use crate::tracker::{ClientRecord, SlaveRecord};
 
 /// The schema this build writes.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
+
+/// Version 1 → 2: the zstd level each pack was written at, so the background repack knows
+/// which packs are below its level. Every pack of a version-1 database was written by a build,
+/// and builds have always compressed at [`DEFAULT_ZSTD_LEVEL`].
+const MIGRATE_V1_TO_V2: &str =
+    "ALTER TABLE packs ADD COLUMN zstd_level INTEGER NOT NULL DEFAULT 3;";
+// The migration's default is only true while builds compress at level 3.
+const _: () = assert!(DEFAULT_ZSTD_LEVEL == 3);
 
 const SCHEMA_V1: &str = "
 CREATE TABLE revisions (
@@ -102,12 +113,22 @@ pub(crate) struct RevisionRow {
     pub build_started_unix: i64,
 }
 
-/// What one build publishes in one transaction.
+/// What one build (or repack) publishes in one transaction.
 pub(crate) struct Publication<'a> {
     pub revision: &'a RevisionRow,
-    pub build_id: u64,
+    /// `None` for a revision published by the repack.
+    pub build_id: Option<u64>,
     pub new_packs: &'a [PackInfo],
+    /// The zstd level `new_packs` were written at.
+    pub pack_level: i32,
+    /// Published packs that this level rewrote to the same bytes: their level becomes
+    /// `pack_level`.
+    pub relevelled_packs: &'a [u32],
+    /// Chunks not published before (a chunk already in the table keeps its location).
     pub new_chunks: &'a [ChunkLocation],
+    /// Published chunks that now live elsewhere (the repack): their rows are replaced, so later
+    /// builds reuse the new location.
+    pub moved_chunks: &'a [ChunkLocation],
 }
 
 /// SQLite stores signed integers; Hummel's sizes fit, anything larger saturates.
@@ -221,10 +242,18 @@ impl Db {
                 supported: SCHEMA_VERSION,
             });
         }
+        // Each step runs in one transaction with the version it reaches.
         if version == 0 {
             self.conn
                 .execute_batch(&format!(
-                    "BEGIN; {SCHEMA_V1} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                    "BEGIN; {SCHEMA_V1} {MIGRATE_V1_TO_V2} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                ))
+                .map_err(self.err())?;
+        } else if version == 1 {
+            tracing::info!(path = %self.path.display(), "migrating the database schema from 1 to 2");
+            self.conn
+                .execute_batch(&format!(
+                    "BEGIN; {MIGRATE_V1_TO_V2} PRAGMA user_version=2; COMMIT;"
                 ))
                 .map_err(self.err())?;
         }
@@ -255,21 +284,22 @@ impl Db {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
-    /// Every pack, by number.
-    pub(crate) fn load_packs(&self) -> Result<Vec<PackInfo>, MasterError> {
+    /// Every pack with the zstd level it was written at, by number.
+    pub(crate) fn load_packs(&self) -> Result<Vec<(PackInfo, i32)>, MasterError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT number, hash, size FROM packs ORDER BY number")
+            .prepare("SELECT number, hash, size, zstd_level FROM packs ORDER BY number")
             .map_err(self.err())?;
         let rows = stmt
             .query_map([], |r| {
                 let number: i64 = r.get(0)?;
-                Ok(PackInfo {
+                let pack = PackInfo {
                     number: u32::try_from(number)
                         .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, number))?,
                     hash: hash_from_blob(r.get(1)?, 1)?,
                     size: from_sql_int(r.get(2)?),
-                })
+                };
+                Ok((pack, r.get(3)?))
             })
             .map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
@@ -296,7 +326,10 @@ impl Db {
         let tx = self.conn.transaction().map_err(db_err(&path))?;
         {
             let mut pack_stmt = tx
-                .prepare("INSERT INTO packs(number, hash, size, revision) VALUES (?1, ?2, ?3, ?4)")
+                .prepare(
+                    "INSERT INTO packs(number, hash, size, revision, zstd_level)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
                 .map_err(db_err(&path))?;
             for pack in p.new_packs {
                 pack_stmt
@@ -304,8 +337,17 @@ impl Db {
                         pack.number,
                         &pack.hash.0[..],
                         to_sql_int(pack.size),
-                        to_sql_int(p.revision.number)
+                        to_sql_int(p.revision.number),
+                        p.pack_level
                     ])
+                    .map_err(db_err(&path))?;
+            }
+            let mut level_stmt = tx
+                .prepare("UPDATE packs SET zstd_level=?2 WHERE number=?1")
+                .map_err(db_err(&path))?;
+            for n in p.relevelled_packs {
+                level_stmt
+                    .execute(params![n, p.pack_level])
                     .map_err(db_err(&path))?;
             }
             let mut chunk_stmt = tx
@@ -315,16 +357,16 @@ impl Db {
                 )
                 .map_err(db_err(&path))?;
             for c in p.new_chunks {
-                chunk_stmt
-                    .execute(params![
-                        &c.hash.0[..],
-                        c.pack,
-                        to_sql_int(c.offset),
-                        c.stored_len,
-                        c.len,
-                        c.codec as u8
-                    ])
-                    .map_err(db_err(&path))?;
+                insert_chunk(&mut chunk_stmt, c).map_err(db_err(&path))?;
+            }
+            let mut moved_stmt = tx
+                .prepare(
+                    "INSERT OR REPLACE INTO chunks(hash, pack, offset, stored_len, len, codec)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(db_err(&path))?;
+            for c in p.moved_chunks {
+                insert_chunk(&mut moved_stmt, c).map_err(db_err(&path))?;
             }
             tx.execute(
                 "INSERT INTO revisions(number, created_unix, index_hash, files, bytes, build_id,
@@ -336,7 +378,7 @@ impl Db {
                     &p.revision.index_hash.0[..],
                     to_sql_int(p.revision.files),
                     to_sql_int(p.revision.bytes),
-                    to_sql_int(p.build_id),
+                    p.build_id.map(to_sql_int),
                     p.revision.build_started_unix
                 ],
             )
@@ -597,6 +639,18 @@ impl Db {
     }
 }
 
+/// Runs a `chunks` insert whose six parameters are the columns in table order.
+fn insert_chunk(stmt: &mut rusqlite::Statement<'_>, c: &ChunkLocation) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        &c.hash.0[..],
+        c.pack,
+        to_sql_int(c.offset),
+        c.stored_len,
+        c.len,
+        c.codec as u8
+    ])
+}
+
 fn chunk_from_row(r: &Row<'_>) -> rusqlite::Result<ChunkLocation> {
     Ok(ChunkLocation {
         hash: hash_from_blob(r.get(0)?, 0)?,
@@ -638,5 +692,88 @@ mod tests {
             Db::open(&path),
             Err(MasterError::SchemaVersion { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_its_packs_count_as_level_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hummel.db");
+        {
+            // A database as the previous release left it.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!("{SCHEMA_V1} PRAGMA user_version=1;"))
+                .unwrap();
+            conn.execute(
+                "INSERT INTO packs(number, hash, size, revision) VALUES (1, ?1, 100, 1)",
+                params![&[7u8; 32][..]],
+            )
+            .unwrap();
+        }
+        let mut db = Db::open(&path).unwrap();
+        let v: i64 = db
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
+        let packs = db.load_packs().unwrap();
+        assert_eq!(packs.len(), 1);
+        assert_eq!(
+            (packs[0].0.number, packs[0].0.size, packs[0].1),
+            (1, 100, 3)
+        );
+        // The migrated schema takes a publication with a level, relevelled and moved chunks.
+        let row = RevisionRow {
+            number: 1,
+            created_unix: 1,
+            index_hash: Hash([1; 32]),
+            files: 0,
+            bytes: 0,
+            build_started_unix: 1,
+        };
+        let new = PackInfo {
+            number: 2,
+            hash: Hash([8; 32]),
+            size: 50,
+        };
+        let chunk = ChunkLocation {
+            hash: Hash([9; 32]),
+            pack: 1,
+            offset: 16,
+            stored_len: 10,
+            len: 10,
+            codec: Codec::Raw,
+        };
+        db.publish(&Publication {
+            revision: &row,
+            build_id: None,
+            new_packs: &[new],
+            pack_level: 9,
+            relevelled_packs: &[1],
+            new_chunks: &[chunk],
+            moved_chunks: &[],
+        })
+        .unwrap();
+        let moved = ChunkLocation { pack: 2, ..chunk };
+        db.publish(&Publication {
+            revision: &RevisionRow { number: 2, ..row },
+            build_id: None,
+            new_packs: &[],
+            pack_level: 9,
+            relevelled_packs: &[],
+            new_chunks: &[],
+            moved_chunks: &[moved],
+        })
+        .unwrap();
+        let levels: Vec<(u32, i32)> = db
+            .load_packs()
+            .unwrap()
+            .into_iter()
+            .map(|(p, l)| (p.number, l))
+            .collect();
+        assert_eq!(levels, [(1, 9), (2, 9)]);
+        assert_eq!(db.load_chunks().unwrap()[&chunk.hash], moved);
+        drop(db);
+        // Opening again does not migrate twice.
+        Db::open(&path).unwrap();
     }
 }

@@ -11,6 +11,8 @@
 //! - `db`: the SQLite metadata database `DATA/hummel.db` (WAL, versioned schema).
 //! - `revision`: encoded indexes in `DATA/revisions/N.idx`, written before their row commits.
 //! - `build`: the pipeline walk → reuse → chunk/hash/compress (rayon) → pack writer → index.
+//! - `repack`: the optional background pass that recompresses the current revision's packs at
+//!   a higher zstd level and publishes the same tree again (`MasterConfig::repack_level`).
 //! - `tracker`: slaves (replica sets, liveness, the hashlist version their changes build on) and
 //!   clients, mirrored from the database.
 //! - `placement`: rendezvous hashing of packs onto slaves under quotas (pure).
@@ -32,6 +34,7 @@ pub mod error;
 mod master;
 mod metrics;
 mod placement;
+mod repack;
 mod revision;
 mod tracker;
 
@@ -41,7 +44,7 @@ mod tests;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use config::{MasterConfig, Tokens};
+pub use config::{MasterConfig, REPACK_LEVELS, Tokens};
 pub use error::MasterError;
 pub use master::{EMBEDDED_SLAVE_ID, Master, run_background};
 

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hummel_core::{Hash, PackInfo, RelPath};
+use hummel_core::{ChunkLocation, Hash, Index, PackInfo, RelPath};
 use hummel_proto::api::{
     Assignment, BuildState, BuildStatus, ClientReport, HashlistVersion, Heartbeat, LocateRequest,
     LocateResponse, ReplicationHealth, RevisionInfo, SlaveDirective, SlaveEndpoint, SlaveHashlist,
@@ -35,11 +35,12 @@ use hummel_proto::api::{
 use hummel_store::BlobStore;
 
 use crate::build::{self, BuildError, BuildInputs, BuildOptions, BuildRun, Preparation};
-use crate::config::MasterConfig;
+use crate::config::{MasterConfig, REPACK_LEVELS};
 use crate::db::{Db, Publication, RevisionRow};
 use crate::error::MasterError;
 use crate::metrics::Metrics;
 use crate::placement::{self, Candidate, PackSlot, Placement};
+use crate::repack::Repacker;
 use crate::revision::{self, LoadedRevision};
 use crate::tracker::{ClientRecord, Liveness, ReplicaChange, SlaveRecord, Tracker};
 use crate::{lock, now_ms, now_unix, read, write};
@@ -65,11 +66,15 @@ pub(crate) struct Inner {
     public_url: RwLock<Option<String>>,
     current: RwLock<Option<Arc<LoadedRevision>>>,
     history: RwLock<Vec<RevisionRow>>,
-    packs: RwLock<PackTable>,
+    pub packs: RwLock<PackTable>,
     tracker: Mutex<Tracker>,
     builds: Mutex<BuildBook>,
     old_revision: Mutex<Option<Arc<LoadedRevision>>>,
-    build_options: BuildOptions,
+    pub build_options: BuildOptions,
+    /// Incremented whenever a build starts: a repack that sees it move stops and publishes
+    /// nothing.
+    pub build_epoch: AtomicU64,
+    pub repacker: Repacker,
     locate_turn: AtomicU64,
     /// The next epoch of a slave's hashlist: one per complete hashlist accepted, never reused
     /// while the process runs (starts at random, below 2^53 so JSON tools read it exactly).
@@ -81,12 +86,15 @@ pub(crate) struct Inner {
 pub(crate) struct PackTable {
     pub by_number: HashMap<u32, PackInfo>,
     pub by_hash: HashMap<Hash, u32>,
+    /// The zstd level each pack was written at (the repack's criterion).
+    pub levels: HashMap<u32, i32>,
     /// The number the next new pack gets.
     pub next_number: u32,
 }
 
 impl PackTable {
-    fn insert(&mut self, p: PackInfo) {
+    fn insert(&mut self, p: PackInfo, level: i32) {
+        self.levels.insert(p.number, level);
         self.by_number.insert(p.number, p);
         self.by_hash.insert(p.hash, p.number);
         self.next_number = self.next_number.max(p.number.saturating_add(1));
@@ -113,9 +121,24 @@ impl PackTable {
 }
 
 #[derive(Default)]
-struct BuildBook {
+pub(crate) struct BuildBook {
     runs: BTreeMap<u64, Arc<BuildRun>>,
-    running: Option<u64>,
+    pub running: Option<u64>,
+}
+
+/// What a revision adds besides its index (see [`Master::publish`]).
+pub(crate) struct NewRevision<'a> {
+    /// The build that made it; `None` for the repack.
+    pub build_id: Option<u64>,
+    /// When the build that read the files started (the repack keeps its source's).
+    pub build_started_unix: i64,
+    pub new_packs: &'a [PackInfo],
+    /// The zstd level of `new_packs`.
+    pub pack_level: i32,
+    /// Published packs now recorded at `pack_level` (rewritten to the same bytes).
+    pub relevelled_packs: &'a [u32],
+    pub new_chunks: &'a [ChunkLocation],
+    pub moved_chunks: &'a [ChunkLocation],
 }
 
 /// Why an index request cannot be answered.
@@ -154,6 +177,9 @@ impl Master {
         config: MasterConfig,
         build_options: BuildOptions,
     ) -> Result<Master, MasterError> {
+        if config.repack_level != 0 && !REPACK_LEVELS.contains(&config.repack_level) {
+            return Err(MasterError::RepackLevel(config.repack_level));
+        }
         fs::create_dir_all(&config.data).map_err(MasterError::io(&config.data))?;
         let revisions_dir = config.data.join("revisions");
         fs::create_dir_all(&revisions_dir).map_err(MasterError::io(&revisions_dir))?;
@@ -174,8 +200,8 @@ impl Master {
             next_number: 1,
             ..PackTable::default()
         };
-        for p in db.load_packs()? {
-            packs.insert(p);
+        for (p, level) in db.load_packs()? {
+            packs.insert(p, level);
         }
         if let Some(c) = &current {
             let missing = c
@@ -235,6 +261,8 @@ impl Master {
                 builds: Mutex::new(builds),
                 old_revision: Mutex::new(None),
                 build_options,
+                build_epoch: AtomicU64::new(0),
+                repacker: Repacker::default(),
                 locate_turn: AtomicU64::new(0),
                 hashlist_epochs: AtomicU64::new(u64::from(rand::random::<u32>()) << 20),
             }),
@@ -279,6 +307,8 @@ impl Master {
         let run = Arc::new(BuildRun::new(id, started));
         book.runs.insert(id, run.clone());
         book.running = Some(id);
+        // Under the builds lock: a repack checks the epoch under it before publishing.
+        self.inner.build_epoch.fetch_add(1, Ordering::SeqCst);
         let master = self.clone();
         let thread_run = run.clone();
         let spawned = std::thread::Builder::new()
@@ -296,6 +326,16 @@ impl Master {
             return Err(MasterError::Spawn(e));
         }
         Ok(id)
+    }
+
+    /// True while a build runs.
+    pub(crate) fn build_running(&self) -> bool {
+        lock(&self.inner.builds).running.is_some()
+    }
+
+    /// The builds lock: no build starts while it is held.
+    pub(crate) fn builds_guard(&self) -> std::sync::MutexGuard<'_, BuildBook> {
+        lock(&self.inner.builds)
     }
 
     /// The status of build `id`, if known.
@@ -354,6 +394,9 @@ impl Master {
                 self.finish_run(&run, Err(message));
             }
         }
+        // Whatever the outcome: a repack this build stopped runs again, and new packs of a
+        // published revision are below the repack level.
+        self.start_repack();
     }
 
     /// Records the outcome and frees the build slot in one step: whoever sees the build
@@ -408,7 +451,30 @@ impl Master {
             Preparation::Changed(p) => p,
         };
         let number = previous.as_ref().map_or(1, |p| p.row.number + 1);
-        let mut index = prepared.index;
+        self.publish(
+            prepared.index,
+            number,
+            &NewRevision {
+                build_id: Some(run.id),
+                build_started_unix: run.started_unix,
+                new_packs: &prepared.new_packs,
+                pack_level: self.inner.build_options.zstd_level,
+                relevelled_packs: &[],
+                new_chunks: &prepared.new_chunks,
+                moved_chunks: &[],
+            },
+        )
+    }
+
+    /// Publishes `index` as revision `number`: index file, one transaction, then memory. The
+    /// caller makes sure nobody else publishes meanwhile (one build at a time; the repack holds
+    /// the builds lock and checks that no build started).
+    pub(crate) fn publish(
+        &self,
+        mut index: Index,
+        number: u64,
+        new: &NewRevision<'_>,
+    ) -> Result<u64, BuildError> {
         let (encoded, index_hash) = build::finalize(&mut index, number, now_unix())?;
         revision::write_index_file(&self.inner.revisions_dir, number, &encoded)?;
         let row = RevisionRow {
@@ -417,18 +483,24 @@ impl Master {
             index_hash,
             files: index.file_count() as u64,
             bytes: index.total_size(),
-            build_started_unix: run.started_unix,
+            build_started_unix: new.build_started_unix,
         };
         lock(&self.inner.db).publish(&Publication {
             revision: &row,
-            build_id: run.id,
-            new_packs: &prepared.new_packs,
-            new_chunks: &prepared.new_chunks,
+            build_id: new.build_id,
+            new_packs: new.new_packs,
+            pack_level: new.pack_level,
+            relevelled_packs: new.relevelled_packs,
+            new_chunks: new.new_chunks,
+            moved_chunks: new.moved_chunks,
         })?;
         {
             let mut t = write(&self.inner.packs);
-            for p in &prepared.new_packs {
-                t.insert(*p);
+            for p in new.new_packs {
+                t.insert(*p, new.pack_level);
+            }
+            for n in new.relevelled_packs {
+                t.levels.insert(*n, new.pack_level);
             }
         }
         write(&self.inner.history).push(row.clone());
@@ -971,6 +1043,7 @@ impl Master {
             slaves,
             replication,
             clients,
+            repack: self.repack_status(),
         }
     }
 
@@ -999,6 +1072,8 @@ pub async fn run_background(master: Master, shutdown: impl Future<Output = ()>) 
         .config
         .heartbeat_interval
         .max(Duration::from_millis(500));
+    // A revision left below the repack level (by a restart during a pass, or a new level).
+    master.start_repack();
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);

@@ -207,6 +207,49 @@ pub(crate) fn render(master: &Master) -> String {
         "Slave heartbeats whose hashlist changes were refused, asking for the complete hashlist.",
         load(&counters.hashlist_refusals),
     );
+    let repack = &master.inner.repacker;
+    out.single(
+        "hummel_repack_level",
+        "gauge",
+        "zstd level the background repack recompresses to (0: off).",
+        u64::try_from(master.config().repack_level).unwrap_or(0),
+    );
+    out.single(
+        "hummel_repack_running",
+        "gauge",
+        "1 while a repack pass runs.",
+        u64::from(repack.running.load(Ordering::Relaxed)),
+    );
+    out.single(
+        "hummel_repack_runs_total",
+        "counter",
+        "Repack passes that published a revision.",
+        load(&repack.runs),
+    );
+    out.single(
+        "hummel_repack_stopped_total",
+        "counter",
+        "Repack passes stopped by a build (nothing published).",
+        load(&repack.stopped),
+    );
+    out.single(
+        "hummel_repack_failures_total",
+        "counter",
+        "Repack passes that failed.",
+        load(&repack.failures),
+    );
+    out.single(
+        "hummel_repack_packs_written_total",
+        "counter",
+        "Packs sealed by repack passes, published or not.",
+        load(&repack.packs_written),
+    );
+    out.single(
+        "hummel_repack_bytes_saved_total",
+        "counter",
+        "Stored chunk bytes saved by published repack passes (before minus after).",
+        load(&repack.bytes_saved),
+    );
     out.single(
         "hummel_blob_requests_total",
         "counter",

@@ -39,6 +39,7 @@ fn config(repo: &Path, data: &Path) -> MasterConfig {
             read: None,
         },
         embedded_store: false,
+        repack_level: 0,
     }
 }
 
@@ -1085,4 +1086,162 @@ async fn packs_published_after_a_slave_reported_them_ask_for_its_complete_hashli
     announce(&master, "s1", vec![pack.hash]).await;
     let number = current_index(&master, None).packs[0];
     assert_eq!(holders(&master, &[number]).await, [vec!["s1".to_string()]]);
+}
+
+/// A master that repacks at `level`, over the fixture plus ~400 KB of compressible text.
+fn repacking_master(fx: &Fixture, level: i32) -> Master {
+    let text: String = (0..12_000u32)
+        .map(|i| {
+            format!(
+                "line {i}: value {} of {}\n",
+                i.wrapping_mul(7919) % 10_007,
+                i % 97
+            )
+        })
+        .collect();
+    fs::write(fx.repo.join("notes.txt"), text).unwrap();
+    let mut cfg = config(&fx.repo, &fx.data);
+    cfg.repack_level = level;
+    Master::open_with(cfg, small_packs()).unwrap()
+}
+
+/// Waits until revision `n` is current and no repack pass runs or is queued.
+fn wait_for_revision(master: &Master, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while master.revision_info().revision != Some(n) || !master.repack_idle() {
+        assert!(
+            Instant::now() < deadline,
+            "revision {n} did not appear: {:?}",
+            master.revision_info()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn revision_index(master: &Master, n: u64) -> Index {
+    let (_, bytes) = master.index_bytes(Some(n), None).unwrap();
+    decode(&bytes).unwrap().0
+}
+
+fn stored_bytes(index: &Index) -> u64 {
+    index.chunks.iter().map(|c| u64::from(c.stored_len)).sum()
+}
+
+#[tokio::test]
+async fn repack_publishes_the_same_tree_from_smaller_packs_once() {
+    let fx = fixture();
+    let master = repacking_master(&fx, 19);
+    assert_eq!(build(&master).revision, Some(1));
+    wait_for_revision(&master, 2);
+
+    let built = revision_index(&master, 1);
+    let repacked = current_index(&master, None);
+    repacked.validate().unwrap();
+    // The same tree: paths, kinds, sizes, modes, mtimes, hashes, chunk order.
+    assert_eq!(repacked.entries, built.entries);
+    assert_eq!(repacked.chunks.len(), built.chunks.len());
+    for (old, new) in built.chunks.iter().zip(&repacked.chunks) {
+        assert_eq!((old.hash, old.len), (new.hash, new.len));
+    }
+    // Every pack is recorded at the level: new ones, and old ones of incompressible chunks
+    // that the level rewrote to the same bytes.
+    {
+        let table = crate::read(&master.inner.packs);
+        for p in &repacked.packs {
+            assert_eq!(table.levels.get(&p.number), Some(&19), "pack {}", p.number);
+        }
+    }
+    assert!(
+        repacked
+            .packs
+            .iter()
+            .any(|p| built.pack(p.number).is_none())
+    );
+    // Every chunk decodes from the new packs to its id, and the files come out whole.
+    assert_packs_hold_the_tree(&master, &repacked, &fx.repo);
+    let (before, after) = (stored_bytes(&built), stored_bytes(&repacked));
+    assert!(after < before, "repacked {after} bytes, built {before}");
+    assert!(
+        repacked.packs.iter().map(|p| p.size).sum::<u64>()
+            < built.packs.iter().map(|p| p.size).sum::<u64>()
+    );
+    // The chunk table points at the new packs, for later builds.
+    let table = crate::db::Db::open_reader(&fx.data.join("hummel.db"))
+        .unwrap()
+        .load_chunks()
+        .unwrap();
+    for c in &repacked.chunks {
+        assert_eq!(table.get(&c.hash), Some(c));
+    }
+    assert_eq!(metric(&master, "hummel_repack_runs_total").await, 1);
+    assert_eq!(
+        metric(&master, "hummel_repack_bytes_saved_total").await,
+        before - after
+    );
+    assert_eq!(metric(&master, "hummel_repack_running").await, 0);
+    let status = master.status().repack.unwrap();
+    assert_eq!((status.level, status.last_revision), (19, Some(2)));
+
+    // A second pass finds nothing below the level.
+    assert_eq!(
+        master.repack_once(19).unwrap(),
+        crate::repack::RepackOutcome::NothingToDo
+    );
+    // An unchanged rebuild reuses the repacked locations and publishes nothing.
+    let again = build(&master);
+    assert_eq!((again.revision, again.packs_written), (Some(2), 0));
+    wait_for_revision(&master, 2);
+    drop(master);
+    // The levels are recorded: a reopened master has nothing to repack either.
+    let reopened = repacking_master(&fx, 19);
+    assert_eq!(reopened.revision_info().revision, Some(2));
+    assert_eq!(
+        reopened.repack_once(19).unwrap(),
+        crate::repack::RepackOutcome::NothingToDo
+    );
+    // A higher level repacks again.
+    assert!(matches!(
+        reopened.repack_once(20).unwrap(),
+        crate::repack::RepackOutcome::Published { revision: 3, .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_build_started_during_a_repack_wins() {
+    let fx = fixture();
+    let master = repacking_master(&fx, 19);
+    let started: std::sync::Arc<std::sync::Mutex<Option<u64>>> = Default::default();
+    {
+        let (m, repo, started) = (master.clone(), fx.repo.clone(), started.clone());
+        *crate::lock(&master.inner.repacker.before_chunk) = Some(Box::new(move || {
+            let mut slot = crate::lock(&started);
+            if slot.is_none() {
+                fs::write(repo.join("b.txt"), b"changed during the repack\n").unwrap();
+                *slot = Some(m.start_build().unwrap());
+            }
+        }));
+    }
+    assert_eq!(build(&master).revision, Some(1));
+    // The repack of revision 1 started a build at its first chunk, stopped, published nothing;
+    // the build published 2, and the repack then ran again over it.
+    wait_for_revision(&master, 3);
+    let second = crate::lock(&started).expect("the hook started a build");
+    let b = wait(&master, second);
+    assert_eq!(
+        (b.state, b.revision),
+        (BuildState::Succeeded, Some(2)),
+        "{:?}",
+        b.error
+    );
+    let by_build = revision_index(&master, 2);
+    match &by_build.get(&RelPath::new("b.txt").unwrap()).unwrap().kind {
+        EntryKind::File(f) => assert_eq!(f.hash, Hash::of(b"changed during the repack\n")),
+        other => panic!("{other:?}"),
+    }
+    let repacked = current_index(&master, None);
+    assert_eq!(repacked.entries, by_build.entries);
+    assert_packs_hold_the_tree(&master, &repacked, &fx.repo);
+    assert_eq!(metric(&master, "hummel_repack_stopped_total").await, 1);
+    assert_eq!(metric(&master, "hummel_repack_runs_total").await, 1);
+    assert_eq!(master.history(10).len(), 3);
 }

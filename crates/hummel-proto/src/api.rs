@@ -392,6 +392,24 @@ pub struct StatusResponse {
     pub replication: ReplicationHealth,
     /// Clients.
     pub clients: Vec<ClientStatus>,
+    /// The background repack, when the master runs one (absent from older masters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repack: Option<RepackStatus>,
+}
+
+/// The master's background repack in [`StatusResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepackStatus {
+    /// The zstd level packs are recompressed to.
+    pub level: i32,
+    /// A pass is running.
+    pub running: bool,
+    /// Passes that published a revision since the master started.
+    pub runs: u64,
+    /// Stored bytes saved by those passes.
+    pub bytes_saved: u64,
+    /// The revision the last published pass made, if any since the master started.
+    pub last_revision: Option<u64>,
 }
 
 #[cfg(test)]

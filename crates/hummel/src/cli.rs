@@ -70,6 +70,11 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// Recompress the current revision's packs at this zstd level (4-19) in the background
+    /// after each build, and publish the same tree again from the smaller packs. 0 = off.
+    /// Superseded packs stay stored (no garbage collection yet).
+    #[arg(long, default_value_t = 0, value_parser = parse_repack_level)]
+    pub repack_level: i32,
     /// Server tokens.
     #[command(flatten)]
     pub tokens: ServerTokens,
@@ -102,9 +107,25 @@ pub struct MasterArgs {
     /// Build the repository once at start.
     #[arg(long)]
     pub build_on_start: bool,
+    /// Recompress the current revision's packs at this zstd level (4-19) in the background
+    /// after each build, and publish the same tree again from the smaller packs. 0 = off.
+    /// Superseded packs stay stored (no garbage collection yet).
+    #[arg(long, default_value_t = 0, value_parser = parse_repack_level)]
+    pub repack_level: i32,
+
     /// Server tokens.
     #[command(flatten)]
     pub tokens: ServerTokens,
+}
+
+/// `--repack-level`: 0 (off) or a zstd level in 4..=19.
+fn parse_repack_level(s: &str) -> Result<i32, String> {
+    let level: i32 = s.parse().map_err(|e| format!("{e}"))?;
+    if level == 0 || hummel_master::REPACK_LEVELS.contains(&level) {
+        Ok(level)
+    } else {
+        Err(format!("{level} is not 0 (off) or a zstd level in 4..=19"))
+    }
 }
 
 /// `hummel slave`.

@@ -48,6 +48,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         dead_after: Duration::from_secs(600),
         tokens,
         embedded_store: true,
+        repack_level: args.repack_level,
     })
     .context("cannot open the master")?;
     run_master(master, args.listen, "serve", true).await
@@ -69,6 +70,7 @@ pub async fn master(args: MasterArgs) -> Result<ExitCode> {
         dead_after: args.dead_after,
         tokens,
         embedded_store: false,
+        repack_level: args.repack_level,
     })
     .context("cannot open the master")?;
     run_master(master, args.listen, "master", args.build_on_start).await
