@@ -9,5 +9,6 @@ mod integration {
     mod cli;
     mod e2e;
     mod faults;
+    mod repack;
     mod serve;
 }

@@ -1,0 +1,63 @@
+//! `hummel master --repack-level`: the background repack publishes the same tree from smaller
+//! packs; slaves replicate the new packs and clients sync it like any revision.
+
+use super::util::*;
+
+fn fill_small(root: &std::path::Path) {
+    write(root, "a/one.pbo", &data(600 << 10, 1));
+    write(root, "a/two.pbo", &data(300 << 10, 2));
+    write(
+        root,
+        "b/notes.txt",
+        &b"hummel repack test line\n".repeat(4000),
+    );
+    write(root, "top.txt", b"top level\n");
+}
+
+#[test]
+fn repack_revision_replicates_and_syncs() {
+    let c = Cluster::start_with(1, fill_small, &["--repack-level", "9"]);
+    let b = c.build();
+    assert_eq!(b["state"], "succeeded", "{b}");
+    assert_eq!(b["revision"], 1);
+
+    // The repack publishes revision 2 after the build; the status shows it.
+    wait_for("the repack revision", || {
+        let st = c.status();
+        st["revision"]["revision"] == 2
+            && st["repack"]["last_revision"] == 2
+            && st["repack"]["running"] == false
+    });
+    let st = c.status();
+    assert_eq!(st["repack"]["level"], 9, "{st:#}");
+    assert_eq!(st["revision"]["files"], 4, "{st:#}");
+    let metrics = get_text(&format!("{}/metrics", c.master.url));
+    assert_eq!(metric(&metrics, "hummel_repack_runs_total"), 1);
+    assert!(metric(&metrics, "hummel_repack_bytes_saved_total") > 0);
+    assert_eq!(metric(&metrics, "hummel_repack_level"), 9);
+
+    // The slave replicates the new packs; the client gets the tree from them.
+    c.wait_replicated();
+    let dest = c.path("dest");
+    let r = c.sync(&dest, &[]);
+    assert_eq!(n(&r, "revision"), 2, "{r}");
+    assert_same_tree(&c.repo, &dest);
+    // Nothing more to do: no third revision.
+    let b = c.build();
+    assert_eq!(b["revision"], 2, "{b}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(c.status()["revision"]["revision"], 2);
+}
+
+#[test]
+fn repack_level_out_of_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = hummel();
+    cmd.args(["master", "--repo"])
+        .arg(dir.path())
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(["--repack-level", "2"]);
+    let err = fails(cmd);
+    assert!(err.contains("repack-level"), "{err}");
+}
