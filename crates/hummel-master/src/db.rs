@@ -1,13 +1,14 @@
 //! [`Db`]: the metadata database `DATA/hummel.db` (SQLite, WAL).
 //!
 //! Tables: `revisions` (one row per published revision; the current one is the highest),
-//! `packs` (the pack enumeration: number → hash, size, and the zstd level it was written at,
-//! since schema 2, for the repack), `chunks` (where every published chunk lives; the repack
-//! moves chunks to its packs), `slaves` and `replicas` (who holds which pack), `clients` (what each client holds) and
-//! `builds` (build history). The schema version is `PRAGMA user_version`; an older database is
-//! migrated step by step on open, each step in one transaction. A slave's replica set
-//! is replaced whole by its complete hashlist ([`Db::record_hashlist`]) and changed pack by pack
-//! by the changes its heartbeats carry ([`Db::record_heartbeat`]), each in one transaction.
+//! `packs` (the pack enumeration: number → hash, size, and since schema 2 the zstd level it was
+//! written at, for the repack), `chunks` (where every published chunk lives; the repack moves
+//! chunks to its packs), `slaves` and `replicas` (who holds which pack), `clients` (what each
+//! client holds) and `builds` (build history). The schema version is `PRAGMA user_version`; an
+//! older database is migrated step by step on open, each step in one transaction. A slave's
+//! replica set is replaced whole by its complete hashlist ([`Db::record_hashlist`]) and changed
+//! pack by pack by the changes its heartbeats carry ([`Db::record_heartbeat`]), each in one
+//! transaction.
 //!
 //! The master keeps one writer connection behind a mutex and mirrors the small tables in memory;
 //! the build opens its own read-only connection to load the chunk table. Every call here is

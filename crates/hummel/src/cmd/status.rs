@@ -1,4 +1,5 @@
-//! `hummel status`: revision, slaves, replication health, clients.
+//! `hummel status`: revision, build, background repack (when on), slaves, replication health,
+//! clients.
 
 use std::process::ExitCode;
 
@@ -51,6 +52,18 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
             b.error
                 .as_ref()
                 .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(rp) = &st.repack {
+        println!(
+            "repack to zstd level {}: {}, {} passes published, {} saved{}",
+            rp.level,
+            if rp.running { "running" } else { "idle" },
+            rp.runs,
+            human_bytes(rp.bytes_saved),
+            rp.last_revision
+                .map(|r| format!(", last revision {r}"))
                 .unwrap_or_default()
         );
     }
