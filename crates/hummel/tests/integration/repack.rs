@@ -61,3 +61,29 @@ fn repack_level_out_of_range_is_refused() {
     let err = fails(cmd);
     assert!(err.contains("repack-level"), "{err}");
 }
+
+#[test]
+fn a_master_restarted_with_a_repack_level_repacks_and_clients_download_nothing() {
+    let mut c = Cluster::start(1, fill_small);
+    assert_eq!(c.build()["revision"], 1);
+    c.wait_replicated();
+    let dest = c.path("dest");
+    assert_eq!(n(&c.sync(&dest, &[]), "revision"), 1);
+    assert!(c.status().get("repack").is_none(), "off by default");
+
+    // Restarted with a level: the current revision is below it, so a pass runs at start.
+    let port = c.master.port();
+    c.master.kill9();
+    c.master = start_master(c.dir.path(), &c.repo, &["--repack-level", "9"], port);
+    wait_for("the repack revision", || {
+        let st = c.status();
+        st["revision"]["revision"] == 2 && st["repack"]["running"] == false
+    });
+    c.wait_replicated();
+    // Same files: the client only takes the new index, no chunk.
+    let r = c.sync(&dest, &[]);
+    assert_eq!(n(&r, "revision"), 2, "{r}");
+    assert_eq!(n(&r, "bytes_downloaded"), 0, "{r}");
+    assert_eq!(n(&r, "files_written"), 0, "{r}");
+    assert_same_tree(&c.repo, &dest);
+}
