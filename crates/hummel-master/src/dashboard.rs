@@ -203,6 +203,19 @@ fn render(master: &Master) -> String {
     );
     revision_section(&mut h, &status);
     build_section(&mut h, status.build.as_ref());
+    if let Some(r) = &status.repack {
+        let _ = write!(
+            h,
+            "<p>Repack to zstd level {}: <b>{}</b>, {} passes published, {} saved{}</p>",
+            r.level,
+            if r.running { "running" } else { "idle" },
+            r.runs,
+            human_bytes(r.bytes_saved),
+            r.last_revision
+                .map(|n| format!(", last revision {n}"))
+                .unwrap_or_default()
+        );
+    }
     slaves_section(&mut h, &status);
     clients_section(&mut h, &status);
     h.push_str("<h2>Revision history</h2>");

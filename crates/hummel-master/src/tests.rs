@@ -1181,6 +1181,13 @@ async fn repack_publishes_the_same_tree_from_smaller_packs_once() {
     assert_eq!(metric(&master, "hummel_repack_running").await, 0);
     let status = master.status().repack.unwrap();
     assert_eq!((status.level, status.last_revision), (19, Some(2)));
+    let (code, _, page) = call(&master, "GET", "/", None, None).await;
+    assert_eq!(code, StatusCode::OK);
+    let page = String::from_utf8(page).unwrap();
+    assert!(
+        page.contains("Repack to zstd level 19: <b>idle</b>, 1 passes published"),
+        "{page}"
+    );
 
     // A second pass finds nothing below the level.
     assert_eq!(
