@@ -75,11 +75,17 @@ pub(crate) enum RepackOutcome {
     },
 }
 
+/// Whether the repack thread exists, and whether another pass was asked for while it ran.
+#[derive(Debug, Default)]
+struct LoopState {
+    thread: bool,
+    again: bool,
+}
+
 /// The repack's thread control and counters.
 #[derive(Default)]
 pub(crate) struct Repacker {
-    /// A pass thread exists / another pass was asked for while it ran.
-    state: Mutex<(bool, bool)>,
+    state: Mutex<LoopState>,
     /// A pass is running (the `hummel_repack_running` gauge).
     pub running: AtomicBool,
     /// Passes that published a revision.
@@ -110,18 +116,18 @@ impl Master {
         let repacker = &self.inner.repacker;
         {
             let mut state = lock(&repacker.state);
-            if state.0 {
-                state.1 = true;
+            if state.thread {
+                state.again = true;
                 return;
             }
-            *state = (true, false);
+            state.thread = true;
         }
         let master = self.clone();
         let spawned = std::thread::Builder::new()
             .name("hummel-repack".into())
             .spawn(move || master.repack_loop(level));
         if let Err(e) = spawned {
-            *lock(&repacker.state) = (false, false);
+            lock(&repacker.state).thread = false;
             tracing::error!(error = %e, "could not start the repack thread");
         }
     }
@@ -170,10 +176,10 @@ impl Master {
                 }
             }
             let mut state = lock(&repacker.state);
-            if state.1 {
-                state.1 = false;
+            if state.again {
+                state.again = false;
             } else {
-                *state = (false, false);
+                state.thread = false;
                 return;
             }
         }
@@ -416,6 +422,6 @@ impl Master {
 impl Master {
     /// No pass runs and none is queued.
     pub(crate) fn repack_idle(&self) -> bool {
-        !lock(&self.inner.repacker.state).0
+        !lock(&self.inner.repacker.state).thread
     }
 }
