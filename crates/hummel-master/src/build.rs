@@ -17,7 +17,9 @@
 //!    When it equals the previous one, nothing is published.
 //!
 //! Publishing (index file, one SQLite transaction, in-memory state) belongs to
-//! [`crate::master`]. Progress is reported through the atomics of a [`BuildRun`].
+//! [`crate::master`]. Progress is reported through the atomics of a [`BuildRun`]. The pack
+//! writer ([`write_packs`]) and [`finalize`] are also the background repack's
+//! (`crate::repack`).
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
