@@ -446,6 +446,44 @@ mod tests {
 
     /// Peers from before incremental hashlists send and expect neither `hashlist` field.
     #[test]
+    fn the_status_repack_field_is_optional_both_ways() {
+        let mut st = StatusResponse {
+            api_version: 1,
+            revision: RevisionInfo {
+                revision: Some(2),
+                created_unix: Some(1),
+                files: 0,
+                bytes: 0,
+                index_hash: None,
+            },
+            build: None,
+            slaves: vec![],
+            replication: ReplicationHealth {
+                target: 2,
+                packs: 0,
+                under_replicated: 0,
+                unavailable: 0,
+            },
+            clients: vec![],
+            repack: None,
+        };
+        // Off (or an older master): absent, and its absence reads as None.
+        let j = serde_json::to_value(&st).unwrap();
+        assert!(j.get("repack").is_none(), "{j}");
+        assert_eq!(serde_json::from_value::<StatusResponse>(j).unwrap(), st);
+        st.repack = Some(RepackStatus {
+            level: 13,
+            running: true,
+            runs: 1,
+            bytes_saved: 10,
+            last_revision: Some(2),
+        });
+        let j = serde_json::to_value(&st).unwrap();
+        assert_eq!(j["repack"]["level"], 13);
+        assert_eq!(serde_json::from_value::<StatusResponse>(j).unwrap(), st);
+    }
+
+    #[test]
     fn hashlist_fields_are_optional_both_ways() {
         let old_directive = serde_json::json!({
             "slave_id": "s1", "assign": [], "drop": [], "heartbeat_interval_ms": 3000
