@@ -401,6 +401,92 @@ def setup_table(res):
 
 
 # ---------------------------------------------------------------- document
+def bars_table(res):
+    """Each bar of issue 3 with the figures of this invocation: met / not met, computed, not typed."""
+    sc = res["scenarios"]
+
+    def row(scen, label):
+        r = sc.get(scen, {}).get(label)
+        return r if isinstance(r, dict) and r.get("median_s") else None
+
+    def t(r):
+        return r["median_s"] if r else None
+
+    def w(r):
+        return wire(r)[0] if r else None
+
+    def cpu(r, k="median_server_cpu_s"):
+        return r.get(k) if r else None
+
+    def verdict(ok):
+        return "-" if ok is None else ("met" if ok else "**not met**")
+
+    def cmp(a, b, bar):
+        return None if a is None or not b else a / b <= bar
+
+    out = ["| bar | measured | |", "|---|---|---|"]
+    S1, S2, S3, S4 = "1_full_sync_full", "2_modify_1pct_full", "3_insert_1KiB_full", "4_noop_full"
+    S5, S6 = "5_many_clients_quick", "6_build_full"
+    h1, rs, cp, rz = (row(S1, "hummel sync (master + 2 slaves)"), row(S1, "rsync daemon"),
+                      row(S1, "cp -r (local floor)"), row(S1, "rsync daemon -z (zstd negotiated)"))
+    if h1:
+        out.append(f"| (1) fresh sync ≤ 0.8x rsync daemon, ≤ 1.1x `cp -r` | {f2(t(h1))} s: {ratio(t(h1), t(rs))}x "
+                   f"rsync ({f2(t(rs))} s), {ratio(t(h1), t(cp))}x `cp -r` ({f2(t(cp))} s) | "
+                   f"{verdict(cmp(t(h1), t(rs), 0.8) and cmp(t(h1), t(cp), 1.1))} |")
+        out.append(f"| (1) wire ≤ rsync -z | {mb(w(h1), 0)} MB vs {mb(w(rz), 0)} MB ({ratio(w(h1), w(rz))}x) | "
+                   f"{verdict(cmp(w(h1), w(rz), 1.0))} |")
+        out.append(f"| (1) no server CPU per client on compression (checked as ≤ 0.5x rsync daemon's) | server CPU {f2(cpu(h1), 1)} s for "
+                   f"{mb(w(h1), 0)} MB (packs are served as stored; rsync daemon: {f2(cpu(rs), 1)} s) | "
+                   f"{verdict(cmp(cpu(h1), cpu(rs), 0.5))} |")
+    h2, r2, c2 = (row(S2, "hummel sync (whole tree)"), row(S2, "rsync daemon (whole tree)"),
+                  row(S2, "casync extract (single-file .caibx, old file as seed)"))
+    if h2:
+        out.append(f"| (2) wire ≤ casync (single file), time ≤ 0.3x rsync whole tree | {mbu(w(h2))} vs "
+                   f"{mbu(w(c2))}; {f2(t(h2))} s vs {f2(t(r2))} s: {ratio(t(h2), t(r2))}x | "
+                   f"{verdict(cmp(w(h2), w(c2), 1.0) and cmp(t(h2), t(r2), 0.3))} |")
+    h3, c3 = row(S3, "hummel sync (whole tree)"), row(S3, "casync extract (single-file .caibx, old file as seed)")
+    if h3:
+        chunks = h3.get("median_hummel_chunks_downloaded")
+        out.append(f"| (3) ≤ 3 chunks for the file, bytes ≤ casync | {chunks} chunk(s), {mbu(w(h3))} vs {mbu(w(c3))} | "
+                   f"{verdict(chunks is not None and chunks <= 3 and cmp(w(h3), w(c3), 1.0))} |")
+    hc, hw = row(S4, "hummel sync, cold cache"), row(S4, "hummel sync, warm cache")
+    rc, rw = row(S4, "rsync daemon, cold cache"), row(S4, "rsync daemon, warm cache")
+    if hc and hw:
+        blobs = max(hc.get("median_hummel_bytes_downloaded") or 0, hw.get("median_hummel_bytes_downloaded") or 0)
+        out.append(f"| (4) no-op ≤ 0.5x rsync, cold and warm; no blob bytes | {ratio(t(hc), t(rc))}x cold "
+                   f"({f2(t(hc))} s), {ratio(t(hw), t(rw))}x warm ({f2(t(hw))} s); {mbu(w(hc))} on the wire, "
+                   f"{blobs} blob bytes | {verdict(cmp(t(hc), t(rc), 0.5) and cmp(t(hw), t(rw), 0.5) and blobs == 0)} |")
+    h8, r8 = row(S5, "8 concurrent hummel clients (aggregate)"), row(S5, "8 concurrent rsync clients (aggregate)")
+    if h8 and r8:
+        out.append(f"| (5) 8 clients (quick set): throughput ≥ rsync's, ≤ half its server CPU | {f2(t(h8))} s vs "
+                   f"{f2(t(r8))} s ({ratio(t(h8), t(r8))}x time); server CPU {f2(cpu(h8))} s vs {f2(cpu(r8))} s "
+                   f"({ratio(cpu(h8), cpu(r8))}x) | {verdict(cmp(t(h8), t(r8), 1.0) and cmp(cpu(h8), cpu(r8), 0.5))} |")
+    hb, ca, zs = (row(S6, "hummel build, cold (empty master data dir)"), row(S6, "casync make, cold (empty store)"),
+                  row(S6, "per-file zstd -3, 2 processes"))
+    hrw, hrc = (row(S6, "hummel build, nothing changed (rebuild), warm cache"),
+                row(S6, "hummel build, nothing changed (rebuild), cold cache"))
+    if hb:
+        out.append(f"| (6) build ≤ 0.5x `casync make`, ≤ 1.2x per-file `zstd -3` | {f2(t(hb))} s: "
+                   f"{ratio(t(hb), t(ca))}x casync ({f2(t(ca))} s), {ratio(t(hb), t(zs))}x zstd ({f2(t(zs))} s) | "
+                   f"{verdict(cmp(t(hb), t(ca), 0.5) and cmp(t(hb), t(zs), 1.2))} |")
+    if hrw and hrc:
+        out.append(f"| (6) rebuild with nothing changed ≤ 0.5x rsync's no-op | warm {f2(t(hrw))} s vs {f2(t(rw))} s "
+                   f"({ratio(t(hrw), t(rw))}x); cold {f2(t(hrc))} s vs {f2(t(rc))} s ({ratio(t(hrc), t(rc))}x) | "
+                   f"{verdict(cmp(t(hrw), t(rw), 0.5) and cmp(t(hrc), t(rc), 0.5))} |")
+    hum = [r for scen in (S1, S2, S3, S4, S5) for lab, r in sc.get(scen, {}).items()
+           if isinstance(r, dict) and is_hummel(lab) and r.get("runs")]
+    crss = max((peak(r, "client_rss_mb") or 0 for r in hum), default=None)
+    mrss = max((peak(r, "master_rss_mb") or 0 for r in hum), default=None)
+    brss = max((peak(r, "build_master_rss_mb") or 0 for r in (hb, hrw, hrc) if r), default=None)
+    if hum:
+        out.append(f"| (7) client peak RSS < 150 MB | ≤ {crss:.0f} MB over the Hummel rows of (1)–(5) | "
+                   f"{verdict(crss < 150)} |")
+        out.append(f"| (7) master RSS < 200 MB | ≤ {mrss:.0f} MB serving (1)–(5); build master of (6): "
+                   f"{brss or 0:.0f} MB | {verdict(mrss < 200 and (brss or 0) < 200)} |")
+    return "\n".join(out)
+
+
+
 def render(results, also=()):
     o = []
     main_mode = next(m for m in ("full", "quick", "smoke") if m in results)
@@ -421,6 +507,9 @@ def render(results, also=()):
     o.append(glance(res, set_name, many_set) + "\n")
     o.append("Ratios are Hummel time / peer time: **below 1 means Hummel was faster**. Wire = server→client bytes "
              "on lo. (2)/(3) compare whole-tree syncs; single-file peer rows are in the sections below.\n")
+    if main_mode == "full":
+        o.append("### Against the bars of issue 3 (computed from this invocation)\n")
+        o.append(bars_table(res) + "\n")
     if also:
         o.append("### The same Hummel rows in other invocations\n")
         o.append("Separate invocations of the same harness on the same data (possibly another Hummel binary, see "
