@@ -402,7 +402,8 @@ def setup_table(res):
 
 # ---------------------------------------------------------------- document
 def bars_table(res):
-    """Each bar of issue 3 with the figures of this invocation: met / not met, computed, not typed."""
+    """Each bar of issue 3 with the figures of the rows of `res`: met / not met, computed, not typed.
+    Rows re-measured by later `--only` invocations replace those of the full run in `res`."""
     sc = res["scenarios"]
 
     def row(scen, label):
@@ -508,7 +509,7 @@ def render(results, also=()):
     o.append("Ratios are Hummel time / peer time: **below 1 means Hummel was faster**. Wire = server→client bytes "
              "on lo. (2)/(3) compare whole-tree syncs; single-file peer rows are in the sections below.\n")
     if main_mode == "full":
-        o.append("### Against the bars of issue 3 (computed from this invocation)\n")
+        o.append("### Against the bars of issue 3 (computed from the rows of this document)\n")
         o.append(bars_table(res) + "\n")
     if also:
         o.append("### The same Hummel rows in other invocations\n")
