@@ -53,6 +53,12 @@ struct MasterState {
     refuse_next_changes: bool,
 }
 
+/// `v` in order, to compare hash lists whatever order they were sent in.
+fn sorted(mut v: Vec<Hash>) -> Vec<Hash> {
+    v.sort();
+    v
+}
+
 impl MasterState {
     /// Every heartbeat's changes that added exactly `pack`, in order.
     fn changes_adding(&self, pack: Hash) -> Vec<&HashlistChanges> {
@@ -457,11 +463,11 @@ async fn scrub_quarantines_reports_and_reannounces() {
     .await;
     {
         let m = m.lock().unwrap();
-        let mut first = m.hashlists[0].packs.clone();
-        first.sort();
-        let mut both = vec![ha, hb];
-        both.sort();
-        assert_eq!(first, both, "the listing on open is trusted");
+        assert_eq!(
+            sorted(m.hashlists[0].packs.clone()),
+            sorted(vec![ha, hb]),
+            "the listing on open is trusted"
+        );
         assert_eq!(m.hashlists.last().unwrap().packs, vec![ha]);
         // Reported once, then cleared.
         let reports = m
@@ -681,11 +687,7 @@ async fn reports_changes_in_heartbeats_and_the_complete_hashlist_when_asked() {
     .await;
     {
         let m = m.lock().unwrap();
-        let mut packs = m.hashlists[1].packs.clone();
-        packs.sort();
-        let mut both = vec![h1, h2];
-        both.sort();
-        assert_eq!(packs, both);
+        assert_eq!(sorted(m.hashlists[1].packs.clone()), sorted(vec![h1, h2]));
     }
     assert_eq!(counter(&slave.metrics().hashlist_refusals), 1);
     wait_for("the answer counted", || {
