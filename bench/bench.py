@@ -1155,7 +1155,6 @@ def scen_many(B, name, ds, n=8, extras=True):
     # aside and deleted after the scenario.
     trash = f"{WORK}/{name}-mc-trash"
     prep = f"mkdir -p {trash} && if [ -e {dst} ]; then mv {dst} {trash}/$(date +%s%N); fi && mkdir -p {dst}"
-    settled = prep
     settle_note = "prepare moves the previous trees aside (deleted after the scenario), so no inode freed during the rows is skipped by ext4"
 
     def verify_all():
@@ -1164,13 +1163,13 @@ def scen_many(B, name, ds, n=8, extras=True):
     B.measure(S, "1 hummel client", C.sync_cmd(f"{dst}/c0"), prepare=prep, logical_bytes=ds["total_bytes"],
               verify=make_verify(f"{dst}/c0", man))
     B.measure(S, f"{n} concurrent hummel clients (aggregate)", parallel_cmd(C.sync_cmd(f"{dst}/c{i}") for i in range(n)),
-              prepare=settled, logical_bytes=n * ds["total_bytes"], verify=verify_all, note=settle_note,
+              prepare=prep, logical_bytes=n * ds["total_bytes"], verify=verify_all, note=settle_note,
               show_cmd=f"for i in $(seq 0 {n-1}); do {C.sync_cmd(dst + '/c$i')} & done; wait")
     B.measure(S, "1 rsync client", f"rsync -a --stats {RSYNCD}/{name}/ {dst}/c0/", prepare=prep,
               logical_bytes=ds["total_bytes"])
     B.measure(S, f"{n} concurrent rsync clients (aggregate)",
               parallel_cmd(f"rsync -a {RSYNCD}/{name}/ {dst}/c{i}/" for i in range(n)),
-              prepare=settled, logical_bytes=n * ds["total_bytes"], note=settle_note,
+              prepare=prep, logical_bytes=n * ds["total_bytes"], note=settle_note,
               show_cmd=f"for i in $(seq 0 {n-1}); do rsync -a {RSYNCD}/{name}/ {dst}/c$i/ & done; wait")
     if extras:
         B.measure(S, f"{n} concurrent curl .zst blob clients + zstd -d (aggregate)",
