@@ -449,6 +449,8 @@ class HummelCluster:
 
     def start(self):
         base = f"{ROOT}/data/{self.name}"
+        # packs at level 3 and at the repack level, on the master and both slaves
+        need_free(int(3.5 * self.ds["total_bytes"]), f"hummel cluster {self.name}")
         sh(f"rm -rf {self.dir} {self.repo} && mkdir -p {self.dir} && cp -al {base}/src {self.repo}")
         env = hummel_env()
         os.makedirs(RUN, exist_ok=True)
@@ -543,6 +545,17 @@ class HummelCluster:
     def sync_cmd(self, dest, extra=""):
         return f"{HUMMEL} sync {self.url} {dest} --json{extra}"
 
+    def discard(self):
+        """Stop master and slaves and delete their data (packs at two levels on three servers:
+        about 3.3x the data set). Its setup record stays in the results."""
+        for p in self.procs:
+            stop_proc(p)
+            for t in [t for t in STARTED if t[1] is p]:
+                STARTED.remove(t)
+        self.procs.clear()
+        sh(f"rm -rf {self.dir} {self.repo}", check=False)
+        log(f"hummel {self.name}: stopped, data deleted")
+
 
 CLUSTERS = {}
 
@@ -551,6 +564,27 @@ CLUSTERS = {}
 # default in Hummel); the harness waits for that pass before measuring. 0 turns it off here too.
 REPACK_LEVEL = int(os.environ.get("HB_REPACK_LEVEL", "13"))
 REPACK_QUIET_S = 15
+
+
+def need_free(nbytes, what):
+    """Stop with a clear message before a step that would fill the disk half-way through."""
+    st = os.statvfs(ROOT)
+    free = st.f_bavail * st.f_frsize
+    if free < nbytes:
+        raise SystemExit(f"{what} needs about {nbytes/1e9:.1f} GB free under {ROOT}, "
+                         f"{free/1e9:.1f} GB are free")
+    log(f"{what}: {free/1e9:.1f} GB free, about {nbytes/1e9:.1f} GB needed")
+
+
+def discard_cluster(name):
+    c = CLUSTERS.get(name)
+    if c:
+        c.discard()
+        B_SETUP[name] = c.setup
+        del CLUSTERS[name]
+
+
+B_SETUP = {}
 
 
 def cluster(name, ds):
@@ -1154,6 +1188,8 @@ def scen_many(B, name, ds, n=8, extras=True):
     # waiting 61 s. So no tree is deleted while these rows run: each run's trees are moved
     # aside and deleted after the scenario.
     trash = f"{WORK}/{name}-mc-trash"
+    rows = 2 + 2 * n + (n if extras else 0)  # client trees kept until the end, per run
+    need_free(int(1.1 * B.runs * rows * ds["total_bytes"]), f"scenario 5 on the {name} set")
     prep = f"mkdir -p {trash} && if [ -e {dst} ]; then mv {dst} {trash}/$(date +%s%N); fi && mkdir -p {dst}"
     settle_note = "prepare moves the previous trees aside (deleted after the scenario), so no inode freed during the rows is skipped by ext4"
 
@@ -1227,7 +1263,8 @@ def scen_build(B, name, ds):
         stop_proc(p)
         STARTED.remove(("hummel-build-master", p))
     BUILD_MASTER.clear()
-    B.results.setdefault("hummel_setup", {}).update({k: c.setup for k, c in CLUSTERS.items()})
+    B.results.setdefault("hummel_setup", {}).update(B_SETUP)
+    B.results["hummel_setup"].update({k: c.setup for k, c in CLUSTERS.items()})
     sh(f"rm -rf {cs} {zo} {WORK}/{name}-hbuild", check=False)
 
 
@@ -1349,12 +1386,19 @@ def main():
             scen_delta(B, main_set, dss[main_set], "ins", extras)
         if "4" in only:
             scen_noop(B, main_set, dss[main_set], extras)
+        if "5" in only and many_set != main_set:
+            # (5) runs on the quick set and writes ~25 GB of client trees; (1)-(4)'s cluster and
+            # client folders of the main set are not needed any more (6 uses its own master).
+            discard_cluster(main_set)
+            sh("rm -rf " + " ".join(f"{WORK}/{main_set}-{x}" for x in
+                                    ("dst", "hdst", "hbase", "hdelta", "hdelta2", "hsave")), check=False)
         if "5" in only:
             scen_many(B, many_set, dss[many_set], extras=extras)
         if "6" in only:
             scen_build(B, main_set, dss[main_set])
     finally:
-        B.results.setdefault("hummel_setup", {}).update({k: c.setup for k, c in CLUSTERS.items()})
+        B.results.setdefault("hummel_setup", {}).update(B_SETUP)
+        B.results["hummel_setup"].update({k: c.setup for k, c in CLUSTERS.items()})
         meta["harness_seconds"] = round(time.time() - t_start)
         meta["waited_for_idle_seconds"] = round(WAITED)
         meta["busy_retries"] = RETRIES
