@@ -22,7 +22,7 @@
 //! is changing the store, the log must count what the store holds, or the complete hashlist
 //! goes out again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -138,8 +138,9 @@ struct Agent {
     unreported_corrupt: Vec<Hash>,
     scrub: Option<Scrub>,
     next_scrub: Option<Instant>,
-    /// Drops that arrived while a scrub was running.
-    deferred_drops: Vec<Hash>,
+    /// Drops that arrived while a scrub was running (each directive repeats them until a
+    /// heartbeat reports them gone, hence a set).
+    deferred_drops: HashSet<Hash>,
 }
 
 impl Drop for Agent {
@@ -235,7 +236,7 @@ impl Agent {
             unreported_corrupt: Vec::new(),
             scrub: None,
             next_scrub,
-            deferred_drops: Vec::new(),
+            deferred_drops: HashSet::new(),
         }
     }
 
@@ -707,7 +708,7 @@ impl Agent {
         }
         let drops = std::mem::take(&mut self.deferred_drops);
         if !drops.is_empty() {
-            self.drop_packs(drops).await;
+            self.drop_packs(drops.into_iter().collect()).await;
         }
     }
 }
