@@ -50,7 +50,18 @@ pub struct MasterConfig {
     /// zstd level the background repack recompresses the current revision's packs to
     /// (`crate::repack`); 0 turns it off. Otherwise in [`REPACK_LEVELS`].
     pub repack_level: i32,
+    /// Revisions kept servable besides those in their grace period (`crate::gc`): the newest
+    /// `keep_revisions` builds, each in its latest (repacked) form. At least 1: the current.
+    pub keep_revisions: u32,
+    /// How long a superseded revision, and a pack a client located, stay stored: the longest
+    /// sync the master allows for. Packs no kept revision references are deleted after it.
+    pub gc_grace: Duration,
 }
+
+/// Default of [`MasterConfig::keep_revisions`]: the current build and the one before.
+pub const DEFAULT_KEEP_REVISIONS: u32 = 2;
+/// Default of [`MasterConfig::gc_grace`].
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 
 /// The zstd levels `--repack-level` accepts (besides 0, off): above the build's level 3, up to
 /// zstd's highest non-"ultra" level.

@@ -216,6 +216,19 @@ fn render(master: &Master) -> String {
                 .unwrap_or_default()
         );
     }
+    if let Some(g) = &status.gc {
+        let _ = write!(
+            h,
+            "<p>Garbage collection: keeps {} builds, grace {}; {} packs ({}) and {} revisions \
+             collected in {} passes</p>",
+            g.keep_revisions,
+            human_age(g.grace_s.saturating_mul(1000)),
+            g.packs_collected,
+            human_bytes(g.bytes_collected),
+            g.revisions_expired,
+            g.runs
+        );
+    }
     slaves_section(&mut h, &status);
     clients_section(&mut h, &status);
     h.push_str("<h2>Revision history</h2>");

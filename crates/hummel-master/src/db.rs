@@ -8,7 +8,9 @@
 //! older database is migrated step by step on open, each step in one transaction. A slave's
 //! replica set is replaced whole by its complete hashlist ([`Db::record_hashlist`]) and changed
 //! pack by pack by the changes its heartbeats carry ([`Db::record_heartbeat`]), each in one
-//! transaction.
+//! transaction. The garbage collection ([`Db::collect`]) marks packs collected instead of
+//! deleting their rows, so that a pack number is never given twice, and deletes their chunk and
+//! replica rows.
 //!
 //! The master keeps one writer connection behind a mutex and mirrors the small tables in memory;
 //! the build opens its own read-only connection to load the chunk table. Every call here is
@@ -27,7 +29,7 @@ use crate::error::MasterError;
 use crate::tracker::{ClientRecord, SlaveRecord};
 
 /// The schema this build writes.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1 → 2: the zstd level each pack was written at, so the background repack knows
 /// which packs are below its level. Every pack of a version-1 database was written by a build,
@@ -36,6 +38,10 @@ const MIGRATE_V1_TO_V2: &str =
     "ALTER TABLE packs ADD COLUMN zstd_level INTEGER NOT NULL DEFAULT 3;";
 // The migration's default is only true while builds compress at level 3.
 const _: () = assert!(DEFAULT_ZSTD_LEVEL == 3);
+
+/// Version 2 → 3: when the garbage collection deleted a pack (NULL: stored). The row stays as a
+/// tombstone: it keeps the number from being given again.
+const MIGRATE_V2_TO_V3: &str = "ALTER TABLE packs ADD COLUMN collected_unix INTEGER;";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE revisions (
@@ -112,13 +118,14 @@ pub(crate) struct RevisionRow {
     /// When the build that published it started: files modified after that may have changed
     /// while being read, so they are not reused without reading.
     pub build_started_unix: i64,
+    /// The build that published it; `None` for the repack's revisions (the same tree as the
+    /// revision before, in other packs).
+    pub build_id: Option<u64>,
 }
 
 /// What one build (or repack) publishes in one transaction.
 pub(crate) struct Publication<'a> {
     pub revision: &'a RevisionRow,
-    /// `None` for a revision published by the repack.
-    pub build_id: Option<u64>,
     pub new_packs: &'a [PackInfo],
     /// The zstd level `new_packs` were written at.
     pub pack_level: i32,
@@ -247,15 +254,18 @@ impl Db {
         if version == 0 {
             self.conn
                 .execute_batch(&format!(
-                    "BEGIN; {SCHEMA_V1} {MIGRATE_V1_TO_V2} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                    "BEGIN; {SCHEMA_V1} {MIGRATE_V1_TO_V2} {MIGRATE_V2_TO_V3}
+                     PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
                 ))
                 .map_err(self.err())?;
-        } else if version == 1 {
-            tracing::info!(path = %self.path.display(), "migrating the database schema from 1 to 2");
+            return Ok(());
+        }
+        let steps = [(1, MIGRATE_V1_TO_V2), (2, MIGRATE_V2_TO_V3)];
+        for (from, sql) in steps.into_iter().filter(|(from, _)| *from >= version) {
+            let to = from + 1;
+            tracing::info!(path = %self.path.display(), "migrating the database schema from {from} to {to}");
             self.conn
-                .execute_batch(&format!(
-                    "BEGIN; {MIGRATE_V1_TO_V2} PRAGMA user_version=2; COMMIT;"
-                ))
+                .execute_batch(&format!("BEGIN; {sql} PRAGMA user_version={to}; COMMIT;"))
                 .map_err(self.err())?;
         }
         Ok(())
@@ -266,7 +276,8 @@ impl Db {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT number, created_unix, index_hash, files, bytes, build_started_unix
+                "SELECT number, created_unix, index_hash, files, bytes, build_started_unix,
+                    build_id
                  FROM revisions ORDER BY number",
             )
             .map_err(self.err())?;
@@ -279,17 +290,21 @@ impl Db {
                     files: from_sql_int(r.get(3)?),
                     bytes: from_sql_int(r.get(4)?),
                     build_started_unix: r.get(5)?,
+                    build_id: r.get::<_, Option<i64>>(6)?.map(from_sql_int),
                 })
             })
             .map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
-    /// Every pack with the zstd level it was written at, by number.
+    /// Every stored (not collected) pack with the zstd level it was written at, by number.
     pub(crate) fn load_packs(&self) -> Result<Vec<(PackInfo, i32)>, MasterError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT number, hash, size, zstd_level FROM packs ORDER BY number")
+            .prepare(
+                "SELECT number, hash, size, zstd_level FROM packs
+                 WHERE collected_unix IS NULL ORDER BY number",
+            )
             .map_err(self.err())?;
         let rows = stmt
             .query_map([], |r| {
@@ -304,6 +319,46 @@ impl Db {
             })
             .map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// The highest pack number ever given, collected packs included (0: none).
+    pub(crate) fn max_pack_number(&self) -> Result<u32, MasterError> {
+        let n: Option<i64> = self
+            .conn
+            .query_row("SELECT max(number) FROM packs", [], |r| r.get(0))
+            .map_err(self.err())?;
+        Ok(n.and_then(|n| u32::try_from(n).ok()).unwrap_or(0))
+    }
+
+    /// Marks `packs` collected at `now_unix` and deletes their chunk and replica rows, in one
+    /// transaction: no later build reuses a chunk from them, and no slave counts as holding
+    /// them. Collected rows stay, so their numbers are never given again.
+    pub(crate) fn collect(&mut self, packs: &[u32], now_unix: i64) -> Result<(), MasterError> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(db_err(&path))?;
+        {
+            let mut mark = tx
+                .prepare("UPDATE packs SET collected_unix=?2 WHERE number=?1")
+                .map_err(db_err(&path))?;
+            let mut replicas = tx
+                .prepare("DELETE FROM replicas WHERE pack=?1")
+                .map_err(db_err(&path))?;
+            for n in packs {
+                mark.execute(params![n, now_unix]).map_err(db_err(&path))?;
+                replicas.execute(params![n]).map_err(db_err(&path))?;
+            }
+            // One pass over the chunk table (keyed by hash) for all packs.
+            tx.execute(
+                "DELETE FROM chunks WHERE pack IN
+                    (SELECT number FROM packs WHERE collected_unix IS NOT NULL)",
+                [],
+            )
+            .map_err(db_err(&path))?;
+        }
+        tx.commit().map_err(db_err(&path))
     }
 
     /// Every published chunk with its location. Memory: ~100 bytes per chunk.
@@ -326,6 +381,10 @@ impl Db {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(db_err(&path))?;
         {
+            // A new pack may have the bytes of a collected one: its tombstone gives way.
+            let mut tombstone_stmt = tx
+                .prepare("DELETE FROM packs WHERE hash=?1 AND collected_unix IS NOT NULL")
+                .map_err(db_err(&path))?;
             let mut pack_stmt = tx
                 .prepare(
                     "INSERT INTO packs(number, hash, size, revision, zstd_level)
@@ -333,6 +392,9 @@ impl Db {
                 )
                 .map_err(db_err(&path))?;
             for pack in p.new_packs {
+                tombstone_stmt
+                    .execute(params![&pack.hash.0[..]])
+                    .map_err(db_err(&path))?;
                 pack_stmt
                     .execute(params![
                         pack.number,
@@ -379,7 +441,7 @@ impl Db {
                     &p.revision.index_hash.0[..],
                     to_sql_int(p.revision.files),
                     to_sql_int(p.revision.bytes),
-                    p.build_id.map(to_sql_int),
+                    p.revision.build_id.map(to_sql_int),
                     p.revision.build_started_unix
                 ],
             )
@@ -715,7 +777,7 @@ mod tests {
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 2);
+        assert_eq!(v, SCHEMA_VERSION);
         let packs = db.load_packs().unwrap();
         assert_eq!(packs.len(), 1);
         assert_eq!(
@@ -730,6 +792,7 @@ mod tests {
             files: 0,
             bytes: 0,
             build_started_unix: 1,
+            build_id: Some(1),
         };
         let new = PackInfo {
             number: 2,
@@ -746,7 +809,6 @@ mod tests {
         };
         db.publish(&Publication {
             revision: &row,
-            build_id: None,
             new_packs: &[new],
             pack_level: 9,
             relevelled_packs: &[1],
@@ -756,8 +818,11 @@ mod tests {
         .unwrap();
         let moved = ChunkLocation { pack: 2, ..chunk };
         db.publish(&Publication {
-            revision: &RevisionRow { number: 2, ..row },
-            build_id: None,
+            revision: &RevisionRow {
+                number: 2,
+                build_id: None,
+                ..row
+            },
             new_packs: &[],
             pack_level: 9,
             relevelled_packs: &[],
@@ -773,8 +838,102 @@ mod tests {
             .collect();
         assert_eq!(levels, [(1, 9), (2, 9)]);
         assert_eq!(db.load_chunks().unwrap()[&chunk.hash], moved);
+        let builds: Vec<Option<u64>> = db
+            .load_revisions()
+            .unwrap()
+            .iter()
+            .map(|r| r.build_id)
+            .collect();
+        assert_eq!(builds, [Some(1), None]);
         drop(db);
         // Opening again does not migrate twice.
         Db::open(&path).unwrap();
+    }
+
+    #[test]
+    fn collected_packs_lose_their_chunks_and_replicas_but_keep_their_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("hummel.db")).unwrap();
+        let row = RevisionRow {
+            number: 1,
+            created_unix: 1,
+            index_hash: Hash([1; 32]),
+            files: 0,
+            bytes: 0,
+            build_started_unix: 1,
+            build_id: Some(1),
+        };
+        let pack = |number: u32, byte: u8| PackInfo {
+            number,
+            hash: Hash([byte; 32]),
+            size: 50,
+        };
+        let chunk = |byte: u8, pack: u32| ChunkLocation {
+            hash: Hash([byte; 32]),
+            pack,
+            offset: 16,
+            stored_len: 10,
+            len: 10,
+            codec: Codec::Raw,
+        };
+        db.publish(&Publication {
+            revision: &row,
+            new_packs: &[pack(1, 11), pack(2, 12)],
+            pack_level: 3,
+            relevelled_packs: &[],
+            new_chunks: &[chunk(21, 1), chunk(22, 2)],
+            moved_chunks: &[],
+        })
+        .unwrap();
+        db.conn
+            .execute(
+                "INSERT INTO slaves(id, url, used, first_seen_ms, last_seen_ms)
+                 VALUES ('s1', 'http://s1', 0, 0, 0)",
+                [],
+            )
+            .unwrap();
+        db.conn
+            .execute_batch("INSERT INTO replicas VALUES ('s1', 1), ('s1', 2);")
+            .unwrap();
+
+        db.collect(&[2], 100).unwrap();
+        let numbers: Vec<u32> = db
+            .load_packs()
+            .unwrap()
+            .iter()
+            .map(|p| p.0.number)
+            .collect();
+        assert_eq!(numbers, [1]);
+        assert_eq!(db.max_pack_number().unwrap(), 2);
+        let chunks = db.load_chunks().unwrap();
+        assert!(chunks.contains_key(&Hash([21; 32])));
+        assert!(
+            !chunks.contains_key(&Hash([22; 32])),
+            "a collected pack's chunk stays listed"
+        );
+        let replicas: Vec<u32> = db.load_slaves().unwrap()[0].packs.iter().copied().collect();
+        assert_eq!(replicas, [1]);
+
+        // The same bytes published again, under a new number: the tombstone gives way.
+        db.publish(&Publication {
+            revision: &RevisionRow {
+                number: 2,
+                ..row.clone()
+            },
+            new_packs: &[pack(3, 12)],
+            pack_level: 3,
+            relevelled_packs: &[],
+            new_chunks: &[chunk(22, 3)],
+            moved_chunks: &[],
+        })
+        .unwrap();
+        let numbers: Vec<u32> = db
+            .load_packs()
+            .unwrap()
+            .iter()
+            .map(|p| p.0.number)
+            .collect();
+        assert_eq!(numbers, [1, 3]);
+        assert_eq!(db.load_chunks().unwrap()[&Hash([22; 32])].pack, 3);
     }
 }

@@ -13,6 +13,9 @@
 //! - `build`: the pipeline walk → reuse → chunk/hash/compress (rayon) → pack writer → index.
 //! - `repack`: the optional background pass that recompresses the current revision's packs at
 //!   a higher zstd level and publishes the same tree again (`MasterConfig::repack_level`).
+//! - `gc`: the garbage collection: which revisions are kept, and the deletion of packs none of
+//!   them references, on the master and (through directives) on the slaves.
+//! - `maintenance`: the background thread that runs the repack, then the collection.
 //! - `tracker`: slaves (replica sets, liveness, the hashlist version their changes build on) and
 //!   clients, mirrored from the database.
 //! - `placement`: rendezvous hashing of packs onto slaves under quotas (pure).
@@ -31,6 +34,8 @@ pub mod config;
 mod dashboard;
 mod db;
 pub mod error;
+mod gc;
+mod maintenance;
 mod master;
 mod metrics;
 mod placement;
@@ -44,7 +49,7 @@ mod tests;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use config::{MasterConfig, REPACK_LEVELS, Tokens};
+pub use config::{DEFAULT_GC_GRACE, DEFAULT_KEEP_REVISIONS, MasterConfig, REPACK_LEVELS, Tokens};
 pub use error::MasterError;
 pub use master::{EMBEDDED_SLAVE_ID, Master, run_background};
 

@@ -11,7 +11,9 @@
 //!   `Inner::hashlist_epochs`); the changes its heartbeats carry apply only on top of the
 //!   version held ([`Master::record_heartbeat`]), otherwise the answer asks for the complete
 //!   hashlist again;
-//! - builds ([`BuildRun`]): at most one running, on its own thread.
+//! - builds ([`BuildRun`]): at most one running, on its own thread;
+//! - the maintenance thread's control (`crate::maintenance`: repack, then garbage collection)
+//!   and the collection's memory (`crate::gc::Collector`: when each pack was last located).
 //!
 //! Methods that touch the database or compute placement are blocking; the HTTP layer calls them
 //! through `spawn_blocking`.
@@ -38,6 +40,8 @@ use crate::build::{self, BuildError, BuildInputs, BuildOptions, BuildRun, Prepar
 use crate::config::{MasterConfig, REPACK_LEVELS};
 use crate::db::{Db, Publication, RevisionRow};
 use crate::error::MasterError;
+use crate::gc::Collector;
+use crate::maintenance::Maintenance;
 use crate::metrics::Metrics;
 use crate::placement::{self, Candidate, PackSlot, Placement};
 use crate::repack::Repacker;
@@ -49,6 +53,8 @@ use crate::{lock, now_ms, now_unix, read, write};
 pub const EMBEDDED_SLAVE_ID: &str = "embedded";
 /// Most assignments sent in one directive.
 pub(crate) const MAX_ASSIGNMENTS: usize = 256;
+/// Most packs a directive tells a slave to drop.
+pub(crate) const MAX_DROPS: usize = 1024;
 
 /// A Hummel master. Cheap to clone: all state is shared.
 #[derive(Clone)]
@@ -65,9 +71,9 @@ pub(crate) struct Inner {
     pub metrics: Metrics,
     public_url: RwLock<Option<String>>,
     current: RwLock<Option<Arc<LoadedRevision>>>,
-    history: RwLock<Vec<RevisionRow>>,
+    pub history: RwLock<Vec<RevisionRow>>,
     pub packs: RwLock<PackTable>,
-    tracker: Mutex<Tracker>,
+    pub tracker: Mutex<Tracker>,
     builds: Mutex<BuildBook>,
     old_revision: Mutex<Option<Arc<LoadedRevision>>>,
     pub build_options: BuildOptions,
@@ -75,6 +81,8 @@ pub(crate) struct Inner {
     /// nothing.
     pub build_epoch: AtomicU64,
     pub repacker: Repacker,
+    pub maintenance: Maintenance,
+    pub collector: Collector,
     locate_turn: AtomicU64,
     /// The next epoch of a slave's hashlist: one per complete hashlist accepted, never reused
     /// while the process runs (starts at random, below 2^53 so JSON tools read it exactly).
@@ -98,6 +106,14 @@ impl PackTable {
         self.by_number.insert(p.number, p);
         self.by_hash.insert(p.hash, p.number);
         self.next_number = self.next_number.max(p.number.saturating_add(1));
+    }
+
+    /// Forgets a collected pack; its number is not given again.
+    pub(crate) fn remove(&mut self, number: u32) {
+        if let Some(p) = self.by_number.remove(&number) {
+            self.by_hash.remove(&p.hash);
+        }
+        self.levels.remove(&number);
     }
 
     /// The replica change "remove `remove`, then add `add`", split into pack numbers the table
@@ -203,6 +219,10 @@ impl Master {
         for (p, level) in db.load_packs()? {
             packs.insert(p, level);
         }
+        // Collected packs keep their numbers.
+        packs.next_number = packs
+            .next_number
+            .max(db.max_pack_number()?.saturating_add(1));
         if let Some(c) = &current {
             let missing = c
                 .index
@@ -263,6 +283,8 @@ impl Master {
                 build_options,
                 build_epoch: AtomicU64::new(0),
                 repacker: Repacker::default(),
+                maintenance: Maintenance::default(),
+                collector: Collector::new(),
                 locate_turn: AtomicU64::new(0),
                 hashlist_epochs: AtomicU64::new(u64::from(rand::random::<u32>()) << 20),
             }),
@@ -394,9 +416,10 @@ impl Master {
                 self.finish_run(&run, Err(message));
             }
         }
-        // Whatever the outcome: a repack this build stopped runs again, and new packs of a
-        // published revision are below the repack level.
-        self.start_repack();
+        // Whatever the outcome: a repack this build stopped runs again, new packs of a
+        // published revision are below the repack level, and the revision before may hold
+        // garbage (or, after a failure, packs no revision lists).
+        self.start_maintenance();
     }
 
     /// Records the outcome and frees the build slot in one step: whoever sees the build
@@ -484,10 +507,10 @@ impl Master {
             files: index.file_count() as u64,
             bytes: index.total_size(),
             build_started_unix: new.build_started_unix,
+            build_id: new.build_id,
         };
         lock(&self.inner.db).publish(&Publication {
             revision: &row,
-            build_id: new.build_id,
             new_packs: new.new_packs,
             pack_level: new.pack_level,
             relevelled_packs: new.relevelled_packs,
@@ -645,6 +668,14 @@ impl Master {
         }
     }
 
+    /// Drops revision `n` from the cache of old revisions (its index file is gone).
+    pub(crate) fn forget_old_revision(&self, n: u64) {
+        let mut cache = lock(&self.inner.old_revision);
+        if cache.as_ref().is_some_and(|c| c.row.number == n) {
+            *cache = None;
+        }
+    }
+
     /// An older revision, decoded (the last one asked for is cached).
     fn old_revision(&self, row: RevisionRow) -> Result<Arc<LoadedRevision>, MasterError> {
         let mut cache = lock(&self.inner.old_revision);
@@ -721,8 +752,11 @@ impl Master {
         on_slaves + usize::from(self.inner.config.embedded_store)
     }
 
-    /// What slave `id` should do next.
-    fn directive(&self, tracker: &Tracker, id: &str, now: u64) -> SlaveDirective {
+    /// What slave `id` should do next. `table_next` is the pack table's next number when the
+    /// caller read it: the hashes the slave holds that the master did not know then are dropped
+    /// if no pack was published since they were looked up (packs the garbage collection
+    /// deleted, or packs of a master whose data was reset), and if there is a revision at all.
+    fn directive(&self, tracker: &Tracker, id: &str, now: u64, table_next: u32) -> SlaveDirective {
         let plan = self.plan(tracker, now);
         let liveness = self.liveness();
         let master_url = self.public_url();
@@ -760,10 +794,19 @@ impl Master {
                 });
             }
         }
+        let unknown = match tracker.slaves.get(id) {
+            Some(s) if s.foreign_as_of >= table_next && self.current().is_some() => {
+                let mut unknown: Vec<Hash> = s.foreign.iter().copied().collect();
+                unknown.sort_unstable();
+                unknown.truncate(MAX_DROPS);
+                unknown
+            }
+            _ => Vec::new(),
+        };
         SlaveDirective {
             slave_id: id.to_string(),
             assign,
-            drop: Vec::new(),
+            drop: unknown,
             heartbeat_interval_ms: self.heartbeat_interval_ms(),
             hashlist: tracker.slaves.get(id).and_then(|s| s.hashlist),
         }
@@ -808,7 +851,7 @@ impl Master {
         tracing::debug!(slave = %record.id, packs = record.packs.len(),
             foreign = record.foreign.len(), epoch = version.epoch, "hashlist");
         tracker.slaves.insert(record.id.clone(), record);
-        Ok(self.directive(&tracker, &hl.slave_id, now))
+        Ok(self.directive(&tracker, &hl.slave_id, now, table_next))
     }
 
     /// `POST /slave/heartbeat`; `None` when the slave is unknown. Blocking.
@@ -889,7 +932,12 @@ impl Master {
         if !hb.corrupt.is_empty() {
             tracing::warn!(slave = %hb.slave_id, corrupt = hb.corrupt.len(), "slave reported corrupt packs");
         }
-        Ok(Some(self.directive(&tracker, &hb.slave_id, now)))
+        Ok(Some(self.directive(
+            &tracker,
+            &hb.slave_id,
+            now,
+            table_next,
+        )))
     }
 
     /// `POST /api/v1/locate`: live holders per pack, rotated per request to spread load.
@@ -923,6 +971,14 @@ impl Master {
             positions.insert(id.to_string(), p);
             p
         };
+        let known: Vec<u32> = req
+            .packs
+            .iter()
+            .copied()
+            .filter(|n| packs.by_number.contains_key(n))
+            .collect();
+        // A client downloads these now: the garbage collection leaves them for a grace period.
+        self.inner.collector.located(&known);
         let holders = req
             .packs
             .iter()
@@ -1044,6 +1100,7 @@ impl Master {
             replication,
             clients,
             repack: self.repack_status(),
+            gc: Some(self.gc_status()),
         }
     }
 
@@ -1065,21 +1122,28 @@ impl Master {
     }
 }
 
-/// Periodic work until `shutdown` completes: watches slave liveness.
+/// Periodic work until `shutdown` completes: watches slave liveness, and starts a maintenance
+/// round (repack, garbage collection) every [`Master::gc_period`].
 pub async fn run_background(master: Master, shutdown: impl Future<Output = ()>) {
     let period = master
         .inner
         .config
         .heartbeat_interval
         .max(Duration::from_millis(500));
-    // A revision left below the repack level (by a restart during a pass, or a new level).
-    master.start_repack();
+    // A revision left below the repack level (by a restart during a pass, or a new level),
+    // and garbage whose grace ended while the master was down.
+    master.start_maintenance();
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let gc_period = master.gc_period();
+    let mut gc_ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + gc_period, gc_period);
+    gc_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            _ = gc_ticker.tick() => master.start_maintenance(),
             _ = ticker.tick() => {
                 let m = master.clone();
                 if let Err(e) = tokio::task::spawn_blocking(move || m.observe_slaves()).await {

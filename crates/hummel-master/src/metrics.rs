@@ -250,6 +250,37 @@ pub(crate) fn render(master: &Master) -> String {
         "Stored chunk bytes saved by published repack passes (before minus after).",
         load(&repack.bytes_saved),
     );
+    let gc = &master.inner.collector;
+    out.single(
+        "hummel_gc_runs_total",
+        "counter",
+        "Garbage collection passes.",
+        load(&gc.runs),
+    );
+    out.single(
+        "hummel_gc_failures_total",
+        "counter",
+        "Garbage collection passes that failed.",
+        load(&gc.failures),
+    );
+    out.single(
+        "hummel_gc_revisions_expired_total",
+        "counter",
+        "Revisions no longer kept whose index was deleted.",
+        load(&gc.revisions),
+    );
+    out.single(
+        "hummel_gc_packs_collected_total",
+        "counter",
+        "Packs deleted from the master's store by the garbage collection.",
+        load(&gc.packs),
+    );
+    out.single(
+        "hummel_gc_bytes_collected_total",
+        "counter",
+        "Bytes of the packs deleted by the garbage collection.",
+        load(&gc.bytes),
+    );
     out.single(
         "hummel_blob_requests_total",
         "counter",

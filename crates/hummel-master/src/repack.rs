@@ -4,8 +4,8 @@
 //!
 //! Builds compress at level 3 so that publishing stays fast; levels 13–15 store ~6–7 % less but
 //! compress ~17x slower, and decompression speed does not suffer. With `repack_level` set
-//! (`hummel master --repack-level N`, 0 = off), after every build (and once when the
-//! background task starts) [`Master::start_repack`] runs one pass on its own thread:
+//! (`hummel master --repack-level N`, 0 = off), the maintenance thread (`crate::maintenance`)
+//! runs one pass after every build and once when the background task starts:
 //!
 //! 1. Every chunk of the current revision in a pack written below the level (the `zstd_level`
 //!    of the `packs` table) is read from the master's store, decoded and verified
@@ -20,15 +20,15 @@
 //! chunk and, under the builds lock, before publishing. A stopped pass publishes nothing; packs
 //! it already sealed stay in the store unreferenced. The pass runs again after the build.
 //!
-//! Costs: one core while it runs; the superseded packs stay referenced by the older revision
-//! and stay stored (there is no garbage collection of packs yet), so the master's store, and
-//! slaves that replicate the new packs, grow by the repacked size each pass. That is why it is
-//! off by default.
+//! Costs: one core while it runs. The superseded packs stay referenced by the older revision
+//! until the garbage collection (`crate::gc`) expires it, `gc_grace` after the pass published:
+//! meanwhile the master's store, and slaves that replicate the new packs, hold both.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io;
 use std::panic::AssertUnwindSafe;
+#[cfg(test)]
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
@@ -75,17 +75,9 @@ pub(crate) enum RepackOutcome {
     },
 }
 
-/// Whether the repack thread exists, and whether another pass was asked for while it ran.
-#[derive(Debug, Default)]
-struct LoopState {
-    thread: bool,
-    again: bool,
-}
-
 /// The repack's thread control and counters.
 #[derive(Default)]
 pub(crate) struct Repacker {
-    state: Mutex<LoopState>,
     /// A pass is running (the `hummel_repack_running` gauge).
     pub running: AtomicBool,
     /// Passes that published a revision.
@@ -106,81 +98,48 @@ pub(crate) struct Repacker {
 }
 
 impl Master {
-    /// Starts a repack pass on its own thread when `repack_level` is set. If one is running, it
-    /// runs once more after it finishes. Never blocks on the pass.
-    pub fn start_repack(&self) {
-        let level = self.inner.config.repack_level;
-        if level == 0 {
-            return;
-        }
+    /// Runs one pass at `level` on the calling thread (the maintenance thread), logs and
+    /// counts the outcome. Never panics.
+    pub(crate) fn repack_pass(&self, level: i32) {
         let repacker = &self.inner.repacker;
-        {
-            let mut state = lock(&repacker.state);
-            if state.thread {
-                state.again = true;
-                return;
-            }
-            state.thread = true;
-        }
-        let master = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("hummel-repack".into())
-            .spawn(move || master.repack_loop(level));
-        if let Err(e) = spawned {
-            lock(&repacker.state).thread = false;
-            tracing::error!(error = %e, "could not start the repack thread");
-        }
-    }
-
-    fn repack_loop(&self, level: i32) {
-        let repacker = &self.inner.repacker;
-        loop {
-            repacker.running.store(true, Ordering::Relaxed);
-            let started = Instant::now();
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.repack_once(level)))
-                .unwrap_or(Err(RepackError::Panicked));
-            repacker.running.store(false, Ordering::Relaxed);
-            let secs = started.elapsed().as_secs_f64();
-            match result {
-                Ok(RepackOutcome::Published {
+        repacker.running.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.repack_once(level)))
+            .unwrap_or(Err(RepackError::Panicked));
+        repacker.running.store(false, Ordering::Relaxed);
+        let secs = started.elapsed().as_secs_f64();
+        match result {
+            Ok(RepackOutcome::Published {
+                revision,
+                packs,
+                bytes_before,
+                bytes_after,
+            }) => {
+                repacker.runs.fetch_add(1, Ordering::Relaxed);
+                let saved = bytes_before.saturating_sub(bytes_after);
+                repacker.bytes_saved.fetch_add(saved, Ordering::Relaxed);
+                repacker.last_revision.store(revision, Ordering::Relaxed);
+                tracing::info!(
                     revision,
+                    level,
                     packs,
                     bytes_before,
                     bytes_after,
-                }) => {
-                    repacker.runs.fetch_add(1, Ordering::Relaxed);
-                    let saved = bytes_before.saturating_sub(bytes_after);
-                    repacker.bytes_saved.fetch_add(saved, Ordering::Relaxed);
-                    repacker.last_revision.store(revision, Ordering::Relaxed);
-                    tracing::info!(
-                        revision,
-                        level,
-                        packs,
-                        bytes_before,
-                        bytes_after,
-                        secs = format!("{secs:.1}"),
-                        "repack published revision {revision}"
-                    );
-                }
-                Ok(RepackOutcome::Stopped) => {
-                    repacker.stopped.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(
-                        secs = format!("{secs:.1}"),
-                        "repack stopped by a build; it runs again after the build"
-                    );
-                }
-                Ok(RepackOutcome::NothingToDo | RepackOutcome::Deferred) => {}
-                Err(e) => {
-                    repacker.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "repack failed");
-                }
+                    secs = format!("{secs:.1}"),
+                    "repack published revision {revision}"
+                );
             }
-            let mut state = lock(&repacker.state);
-            if state.again {
-                state.again = false;
-            } else {
-                state.thread = false;
-                return;
+            Ok(RepackOutcome::Stopped) => {
+                repacker.stopped.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    secs = format!("{secs:.1}"),
+                    "repack stopped by a build; it runs again after the build"
+                );
+            }
+            Ok(RepackOutcome::NothingToDo | RepackOutcome::Deferred) => {}
+            Err(e) => {
+                repacker.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "repack failed");
             }
         }
     }
@@ -204,6 +163,8 @@ impl Master {
 
     /// One pass at `level`, on the calling thread. Blocking and CPU-bound (one core).
     pub(crate) fn repack_once(&self, level: i32) -> Result<RepackOutcome, RepackError> {
+        // No collection deletes files of the store while this pass writes packs to it.
+        let _exclusive = lock(&self.inner.maintenance.lock);
         let epoch = self.inner.build_epoch.load(Ordering::SeqCst);
         if self.build_running() {
             return Ok(RepackOutcome::Deferred);
@@ -415,13 +376,5 @@ impl Master {
             .map_err(|_| BuildError::WriterStopped)?;
         }
         Ok(true)
-    }
-}
-
-#[cfg(test)]
-impl Master {
-    /// No pass runs and none is queued.
-    pub(crate) fn repack_idle(&self) -> bool {
-        !lock(&self.inner.repacker.state).thread
     }
 }

@@ -49,6 +49,17 @@ pub(crate) fn write_index_file(dir: &Path, revision: u64, bytes: &[u8]) -> Resul
     result
 }
 
+/// Deletes `DIR/N.idx` of a revision the garbage collection expired; `Ok(false)` if it was
+/// gone already.
+pub(crate) fn remove_index_file(dir: &Path, revision: u64) -> Result<bool, MasterError> {
+    let path = index_path(dir, revision);
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(MasterError::io(&path)(e)),
+    }
+}
+
 /// Removes leftover `*.tmp` files.
 pub(crate) fn clean_temp_files(dir: &Path) -> Result<(), MasterError> {
     for e in fs::read_dir(dir).map_err(MasterError::io(dir))?.flatten() {

@@ -40,6 +40,8 @@ fn config(repo: &Path, data: &Path) -> MasterConfig {
         },
         embedded_store: false,
         repack_level: 0,
+        keep_revisions: crate::DEFAULT_KEEP_REVISIONS,
+        gc_grace: crate::DEFAULT_GC_GRACE,
     }
 }
 
@@ -1108,7 +1110,7 @@ fn repacking_master(fx: &Fixture, level: i32) -> Master {
 /// Waits until revision `n` is current and no repack pass runs or is queued.
 fn wait_for_revision(master: &Master, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while master.revision_info().revision != Some(n) || !master.repack_idle() {
+    while master.revision_info().revision != Some(n) || !master.maintenance_idle() {
         assert!(
             Instant::now() < deadline,
             "revision {n} did not appear: {:?}",
@@ -1251,4 +1253,142 @@ async fn a_build_started_during_a_repack_wins() {
     assert_eq!(metric(&master, "hummel_repack_stopped_total").await, 1);
     assert_eq!(metric(&master, "hummel_repack_runs_total").await, 1);
     assert_eq!(master.history(10).len(), 3);
+}
+
+/// A master that keeps one build and collects `grace` after, with small packs.
+fn collecting_master(fx: &Fixture, grace: Duration) -> Master {
+    let mut cfg = config(&fx.repo, &fx.data);
+    cfg.keep_revisions = 1;
+    cfg.gc_grace = grace;
+    Master::open_with(cfg, small_packs()).unwrap()
+}
+
+/// Gives both copies of the large file new content and builds revision `n`; returns the packs
+/// of revision `n - 1` that revision `n` no longer lists.
+fn rebuild_with_new_content(
+    master: &Master,
+    fx: &Fixture,
+    seed: u64,
+    n: u64,
+) -> Vec<hummel_core::PackInfo> {
+    let before = current_index(master, None);
+    fs::write(fx.repo.join("a/x.bin"), pseudo_random(300_000, seed)).unwrap();
+    fs::write(fx.repo.join("copy.bin"), pseudo_random(300_000, seed + 1)).unwrap();
+    assert_eq!(build(master).revision, Some(n));
+    wait_for_revision(master, n);
+    let after = current_index(master, None);
+    let gone: Vec<_> = before
+        .packs
+        .iter()
+        .filter(|p| after.pack(p.number).is_none())
+        .copied()
+        .collect();
+    assert!(!gone.is_empty(), "revision {n} still lists every pack");
+    gone
+}
+
+#[tokio::test]
+async fn garbage_collection_deletes_what_no_kept_revision_references() {
+    let fx = fixture();
+    let master = collecting_master(&fx, Duration::ZERO);
+    assert_eq!(build(&master).revision, Some(1));
+    wait_for_revision(&master, 1);
+    let first = current_index(&master, None);
+    let first_hashes: Vec<Hash> = first.packs.iter().map(|p| p.hash).collect();
+    announce(&master, "s1", first_hashes.clone()).await;
+    // A store file that is no pack of the table, as a crash between sealing and publishing
+    // leaves one.
+    let orphan = pseudo_random(1000, 9);
+    master.store().put(&Hash::of(&orphan), &orphan).unwrap();
+
+    // The maintenance round after the build collects revision 1's packs.
+    let gone = rebuild_with_new_content(&master, &fx, 7, 2);
+    let second = current_index(&master, None);
+    for p in &gone {
+        assert!(
+            !master.store().contains(&p.hash),
+            "pack {} stayed",
+            p.number
+        );
+    }
+    for p in &second.packs {
+        assert!(master.store().contains(&p.hash), "pack {} went", p.number);
+    }
+    assert!(!master.store().contains(&Hash::of(&orphan)));
+    assert_packs_hold_the_tree(&master, &second, &fx.repo);
+    assert!(matches!(
+        master.index_bytes(Some(1), None),
+        Err(IndexLookupError::NoSuchRevision(1))
+    ));
+    let status = master.status().gc.unwrap();
+    assert_eq!(
+        (status.revisions_expired, status.packs_collected),
+        (1, gone.len() as u64 + 1)
+    );
+    assert_eq!(
+        metric(&master, "hummel_gc_packs_collected_total").await,
+        gone.len() as u64 + 1
+    );
+    // A collected pack is located nowhere, and the slave that holds it is told to drop it.
+    assert!(holders(&master, &gone).await.iter().all(Vec::is_empty));
+    let (s, _, body) = call(
+        &master,
+        "POST",
+        "/slave/hashlist",
+        Some(SLAVE),
+        Some(hashlist("s1", first_hashes)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let mut dropped = json::<SlaveDirective>(&body).drop;
+    dropped.sort();
+    let mut want: Vec<Hash> = gone.iter().map(|p| p.hash).collect();
+    want.sort();
+    assert_eq!(dropped, want);
+
+    // The old content comes back: its chunks are stored again, never looked up in a collected
+    // pack.
+    fs::write(fx.repo.join("a/x.bin"), pseudo_random(300_000, 1)).unwrap();
+    fs::write(fx.repo.join("copy.bin"), pseudo_random(300_000, 1)).unwrap();
+    assert_eq!(build(&master).revision, Some(3));
+    wait_for_revision(&master, 3);
+    assert_packs_hold_the_tree(&master, &current_index(&master, None), &fx.repo);
+    // Numbers are never given twice, across a restart too.
+    let highest = crate::read(&master.inner.packs).next_number;
+    drop(master);
+    let reopened = collecting_master(&fx, Duration::ZERO);
+    assert_eq!(crate::read(&reopened.inner.packs).next_number, highest);
+    assert_eq!(reopened.collect_garbage().unwrap(), Default::default());
+}
+
+#[tokio::test]
+async fn packs_stay_for_the_grace_period_after_their_revision_and_their_last_locate() {
+    let fx = fixture();
+    let master = collecting_master(&fx, Duration::from_secs(60));
+    assert_eq!(build(&master).revision, Some(1));
+    wait_for_revision(&master, 1);
+    let gone = rebuild_with_new_content(&master, &fx, 7, 2);
+    // Within the grace period nothing goes: a client may still download revision 1.
+    assert_eq!(master.collect_garbage().unwrap(), Default::default());
+    assert!(master.index_bytes(Some(1), None).is_ok());
+    for p in &gone {
+        assert!(master.store().contains(&p.hash));
+    }
+
+    // A minute later revision 1 is no longer kept, but a client has just located one of its
+    // packs: that one stays for another grace period.
+    master.pretend_time_passed(61);
+    let (fresh, rest) = gone.split_first().unwrap();
+    assert_eq!(holders(&master, &[*fresh]).await.len(), 1);
+    let c = master.collect_garbage().unwrap();
+    assert_eq!((c.revisions, c.packs), (1, rest.len() as u64));
+    assert!(master.store().contains(&fresh.hash));
+    for p in rest {
+        assert!(!master.store().contains(&p.hash));
+    }
+    master.pretend_time_passed(61);
+    let c = master.collect_garbage().unwrap();
+    assert_eq!((c.revisions, c.packs), (0, 1));
+    assert!(!master.store().contains(&fresh.hash));
+    assert_packs_hold_the_tree(&master, &current_index(&master, None), &fx.repo);
 }

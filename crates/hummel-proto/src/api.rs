@@ -395,6 +395,9 @@ pub struct StatusResponse {
     /// The background repack, when the master runs one (absent from older masters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repack: Option<RepackStatus>,
+    /// The garbage collection of packs (absent from older masters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc: Option<GcStatus>,
 }
 
 /// The master's background repack in [`StatusResponse`].
@@ -410,6 +413,25 @@ pub struct RepackStatus {
     pub bytes_saved: u64,
     /// The revision the last published pass made, if any since the master started.
     pub last_revision: Option<u64>,
+}
+
+/// The master's garbage collection in [`StatusResponse`]: packs no kept revision references
+/// are deleted from the master and the slaves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcStatus {
+    /// Builds kept servable (each in its latest, repacked form).
+    pub keep_revisions: u32,
+    /// Seconds a superseded revision, or a pack a client located, stays stored.
+    pub grace_s: u64,
+    /// Passes since the master started.
+    pub runs: u64,
+    /// Revisions whose index was deleted by those passes.
+    pub revisions_expired: u64,
+    /// Packs deleted from the master's store by those passes, and their bytes.
+    pub packs_collected: u64,
+    pub bytes_collected: u64,
+    /// When the last pass ran, if one has since the master started.
+    pub last_run_unix: Option<i64>,
 }
 
 #[cfg(test)]
@@ -466,6 +488,7 @@ mod tests {
             },
             clients: vec![],
             repack: None,
+            gc: None,
         };
         // Off (or an older master): absent, and its absence reads as None.
         let j = serde_json::to_value(&st).unwrap();
@@ -480,6 +503,19 @@ mod tests {
         });
         let j = serde_json::to_value(&st).unwrap();
         assert_eq!(j["repack"]["level"], 13);
+        assert_eq!(serde_json::from_value::<StatusResponse>(j).unwrap(), st);
+        assert!(serde_json::to_value(&st).unwrap().get("gc").is_none());
+        st.gc = Some(GcStatus {
+            keep_revisions: 2,
+            grace_s: 3600,
+            runs: 3,
+            revisions_expired: 1,
+            packs_collected: 4,
+            bytes_collected: 1000,
+            last_run_unix: Some(5),
+        });
+        let j = serde_json::to_value(&st).unwrap();
+        assert_eq!(j["gc"]["packs_collected"], 4);
         assert_eq!(serde_json::from_value::<StatusResponse>(j).unwrap(), st);
     }
 

@@ -72,9 +72,18 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     /// Recompress the current revision's packs at this zstd level (4-19) in the background
     /// after each build, and publish the same tree again from the smaller packs. 0 = off.
-    /// Superseded packs stay stored (no garbage collection yet).
+    /// The superseded packs are deleted --gc-grace later.
     #[arg(long, default_value_t = 0, value_parser = parse_repack_level)]
     pub repack_level: i32,
+    /// Builds kept servable, each in its latest (repacked) form. Packs that neither these nor
+    /// a revision superseded within --gc-grace reference are deleted, on the slaves too.
+    #[arg(long, default_value_t = hummel_master::DEFAULT_KEEP_REVISIONS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_revisions: u32,
+    /// How long a superseded revision, and a pack a client located, stay stored. Make it
+    /// longer than the longest sync (e.g. 30m, 1h, 1d).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub gc_grace: Duration,
     /// Server tokens.
     #[command(flatten)]
     pub tokens: ServerTokens,
@@ -109,9 +118,18 @@ pub struct MasterArgs {
     pub build_on_start: bool,
     /// Recompress the current revision's packs at this zstd level (4-19) in the background
     /// after each build, and publish the same tree again from the smaller packs. 0 = off.
-    /// Superseded packs stay stored (no garbage collection yet).
+    /// The superseded packs are deleted --gc-grace later.
     #[arg(long, default_value_t = 0, value_parser = parse_repack_level)]
     pub repack_level: i32,
+    /// Builds kept servable, each in its latest (repacked) form. Packs that neither these nor
+    /// a revision superseded within --gc-grace reference are deleted, on the slaves too.
+    #[arg(long, default_value_t = hummel_master::DEFAULT_KEEP_REVISIONS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_revisions: u32,
+    /// How long a superseded revision, and a pack a client located, stay stored. Make it
+    /// longer than the longest sync (e.g. 30m, 1h, 1d).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub gc_grace: Duration,
 
     /// Server tokens.
     #[command(flatten)]

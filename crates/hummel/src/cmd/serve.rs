@@ -49,6 +49,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         tokens,
         embedded_store: true,
         repack_level: args.repack_level,
+        keep_revisions: args.keep_revisions,
+        gc_grace: args.gc_grace,
     })
     .context("cannot open the master")?;
     run_master(master, args.listen, "serve", true).await
@@ -71,6 +73,8 @@ pub async fn master(args: MasterArgs) -> Result<ExitCode> {
         tokens,
         embedded_store: false,
         repack_level: args.repack_level,
+        keep_revisions: args.keep_revisions,
+        gc_grace: args.gc_grace,
     })
     .context("cannot open the master")?;
     run_master(master, args.listen, "master", args.build_on_start).await

@@ -67,6 +67,17 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
                 .unwrap_or_default()
         );
     }
+    if let Some(g) = &st.gc {
+        println!(
+            "garbage collection: keeps {} builds, grace {}s; {} packs ({}) and {} revisions collected in {} passes",
+            g.keep_revisions,
+            g.grace_s,
+            g.packs_collected,
+            human_bytes(g.bytes_collected),
+            g.revisions_expired,
+            g.runs
+        );
+    }
     let r = &st.replication;
     println!(
         "replication: {} packs, target {} copies, {} under-replicated, {} unavailable",

@@ -493,3 +493,16 @@ pub fn metric(text: &str, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
+
+/// `GET url`; the status code and the body as text.
+pub fn get_status(url: &str) -> (u16, String) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let resp = reqwest::get(url).await.unwrap();
+            let code = resp.status().as_u16();
+            (code, resp.text().await.unwrap())
+        })
+}

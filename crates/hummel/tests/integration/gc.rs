@@ -1,0 +1,106 @@
+//! The garbage collection (`hummel master --keep-revisions N --gc-grace D`): packs no kept
+//! revision references are deleted from the master's store and from the slaves, and clients
+//! sync from what is left.
+
+use super::util::*;
+
+fn fill(root: &std::path::Path) {
+    write(root, "a/one.pbo", &data(600 << 10, 1));
+    write(root, "a/two.pbo", &data(300 << 10, 2));
+    write(root, "b/notes.txt", &b"hummel gc test line\n".repeat(4000));
+}
+
+/// Pack files of the master's store.
+fn master_packs(c: &Cluster) -> usize {
+    pack_files(&c.path("master").join("store")).len()
+}
+
+#[test]
+fn superseded_packs_are_deleted_from_the_master_and_the_slaves() {
+    let c = Cluster::start_with(
+        1,
+        fill,
+        &[
+            "--repack-level",
+            "9",
+            "--keep-revisions",
+            "1",
+            "--gc-grace",
+            "0s",
+        ],
+    );
+    assert_eq!(c.build()["revision"], 1);
+    // The repack republishes the tree as revision 2; revision 1 and its level-3 packs are
+    // then no longer kept.
+    wait_for("the repack, then the collection of revision 1", || {
+        let st = c.status();
+        st["revision"]["revision"] == 2 && st["gc"]["revisions_expired"] == 1
+    });
+    c.wait_replicated();
+    let st = c.status();
+    let current = n(&st["replication"], "packs") as usize;
+    assert!(n(&st["gc"], "packs_collected") > 0, "{st:#}");
+    assert_eq!(st["gc"]["keep_revisions"], 1, "{st:#}");
+    assert_eq!(master_packs(&c), current);
+    // The slave is told to drop what the master collected.
+    wait_for("the slave to drop the collected packs", || {
+        c.slave_packs(0).len() == current
+    });
+    let metrics = get_text(&format!("{}/metrics", c.master.url));
+    assert!(metric(&metrics, "hummel_gc_packs_collected_total") > 0);
+
+    // A client syncs revision 2 from what is left; revision 1 is gone from the API.
+    let dest = c.path("dest");
+    let r = c.sync(&dest, &[]);
+    assert_eq!(n(&r, "revision"), 2, "{r}");
+    assert_same_tree(&c.repo, &dest);
+    let (code, body) = get_status(&format!("{}/api/v1/index?revision=1", c.master.url));
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no_such_revision"), "{body}");
+
+    // A changed file: the next build's superseded packs go too, on both sides.
+    write(&c.repo, "a/two.pbo", &data(300 << 10, 3));
+    assert_eq!(c.build()["revision"], 3);
+    wait_for("the repack of revision 3 and the collection", || {
+        let st = c.status();
+        st["revision"]["revision"] == 4 && st["gc"]["revisions_expired"] == 3
+    });
+    c.wait_replicated();
+    let current = n(&c.status()["replication"], "packs") as usize;
+    assert_eq!(master_packs(&c), current);
+    wait_for("the slave to drop the collected packs", || {
+        c.slave_packs(0).len() == current
+    });
+    let r = c.sync(&dest, &[]);
+    assert_eq!(n(&r, "revision"), 4, "{r}");
+    assert_same_tree(&c.repo, &dest);
+}
+
+#[test]
+fn by_default_the_previous_build_stays_servable() {
+    let c = Cluster::start(1, fill);
+    assert_eq!(c.build()["revision"], 1);
+    let packs_before = master_packs(&c);
+    write(&c.repo, "a/two.pbo", &data(300 << 10, 3));
+    assert_eq!(c.build()["revision"], 2);
+    let st = c.status();
+    assert_eq!(st["gc"]["keep_revisions"], 2, "{st:#}");
+    assert_eq!(st["gc"]["grace_s"], 3600, "{st:#}");
+    // Revision 1 and every pack stay: it is one of the two builds kept.
+    let (code, body) = get_status(&format!("{}/api/v1/index?revision=1", c.master.url));
+    assert_eq!(code, 200, "{body}");
+    assert!(master_packs(&c) > packs_before);
+}
+
+#[test]
+fn keep_revisions_below_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = hummel();
+    cmd.args(["master", "--repo"])
+        .arg(dir.path())
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(["--keep-revisions", "0"]);
+    let err = fails(cmd);
+    assert!(err.contains("keep-revisions"), "{err}");
+}
