@@ -1,7 +1,8 @@
 //! What is in DEST now: [`walk`] lists it without following symlinks ([`LocalTree`]), and
 //! [`survey`] learns the content of the files that matter ([`LocalContent`]): hashes from the
-//! stat cache where it can be trusted, hashing where it cannot, and chunk layouts, from the old
-//! and new index by file hash or by re-chunking a file being replaced.
+//! stat cache where it can be trusted, hashing where it cannot (unless the file still has the
+//! size and mtime the held revision gave it, and is replaced anyway), and chunk layouts, from
+//! the old and new index by file hash or by re-chunking a file being replaced.
 //!
 //! Everything here is blocking file I/O and CPU work; call it from `spawn_blocking`.
 //! `.hummel` at the top of DEST is never listed.
@@ -17,7 +18,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use hummel_core::index::RESERVED_TOP_NAME;
-use hummel_core::{ChunkerConfig, Hash, Index, chunk_stream};
+use hummel_core::{ChunkerConfig, EntryKind, FileEntry, Hash, Index, chunk_stream};
 
 use crate::SyncError;
 use crate::state::CachedStat;
@@ -321,12 +322,30 @@ pub struct LocalContent {
     pub hashed: u64,
     /// Files re-chunked in this run.
     pub rechunked: u64,
+    /// Files taken to hold the held revision's content without reading them (see [`survey`]).
+    pub presumed: u64,
+}
+
+/// Whether a local file with `stat`, outside the stat cache, is taken to hold `held` (the
+/// entry of the revision DEST held) without reading it, because it is replaced by `wanted`
+/// anyway: it has the size and mtime a sync of `held` gave it, and `wanted` differs in content
+/// and in size or mtime (a run interrupted after placing `wanted` leaves that file with
+/// `wanted`'s mtime: it is hashed, found in place and kept).
+fn presumed_held(stat: &FileStat, held: &FileEntry, wanted: &FileEntry) -> bool {
+    held.hash != wanted.hash
+        && stat.size == held.size
+        && stat.mtime_ns == held.mtime_ns
+        && (held.size != wanted.size || held.mtime_ns != wanted.mtime_ns)
 }
 
 /// Learns the content of local files: the stat cache first; then every regular file at a path
-/// of `new` without a trusted cache entry is hashed (in parallel); then layouts: by file hash
-/// from `new` and `old`, else by re-chunking files being replaced. Unreadable files are left
-/// unknown (they will be rewritten), never fatal.
+/// of `new` without a trusted cache entry is hashed (in parallel), except one that still has
+/// the size and mtime the held revision `old` gave it and is replaced anyway
+/// ([`presumed_held`]): it is taken to hold `old`'s content, so that it is read once, not
+/// twice; its chunks are verified as they are copied (`assemble::copy_local`) and downloaded
+/// instead where they differ. Then layouts: by file hash from `new` and `old`, else by
+/// re-chunking files being replaced. Unreadable files are left unknown (they will be
+/// rewritten), never fatal.
 pub fn survey(
     dest: &Path,
     tree: &LocalTree,
@@ -355,18 +374,32 @@ pub fn survey(
 
     // Files the new index wants that we cannot vouch for. A file of the wrong size is re-chunked
     // straight away (it will be replaced); one of the right size is hashed first (likely equal).
-    let unknown: Vec<(PathBuf, bool)> = new
-        .files()
-        .filter_map(|(p, f)| {
-            let rel = PathBuf::from(p.as_str());
-            match tree.entries.get(&rel) {
-                Some(LocalKind::File(st)) if !content.files.contains_key(&rel) => {
-                    Some((rel, st.size == f.size))
-                }
-                _ => None,
+    let mut unknown: Vec<(PathBuf, bool)> = Vec::new();
+    for (p, f) in new.files() {
+        let rel = PathBuf::from(p.as_str());
+        let Some(LocalKind::File(st)) = tree.entries.get(&rel) else {
+            continue;
+        };
+        if content.files.contains_key(&rel) {
+            continue;
+        }
+        let held = old.and_then(|o| o.get(p)).and_then(|e| match &e.kind {
+            EntryKind::File(h) => Some(h),
+            EntryKind::Dir(_) => None,
+        });
+        match held {
+            Some(h) if presumed_held(st, h, f) => {
+                content.presumed += 1;
+                let k = KnownFile {
+                    hash: h.hash,
+                    stat: *st,
+                    chunks: None,
+                };
+                content.files.insert(rel, k);
             }
-        })
-        .collect();
+            _ => unknown.push((rel, st.size == f.size)),
+        }
+    }
     let results: Vec<(PathBuf, io::Result<KnownFile>, bool)> = unknown
         .into_par_iter()
         .map(|(rel, same_size)| {
@@ -496,6 +529,53 @@ mod tests {
         let small = d.path().join("small");
         fs::write(&small, &data[..1000]).unwrap();
         assert_eq!(hash_file(&small).unwrap().0, Hash::of(&data[..1000]));
+    }
+
+    #[test]
+    fn only_a_file_as_the_held_revision_left_it_is_presumed() {
+        let entry = |hash: &[u8], size: u64, mtime_ns: i64| FileEntry {
+            size,
+            mode: 0o644,
+            mtime_ns,
+            hash: Hash::of(hash),
+            chunks: vec![],
+        };
+        let stat = |size: u64, mtime_ns: i64| FileStat {
+            size,
+            mtime_ns,
+            ctime_ns: 1,
+            ino: 1,
+            mode: 0o644,
+        };
+        let held = entry(b"old", 100, 10);
+        // Replaced by content of another size, or another mtime: presumed.
+        assert!(presumed_held(&stat(100, 10), &held, &entry(b"new", 90, 10)));
+        assert!(presumed_held(
+            &stat(100, 10),
+            &held,
+            &entry(b"new", 100, 20)
+        ));
+        // Not as the held revision left it: hashed.
+        assert!(!presumed_held(
+            &stat(100, 11),
+            &held,
+            &entry(b"new", 90, 10)
+        ));
+        assert!(!presumed_held(&stat(99, 10), &held, &entry(b"new", 90, 10)));
+        // Unchanged in the index: hashed (it may well be in place).
+        assert!(!presumed_held(
+            &stat(100, 10),
+            &held,
+            &entry(b"old", 100, 10)
+        ));
+        // Same size and mtime in both revisions: the file cannot tell which it holds.
+        assert!(!presumed_held(
+            &stat(100, 10),
+            &held,
+            &entry(b"new", 100, 10)
+        ));
+        // An interrupted run left the new version (its mtime): hashed, found in place.
+        assert!(!presumed_held(&stat(90, 20), &held, &entry(b"new", 90, 20)));
     }
 
     #[test]

@@ -239,6 +239,7 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
             tracing::debug!(
                 hashed = content.hashed,
                 rechunked = content.rechunked,
+                presumed = content.presumed,
                 "surveyed local files"
             );
             Ok((SyncPlan::build(&i, &t, &content, keep), content.hashed))

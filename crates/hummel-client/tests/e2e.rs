@@ -760,3 +760,51 @@ async fn an_unreachable_slave_is_dropped_for_every_pack() {
     assert!(r.requests >= 3, "{r:?}");
     assert!(r.failed_requests <= 1, "dead slave retried per pack: {r:?}");
 }
+
+/// Sets the mtime of `path` to the one the fake build gives `rel`.
+fn set_index_mtime(path: &Path, rel: &str) {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(mtime_of(rel) as u64);
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_the_held_size_and_mtime_is_read_once_and_still_verified() {
+    let h = harness(&[false, false]).await;
+    let v1 = repo_v1();
+    h.cluster.publish(&v1, 1);
+    let dest = tempfile::tempdir().unwrap();
+    let opts = SyncOptions::new(&h.master_url, dest.path());
+    done(sync(&opts).await.unwrap());
+    let path = dest.path().join("big.bin");
+
+    // Revision 2: 1 KiB inserted in the middle of big.bin. Locally big.bin is rewritten with
+    // the same bytes and mtime: the stat cache no longer vouches for it (new ctime), but size
+    // and mtime are revision 1's, so it is taken as revision 1's without reading it first.
+    let mut big = random(200_000, 1);
+    big.splice(100_000..100_000, random(1024, 77));
+    let v2 = v1.clone().file("big.bin", big);
+    h.cluster.publish(&v2, 2);
+    fs::write(&path, random(200_000, 1)).unwrap();
+    set_index_mtime(&path, "big.bin");
+    let r = done(sync(&opts).await.unwrap());
+    assert_identical(dest.path(), &v2, None);
+    assert_eq!(r.files_hashed, 0, "{r:?}");
+    assert!(r.bytes_reused >= 190_000, "{r:?}");
+    assert!(r.bytes_downloaded < 20_000, "{r:?}");
+
+    // Revision 3: big.bin changes size again. Locally it has revision 2's size and mtime but
+    // other bytes: every chunk copy fails its hash, and the chunks are downloaded instead.
+    let v3 = v2.clone().file("big.bin", random(150_000, 5));
+    h.cluster.publish(&v3, 3);
+    fs::write(&path, random(201_024, 99)).unwrap();
+    set_index_mtime(&path, "big.bin");
+    let r = done(sync(&opts).await.unwrap());
+    assert_identical(dest.path(), &v3, None);
+    assert_eq!((r.files_hashed, r.files_written), (0, 1), "{r:?}");
+    assert!(r.bytes_downloaded >= 140_000, "{r:?}");
+}
