@@ -10,7 +10,7 @@
 //! The planner does no I/O. `--dry-run` returns [`SyncPlan::summary`]; execution
 //! (`assemble`, `fetch`) only carries the plan out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Serialize, Serializer};
@@ -125,7 +125,10 @@ impl Removal {
 pub struct SyncPlan {
     /// Revision being synced.
     pub revision: u64,
-    /// Every directory of the index, parents first.
+    /// The directories of the index that `apply` looks at, parents first: those to create,
+    /// those whose mode differs, and every ancestor of a path written, removed or in the way
+    /// (checked right before the renames, made writable, given their mode at the end). A
+    /// directory as the index wants it with nothing changing below is left alone.
     pub dirs: Vec<DirAction>,
     /// Files already right.
     pub unchanged: Vec<RelPath>,
@@ -209,6 +212,8 @@ impl SyncPlan {
             revision: index.revision,
             ..SyncPlan::default()
         };
+        // Parallel to plan.dirs: a directory DEST has with the index's mode.
+        let mut settled: Vec<bool> = Vec::new();
         for e in &index.entries {
             let local = tree.get(e.path.as_str());
             match &e.kind {
@@ -220,6 +225,9 @@ impl SyncPlan {
                             kind: k.name(),
                         });
                     }
+                    settled.push(
+                        matches!(local, Some(LocalKind::Dir { mode }) if *mode == d.mode & 0o7777),
+                    );
                     plan.dirs.push(DirAction {
                         path: e.path.clone(),
                         mode: d.mode & 0o7777,
@@ -333,6 +341,31 @@ impl SyncPlan {
                     .cmp(&depth(&a.path))
                     .then_with(|| a.path.cmp(&b.path))
             });
+        }
+
+        if settled.iter().any(|&s| s) {
+            let touched: Vec<&Path> = plan
+                .writes
+                .iter()
+                .map(|w| Path::new(w.path.as_str()))
+                .chain(plan.deletes.iter().map(|r| r.path.as_path()))
+                .chain(plan.conflicts.iter().map(|r| r.path.as_path()))
+                .collect();
+            let mut above: HashSet<&Path> = HashSet::new();
+            for p in touched {
+                for a in p.ancestors().skip(1) {
+                    if !above.insert(a) {
+                        break;
+                    }
+                }
+            }
+            let mut keep = settled
+                .iter()
+                .zip(&plan.dirs)
+                .map(|(&s, d)| !s || above.contains(Path::new(d.path.as_str())))
+                .collect::<Vec<_>>()
+                .into_iter();
+            plan.dirs.retain(|_| keep.next().unwrap_or(true));
         }
         plan
     }
@@ -594,6 +627,56 @@ mod tests {
         assert_eq!((s.files_to_delete, s.dirs_to_delete), (2, 1));
         let kept = SyncPlan::build(&idx, &tree, &content, true);
         assert!(kept.deletes.is_empty());
+    }
+
+    #[test]
+    fn only_directories_something_happens_in_or_to_are_looked_at() {
+        let mut idx = index();
+        let dir = |p: &str, mode: u32| Entry {
+            path: rp(p),
+            kind: EntryKind::Dir(DirEntry { mode }),
+        };
+        idx.entries.insert(1, dir("a/q", 0o755));
+        idx.entries.push(dir("c", 0o700));
+        idx.entries.push(dir("c/d", 0o755));
+        idx.entries.push(dir("e", 0o755));
+        idx.entries
+            .sort_by(|x, y| x.path.as_str().cmp(y.path.as_str()));
+        let mut tree = LocalTree::default();
+        let mut content = LocalContent::default();
+        for (p, mode) in [("a", 0o755), ("a/q", 0o755), ("c", 0o755), ("c/d", 0o755)] {
+            tree.entries.insert(p.into(), LocalKind::Dir { mode });
+        }
+        // a/dup and b are in place; a/x is missing; c/d holds an extra file; e is missing.
+        for (p, c) in [("a/dup", vec![0]), ("b", vec![2])] {
+            let size = layout(&idx, &c).iter().map(|l| l.len as u64).sum();
+            tree.entries.insert(p.into(), LocalKind::File(stat(size)));
+            content.files.insert(
+                p.into(),
+                KnownFile {
+                    hash: file_hash(&idx, p),
+                    stat: stat(size),
+                    chunks: Some(layout(&idx, &c)),
+                },
+            );
+        }
+        tree.entries
+            .insert("c/d/extra".into(), LocalKind::File(stat(1)));
+        let plan = SyncPlan::build(&idx, &tree, &content, false);
+        let dirs: Vec<(&str, bool)> = plan
+            .dirs
+            .iter()
+            .map(|d| (d.path.as_str(), d.create))
+            .collect();
+        // a: above a/x (written); c: its mode differs; c/d: above the extra; e: created.
+        // a/q is as the index wants it and nothing happens below it.
+        assert_eq!(
+            dirs,
+            [("a", false), ("c", false), ("c/d", false), ("e", true)]
+        );
+        // With nothing settled (an empty DEST), every directory is created.
+        let fresh = SyncPlan::build(&idx, &LocalTree::default(), &LocalContent::default(), false);
+        assert_eq!(fresh.dirs.len(), 5);
     }
 
     #[test]
