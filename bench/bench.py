@@ -1094,8 +1094,10 @@ def scen_delta(B, name, ds, v, extras=True):
     # --- Hummel. The client folder holds the base revision with a valid stat cache: a cp -a of the
     # synced base folder, re-synced untimed (new inodes -> every file re-hashed once, state saved).
     # Before every run only what a sync changes is restored from a private copy (not hardlinks): the
-    # large file and .hummel/{state,index}; the restored file's stat differs, so Hummel re-hashes that
-    # one file in every run (as rsync/zsync/casync read their basis file).
+    # large file and .hummel/{state,index}. The stat cache no longer vouches for the restored file (new
+    # inode and ctime); it keeps the base revision's size and mtime, so Hummel takes its chunks as the
+    # base revision's and verifies each as it copies it: the file is read once per run (as
+    # rsync/zsync/casync read their basis file).
     C = cluster(name, ds)
     hb = hummel_base_dest(C)
     hd, hd2, save = f"{WORK}/{name}-hdelta", f"{WORK}/{name}-hdelta2", f"{WORK}/{name}-hsave"

@@ -608,9 +608,11 @@ def render(results, also=()):
         "1_full_sync": "DEST does not exist before each run (`rm -rf`, untimed).",
         "2_modify_1pct": "Every tool starts from the base revision. Hummel: the client folder is a synced base copy "
                          "whose stat cache is valid; before each run the changed file and `.hummel/{state,index}` are "
-                         "restored from a private copy (untimed), so that one file is re-hashed in every run (peers "
-                         "read their basis file too). The second Hummel row starts from a fresh `cp -a` of the synced "
-                         "base folder: new inodes and ctimes, so Hummel re-hashes every file. Peers: hardlink copy of "
+                         "restored from a private copy (untimed): the stat cache no longer vouches for that file (new "
+                         "inode and ctime), but it keeps the base revision's size and mtime, so Hummel takes its chunks "
+                         "as the base revision's and verifies each as it copies it, reading it once (peers read their "
+                         "basis file too). The second Hummel row starts from a fresh `cp -a` of the synced base folder: "
+                         "new inodes and ctimes, so Hummel re-hashes every file the new revision keeps. Peers: hardlink copy of "
                          "a client-side copy, the changed file restored before each run. \"single file\" rows sync "
                          "only the changed large file; MB/s is relative to the tree or that file.",
         "4_noop": "Client tree identical to the server tree. Hummel: the synced base folder (valid stat cache).",
