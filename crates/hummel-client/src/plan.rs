@@ -560,6 +560,27 @@ mod tests {
         )
     }
 
+    /// DEST holds `path` of `index` as it should be, made of `chunks`.
+    fn hold_in_place(
+        index: &Index,
+        tree: &mut LocalTree,
+        content: &mut LocalContent,
+        path: &str,
+        chunks: &[u32],
+    ) {
+        let size = layout(index, chunks).iter().map(|l| l.len as u64).sum();
+        tree.entries
+            .insert(path.into(), LocalKind::File(stat(size)));
+        content.files.insert(
+            path.into(),
+            KnownFile {
+                hash: file_hash(index, path),
+                stat: stat(size),
+                chunks: Some(layout(index, chunks)),
+            },
+        );
+    }
+
     #[test]
     fn empty_dest_downloads_everything_coalesced() {
         let idx = index();
@@ -599,16 +620,7 @@ mod tests {
         tree.entries
             .insert("a".into(), LocalKind::Dir { mode: 0o755 });
         for (p, c) in [("a/dup", vec![0]), ("a/x", vec![0, 1]), ("b", vec![2])] {
-            let size = layout(&idx, &c).iter().map(|l| l.len as u64).sum();
-            tree.entries.insert(p.into(), LocalKind::File(stat(size)));
-            content.files.insert(
-                p.into(),
-                KnownFile {
-                    hash: file_hash(&idx, p),
-                    stat: stat(size),
-                    chunks: Some(layout(&idx, &c)),
-                },
-            );
+            hold_in_place(&idx, &mut tree, &mut content, p, &c);
         }
         tree.entries
             .insert("old".into(), LocalKind::Dir { mode: 0o755 });
@@ -649,16 +661,7 @@ mod tests {
         }
         // a/dup and b are in place; a/x is missing; c/d holds an extra file; e is missing.
         for (p, c) in [("a/dup", vec![0]), ("b", vec![2])] {
-            let size = layout(&idx, &c).iter().map(|l| l.len as u64).sum();
-            tree.entries.insert(p.into(), LocalKind::File(stat(size)));
-            content.files.insert(
-                p.into(),
-                KnownFile {
-                    hash: file_hash(&idx, p),
-                    stat: stat(size),
-                    chunks: Some(layout(&idx, &c)),
-                },
-            );
+            hold_in_place(&idx, &mut tree, &mut content, p, &c);
         }
         tree.entries
             .insert("c/d/extra".into(), LocalKind::File(stat(1)));

@@ -94,13 +94,6 @@ fn by_default_the_previous_build_stays_servable() {
 
 #[test]
 fn keep_revisions_below_one_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = hummel();
-    cmd.args(["master", "--repo"])
-        .arg(dir.path())
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .args(["--keep-revisions", "0"]);
-    let err = fails(cmd);
+    let err = master_refuses(&["--keep-revisions", "0"]);
     assert!(err.contains("keep-revisions"), "{err}");
 }

@@ -51,14 +51,7 @@ fn repack_revision_replicates_and_syncs() {
 
 #[test]
 fn repack_level_out_of_range_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = hummel();
-    cmd.args(["master", "--repo"])
-        .arg(dir.path())
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .args(["--repack-level", "2"]);
-    let err = fails(cmd);
+    let err = master_refuses(&["--repack-level", "2"]);
     assert!(err.contains("repack-level"), "{err}");
 }
 

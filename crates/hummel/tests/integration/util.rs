@@ -316,6 +316,19 @@ pub fn start_master(dir: &Path, repo: &Path, extra: &[&str], port: u16) -> Proc 
     Proc::start("master", cmd, &dir.join("logs"))
 }
 
+/// Runs `hummel master` on an empty temp folder with `args`, expecting it to refuse them;
+/// returns its error output.
+pub fn master_refuses(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = hummel();
+    cmd.args(["master", "--repo"])
+        .arg(dir.path())
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(args);
+    fails(cmd)
+}
+
 /// Every pack file below a store folder.
 pub fn pack_files(store: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -476,15 +489,9 @@ pub fn n(v: &Value, key: &str) -> u64 {
 
 /// `GET url`; the body as text.
 pub fn get_text(url: &str) -> String {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let resp = reqwest::get(url).await.unwrap();
-            assert_eq!(resp.status(), 200, "{url}");
-            resp.text().await.unwrap()
-        })
+    let (code, body) = get_status(url);
+    assert_eq!(code, 200, "{url}: {body}");
+    body
 }
 
 /// An unlabelled sample of Prometheus text.
