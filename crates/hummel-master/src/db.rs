@@ -736,6 +736,19 @@ fn db_err(path: &Path) -> impl FnOnce(rusqlite::Error) -> MasterError + '_ {
 mod tests {
     use super::*;
 
+    /// Revision 1, published by build 1.
+    fn first_build() -> RevisionRow {
+        RevisionRow {
+            number: 1,
+            created_unix: 1,
+            index_hash: Hash([1; 32]),
+            files: 0,
+            bytes: 0,
+            build_started_unix: 1,
+            build_id: Some(1),
+        }
+    }
+
     #[test]
     fn schema_is_created_once_and_versioned() {
         let dir = tempfile::tempdir().unwrap();
@@ -785,15 +798,7 @@ mod tests {
             (1, 100, 3)
         );
         // The migrated schema takes a publication with a level, relevelled and moved chunks.
-        let row = RevisionRow {
-            number: 1,
-            created_unix: 1,
-            index_hash: Hash([1; 32]),
-            files: 0,
-            bytes: 0,
-            build_started_unix: 1,
-            build_id: Some(1),
-        };
+        let row = first_build();
         let new = PackInfo {
             number: 2,
             hash: Hash([8; 32]),
@@ -854,15 +859,7 @@ mod tests {
     fn collected_packs_lose_their_chunks_and_replicas_but_keep_their_number() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = Db::open(&dir.path().join("hummel.db")).unwrap();
-        let row = RevisionRow {
-            number: 1,
-            created_unix: 1,
-            index_hash: Hash([1; 32]),
-            files: 0,
-            bytes: 0,
-            build_started_unix: 1,
-            build_id: Some(1),
-        };
+        let row = first_build();
         let pack = |number: u32, byte: u8| PackInfo {
             number,
             hash: Hash([byte; 32]),
