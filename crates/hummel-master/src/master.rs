@@ -585,7 +585,7 @@ impl Master {
             // A whole old revision: its file as it is, without decoding it.
             self.revision_row(n)?;
             let bytes = revision::read_index_bytes(&self.inner.revisions_dir, n)
-                .map_err(IndexLookupError::Internal)?;
+                .map_err(|e| self.lookup_failed(n, e))?;
             return Ok((n, bytes));
         }
         let loaded = self.loaded_revision(revision)?;
@@ -663,8 +663,18 @@ impl Master {
             Some(n) if n == current.row.number => Ok(current),
             Some(n) => {
                 let row = self.revision_row(n)?;
-                self.old_revision(row).map_err(IndexLookupError::Internal)
+                self.old_revision(row).map_err(|e| self.lookup_failed(n, e))
             }
+        }
+    }
+
+    /// Why reading revision `n`'s index file failed: gone (the garbage collection expired it
+    /// after [`Master::revision_row`] found it), or broken.
+    pub(crate) fn lookup_failed(&self, n: u64, e: MasterError) -> IndexLookupError {
+        if revision::index_path(&self.inner.revisions_dir, n).is_file() {
+            IndexLookupError::Internal(e)
+        } else {
+            IndexLookupError::NoSuchRevision(n)
         }
     }
 

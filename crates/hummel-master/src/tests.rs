@@ -1392,3 +1392,26 @@ async fn packs_stay_for_the_grace_period_after_their_revision_and_their_last_loc
     assert!(!master.store().contains(&fresh.hash));
     assert_packs_hold_the_tree(&master, &current_index(&master, None), &fx.repo);
 }
+
+#[test]
+fn an_index_file_deleted_under_a_reader_is_no_such_revision_not_an_error() {
+    let fx = fixture();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    assert_eq!(build(&master).revision, Some(1));
+    let broken = || crate::MasterError::RevisionIndex {
+        revision: 1,
+        path: fx.data.join("revisions/1.idx"),
+        reason: "test".into(),
+    };
+    // The file is there: the failure is the master's.
+    assert!(matches!(
+        master.lookup_failed(1, broken()),
+        IndexLookupError::Internal(_)
+    ));
+    // The garbage collection deleted it after the history lookup: the revision is gone.
+    fs::remove_file(fx.data.join("revisions/1.idx")).unwrap();
+    assert!(matches!(
+        master.lookup_failed(1, broken()),
+        IndexLookupError::NoSuchRevision(1)
+    ));
+}
