@@ -359,13 +359,13 @@ impl SyncPlan {
                     }
                 }
             }
-            let mut keep = settled
-                .iter()
-                .zip(&plan.dirs)
-                .map(|(&s, d)| !s || above.contains(Path::new(d.path.as_str())))
-                .collect::<Vec<_>>()
-                .into_iter();
-            plan.dirs.retain(|_| keep.next().unwrap_or(true));
+            let dirs = std::mem::take(&mut plan.dirs);
+            plan.dirs = dirs
+                .into_iter()
+                .zip(settled)
+                .filter(|(d, settled)| !settled || above.contains(Path::new(d.path.as_str())))
+                .map(|(d, _)| d)
+                .collect();
         }
         plan
     }

@@ -981,14 +981,7 @@ impl Master {
             positions.insert(id.to_string(), p);
             p
         };
-        let known: Vec<u32> = req
-            .packs
-            .iter()
-            .copied()
-            .filter(|n| packs.by_number.contains_key(n))
-            .collect();
-        // A client downloads these now: the garbage collection leaves them for a grace period.
-        self.inner.collector.located(&known);
+        let mut known: Vec<u32> = Vec::with_capacity(req.packs.len());
         let holders = req
             .packs
             .iter()
@@ -996,6 +989,7 @@ impl Master {
                 if !packs.by_number.contains_key(number) {
                     return Vec::new();
                 }
+                known.push(*number);
                 let mut list: Vec<u32> = live
                     .iter()
                     .filter(|s| s.packs.contains(number))
@@ -1011,6 +1005,8 @@ impl Master {
                 list
             })
             .collect();
+        // A client downloads these now: the garbage collection leaves them for a grace period.
+        self.inner.collector.located(&known);
         LocateResponse { slaves, holders }
     }
 

@@ -59,17 +59,9 @@ pub struct ServerTokens {
     pub read_token: Option<String>,
 }
 
-/// `hummel serve`.
-#[derive(Args, Debug)]
-pub struct ServeArgs {
-    /// The folder to distribute.
-    pub repo_dir: PathBuf,
-    /// Where metadata, packs and generated tokens live.
-    #[arg(long, default_value = "hummel-data")]
-    pub data: PathBuf,
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:7070")]
-    pub listen: SocketAddr,
+/// How a master (`serve` or `master`) recompresses and collects its packs.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct PackUpkeep {
     /// Recompress the current revision's packs at this zstd level (4-19) in the background
     /// after each build, and publish the same tree again from the smaller packs. 0 = off.
     /// The superseded packs are deleted --gc-grace later.
@@ -84,6 +76,22 @@ pub struct ServeArgs {
     /// longer than the longest sync (e.g. 30m, 1h, 1d).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub gc_grace: Duration,
+}
+
+/// `hummel serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The folder to distribute.
+    pub repo_dir: PathBuf,
+    /// Where metadata, packs and generated tokens live.
+    #[arg(long, default_value = "hummel-data")]
+    pub data: PathBuf,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Repack and garbage collection.
+    #[command(flatten)]
+    pub packs: PackUpkeep,
     /// Server tokens.
     #[command(flatten)]
     pub tokens: ServerTokens,
@@ -116,20 +124,9 @@ pub struct MasterArgs {
     /// Build the repository once at start.
     #[arg(long)]
     pub build_on_start: bool,
-    /// Recompress the current revision's packs at this zstd level (4-19) in the background
-    /// after each build, and publish the same tree again from the smaller packs. 0 = off.
-    /// The superseded packs are deleted --gc-grace later.
-    #[arg(long, default_value_t = 0, value_parser = parse_repack_level)]
-    pub repack_level: i32,
-    /// Builds kept servable, each in its latest (repacked) form. Packs that neither these nor
-    /// a revision superseded within --gc-grace reference are deleted, on the slaves too.
-    #[arg(long, default_value_t = hummel_master::DEFAULT_KEEP_REVISIONS,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub keep_revisions: u32,
-    /// How long a superseded revision, and a pack a client located, stay stored. Make it
-    /// longer than the longest sync (e.g. 30m, 1h, 1d).
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
-    pub gc_grace: Duration,
+    /// Repack and garbage collection.
+    #[command(flatten)]
+    pub packs: PackUpkeep,
 
     /// Server tokens.
     #[command(flatten)]

@@ -48,9 +48,9 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         dead_after: Duration::from_secs(600),
         tokens,
         embedded_store: true,
-        repack_level: args.repack_level,
-        keep_revisions: args.keep_revisions,
-        gc_grace: args.gc_grace,
+        repack_level: args.packs.repack_level,
+        keep_revisions: args.packs.keep_revisions,
+        gc_grace: args.packs.gc_grace,
     })
     .context("cannot open the master")?;
     run_master(master, args.listen, "serve", true).await
@@ -72,9 +72,9 @@ pub async fn master(args: MasterArgs) -> Result<ExitCode> {
         dead_after: args.dead_after,
         tokens,
         embedded_store: false,
-        repack_level: args.repack_level,
-        keep_revisions: args.keep_revisions,
-        gc_grace: args.gc_grace,
+        repack_level: args.packs.repack_level,
+        keep_revisions: args.packs.keep_revisions,
+        gc_grace: args.packs.gc_grace,
     })
     .context("cannot open the master")?;
     run_master(master, args.listen, "master", args.build_on_start).await
