@@ -215,6 +215,8 @@ async fn m_revision(State(c): State<Arc<Cluster>>) -> Response {
         files: idx.as_ref().map_or(0, |i| i.file_count() as u64),
         bytes: idx.as_ref().map_or(0, |i| i.total_size()),
         index_hash: None,
+        repository_id: None,
+        mass_delete_confirmed: false,
     };
     axum::Json(info).into_response()
 }

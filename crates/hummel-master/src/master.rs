@@ -549,6 +549,8 @@ impl Master {
                 files: c.row.files,
                 bytes: c.row.bytes,
                 index_hash: Some(c.row.index_hash),
+                repository_id: None,
+                mass_delete_confirmed: false,
             },
             None => RevisionInfo {
                 revision: None,
@@ -556,6 +558,8 @@ impl Master {
                 files: 0,
                 bytes: 0,
                 index_hash: None,
+                repository_id: None,
+                mass_delete_confirmed: false,
             },
         }
     }

@@ -96,8 +96,36 @@ pub struct RevisionInfo {
     pub files: u64,
     /// Bytes in it.
     pub bytes: u64,
-    /// BLAKE3 of the encoded index body of the whole revision.
+    /// BLAKE3 of the encoded index body of the whole revision: with [`Self::repository_id`],
+    /// the revision's identity. A number alone is not (a master restored from a backup may have
+    /// published another tree under it).
     pub index_hash: Option<Hash>,
+    /// The repository's stable random id (hex), made when the master's database was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_id: Option<String>,
+    /// The admin confirmed that this revision removes most of the repository
+    /// (`hummel build --allow-mass-delete`); clients then apply its deletes without asking.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mass_delete_confirmed: bool,
+}
+
+/// Response header of `GET /api/v1/index`: the [`RevisionInfo::index_hash`] of the whole
+/// revision the answer (a subtree, or a delta) was cut from.
+pub const REVISION_HASH_HEADER: &str = "X-Hummel-Revision-Hash";
+/// Response header of `GET /api/v1/index`: [`RevisionInfo::repository_id`].
+pub const REPOSITORY_ID_HEADER: &str = "X-Hummel-Repository-Id";
+/// Response header of `GET /api/v1/index`: `1` when the revision carries the admin's
+/// mass-delete confirmation ([`RevisionInfo::mass_delete_confirmed`]).
+pub const MASS_DELETE_HEADER: &str = "X-Hummel-Mass-Delete-Confirmed";
+
+/// Query of `POST /build` (all optional): `?allow_mass_delete=true` publishes a build that
+/// removes more than half of the current revision's files or bytes, or finds the repository
+/// folder empty, which the master otherwise refuses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildQuery {
+    /// The admin confirms a mass delete; recorded in the revision.
+    #[serde(default)]
+    pub allow_mass_delete: bool,
 }
 
 /// `POST /api/v1/locate`.
@@ -477,6 +505,8 @@ mod tests {
                 files: 0,
                 bytes: 0,
                 index_hash: None,
+                repository_id: None,
+                mass_delete_confirmed: false,
             },
             build: None,
             slaves: vec![],
