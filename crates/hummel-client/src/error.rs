@@ -90,6 +90,40 @@ pub enum SyncError {
         /// Why.
         reason: String,
     },
+    /// The master offers a revision older than the one DEST holds (a restored backup, a
+    /// replayed answer). DEST was not touched.
+    #[error(
+        "refusing to go back: the master offers revision {offered}, older than revision {held} \
+         that {} holds (was the master restored from a backup?); run again with \
+         --allow-rollback to accept it",
+        dest.display()
+    )]
+    Rollback {
+        /// The destination.
+        dest: PathBuf,
+        /// The revision DEST holds.
+        held: u64,
+        /// The revision the master offers.
+        offered: u64,
+    },
+    /// The revision would delete most of the files DEST holds and the admin did not confirm
+    /// that. DEST was not touched.
+    #[error(
+        "refusing to delete {deleting} of the {holding} files {} holds: revision {revision} \
+         removes most of them and the admin did not confirm a mass delete (an unmounted \
+         repository?); check with --dry-run, then run again with --allow-mass-delete to apply it",
+        dest.display()
+    )]
+    MassDelete {
+        /// The destination.
+        dest: PathBuf,
+        /// Files the plan deletes.
+        deleting: u64,
+        /// Files DEST holds in the entries Hummel manages.
+        holding: u64,
+        /// The revision offered.
+        revision: u64,
+    },
     /// The options make no sense.
     #[error("invalid options: {0}")]
     Options(String),

@@ -11,8 +11,8 @@ use reqwest::header::HeaderValue;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
-use hummel_core::RelPath;
 use hummel_core::index::MAX_INDEX_BODY;
+use hummel_core::{Hash, RelPath};
 use hummel_proto::ApiErrorBody;
 use hummel_proto::api::{self, ClientReport, LocateRequest, LocateResponse, RevisionInfo};
 use hummel_proto::auth::TOKEN_HEADER;
@@ -214,7 +214,7 @@ impl MasterApi {
         revision: u64,
         path: Option<&RelPath>,
         since: Option<u64>,
-    ) -> Result<Vec<u8>, SyncError> {
+    ) -> Result<IndexAnswer, SyncError> {
         let mut url = self.url(api::INDEX);
         {
             let mut q = url.query_pairs_mut();
@@ -227,9 +227,33 @@ impl MasterApi {
             }
         }
         let resp = self.send(self.http.get(url), "index").await?;
-        read_capped(resp, MAX_INDEX_RESPONSE)
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let revision_hash = match header(api::REVISION_HASH_HEADER) {
+            None => None,
+            Some(h) => Some(h.parse::<Hash>().map_err(|_| {
+                self.err(format!(
+                    "index: {} is not a hash: {}",
+                    api::REVISION_HASH_HEADER,
+                    one_line(&h)
+                ))
+            })?),
+        };
+        let repository_id = header(api::REPOSITORY_ID_HEADER);
+        let mass_delete_confirmed = header(api::MASS_DELETE_HEADER).as_deref() == Some("1");
+        let bytes = read_capped(resp, MAX_INDEX_RESPONSE)
             .await
-            .map_err(|e| self.err(format!("index: {e}")))
+            .map_err(|e| self.err(format!("index: {e}")))?;
+        Ok(IndexAnswer {
+            bytes,
+            revision_hash,
+            repository_id,
+            mass_delete_confirmed,
+        })
     }
 
     /// `POST /api/v1/locate`. Checks the answer's shape against the request.
@@ -276,6 +300,17 @@ impl MasterApi {
         }
         Ok(())
     }
+}
+
+/// An answer of `GET /api/v1/index`: the encoded index or delta (not decoded yet) and the
+/// identity of the revision it was cut from, as the master's headers name it.
+#[derive(Debug)]
+pub(crate) struct IndexAnswer {
+    pub bytes: Vec<u8>,
+    /// The whole revision's index hash (absent from masters before revision identities).
+    pub revision_hash: Option<Hash>,
+    pub repository_id: Option<String>,
+    pub mass_delete_confirmed: bool,
 }
 
 /// The URL without trailing slashes and surrounding blanks.

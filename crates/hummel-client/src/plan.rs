@@ -193,6 +193,13 @@ pub struct SyncPlanSummary {
     pub delete: Vec<String>,
     /// Directories to create.
     pub create_dirs: Vec<String>,
+    /// Top-level entries DEST already had that this sync takes over (a first sync into a
+    /// folder that holds some of the repository's names): they become exact copies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopted: Vec<String>,
+    /// Why the sync itself would refuse this plan (a mass delete or a rollback not allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 fn ser_path<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
@@ -370,6 +377,24 @@ impl SyncPlan {
         plan
     }
 
+    /// Files (and symlinks, special files) the plan deletes.
+    pub fn files_deleted(&self) -> u64 {
+        self.deletes.iter().filter(|d| !d.is_dir()).count() as u64
+    }
+
+    /// `Some((deleting, holding))` when the plan deletes more than half of the files that
+    /// DEST holds in what Hummel manages (`tree`): a mass delete, which needs the admin's
+    /// confirmation in the revision or the user's `--allow-mass-delete`.
+    pub fn mass_delete(&self, tree: &LocalTree) -> Option<(u64, u64)> {
+        let holding = tree
+            .entries
+            .values()
+            .filter(|k| !matches!(k, LocalKind::Dir { .. }))
+            .count() as u64;
+        let deleting = self.files_deleted();
+        (deleting > 0 && deleting * 2 > holding).then_some((deleting, holding))
+    }
+
     /// Counts and path lists.
     pub fn summary(&self) -> SyncPlanSummary {
         let lossy = |r: &Removal| r.path.to_string_lossy().into_owned();
@@ -386,7 +411,7 @@ impl SyncPlan {
             files_to_write: self.writes.len() as u64,
             files_unchanged: self.unchanged.len() as u64,
             files_to_touch: self.touch.len() as u64,
-            files_to_delete: self.deletes.iter().filter(|d| !d.is_dir()).count() as u64,
+            files_to_delete: self.files_deleted(),
             dirs_to_create: self.dirs.iter().filter(|d| d.create).count() as u64,
             dirs_to_delete: self.deletes.iter().filter(|d| d.is_dir()).count() as u64,
             bytes_to_write: self.bytes_to_write,
@@ -403,6 +428,8 @@ impl SyncPlan {
                 .filter(|d| d.create)
                 .map(|d| d.path.to_string())
                 .collect(),
+            adopted: Vec::new(),
+            refused: None,
         }
     }
 }

@@ -69,6 +69,13 @@ pub struct SyncReport {
     pub index_bytes_downloaded: u64,
     /// Wall time.
     pub duration_ms: u64,
+    /// The paths deleted (files, symlinks, special files and folders), deepest first.
+    #[serde(default)]
+    pub deleted: Vec<String>,
+    /// Top-level entries DEST already had and this sync took over (see
+    /// [`SyncPlanSummary::adopted`]).
+    #[serde(default)]
+    pub adopted: Vec<String>,
 }
 
 /// A bar of bytes written (downloaded + reused) over the bytes to write, with rate and ETA, on

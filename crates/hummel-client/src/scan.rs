@@ -97,8 +97,13 @@ impl LocalTree {
 /// a cold cache: 8 threads ~1.0 s, 16 ~0.9 s, 32 no better).
 const WALK_THREADS: usize = 16;
 
-/// Lists DEST without following symlinks. A missing DEST is an empty tree.
-pub fn walk(dest: &Path) -> Result<LocalTree, SyncError> {
+/// Which top-level entries of DEST a walk looks at: Hummel's own (the ownership rule); any
+/// other entry of DEST is never listed, so never read, changed or removed.
+pub type Tops = std::collections::BTreeSet<String>;
+
+/// Lists the entries of DEST named in `tops`, and everything below them, without following
+/// symlinks. A missing DEST is an empty tree.
+pub fn walk(dest: &Path, tops: &Tops) -> Result<LocalTree, SyncError> {
     let mut tree = LocalTree::default();
     match fs::metadata(dest) {
         Ok(m) if m.is_dir() => {}
@@ -111,9 +116,19 @@ pub fn walk(dest: &Path) -> Result<LocalTree, SyncError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(tree),
         Err(e) => return Err(SyncError::local("stat", dest, e)),
     }
+    if tops.is_empty() {
+        return Ok(tree);
+    }
     // Level by level, the directories of one level listed in parallel: a walk is bound by
     // syscall and disk latency, so several listings in flight finish far sooner than one.
-    let mut level: Vec<PathBuf> = vec![PathBuf::new()];
+    let mut top = list_dir(dest, Path::new(""))?;
+    top.retain(|(p, _)| p.to_str().is_some_and(|s| tops.contains(s)));
+    let mut level: Vec<PathBuf> = top
+        .iter()
+        .filter(|(_, k)| matches!(k, LocalKind::Dir { .. }))
+        .map(|(p, _)| p.clone())
+        .collect();
+    tree.entries.extend(top);
     while !level.is_empty() {
         let found: Mutex<Vec<(PathBuf, LocalKind)>> = Mutex::new(Vec::new());
         crate::assemble::for_each_io_on(WALK_THREADS, &level, |_, rel_dir| {
@@ -578,6 +593,27 @@ mod tests {
         assert!(!presumed_held(&stat(90, 20), &held, &entry(b"new", 90, 20)));
     }
 
+    /// Every top-level name of `dir`.
+    fn all_tops(dir: &Path) -> Tops {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn walk_never_lists_below_a_top_level_entry_it_does_not_manage() {
+        let d = tempfile::tempdir().unwrap();
+        for p in ["@ours/a", "@theirs/b", ".ssh/c"] {
+            fs::create_dir_all(d.path().join(p)).unwrap();
+        }
+        fs::write(d.path().join("notes.txt"), b"x").unwrap();
+        let t = walk(d.path(), &Tops::from(["@ours".into(), "gone".into()])).unwrap();
+        let names: Vec<_> = t.entries.keys().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(names, ["@ours", "@ours/a"]);
+        assert!(walk(d.path(), &Tops::new()).unwrap().entries.is_empty());
+    }
+
     #[test]
     fn walk_lists_without_following_symlinks_and_skips_state_dir() {
         let d = tempfile::tempdir().unwrap();
@@ -587,7 +623,7 @@ mod tests {
         fs::create_dir_all(d.path().join(".hummel/tmp")).unwrap();
         fs::write(d.path().join("a/f"), b"hello").unwrap();
         std::os::unix::fs::symlink(outside.path(), d.path().join("a/link")).unwrap();
-        let t = walk(d.path()).unwrap();
+        let t = walk(d.path(), &all_tops(d.path())).unwrap();
         let names: Vec<_> = t
             .entries
             .iter()
@@ -597,7 +633,13 @@ mod tests {
             names,
             ["a directory", "a/b directory", "a/f file", "a/link symlink"]
         );
-        assert!(walk(&d.path().join("missing")).unwrap().entries.is_empty());
+        let missing = d.path().join("missing");
+        assert!(
+            walk(&missing, &Tops::from(["a".into()]))
+                .unwrap()
+                .entries
+                .is_empty()
+        );
     }
 
     #[test]
@@ -605,7 +647,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir(d.path().join("dir")).unwrap();
         fs::write(d.path().join("dir/f"), b"x").unwrap();
-        let t = walk(d.path()).unwrap();
+        let t = walk(d.path(), &all_tops(d.path())).unwrap();
         let LocalKind::File(st) = t.get("dir/f").unwrap() else {
             panic!()
         };
@@ -613,13 +655,22 @@ mod tests {
         files.insert("dir/f".to_string(), CachedStat::new(st, Hash::of(b"x")));
         let dirs = vec!["dir".to_string()];
         assert!(unchanged_since(&files, &dirs, &t, false));
-        fs::write(d.path().join("extra"), b"").unwrap();
-        let t2 = walk(d.path()).unwrap();
+        // Someone else's entry next to the managed ones is none of the sync's business.
+        fs::write(d.path().join("theirs"), b"").unwrap();
+        let managed = Tops::from(["dir".to_string()]);
+        assert!(unchanged_since(
+            &files,
+            &dirs,
+            &walk(d.path(), &managed).unwrap(),
+            false
+        ));
+        fs::write(d.path().join("dir/extra"), b"").unwrap();
+        let t2 = walk(d.path(), &managed).unwrap();
         assert!(!unchanged_since(&files, &dirs, &t2, false));
         assert!(unchanged_since(&files, &dirs, &t2, true));
         std::thread::sleep(std::time::Duration::from_millis(5));
         fs::write(d.path().join("dir/f"), b"y").unwrap();
-        let t3 = walk(d.path()).unwrap();
+        let t3 = walk(d.path(), &managed).unwrap();
         assert!(!unchanged_since(&files, &dirs, &t3, true));
     }
 }

@@ -28,7 +28,7 @@ use crate::scan::FileStat;
 /// First bytes of the state file.
 const STATE_MAGIC: &[u8; 8] = b"HUMLSTAT";
 /// The state format this code reads and writes.
-pub const STATE_FORMAT: u32 = 1;
+pub const STATE_FORMAT: u32 = 2;
 
 /// What the stat cache knows about one file: if the stat still matches, the hash is trusted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +83,56 @@ pub struct ClientState {
     pub bytes: u64,
     /// Stat cache of the files of that revision, by path relative to DEST.
     pub files: BTreeMap<String, CachedStat>,
+    /// The repository the revision came from (`None`: a master that names none).
+    pub repository_id: Option<String>,
+    /// The whole revision's index hash, as the master named it: with the repository id, the
+    /// revision's identity (a number alone is not).
+    pub revision_hash: Option<Hash>,
+    /// The top-level names of DEST that Hummel manages: those of every revision applied here
+    /// that are still there. Nothing else in DEST is ever read for deletion, changed or
+    /// removed.
+    pub owned: Vec<String>,
+}
+
+/// Format 1 of the state, before revision identities and ownership (read, never written).
+#[derive(Deserialize)]
+struct ClientStateV1 {
+    master_url: String,
+    subtree: Option<String>,
+    revision: u64,
+    dirs: Vec<String>,
+    packs: Vec<u32>,
+    bytes: u64,
+    files: BTreeMap<String, CachedStat>,
+}
+
+impl From<ClientStateV1> for ClientState {
+    fn from(v1: ClientStateV1) -> ClientState {
+        // Everything that revision placed here is managed, as it was then.
+        let owned = top_names(v1.files.keys().chain(&v1.dirs).map(String::as_str));
+        ClientState {
+            master_url: v1.master_url,
+            subtree: v1.subtree,
+            revision: v1.revision,
+            dirs: v1.dirs,
+            packs: v1.packs,
+            bytes: v1.bytes,
+            files: v1.files,
+            repository_id: None,
+            revision_hash: None,
+            owned,
+        }
+    }
+}
+
+/// The distinct first components of `paths`, sorted.
+pub fn top_names<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let tops: std::collections::BTreeSet<&str> = paths
+        .into_iter()
+        .map(|p| p.split('/').next().unwrap_or(p))
+        .filter(|t| !t.is_empty())
+        .collect();
+    tops.into_iter().map(str::to_string).collect()
 }
 
 impl ClientState {
@@ -95,18 +145,22 @@ impl ClientState {
         out
     }
 
-    /// Decodes; `Err` says why the bytes are not a state this build can use.
+    /// Decodes (format 1 too); `Err` says why the bytes are not a state this build can use.
     pub fn decode(bytes: &[u8]) -> Result<ClientState, String> {
         if bytes.len() < 12 || &bytes[..8] != STATE_MAGIC {
             return Err("not a hummel state file".into());
         }
         let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if format != STATE_FORMAT {
-            return Err(format!(
-                "state format {format} (this build reads {STATE_FORMAT})"
-            ));
+        let undecodable = |e: postcard::Error| format!("undecodable state: {e}");
+        match format {
+            1 => postcard::from_bytes::<ClientStateV1>(&bytes[12..])
+                .map(ClientState::from)
+                .map_err(undecodable),
+            STATE_FORMAT => postcard::from_bytes(&bytes[12..]).map_err(undecodable),
+            _ => Err(format!(
+                "state format {format} (this build reads {STATE_FORMAT} and 1)"
+            )),
         }
-        postcard::from_bytes(&bytes[12..]).map_err(|e| format!("undecodable state: {e}"))
     }
 }
 
@@ -279,6 +333,9 @@ mod tests {
             packs: vec![1, 4],
             bytes: 5,
             files,
+            repository_id: Some("0123abcd".into()),
+            revision_hash: Some(Hash::of(b"index body")),
+            owned: vec!["a".into()],
         }
     }
 
@@ -288,14 +345,52 @@ mod tests {
         let bytes = s.encode();
         assert_eq!(ClientState::decode(&bytes).unwrap(), s);
         let mut newer = bytes.clone();
-        newer[8] = 2;
+        newer[8] = 3;
         assert!(
             ClientState::decode(&newer)
                 .unwrap_err()
-                .contains("format 2")
+                .contains("format 3")
         );
         assert!(ClientState::decode(b"garbage").is_err());
         assert!(ClientState::decode(&bytes[..bytes.len() - 3]).is_err());
+    }
+
+    /// A state written by a client before format 2 still gives its stat cache, and every
+    /// top-level name that revision placed counts as managed.
+    #[test]
+    fn a_format_1_state_is_read_with_its_top_names_owned() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            master_url: &'a str,
+            subtree: Option<&'a str>,
+            revision: u64,
+            dirs: Vec<&'a str>,
+            packs: Vec<u32>,
+            bytes: u64,
+            files: &'a BTreeMap<String, CachedStat>,
+        }
+        let s = sample();
+        let mut files = s.files.clone();
+        files.insert("top.txt".into(), s.files["a/ü b.txt"]);
+        let mut bytes = STATE_MAGIC.to_vec();
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend(
+            postcard::to_stdvec(&V1 {
+                master_url: &s.master_url,
+                subtree: Some("mods/x"),
+                revision: 9,
+                dirs: vec!["a", "b"],
+                packs: vec![1, 4],
+                bytes: 5,
+                files: &files,
+            })
+            .unwrap(),
+        );
+        let back = ClientState::decode(&bytes).unwrap();
+        assert_eq!(back.revision, 9);
+        assert_eq!(back.files, files);
+        assert_eq!(back.owned, ["a", "b", "top.txt"]);
+        assert_eq!((back.repository_id, back.revision_hash), (None, None));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hummel_core::{EntryKind, Index, RelPath};
-use hummel_proto::api::ClientReport;
+use hummel_proto::api::{ClientReport, RevisionInfo};
 
 use crate::SyncError;
 use crate::assemble::{self, CopyOutcome, Staging};
@@ -32,7 +32,7 @@ use crate::fetch::{self, FetchContext, FetchStats, PER_SLAVE_LIMIT};
 use crate::http::{HttpClient, MasterApi};
 use crate::plan::{MAX_RANGE_GAP, MAX_RANGE_LEN, SyncPlan, SyncPlanSummary, coalesce};
 use crate::report::{SyncOutcome, SyncReport, progress_bar};
-use crate::scan::{self, FileStat, LocalTree};
+use crate::scan::{self, FileStat, LocalTree, Tops};
 use crate::state::{CachedStat, ClientState, StateDir};
 
 /// What to sync where.
@@ -48,6 +48,11 @@ pub struct SyncOptions {
     pub dry_run: bool,
     /// Leave local entries that are not in the index.
     pub keep_extra: bool,
+    /// Apply a revision that deletes more than half of the files DEST holds even when the
+    /// admin did not confirm a mass delete.
+    pub allow_mass_delete: bool,
+    /// Apply a revision older than the one DEST holds.
+    pub allow_rollback: bool,
     /// Sent as `X-HUMMEL-TOKEN` to the master and the slaves.
     pub read_token: Option<String>,
     /// Draw a progress bar on stderr.
@@ -65,6 +70,8 @@ impl SyncOptions {
             path: None,
             dry_run: false,
             keep_extra: false,
+            allow_mass_delete: false,
+            allow_rollback: false,
             read_token: None,
             progress: false,
             concurrency: 8,
@@ -80,6 +87,8 @@ impl fmt::Debug for SyncOptions {
             .field("path", &self.path)
             .field("dry_run", &self.dry_run)
             .field("keep_extra", &self.keep_extra)
+            .field("allow_mass_delete", &self.allow_mass_delete)
+            .field("allow_rollback", &self.allow_rollback)
             .field(
                 "read_token",
                 &self.read_token.as_ref().map(|_| "<redacted>"),
@@ -124,24 +133,42 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     let revision = info.revision.ok_or_else(|| SyncError::NoRevision {
         url: master.base().to_string(),
     })?;
+    // The repository DEST holds a revision of, when it is this master's: numbers compare only
+    // within one repository.
+    let same_repo = held
+        .as_ref()
+        .filter(|h| same_repository(h, &info, master.base()));
+    if let Some(h) = same_repo
+        && revision < h.revision
+        && !opts.allow_rollback
+    {
+        return Err(SyncError::Rollback {
+            dest: dest.clone(),
+            held: h.revision,
+            offered: revision,
+        });
+    }
+    // Only the top-level entries a revision applied here placed are looked at (ownership);
+    // the new revision's names are added once its index is known.
+    let held_tops: Tops = held
+        .as_ref()
+        .map(|h| h.owned.iter().cloned().collect())
+        .unwrap_or_default();
     // The walk of DEST runs while the index is loaded and fetched; only a possible no-op (the
     // held revision is the current one) waits for it first.
     let mut walking = {
-        let d = dest.clone();
-        Some(tokio::task::spawn_blocking(move || scan::walk(&d)))
+        let (d, tops) = (dest.clone(), held_tops.clone());
+        Some(tokio::task::spawn_blocking(move || scan::walk(&d, &tops)))
     };
     let mut walked: Option<Arc<LocalTree>> = None;
 
-    let same_source = held
-        .as_ref()
-        .filter(|h| h.master_url == master.base() && h.subtree == subtree);
-    if let Some(h) = same_source {
-        if h.revision == revision {
-            walked = Some(finish_walk(&mut walking).await?);
-        }
-        if let Some(tree) = &walked
-            && scan::unchanged_since(&h.files, &h.dirs, tree, opts.keep_extra)
-        {
+    let same_source = same_repo.filter(|h| h.subtree == subtree);
+    // DEST holds exactly the revision the master offers: same number and same content.
+    let holds_current = same_source.filter(|h| h.revision == revision && same_content(h, &info));
+    if let Some(h) = holds_current {
+        let tree = finish_walk(&mut walking).await?;
+        walked = Some(tree.clone());
+        if scan::unchanged_since(&h.files, &h.dirs, &tree, opts.keep_extra) {
             tracing::info!(revision, files = h.files.len(), "already up to date");
             let files = h.files.len() as u64;
             if opts.dry_run {
@@ -162,13 +189,13 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
                 ..SyncReport::default()
             }));
         }
-        if h.revision > revision {
-            tracing::warn!(
-                held = h.revision,
-                current = revision,
-                "the master's revision is older than the one this folder holds"
-            );
-        }
+    } else if let Some(h) = same_source.filter(|h| h.revision == revision) {
+        tracing::warn!(
+            revision,
+            held = ?h.revision_hash,
+            offered = ?info.index_hash,
+            "the master offers another tree under the revision number this folder holds"
+        );
     }
 
     // The index: the held one if it is this revision of this subtree, else the master's.
@@ -188,25 +215,34 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         .await?
     };
     let wanted = |i: &Index| i.revision == revision && i.root == opts.path;
+    // The held index is that of the held state only when their numbers agree (the index is
+    // saved first); only then is its identity known.
+    let held_index_known = |i: &Index| same_source.is_some_and(|h| h.revision == i.revision);
     let mut index_received = (false, 0u64);
+    let mut identity = Identity {
+        repository_id: info.repository_id.clone(),
+        revision_hash: info.index_hash,
+        mass_delete_confirmed: info.mass_delete_confirmed,
+    };
     let (index, index_bytes, old_index, index_reused) = match held_index {
-        Some((bytes, index)) if wanted(&index) => {
+        Some((bytes, index)) if wanted(&index) && holds_current.is_some() => {
             tracing::debug!(revision, "reusing the held index");
             (index, bytes, None, true)
         }
         held_index => {
-            // Holding an older revision of this subtree from this master, ask only for what
+            // Holding an older revision of this subtree from this repository, ask only for what
             // changed since; the master may still answer with the whole index.
             let since = held_index
                 .as_ref()
                 .filter(|(_, i)| {
-                    same_source.is_some() && i.root == opts.path && i.revision < revision
+                    held_index_known(i) && i.root == opts.path && i.revision < revision
                 })
                 .map(|(_, i)| i.revision);
-            let bytes = master.index(revision, opts.path.as_ref(), since).await?;
-            index_received = (hummel_core::delta::is_delta(&bytes), bytes.len() as u64);
             let base = held_index.as_ref().map(|(_, i)| i.clone());
-            let (bytes, index) = blocking(move || index_from_answer(bytes, base.as_ref())).await?;
+            let (received, bytes, index) =
+                fetch_index(&master, revision, opts.path.as_ref(), since, base, &info).await?;
+            index_received = (since.is_some() && received.delta, received.bytes);
+            identity = received.identity;
             if !wanted(&index) {
                 return Err(SyncError::Index(format!(
                     "asked for revision {revision} of {}, got revision {} of {}",
@@ -229,9 +265,36 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         Some(tree) => tree,
         None => finish_walk(&mut walking).await?,
     };
+    // The new revision's top-level names are Hummel's too: list those not walked yet.
+    let index_tops = index_top_names(&index);
+    let more: Tops = index_tops.difference(&held_tops).cloned().collect();
+    let tree = if more.is_empty() {
+        tree
+    } else {
+        let d = dest.clone();
+        let mut tree = Arc::unwrap_or_clone(tree);
+        blocking(move || {
+            let found = scan::walk(&d, &more)?;
+            tree.entries.extend(found.entries);
+            Ok(Arc::new(tree))
+        })
+        .await?
+    };
+    // Entries DEST already had under names it did not manage yet: taken over, and said so.
+    let adopted: Vec<String> = index_tops
+        .iter()
+        .filter(|t| !held_tops.contains(*t) && tree.get(t).is_some())
+        .cloned()
+        .collect();
+    if !adopted.is_empty() {
+        tracing::warn!(
+            entries = %adopted.join(", "),
+            "taking over entries this folder already had: they become exact copies of the repository's"
+        );
+    }
 
     // Survey DEST and plan.
-    let cache = held.map(|h| h.files).unwrap_or_default();
+    let cache = held.as_ref().map(|h| h.files.clone()).unwrap_or_default();
     let (plan, files_hashed) = {
         let (d, t, i, keep) = (dest.clone(), tree.clone(), index.clone(), opts.keep_extra);
         blocking(move || {
@@ -254,8 +317,25 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         reuse = plan.bytes_to_reuse,
         "planned"
     );
+    // A revision that deletes most of what DEST holds needs a human: the admin's confirmation
+    // in the revision, or the user's flag.
+    let refused = plan
+        .mass_delete(&tree)
+        .filter(|_| !identity.mass_delete_confirmed && !opts.allow_mass_delete)
+        .map(|(deleting, holding)| SyncError::MassDelete {
+            dest: dest.clone(),
+            deleting,
+            holding,
+            revision,
+        });
     if opts.dry_run {
-        return Ok(SyncOutcome::DryRun(plan.summary()));
+        let mut summary = plan.summary();
+        summary.adopted = adopted;
+        summary.refused = refused.map(|e| e.to_string());
+        return Ok(SyncOutcome::DryRun(summary));
+    }
+    if let Some(e) = refused {
+        return Err(e);
     }
 
     let run = Execution {
@@ -268,8 +348,10 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         index,
         index_bytes,
         index_reused,
+        identity,
     };
-    let mut report = run.execute(plan).await?;
+    let mut report = run.execute(plan, index_tops, held_tops).await?;
+    report.adopted = adopted;
     report.files_hashed = files_hashed;
     (report.index_delta, report.index_bytes_downloaded) = index_received;
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -297,6 +379,128 @@ fn show_root(root: Option<&RelPath>) -> String {
     root.map_or_else(|| "the whole repository".to_string(), |r| format!("{r:?}"))
 }
 
+/// What names a revision besides its number (kept in the state, checked on the next run).
+#[derive(Clone, Debug)]
+pub(crate) struct Identity {
+    repository_id: Option<String>,
+    revision_hash: Option<hummel_core::Hash>,
+    mass_delete_confirmed: bool,
+}
+
+/// The held state is of the repository the master serves: by id when both name one (a
+/// master moved to another URL is still the same repository), else by the master's URL.
+pub(crate) fn same_repository(held: &ClientState, info: &RevisionInfo, master_url: &str) -> bool {
+    match (&held.repository_id, &info.repository_id) {
+        (Some(h), Some(i)) => h == i,
+        _ => held.master_url == master_url,
+    }
+}
+
+/// The held revision is the tree the master offers under that number: its index hash is the
+/// one the master names (a master restored from a backup may have published another tree
+/// under the same number).
+pub(crate) fn same_content(held: &ClientState, info: &RevisionInfo) -> bool {
+    held.revision_hash == info.index_hash
+}
+
+/// The top-level names of an index (every parent directory is listed, so these are the
+/// entries without a `/`).
+pub(crate) fn index_top_names(index: &Index) -> Tops {
+    index
+        .entries
+        .iter()
+        .filter(|e| !e.path.as_str().contains('/'))
+        .map(|e| e.path.to_string())
+        .collect()
+}
+
+/// What [`fetch_index`] received.
+pub(crate) struct Received {
+    delta: bool,
+    bytes: u64,
+    identity: Identity,
+}
+
+/// The one place a client takes an index from the master: fetched (a delta from `since` when
+/// given, rebuilt on `base`; a delta that does not rebuild is replaced by the whole index),
+/// decoded and validated, and checked to be the revision `info` named: same repository, same
+/// whole-revision hash, and for the whole tree, a body whose hash is that hash.
+pub(crate) async fn fetch_index(
+    master: &MasterApi,
+    revision: u64,
+    path: Option<&RelPath>,
+    since: Option<u64>,
+    base: Option<Index>,
+    info: &RevisionInfo,
+) -> Result<(Received, Vec<u8>, Index), SyncError> {
+    let mut answer = master.index(revision, path, since).await?;
+    let mut delta = hummel_core::delta::is_delta(&answer.bytes);
+    let mut received = answer.bytes.len() as u64;
+    let check = |a: &crate::http::IndexAnswer| -> Result<Identity, SyncError> {
+        if let (Some(got), Some(want)) = (&a.repository_id, &info.repository_id)
+            && got != want
+        {
+            return Err(SyncError::Index(format!(
+                "the index is of repository {got}, the master named {want}"
+            )));
+        }
+        if let (Some(got), Some(want)) = (a.revision_hash, info.index_hash)
+            && got != want
+        {
+            return Err(SyncError::Index(format!(
+                "revision {revision} changed while this sync read it (index {got}, announced \
+                 {want}); run the sync again"
+            )));
+        }
+        Ok(Identity {
+            repository_id: a
+                .repository_id
+                .clone()
+                .or_else(|| info.repository_id.clone()),
+            revision_hash: a.revision_hash.or(info.index_hash),
+            mass_delete_confirmed: a.mass_delete_confirmed || info.mass_delete_confirmed,
+        })
+    };
+    let mut identity = check(&answer)?;
+    let whole_tree = path.is_none();
+    let expected = identity.revision_hash;
+    let bytes = std::mem::take(&mut answer.bytes);
+    let built = blocking(move || {
+        Ok(index_from_answer(
+            bytes,
+            base.as_ref(),
+            whole_tree,
+            expected,
+        ))
+    })
+    .await?;
+    let (bytes, index) = match built {
+        Ok(built) => built,
+        Err(e) if delta => {
+            // A delta from a base that is not the master's revision `since` (its data folder
+            // was restored, say) does not rebuild; the whole index always does.
+            tracing::warn!("the index delta did not rebuild ({e}); fetching the whole index");
+            let mut whole = master.index(revision, path, None).await?;
+            identity = check(&whole)?;
+            delta = false;
+            received += whole.bytes.len() as u64;
+            let bytes = std::mem::take(&mut whole.bytes);
+            let expected = identity.revision_hash;
+            blocking(move || index_from_answer(bytes, None, whole_tree, expected)).await?
+        }
+        Err(e) => return Err(e),
+    };
+    Ok((
+        Received {
+            delta,
+            bytes: received,
+            identity,
+        },
+        bytes,
+        index,
+    ))
+}
+
 /// Everything execution needs, gathered by [`sync`].
 struct Execution<'a> {
     opts: &'a SyncOptions,
@@ -308,10 +512,19 @@ struct Execution<'a> {
     index: Arc<Index>,
     index_bytes: Vec<u8>,
     index_reused: bool,
+    identity: Identity,
 }
 
 impl Execution<'_> {
-    async fn execute(self, mut plan: SyncPlan) -> Result<SyncReport, SyncError> {
+    /// Carries `plan` out; DEST then manages `index_tops`, and those of `held_tops` that are
+    /// still there.
+    async fn execute(
+        self,
+        mut plan: SyncPlan,
+        index_tops: Tops,
+        held_tops: Tops,
+    ) -> Result<SyncReport, SyncError> {
+        let deleted = plan.summary().delete;
         let progress = progress_bar(self.opts.progress, plan.bytes_to_write);
         let targets = Arc::new(std::mem::take(&mut plan.targets));
         let plan = Arc::new(plan);
@@ -350,13 +563,29 @@ impl Execution<'_> {
 
         // Remember what DEST now holds: stat cache after the renames, then index, then state.
         let state = {
-            let (d, i, base, sub) = (
+            let (d, i, base, sub, id) = (
                 self.dest.clone(),
                 self.index.clone(),
                 self.master.base().to_string(),
                 self.subtree.clone(),
+                self.identity.clone(),
             );
-            blocking(move || Ok(state_after_sync(&d, &i, base, sub))).await?
+            blocking(move || {
+                let mut state = state_after_sync(&d, &i, base, sub);
+                state.repository_id = id.repository_id;
+                state.revision_hash = id.revision_hash;
+                // A name of an earlier revision stays managed while it is still there (kept
+                // with --keep-extra), so that a later sync without the flag removes it.
+                let mut owned = index_tops;
+                owned.extend(
+                    held_tops
+                        .into_iter()
+                        .filter(|t| fs::symlink_metadata(d.join(t)).is_ok()),
+                );
+                state.owned = owned.into_iter().collect();
+                Ok(state)
+            })
+            .await?
         };
         crate::failpoint::hit("save-state");
         {
@@ -405,6 +634,8 @@ impl Execution<'_> {
             index_delta: false,
             index_bytes_downloaded: 0,
             duration_ms: 0,
+            deleted,
+            adopted: Vec::new(),
         })
     }
 
@@ -507,13 +738,21 @@ fn state_after_sync(
         packs: index.packs.iter().map(|p| p.number).collect(),
         bytes: index.total_size(),
         files,
+        repository_id: None,
+        revision_hash: None,
+        owned: index_top_names(index).into_iter().collect(),
     }
 }
 
-/// `POST /api/v1/client/report`, best effort: a failure is only a warning.
 /// The index the master answered with: a whole index, or a delta rebuilt on `base` (the index
 /// held). Returns the encoded whole index (to keep) and the index.
-fn index_from_answer(bytes: Vec<u8>, base: Option<&Index>) -> Result<(Vec<u8>, Index), SyncError> {
+/// With `whole_tree` and an `expected` hash, a whole index's body must have that hash.
+fn index_from_answer(
+    bytes: Vec<u8>,
+    base: Option<&Index>,
+    whole_tree: bool,
+    expected: Option<hummel_core::Hash>,
+) -> Result<(Vec<u8>, Index), SyncError> {
     if hummel_core::delta::is_delta(&bytes) {
         let base = base
             .ok_or_else(|| SyncError::Index("the master sent a delta for no index held".into()))?;
@@ -532,11 +771,20 @@ fn index_from_answer(bytes: Vec<u8>, base: Option<&Index>) -> Result<(Vec<u8>, I
         );
         return Ok((hummel_core::index::encode(&index), index));
     }
-    let (index, _) =
+    let (index, body_hash) =
         hummel_core::index::decode(&bytes).map_err(|e| SyncError::Index(e.to_string()))?;
+    if whole_tree
+        && let Some(want) = expected
+        && body_hash != want
+    {
+        return Err(SyncError::Index(format!(
+            "the index's hash {body_hash} is not the revision's {want}"
+        )));
+    }
     Ok((bytes, index))
 }
 
+/// `POST /api/v1/client/report`, best effort: a failure is only a warning.
 async fn report_to_master(
     master: &MasterApi,
     state_dir: &StateDir,

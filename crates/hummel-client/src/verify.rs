@@ -14,6 +14,7 @@ use crate::error::blocking;
 use crate::http::{HttpClient, MasterApi};
 use crate::scan::{self, LocalKind, LocalTree};
 use crate::state::StateDir;
+use crate::sync;
 
 /// What to verify against what.
 #[derive(Clone)]
@@ -72,25 +73,28 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport, SyncError> {
     })?;
     let wanted = |i: &Index| i.revision == revision && i.root == opts.path;
 
-    // The held index when it is the one wanted (saves a download), else the master's.
+    // The held index when it is the very revision offered (same repository, number and
+    // content) and this subtree (saves a download), else the master's, checked.
     let state_dir = StateDir::new(&opts.dest);
-    let held = blocking(move || {
-        Ok(state_dir
+    let (state, held) = blocking(move || {
+        let state = state_dir.load_state();
+        let index = state_dir
             .load_index()
             .and_then(|b| hummel_core::index::decode(&b).ok())
-            .map(|(i, _)| i))
+            .map(|(i, _)| i);
+        Ok((state, index))
     })
     .await?;
+    let holds_offered = state.as_ref().is_some_and(|s| {
+        sync::same_repository(s, &info, master.base())
+            && s.revision == revision
+            && sync::same_content(s, &info)
+    });
     let index = match held {
-        Some(i) if wanted(&i) => i,
+        Some(i) if holds_offered && wanted(&i) => i,
         _ => {
-            let bytes = master.index(revision, opts.path.as_ref(), None).await?;
-            let index = blocking(move || {
-                hummel_core::index::decode(&bytes)
-                    .map(|(i, _)| i)
-                    .map_err(|e| SyncError::Index(e.to_string()))
-            })
-            .await?;
+            let (_, _, index) =
+                sync::fetch_index(&master, revision, opts.path.as_ref(), None, None, &info).await?;
             if !wanted(&index) {
                 return Err(SyncError::Index(format!(
                     "asked for revision {revision}, got revision {}",
@@ -100,9 +104,13 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport, SyncError> {
             index
         }
     };
+    // What Hummel manages in DEST: the revision's top-level names and those earlier syncs
+    // placed; nothing else is looked at.
+    let mut tops = sync::index_top_names(&index);
+    tops.extend(state.into_iter().flat_map(|s| s.owned));
     let dest = opts.dest.clone();
     blocking(move || {
-        let tree = scan::walk(&dest)?;
+        let tree = scan::walk(&dest, &tops)?;
         Ok(compare(&dest, &index, &tree))
     })
     .await

@@ -212,9 +212,19 @@ pub struct SyncArgs {
     /// Print one JSON object with the summary on stdout at the end.
     #[arg(long)]
     pub json: bool,
-    /// Keep files and folders in DEST that the repository does not have.
+    /// Keep files and folders in DEST that the repository does not have. (Top-level entries
+    /// of DEST that no revision synced here ever named, like your own mods, are never touched
+    /// anyway.)
     #[arg(long)]
     pub keep_extra: bool,
+    /// Apply a revision that deletes more than half of the files DEST holds, although the
+    /// admin did not confirm a mass delete.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Apply a revision older than the one DEST holds (the master went back, e.g. restored
+    /// from a backup).
+    #[arg(long)]
+    pub allow_rollback: bool,
     /// Requests in flight at once, across all slaves.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,

@@ -10,6 +10,7 @@ mod integration {
     mod e2e;
     mod faults;
     mod gc;
+    mod ownership;
     mod repack;
     mod serve;
 }

@@ -28,6 +28,8 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
         path: subtree(args.path.as_deref())?,
         dry_run: args.dry_run,
         keep_extra: args.keep_extra,
+        allow_mass_delete: args.allow_mass_delete,
+        allow_rollback: args.allow_rollback,
         read_token: args.read_token.clone(),
         progress: !args.json && std::io::stderr().is_terminal(),
         concurrency: args.concurrency as usize,
@@ -38,6 +40,13 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
+                if !report.adopted.is_empty() {
+                    eprintln!(
+                        "took over {} (already in {}): now exact copies of the repository's",
+                        report.adopted.join(", "),
+                        args.dest.display()
+                    );
+                }
                 println!(
                     "revision {}: {} written, {} deleted, {} unchanged; {} downloaded ({} chunks), {} reused locally, {:.2} s",
                     report.revision,
@@ -49,6 +58,7 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
                     human_bytes(report.bytes_reused),
                     report.duration_ms as f64 / 1000.0
                 );
+                print_paths("deleted", &report.deleted);
             }
         }
         SyncOutcome::DryRun(plan) => {
@@ -61,6 +71,16 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
                     plan.revision
                 );
             } else {
+                if let Some(why) = &plan.refused {
+                    eprintln!("warning: a real run would refuse: {why}");
+                }
+                if !plan.adopted.is_empty() {
+                    println!(
+                        "would take over {} (already in {}): they would become exact copies",
+                        plan.adopted.join(", "),
+                        args.dest.display()
+                    );
+                }
                 println!(
                     "dry run for revision {}: write {} files ({}: {} to download in {} requests, {} reused locally), \
                      delete {} files and {} folders, create {} folders, {} unchanged",
@@ -88,6 +108,22 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Most paths listed after a sync; the rest are counted (`--json` has them all).
+const MAX_LISTED: usize = 20;
+
+/// `deleted a`, `deleted b`, ... then "and N more".
+fn print_paths(what: &str, paths: &[String]) {
+    for p in paths.iter().take(MAX_LISTED) {
+        println!("  {what} {p}");
+    }
+    if paths.len() > MAX_LISTED {
+        println!(
+            "  ... and {} more (--json lists them all)",
+            paths.len() - MAX_LISTED
+        );
+    }
 }
 
 /// `hummel verify MASTER_URL DEST`.

@@ -155,16 +155,17 @@ fn verify_detects_changes_and_extra_files() {
     let mut v = hummel();
     v.args(["verify", &c.master.url]).arg(&dest);
     fails(v);
-    // Sync repairs it; an extra file is deleted unless --keep-extra.
-    fs::write(dest.join("extra.txt"), b"x").unwrap();
+    // Sync repairs it; an extra file inside a mod is deleted unless --keep-extra.
+    fs::write(dest.join("@mod_a/extra.txt"), b"x").unwrap();
     c.sync(&dest, &["--keep-extra"]);
-    assert!(dest.join("extra.txt").exists());
+    assert!(dest.join("@mod_a/extra.txt").exists());
     assert_eq!(
         fs::read(dest.join("@mod_a/mod.cpp")).unwrap(),
         b"name = \"A\";\n"
     );
     let r = c.sync(&dest, &[]);
     assert_eq!(n(&r, "files_deleted"), 1);
+    assert_eq!(r["deleted"], serde_json::json!(["@mod_a/extra.txt"]));
     assert_same_tree(&c.repo, &dest);
 }
 
