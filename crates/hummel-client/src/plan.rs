@@ -666,6 +666,32 @@ mod tests {
         assert_eq!((s.files_to_delete, s.dirs_to_delete), (2, 1));
         let kept = SyncPlan::build(&idx, &tree, &content, true);
         assert!(kept.deletes.is_empty());
+        // 2 of the 5 files (a symlink counts) held: not a mass delete.
+        assert_eq!(plan.mass_delete(&tree), None);
+    }
+
+    #[test]
+    fn deleting_more_than_half_of_the_files_held_is_a_mass_delete() {
+        let idx = index();
+        let mut tree = LocalTree::default();
+        let mut content = LocalContent::default();
+        hold_in_place(&idx, &mut tree, &mut content, "b", &[2]);
+        for i in 0..2 {
+            tree.entries
+                .insert(format!("gone{i}").into(), LocalKind::File(stat(1)));
+        }
+        // Deleting 2 of 3: refused without a confirmation.
+        let plan = SyncPlan::build(&idx, &tree, &content, false);
+        assert_eq!(plan.mass_delete(&tree), Some((2, 3)));
+        // Exactly half is not more than half.
+        tree.entries
+            .insert("also held".into(), LocalKind::File(stat(1)));
+        let mut plan = SyncPlan::build(&idx, &tree, &content, false);
+        plan.deletes.retain(|d| d.path != Path::new("also held"));
+        assert_eq!(plan.mass_delete(&tree), None);
+        // Nothing held, nothing deleted: nothing to refuse.
+        let empty = SyncPlan::build(&idx, &LocalTree::default(), &content, false);
+        assert_eq!(empty.mass_delete(&LocalTree::default()), None);
     }
 
     #[test]
