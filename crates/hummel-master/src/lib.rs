@@ -49,7 +49,10 @@ mod tests;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use config::{DEFAULT_GC_GRACE, DEFAULT_KEEP_REVISIONS, MasterConfig, REPACK_LEVELS, Tokens};
+pub use config::{
+    DEFAULT_FALLBACK_LIMIT, DEFAULT_GC_GRACE, DEFAULT_KEEP_REVISIONS, MasterConfig, REPACK_LEVELS,
+    Tokens,
+};
 pub use error::MasterError;
 pub use master::{EMBEDDED_SLAVE_ID, Master, run_background};
 

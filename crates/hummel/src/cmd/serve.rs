@@ -51,6 +51,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         repack_level: args.packs.repack_level,
         keep_revisions: args.packs.keep_revisions,
         gc_grace: args.packs.gc_grace,
+        // The embedded store serves clients like any slave.
+        fallback_limit: 0,
     })
     .context("cannot open the master")?;
     run_master(master, args.listen, "serve", true).await
@@ -75,6 +77,7 @@ pub async fn master(args: MasterArgs) -> Result<ExitCode> {
         repack_level: args.packs.repack_level,
         keep_revisions: args.packs.keep_revisions,
         gc_grace: args.packs.gc_grace,
+        fallback_limit: args.fallback_limit,
     })
     .context("cannot open the master")?;
     run_master(master, args.listen, "master", args.build_on_start).await
