@@ -9,6 +9,7 @@ mod integration {
     mod cli;
     mod e2e;
     mod faults;
+    mod fetchable;
     mod gc;
     mod repack;
     mod serve;
