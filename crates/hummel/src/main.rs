@@ -11,6 +11,7 @@
 
 mod cli;
 mod cmd;
+mod datadir;
 mod util;
 
 use std::process::ExitCode;

@@ -7,6 +7,7 @@ mod integration {
 
     mod auth;
     mod cli;
+    mod datadir;
     mod e2e;
     mod faults;
     mod fetchable;
