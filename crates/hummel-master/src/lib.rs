@@ -1,7 +1,8 @@
 //! Hummel master: indexes a folder into a numbered revision of content-defined chunks packed
 //! into ~16 MiB packs, keeps all metadata, tells slaves which packs to replicate, and answers
-//! clients. Serves no bulk data except as the origin of replication (and in `hummel serve`,
-//! where its own store acts as an always-live slave).
+//! clients. Serves no bulk data except as the origin of replication, as the clients' bounded
+//! source of last resort for packs no live slave holds yet (`MasterConfig::fallback_limit`), and
+//! in `hummel serve`, where its own store acts as an always-live slave.
 //!
 //! # Layout
 //! - [`config`]: [`MasterConfig`] and [`Tokens`], decided by the binary.
