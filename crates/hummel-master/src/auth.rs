@@ -15,6 +15,8 @@
 //! comparison against every accepted token) is [`hummel_proto::auth::check_token`], shared with
 //! the slave. Tokens are never logged.
 
+use std::sync::atomic::Ordering;
+
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -23,7 +25,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use hummel_proto::auth::{TOKEN_HEADER, TokenRefusal};
-use std::sync::atomic::Ordering;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::api::ApiError;
