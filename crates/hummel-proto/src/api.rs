@@ -449,8 +449,8 @@ pub struct StatusResponse {
 /// A revision still replicating, in [`StatusResponse`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicatingStatus {
-    /// Packs with fewer live copies than the target (as many copies as there are slaves to put
-    /// them on, at most [`ReplicationHealth::target`]).
+    /// Packs with fewer live copies than they should have: [`ReplicationHealth::target`], or
+    /// as many as there are slaves to put them on if fewer, and at least one.
     pub packs: u64,
     /// Of those, packs no live slave holds yet.
     pub without_copy: u64,
