@@ -35,13 +35,36 @@ pub enum SyncError {
     /// The index was refused (undecodable, inconsistent, or not the one asked for).
     #[error("index: {0}")]
     Index(String),
-    /// No live slave holds a pack the sync needs.
-    #[error("pack {pack} ({hash}): no live slave holds it")]
+    /// No live slave holds a pack the sync needs (a new revision still replicating), and the
+    /// master does not serve it as the source of last resort either.
+    #[error(
+        "pack {pack} ({hash}) is still replicating to the mirrors ({}); retry in a minute",
+        copies_of(0, *target)
+    )]
     PackNotLocated {
         /// Pack number.
         pack: u32,
         /// Short pack hash.
         hash: String,
+        /// Copies the master places (unknown with older masters).
+        target: Option<u32>,
+    },
+    /// A pack still replicating is served only by the master, its source of last resort, which
+    /// stayed busy with other downloads.
+    #[error(
+        "pack {pack} ({hash}) is still replicating to the mirrors ({}) and the master, which \
+         serves it meanwhile, stayed busy; retry in a minute",
+        copies_of(*copies, *target)
+    )]
+    PackReplicating {
+        /// Pack number.
+        pack: u32,
+        /// Short pack hash.
+        hash: String,
+        /// Live mirrors holding it.
+        copies: usize,
+        /// Copies the master places (unknown with older masters).
+        target: Option<u32>,
     },
     /// Every slave holding a pack failed or served bad data.
     #[error(
@@ -155,8 +178,17 @@ impl SyncError {
                 | SyncError::MasterRefused { .. }
                 | SyncError::NoRevision { .. }
                 | SyncError::PackNotLocated { .. }
+                | SyncError::PackReplicating { .. }
                 | SyncError::PackUnavailable { .. }
         )
+    }
+}
+
+/// `1 of 2 copies`, or `1 copies so far` when the target is unknown.
+fn copies_of(held: usize, target: Option<u32>) -> String {
+    match target {
+        Some(t) => format!("{held} of {t} copies"),
+        None => format!("{held} copies so far"),
     }
 }
 
@@ -169,4 +201,33 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(SyncError::join)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pack_still_replicating_says_when_to_retry() {
+        let e = SyncError::PackNotLocated {
+            pack: 12,
+            hash: "abcd".into(),
+            target: Some(2),
+        };
+        assert_eq!(
+            e.to_string(),
+            "pack 12 (abcd) is still replicating to the mirrors (0 of 2 copies); retry in a minute"
+        );
+        let e = SyncError::PackReplicating {
+            pack: 12,
+            hash: "abcd".into(),
+            copies: 0,
+            target: None,
+        };
+        assert!(
+            e.to_string().contains("(0 copies so far) and the master"),
+            "{e}"
+        );
+        assert!(e.is_network());
+    }
 }

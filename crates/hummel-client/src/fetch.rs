@@ -16,6 +16,11 @@
 //! for that pack and the range goes to the next holder; when no holder is left, the sync fails
 //! with [`SyncError::PackUnavailable`]. A local write error fails the sync at once.
 //!
+//! Busy: a `503` (or `429`) is no fault. The slave (or the master, the source of last resort for
+//! packs no mirror holds yet) gets no request before its `Retry-After` (1 s when absent, at most
+//! [`MAX_RETRY_AFTER`]); the range goes to another holder, or waits for this one. A range whose
+//! holders stay busy for [`BUSY_PATIENCE`] fails the sync, saying when to retry.
+//!
 //! Memory: a request holds the batch being decoded and the bytes arriving behind it, about
 //! 2 × [`DECODE_BATCH`] (1 MiB) plus one chunk, not its whole range (up to 16 MiB); network,
 //! decompression and disk writes overlap.
@@ -43,6 +48,12 @@ use crate::plan::{RangeRequest, Target};
 
 /// Most requests in flight to one slave.
 pub const PER_SLAVE_LIMIT: usize = 4;
+
+/// Longest `Retry-After` honoured; a longer one waits this long.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How long a range may keep getting busy answers before the sync gives up on it.
+const BUSY_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Everything a range request needs, shared by all of them.
 pub(crate) struct FetchContext {
@@ -82,6 +93,8 @@ enum AttemptError {
     SlaveDown(String),
     /// The slave's fault: try another holder.
     Slave(String),
+    /// The slave is busy (503): no request to it before `retry_after` has passed.
+    Busy { retry_after: Duration },
     /// Ours (cannot write a temp file): stop.
     Local(SyncError),
     /// Another holder delivered the range first.
@@ -96,6 +109,14 @@ struct Slave {
     /// Stored bytes per second of one request, smoothed over its finished requests; `None`
     /// until one finished.
     rate: Option<f64>,
+    /// Said it was busy: no request before then.
+    busy_until: Option<Instant>,
+}
+
+impl Slave {
+    fn busy(&self, now: Instant) -> bool {
+        self.busy_until.is_some_and(|t| t > now)
+    }
 }
 
 impl Slave {
@@ -251,8 +272,10 @@ pub(crate) async fn fetch_all(
             url: normalise_url(&s.url),
             in_flight: 0,
             rate: None,
+            busy_until: None,
         })
         .collect();
+    let (fallback, target) = (located.fallback.map(|f| f as usize), located.target);
     let holders: HashMap<u32, Vec<usize>> = packs
         .iter()
         .zip(located.holders)
@@ -274,6 +297,7 @@ pub(crate) async fn fetch_all(
             return Err(SyncError::PackNotLocated {
                 pack: r.pack,
                 hash: pack_hash(r.pack).short(),
+                target,
             });
         }
     }
@@ -289,6 +313,8 @@ pub(crate) async fn fetch_all(
     let mut bad: HashSet<(u32, usize)> = HashSet::new();
     let mut down: HashSet<usize> = HashSet::new();
     let mut failures: HashMap<u32, String> = HashMap::new();
+    // When each range first found its holders busy.
+    let mut busy_since: HashMap<usize, Instant> = HashMap::new();
     let mut stats = FetchStats::default();
     let mut turn = 0usize;
     let mut running = FuturesUnordered::new();
@@ -301,6 +327,7 @@ pub(crate) async fn fetch_all(
         // Launch what the limits allow, oldest first.
         let mut launch: Vec<(usize, usize)> = Vec::new();
         let mut i = 0;
+        let now = Instant::now();
         while running.len() + launch.len() < concurrency && i < queue.len() {
             if slaves.iter().all(|s| s.in_flight >= per_slave) {
                 break;
@@ -322,8 +349,14 @@ pub(crate) async fn fetch_all(
                         .unwrap_or_else(|| "every holder is unreachable".into()),
                 });
             }
+            // Busy holders get nothing until their Retry-After passed; the range waits for them
+            // when no other holder is free.
+            let ready: Vec<usize> = usable
+                .into_iter()
+                .filter(|&s| !slaves[s].busy(now))
+                .collect();
             turn = turn.wrapping_add(1);
-            let Some(s) = pick_slave(&usable, &slaves, per_slave, turn) else {
+            let Some(s) = pick_slave(&ready, &slaves, per_slave, turn) else {
                 i += 1;
                 continue;
             };
@@ -334,7 +367,10 @@ pub(crate) async fn fetch_all(
         // Endgame: nothing left to queue, a free slot, and a request far behind its peers.
         if queue.is_empty() && running.len() + launch.len() < concurrency {
             let can_take = |pack: u32, s: usize| {
-                !down.contains(&s) && !bad.contains(&(pack, s)) && slaves[s].in_flight < per_slave
+                !down.contains(&s)
+                    && !bad.contains(&(pack, s))
+                    && slaves[s].in_flight < per_slave
+                    && !slaves[s].busy(now)
             };
             if let Some((idx, s)) = endgame_pick(
                 &attempts,
@@ -390,14 +426,23 @@ pub(crate) async fn fetch_all(
             });
         }
 
-        let next = if queue.is_empty() && !running.is_empty() {
-            // Wake up now and then to judge the stragglers.
-            tokio::select! {
-                next = running.next() => next,
-                _ = tick.tick() => continue,
-            }
+        // Queued ranges waiting for a busy holder: wake up when the first one may be asked again.
+        let now = Instant::now();
+        let wake = if queue.is_empty() {
+            None
         } else {
-            running.next().await
+            slaves
+                .iter()
+                .filter_map(|s| s.busy_until)
+                .filter(|&t| t > now)
+                .min()
+        };
+        let next = tokio::select! {
+            next = running.next(), if !running.is_empty() => next,
+            // Wake up now and then to judge the stragglers.
+            _ = tick.tick(), if queue.is_empty() && !running.is_empty() => continue,
+            () = tokio::time::sleep_until(wake.unwrap_or(now).into()), if wake.is_some() => continue,
+            else => None,
         };
         let Some((id, result)) = next else { break };
         let a = attempts.remove(&id).expect("attempt tracked");
@@ -431,6 +476,38 @@ pub(crate) async fn fetch_all(
                 stats.bad_slaves.insert(slaves[s].id.clone());
                 down.insert(s);
                 failures.insert(job.pack, format!("slave {}: {why}", slaves[s].id));
+                if !done[idx] && !other_running {
+                    queue.push_front(idx);
+                }
+            }
+            Err(AttemptError::Busy { retry_after }) => {
+                let now = Instant::now();
+                let since = *busy_since.entry(idx).or_insert(now);
+                tracing::debug!(slave = %slaves[s].id, pack = job.pack, ?retry_after, "busy");
+                stats.failed_requests += 1;
+                slaves[s].busy_until = Some(now + retry_after);
+                if now.duration_since(since) >= BUSY_PATIENCE && !done[idx] && !other_running {
+                    let hash = pack_hash(job.pack).short();
+                    let holding = &holders[&job.pack];
+                    if fallback.is_some_and(|f| holding.contains(&f)) {
+                        return Err(SyncError::PackReplicating {
+                            pack: job.pack,
+                            hash,
+                            copies: holding.iter().filter(|&&h| Some(h) != fallback).count(),
+                            target,
+                        });
+                    }
+                    return Err(SyncError::PackUnavailable {
+                        pack: job.pack,
+                        hash,
+                        tried: holding.len(),
+                        last: format!(
+                            "slave {}: busy for {} s",
+                            slaves[s].id,
+                            BUSY_PATIENCE.as_secs()
+                        ),
+                    });
+                }
                 if !done[idx] && !other_running {
                     queue.push_front(idx);
                 }
@@ -491,6 +568,17 @@ struct RangeDone {
     plain_bytes: u64,
 }
 
+/// The wait a busy answer asks for: its `Retry-After` in seconds (1 s when absent or an HTTP
+/// date), at most [`MAX_RETRY_AFTER`].
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(1), Duration::from_secs)
+        .clamp(Duration::from_millis(100), MAX_RETRY_AFTER)
+}
+
 /// Deadline for a whole range request: generous, but bounded (a slave trickling one byte every
 /// few seconds defeats the stall timeout, not this).
 fn range_deadline(len: u64) -> Duration {
@@ -530,6 +618,11 @@ async fn fetch_range(
         }
     })?;
     let status = resp.status();
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(AttemptError::Busy {
+            retry_after: retry_after(resp.headers()),
+        });
+    }
     let whole = ctx.index.pack(job.pack).is_some_and(|p| p.size == job.len) && job.start == 0;
     if !(status == StatusCode::PARTIAL_CONTENT || (status == StatusCode::OK && whole)) {
         return Err(slave_err(format!(
@@ -697,6 +790,7 @@ mod tests {
                 url: String::new(),
                 in_flight: n,
                 rate: None,
+                busy_until: None,
             })
             .collect()
     }
@@ -740,6 +834,23 @@ mod tests {
         s[0].observe(50 << 20, 1.0);
         s[0].in_flight = 1;
         assert_eq!(pick_slave(&[0, 1], &s, 4, 0), Some(1));
+    }
+
+    #[test]
+    fn a_busy_holder_is_skipped_until_its_retry_after() {
+        let mut s = slaves(&[0, 0]);
+        let now = Instant::now();
+        s[0].busy_until = Some(now + Duration::from_secs(1));
+        assert!(s[0].busy(now) && !s[1].busy(now));
+        assert!(!s[0].busy(now + Duration::from_secs(2)));
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&h), Duration::from_secs(1));
+        h.insert(reqwest::header::RETRY_AFTER, "5".parse().unwrap());
+        assert_eq!(retry_after(&h), Duration::from_secs(5));
+        h.insert(reqwest::header::RETRY_AFTER, "86400".parse().unwrap());
+        assert_eq!(retry_after(&h), MAX_RETRY_AFTER);
+        h.insert(reqwest::header::RETRY_AFTER, "0".parse().unwrap());
+        assert_eq!(retry_after(&h), Duration::from_millis(100));
     }
 
     fn range(pack: u32, len: u64) -> Arc<RangeRequest> {

@@ -253,6 +253,8 @@ async fn m_locate(
     axum::Json(LocateResponse {
         holders: req.packs.iter().map(|_| all.clone()).collect(),
         slaves,
+        fallback: None,
+        target: None,
     })
     .into_response()
 }

@@ -45,6 +45,8 @@ const MAX_ID_LEN: usize = 128;
 const MAX_URL_LEN: usize = 2048;
 /// Most pack numbers in one locate request.
 const MAX_LOCATE_PACKS: usize = 1 << 20;
+/// The `Retry-After` of a [`ApiError::Busy`] answer.
+pub(crate) const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Every error an endpoint can answer with.
 #[derive(Debug)]
@@ -61,6 +63,8 @@ pub(crate) enum ApiError {
     MethodNotAllowed,
     /// Something named by the request does not exist.
     NotFound { code: &'static str, message: String },
+    /// Too busy now; the client should try again after [`RETRY_AFTER`] or elsewhere.
+    Busy(String),
     /// Our fault; the detail is logged, not sent.
     Internal(String),
 }
@@ -74,6 +78,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,6 +103,7 @@ impl ApiError {
                 "this endpoint does not accept that method".into(),
             ),
             ApiError::NotFound { code, message } => (*code, message.clone()),
+            ApiError::Busy(m) => ("busy", m.clone()),
             ApiError::Internal(_) => ("internal", "internal error; see the master's log".into()),
         };
         ApiErrorBody {
@@ -119,7 +125,14 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "request failed");
         }
-        (self.status(), Json(self.body())).into_response()
+        let mut resp = (self.status(), Json(self.body())).into_response();
+        if let ApiError::Busy(_) = &self {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER.as_secs()),
+            );
+        }
+        resp
     }
 }
 
@@ -393,9 +406,12 @@ async fn slave_hashlist(
     if !valid_id(&hl.slave_id) {
         return Err(ApiError::BadRequest("invalid slave_id".into()));
     }
-    if master.config().embedded_store && hl.slave_id == EMBEDDED_SLAVE_ID {
+    if (master.config().embedded_store && hl.slave_id == EMBEDDED_SLAVE_ID)
+        || hl.slave_id == endpoints::FALLBACK_ID
+    {
         return Err(ApiError::BadRequest(format!(
-            "slave id {EMBEDDED_SLAVE_ID:?} is reserved"
+            "slave id {:?} is reserved",
+            hl.slave_id
         )));
     }
     let url_ok = hl.url.len() <= MAX_URL_LEN

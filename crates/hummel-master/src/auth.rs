@@ -7,16 +7,25 @@
 //! | [`ReadAccess`] (`/api/v1/*` reads) | read or write when a read token is set; anyone otherwise |
 //! | [`blob_guard`] (`/blob/*`) | slave, write or read when a read token is set; anyone otherwise |
 //!
+//! On `/blob`, everything but the slave token (replication) is a client using the master as the
+//! source of last resort: at most [`crate::MasterConfig::fallback_limit`] such responses are
+//! sent at once (outside serve mode); more get 503 `busy` with `Retry-After`.
+//!
 //! The rule itself (no token: 401 `unauthorized`; a wrong one: 403 `forbidden`; constant-time
 //! comparison against every accepted token) is [`hummel_proto::auth::check_token`], shared with
 //! the slave. Tokens are never logged.
 
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use hummel_proto::auth::{TOKEN_HEADER, TokenRefusal};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::api::ApiError;
 use crate::config::Tokens;
@@ -157,12 +166,40 @@ access_extractor!(
     "The request may read (client API)."
 );
 
-/// Middleware for the `/blob` origin.
+/// Middleware for the `/blob` origin: checks the token and bounds the downloads clients make
+/// from the master as their source of last resort.
 pub(crate) async fn blob_guard(State(master): State<Master>, req: Request, next: Next) -> Response {
-    match check_headers(&master.config().tokens, req.headers(), Access::Blob) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+    let config = master.config();
+    if let Err(e) = check_headers(&config.tokens, req.headers(), Access::Blob) {
+        return e.into_response();
     }
+    let replication = check_headers(&config.tokens, req.headers(), Access::Slave).is_ok();
+    if replication || config.embedded_store {
+        return next.run(req).await;
+    }
+    let metrics = &master.inner.metrics;
+    let Ok(permit) = master.inner.fallback.clone().try_acquire_owned() else {
+        metrics.fallback_busy.fetch_add(1, Ordering::Relaxed);
+        return ApiError::Busy(format!(
+            "the master serves at most {} downloads at once while packs replicate; retry \
+             shortly or use a mirror",
+            config.fallback_limit
+        ))
+        .into_response();
+    };
+    metrics.fallback_served.fetch_add(1, Ordering::Relaxed);
+    held_until_sent(next.run(req).await, permit)
+}
+
+/// `resp` with `permit` released only when its body has been sent (or dropped): a pack
+/// streaming to a slow client occupies its slot for as long as it takes.
+fn held_until_sent(resp: Response, permit: OwnedSemaphorePermit) -> Response {
+    let (parts, body) = resp.into_parts();
+    let body = body.into_data_stream().map(move |piece| {
+        let _slot = &permit;
+        piece
+    });
+    Response::from_parts(parts, Body::from_stream(body))
 }
 
 #[cfg(test)]

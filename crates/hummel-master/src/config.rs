@@ -56,10 +56,18 @@ pub struct MasterConfig {
     /// How long a superseded revision, and a pack a client located, stay stored: the longest
     /// sync the master allows for. Packs no kept revision references are deleted after it.
     pub gc_grace: Duration,
+    /// Most downloads the master serves at once to clients as the source of last resort, for
+    /// packs no live slave holds yet (a revision still replicating); more are answered 503 with
+    /// `Retry-After`. 0: the master never offers itself. Replication (slave token) and the
+    /// embedded store of `hummel serve` are not counted.
+    pub fallback_limit: u32,
 }
 
 /// Default of [`MasterConfig::keep_revisions`]: the current build and the one before.
 pub const DEFAULT_KEEP_REVISIONS: u32 = 2;
+/// Default of [`MasterConfig::fallback_limit`]: a few packs at once, so that clients of a
+/// revision still replicating get it without starving the slaves replicating from the master.
+pub const DEFAULT_FALLBACK_LIMIT: u32 = 4;
 /// Default of [`MasterConfig::gc_grace`].
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 

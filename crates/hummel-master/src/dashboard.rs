@@ -376,6 +376,21 @@ fn slaves_section(h: &mut String, status: &StatusResponse) {
         if r.unavailable > 0 { "dead" } else { "live" },
         r.unavailable
     );
+    if let Some(rp) = &status.replicating {
+        let _ = write!(
+            h,
+            "<p class=\"running\">Replicating: {} packs below {} copies, {} on no mirror yet",
+            rp.packs, r.target, rp.without_copy
+        );
+        if rp.without_copy > 0 && rp.master_fallback {
+            let _ = write!(
+                h,
+                "; the master serves those itself meanwhile ({} of {} downloads)",
+                rp.fallback_active, rp.fallback_limit
+            );
+        }
+        h.push_str(".</p>");
+    }
 }
 
 fn clients_section(h: &mut String, status: &StatusResponse) {

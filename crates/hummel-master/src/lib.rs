@@ -1,7 +1,8 @@
 //! Hummel master: indexes a folder into a numbered revision of content-defined chunks packed
 //! into ~16 MiB packs, keeps all metadata, tells slaves which packs to replicate, and answers
-//! clients. Serves no bulk data except as the origin of replication (and in `hummel serve`,
-//! where its own store acts as an always-live slave).
+//! clients. Serves no bulk data except as the origin of replication, as the clients' bounded
+//! source of last resort for packs no live slave holds yet (`MasterConfig::fallback_limit`), and
+//! in `hummel serve`, where its own store acts as an always-live slave.
 //!
 //! # Layout
 //! - [`config`]: [`MasterConfig`] and [`Tokens`], decided by the binary.
@@ -49,7 +50,10 @@ mod tests;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use config::{DEFAULT_GC_GRACE, DEFAULT_KEEP_REVISIONS, MasterConfig, REPACK_LEVELS, Tokens};
+pub use config::{
+    DEFAULT_FALLBACK_LIMIT, DEFAULT_GC_GRACE, DEFAULT_KEEP_REVISIONS, MasterConfig, REPACK_LEVELS,
+    Tokens,
+};
 pub use error::MasterError;
 pub use master::{EMBEDDED_SLAVE_ID, Master, run_background};
 

@@ -30,9 +30,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use hummel_core::{ChunkLocation, Hash, Index, PackInfo, RelPath};
 use hummel_proto::api::{
-    Assignment, BuildState, BuildStatus, ClientReport, HashlistVersion, Heartbeat, LocateRequest,
-    LocateResponse, ReplicationHealth, RevisionInfo, SlaveDirective, SlaveEndpoint, SlaveHashlist,
-    SlaveState, SlaveStatus, StatusResponse,
+    Assignment, BuildState, BuildStatus, ClientReport, FALLBACK_ID, HashlistVersion, Heartbeat,
+    LocateRequest, LocateResponse, ReplicatingStatus, ReplicationHealth, RevisionInfo,
+    SlaveDirective, SlaveEndpoint, SlaveHashlist, SlaveState, SlaveStatus, StatusResponse,
 };
 use hummel_store::BlobStore;
 
@@ -87,6 +87,9 @@ pub(crate) struct Inner {
     /// The next epoch of a slave's hashlist: one per complete hashlist accepted, never reused
     /// while the process runs (starts at random, below 2^53 so JSON tools read it exactly).
     hashlist_epochs: AtomicU64,
+    /// Permits for the downloads the master serves as the source of last resort
+    /// ([`MasterConfig::fallback_limit`]); a response holds one until its body is dropped.
+    pub fallback: Arc<tokio::sync::Semaphore>,
 }
 
 /// The pack enumeration.
@@ -265,6 +268,7 @@ impl Master {
             slaves = tracker.slaves.len(),
             "master opened"
         );
+        let fallback_limit = config.fallback_limit as usize;
         Ok(Master {
             inner: Arc::new(Inner {
                 config,
@@ -287,12 +291,14 @@ impl Master {
                 collector: Collector::new(),
                 locate_turn: AtomicU64::new(0),
                 hashlist_epochs: AtomicU64::new(u64::from(rand::random::<u32>()) << 20),
+                fallback: Arc::new(tokio::sync::Semaphore::new(fallback_limit)),
             }),
         })
     }
 
-    /// The URL the master is reached at: the replication source of last resort and, in serve
-    /// mode, the embedded slave's URL. A trailing `/` is removed.
+    /// The URL the master is reached at: the replication source of last resort, the clients'
+    /// source of last resort for packs no live slave holds yet and, in serve mode, the embedded
+    /// slave's URL. A trailing `/` is removed.
     pub fn set_public_url(&self, url: String) {
         let url = url.trim_end_matches('/').to_string();
         *write(&self.inner.public_url) = Some(url);
@@ -954,7 +960,25 @@ impl Master {
         )))
     }
 
-    /// `POST /api/v1/locate`: live holders per pack, rotated per request to spread load.
+    /// The master's own URL, when it offers itself to clients as the source of last resort for
+    /// packs no live slave holds (not in serve mode, where its store is a slave anyway).
+    fn fallback_url(&self) -> Option<String> {
+        let config = &self.inner.config;
+        if config.embedded_store || config.fallback_limit == 0 {
+            return None;
+        }
+        self.public_url()
+    }
+
+    /// Downloads the master is serving now as the clients' source of last resort.
+    pub(crate) fn fallback_active(&self) -> u64 {
+        let limit = self.inner.config.fallback_limit as usize;
+        limit.saturating_sub(self.inner.fallback.available_permits()) as u64
+    }
+
+    /// `POST /api/v1/locate`: live holders per pack, rotated per request to spread load. A pack
+    /// no live slave holds (a new revision still replicating) lists the master itself, the source
+    /// of last resort, if its store has the pack.
     pub(crate) fn locate(&self, req: &LocateRequest) -> LocateResponse {
         let now = now_ms();
         let liveness = self.liveness();
@@ -964,6 +988,8 @@ impl Master {
         } else {
             None
         };
+        let fallback_url = self.fallback_url();
+        let mut fallback = None;
         let packs = read(&self.inner.packs);
         let tracker = lock(&self.inner.tracker);
         let live: Vec<&SlaveRecord> = tracker
@@ -1002,6 +1028,17 @@ impl Master {
                 if let Some(url) = &embedded_url {
                     list.push(position(EMBEDDED_SLAVE_ID, url));
                 }
+                if list.is_empty()
+                    && let Some(url) = &fallback_url
+                    && packs
+                        .by_number
+                        .get(number)
+                        .is_some_and(|p| self.inner.store.contains(&p.hash))
+                {
+                    let at = position(FALLBACK_ID, url);
+                    fallback = Some(at);
+                    list.push(at);
+                }
                 if !list.is_empty() {
                     let k = (turn as usize).wrapping_add(*number as usize) % list.len();
                     list.rotate_left(k);
@@ -1011,7 +1048,12 @@ impl Master {
             .collect();
         // A client downloads these now: the garbage collection leaves them for a grace period.
         self.inner.collector.located(&known);
-        LocateResponse { slaves, holders }
+        LocateResponse {
+            slaves,
+            holders,
+            fallback,
+            target: Some(self.inner.config.replication),
+        }
     }
 
     /// `POST /api/v1/client/report`. Blocking.
@@ -1091,6 +1133,8 @@ impl Master {
             under_replicated: 0,
             unavailable: 0,
         };
+        // Still replicating: below the copies there can be, or (with no slave at all) none.
+        let (mut below, mut without_copy) = (0, 0);
         for slot in &plan.slots {
             let copies = self.live_copies(&tracker, slot.number, now);
             if copies < reachable {
@@ -1098,8 +1142,19 @@ impl Master {
             }
             if copies == 0 {
                 replication.unavailable += 1;
+                without_copy += 1;
+            }
+            if copies < reachable.max(1) {
+                below += 1;
             }
         }
+        let replicating = (below > 0).then(|| ReplicatingStatus {
+            packs: below,
+            without_copy,
+            master_fallback: without_copy > 0 && self.fallback_url().is_some(),
+            fallback_active: self.fallback_active(),
+            fallback_limit: u64::from(self.inner.config.fallback_limit),
+        });
         let clients = tracker.clients.values().map(|c| c.status(now)).collect();
         drop(tracker);
         StatusResponse {
@@ -1111,6 +1166,7 @@ impl Master {
             clients,
             repack: self.repack_status(),
             gc: Some(self.gc_status()),
+            replicating,
         }
     }
 

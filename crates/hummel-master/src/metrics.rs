@@ -22,6 +22,10 @@ pub(crate) struct Metrics {
     pub hashlist_changes: AtomicU64,
     /// Heartbeats whose hashlist changes were refused, asking for the complete hashlist.
     pub hashlist_refusals: AtomicU64,
+    /// `/blob` responses sent to clients by the master as the source of last resort.
+    pub fallback_served: AtomicU64,
+    /// Such requests answered 503 because the limit was reached.
+    pub fallback_busy: AtomicU64,
 }
 
 struct Exposition(String);
@@ -206,6 +210,24 @@ pub(crate) fn render(master: &Master) -> String {
         "counter",
         "Slave heartbeats whose hashlist changes were refused, asking for the complete hashlist.",
         load(&counters.hashlist_refusals),
+    );
+    out.single(
+        "hummel_fallback_served_total",
+        "counter",
+        "Pack downloads the master served to clients as the source of last resort.",
+        load(&counters.fallback_served),
+    );
+    out.single(
+        "hummel_fallback_busy_total",
+        "counter",
+        "Such downloads refused with 503 because --fallback-limit were running.",
+        load(&counters.fallback_busy),
+    );
+    out.single(
+        "hummel_fallback_active",
+        "gauge",
+        "Downloads the master is serving as the source of last resort now.",
+        master.fallback_active(),
     );
     let repack = &master.inner.repacker;
     out.single(

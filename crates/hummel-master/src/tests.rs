@@ -42,6 +42,7 @@ fn config(repo: &Path, data: &Path) -> MasterConfig {
         repack_level: 0,
         keep_revisions: crate::DEFAULT_KEEP_REVISIONS,
         gc_grace: crate::DEFAULT_GC_GRACE,
+        fallback_limit: crate::DEFAULT_FALLBACK_LIMIT,
     }
 }
 
@@ -523,6 +524,17 @@ async fn api_flow_build_index_slaves_locate_status() {
         status.replication.under_replicated,
         status.replication.packs
     );
+    // Still replicating, the master serving the packs without a copy.
+    let replicating = status
+        .replicating
+        .expect("a revision without copies is replicating");
+    assert_eq!(replicating.packs, status.replication.packs);
+    assert_eq!(replicating.without_copy, status.replication.packs);
+    assert!(replicating.master_fallback);
+    assert_eq!(
+        (replicating.fallback_active, replicating.fallback_limit),
+        (0, 4)
+    );
     for a in directives.iter().flat_map(|d| &d.assign) {
         assert_eq!(a.sources.last().unwrap(), "http://master.example:7070");
     }
@@ -557,15 +569,31 @@ async fn api_flow_build_index_slaves_locate_status() {
     assert_eq!(s, StatusCode::OK);
     let located: LocateResponse = json(&body);
     assert_eq!(located.holders.len(), numbers.len());
+    // Packs no live slave holds yet list the master itself, the source of last resort.
+    let master_only = |l: &LocateResponse| {
+        l.holders[..l.holders.len() - 1]
+            .iter()
+            .all(|h| h.len() == 1 && l.slaves[h[0] as usize].id == hummel_proto::api::FALLBACK_ID)
+    };
     for (p, holders) in index.packs.iter().zip(&located.holders) {
+        assert_eq!(holders.len(), 1);
+        let id = &located.slaves[holders[0] as usize].id;
         if s1_packs.contains(&p.hash) {
-            assert_eq!(holders.len(), 1);
-            assert_eq!(located.slaves[holders[0] as usize].id, s1);
+            assert_eq!(id, &s1);
         } else {
-            assert!(holders.is_empty());
+            assert_eq!(id, hummel_proto::api::FALLBACK_ID);
+            assert_eq!(
+                located.slaves[holders[0] as usize].url,
+                "http://master.example:7070"
+            );
+            assert_eq!(located.fallback, Some(holders[0]));
         }
     }
-    assert!(located.holders.last().unwrap().is_empty());
+    assert_eq!(located.target, Some(1), "replication 1");
+    assert!(
+        located.holders.last().unwrap().is_empty(),
+        "an unknown pack has no source"
+    );
 
     // A corrupt pack reported by heartbeat is no longer located there.
     let (s, _, _) = call(
@@ -578,12 +606,7 @@ async fn api_flow_build_index_slaves_locate_status() {
     .await;
     assert_eq!(s, StatusCode::OK);
     let (_, _, body) = call(&master, "POST", "/api/v1/locate", None, Some(req.clone())).await;
-    assert!(
-        json::<LocateResponse>(&body)
-            .holders
-            .iter()
-            .all(Vec::is_empty)
-    );
+    assert!(master_only(&json::<LocateResponse>(&body)));
 
     // Stale slaves are not located; dead slaves lose their assignments to live ones.
     call(
@@ -596,12 +619,7 @@ async fn api_flow_build_index_slaves_locate_status() {
     .await;
     master.age_slave(&s1, 31_000);
     let (_, _, body) = call(&master, "POST", "/api/v1/locate", None, Some(req)).await;
-    assert!(
-        json::<LocateResponse>(&body)
-            .holders
-            .iter()
-            .all(Vec::is_empty)
-    );
+    assert!(master_only(&json::<LocateResponse>(&body)));
     master.age_slave(&s1, 600_000);
     let (_, _, body) = call(
         &master,
@@ -667,7 +685,7 @@ async fn api_flow_build_index_slaves_locate_status() {
         "{text}"
     );
 
-    // The master serves packs for replication.
+    // The master serves packs (to clients as their source of last resort).
     let pack = index.packs[0];
     let (s, _, body) = call(&master, "GET", &format!("/blob/{}", pack.hash), None, None).await;
     assert_eq!(s, StatusCode::OK);
@@ -706,6 +724,7 @@ async fn dashboard_renders_and_its_form_checks_the_token() {
     let fx = fixture();
     fs::write(fx.repo.join("<script>.txt"), b"x").unwrap();
     let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    master.set_public_url("http://127.0.0.1:9".into());
     http_build(&master).await;
     let report = serde_json::json!({
         "client_id": "<b>evil</b>", "revision": 1, "path": "", "files": 1, "bytes": 1,
@@ -731,6 +750,11 @@ async fn dashboard_renders_and_its_form_checks_the_token() {
     assert!(html.contains("Revision history"));
     assert!(html.contains("&lt;b&gt;evil&lt;/b&gt;"));
     assert!(!html.contains("<b>evil"));
+    // No slave holds anything yet: the master serves the packs meanwhile.
+    assert!(
+        html.contains("on no mirror yet; the master serves those itself meanwhile (0 of 4"),
+        "{html}"
+    );
 
     let form = |token: &str| {
         Request::builder()
@@ -1414,4 +1438,70 @@ fn an_index_file_deleted_under_a_reader_is_no_such_revision_not_an_error() {
         master.lookup_failed(1, broken()),
         IndexLookupError::NoSuchRevision(1)
     ));
+}
+
+/// A blob request to the master, its response not read yet.
+async fn get_blob(master: &Master, pack: &Hash, token: Option<&str>) -> axum::response::Response {
+    let mut req = Request::builder().uri(hummel_proto::api::blob_path(pack));
+    if let Some(t) = token {
+        req = req.header(hummel_proto::auth::TOKEN_HEADER, t);
+    }
+    master
+        .router()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_master_serves_a_bounded_number_of_fallback_downloads() {
+    let fx = fixture();
+    let mut cfg = config(&fx.repo, &fx.data);
+    cfg.fallback_limit = 1;
+    let master = Master::open(cfg).unwrap();
+    assert_eq!(http_build(&master).await.state, BuildState::Succeeded);
+    let pack = current_index(&master, None).packs[0];
+
+    // One download in flight (its body not read yet) holds the only slot.
+    let first = get_blob(&master, &pack.hash, None).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(
+        first.headers()[header::CONTENT_LENGTH],
+        pack.size.to_string().as_str()
+    );
+    let busy = get_blob(&master, &pack.hash, None).await;
+    assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+    let body = to_bytes(busy.into_body(), 1 << 20).await.unwrap();
+    assert_eq!(error_code(&body), "busy");
+    // Replication is not bounded by it.
+    let replica = get_blob(&master, &pack.hash, Some(SLAVE)).await;
+    assert_eq!(replica.status(), StatusCode::OK);
+    assert_eq!(master.fallback_active(), 1);
+    assert_eq!(metric(&master, "hummel_fallback_busy_total").await, 1);
+
+    // The body sent, the slot is free again.
+    let bytes = to_bytes(first.into_body(), 64 << 20).await.unwrap();
+    assert_eq!(Hash::of(&bytes), pack.hash);
+    assert_eq!(master.fallback_active(), 0);
+    let again = get_blob(&master, &pack.hash, None).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    drop(again);
+    assert_eq!(metric(&master, "hummel_fallback_served_total").await, 2);
+
+    // No slave may take the fallback's id.
+    let (s, _, body) = call(
+        &master,
+        "POST",
+        "/slave/hashlist",
+        Some(SLAVE),
+        Some(hashlist(hummel_proto::api::FALLBACK_ID, vec![])),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 }

@@ -145,14 +145,28 @@ pub struct SlaveEndpoint {
 }
 
 /// Answer to [`LocateRequest`]: for each requested pack, in order, the positions in `slaves` of
-/// the live slaves holding it, best first. Stale and dead slaves are never listed.
+/// the live slaves holding it, best first. Stale and dead slaves are never listed. A pack no live
+/// slave holds yet (a new revision still replicating) lists the master itself, at position
+/// `fallback`, as its source of last resort.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocateResponse {
     /// The slaves referred to.
     pub slaves: Vec<SlaveEndpoint>,
     /// One list per requested pack.
     pub holders: Vec<Vec<u32>>,
+    /// The position in `slaves` of the master serving as the source of last resort, when some
+    /// pack lists it (absent from older masters). It serves a bounded number of downloads at
+    /// once and answers 503 with `Retry-After` beyond them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<u32>,
+    /// Copies of each pack the master places on slaves (absent from older masters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<u32>,
 }
+
+/// The id of the master in [`LocateResponse::slaves`] when it serves as the source of last
+/// resort; no slave may use it.
+pub const FALLBACK_ID: &str = "master";
 
 /// `POST /api/v1/client/report`: what a client holds after a sync.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -426,6 +440,26 @@ pub struct StatusResponse {
     /// The garbage collection of packs (absent from older masters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gc: Option<GcStatus>,
+    /// Packs of the current revision still on their way to their copies; absent once every pack
+    /// has them (and from older masters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicating: Option<ReplicatingStatus>,
+}
+
+/// A revision still replicating, in [`StatusResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicatingStatus {
+    /// Packs with fewer live copies than they should have: [`ReplicationHealth::target`], or
+    /// as many as there are slaves to put them on if fewer, and at least one.
+    pub packs: u64,
+    /// Of those, packs no live slave holds yet.
+    pub without_copy: u64,
+    /// The master serves the packs without a copy itself, as the source of last resort.
+    pub master_fallback: bool,
+    /// Downloads the master is serving as that source now.
+    pub fallback_active: u64,
+    /// The most it serves at once; more are answered 503 with `Retry-After`.
+    pub fallback_limit: u64,
 }
 
 /// The master's background repack in [`StatusResponse`].
@@ -519,6 +553,7 @@ mod tests {
             clients: vec![],
             repack: None,
             gc: None,
+            replicating: None,
         };
         // Off (or an older master): absent, and its absence reads as None.
         let j = serde_json::to_value(&st).unwrap();
@@ -546,7 +581,41 @@ mod tests {
         });
         let j = serde_json::to_value(&st).unwrap();
         assert_eq!(j["gc"]["packs_collected"], 4);
+        assert!(j.get("replicating").is_none(), "{j}");
         assert_eq!(serde_json::from_value::<StatusResponse>(j).unwrap(), st);
+        st.replicating = Some(ReplicatingStatus {
+            packs: 3,
+            without_copy: 2,
+            master_fallback: true,
+            fallback_active: 1,
+            fallback_limit: 4,
+        });
+        let j = serde_json::to_value(&st).unwrap();
+        assert_eq!(j["replicating"]["without_copy"], 2);
+        assert_eq!(serde_json::from_value::<StatusResponse>(j).unwrap(), st);
+    }
+
+    /// Older clients read a locate answer without the fallback fields, and a newer client reads
+    /// an older master's answer.
+    #[test]
+    fn the_locate_fallback_fields_are_optional_both_ways() {
+        let old = serde_json::json!({
+            "slaves": [{"id": "s1", "url": "http://127.0.0.1:1"}], "holders": [[0], []]
+        });
+        let l: LocateResponse = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!((l.fallback, l.target), (None, None));
+        assert_eq!(serde_json::to_value(&l).unwrap(), old);
+        let l = LocateResponse {
+            fallback: Some(1),
+            target: Some(2),
+            ..l
+        };
+        let j = serde_json::to_value(&l).unwrap();
+        assert_eq!(
+            (j["fallback"].as_u64(), j["target"].as_u64()),
+            (Some(1), Some(2))
+        );
+        assert_eq!(serde_json::from_value::<LocateResponse>(j).unwrap(), l);
     }
 
     #[test]

@@ -124,6 +124,11 @@ pub struct MasterArgs {
     /// Build the repository once at start.
     #[arg(long)]
     pub build_on_start: bool,
+    /// Most pack downloads the master serves to clients at once as the source of last resort,
+    /// for packs no live slave holds yet (right after a build); more are told to retry shortly
+    /// (503). 0: never serve clients.
+    #[arg(long, default_value_t = hummel_master::DEFAULT_FALLBACK_LIMIT)]
+    pub fallback_limit: u32,
     /// Repack and garbage collection.
     #[command(flatten)]
     pub packs: PackUpkeep,

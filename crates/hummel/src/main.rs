@@ -11,6 +11,7 @@
 
 mod cli;
 mod cmd;
+mod datadir;
 mod util;
 
 use std::process::ExitCode;
@@ -44,9 +45,69 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            let line = format!("{err:#}").replace('\n', " ");
-            eprintln!("error: {line}");
+            eprintln!("error: {}", error_line(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes on one line, separated by `: `. Library errors often name their
+/// source in their own message (`store/packs: Not a directory (os error 20)`) and expose it as
+/// their cause as well; a cause whose text the line already holds is not repeated.
+fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        let text = text.trim();
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Like the libraries' errors: names its source and exposes it as its cause.
+    #[derive(Debug)]
+    struct PathError {
+        path: String,
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for PathError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}: {}", self.path, self.source)
+        }
+    }
+
+    impl std::error::Error for PathError {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn an_os_error_is_printed_once() {
+        let os = std::io::Error::from_raw_os_error(20);
+        let os_text = os.to_string();
+        let err = anyhow::Error::new(PathError {
+            path: "data/store".into(),
+            source: os,
+        })
+        .context("cannot open the master");
+        assert_eq!(
+            error_line(&err),
+            format!("cannot open the master: data/store: {os_text}")
+        );
+        // Causes that add something are kept, newlines become spaces.
+        let err = anyhow::anyhow!("disk\nfull").context("cannot write x");
+        assert_eq!(error_line(&err), "cannot write x: disk full");
     }
 }

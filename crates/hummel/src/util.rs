@@ -1,7 +1,6 @@
 //! Small things the commands share: parsing sizes and durations, tokens, logging, listening.
 
 use std::fs;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -68,7 +67,9 @@ pub fn init_logging(cli: &Cli) {
 }
 
 /// A token from a flag or the environment, or else from `DATA/NAME.token`, or else a newly
-/// generated one stored there (mode 0600); says on stderr where a generated one was stored.
+/// generated one stored there (atomically, mode 0600); says on stderr where a generated one was
+/// stored. An empty or whitespace-only token file (an old crash) counts as missing: it is
+/// replaced, with a warning, rather than accepted as an empty token.
 pub fn resolve_token(given: Option<String>, data: &Path, name: &str) -> Result<String> {
     if let Some(t) = given {
         let t = t.trim().to_string();
@@ -78,30 +79,20 @@ pub fn resolve_token(given: Option<String>, data: &Path, name: &str) -> Result<S
         return Ok(t);
     }
     let path = data.join(format!("{name}.token"));
-    if let Ok(t) = fs::read_to_string(&path) {
-        let t = t.trim().to_string();
-        if !t.is_empty() {
-            return Ok(t);
-        }
+    match fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => eprintln!(
+            "warning: {} is empty; replacing it with a new {name} token",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
     let token: String = (0..32)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
         .collect();
-    fs::create_dir_all(data)
-        .with_context(|| format!("cannot create data dir {}", data.display()))?;
-    let mut f = {
-        let mut o = fs::OpenOptions::new();
-        o.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            o.mode(0o600);
-        }
-        o.open(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?
-    };
-    f.write_all(token.as_bytes())?;
-    f.sync_all()?;
+    crate::datadir::write_private_atomic(&path, token.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("generated a {name} token, stored in {}", path.display());
     Ok(token)
 }
@@ -194,6 +185,27 @@ mod tests {
         assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn a_token_file_is_generated_once_and_an_empty_one_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("write.token");
+        let t = resolve_token(None, dir.path(), "write").unwrap();
+        assert_eq!(t.len(), 64);
+        assert_eq!(fs::read_to_string(&path).unwrap(), t);
+        assert_eq!(resolve_token(None, dir.path(), "write").unwrap(), t, "kept");
+        assert_eq!(
+            resolve_token(Some(" given ".into()), dir.path(), "write").unwrap(),
+            "given"
+        );
+        for empty in ["", " \n\t "] {
+            fs::write(&path, empty).unwrap();
+            let fresh = resolve_token(None, dir.path(), "write").unwrap();
+            assert_eq!(fresh.len(), 64, "an empty token file is never accepted");
+            assert_ne!(fresh, t);
+            assert_eq!(fs::read_to_string(&path).unwrap(), fresh);
+        }
     }
 
     #[test]

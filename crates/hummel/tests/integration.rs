@@ -7,8 +7,10 @@ mod integration {
 
     mod auth;
     mod cli;
+    mod datadir;
     mod e2e;
     mod faults;
+    mod fetchable;
     mod gc;
     mod ownership;
     mod repack;

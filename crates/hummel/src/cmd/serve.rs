@@ -11,6 +11,7 @@ use hummel_proto::api::BuildState;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{MasterArgs, ServeArgs, ServerTokens};
+use crate::datadir;
 use crate::util::{listen, resolve_token, shutdown_signal};
 
 fn check_repo(repo: &Path) -> Result<PathBuf> {
@@ -23,8 +24,6 @@ fn check_repo(repo: &Path) -> Result<PathBuf> {
 }
 
 fn tokens(given: ServerTokens, data: &Path) -> Result<Tokens> {
-    std::fs::create_dir_all(data)
-        .with_context(|| format!("cannot create data dir {}", data.display()))?;
     Ok(Tokens {
         write: resolve_token(given.write_token, data, "write")?,
         slave: resolve_token(given.slave_token, data, "slave")?,
@@ -38,6 +37,8 @@ fn tokens(given: ServerTokens, data: &Path) -> Result<Tokens> {
 /// `hummel serve REPO_DIR`.
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let repo = check_repo(&args.repo_dir)?;
+    // Held until the server stops.
+    let _lock = datadir::lock(&args.data)?;
     let tokens = tokens(args.tokens, &args.data)?;
     let master = Master::open(MasterConfig {
         repo,
@@ -51,6 +52,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         repack_level: args.packs.repack_level,
         keep_revisions: args.packs.keep_revisions,
         gc_grace: args.packs.gc_grace,
+        // The embedded store serves clients like any slave.
+        fallback_limit: 0,
     })
     .context("cannot open the master")?;
     run_master(master, args.listen, "serve", true).await
@@ -62,6 +65,8 @@ pub async fn master(args: MasterArgs) -> Result<ExitCode> {
     if args.stale_after >= args.dead_after {
         bail!("--stale-after must be shorter than --dead-after");
     }
+    // Held until the server stops.
+    let _lock = datadir::lock(&args.data)?;
     let tokens = tokens(args.tokens, &args.data)?;
     let master = Master::open(MasterConfig {
         repo,
@@ -75,6 +80,7 @@ pub async fn master(args: MasterArgs) -> Result<ExitCode> {
         repack_level: args.packs.repack_level,
         keep_revisions: args.packs.keep_revisions,
         gc_grace: args.packs.gc_grace,
+        fallback_limit: args.fallback_limit,
     })
     .context("cannot open the master")?;
     run_master(master, args.listen, "master", args.build_on_start).await

@@ -8,6 +8,7 @@ use hummel_slave::{Slave, SlaveConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::SlaveArgs;
+use crate::datadir;
 use crate::util::{listen, normalize_url, require_token, shutdown_signal};
 
 /// `hummel slave --master URL --data DIR`.
@@ -31,6 +32,8 @@ pub async fn slave(args: SlaveArgs) -> Result<ExitCode> {
     if args.limit_rate == Some(0) {
         bail!("--limit-rate must be at least 1 byte per second");
     }
+    // Held until the slave stops.
+    let _lock = datadir::lock(&args.data)?;
     let slave = Slave::open(SlaveConfig {
         master_url,
         data: args.data.clone(),

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use hummel_proto::api::{STATUS, StatusResponse};
+use hummel_proto::api::{ReplicatingStatus, STATUS, StatusResponse};
 use hummel_proto::auth::TOKEN_HEADER;
 
 use super::{api_error, http};
@@ -83,6 +83,9 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
         "replication: {} packs, target {} copies, {} under-replicated, {} unavailable",
         r.packs, r.target, r.under_replicated, r.unavailable
     );
+    if let Some(rp) = &st.replicating {
+        println!("{}", replicating_line(rp, r.target));
+    }
     println!("slaves: {}", st.slaves.len());
     for s in &st.slaves {
         let state = serde_json::to_value(s.state)?;
@@ -112,4 +115,47 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `replicating: 3 packs below 2 copies, 2 on no mirror yet (the master serves those: 1 of 4
+/// downloads)`.
+fn replicating_line(rp: &ReplicatingStatus, target: u32) -> String {
+    let mut line = format!("replicating: {} packs below {target} copies", rp.packs);
+    if rp.without_copy > 0 {
+        line.push_str(&format!(", {} on no mirror yet", rp.without_copy));
+        if rp.master_fallback {
+            line.push_str(&format!(
+                " (the master serves those: {} of {} downloads)",
+                rp.fallback_active, rp.fallback_limit
+            ));
+        } else {
+            line.push_str(" (not downloadable until a mirror has them)");
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replicating_line_says_whether_the_master_serves() {
+        let mut rp = ReplicatingStatus {
+            packs: 3,
+            without_copy: 2,
+            master_fallback: true,
+            fallback_active: 1,
+            fallback_limit: 4,
+        };
+        assert_eq!(
+            replicating_line(&rp, 2),
+            "replicating: 3 packs below 2 copies, 2 on no mirror yet (the master serves those: 1 of 4 downloads)"
+        );
+        rp.without_copy = 0;
+        assert_eq!(
+            replicating_line(&rp, 2),
+            "replicating: 3 packs below 2 copies"
+        );
+    }
 }

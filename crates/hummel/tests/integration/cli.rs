@@ -53,3 +53,33 @@ fn bad_input_is_one_line_and_nonzero() {
         .arg(dir.path().join("m"));
     fails(c);
 }
+
+#[test]
+fn an_os_error_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    // A slave whose store folder is a file: the store, the slave and the binary each name it.
+    let data = dir.path().join("slave");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("store"), b"").unwrap();
+    let mut slave = hummel();
+    slave
+        .args(["slave", "--master", "http://127.0.0.1:1", "--data"])
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0", "--slave-token", "t"]);
+    // A sync into a DEST that is a file.
+    let mut sync = hummel();
+    sync.args(["sync", "http://127.0.0.1:1"]).arg(&file);
+    // A master whose data folder cannot be created.
+    let mut master = hummel();
+    master
+        .args(["master", "--repo"])
+        .arg(dir.path())
+        .arg("--data")
+        .arg(file.join("data"));
+    for cmd in [slave, sync, master] {
+        let err = fails(cmd);
+        assert_eq!(err.matches("(os error").count(), 1, "{err}");
+    }
+}
