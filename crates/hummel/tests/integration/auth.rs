@@ -133,6 +133,12 @@ fn a_read_token_protects_the_index_and_the_packs() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         };
         let blob = || http.get(format!("{}/blob/{pack}", s.url));
+        // The file gets its name a moment before the slave lists it as held.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while status_of(blob().header("X-HUMMEL-TOKEN", "reader")).await != StatusCode::OK {
+            assert!(std::time::Instant::now() < deadline, "the slave never served {pack}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         assert_eq!(status_of(blob()).await, StatusCode::UNAUTHORIZED);
         assert_eq!(
             status_of(blob().header("X-HUMMEL-TOKEN", "wrong")).await,
