@@ -473,10 +473,8 @@ impl Master {
             }
             Preparation::Changed(p) => p,
         };
-        let number = previous.as_ref().map_or(1, |p| p.row.number + 1);
         self.publish(
             prepared.index,
-            number,
             &NewRevision {
                 build_id: Some(run.id),
                 build_started_unix: run.started_unix,
@@ -489,16 +487,19 @@ impl Master {
         )
     }
 
-    /// Publishes `index` as revision `number`: index file, one transaction, then memory. The
-    /// caller makes sure nobody else publishes meanwhile (one build at a time; the repack holds
-    /// the builds lock and checks that no build started).
+    /// Publishes `index` as the next revision (numbered by [`revision::next_number`]): index
+    /// file, one transaction, then memory; returns its number. The caller makes sure nobody
+    /// else publishes meanwhile (one build at a time; the repack holds the builds lock and
+    /// checks that no build started).
     pub(crate) fn publish(
         &self,
         mut index: Index,
-        number: u64,
         new: &NewRevision<'_>,
     ) -> Result<u64, BuildError> {
-        let (encoded, index_hash) = build::finalize(&mut index, number, now_unix())?;
+        let now = now_unix();
+        let highest = read(&self.inner.history).iter().map(|r| r.number).max();
+        let number = revision::next_number(highest, now);
+        let (encoded, index_hash) = build::finalize(&mut index, number, now)?;
         revision::write_index_file(&self.inner.revisions_dir, number, &encoded)?;
         let row = RevisionRow {
             number,

@@ -150,7 +150,7 @@ fn build_publishes_reuses_and_survives_reopen() {
 
     let first = build(&master);
     assert_eq!(first.state, BuildState::Succeeded, "{:?}", first.error);
-    assert_eq!(first.revision, Some(1));
+    let r1 = first.revision.unwrap();
     assert_eq!(first.files_total, 5);
     assert_eq!(first.files_reused, 0);
     assert!(first.packs_written >= 2, "{first:?}");
@@ -187,14 +187,14 @@ fn build_publishes_reuses_and_survives_reopen() {
     assert_eq!(chunks_of("a/x.bin"), chunks_of("copy.bin"));
     assert_packs_hold_the_tree(&master, &index, &fx.repo);
     let info = master.revision_info();
-    assert_eq!(info.revision, Some(1));
+    assert_eq!(info.revision, Some(r1));
     assert_eq!(info.files, 5);
     assert_eq!(info.bytes, 600_018);
 
     // Nothing changed: only the racy file is read, no revision is published.
     let again = build(&master);
     assert_eq!(again.state, BuildState::Succeeded);
-    assert_eq!(again.revision, Some(1));
+    assert_eq!(again.revision, Some(r1));
     assert_eq!(again.files_reused, 4);
     assert_eq!(again.packs_written, 0);
 
@@ -202,7 +202,8 @@ fn build_publishes_reuses_and_survives_reopen() {
     fs::write(fx.repo.join("b.txt"), b"hello again, hummel\n").unwrap();
     let third = build(&master);
     assert_eq!(third.state, BuildState::Succeeded, "{:?}", third.error);
-    assert_eq!(third.revision, Some(2));
+    let r2 = third.revision.unwrap();
+    assert!(r2 > r1, "{r2} after {r1}");
     assert_eq!(third.files_reused, 3);
     assert_eq!(third.files_total, 5);
     let index2 = current_index(&master, None);
@@ -214,10 +215,10 @@ fn build_publishes_reuses_and_survives_reopen() {
     let sub_paths: Vec<&str> = sub.entries.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(sub_paths, ["empty", "x.bin", "zero"]);
     let (n, old) = master
-        .index_bytes(Some(1), Some(&RelPath::new("a").unwrap()))
+        .index_bytes(Some(r1), Some(&RelPath::new("a").unwrap()))
         .unwrap();
-    assert_eq!(n, 1);
-    assert_eq!(decode(&old).unwrap().0.revision, 1);
+    assert_eq!(n, r1);
+    assert_eq!(decode(&old).unwrap().0.revision, r1);
     assert!(matches!(
         master.index_bytes(Some(9), None),
         Err(IndexLookupError::NoSuchRevision(9))
@@ -230,7 +231,7 @@ fn build_publishes_reuses_and_survives_reopen() {
     // Everything survives a restart.
     drop(master);
     let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
-    assert_eq!(master.revision_info().revision, Some(2));
+    assert_eq!(master.revision_info().revision, Some(r2));
     assert_eq!(current_index(&master, None), index2);
     assert_eq!(master.latest_build().unwrap().id, third.id);
     assert_eq!(master.history(20).len(), 2);
@@ -254,7 +255,7 @@ fn invalid_name_fails_the_build_and_keeps_the_revision() {
     let error = failed.error.unwrap();
     assert!(error.contains("bad\\\\name"), "{error}");
     assert!(!error.contains('\n'));
-    assert_eq!(master.revision_info().revision, Some(1));
+    assert_eq!(master.revision_info().revision, ok.revision);
 }
 
 #[test]
@@ -411,13 +412,14 @@ async fn api_flow_build_index_slaves_locate_status() {
 
     let (s, h, body) = call(&master, "GET", "/api/v1/index", None, None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(h["x-hummel-revision"], "1");
+    let r1 = built.revision.unwrap();
+    assert_eq!(h["x-hummel-revision"], r1.to_string().as_str());
     assert_eq!(h[header::CONTENT_TYPE], "application/octet-stream");
     let index = decode(&body).unwrap().0;
     let (s, _, body) = call(
         &master,
         "GET",
-        "/api/v1/index?path=a&revision=1",
+        &format!("/api/v1/index?path=a&revision={r1}"),
         None,
         None,
     )
@@ -660,7 +662,7 @@ async fn api_flow_build_index_slaves_locate_status() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h[header::CONTENT_TYPE], "text/plain; version=0.0.4");
     let text = String::from_utf8(body).unwrap();
-    assert!(text.contains("hummel_revision 1\n"), "{text}");
+    assert!(text.contains(&format!("hummel_revision {r1}\n")), "{text}");
     assert!(text.contains("hummel_slaves{state=\"dead\"} 1\n"), "{text}");
     assert!(
         text.contains("hummel_bad_slave_reports_total 1\n"),
@@ -1109,11 +1111,27 @@ fn repacking_master(fx: &Fixture, level: i32) -> Master {
 
 /// Waits until revision `n` is current and no repack pass runs or is queued.
 fn wait_for_revision(master: &Master, n: u64) {
+    wait_for_current(master, &format!("revision {n}"), |r| r == n);
+}
+
+/// Waits until a revision above `n` (the repack's) is current and no pass runs or is queued;
+/// returns it.
+fn wait_for_revision_after(master: &Master, n: u64) -> u64 {
+    wait_for_current(master, &format!("a revision after {n}"), |r| r > n)
+}
+
+fn wait_for_current(master: &Master, what: &str, done: impl Fn(u64) -> bool) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while master.revision_info().revision != Some(n) || !master.maintenance_idle() {
+    loop {
+        if let Some(r) = master.revision_info().revision
+            && done(r)
+            && master.maintenance_idle()
+        {
+            return r;
+        }
         assert!(
             Instant::now() < deadline,
-            "revision {n} did not appear: {:?}",
+            "{what} did not appear: {:?}",
             master.revision_info()
         );
         std::thread::sleep(Duration::from_millis(10));
@@ -1133,10 +1151,10 @@ fn stored_bytes(index: &Index) -> u64 {
 async fn repack_publishes_the_same_tree_from_smaller_packs_once() {
     let fx = fixture();
     let master = repacking_master(&fx, 19);
-    assert_eq!(build(&master).revision, Some(1));
-    wait_for_revision(&master, 2);
+    let r1 = build(&master).revision.unwrap();
+    let r2 = wait_for_revision_after(&master, r1);
 
-    let built = revision_index(&master, 1);
+    let built = revision_index(&master, r1);
     let repacked = current_index(&master, None);
     repacked.validate().unwrap();
     // The same tree: paths, kinds, sizes, modes, mtimes, hashes, chunk order.
@@ -1182,7 +1200,7 @@ async fn repack_publishes_the_same_tree_from_smaller_packs_once() {
     );
     assert_eq!(metric(&master, "hummel_repack_running").await, 0);
     let status = master.status().repack.unwrap();
-    assert_eq!((status.level, status.last_revision), (19, Some(2)));
+    assert_eq!((status.level, status.last_revision), (19, Some(r2)));
     let (code, _, page) = call(&master, "GET", "/", None, None).await;
     assert_eq!(code, StatusCode::OK);
     let page = String::from_utf8(page).unwrap();
@@ -1198,12 +1216,12 @@ async fn repack_publishes_the_same_tree_from_smaller_packs_once() {
     );
     // An unchanged rebuild reuses the repacked locations and publishes nothing.
     let again = build(&master);
-    assert_eq!((again.revision, again.packs_written), (Some(2), 0));
-    wait_for_revision(&master, 2);
+    assert_eq!((again.revision, again.packs_written), (Some(r2), 0));
+    wait_for_revision(&master, r2);
     drop(master);
     // The levels are recorded: a reopened master has nothing to repack either.
     let reopened = repacking_master(&fx, 19);
-    assert_eq!(reopened.revision_info().revision, Some(2));
+    assert_eq!(reopened.revision_info().revision, Some(r2));
     assert_eq!(
         reopened.repack_once(19).unwrap(),
         crate::repack::RepackOutcome::NothingToDo
@@ -1211,7 +1229,7 @@ async fn repack_publishes_the_same_tree_from_smaller_packs_once() {
     // A higher level repacks again.
     assert!(matches!(
         reopened.repack_once(20).unwrap(),
-        crate::repack::RepackOutcome::Published { revision: 3, .. }
+        crate::repack::RepackOutcome::Published { revision, .. } if revision > r2
     ));
 }
 
@@ -1230,24 +1248,32 @@ async fn a_build_started_during_a_repack_wins() {
             }
         }));
     }
-    assert_eq!(build(&master).revision, Some(1));
-    // The repack of revision 1 started a build at its first chunk, stopped, published nothing;
-    // the build published 2, and the repack then ran again over it.
-    wait_for_revision(&master, 3);
-    let second = crate::lock(&started).expect("the hook started a build");
+    let r1 = build(&master).revision.unwrap();
+    // The repack of the first revision started a build at its first chunk, stopped, published
+    // nothing; the build published the second, and the repack then ran again over it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let second = loop {
+        if let Some(id) = *crate::lock(&started) {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the repack did not start a build"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let b = wait(&master, second);
-    assert_eq!(
-        (b.state, b.revision),
-        (BuildState::Succeeded, Some(2)),
-        "{:?}",
-        b.error
-    );
-    let by_build = revision_index(&master, 2);
+    assert_eq!(b.state, BuildState::Succeeded, "{:?}", b.error);
+    let r2 = b.revision.unwrap();
+    assert!(r2 > r1);
+    let r3 = wait_for_revision_after(&master, r2);
+    let by_build = revision_index(&master, r2);
     match &by_build.get(&RelPath::new("b.txt").unwrap()).unwrap().kind {
         EntryKind::File(f) => assert_eq!(f.hash, Hash::of(b"changed during the repack\n")),
         other => panic!("{other:?}"),
     }
     let repacked = current_index(&master, None);
+    assert_eq!(repacked.revision, r3);
     assert_eq!(repacked.entries, by_build.entries);
     assert_packs_hold_the_tree(&master, &repacked, &fx.repo);
     assert_eq!(metric(&master, "hummel_repack_stopped_total").await, 1);
@@ -1263,18 +1289,18 @@ fn collecting_master(fx: &Fixture, grace: Duration) -> Master {
     Master::open_with(cfg, small_packs()).unwrap()
 }
 
-/// Gives both copies of the large file new content and builds revision `n`; returns the packs
-/// of revision `n - 1` that revision `n` no longer lists.
+/// Gives both copies of the large file new content and builds the next revision; returns the
+/// packs of the revision before that the new one no longer lists.
 fn rebuild_with_new_content(
     master: &Master,
     fx: &Fixture,
     seed: u64,
-    n: u64,
 ) -> Vec<hummel_core::PackInfo> {
     let before = current_index(master, None);
     fs::write(fx.repo.join("a/x.bin"), pseudo_random(300_000, seed)).unwrap();
     fs::write(fx.repo.join("copy.bin"), pseudo_random(300_000, seed + 1)).unwrap();
-    assert_eq!(build(master).revision, Some(n));
+    let n = build(master).revision.unwrap();
+    assert!(n > before.revision, "{n} after {}", before.revision);
     wait_for_revision(master, n);
     let after = current_index(master, None);
     let gone: Vec<_> = before
@@ -1291,8 +1317,8 @@ fn rebuild_with_new_content(
 async fn garbage_collection_deletes_what_no_kept_revision_references() {
     let fx = fixture();
     let master = collecting_master(&fx, Duration::ZERO);
-    assert_eq!(build(&master).revision, Some(1));
-    wait_for_revision(&master, 1);
+    let r1 = build(&master).revision.unwrap();
+    wait_for_revision(&master, r1);
     let first = current_index(&master, None);
     let first_hashes: Vec<Hash> = first.packs.iter().map(|p| p.hash).collect();
     announce(&master, "s1", first_hashes.clone()).await;
@@ -1302,7 +1328,7 @@ async fn garbage_collection_deletes_what_no_kept_revision_references() {
     master.store().put(&Hash::of(&orphan), &orphan).unwrap();
 
     // The maintenance round after the build collects revision 1's packs.
-    let gone = rebuild_with_new_content(&master, &fx, 7, 2);
+    let gone = rebuild_with_new_content(&master, &fx, 7);
     let second = current_index(&master, None);
     for p in &gone {
         assert!(
@@ -1317,8 +1343,8 @@ async fn garbage_collection_deletes_what_no_kept_revision_references() {
     assert!(!master.store().contains(&Hash::of(&orphan)));
     assert_packs_hold_the_tree(&master, &second, &fx.repo);
     assert!(matches!(
-        master.index_bytes(Some(1), None),
-        Err(IndexLookupError::NoSuchRevision(1))
+        master.index_bytes(Some(r1), None),
+        Err(IndexLookupError::NoSuchRevision(n)) if n == r1
     ));
     let status = master.status().gc.unwrap();
     assert_eq!(
@@ -1350,8 +1376,9 @@ async fn garbage_collection_deletes_what_no_kept_revision_references() {
     // pack.
     fs::write(fx.repo.join("a/x.bin"), pseudo_random(300_000, 1)).unwrap();
     fs::write(fx.repo.join("copy.bin"), pseudo_random(300_000, 1)).unwrap();
-    assert_eq!(build(&master).revision, Some(3));
-    wait_for_revision(&master, 3);
+    let r3 = build(&master).revision.unwrap();
+    assert!(r3 > second.revision);
+    wait_for_revision(&master, r3);
     assert_packs_hold_the_tree(&master, &current_index(&master, None), &fx.repo);
     // Numbers are never given twice, across a restart too.
     let highest = crate::read(&master.inner.packs).next_number;
@@ -1365,12 +1392,12 @@ async fn garbage_collection_deletes_what_no_kept_revision_references() {
 async fn packs_stay_for_the_grace_period_after_their_revision_and_their_last_locate() {
     let fx = fixture();
     let master = collecting_master(&fx, Duration::from_secs(60));
-    assert_eq!(build(&master).revision, Some(1));
-    wait_for_revision(&master, 1);
-    let gone = rebuild_with_new_content(&master, &fx, 7, 2);
-    // Within the grace period nothing goes: a client may still download revision 1.
+    let r1 = build(&master).revision.unwrap();
+    wait_for_revision(&master, r1);
+    let gone = rebuild_with_new_content(&master, &fx, 7);
+    // Within the grace period nothing goes: a client may still download the first revision.
     assert_eq!(master.collect_garbage().unwrap(), Default::default());
-    assert!(master.index_bytes(Some(1), None).is_ok());
+    assert!(master.index_bytes(Some(r1), None).is_ok());
     for p in &gone {
         assert!(master.store().contains(&p.hash));
     }
@@ -1397,21 +1424,22 @@ async fn packs_stay_for_the_grace_period_after_their_revision_and_their_last_loc
 fn an_index_file_deleted_under_a_reader_is_no_such_revision_not_an_error() {
     let fx = fixture();
     let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
-    assert_eq!(build(&master).revision, Some(1));
+    let r1 = build(&master).revision.unwrap();
+    let file = fx.data.join(format!("revisions/{r1}.idx"));
     let broken = || crate::MasterError::RevisionIndex {
-        revision: 1,
-        path: fx.data.join("revisions/1.idx"),
+        revision: r1,
+        path: file.clone(),
         reason: "test".into(),
     };
     // The file is there: the failure is the master's.
     assert!(matches!(
-        master.lookup_failed(1, broken()),
+        master.lookup_failed(r1, broken()),
         IndexLookupError::Internal(_)
     ));
     // The garbage collection deleted it after the history lookup: the revision is gone.
-    fs::remove_file(fx.data.join("revisions/1.idx")).unwrap();
+    fs::remove_file(&file).unwrap();
     assert!(matches!(
-        master.lookup_failed(1, broken()),
-        IndexLookupError::NoSuchRevision(1)
+        master.lookup_failed(r1, broken()),
+        IndexLookupError::NoSuchRevision(n) if n == r1
     ));
 }
