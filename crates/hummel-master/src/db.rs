@@ -4,7 +4,8 @@
 //! `packs` (the pack enumeration: number → hash, size, and since schema 2 the zstd level it was
 //! written at, for the repack), `chunks` (where every published chunk lives; the repack moves
 //! chunks to its packs), `slaves` and `replicas` (who holds which pack), `clients` (what each
-//! client holds) and `builds` (build history). The schema version is `PRAGMA user_version`; an
+//! client holds), `builds` (build history) and, since schema 4, `meta` (the repository id).
+//! The schema version is `PRAGMA user_version`; an
 //! older database is migrated step by step on open, each step in one transaction. A slave's
 //! replica set is replaced whole by its complete hashlist ([`Db::record_hashlist`]) and changed
 //! pack by pack by the changes its heartbeats carry ([`Db::record_heartbeat`]), each in one
@@ -29,7 +30,7 @@ use crate::error::MasterError;
 use crate::tracker::{ClientRecord, SlaveRecord};
 
 /// The schema this build writes.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1 → 2: the zstd level each pack was written at, so the background repack knows
 /// which packs are below its level. Every pack of a version-1 database was written by a build,
@@ -42,6 +43,16 @@ const _: () = assert!(DEFAULT_ZSTD_LEVEL == 3);
 /// Version 2 → 3: when the garbage collection deleted a pack (NULL: stored). The row stays as a
 /// tombstone: it keeps the number from being given again.
 const MIGRATE_V2_TO_V3: &str = "ALTER TABLE packs ADD COLUMN collected_unix INTEGER;";
+
+/// Version 3 → 4: the repository id, random 128 bits in lower-case hex, made once with the
+/// database (or by this step for an older one). With the index hash it tells two trees
+/// published under one number apart, e.g. by two masters, or one reset to an empty folder.
+const MIGRATE_V3_TO_V4: &str = "
+CREATE TABLE meta (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO meta(key, value) VALUES ('repository_id', lower(hex(randomblob(16))));";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE revisions (
@@ -254,13 +265,17 @@ impl Db {
         if version == 0 {
             self.conn
                 .execute_batch(&format!(
-                    "BEGIN; {SCHEMA_V1} {MIGRATE_V1_TO_V2} {MIGRATE_V2_TO_V3}
+                    "BEGIN; {SCHEMA_V1} {MIGRATE_V1_TO_V2} {MIGRATE_V2_TO_V3} {MIGRATE_V3_TO_V4}
                      PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
                 ))
                 .map_err(self.err())?;
             return Ok(());
         }
-        let steps = [(1, MIGRATE_V1_TO_V2), (2, MIGRATE_V2_TO_V3)];
+        let steps = [
+            (1, MIGRATE_V1_TO_V2),
+            (2, MIGRATE_V2_TO_V3),
+            (3, MIGRATE_V3_TO_V4),
+        ];
         for (from, sql) in steps.into_iter().filter(|(from, _)| *from >= version) {
             let to = from + 1;
             tracing::info!(path = %self.path.display(), "migrating the database schema from {from} to {to}");
@@ -269,6 +284,17 @@ impl Db {
                 .map_err(self.err())?;
         }
         Ok(())
+    }
+
+    /// The repository id made with the database.
+    pub(crate) fn repository_id(&self) -> Result<String, MasterError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM meta WHERE key='repository_id'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
     }
 
     /// Every revision, oldest first.
@@ -771,6 +797,25 @@ mod tests {
     }
 
     #[test]
+    fn the_repository_id_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hummel.db");
+        let id = Db::open(&path).unwrap().repository_id().unwrap();
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(
+            id.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')),
+            "{id}"
+        );
+        assert_eq!(Db::open(&path).unwrap().repository_id().unwrap(), id);
+        let other = tempfile::tempdir().unwrap();
+        let other_id = Db::open(&other.path().join("hummel.db"))
+            .unwrap()
+            .repository_id()
+            .unwrap();
+        assert_ne!(other_id, id);
+    }
+
+    #[test]
     fn a_version_1_database_is_migrated_and_its_packs_count_as_level_3() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hummel.db");
@@ -791,6 +836,8 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
+        // The migration made a repository id.
+        assert_eq!(db.repository_id().unwrap().len(), 32);
         let packs = db.load_packs().unwrap();
         assert_eq!(packs.len(), 1);
         assert_eq!(

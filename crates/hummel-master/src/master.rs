@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     pub config: MasterConfig,
     pub db_path: PathBuf,
     pub revisions_dir: PathBuf,
+    /// Random hex made with the database ([`Db::repository_id`]).
+    pub repository_id: String,
     pub db: Mutex<Db>,
     pub store: Arc<BlobStore>,
     pub metrics: Metrics,
@@ -204,6 +206,7 @@ impl Master {
         let db = Db::open(&db_path)?;
         let store = Arc::new(BlobStore::open(&config.data.join("store"))?);
 
+        let repository_id = db.repository_id()?;
         let history = db.load_revisions()?;
         let current = match history.last() {
             Some(row) => Some(Arc::new(revision::load_revision(
@@ -270,6 +273,7 @@ impl Master {
                 config,
                 db_path,
                 revisions_dir,
+                repository_id,
                 db: Mutex::new(db),
                 store,
                 metrics: Metrics::default(),
@@ -550,7 +554,7 @@ impl Master {
                 files: c.row.files,
                 bytes: c.row.bytes,
                 index_hash: Some(c.row.index_hash),
-                repository_id: None,
+                repository_id: Some(self.inner.repository_id.clone()),
                 mass_delete_confirmed: false,
             },
             None => RevisionInfo {
@@ -559,7 +563,7 @@ impl Master {
                 files: 0,
                 bytes: 0,
                 index_hash: None,
-                repository_id: None,
+                repository_id: Some(self.inner.repository_id.clone()),
                 mass_delete_confirmed: false,
             },
         }
@@ -575,34 +579,34 @@ impl Master {
             .collect()
     }
 
-    /// The encoded index of `revision` (default: current) below `path` (default: all).
-    /// Blocking and CPU-bound for subtrees and old revisions.
+    /// The encoded index of `revision` (default: current) below `path` (default: all), with the
+    /// revision's row. Blocking and CPU-bound for subtrees and old revisions.
     pub(crate) fn index_bytes(
         &self,
         revision: Option<u64>,
         path: Option<&RelPath>,
-    ) -> Result<(u64, Bytes), IndexLookupError> {
+    ) -> Result<(RevisionRow, Bytes), IndexLookupError> {
         let current = self.current().ok_or(IndexLookupError::NoRevision)?;
         if let Some(n) = revision
             && n != current.row.number
             && path.is_none()
         {
             // A whole old revision: its file as it is, without decoding it.
-            self.revision_row(n)?;
+            let row = self.revision_row(n)?;
             let bytes = revision::read_index_bytes(&self.inner.revisions_dir, n)
                 .map_err(|e| self.lookup_failed(n, e))?;
-            return Ok((n, bytes));
+            return Ok((row, bytes));
         }
         let loaded = self.loaded_revision(revision)?;
-        let number = loaded.row.number;
+        let row = loaded.row.clone();
         match path {
-            None => Ok((number, loaded.encoded.clone())),
+            None => Ok((row, loaded.encoded.clone())),
             Some(dir) => {
                 let sub = loaded
                     .index
                     .subtree(dir)
                     .ok_or_else(|| IndexLookupError::NoSuchPath(dir.clone()))?;
-                Ok((number, Bytes::from(hummel_core::index::encode(&sub))))
+                Ok((row, Bytes::from(hummel_core::index::encode(&sub))))
             }
         }
     }
@@ -615,7 +619,7 @@ impl Master {
         revision: Option<u64>,
         path: Option<&RelPath>,
         since: u64,
-    ) -> Result<Option<(u64, Bytes)>, IndexLookupError> {
+    ) -> Result<Option<(RevisionRow, Bytes)>, IndexLookupError> {
         let target = self.loaded_revision(revision)?;
         if since >= target.row.number {
             return Ok(None);
@@ -638,7 +642,7 @@ impl Master {
         };
         Ok(delta.map(|d| {
             (
-                target.row.number,
+                target.row.clone(),
                 Bytes::from(hummel_core::delta::encode_delta(&d)),
             )
         }))

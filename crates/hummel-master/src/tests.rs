@@ -217,7 +217,7 @@ fn build_publishes_reuses_and_survives_reopen() {
     let (n, old) = master
         .index_bytes(Some(r1), Some(&RelPath::new("a").unwrap()))
         .unwrap();
-    assert_eq!(n, r1);
+    assert_eq!(n.number, r1);
     assert_eq!(decode(&old).unwrap().0.revision, r1);
     assert!(matches!(
         master.index_bytes(Some(9), None),
@@ -674,6 +674,69 @@ async fn api_flow_build_index_slaves_locate_status() {
     let (s, _, body) = call(&master, "GET", &format!("/blob/{}", pack.hash), None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(Hash::of(&body), pack.hash);
+}
+
+/// The revision headers of an index answer: number, whole-revision hash, repository id.
+fn identity(h: &axum::http::HeaderMap) -> (String, String, String) {
+    let get = |name: &str| h[name].to_str().unwrap().to_string();
+    (
+        get("x-hummel-revision"),
+        get(&hummel_proto::api::REVISION_HASH_HEADER.to_ascii_lowercase()),
+        get(&hummel_proto::api::REPOSITORY_ID_HEADER.to_ascii_lowercase()),
+    )
+}
+
+#[tokio::test]
+async fn index_answers_name_the_whole_revision_and_the_repository() {
+    let fx = fixture();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let first = http_build(&master).await;
+    let info1 = master.revision_info();
+    let repository = info1.repository_id.clone().unwrap();
+    assert_eq!(repository.len(), 32, "{repository}");
+    fs::write(fx.repo.join("a/x.bin"), pseudo_random(300_000, 5)).unwrap();
+    let second = http_build(&master).await;
+    let info2 = master.revision_info();
+    let (r1, r2) = (first.revision.unwrap(), second.revision.unwrap());
+    let (h1, h2) = (
+        info1.index_hash.unwrap().to_hex(),
+        info2.index_hash.unwrap().to_hex(),
+    );
+    assert_ne!(h1, h2);
+
+    for (uri, kind, revision, hash) in [
+        ("/api/v1/index".to_string(), "full", r2, &h2),
+        ("/api/v1/index?path=a".to_string(), "full", r2, &h2),
+        (format!("/api/v1/index?since={r1}"), "delta", r2, &h2),
+        (format!("/api/v1/index?path=a&since={r1}"), "delta", r2, &h2),
+        (format!("/api/v1/index?revision={r1}"), "full", r1, &h1),
+        (
+            format!("/api/v1/index?revision={r1}&path=a"),
+            "full",
+            r1,
+            &h1,
+        ),
+    ] {
+        let (s, h, _) = call(&master, "GET", &uri, None, None).await;
+        assert_eq!(s, StatusCode::OK, "{uri}");
+        assert_eq!(h["x-hummel-index-kind"], kind, "{uri}");
+        assert_eq!(
+            identity(&h),
+            (revision.to_string(), hash.clone(), repository.clone()),
+            "{uri}"
+        );
+    }
+    // The id is the database's: the same after a restart, another for another master.
+    drop(master);
+    let reopened = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    assert_eq!(
+        reopened.revision_info().repository_id,
+        Some(repository.clone())
+    );
+    let other = tempfile::tempdir().unwrap();
+    let stranger = Master::open(config(&fx.repo, other.path())).unwrap();
+    let theirs = stranger.revision_info().repository_id.unwrap();
+    assert_ne!(theirs, repository);
 }
 
 #[tokio::test]
