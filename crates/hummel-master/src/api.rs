@@ -22,9 +22,10 @@ use axum::{Extension, Json, Router};
 use hummel_core::{Hash, RelPath};
 use hummel_proto::ApiErrorBody;
 use hummel_proto::api::{
-    self as endpoints, BuildStarted, BuildStatus, ClientReport, HashlistChanges, Health, Heartbeat,
-    LocateRequest, LocateResponse, MAX_JSON_BODY, REPOSITORY_ID_HEADER, REVISION_HASH_HEADER,
-    RevisionInfo, SlaveDirective, SlaveHashlist, StatusResponse,
+    self as endpoints, BuildQuery, BuildStarted, BuildStatus, ClientReport, HashlistChanges,
+    Health, Heartbeat, LocateRequest, LocateResponse, MASS_DELETE_HEADER, MAX_JSON_BODY,
+    REPOSITORY_ID_HEADER, REVISION_HASH_HEADER, RevisionInfo, SlaveDirective, SlaveHashlist,
+    StatusResponse,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -245,8 +246,10 @@ async fn metrics(State(master): State<Master>) -> Result<Response, ApiError> {
 async fn start_build(
     _: WriteAccess,
     State(master): State<Master>,
+    query: Result<Query<BuildQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<BuildStarted>), ApiError> {
-    let build_id = blocking(move || master.start_build()).await??;
+    let Query(request) = query.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let build_id = blocking(move || master.start_build_with(&request)).await??;
     Ok((StatusCode::ACCEPTED, Json(BuildStarted { build_id })))
 }
 
@@ -333,7 +336,8 @@ async fn index(
 }
 
 /// What names the revision an index answer (whole, subtree or delta) was cut from: its number,
-/// the whole revision's index hash and the repository id.
+/// the whole revision's index hash and the repository id; and, when the admin confirmed the
+/// mass delete it makes, [`MASS_DELETE_HEADER`].
 fn identity_headers(row: &RevisionRow, repository_id: &str) -> Result<HeaderMap, ApiError> {
     let bad = |e: &dyn std::fmt::Display| ApiError::Internal(format!("index header: {e}"));
     let mut headers = HeaderMap::new();
@@ -348,6 +352,9 @@ fn identity_headers(row: &RevisionRow, repository_id: &str) -> Result<HeaderMap,
         value(&row.index_hash.to_hex())?,
     );
     headers.insert(name(REPOSITORY_ID_HEADER)?, value(repository_id)?);
+    if row.mass_delete_confirmed {
+        headers.insert(name(MASS_DELETE_HEADER)?, HeaderValue::from_static("1"));
+    }
     Ok(headers)
 }
 

@@ -30,7 +30,7 @@ use crate::error::MasterError;
 use crate::tracker::{ClientRecord, SlaveRecord};
 
 /// The schema this build writes.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// Version 1 → 2: the zstd level each pack was written at, so the background repack knows
 /// which packs are below its level. Every pack of a version-1 database was written by a build,
@@ -53,6 +53,11 @@ CREATE TABLE meta (
     value  TEXT NOT NULL
 ) WITHOUT ROWID;
 INSERT INTO meta(key, value) VALUES ('repository_id', lower(hex(randomblob(16))));";
+
+/// Version 4 → 5: whether the admin confirmed that a revision removes most of the repository
+/// (`hummel build --allow-mass-delete`); earlier revisions needed no confirmation.
+const MIGRATE_V4_TO_V5: &str =
+    "ALTER TABLE revisions ADD COLUMN mass_delete_confirmed INTEGER NOT NULL DEFAULT 0;";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE revisions (
@@ -132,6 +137,9 @@ pub(crate) struct RevisionRow {
     /// The build that published it; `None` for the repack's revisions (the same tree as the
     /// revision before, in other packs).
     pub build_id: Option<u64>,
+    /// The admin confirmed that it removes most of the repository (a repack's revision keeps
+    /// the confirmation of the tree it repacked).
+    pub mass_delete_confirmed: bool,
 }
 
 /// What one build (or repack) publishes in one transaction.
@@ -266,7 +274,7 @@ impl Db {
             self.conn
                 .execute_batch(&format!(
                     "BEGIN; {SCHEMA_V1} {MIGRATE_V1_TO_V2} {MIGRATE_V2_TO_V3} {MIGRATE_V3_TO_V4}
-                     PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                     {MIGRATE_V4_TO_V5} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
                 ))
                 .map_err(self.err())?;
             return Ok(());
@@ -275,6 +283,7 @@ impl Db {
             (1, MIGRATE_V1_TO_V2),
             (2, MIGRATE_V2_TO_V3),
             (3, MIGRATE_V3_TO_V4),
+            (4, MIGRATE_V4_TO_V5),
         ];
         for (from, sql) in steps.into_iter().filter(|(from, _)| *from >= version) {
             let to = from + 1;
@@ -303,7 +312,7 @@ impl Db {
             .conn
             .prepare(
                 "SELECT number, created_unix, index_hash, files, bytes, build_started_unix,
-                    build_id
+                    build_id, mass_delete_confirmed
                  FROM revisions ORDER BY number",
             )
             .map_err(self.err())?;
@@ -317,6 +326,7 @@ impl Db {
                     bytes: from_sql_int(r.get(4)?),
                     build_started_unix: r.get(5)?,
                     build_id: r.get::<_, Option<i64>>(6)?.map(from_sql_int),
+                    mass_delete_confirmed: r.get(7)?,
                 })
             })
             .map_err(self.err())?;
@@ -459,8 +469,8 @@ impl Db {
             }
             tx.execute(
                 "INSERT INTO revisions(number, created_unix, index_hash, files, bytes, build_id,
-                    build_started_unix)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    build_started_unix, mass_delete_confirmed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     to_sql_int(p.revision.number),
                     p.revision.created_unix,
@@ -468,7 +478,8 @@ impl Db {
                     to_sql_int(p.revision.files),
                     to_sql_int(p.revision.bytes),
                     p.revision.build_id.map(to_sql_int),
-                    p.revision.build_started_unix
+                    p.revision.build_started_unix,
+                    p.revision.mass_delete_confirmed
                 ],
             )
             .map_err(db_err(&path))?;
@@ -772,6 +783,7 @@ mod tests {
             bytes: 0,
             build_started_unix: 1,
             build_id: Some(1),
+            mass_delete_confirmed: false,
         }
     }
 
@@ -873,6 +885,7 @@ mod tests {
             revision: &RevisionRow {
                 number: 2,
                 build_id: None,
+                mass_delete_confirmed: true,
                 ..row
             },
             new_packs: &[],
@@ -890,13 +903,13 @@ mod tests {
             .collect();
         assert_eq!(levels, [(1, 9), (2, 9)]);
         assert_eq!(db.load_chunks().unwrap()[&chunk.hash], moved);
-        let builds: Vec<Option<u64>> = db
+        let builds: Vec<(Option<u64>, bool)> = db
             .load_revisions()
             .unwrap()
             .iter()
-            .map(|r| r.build_id)
+            .map(|r| (r.build_id, r.mass_delete_confirmed))
             .collect();
-        assert_eq!(builds, [Some(1), None]);
+        assert_eq!(builds, [(Some(1), false), (None, true)]);
         drop(db);
         // Opening again does not migrate twice.
         Db::open(&path).unwrap();

@@ -30,9 +30,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use hummel_core::{ChunkLocation, Hash, Index, PackInfo, RelPath};
 use hummel_proto::api::{
-    Assignment, BuildState, BuildStatus, ClientReport, HashlistVersion, Heartbeat, LocateRequest,
-    LocateResponse, ReplicationHealth, RevisionInfo, SlaveDirective, SlaveEndpoint, SlaveHashlist,
-    SlaveState, SlaveStatus, StatusResponse,
+    Assignment, BuildQuery, BuildState, BuildStatus, ClientReport, HashlistVersion, Heartbeat,
+    LocateRequest, LocateResponse, ReplicationHealth, RevisionInfo, SlaveDirective, SlaveEndpoint,
+    SlaveHashlist, SlaveState, SlaveStatus, StatusResponse,
 };
 use hummel_store::BlobStore;
 
@@ -157,6 +157,8 @@ pub(crate) struct NewRevision<'a> {
     pub relevelled_packs: &'a [u32],
     pub new_chunks: &'a [ChunkLocation],
     pub moved_chunks: &'a [ChunkLocation],
+    /// The admin confirmed the mass delete this tree makes.
+    pub mass_delete_confirmed: bool,
 }
 
 /// Why an index request cannot be answered.
@@ -322,15 +324,23 @@ impl Master {
         &self.inner.store
     }
 
-    /// Starts a build on its own thread, or returns the id of the one already running.
+    /// Starts a build on its own thread, or returns the id of the one already running. The
+    /// build refuses a mass delete (see `build::check_mass_delete`).
     pub fn start_build(&self) -> Result<u64, MasterError> {
+        self.start_build_with(&BuildQuery::default())
+    }
+
+    /// [`Master::start_build`] with the request's options: `allow_mass_delete` publishes a
+    /// tree the mass-delete guard would refuse, and records the confirmation in the revision.
+    /// A build already running keeps its own options.
+    pub fn start_build_with(&self, request: &BuildQuery) -> Result<u64, MasterError> {
         let mut book = lock(&self.inner.builds);
         if let Some(id) = book.running {
             return Ok(id);
         }
         let started = now_unix();
         let id = lock(&self.inner.db).insert_build(started)?;
-        let run = Arc::new(BuildRun::new(id, started));
+        let run = Arc::new(BuildRun::new(id, started, request.allow_mass_delete));
         book.runs.insert(id, run.clone());
         book.running = Some(id);
         // Under the builds lock: a repack checks the epoch under it before publishing.
@@ -468,6 +478,7 @@ impl Master {
             packs: &packs,
             next_pack_number,
             options: self.inner.build_options,
+            allow_mass_delete: run.allow_mass_delete,
         };
         let prepared = match build::prepare(&inputs, run)? {
             Preparation::Unchanged => {
@@ -487,6 +498,7 @@ impl Master {
                 relevelled_packs: &[],
                 new_chunks: &prepared.new_chunks,
                 moved_chunks: &[],
+                mass_delete_confirmed: prepared.mass_delete_confirmed,
             },
         )
     }
@@ -513,6 +525,7 @@ impl Master {
             bytes: index.total_size(),
             build_started_unix: new.build_started_unix,
             build_id: new.build_id,
+            mass_delete_confirmed: new.mass_delete_confirmed,
         };
         lock(&self.inner.db).publish(&Publication {
             revision: &row,
@@ -555,7 +568,7 @@ impl Master {
                 bytes: c.row.bytes,
                 index_hash: Some(c.row.index_hash),
                 repository_id: Some(self.inner.repository_id.clone()),
-                mass_delete_confirmed: false,
+                mass_delete_confirmed: c.row.mass_delete_confirmed,
             },
             None => RevisionInfo {
                 revision: None,

@@ -314,6 +314,8 @@ impl Master {
                 relevelled_packs: &relevelled,
                 new_chunks: &[],
                 moved_chunks: &moved,
+                // The same tree: a client coming from before the build meets the same deletes.
+                mass_delete_confirmed: source.row.mass_delete_confirmed,
             },
         )?;
         drop(book);

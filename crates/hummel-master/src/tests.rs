@@ -814,6 +814,210 @@ async fn dashboard_renders_and_its_form_checks_the_token() {
     assert_eq!(resp.headers()[header::LOCATION], "/");
 }
 
+/// Empties a folder, keeping the folder itself.
+fn empty_folder(dir: &Path) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            fs::remove_dir_all(p).unwrap();
+        } else {
+            fs::remove_file(p).unwrap();
+        }
+    }
+}
+
+/// `POST /ui/build` with the write token, and the checkbox if `allow`; waits for the build.
+async fn form_build(master: &Master, allow: bool) -> BuildStatus {
+    let body = if allow {
+        format!("token={WRITE}&allow_mass_delete=true")
+    } else {
+        format!("token={WRITE}")
+    };
+    let req = Request::builder()
+        .method("POST")
+        .uri("/ui/build")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body))
+        .unwrap();
+    let resp = master.router().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let m = master.clone();
+    tokio::task::spawn_blocking(move || {
+        let id = m.latest_build().unwrap().id;
+        wait(&m, id)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_mass_delete_needs_the_admins_confirmation() {
+    let fx = fixture();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let r1 = http_build(&master).await.revision.unwrap();
+    assert!(!master.revision_info().mass_delete_confirmed);
+
+    // The folder empties (an unmounted disk): refused, the revision stays.
+    empty_folder(&fx.repo);
+    let refused = http_build(&master).await;
+    assert_eq!(refused.state, BuildState::Failed);
+    let error = refused.error.unwrap();
+    assert!(
+        error.starts_with("refusing to publish: the repository folder")
+            && error.contains("holds no files, so the build removes 4 of 4 files (100%)")
+            && error.contains(&format!("of revision {r1}"))
+            && error.contains("--allow-mass-delete"),
+        "{error}"
+    );
+    assert_eq!(master.revision_info().revision, Some(r1));
+
+    // Confirmed through the API: published, and the revision says so.
+    let (s, _, body) = call(
+        &master,
+        "POST",
+        "/build?allow_mass_delete=true",
+        Some(WRITE),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let id = json::<BuildStarted>(&body).build_id;
+    let m = master.clone();
+    let confirmed = tokio::task::spawn_blocking(move || wait(&m, id))
+        .await
+        .unwrap();
+    assert_eq!(
+        confirmed.state,
+        BuildState::Succeeded,
+        "{:?}",
+        confirmed.error
+    );
+    assert!(
+        confirmed
+            .warnings
+            .iter()
+            .any(|w| w.contains("mass-delete confirmation")),
+        "{:?}",
+        confirmed.warnings
+    );
+    let r2 = confirmed.revision.unwrap();
+    assert!(r2 > r1);
+    let (_, _, body) = call(&master, "GET", "/api/v1/revision", None, None).await;
+    let info: RevisionInfo = json(&body);
+    assert_eq!((info.revision, info.files), (Some(r2), 0));
+    assert!(info.mass_delete_confirmed);
+    let mass_delete = hummel_proto::api::MASS_DELETE_HEADER.to_ascii_lowercase();
+    let (_, h, _) = call(&master, "GET", "/api/v1/index", None, None).await;
+    assert_eq!(h[mass_delete.as_str()], "1");
+    let (_, h, _) = call(
+        &master,
+        "GET",
+        &format!("/api/v1/index?since={r1}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(h["x-hummel-index-kind"], "delta");
+    assert_eq!(h[mass_delete.as_str()], "1");
+    let (_, h, _) = call(
+        &master,
+        "GET",
+        &format!("/api/v1/index?revision={r1}"),
+        None,
+        None,
+    )
+    .await;
+    assert!(h.get(mass_delete.as_str()).is_none());
+    let (_, _, page) = call(&master, "GET", "/", None, None).await;
+    assert!(
+        String::from_utf8(page)
+            .unwrap()
+            .contains("confirmed by the admin")
+    );
+
+    // Files come back: an ordinary build, no confirmation recorded.
+    fs::write(fx.repo.join("b.txt"), b"back\n").unwrap();
+    let normal = http_build(&master).await;
+    assert_eq!(normal.state, BuildState::Succeeded, "{:?}", normal.error);
+    assert!(!master.revision_info().mass_delete_confirmed);
+    let (_, h, _) = call(&master, "GET", "/api/v1/index", None, None).await;
+    assert!(h.get(mass_delete.as_str()).is_none());
+
+    // The dashboard's checkbox confirms the same way.
+    empty_folder(&fx.repo);
+    let refused = form_build(&master, false).await;
+    assert_eq!(refused.state, BuildState::Failed, "{refused:?}");
+    assert!(refused.error.unwrap().starts_with("refusing to publish"));
+    let ticked = form_build(&master, true).await;
+    assert_eq!(ticked.state, BuildState::Succeeded, "{:?}", ticked.error);
+    assert!(master.revision_info().mass_delete_confirmed);
+    // The confirmation is part of the revision's record.
+    drop(master);
+    let reopened = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    assert!(reopened.revision_info().mass_delete_confirmed);
+}
+
+#[tokio::test]
+async fn a_missing_folder_or_an_empty_first_build_publishes_nothing_unless_confirmed() {
+    let fx = fixture();
+    empty_folder(&fx.repo);
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let first = http_build(&master).await;
+    assert_eq!(first.state, BuildState::Failed);
+    let error = first.error.unwrap();
+    assert!(error.contains("nothing to publish"), "{error}");
+    assert_eq!(master.revision_info().revision, None);
+
+    fs::write(fx.repo.join("only.txt"), b"one file\n").unwrap();
+    let r1 = http_build(&master).await.revision.unwrap();
+    // The folder disappears.
+    fs::remove_dir_all(&fx.repo).unwrap();
+    let gone = http_build(&master).await;
+    assert_eq!(gone.state, BuildState::Failed);
+    let error = gone.error.unwrap();
+    assert!(
+        error.contains("is missing, so the build removes 1 of 1 files"),
+        "{error}"
+    );
+    assert_eq!(master.revision_info().revision, Some(r1));
+    // A folder that cannot be listed is never published, confirmed or not.
+    fs::write(&fx.repo, b"a file, not a folder").unwrap();
+    let id = master
+        .start_build_with(&hummel_proto::api::BuildQuery {
+            allow_mass_delete: true,
+        })
+        .unwrap();
+    let unreadable = wait(&master, id);
+    assert_eq!(unreadable.state, BuildState::Failed);
+    assert!(
+        unreadable
+            .error
+            .unwrap()
+            .contains("cannot list the repository folder"),
+        "{:?}",
+        master.latest_build()
+    );
+    assert_eq!(master.revision_info().revision, Some(r1));
+    fs::remove_file(&fx.repo).unwrap();
+    // Confirmed, the missing folder publishes an empty revision.
+    let id = master
+        .start_build_with(&hummel_proto::api::BuildQuery {
+            allow_mass_delete: true,
+        })
+        .unwrap();
+    let confirmed = wait(&master, id);
+    assert_eq!(
+        confirmed.state,
+        BuildState::Succeeded,
+        "{:?}",
+        confirmed.error
+    );
+    let info = master.revision_info();
+    assert!(info.revision > Some(r1));
+    assert_eq!(info.files, 0);
+    assert!(info.mass_delete_confirmed);
+}
+
 /// Regression: a build seen finished must free the slot at once, or `hummel build --wait` run
 /// twice in a row would get the old build back instead of a new one.
 #[test]

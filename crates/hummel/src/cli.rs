@@ -191,6 +191,11 @@ pub struct BuildArgs {
     /// Print the final build status as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Publish even if the repository folder is missing or empty, or the build removes more
+    /// than half of the current revision's files or bytes (the master refuses otherwise).
+    /// The revision records the confirmation.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
     /// The master's write token.
     #[arg(long, env = "HUMMEL_WRITE_TOKEN", hide_env_values = true)]
     pub write_token: Option<String>,

@@ -6,6 +6,7 @@ mod integration {
     pub mod util;
 
     mod auth;
+    mod build_safety;
     mod cli;
     mod e2e;
     mod faults;
