@@ -2,9 +2,12 @@
 //!
 //! [`prepare`] runs on the caller's (blocking) thread and drives rayon:
 //!
-//! 1. [`walk`] lists the repository with `std::fs`, never following symlinks. Symlinks, special
-//!    files, any `.hummel` folder and the master's own data folder are skipped with a warning;
-//!    an invalid name ([`RelPath`] rules) fails the build.
+//! 1. [`walk`] lists the repository with `std::fs`. Symlinks are skipped with a warning (clients
+//!    would delete what they point to), or followed with `follow_symlinks`: a folder already on
+//!    the path from the root (its device and inode) is skipped as a loop, and a tree deeper than
+//!    [`MAX_DEPTH`] fails the build. Special files, any `.hummel` folder and the master's own
+//!    data folder are skipped with a warning; an invalid name ([`RelPath`] rules) fails the
+//!    build.
 //!    Then the mass-delete guard ([`check_mass_delete`]): a repository folder that is missing or
 //!    holds no file, or a tree that removes more than half of the previous revision's files or
 //!    bytes, fails the build unless the request confirmed it (`allow_mass_delete`). An
@@ -14,7 +17,10 @@
 //!    unless its mtime is within [`RACY_MARGIN_SECS`] of the previous build's start (it may have
 //!    changed while being read without its mtime moving; git's "racily clean" rule).
 //! 3. Other files are chunked in parallel (one file per rayon task, one `ChunkCompressor` per
-//!    thread). A chunk already published (the database's chunk table) or already claimed by
+//!    thread). A file whose size, mtime or inode differ between the stat before and after the
+//!    read, or that gave other than its size in bytes, changed while it was read: it is read
+//!    again, [`READ_ATTEMPTS`] times at most, then the build fails naming it. No entry ever
+//!    holds a torn mixture of two versions. A chunk already published (the database's chunk table) or already claimed by
 //!    another task of this build is not stored again; new chunks go over a bounded channel to a
 //!    single pack-writer thread, which seals a pack at the target size and commits it to the
 //!    [`BlobStore`] (verify, fsync, rename).
@@ -58,6 +64,10 @@ const MAX_WARNINGS: usize = 200;
 const RACY_MARGIN_SECS: i64 = 2;
 /// Stored chunks in flight between the chunking threads and the pack writer.
 pub(crate) const CHANNEL_DEPTH: usize = 64;
+/// Reads of a file that keeps changing before the build gives up.
+pub(crate) const READ_ATTEMPTS: u32 = 3;
+/// Deepest folder nesting the walk goes to (followed symlinks can nest without end).
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// Why a build failed. The message is one line and names the path or object involved.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +98,14 @@ pub(crate) enum BuildError {
     Panicked,
     #[error("{0}")]
     MassDelete(MassDelete),
+    #[error(
+        "{path} kept changing while it was read ({attempts} attempts); finish copying it and build again"
+    )]
+    KeptChanging { path: RelPath, attempts: u32 },
+    #[error(
+        "{path} lies more than {MAX_DEPTH} folders deep; does a symlink make the tree endless?"
+    )]
+    TooDeep { path: PathBuf },
     #[error(
         "refusing to publish: cannot list the repository folder {path}: {source}; fix its mount or permissions and build again"
     )]
@@ -391,6 +409,8 @@ pub(crate) struct BuildInputs<'a> {
     pub options: BuildOptions,
     /// The admin confirmed a mass delete: the guard's refusal becomes a warning.
     pub allow_mass_delete: bool,
+    /// Publish what symlinks point to (files and folders) instead of skipping them.
+    pub follow_symlinks: bool,
 }
 
 /// A new tree ready to publish (revision number and time not yet set).
@@ -428,7 +448,7 @@ pub(crate) fn prepare(inputs: &BuildInputs<'_>, run: &BuildRun) -> Result<Prepar
         Some(repo) => {
             // The folder itself must list: an error there says nothing about its files.
             fs::read_dir(repo).map_err(unreadable)?;
-            walk(repo, data.as_deref(), run)?
+            walk(repo, data.as_deref(), inputs.follow_symlinks, run)?
         }
         None => Tree::default(),
     };
@@ -524,6 +544,46 @@ struct WalkedFile {
     size: u64,
     mode: u32,
     mtime_ns: i64,
+    /// Reached through a symlink: stat its target.
+    followed: bool,
+}
+
+/// What says a file did not change: size, mtime and identity.
+#[derive(Debug, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime_ns: i64,
+    id: Option<(u64, u64)>,
+}
+
+impl Stamp {
+    fn of(md: &Metadata) -> Stamp {
+        Stamp {
+            size: md.len(),
+            mtime_ns: mtime_ns_of(md),
+            id: file_id(md),
+        }
+    }
+}
+
+/// (device, inode).
+#[cfg(unix)]
+fn file_id(md: &Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((md.dev(), md.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+/// A folder to list, with the identities of the folders from the root down to it.
+struct PendingDir {
+    abs: PathBuf,
+    rel: PathBuf,
+    depth: usize,
+    ancestors: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -565,16 +625,28 @@ fn mtime_ns_of(md: &Metadata) -> i64 {
 }
 
 /// Lists the tree below `repo` (canonical). `skip` is the master's data folder (canonical).
-fn walk(repo: &Path, skip: Option<&Path>, run: &BuildRun) -> Result<Tree, BuildError> {
+/// With `follow`, symlinks count as what they point to.
+fn walk(
+    repo: &Path,
+    skip: Option<&Path>,
+    follow: bool,
+    run: &BuildRun,
+) -> Result<Tree, BuildError> {
     let mut tree = Tree::default();
-    let mut stack: Vec<(PathBuf, PathBuf)> = vec![(repo.to_path_buf(), PathBuf::new())];
-    while let Some((abs_dir, rel_dir)) = stack.pop() {
-        let listing = fs::read_dir(&abs_dir).map_err(read_err(&abs_dir))?;
+    let root = fs::metadata(repo).map_err(read_err(repo))?;
+    let mut stack = vec![PendingDir {
+        abs: repo.to_path_buf(),
+        rel: PathBuf::new(),
+        depth: 0,
+        ancestors: file_id(&root).into_iter().collect(),
+    }];
+    while let Some(dir) = stack.pop() {
+        let listing = fs::read_dir(&dir.abs).map_err(read_err(&dir.abs))?;
         for entry in listing {
-            let entry = entry.map_err(read_err(&abs_dir))?;
+            let entry = entry.map_err(read_err(&dir.abs))?;
             let name = entry.file_name();
             let abs = entry.path();
-            let rel = rel_dir.join(&name);
+            let rel = dir.rel.join(&name);
             // Reserved at every depth: a client syncing the subtree above it keeps its state there.
             if name == RESERVED_TOP_NAME {
                 run.warn(format!(
@@ -584,23 +656,67 @@ fn walk(repo: &Path, skip: Option<&Path>, run: &BuildRun) -> Result<Tree, BuildE
                 continue;
             }
             let kind = entry.file_type().map_err(read_err(&abs))?;
-            if kind.is_symlink() {
-                run.warn(format!("skipped symlink {}", rel.display()));
-            } else if kind.is_dir() {
-                if skip == Some(abs.as_path()) {
+            let followed = kind.is_symlink();
+            let md = if !followed {
+                fs::symlink_metadata(&abs).map_err(read_err(&abs))?
+            } else if !follow {
+                run.warn(format!(
+                    "skipped symlink {}: clients will delete it from their copies; use \
+                     --follow-symlinks to publish its target",
+                    rel.display()
+                ));
+                continue;
+            } else {
+                match fs::metadata(&abs) {
+                    Ok(md) => md,
+                    Err(e) => {
+                        run.warn(format!(
+                            "skipped symlink {}: its target cannot be read ({e}); clients will \
+                             delete it from their copies",
+                            rel.display()
+                        ));
+                        continue;
+                    }
+                }
+            };
+            if md.is_dir() {
+                let target = if followed {
+                    fs::canonicalize(&abs).ok()
+                } else {
+                    Some(abs.clone())
+                };
+                if skip.is_some() && target.as_deref() == skip {
                     run.warn(format!(
                         "skipped {}: the master's data folder",
                         rel.display()
                     ));
                     continue;
                 }
+                let id = file_id(&md);
+                if let Some(id) = id
+                    && dir.ancestors.contains(&id)
+                {
+                    run.warn(format!(
+                        "skipped {}: it leads back to a folder above it (a symlink loop)",
+                        rel.display()
+                    ));
+                    continue;
+                }
+                if dir.depth >= MAX_DEPTH {
+                    return Err(BuildError::TooDeep { path: rel });
+                }
                 let path = RelPath::from_path(&rel)?;
-                let md = fs::symlink_metadata(&abs).map_err(read_err(&abs))?;
                 tree.dirs.push((path, mode_of(&md)));
-                stack.push((abs, rel));
-            } else if kind.is_file() {
+                let mut ancestors = dir.ancestors.clone();
+                ancestors.extend(id);
+                stack.push(PendingDir {
+                    abs,
+                    rel,
+                    depth: dir.depth + 1,
+                    ancestors,
+                });
+            } else if md.is_file() {
                 let path = RelPath::from_path(&rel)?;
-                let md = fs::symlink_metadata(&abs).map_err(read_err(&abs))?;
                 run.files_total.fetch_add(1, Ordering::Relaxed);
                 run.bytes_total.fetch_add(md.len(), Ordering::Relaxed);
                 tree.files.push(WalkedFile {
@@ -609,6 +725,7 @@ fn walk(repo: &Path, skip: Option<&Path>, run: &BuildRun) -> Result<Tree, BuildE
                     size: md.len(),
                     mode: mode_of(&md),
                     mtime_ns: mtime_ns_of(&md),
+                    followed,
                 });
             } else {
                 run.warn(format!("skipped special file {}", rel.display()));
@@ -797,13 +914,47 @@ struct ChunkSink<'a> {
 }
 
 impl ChunkSink<'_> {
+    /// Reads `f` until two stats around a read agree with each other and with the bytes read.
     fn read_file(&self, f: &WalkedFile) -> Result<BuiltFile, BuildError> {
+        for attempt in 1..=READ_ATTEMPTS {
+            if let Some(built) = self.read_once(f)? {
+                self.run.files_done.fetch_add(1, Ordering::Relaxed);
+                return Ok(built);
+            }
+            tracing::debug!(build = self.run.id, path = %f.rel, attempt, "file changed while read");
+        }
+        Err(BuildError::KeptChanging {
+            path: f.rel.clone(),
+            attempts: READ_ATTEMPTS,
+        })
+    }
+
+    /// One read of `f`; `None` when it changed meanwhile. Chunks already sent stay stored
+    /// (unreferenced unless another file has them).
+    fn read_once(&self, f: &WalkedFile) -> Result<Option<BuiltFile>, BuildError> {
+        let stat = |p: &Path| {
+            if f.followed {
+                fs::metadata(p)
+            } else {
+                fs::symlink_metadata(p)
+            }
+        };
+        let before = stat(&f.abs).map_err(read_err(&f.abs))?;
+        if !before.is_file() {
+            return Ok(None);
+        }
         let file = File::open(&f.abs).map_err(read_err(&f.abs))?;
+        // Replaced between the stat and the open?
+        let opened = file.metadata().map_err(read_err(&f.abs))?;
         let mut hashes = Vec::new();
-        let digest = chunk_stream::<_, SinkError, _>(&self.chunker, file, |c| {
-            self.run
-                .bytes_done
-                .fetch_add(c.data.len() as u64, Ordering::Relaxed);
+        let mut read = 0u64;
+        // One byte more than the stat said tells a growing file, and a file growing faster
+        // than it is read cannot keep the build reading.
+        let bounded = io::Read::take(file, before.len().saturating_add(1));
+        let digest = chunk_stream::<_, SinkError, _>(&self.chunker, bounded, |c| {
+            let n = c.data.len() as u64;
+            read += n;
+            self.run.bytes_done.fetch_add(n, Ordering::Relaxed);
             hashes.push(c.hash);
             if self.known.contains_key(&c.hash) || !lock(self.claimed).insert(c.hash) {
                 return Ok(());
@@ -828,15 +979,22 @@ impl ChunkSink<'_> {
             SinkError::Compressor(e) => BuildError::Compressor(e),
             SinkError::WriterStopped => BuildError::WriterStopped,
         })?;
-        self.run.files_done.fetch_add(1, Ordering::Relaxed);
-        Ok(BuiltFile {
+        #[cfg(test)]
+        read_hook::after_read(&f.abs);
+        let after = stat(&f.abs).map_err(read_err(&f.abs))?;
+        let stamp = Stamp::of(&before);
+        if Stamp::of(&opened) != stamp || Stamp::of(&after) != stamp || digest.size != stamp.size {
+            self.run.bytes_done.fetch_sub(read, Ordering::Relaxed);
+            return Ok(None);
+        }
+        Ok(Some(BuiltFile {
             rel: f.rel.clone(),
             size: digest.size,
-            mode: f.mode,
-            mtime_ns: f.mtime_ns,
+            mode: mode_of(&before),
+            mtime_ns: stamp.mtime_ns,
             hash: digest.hash,
             chunks: FileChunks::Hashes(hashes),
-        })
+        }))
     }
 }
 
@@ -1050,6 +1208,31 @@ fn assemble(
         chunks,
         packs: pack_table,
     })
+}
+
+/// Tests change a file at the moment the build has read it.
+#[cfg(test)]
+pub(crate) mod read_hook {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    type Hook = Box<dyn FnMut() + Send>;
+
+    static HOOKS: Mutex<Vec<(PathBuf, Hook)>> = Mutex::new(Vec::new());
+
+    /// Runs `hook` each time a build has read `path` (as the walk names it: below the
+    /// canonical repository folder), before its second stat.
+    pub(crate) fn on_read(path: PathBuf, hook: Hook) {
+        crate::lock(&HOOKS).push((path, hook));
+    }
+
+    pub(super) fn after_read(path: &Path) {
+        for (p, hook) in crate::lock(&HOOKS).iter_mut() {
+            if p == path {
+                hook();
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -479,6 +479,7 @@ impl Master {
             next_pack_number,
             options: self.inner.build_options,
             allow_mass_delete: run.allow_mass_delete,
+            follow_symlinks: self.inner.config.follow_symlinks,
         };
         let prepared = match build::prepare(&inputs, run)? {
             Preparation::Unchanged => {

@@ -39,6 +39,7 @@ fn config(repo: &Path, data: &Path) -> MasterConfig {
             read: None,
         },
         embedded_store: false,
+        follow_symlinks: false,
         repack_level: 0,
         keep_revisions: crate::DEFAULT_KEEP_REVISIONS,
         gc_grace: crate::DEFAULT_GC_GRACE,
@@ -1016,6 +1017,196 @@ async fn a_missing_folder_or_an_empty_first_build_publishes_nothing_unless_confi
     assert!(info.revision > Some(r1));
     assert_eq!(info.files, 0);
     assert!(info.mass_delete_confirmed);
+}
+
+/// The entry of file `path` in the current revision.
+fn file_entry(master: &Master, path: &str) -> hummel_core::FileEntry {
+    match current_index(master, None)
+        .get(&RelPath::new(path).unwrap())
+        .map(|e| &e.kind)
+    {
+        Some(EntryKind::File(f)) => f.clone(),
+        other => panic!("{path}: {other:?}"),
+    }
+}
+
+/// Appends `n` bytes to a file.
+fn append(path: &Path, n: usize, seed: u64) {
+    use std::io::Write;
+    let mut f = fs::File::options().append(true).open(path).unwrap();
+    f.write_all(&pseudo_random(n, seed)).unwrap();
+}
+
+#[test]
+fn a_file_changed_while_read_is_read_again() {
+    let fx = fixture();
+    let big = fx.repo.join("big.bin");
+    fs::write(&big, pseudo_random(1 << 20, 3)).unwrap();
+    let target = fs::canonicalize(&big).unwrap();
+    let mut reads = 0;
+    crate::build::read_hook::on_read(
+        target.clone(),
+        Box::new(move || {
+            reads += 1;
+            // The first read is overtaken by a copy still being written.
+            if reads == 1 {
+                append(&target, 5000, 4);
+            }
+        }),
+    );
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let s = build(&master);
+    assert_eq!(s.state, BuildState::Succeeded, "{:?}", s.error);
+    let content = fs::read(&big).unwrap();
+    let entry = file_entry(&master, "big.bin");
+    assert_eq!(entry.size, (1 << 20) + 5000);
+    assert_eq!(entry.hash, Hash::of(&content));
+    assert_packs_hold_the_tree(&master, &current_index(&master, None), &fx.repo);
+}
+
+#[test]
+fn a_file_that_keeps_changing_fails_the_build_naming_it() {
+    let fx = fixture();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let r1 = build(&master).revision;
+    let big = fx.repo.join("a/growing.bin");
+    fs::write(&big, pseudo_random(300_000, 3)).unwrap();
+    let target = fs::canonicalize(&big).unwrap();
+    let mut seed = 10;
+    crate::build::read_hook::on_read(
+        target.clone(),
+        Box::new(move || {
+            seed += 1;
+            append(&target, 1000, seed);
+        }),
+    );
+    let s = build(&master);
+    assert_eq!(s.state, BuildState::Failed);
+    assert_eq!(
+        s.error.as_deref(),
+        Some(
+            "a/growing.bin kept changing while it was read (3 attempts); finish copying it and \
+             build again"
+        )
+    );
+    assert_eq!(master.revision_info().revision, r1);
+}
+
+/// A file appended to for the whole build: the build either fails naming it or publishes a
+/// version that existed, never a torn mixture.
+#[test]
+fn a_file_appended_to_during_the_build_is_never_published_torn() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let fx = fixture();
+    let big = fx.repo.join("log.bin");
+    fs::write(&big, pseudo_random(8 << 20, 7)).unwrap();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, big) = (stop.clone(), big.clone());
+        std::thread::spawn(move || {
+            // Until the build ends, or 64 MiB more.
+            for seed in 0..(16 << 10) {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                append(&big, 4096, seed);
+                std::thread::yield_now();
+            }
+        })
+    };
+    let s = build(&master);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let content = fs::read(&big).unwrap();
+    match s.state {
+        BuildState::Failed => {
+            let error = s.error.unwrap();
+            assert!(error.starts_with("log.bin kept changing"), "{error}");
+        }
+        _ => {
+            let entry = file_entry(&master, "log.bin");
+            let size = usize::try_from(entry.size).unwrap();
+            assert!(size >= 8 << 20 && size <= content.len());
+            assert_eq!(entry.hash, Hash::of(&content[..size]), "a torn version");
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_are_skipped_or_followed_without_loops() {
+    use std::os::unix::fs::symlink;
+    let fx = fixture();
+    let elsewhere = fx.repo.parent().unwrap().join("elsewhere");
+    fs::create_dir_all(elsewhere.join("mods/sub")).unwrap();
+    fs::write(elsewhere.join("mods/sub/m.txt"), b"linked mod\n").unwrap();
+    // A loop: a folder inside the linked tree that points back at it.
+    symlink(elsewhere.join("mods"), elsewhere.join("mods/sub/again")).unwrap();
+    symlink(elsewhere.join("mods"), fx.repo.join("linked")).unwrap();
+    symlink("b.txt", fx.repo.join("b-link.txt")).unwrap();
+    symlink("nowhere", fx.repo.join("dangling")).unwrap();
+
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let skipped = build(&master);
+    assert_eq!(skipped.state, BuildState::Succeeded, "{:?}", skipped.error);
+    assert!(
+        skipped.warnings.contains(
+            &"skipped symlink linked: clients will delete it from their copies; use \
+              --follow-symlinks to publish its target"
+                .to_string()
+        ),
+        "{:?}",
+        skipped.warnings
+    );
+    let index = current_index(&master, None);
+    for p in ["linked", "b-link.txt", "dangling"] {
+        assert!(index.get(&RelPath::new(p).unwrap()).is_none(), "{p}");
+    }
+    drop(master);
+
+    let mut cfg = config(&fx.repo, &fx.data);
+    cfg.follow_symlinks = true;
+    let master = Master::open_with(cfg, small_packs()).unwrap();
+    let followed = build(&master);
+    assert_eq!(
+        followed.state,
+        BuildState::Succeeded,
+        "{:?}",
+        followed.error
+    );
+    let index = current_index(&master, None);
+    assert!(matches!(
+        index
+            .get(&RelPath::new("linked/sub").unwrap())
+            .unwrap()
+            .kind,
+        EntryKind::Dir(_)
+    ));
+    assert_eq!(
+        file_entry(&master, "linked/sub/m.txt").hash,
+        Hash::of(b"linked mod\n")
+    );
+    assert_eq!(
+        file_entry(&master, "b-link.txt").hash,
+        file_entry(&master, "b.txt").hash
+    );
+    assert!(
+        index
+            .get(&RelPath::new("linked/sub/again").unwrap())
+            .is_none()
+    );
+    assert!(index.get(&RelPath::new("dangling").unwrap()).is_none());
+    let warned = |needle: &str| followed.warnings.iter().any(|w| w.contains(needle));
+    assert!(
+        warned("skipped linked/sub/again: it leads back"),
+        "{:?}",
+        followed.warnings
+    );
+    assert!(warned(
+        "skipped symlink dangling: its target cannot be read"
+    ));
+    assert_packs_hold_the_tree(&master, &index, &fx.repo);
 }
 
 /// Regression: a build seen finished must free the slot at once, or `hummel build --wait` run

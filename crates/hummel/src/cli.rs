@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// Publish what symlinks point to (files and folders) instead of skipping them; symlink
+    /// loops are skipped with a warning.
+    #[arg(long)]
+    pub follow_symlinks: bool,
     /// Repack and garbage collection.
     #[command(flatten)]
     pub packs: PackUpkeep,
@@ -124,6 +128,10 @@ pub struct MasterArgs {
     /// Build the repository once at start.
     #[arg(long)]
     pub build_on_start: bool,
+    /// Publish what symlinks point to (files and folders) instead of skipping them; symlink
+    /// loops are skipped with a warning.
+    #[arg(long)]
+    pub follow_symlinks: bool,
     /// Repack and garbage collection.
     #[command(flatten)]
     pub packs: PackUpkeep,

@@ -253,3 +253,44 @@ fn a_master_restored_from_a_backup_never_reuses_a_revision_number() {
     assert_eq!(n(&info, "revision"), r3);
     assert_eq!(info["repository_id"], id.as_str(), "{info}");
 }
+
+/// A repository whose `@linked` folder is a symlink to a folder outside it.
+fn fill_with_link(root: &Path) {
+    write(root, "real/a.txt", b"a real file\n");
+    let outside = root.parent().unwrap().join("outside");
+    write(&outside, "mod/b.pbo", &data(200 << 10, 3));
+    std::os::unix::fs::symlink(outside.join("mod"), root.join("@linked")).unwrap();
+}
+
+#[test]
+fn a_symlinked_folder_is_published_only_with_follow_symlinks() {
+    let c = Cluster::start(1, fill_with_link);
+    let b = c.build();
+    let warning = "skipped symlink @linked: clients will delete it from their copies; use \
+                   --follow-symlinks to publish its target";
+    assert!(
+        b["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w == warning),
+        "{b}"
+    );
+    c.wait_replicated();
+    let dest = c.path("dest");
+    c.sync(&dest, &[]);
+    assert!(dest.join("real/a.txt").is_file());
+    assert!(!dest.join("@linked").exists());
+
+    let c = Cluster::start_with(1, fill_with_link, &["--follow-symlinks"]);
+    let b = c.build();
+    assert_eq!(b["state"], "succeeded", "{b}");
+    c.wait_replicated();
+    let dest = c.path("dest");
+    c.sync(&dest, &[]);
+    assert_eq!(
+        fs::read(dest.join("@linked/b.pbo")).unwrap(),
+        data(200 << 10, 3)
+    );
+    assert!(dest.join("@linked").is_dir() && !dest.join("@linked").is_symlink());
+}
