@@ -20,10 +20,10 @@
 //!    thread). A file whose size, mtime or inode differ between the stat before and after the
 //!    read, or that gave other than its size in bytes, changed while it was read: it is read
 //!    again, [`READ_ATTEMPTS`] times at most, then the build fails naming it. No entry ever
-//!    holds a torn mixture of two versions. A chunk already published (the database's chunk table) or already claimed by
-//!    another task of this build is not stored again; new chunks go over a bounded channel to a
-//!    single pack-writer thread, which seals a pack at the target size and commits it to the
-//!    [`BlobStore`] (verify, fsync, rename).
+//!    holds a torn mixture of two versions. A chunk already published (the database's chunk
+//!    table) or already claimed by another task of this build is not stored again; new chunks
+//!    go over a bounded channel to a single pack-writer thread, which seals a pack at the
+//!    target size and commits it to the [`BlobStore`] (verify, fsync, rename).
 //! 4. The new [`Index`] is assembled (sorted entries, unique chunk table, sorted pack table).
 //!    When it equals the previous one, nothing is published.
 //!
@@ -238,8 +238,8 @@ pub(crate) fn check_mass_delete<'a>(
             }
         }
     }
-    let lost_files = refusal.files_removed * 2 > refusal.files_before;
-    let lost_bytes = refusal.bytes_removed * 2 > refusal.bytes_before;
+    let lost_files = refusal.files_removed.saturating_mul(2) > refusal.files_before;
+    let lost_bytes = refusal.bytes_removed.saturating_mul(2) > refusal.bytes_before;
     if refusal.files_before > 0 && (now.is_empty() || lost_files || lost_bytes) {
         return Err(refusal);
     }

@@ -1209,6 +1209,18 @@ fn symlinks_are_skipped_or_followed_without_loops() {
     assert_packs_hold_the_tree(&master, &index, &fx.repo);
 }
 
+#[test]
+fn a_tree_deeper_than_the_bound_fails_the_build() {
+    let fx = fixture();
+    let deep: std::path::PathBuf = std::iter::repeat_n("d", crate::build::MAX_DEPTH + 1).collect();
+    fs::create_dir_all(fx.repo.join(&deep)).unwrap();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let s = build(&master);
+    assert_eq!(s.state, BuildState::Failed);
+    let error = s.error.unwrap();
+    assert!(error.contains("lies more than 128 folders deep"), "{error}");
+}
+
 /// Regression: a build seen finished must free the slot at once, or `hummel build --wait` run
 /// twice in a row would get the old build back instead of a new one.
 #[test]
