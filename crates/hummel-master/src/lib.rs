@@ -9,8 +9,10 @@
 //! - `master`: [`Master`], the shared state (current revision, pack table, slaves, clients,
 //!   builds) and the operations behind every endpoint; [`run_background`].
 //! - `db`: the SQLite metadata database `DATA/hummel.db` (WAL, versioned schema).
-//! - `revision`: encoded indexes in `DATA/revisions/N.idx`, written before their row commits.
-//! - `build`: the pipeline walk → reuse → chunk/hash/compress (rayon) → pack writer → index.
+//! - `revision`: encoded indexes in `DATA/revisions/N.idx`, written before their row commits,
+//!   and the numbering rule (never below the UTC time as `YYYYMMDDhhmmss`).
+//! - `build`: the pipeline walk → mass-delete guard → reuse → chunk/hash/compress (rayon, each
+//!   file read again while it changes) → pack writer → index.
 //! - `repack`: the optional background pass that recompresses the current revision's packs at
 //!   a higher zstd level and publishes the same tree again (`MasterConfig::repack_level`).
 //! - `gc`: the garbage collection: which revisions are kept, and the deletion of packs none of

@@ -1751,6 +1751,33 @@ async fn a_build_started_during_a_repack_wins() {
     assert_eq!(master.history(10).len(), 3);
 }
 
+#[test]
+fn the_repack_of_a_confirmed_mass_delete_keeps_the_confirmation() {
+    let fx = fixture();
+    let master = repacking_master(&fx, 19);
+    let r1 = build(&master).revision.unwrap();
+    let r2 = wait_for_revision_after(&master, r1);
+    // Three of five files go and a new one comes, confirmed; the repack then republishes the
+    // tree with the new file's chunks at its level.
+    for f in ["a/x.bin", "copy.bin", "b.txt"] {
+        fs::remove_file(fx.repo.join(f)).unwrap();
+    }
+    fs::write(fx.repo.join("new.bin"), pseudo_random(200_000, 8)).unwrap();
+    let id = master
+        .start_build_with(&hummel_proto::api::BuildQuery {
+            allow_mass_delete: true,
+        })
+        .unwrap();
+    let s = wait(&master, id);
+    assert_eq!(s.state, BuildState::Succeeded, "{:?}", s.error);
+    let r3 = s.revision.unwrap();
+    assert!(r3 > r2);
+    let r4 = wait_for_revision_after(&master, r3);
+    let info = master.revision_info();
+    assert_eq!(info.revision, Some(r4));
+    assert!(info.mass_delete_confirmed, "{info:?}");
+}
+
 /// A master that keeps one build and collects `grace` after, with small packs.
 fn collecting_master(fx: &Fixture, grace: Duration) -> Master {
     let mut cfg = config(&fx.repo, &fx.data);
