@@ -14,7 +14,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,14 +22,16 @@ use axum::{Extension, Json, Router};
 use hummel_core::{Hash, RelPath};
 use hummel_proto::ApiErrorBody;
 use hummel_proto::api::{
-    self as endpoints, BuildStarted, BuildStatus, ClientReport, HashlistChanges, Health, Heartbeat,
-    LocateRequest, LocateResponse, MAX_JSON_BODY, RevisionInfo, SlaveDirective, SlaveHashlist,
+    self as endpoints, BuildQuery, BuildStarted, BuildStatus, ClientReport, HashlistChanges,
+    Health, Heartbeat, LocateRequest, LocateResponse, MASS_DELETE_HEADER, MAX_JSON_BODY,
+    REPOSITORY_ID_HEADER, REVISION_HASH_HEADER, RevisionInfo, SlaveDirective, SlaveHashlist,
     StatusResponse,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth::{ReadAccess, SlaveAccess, WriteAccess, blob_guard};
+use crate::db::RevisionRow;
 use crate::error::MasterError;
 use crate::master::{EMBEDDED_SLAVE_ID, IndexLookupError, Master};
 
@@ -257,8 +259,10 @@ async fn metrics(State(master): State<Master>) -> Result<Response, ApiError> {
 async fn start_build(
     _: WriteAccess,
     State(master): State<Master>,
+    query: Result<Query<BuildQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<BuildStarted>), ApiError> {
-    let build_id = blocking(move || master.start_build()).await??;
+    let Query(request) = query.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let build_id = blocking(move || master.start_build_with(&request)).await??;
     Ok((StatusCode::ACCEPTED, Json(BuildStarted { build_id })))
 }
 
@@ -307,6 +311,7 @@ async fn index(
         .metrics
         .index_requests
         .fetch_add(1, Ordering::Relaxed);
+    let repository_id = master.inner.repository_id.clone();
     let lookup = blocking(move || {
         if let Some(since) = q.since
             && let Some(delta) = master.index_delta_bytes(q.revision, path.as_ref(), since)?
@@ -318,7 +323,7 @@ async fn index(
             .map(|(n, b)| (n, b, INDEX_KIND_FULL))
     })
     .await?;
-    let (number, bytes, kind) = lookup.map_err(|e| match e {
+    let (row, bytes, kind) = lookup.map_err(|e| match e {
         IndexLookupError::NoRevision => {
             ApiError::not_found("no_revision", "no revision has been published yet")
         }
@@ -331,24 +336,39 @@ async fn index(
         ),
         IndexLookupError::Internal(e) => e.into(),
     })?;
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            ),
-            (
-                header::HeaderName::from_static(REVISION_HEADER),
-                HeaderValue::from(number),
-            ),
-            (
-                header::HeaderName::from_static(INDEX_KIND_HEADER),
-                HeaderValue::from_static(kind),
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
+    let mut headers = identity_headers(&row, &repository_id)?;
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(
+        HeaderName::from_static(INDEX_KIND_HEADER),
+        HeaderValue::from_static(kind),
+    );
+    Ok((headers, bytes).into_response())
+}
+
+/// What names the revision an index answer (whole, subtree or delta) was cut from: its number,
+/// the whole revision's index hash and the repository id; and, when the admin confirmed the
+/// mass delete it makes, [`MASS_DELETE_HEADER`].
+fn identity_headers(row: &RevisionRow, repository_id: &str) -> Result<HeaderMap, ApiError> {
+    let bad = |e: &dyn std::fmt::Display| ApiError::Internal(format!("index header: {e}"));
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        HeaderName::from_static(REVISION_HEADER),
+        HeaderValue::from(row.number),
+    );
+    let name = |n: &str| HeaderName::try_from(n).map_err(|e| bad(&e));
+    let value = |v: &str| HeaderValue::try_from(v).map_err(|e| bad(&e));
+    headers.insert(
+        name(REVISION_HASH_HEADER)?,
+        value(&row.index_hash.to_hex())?,
+    );
+    headers.insert(name(REPOSITORY_ID_HEADER)?, value(repository_id)?);
+    if row.mass_delete_confirmed {
+        headers.insert(name(MASS_DELETE_HEADER)?, HeaderValue::from_static("1"));
+    }
+    Ok(headers)
 }
 
 async fn locate(

@@ -2,17 +2,28 @@
 //!
 //! [`prepare`] runs on the caller's (blocking) thread and drives rayon:
 //!
-//! 1. [`walk`] lists the repository with `std::fs`, never following symlinks. Symlinks, special
-//!    files, any `.hummel` folder and the master's own data folder are skipped with a warning;
-//!    an invalid name ([`RelPath`] rules) fails the build.
+//! 1. [`walk`] lists the repository with `std::fs`. Symlinks are skipped with a warning (clients
+//!    would delete what they point to), or followed with `follow_symlinks`: a folder already on
+//!    the path from the root (its device and inode) is skipped as a loop, and a tree deeper than
+//!    [`MAX_DEPTH`] fails the build. Special files, any `.hummel` folder and the master's own
+//!    data folder are skipped with a warning; an invalid name ([`RelPath`] rules) fails the
+//!    build.
+//!    Then the mass-delete guard ([`check_mass_delete`]): a repository folder that is missing or
+//!    holds no file, or a tree that removes more than half of the previous revision's files or
+//!    bytes, fails the build unless the request confirmed it (`allow_mass_delete`). An
+//!    unmounted or half-copied folder must not become a revision that makes every client
+//!    delete its copies.
 //! 2. A file whose path, size and mtime match the previous revision keeps its entry unread,
 //!    unless its mtime is within [`RACY_MARGIN_SECS`] of the previous build's start (it may have
 //!    changed while being read without its mtime moving; git's "racily clean" rule).
 //! 3. Other files are chunked in parallel (one file per rayon task, one `ChunkCompressor` per
-//!    thread). A chunk already published (the database's chunk table) or already claimed by
-//!    another task of this build is not stored again; new chunks go over a bounded channel to a
-//!    single pack-writer thread, which seals a pack at the target size and commits it to the
-//!    [`BlobStore`] (verify, fsync, rename).
+//!    thread). A file whose size, mtime or inode differ between the stat before and after the
+//!    read, or that gave other than its size in bytes, changed while it was read: it is read
+//!    again, [`READ_ATTEMPTS`] times at most, then the build fails naming it. No entry ever
+//!    holds a torn mixture of two versions. A chunk already published (the database's chunk
+//!    table) or already claimed by another task of this build is not stored again; new chunks
+//!    go over a bounded channel to a single pack-writer thread, which seals a pack at the
+//!    target size and commits it to the [`BlobStore`] (verify, fsync, rename).
 //! 4. The new [`Index`] is assembled (sorted entries, unique chunk table, sorted pack table).
 //!    When it equals the previous one, nothing is published.
 //!
@@ -53,6 +64,10 @@ const MAX_WARNINGS: usize = 200;
 const RACY_MARGIN_SECS: i64 = 2;
 /// Stored chunks in flight between the chunking threads and the pack writer.
 pub(crate) const CHANNEL_DEPTH: usize = 64;
+/// Reads of a file that keeps changing before the build gives up.
+pub(crate) const READ_ATTEMPTS: u32 = 3;
+/// Deepest folder nesting the walk goes to (followed symlinks can nest without end).
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// Why a build failed. The message is one line and names the path or object involved.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +96,154 @@ pub(crate) enum BuildError {
     Master(#[from] MasterError),
     #[error("a build thread panicked")]
     Panicked,
+    #[error("{0}")]
+    MassDelete(MassDelete),
+    #[error(
+        "{path} kept changing while it was read ({attempts} attempts); finish copying it and build again"
+    )]
+    KeptChanging { path: RelPath, attempts: u32 },
+    #[error(
+        "{path} lies more than {MAX_DEPTH} folders deep; does a symlink make the tree endless?"
+    )]
+    TooDeep { path: PathBuf },
+    #[error(
+        "refusing to publish: cannot list the repository folder {path}: {source}; fix its mount or permissions and build again"
+    )]
+    RepoUnreadable { path: PathBuf, source: io::Error },
+}
+
+/// What the repository folder looked like when the mass-delete guard refused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Folder {
+    /// The folder does not exist.
+    Missing,
+    /// It exists and holds no file (folders only, or nothing).
+    Empty,
+    /// It holds files, but far fewer than the previous revision.
+    Shrunk,
+}
+
+/// A build the master refuses to publish without the admin's confirmation (one line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MassDelete {
+    pub repo: PathBuf,
+    pub folder: Folder,
+    /// The current revision, if any.
+    pub revision: Option<u64>,
+    pub files_before: u64,
+    pub files_removed: u64,
+    pub bytes_before: u64,
+    pub bytes_removed: u64,
+}
+
+/// The admin's way out, named in every refusal.
+const CONFIRM_HINT: &str =
+    "with `hummel build --allow-mass-delete` (or tick \"allow a mass delete\" on the dashboard)";
+
+fn percent(part: u64, whole: u64) -> u64 {
+    if whole == 0 {
+        return 0;
+    }
+    u64::try_from(u128::from(part) * 100 / u128::from(whole)).unwrap_or(100)
+}
+
+impl MassDelete {
+    /// What the guard found, without the advice: "the build removes 201 of 201 files ...".
+    pub(crate) fn finding(&self) -> String {
+        let repo = self.repo.display();
+        let found = match self.folder {
+            Folder::Missing => "is missing",
+            Folder::Empty => "holds no files",
+            Folder::Shrunk => "holds files",
+        };
+        let Some(revision) = self.revision else {
+            return format!(
+                "the repository folder {repo} {found} and no revision is published yet"
+            );
+        };
+        let folder = match self.folder {
+            Folder::Shrunk => String::new(),
+            _ => format!("the repository folder {repo} {found}, so "),
+        };
+        format!(
+            "{folder}the build removes {} of {} files ({}%) and {} of {} ({}%) of revision \
+             {revision}",
+            self.files_removed,
+            self.files_before,
+            percent(self.files_removed, self.files_before),
+            crate::dashboard::human_bytes(self.bytes_removed),
+            crate::dashboard::human_bytes(self.bytes_before),
+            percent(self.bytes_removed, self.bytes_before),
+        )
+    }
+}
+
+impl std::fmt::Display for MassDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let finding = self.finding();
+        if self.revision.is_none() {
+            write!(
+                f,
+                "refusing to publish: {finding}, so there is nothing to publish; add files, or \
+                 re-run {CONFIRM_HINT} to publish an empty revision"
+            )
+        } else {
+            write!(
+                f,
+                "refusing to publish: {finding}; is the repository folder mounted and complete? \
+                 Re-run {CONFIRM_HINT} to publish it anyway"
+            )
+        }
+    }
+}
+
+/// The mass-delete guard, on the walked tree before any file is read: `Err` when publishing it
+/// needs the admin's confirmation. `files` are the (path, size) pairs found, `missing` says the
+/// folder does not exist. A previous revision without files loses nothing.
+pub(crate) fn check_mass_delete<'a>(
+    repo: &Path,
+    previous: Option<&Index>,
+    files: impl Iterator<Item = (&'a RelPath, u64)>,
+    missing: bool,
+) -> Result<(), MassDelete> {
+    let now: HashMap<&RelPath, u64> = files.collect();
+    let folder = if missing {
+        Folder::Missing
+    } else if now.is_empty() {
+        Folder::Empty
+    } else {
+        Folder::Shrunk
+    };
+    let mut refusal = MassDelete {
+        repo: repo.to_path_buf(),
+        folder,
+        revision: previous.map(|p| p.revision),
+        files_before: 0,
+        files_removed: 0,
+        bytes_before: 0,
+        bytes_removed: 0,
+    };
+    let Some(previous) = previous else {
+        return if now.is_empty() { Err(refusal) } else { Ok(()) };
+    };
+    for (path, old) in previous.files() {
+        refusal.files_before += 1;
+        refusal.bytes_before += old.size;
+        match now.get(path) {
+            // Truncated files lose bytes too (a copy that failed half way).
+            Some(&size) => refusal.bytes_removed += old.size.saturating_sub(size),
+            None => {
+                refusal.files_removed += 1;
+                refusal.bytes_removed += old.size;
+            }
+        }
+    }
+    let lost_files = refusal.files_removed.saturating_mul(2) > refusal.files_before;
+    let lost_bytes = refusal.bytes_removed.saturating_mul(2) > refusal.bytes_before;
+    if refusal.files_before > 0 && (now.is_empty() || lost_files || lost_bytes) {
+        return Err(refusal);
+    }
+    Ok(())
 }
 
 fn read_err(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
@@ -113,6 +276,8 @@ impl Default for BuildOptions {
 pub(crate) struct BuildRun {
     pub id: u64,
     pub started_unix: i64,
+    /// The request confirmed a mass delete (`POST /build?allow_mass_delete=true`).
+    pub allow_mass_delete: bool,
     pub files_total: AtomicU64,
     pub files_done: AtomicU64,
     pub bytes_total: AtomicU64,
@@ -133,10 +298,11 @@ struct Outcome {
 }
 
 impl BuildRun {
-    pub(crate) fn new(id: u64, started_unix: i64) -> BuildRun {
+    pub(crate) fn new(id: u64, started_unix: i64, allow_mass_delete: bool) -> BuildRun {
         BuildRun {
             id,
             started_unix,
+            allow_mass_delete,
             files_total: AtomicU64::new(0),
             files_done: AtomicU64::new(0),
             bytes_total: AtomicU64::new(0),
@@ -156,7 +322,7 @@ impl BuildRun {
 
     /// A finished build loaded from the database.
     pub(crate) fn from_status(s: &BuildStatus) -> BuildRun {
-        let run = BuildRun::new(s.id, s.started_unix);
+        let run = BuildRun::new(s.id, s.started_unix, false);
         run.files_total.store(s.files_total, Ordering::Relaxed);
         run.files_done.store(s.files_done, Ordering::Relaxed);
         run.bytes_total.store(s.bytes_total, Ordering::Relaxed);
@@ -241,6 +407,10 @@ pub(crate) struct BuildInputs<'a> {
     pub packs: &'a HashMap<u32, PackInfo>,
     pub next_pack_number: u32,
     pub options: BuildOptions,
+    /// The admin confirmed a mass delete: the guard's refusal becomes a warning.
+    pub allow_mass_delete: bool,
+    /// Publish what symlinks point to (files and folders) instead of skipping them.
+    pub follow_symlinks: bool,
 }
 
 /// A new tree ready to publish (revision number and time not yet set).
@@ -249,6 +419,8 @@ pub(crate) struct Prepared {
     pub index: Index,
     pub new_packs: Vec<PackInfo>,
     pub new_chunks: Vec<ChunkLocation>,
+    /// The mass-delete guard refused the tree and the admin's confirmation let it through.
+    pub mass_delete_confirmed: bool,
 }
 
 /// What [`prepare`] found.
@@ -262,9 +434,42 @@ pub(crate) enum Preparation {
 
 /// Walks, chunks and packs the repository. CPU- and I/O-bound: call from a blocking thread.
 pub(crate) fn prepare(inputs: &BuildInputs<'_>, run: &BuildRun) -> Result<Preparation, BuildError> {
-    let repo = fs::canonicalize(inputs.repo).map_err(read_err(inputs.repo))?;
+    let unreadable = |source| BuildError::RepoUnreadable {
+        path: inputs.repo.to_path_buf(),
+        source,
+    };
+    let repo = match fs::canonicalize(inputs.repo) {
+        Ok(repo) => Some(repo),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(unreadable(e)),
+    };
     let data = fs::canonicalize(inputs.data_dir).ok();
-    let tree = walk(&repo, data.as_deref(), run)?;
+    let tree = match &repo {
+        Some(repo) => {
+            // The folder itself must list: an error there says nothing about its files.
+            fs::read_dir(repo).map_err(unreadable)?;
+            walk(repo, data.as_deref(), inputs.follow_symlinks, run)?
+        }
+        None => Tree::default(),
+    };
+    let previous_index = inputs.previous.map(|p| p.index.as_ref());
+    let guard = check_mass_delete(
+        inputs.repo,
+        previous_index,
+        tree.files.iter().map(|f| (&f.rel, f.size)),
+        repo.is_none(),
+    );
+    let mass_delete_confirmed = match guard {
+        Ok(()) => false,
+        Err(refusal) if inputs.allow_mass_delete => {
+            run.warn(format!(
+                "published with the admin's mass-delete confirmation: {}",
+                refusal.finding()
+            ));
+            true
+        }
+        Err(refusal) => return Err(BuildError::MassDelete(refusal)),
+    };
 
     let mut built = Vec::with_capacity(tree.files.len());
     let mut to_read = Vec::new();
@@ -311,6 +516,7 @@ pub(crate) fn prepare(inputs: &BuildInputs<'_>, run: &BuildRun) -> Result<Prepar
         index,
         new_packs: written.packs,
         new_chunks,
+        mass_delete_confirmed,
     }))
 }
 
@@ -338,6 +544,46 @@ struct WalkedFile {
     size: u64,
     mode: u32,
     mtime_ns: i64,
+    /// Reached through a symlink: stat its target.
+    followed: bool,
+}
+
+/// What says a file did not change: size, mtime and identity.
+#[derive(Debug, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime_ns: i64,
+    id: Option<(u64, u64)>,
+}
+
+impl Stamp {
+    fn of(md: &Metadata) -> Stamp {
+        Stamp {
+            size: md.len(),
+            mtime_ns: mtime_ns_of(md),
+            id: file_id(md),
+        }
+    }
+}
+
+/// (device, inode).
+#[cfg(unix)]
+fn file_id(md: &Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((md.dev(), md.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+/// A folder to list, with the identities of the folders from the root down to it.
+struct PendingDir {
+    abs: PathBuf,
+    rel: PathBuf,
+    depth: usize,
+    ancestors: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -379,16 +625,28 @@ fn mtime_ns_of(md: &Metadata) -> i64 {
 }
 
 /// Lists the tree below `repo` (canonical). `skip` is the master's data folder (canonical).
-fn walk(repo: &Path, skip: Option<&Path>, run: &BuildRun) -> Result<Tree, BuildError> {
+/// With `follow`, symlinks count as what they point to.
+fn walk(
+    repo: &Path,
+    skip: Option<&Path>,
+    follow: bool,
+    run: &BuildRun,
+) -> Result<Tree, BuildError> {
     let mut tree = Tree::default();
-    let mut stack: Vec<(PathBuf, PathBuf)> = vec![(repo.to_path_buf(), PathBuf::new())];
-    while let Some((abs_dir, rel_dir)) = stack.pop() {
-        let listing = fs::read_dir(&abs_dir).map_err(read_err(&abs_dir))?;
+    let root = fs::metadata(repo).map_err(read_err(repo))?;
+    let mut stack = vec![PendingDir {
+        abs: repo.to_path_buf(),
+        rel: PathBuf::new(),
+        depth: 0,
+        ancestors: file_id(&root).into_iter().collect(),
+    }];
+    while let Some(dir) = stack.pop() {
+        let listing = fs::read_dir(&dir.abs).map_err(read_err(&dir.abs))?;
         for entry in listing {
-            let entry = entry.map_err(read_err(&abs_dir))?;
+            let entry = entry.map_err(read_err(&dir.abs))?;
             let name = entry.file_name();
             let abs = entry.path();
-            let rel = rel_dir.join(&name);
+            let rel = dir.rel.join(&name);
             // Reserved at every depth: a client syncing the subtree above it keeps its state there.
             if name == RESERVED_TOP_NAME {
                 run.warn(format!(
@@ -398,23 +656,67 @@ fn walk(repo: &Path, skip: Option<&Path>, run: &BuildRun) -> Result<Tree, BuildE
                 continue;
             }
             let kind = entry.file_type().map_err(read_err(&abs))?;
-            if kind.is_symlink() {
-                run.warn(format!("skipped symlink {}", rel.display()));
-            } else if kind.is_dir() {
-                if skip == Some(abs.as_path()) {
+            let followed = kind.is_symlink();
+            let md = if !followed {
+                fs::symlink_metadata(&abs).map_err(read_err(&abs))?
+            } else if !follow {
+                run.warn(format!(
+                    "skipped symlink {}: clients will delete it from their copies; use \
+                     --follow-symlinks to publish its target",
+                    rel.display()
+                ));
+                continue;
+            } else {
+                match fs::metadata(&abs) {
+                    Ok(md) => md,
+                    Err(e) => {
+                        run.warn(format!(
+                            "skipped symlink {}: its target cannot be read ({e}); clients will \
+                             delete it from their copies",
+                            rel.display()
+                        ));
+                        continue;
+                    }
+                }
+            };
+            if md.is_dir() {
+                let target = if followed {
+                    fs::canonicalize(&abs).ok()
+                } else {
+                    Some(abs.clone())
+                };
+                if skip.is_some() && target.as_deref() == skip {
                     run.warn(format!(
                         "skipped {}: the master's data folder",
                         rel.display()
                     ));
                     continue;
                 }
+                let id = file_id(&md);
+                if let Some(id) = id
+                    && dir.ancestors.contains(&id)
+                {
+                    run.warn(format!(
+                        "skipped {}: it leads back to a folder above it (a symlink loop)",
+                        rel.display()
+                    ));
+                    continue;
+                }
+                if dir.depth >= MAX_DEPTH {
+                    return Err(BuildError::TooDeep { path: rel });
+                }
                 let path = RelPath::from_path(&rel)?;
-                let md = fs::symlink_metadata(&abs).map_err(read_err(&abs))?;
                 tree.dirs.push((path, mode_of(&md)));
-                stack.push((abs, rel));
-            } else if kind.is_file() {
+                let mut ancestors = dir.ancestors.clone();
+                ancestors.extend(id);
+                stack.push(PendingDir {
+                    abs,
+                    rel,
+                    depth: dir.depth + 1,
+                    ancestors,
+                });
+            } else if md.is_file() {
                 let path = RelPath::from_path(&rel)?;
-                let md = fs::symlink_metadata(&abs).map_err(read_err(&abs))?;
                 run.files_total.fetch_add(1, Ordering::Relaxed);
                 run.bytes_total.fetch_add(md.len(), Ordering::Relaxed);
                 tree.files.push(WalkedFile {
@@ -423,6 +725,7 @@ fn walk(repo: &Path, skip: Option<&Path>, run: &BuildRun) -> Result<Tree, BuildE
                     size: md.len(),
                     mode: mode_of(&md),
                     mtime_ns: mtime_ns_of(&md),
+                    followed,
                 });
             } else {
                 run.warn(format!("skipped special file {}", rel.display()));
@@ -611,13 +914,47 @@ struct ChunkSink<'a> {
 }
 
 impl ChunkSink<'_> {
+    /// Reads `f` until two stats around a read agree with each other and with the bytes read.
     fn read_file(&self, f: &WalkedFile) -> Result<BuiltFile, BuildError> {
+        for attempt in 1..=READ_ATTEMPTS {
+            if let Some(built) = self.read_once(f)? {
+                self.run.files_done.fetch_add(1, Ordering::Relaxed);
+                return Ok(built);
+            }
+            tracing::debug!(build = self.run.id, path = %f.rel, attempt, "file changed while read");
+        }
+        Err(BuildError::KeptChanging {
+            path: f.rel.clone(),
+            attempts: READ_ATTEMPTS,
+        })
+    }
+
+    /// One read of `f`; `None` when it changed meanwhile. Chunks already sent stay stored
+    /// (unreferenced unless another file has them).
+    fn read_once(&self, f: &WalkedFile) -> Result<Option<BuiltFile>, BuildError> {
+        let stat = |p: &Path| {
+            if f.followed {
+                fs::metadata(p)
+            } else {
+                fs::symlink_metadata(p)
+            }
+        };
+        let before = stat(&f.abs).map_err(read_err(&f.abs))?;
+        if !before.is_file() {
+            return Ok(None);
+        }
         let file = File::open(&f.abs).map_err(read_err(&f.abs))?;
+        // Replaced between the stat and the open?
+        let opened = file.metadata().map_err(read_err(&f.abs))?;
         let mut hashes = Vec::new();
-        let digest = chunk_stream::<_, SinkError, _>(&self.chunker, file, |c| {
-            self.run
-                .bytes_done
-                .fetch_add(c.data.len() as u64, Ordering::Relaxed);
+        let mut read = 0u64;
+        // One byte more than the stat said tells a growing file, and a file growing faster
+        // than it is read cannot keep the build reading.
+        let bounded = io::Read::take(file, before.len().saturating_add(1));
+        let digest = chunk_stream::<_, SinkError, _>(&self.chunker, bounded, |c| {
+            let n = c.data.len() as u64;
+            read += n;
+            self.run.bytes_done.fetch_add(n, Ordering::Relaxed);
             hashes.push(c.hash);
             if self.known.contains_key(&c.hash) || !lock(self.claimed).insert(c.hash) {
                 return Ok(());
@@ -642,15 +979,22 @@ impl ChunkSink<'_> {
             SinkError::Compressor(e) => BuildError::Compressor(e),
             SinkError::WriterStopped => BuildError::WriterStopped,
         })?;
-        self.run.files_done.fetch_add(1, Ordering::Relaxed);
-        Ok(BuiltFile {
+        #[cfg(test)]
+        read_hook::after_read(&f.abs);
+        let after = stat(&f.abs).map_err(read_err(&f.abs))?;
+        let stamp = Stamp::of(&before);
+        if Stamp::of(&opened) != stamp || Stamp::of(&after) != stamp || digest.size != stamp.size {
+            self.run.bytes_done.fetch_sub(read, Ordering::Relaxed);
+            return Ok(None);
+        }
+        Ok(Some(BuiltFile {
             rel: f.rel.clone(),
             size: digest.size,
-            mode: f.mode,
-            mtime_ns: f.mtime_ns,
+            mode: mode_of(&before),
+            mtime_ns: stamp.mtime_ns,
             hash: digest.hash,
             chunks: FileChunks::Hashes(hashes),
-        })
+        }))
     }
 }
 
@@ -864,4 +1208,181 @@ fn assemble(
         chunks,
         packs: pack_table,
     })
+}
+
+/// Tests change a file at the moment the build has read it.
+#[cfg(test)]
+pub(crate) mod read_hook {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    type Hook = Box<dyn FnMut() + Send>;
+
+    static HOOKS: Mutex<Vec<(PathBuf, Hook)>> = Mutex::new(Vec::new());
+
+    /// Runs `hook` each time a build has read `path` (as the walk names it: below the
+    /// canonical repository folder), before its second stat.
+    pub(crate) fn on_read(path: PathBuf, hook: Hook) {
+        crate::lock(&HOOKS).push((path, hook));
+    }
+
+    pub(super) fn after_read(path: &Path) {
+        for (p, hook) in crate::lock(&HOOKS).iter_mut() {
+            if p == path {
+                hook();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An index of files `name → size` (no chunks: the guard looks at paths and sizes only).
+    fn index(revision: u64, files: &[(&str, u64)]) -> Index {
+        let entries = files
+            .iter()
+            .map(|&(name, size)| Entry {
+                path: RelPath::new(name).unwrap(),
+                kind: EntryKind::File(FileEntry {
+                    size,
+                    mode: 0o644,
+                    mtime_ns: 0,
+                    hash: Hash([0; 32]),
+                    chunks: Vec::new(),
+                }),
+            })
+            .collect();
+        Index {
+            revision,
+            created_unix: 0,
+            chunker: ChunkerConfig::default(),
+            root: None,
+            entries,
+            chunks: Vec::new(),
+            packs: Vec::new(),
+        }
+    }
+
+    fn walked(files: &[(&str, u64)]) -> Vec<(RelPath, u64)> {
+        files
+            .iter()
+            .map(|&(n, s)| (RelPath::new(n).unwrap(), s))
+            .collect()
+    }
+
+    fn check(
+        previous: Option<&Index>,
+        now: &[(&str, u64)],
+        missing: bool,
+    ) -> Result<(), MassDelete> {
+        let now = walked(now);
+        check_mass_delete(
+            Path::new("/srv/mods"),
+            previous,
+            now.iter().map(|(p, s)| (p, *s)),
+            missing,
+        )
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("f{i}")).collect()
+    }
+
+    #[test]
+    fn an_empty_or_missing_folder_is_refused_over_a_revision_with_files() {
+        let names = names(201);
+        let files: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 10)).collect();
+        let prev = index(20_261_202_014_530, &files);
+        let empty = check(Some(&prev), &[], false).unwrap_err();
+        assert_eq!(
+            (empty.folder, empty.files_removed, empty.files_before),
+            (Folder::Empty, 201, 201)
+        );
+        let line = empty.to_string();
+        assert!(
+            line.starts_with(
+                "refusing to publish: the repository folder /srv/mods holds no files, so the \
+                 build removes 201 of 201 files (100%) and 2.0 KiB of 2.0 KiB (100%) of \
+                 revision 20261202014530; is the repository folder mounted and complete? \
+                 Re-run with `hummel build --allow-mass-delete`"
+            ),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+        let missing = check(Some(&prev), &[], true).unwrap_err();
+        assert_eq!(missing.folder, Folder::Missing);
+        assert!(
+            missing.to_string().contains("/srv/mods is missing"),
+            "{missing}"
+        );
+        // A revision without files loses nothing.
+        assert_eq!(check(Some(&index(5, &[])), &[], false), Ok(()));
+    }
+
+    #[test]
+    fn the_first_build_of_an_empty_folder_is_refused() {
+        let refusal = check(None, &[], false).unwrap_err();
+        let line = refusal.to_string();
+        assert!(line.contains("no revision is published yet"), "{line}");
+        assert!(line.contains("nothing to publish"), "{line}");
+        assert!(line.contains("--allow-mass-delete"), "{line}");
+        assert_eq!(check(None, &[("a", 1)], false), Ok(()));
+    }
+
+    #[test]
+    fn removing_more_than_half_of_the_files_or_bytes_is_refused() {
+        let names = names(10);
+        let files: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 100)).collect();
+        let prev = index(7, &files);
+        // Half the files go: allowed; six of ten: refused.
+        assert_eq!(check(Some(&prev), &files[5..], false), Ok(()));
+        let r = check(Some(&prev), &files[6..], false).unwrap_err();
+        assert_eq!(
+            (r.folder, r.files_removed, r.bytes_removed),
+            (Folder::Shrunk, 6, 600)
+        );
+        assert!(
+            r.to_string()
+                .starts_with("refusing to publish: the build removes 6 of 10 files (60%)"),
+            "{r}"
+        );
+        // New files elsewhere do not make up for the loss.
+        let mut renamed: Vec<(&str, u64)> = files[6..].to_vec();
+        renamed.extend([
+            ("g0", 100),
+            ("g1", 100),
+            ("g2", 100),
+            ("g3", 100),
+            ("g4", 100),
+        ]);
+        assert!(check(Some(&prev), &renamed, false).is_err());
+        // One big file truncated: few files, most bytes.
+        let big = index(7, &[("big", 1000), ("a", 1), ("b", 1)]);
+        let r = check(Some(&big), &[("big", 100), ("a", 1), ("b", 1)], false).unwrap_err();
+        assert_eq!((r.files_removed, r.bytes_removed), (0, 900));
+        // Two of three files gone is refused, even when the bytes grow.
+        assert_eq!(
+            check(Some(&big), &[("big", 5000), ("c", 1)], false),
+            Err(MassDelete {
+                repo: "/srv/mods".into(),
+                folder: Folder::Shrunk,
+                revision: Some(7),
+                files_before: 3,
+                files_removed: 2,
+                bytes_before: 1002,
+                bytes_removed: 2,
+            })
+        );
+        // Growing and adding is never refused.
+        assert_eq!(
+            check(
+                Some(&big),
+                &[("big", 5000), ("a", 1), ("b", 0), ("c", 1)],
+                false
+            ),
+            Ok(())
+        );
+    }
 }

@@ -47,6 +47,9 @@ pub struct MasterConfig {
     pub tokens: Tokens,
     /// `hummel serve`: the master's own store acts as an always-live slave holding every pack.
     pub embedded_store: bool,
+    /// Builds publish what symlinks point to (files and folders; loops are skipped) instead of
+    /// skipping them with a warning.
+    pub follow_symlinks: bool,
     /// zstd level the background repack recompresses the current revision's packs to
     /// (`crate::repack`); 0 turns it off. Otherwise in [`REPACK_LEVELS`].
     pub repack_level: i32,

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::extract::rejection::FormRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use hummel_proto::api::{BuildState, BuildStatus, SlaveState, StatusResponse};
+use hummel_proto::api::{BuildQuery, BuildState, BuildStatus, SlaveState, StatusResponse};
 use serde::Deserialize;
 
 use crate::api::{ApiError, blocking};
@@ -43,7 +43,7 @@ pub(crate) fn escape(s: &str) -> String {
 }
 
 /// `1.5 GiB`.
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
     let mut unit = 0;
@@ -71,23 +71,10 @@ fn human_age(ms: u64) -> String {
 
 /// `2024-05-01 12:00:00 UTC`.
 fn human_time(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = crate::utc(unix);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
 }
 
@@ -144,14 +131,27 @@ pub(crate) async fn page(State(master): State<Master>, headers: HeaderMap) -> Re
 #[derive(Debug, Deserialize)]
 pub(crate) struct BuildForm {
     token: String,
+    /// The "allow a mass delete" checkbox (`true` when ticked, absent otherwise).
+    #[serde(default)]
+    allow_mass_delete: bool,
 }
 
 /// `POST /ui/build`: starts a build if `token` is the write token, then back to `/` (303).
+/// The checkbox `allow_mass_delete` confirms a mass delete, as `hummel build
+/// --allow-mass-delete` does.
 pub(crate) async fn start_build(
     State(master): State<Master>,
     form: Result<Form<BuildForm>, FormRejection>,
 ) -> Response {
-    let token = form.ok().map(|Form(f)| f.token);
+    let (token, request) = match form {
+        Ok(Form(f)) => (
+            Some(f.token),
+            BuildQuery {
+                allow_mass_delete: f.allow_mass_delete,
+            },
+        ),
+        Err(_) => (None, BuildQuery::default()),
+    };
     if let Err(e) = check_token(&master.config().tokens, token.as_deref(), Access::Write) {
         let text = match e {
             ApiError::Unauthorized => "Enter the write token to start a build.",
@@ -159,7 +159,7 @@ pub(crate) async fn start_build(
         };
         return message_page(e.status(), "Build not started", text);
     }
-    match blocking(move || master.start_build()).await {
+    match blocking(move || master.start_build_with(&request)).await {
         Ok(Ok(_)) => Redirect::to("/").into_response(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "could not start a build from the dashboard");
@@ -268,11 +268,16 @@ fn revision_section(h: &mut String, status: &StatusResponse) {
                  <tr><th>files</th><td class=\"num\">{}</td></tr>\
                  <tr><th>size</th><td class=\"num\">{}</td></tr>\
                  <tr><th>created</th><td>{}</td></tr>\
-                 <tr><th>index</th><td><code>{}</code></td></tr></table>",
+                 <tr><th>index</th><td><code>{}</code></td></tr>{}</table>",
                 r.files,
                 human_bytes(r.bytes),
                 human_time(created),
-                r.index_hash.map(|x| x.short()).unwrap_or_default()
+                r.index_hash.map(|x| x.short()).unwrap_or_default(),
+                if r.mass_delete_confirmed {
+                    "<tr><th>mass delete</th><td class=\"stale\">confirmed by the admin</td></tr>"
+                } else {
+                    ""
+                }
             );
         }
         _ => h.push_str("<p class=\"muted\">No revision has been published yet.</p>"),
@@ -326,6 +331,8 @@ fn build_section(h: &mut String, build: Option<&BuildStatus>) {
     h.push_str(
         "<form method=\"post\" action=\"/ui/build\">\
          <label>Write token <input type=\"password\" name=\"token\" autocomplete=\"off\" required></label> \
+         <label><input type=\"checkbox\" name=\"allow_mass_delete\" value=\"true\"> allow a mass delete \
+         (publish even if the folder is empty or lost most of its files)</label> \
          <button type=\"submit\">Start a build</button></form>",
     );
 }

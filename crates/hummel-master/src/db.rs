@@ -4,7 +4,8 @@
 //! `packs` (the pack enumeration: number → hash, size, and since schema 2 the zstd level it was
 //! written at, for the repack), `chunks` (where every published chunk lives; the repack moves
 //! chunks to its packs), `slaves` and `replicas` (who holds which pack), `clients` (what each
-//! client holds) and `builds` (build history). The schema version is `PRAGMA user_version`; an
+//! client holds), `builds` (build history) and, since schema 4, `meta` (the repository id).
+//! The schema version is `PRAGMA user_version`; an
 //! older database is migrated step by step on open, each step in one transaction. A slave's
 //! replica set is replaced whole by its complete hashlist ([`Db::record_hashlist`]) and changed
 //! pack by pack by the changes its heartbeats carry ([`Db::record_heartbeat`]), each in one
@@ -29,7 +30,7 @@ use crate::error::MasterError;
 use crate::tracker::{ClientRecord, SlaveRecord};
 
 /// The schema this build writes.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// Version 1 → 2: the zstd level each pack was written at, so the background repack knows
 /// which packs are below its level. Every pack of a version-1 database was written by a build,
@@ -42,6 +43,21 @@ const _: () = assert!(DEFAULT_ZSTD_LEVEL == 3);
 /// Version 2 → 3: when the garbage collection deleted a pack (NULL: stored). The row stays as a
 /// tombstone: it keeps the number from being given again.
 const MIGRATE_V2_TO_V3: &str = "ALTER TABLE packs ADD COLUMN collected_unix INTEGER;";
+
+/// Version 3 → 4: the repository id, random 128 bits in lower-case hex, made once with the
+/// database (or by this step for an older one). With the index hash it tells two trees
+/// published under one number apart, e.g. by two masters, or one reset to an empty folder.
+const MIGRATE_V3_TO_V4: &str = "
+CREATE TABLE meta (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO meta(key, value) VALUES ('repository_id', lower(hex(randomblob(16))));";
+
+/// Version 4 → 5: whether the admin confirmed that a revision removes most of the repository
+/// (`hummel build --allow-mass-delete`); earlier revisions needed no confirmation.
+const MIGRATE_V4_TO_V5: &str =
+    "ALTER TABLE revisions ADD COLUMN mass_delete_confirmed INTEGER NOT NULL DEFAULT 0;";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE revisions (
@@ -121,6 +137,9 @@ pub(crate) struct RevisionRow {
     /// The build that published it; `None` for the repack's revisions (the same tree as the
     /// revision before, in other packs).
     pub build_id: Option<u64>,
+    /// The admin confirmed that it removes most of the repository (a repack's revision keeps
+    /// the confirmation of the tree it repacked).
+    pub mass_delete_confirmed: bool,
 }
 
 /// What one build (or repack) publishes in one transaction.
@@ -254,13 +273,18 @@ impl Db {
         if version == 0 {
             self.conn
                 .execute_batch(&format!(
-                    "BEGIN; {SCHEMA_V1} {MIGRATE_V1_TO_V2} {MIGRATE_V2_TO_V3}
-                     PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                    "BEGIN; {SCHEMA_V1} {MIGRATE_V1_TO_V2} {MIGRATE_V2_TO_V3} {MIGRATE_V3_TO_V4}
+                     {MIGRATE_V4_TO_V5} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
                 ))
                 .map_err(self.err())?;
             return Ok(());
         }
-        let steps = [(1, MIGRATE_V1_TO_V2), (2, MIGRATE_V2_TO_V3)];
+        let steps = [
+            (1, MIGRATE_V1_TO_V2),
+            (2, MIGRATE_V2_TO_V3),
+            (3, MIGRATE_V3_TO_V4),
+            (4, MIGRATE_V4_TO_V5),
+        ];
         for (from, sql) in steps.into_iter().filter(|(from, _)| *from >= version) {
             let to = from + 1;
             tracing::info!(path = %self.path.display(), "migrating the database schema from {from} to {to}");
@@ -271,13 +295,24 @@ impl Db {
         Ok(())
     }
 
+    /// The repository id made with the database.
+    pub(crate) fn repository_id(&self) -> Result<String, MasterError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM meta WHERE key='repository_id'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+
     /// Every revision, oldest first.
     pub(crate) fn load_revisions(&self) -> Result<Vec<RevisionRow>, MasterError> {
         let mut stmt = self
             .conn
             .prepare(
                 "SELECT number, created_unix, index_hash, files, bytes, build_started_unix,
-                    build_id
+                    build_id, mass_delete_confirmed
                  FROM revisions ORDER BY number",
             )
             .map_err(self.err())?;
@@ -291,6 +326,7 @@ impl Db {
                     bytes: from_sql_int(r.get(4)?),
                     build_started_unix: r.get(5)?,
                     build_id: r.get::<_, Option<i64>>(6)?.map(from_sql_int),
+                    mass_delete_confirmed: r.get(7)?,
                 })
             })
             .map_err(self.err())?;
@@ -433,8 +469,8 @@ impl Db {
             }
             tx.execute(
                 "INSERT INTO revisions(number, created_unix, index_hash, files, bytes, build_id,
-                    build_started_unix)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    build_started_unix, mass_delete_confirmed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     to_sql_int(p.revision.number),
                     p.revision.created_unix,
@@ -442,7 +478,8 @@ impl Db {
                     to_sql_int(p.revision.files),
                     to_sql_int(p.revision.bytes),
                     p.revision.build_id.map(to_sql_int),
-                    p.revision.build_started_unix
+                    p.revision.build_started_unix,
+                    p.revision.mass_delete_confirmed
                 ],
             )
             .map_err(db_err(&path))?;
@@ -746,6 +783,7 @@ mod tests {
             bytes: 0,
             build_started_unix: 1,
             build_id: Some(1),
+            mass_delete_confirmed: false,
         }
     }
 
@@ -771,6 +809,25 @@ mod tests {
     }
 
     #[test]
+    fn the_repository_id_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hummel.db");
+        let id = Db::open(&path).unwrap().repository_id().unwrap();
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(
+            id.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')),
+            "{id}"
+        );
+        assert_eq!(Db::open(&path).unwrap().repository_id().unwrap(), id);
+        let other = tempfile::tempdir().unwrap();
+        let other_id = Db::open(&other.path().join("hummel.db"))
+            .unwrap()
+            .repository_id()
+            .unwrap();
+        assert_ne!(other_id, id);
+    }
+
+    #[test]
     fn a_version_1_database_is_migrated_and_its_packs_count_as_level_3() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hummel.db");
@@ -791,6 +848,8 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
+        // The migration made a repository id.
+        assert_eq!(db.repository_id().unwrap().len(), 32);
         let packs = db.load_packs().unwrap();
         assert_eq!(packs.len(), 1);
         assert_eq!(
@@ -826,6 +885,7 @@ mod tests {
             revision: &RevisionRow {
                 number: 2,
                 build_id: None,
+                mass_delete_confirmed: true,
                 ..row
             },
             new_packs: &[],
@@ -843,13 +903,13 @@ mod tests {
             .collect();
         assert_eq!(levels, [(1, 9), (2, 9)]);
         assert_eq!(db.load_chunks().unwrap()[&chunk.hash], moved);
-        let builds: Vec<Option<u64>> = db
+        let builds: Vec<(Option<u64>, bool)> = db
             .load_revisions()
             .unwrap()
             .iter()
-            .map(|r| r.build_id)
+            .map(|r| (r.build_id, r.mass_delete_confirmed))
             .collect();
-        assert_eq!(builds, [Some(1), None]);
+        assert_eq!(builds, [(Some(1), false), (None, true)]);
         drop(db);
         // Opening again does not migrate twice.
         Db::open(&path).unwrap();

@@ -360,6 +360,7 @@ mod tests {
             bytes: 0,
             build_started_unix: created_unix,
             build_id: build,
+            mass_delete_confirmed: false,
         }
     }
 

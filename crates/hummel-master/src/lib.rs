@@ -10,8 +10,10 @@
 //! - `master`: [`Master`], the shared state (current revision, pack table, slaves, clients,
 //!   builds) and the operations behind every endpoint; [`run_background`].
 //! - `db`: the SQLite metadata database `DATA/hummel.db` (WAL, versioned schema).
-//! - `revision`: encoded indexes in `DATA/revisions/N.idx`, written before their row commits.
-//! - `build`: the pipeline walk → reuse → chunk/hash/compress (rayon) → pack writer → index.
+//! - `revision`: encoded indexes in `DATA/revisions/N.idx`, written before their row commits,
+//!   and the numbering rule (never below the UTC time as `YYYYMMDDhhmmss`).
+//! - `build`: the pipeline walk → mass-delete guard → reuse → chunk/hash/compress (rayon, each
+//!   file read again while it changes) → pack writer → index.
 //! - `repack`: the optional background pass that recompresses the current revision's packs at
 //!   a higher zstd level and publishes the same tree again (`MasterConfig::repack_level`).
 //! - `gc`: the garbage collection: which revisions are kept, and the deletion of packs none of
@@ -82,4 +84,39 @@ pub(crate) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A UTC calendar date and time of day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct UtcTime {
+    pub year: i64,
+    pub month: i64,
+    pub day: i64,
+    pub hour: i64,
+    pub minute: i64,
+    pub second: i64,
+}
+
+/// The UTC calendar time of `unix` seconds since the epoch (proleptic Gregorian).
+pub(crate) fn utc(unix: i64) -> UtcTime {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    UtcTime {
+        year,
+        month,
+        day,
+        hour: secs / 3600,
+        minute: secs / 60 % 60,
+        second: secs % 60,
+    }
 }

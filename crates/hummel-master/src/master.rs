@@ -30,8 +30,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hummel_core::{ChunkLocation, Hash, Index, PackInfo, RelPath};
 use hummel_proto::api::{
-    Assignment, BuildState, BuildStatus, ClientReport, FALLBACK_ID, HashlistVersion, Heartbeat,
-    LocateRequest, LocateResponse, ReplicatingStatus, ReplicationHealth, RevisionInfo,
+    Assignment, BuildQuery, BuildState, BuildStatus, ClientReport, FALLBACK_ID, HashlistVersion,
+    Heartbeat, LocateRequest, LocateResponse, ReplicatingStatus, ReplicationHealth, RevisionInfo,
     SlaveDirective, SlaveEndpoint, SlaveHashlist, SlaveState, SlaveStatus, StatusResponse,
 };
 use hummel_store::BlobStore;
@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     pub config: MasterConfig,
     pub db_path: PathBuf,
     pub revisions_dir: PathBuf,
+    /// Random hex made with the database ([`Db::repository_id`]).
+    pub repository_id: String,
     pub db: Mutex<Db>,
     pub store: Arc<BlobStore>,
     pub metrics: Metrics,
@@ -158,6 +160,8 @@ pub(crate) struct NewRevision<'a> {
     pub relevelled_packs: &'a [u32],
     pub new_chunks: &'a [ChunkLocation],
     pub moved_chunks: &'a [ChunkLocation],
+    /// The admin confirmed the mass delete this tree makes.
+    pub mass_delete_confirmed: bool,
 }
 
 /// Why an index request cannot be answered.
@@ -207,6 +211,7 @@ impl Master {
         let db = Db::open(&db_path)?;
         let store = Arc::new(BlobStore::open(&config.data.join("store"))?);
 
+        let repository_id = db.repository_id()?;
         let history = db.load_revisions()?;
         let current = match history.last() {
             Some(row) => Some(Arc::new(revision::load_revision(
@@ -274,6 +279,7 @@ impl Master {
                 config,
                 db_path,
                 revisions_dir,
+                repository_id,
                 db: Mutex::new(db),
                 store,
                 metrics: Metrics::default(),
@@ -324,15 +330,23 @@ impl Master {
         &self.inner.store
     }
 
-    /// Starts a build on its own thread, or returns the id of the one already running.
+    /// Starts a build on its own thread, or returns the id of the one already running. The
+    /// build refuses a mass delete (see `build::check_mass_delete`).
     pub fn start_build(&self) -> Result<u64, MasterError> {
+        self.start_build_with(&BuildQuery::default())
+    }
+
+    /// [`Master::start_build`] with the request's options: `allow_mass_delete` publishes a
+    /// tree the mass-delete guard would refuse, and records the confirmation in the revision.
+    /// A build already running keeps its own options.
+    pub fn start_build_with(&self, request: &BuildQuery) -> Result<u64, MasterError> {
         let mut book = lock(&self.inner.builds);
         if let Some(id) = book.running {
             return Ok(id);
         }
         let started = now_unix();
         let id = lock(&self.inner.db).insert_build(started)?;
-        let run = Arc::new(BuildRun::new(id, started));
+        let run = Arc::new(BuildRun::new(id, started, request.allow_mass_delete));
         book.runs.insert(id, run.clone());
         book.running = Some(id);
         // Under the builds lock: a repack checks the epoch under it before publishing.
@@ -470,6 +484,8 @@ impl Master {
             packs: &packs,
             next_pack_number,
             options: self.inner.build_options,
+            allow_mass_delete: run.allow_mass_delete,
+            follow_symlinks: self.inner.config.follow_symlinks,
         };
         let prepared = match build::prepare(&inputs, run)? {
             Preparation::Unchanged => {
@@ -479,10 +495,8 @@ impl Master {
             }
             Preparation::Changed(p) => p,
         };
-        let number = previous.as_ref().map_or(1, |p| p.row.number + 1);
         self.publish(
             prepared.index,
-            number,
             &NewRevision {
                 build_id: Some(run.id),
                 build_started_unix: run.started_unix,
@@ -491,20 +505,24 @@ impl Master {
                 relevelled_packs: &[],
                 new_chunks: &prepared.new_chunks,
                 moved_chunks: &[],
+                mass_delete_confirmed: prepared.mass_delete_confirmed,
             },
         )
     }
 
-    /// Publishes `index` as revision `number`: index file, one transaction, then memory. The
-    /// caller makes sure nobody else publishes meanwhile (one build at a time; the repack holds
-    /// the builds lock and checks that no build started).
+    /// Publishes `index` as the next revision (numbered by [`revision::next_number`]): index
+    /// file, one transaction, then memory; returns its number. The caller makes sure nobody
+    /// else publishes meanwhile (one build at a time; the repack holds the builds lock and
+    /// checks that no build started).
     pub(crate) fn publish(
         &self,
         mut index: Index,
-        number: u64,
         new: &NewRevision<'_>,
     ) -> Result<u64, BuildError> {
-        let (encoded, index_hash) = build::finalize(&mut index, number, now_unix())?;
+        let now = now_unix();
+        let highest = read(&self.inner.history).iter().map(|r| r.number).max();
+        let number = revision::next_number(highest, now);
+        let (encoded, index_hash) = build::finalize(&mut index, number, now)?;
         revision::write_index_file(&self.inner.revisions_dir, number, &encoded)?;
         let row = RevisionRow {
             number,
@@ -514,6 +532,7 @@ impl Master {
             bytes: index.total_size(),
             build_started_unix: new.build_started_unix,
             build_id: new.build_id,
+            mass_delete_confirmed: new.mass_delete_confirmed,
         };
         lock(&self.inner.db).publish(&Publication {
             revision: &row,
@@ -555,8 +574,8 @@ impl Master {
                 files: c.row.files,
                 bytes: c.row.bytes,
                 index_hash: Some(c.row.index_hash),
-                repository_id: None,
-                mass_delete_confirmed: false,
+                repository_id: Some(self.inner.repository_id.clone()),
+                mass_delete_confirmed: c.row.mass_delete_confirmed,
             },
             None => RevisionInfo {
                 revision: None,
@@ -564,7 +583,7 @@ impl Master {
                 files: 0,
                 bytes: 0,
                 index_hash: None,
-                repository_id: None,
+                repository_id: Some(self.inner.repository_id.clone()),
                 mass_delete_confirmed: false,
             },
         }
@@ -580,34 +599,34 @@ impl Master {
             .collect()
     }
 
-    /// The encoded index of `revision` (default: current) below `path` (default: all).
-    /// Blocking and CPU-bound for subtrees and old revisions.
+    /// The encoded index of `revision` (default: current) below `path` (default: all), with the
+    /// revision's row. Blocking and CPU-bound for subtrees and old revisions.
     pub(crate) fn index_bytes(
         &self,
         revision: Option<u64>,
         path: Option<&RelPath>,
-    ) -> Result<(u64, Bytes), IndexLookupError> {
+    ) -> Result<(RevisionRow, Bytes), IndexLookupError> {
         let current = self.current().ok_or(IndexLookupError::NoRevision)?;
         if let Some(n) = revision
             && n != current.row.number
             && path.is_none()
         {
             // A whole old revision: its file as it is, without decoding it.
-            self.revision_row(n)?;
+            let row = self.revision_row(n)?;
             let bytes = revision::read_index_bytes(&self.inner.revisions_dir, n)
                 .map_err(|e| self.lookup_failed(n, e))?;
-            return Ok((n, bytes));
+            return Ok((row, bytes));
         }
         let loaded = self.loaded_revision(revision)?;
-        let number = loaded.row.number;
+        let row = loaded.row.clone();
         match path {
-            None => Ok((number, loaded.encoded.clone())),
+            None => Ok((row, loaded.encoded.clone())),
             Some(dir) => {
                 let sub = loaded
                     .index
                     .subtree(dir)
                     .ok_or_else(|| IndexLookupError::NoSuchPath(dir.clone()))?;
-                Ok((number, Bytes::from(hummel_core::index::encode(&sub))))
+                Ok((row, Bytes::from(hummel_core::index::encode(&sub))))
             }
         }
     }
@@ -620,7 +639,7 @@ impl Master {
         revision: Option<u64>,
         path: Option<&RelPath>,
         since: u64,
-    ) -> Result<Option<(u64, Bytes)>, IndexLookupError> {
+    ) -> Result<Option<(RevisionRow, Bytes)>, IndexLookupError> {
         let target = self.loaded_revision(revision)?;
         if since >= target.row.number {
             return Ok(None);
@@ -643,7 +662,7 @@ impl Master {
         };
         Ok(delta.map(|d| {
             (
-                target.row.number,
+                target.row.clone(),
                 Bytes::from(hummel_core::delta::encode_delta(&d)),
             )
         }))

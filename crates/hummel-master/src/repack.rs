@@ -14,7 +14,8 @@
 //! 2. A new revision with the same entries (paths, hashes, sizes, modes, mtimes) but the new
 //!    chunk locations is published through the build's publishing code ([`Master::publish`]);
 //!    the chunk table points at the new packs from then on, so later builds reuse them.
-//!    The revision keeps its source's `build_started_unix`: the files were read then.
+//!    The revision keeps its source's `build_started_unix`: the files were read then. Its
+//!    number follows the builds' rule ([`crate::revision::next_number`]).
 //!
 //! A build always wins: every build start moves `build_epoch`; the pass checks it before each
 //! chunk and, under the builds lock, before publishing. A stopped pass publishes nothing; packs
@@ -305,7 +306,6 @@ impl Master {
         }
         let revision = self.publish(
             index,
-            source.row.number + 1,
             &NewRevision {
                 build_id: None,
                 build_started_unix: source.row.build_started_unix,
@@ -314,6 +314,8 @@ impl Master {
                 relevelled_packs: &relevelled,
                 new_chunks: &[],
                 moved_chunks: &moved,
+                // The same tree: a client coming from before the build meets the same deletes.
+                mass_delete_confirmed: source.row.mass_delete_confirmed,
             },
         )?;
         drop(book);

@@ -39,6 +39,7 @@ fn config(repo: &Path, data: &Path) -> MasterConfig {
             read: None,
         },
         embedded_store: false,
+        follow_symlinks: false,
         repack_level: 0,
         keep_revisions: crate::DEFAULT_KEEP_REVISIONS,
         gc_grace: crate::DEFAULT_GC_GRACE,
@@ -151,7 +152,7 @@ fn build_publishes_reuses_and_survives_reopen() {
 
     let first = build(&master);
     assert_eq!(first.state, BuildState::Succeeded, "{:?}", first.error);
-    assert_eq!(first.revision, Some(1));
+    let r1 = first.revision.unwrap();
     assert_eq!(first.files_total, 5);
     assert_eq!(first.files_reused, 0);
     assert!(first.packs_written >= 2, "{first:?}");
@@ -188,14 +189,14 @@ fn build_publishes_reuses_and_survives_reopen() {
     assert_eq!(chunks_of("a/x.bin"), chunks_of("copy.bin"));
     assert_packs_hold_the_tree(&master, &index, &fx.repo);
     let info = master.revision_info();
-    assert_eq!(info.revision, Some(1));
+    assert_eq!(info.revision, Some(r1));
     assert_eq!(info.files, 5);
     assert_eq!(info.bytes, 600_018);
 
     // Nothing changed: only the racy file is read, no revision is published.
     let again = build(&master);
     assert_eq!(again.state, BuildState::Succeeded);
-    assert_eq!(again.revision, Some(1));
+    assert_eq!(again.revision, Some(r1));
     assert_eq!(again.files_reused, 4);
     assert_eq!(again.packs_written, 0);
 
@@ -203,7 +204,8 @@ fn build_publishes_reuses_and_survives_reopen() {
     fs::write(fx.repo.join("b.txt"), b"hello again, hummel\n").unwrap();
     let third = build(&master);
     assert_eq!(third.state, BuildState::Succeeded, "{:?}", third.error);
-    assert_eq!(third.revision, Some(2));
+    let r2 = third.revision.unwrap();
+    assert!(r2 > r1, "{r2} after {r1}");
     assert_eq!(third.files_reused, 3);
     assert_eq!(third.files_total, 5);
     let index2 = current_index(&master, None);
@@ -215,10 +217,10 @@ fn build_publishes_reuses_and_survives_reopen() {
     let sub_paths: Vec<&str> = sub.entries.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(sub_paths, ["empty", "x.bin", "zero"]);
     let (n, old) = master
-        .index_bytes(Some(1), Some(&RelPath::new("a").unwrap()))
+        .index_bytes(Some(r1), Some(&RelPath::new("a").unwrap()))
         .unwrap();
-    assert_eq!(n, 1);
-    assert_eq!(decode(&old).unwrap().0.revision, 1);
+    assert_eq!(n.number, r1);
+    assert_eq!(decode(&old).unwrap().0.revision, r1);
     assert!(matches!(
         master.index_bytes(Some(9), None),
         Err(IndexLookupError::NoSuchRevision(9))
@@ -231,7 +233,7 @@ fn build_publishes_reuses_and_survives_reopen() {
     // Everything survives a restart.
     drop(master);
     let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
-    assert_eq!(master.revision_info().revision, Some(2));
+    assert_eq!(master.revision_info().revision, Some(r2));
     assert_eq!(current_index(&master, None), index2);
     assert_eq!(master.latest_build().unwrap().id, third.id);
     assert_eq!(master.history(20).len(), 2);
@@ -255,7 +257,7 @@ fn invalid_name_fails_the_build_and_keeps_the_revision() {
     let error = failed.error.unwrap();
     assert!(error.contains("bad\\\\name"), "{error}");
     assert!(!error.contains('\n'));
-    assert_eq!(master.revision_info().revision, Some(1));
+    assert_eq!(master.revision_info().revision, ok.revision);
 }
 
 #[test]
@@ -412,13 +414,14 @@ async fn api_flow_build_index_slaves_locate_status() {
 
     let (s, h, body) = call(&master, "GET", "/api/v1/index", None, None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(h["x-hummel-revision"], "1");
+    let r1 = built.revision.unwrap();
+    assert_eq!(h["x-hummel-revision"], r1.to_string().as_str());
     assert_eq!(h[header::CONTENT_TYPE], "application/octet-stream");
     let index = decode(&body).unwrap().0;
     let (s, _, body) = call(
         &master,
         "GET",
-        "/api/v1/index?path=a&revision=1",
+        &format!("/api/v1/index?path=a&revision={r1}"),
         None,
         None,
     )
@@ -678,7 +681,7 @@ async fn api_flow_build_index_slaves_locate_status() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h[header::CONTENT_TYPE], "text/plain; version=0.0.4");
     let text = String::from_utf8(body).unwrap();
-    assert!(text.contains("hummel_revision 1\n"), "{text}");
+    assert!(text.contains(&format!("hummel_revision {r1}\n")), "{text}");
     assert!(text.contains("hummel_slaves{state=\"dead\"} 1\n"), "{text}");
     assert!(
         text.contains("hummel_bad_slave_reports_total 1\n"),
@@ -690,6 +693,69 @@ async fn api_flow_build_index_slaves_locate_status() {
     let (s, _, body) = call(&master, "GET", &format!("/blob/{}", pack.hash), None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(Hash::of(&body), pack.hash);
+}
+
+/// The revision headers of an index answer: number, whole-revision hash, repository id.
+fn identity(h: &axum::http::HeaderMap) -> (String, String, String) {
+    let get = |name: &str| h[name].to_str().unwrap().to_string();
+    (
+        get("x-hummel-revision"),
+        get(&hummel_proto::api::REVISION_HASH_HEADER.to_ascii_lowercase()),
+        get(&hummel_proto::api::REPOSITORY_ID_HEADER.to_ascii_lowercase()),
+    )
+}
+
+#[tokio::test]
+async fn index_answers_name_the_whole_revision_and_the_repository() {
+    let fx = fixture();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let first = http_build(&master).await;
+    let info1 = master.revision_info();
+    let repository = info1.repository_id.clone().unwrap();
+    assert_eq!(repository.len(), 32, "{repository}");
+    fs::write(fx.repo.join("a/x.bin"), pseudo_random(300_000, 5)).unwrap();
+    let second = http_build(&master).await;
+    let info2 = master.revision_info();
+    let (r1, r2) = (first.revision.unwrap(), second.revision.unwrap());
+    let (h1, h2) = (
+        info1.index_hash.unwrap().to_hex(),
+        info2.index_hash.unwrap().to_hex(),
+    );
+    assert_ne!(h1, h2);
+
+    for (uri, kind, revision, hash) in [
+        ("/api/v1/index".to_string(), "full", r2, &h2),
+        ("/api/v1/index?path=a".to_string(), "full", r2, &h2),
+        (format!("/api/v1/index?since={r1}"), "delta", r2, &h2),
+        (format!("/api/v1/index?path=a&since={r1}"), "delta", r2, &h2),
+        (format!("/api/v1/index?revision={r1}"), "full", r1, &h1),
+        (
+            format!("/api/v1/index?revision={r1}&path=a"),
+            "full",
+            r1,
+            &h1,
+        ),
+    ] {
+        let (s, h, _) = call(&master, "GET", &uri, None, None).await;
+        assert_eq!(s, StatusCode::OK, "{uri}");
+        assert_eq!(h["x-hummel-index-kind"], kind, "{uri}");
+        assert_eq!(
+            identity(&h),
+            (revision.to_string(), hash.clone(), repository.clone()),
+            "{uri}"
+        );
+    }
+    // The id is the database's: the same after a restart, another for another master.
+    drop(master);
+    let reopened = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    assert_eq!(
+        reopened.revision_info().repository_id,
+        Some(repository.clone())
+    );
+    let other = tempfile::tempdir().unwrap();
+    let stranger = Master::open(config(&fx.repo, other.path())).unwrap();
+    let theirs = stranger.revision_info().repository_id.unwrap();
+    assert_ne!(theirs, repository);
 }
 
 #[tokio::test]
@@ -771,6 +837,412 @@ async fn dashboard_renders_and_its_form_checks_the_token() {
     let resp = master.router().oneshot(form(WRITE)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(resp.headers()[header::LOCATION], "/");
+}
+
+/// Empties a folder, keeping the folder itself.
+fn empty_folder(dir: &Path) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            fs::remove_dir_all(p).unwrap();
+        } else {
+            fs::remove_file(p).unwrap();
+        }
+    }
+}
+
+/// `POST /ui/build` with the write token, and the checkbox if `allow`; waits for the build.
+async fn form_build(master: &Master, allow: bool) -> BuildStatus {
+    let body = if allow {
+        format!("token={WRITE}&allow_mass_delete=true")
+    } else {
+        format!("token={WRITE}")
+    };
+    let req = Request::builder()
+        .method("POST")
+        .uri("/ui/build")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body))
+        .unwrap();
+    let resp = master.router().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let m = master.clone();
+    tokio::task::spawn_blocking(move || {
+        let id = m.latest_build().unwrap().id;
+        wait(&m, id)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_mass_delete_needs_the_admins_confirmation() {
+    let fx = fixture();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let r1 = http_build(&master).await.revision.unwrap();
+    assert!(!master.revision_info().mass_delete_confirmed);
+
+    // The folder empties (an unmounted disk): refused, the revision stays.
+    empty_folder(&fx.repo);
+    let refused = http_build(&master).await;
+    assert_eq!(refused.state, BuildState::Failed);
+    let error = refused.error.unwrap();
+    assert!(
+        error.starts_with("refusing to publish: the repository folder")
+            && error.contains("holds no files, so the build removes 4 of 4 files (100%)")
+            && error.contains(&format!("of revision {r1}"))
+            && error.contains("--allow-mass-delete"),
+        "{error}"
+    );
+    assert_eq!(master.revision_info().revision, Some(r1));
+
+    // Confirmed through the API: published, and the revision says so.
+    let (s, _, body) = call(
+        &master,
+        "POST",
+        "/build?allow_mass_delete=true",
+        Some(WRITE),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let id = json::<BuildStarted>(&body).build_id;
+    let m = master.clone();
+    let confirmed = tokio::task::spawn_blocking(move || wait(&m, id))
+        .await
+        .unwrap();
+    assert_eq!(
+        confirmed.state,
+        BuildState::Succeeded,
+        "{:?}",
+        confirmed.error
+    );
+    assert!(
+        confirmed
+            .warnings
+            .iter()
+            .any(|w| w.contains("mass-delete confirmation")),
+        "{:?}",
+        confirmed.warnings
+    );
+    let r2 = confirmed.revision.unwrap();
+    assert!(r2 > r1);
+    let (_, _, body) = call(&master, "GET", "/api/v1/revision", None, None).await;
+    let info: RevisionInfo = json(&body);
+    assert_eq!((info.revision, info.files), (Some(r2), 0));
+    assert!(info.mass_delete_confirmed);
+    let mass_delete = hummel_proto::api::MASS_DELETE_HEADER.to_ascii_lowercase();
+    let (_, h, _) = call(&master, "GET", "/api/v1/index", None, None).await;
+    assert_eq!(h[mass_delete.as_str()], "1");
+    let (_, h, _) = call(
+        &master,
+        "GET",
+        &format!("/api/v1/index?since={r1}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(h["x-hummel-index-kind"], "delta");
+    assert_eq!(h[mass_delete.as_str()], "1");
+    let (_, h, _) = call(
+        &master,
+        "GET",
+        &format!("/api/v1/index?revision={r1}"),
+        None,
+        None,
+    )
+    .await;
+    assert!(h.get(mass_delete.as_str()).is_none());
+    let (_, _, page) = call(&master, "GET", "/", None, None).await;
+    assert!(
+        String::from_utf8(page)
+            .unwrap()
+            .contains("confirmed by the admin")
+    );
+
+    // Files come back: an ordinary build, no confirmation recorded.
+    fs::write(fx.repo.join("b.txt"), b"back\n").unwrap();
+    let normal = http_build(&master).await;
+    assert_eq!(normal.state, BuildState::Succeeded, "{:?}", normal.error);
+    assert!(!master.revision_info().mass_delete_confirmed);
+    let (_, h, _) = call(&master, "GET", "/api/v1/index", None, None).await;
+    assert!(h.get(mass_delete.as_str()).is_none());
+
+    // The dashboard's checkbox confirms the same way.
+    empty_folder(&fx.repo);
+    let refused = form_build(&master, false).await;
+    assert_eq!(refused.state, BuildState::Failed, "{refused:?}");
+    assert!(refused.error.unwrap().starts_with("refusing to publish"));
+    let ticked = form_build(&master, true).await;
+    assert_eq!(ticked.state, BuildState::Succeeded, "{:?}", ticked.error);
+    assert!(master.revision_info().mass_delete_confirmed);
+    // The confirmation is part of the revision's record.
+    drop(master);
+    let reopened = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    assert!(reopened.revision_info().mass_delete_confirmed);
+}
+
+#[tokio::test]
+async fn a_missing_folder_or_an_empty_first_build_publishes_nothing_unless_confirmed() {
+    let fx = fixture();
+    empty_folder(&fx.repo);
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let first = http_build(&master).await;
+    assert_eq!(first.state, BuildState::Failed);
+    let error = first.error.unwrap();
+    assert!(error.contains("nothing to publish"), "{error}");
+    assert_eq!(master.revision_info().revision, None);
+
+    fs::write(fx.repo.join("only.txt"), b"one file\n").unwrap();
+    let r1 = http_build(&master).await.revision.unwrap();
+    // The folder disappears.
+    fs::remove_dir_all(&fx.repo).unwrap();
+    let gone = http_build(&master).await;
+    assert_eq!(gone.state, BuildState::Failed);
+    let error = gone.error.unwrap();
+    assert!(
+        error.contains("is missing, so the build removes 1 of 1 files"),
+        "{error}"
+    );
+    assert_eq!(master.revision_info().revision, Some(r1));
+    // A folder that cannot be listed is never published, confirmed or not.
+    fs::write(&fx.repo, b"a file, not a folder").unwrap();
+    let id = master
+        .start_build_with(&hummel_proto::api::BuildQuery {
+            allow_mass_delete: true,
+        })
+        .unwrap();
+    let unreadable = wait(&master, id);
+    assert_eq!(unreadable.state, BuildState::Failed);
+    assert!(
+        unreadable
+            .error
+            .unwrap()
+            .contains("cannot list the repository folder"),
+        "{:?}",
+        master.latest_build()
+    );
+    assert_eq!(master.revision_info().revision, Some(r1));
+    fs::remove_file(&fx.repo).unwrap();
+    // Confirmed, the missing folder publishes an empty revision.
+    let id = master
+        .start_build_with(&hummel_proto::api::BuildQuery {
+            allow_mass_delete: true,
+        })
+        .unwrap();
+    let confirmed = wait(&master, id);
+    assert_eq!(
+        confirmed.state,
+        BuildState::Succeeded,
+        "{:?}",
+        confirmed.error
+    );
+    let info = master.revision_info();
+    assert!(info.revision > Some(r1));
+    assert_eq!(info.files, 0);
+    assert!(info.mass_delete_confirmed);
+}
+
+/// The entry of file `path` in the current revision.
+fn file_entry(master: &Master, path: &str) -> hummel_core::FileEntry {
+    match current_index(master, None)
+        .get(&RelPath::new(path).unwrap())
+        .map(|e| &e.kind)
+    {
+        Some(EntryKind::File(f)) => f.clone(),
+        other => panic!("{path}: {other:?}"),
+    }
+}
+
+/// Appends `n` bytes to a file.
+fn append(path: &Path, n: usize, seed: u64) {
+    use std::io::Write;
+    let mut f = fs::File::options().append(true).open(path).unwrap();
+    f.write_all(&pseudo_random(n, seed)).unwrap();
+}
+
+#[test]
+fn a_file_changed_while_read_is_read_again() {
+    let fx = fixture();
+    let big = fx.repo.join("big.bin");
+    fs::write(&big, pseudo_random(1 << 20, 3)).unwrap();
+    let target = fs::canonicalize(&big).unwrap();
+    let mut reads = 0;
+    crate::build::read_hook::on_read(
+        target.clone(),
+        Box::new(move || {
+            reads += 1;
+            // The first read is overtaken by a copy still being written.
+            if reads == 1 {
+                append(&target, 5000, 4);
+            }
+        }),
+    );
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let s = build(&master);
+    assert_eq!(s.state, BuildState::Succeeded, "{:?}", s.error);
+    let content = fs::read(&big).unwrap();
+    let entry = file_entry(&master, "big.bin");
+    assert_eq!(entry.size, (1 << 20) + 5000);
+    assert_eq!(entry.hash, Hash::of(&content));
+    assert_packs_hold_the_tree(&master, &current_index(&master, None), &fx.repo);
+}
+
+#[test]
+fn a_file_that_keeps_changing_fails_the_build_naming_it() {
+    let fx = fixture();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let r1 = build(&master).revision;
+    let big = fx.repo.join("a/growing.bin");
+    fs::write(&big, pseudo_random(300_000, 3)).unwrap();
+    let target = fs::canonicalize(&big).unwrap();
+    let mut seed = 10;
+    crate::build::read_hook::on_read(
+        target.clone(),
+        Box::new(move || {
+            seed += 1;
+            append(&target, 1000, seed);
+        }),
+    );
+    let s = build(&master);
+    assert_eq!(s.state, BuildState::Failed);
+    assert_eq!(
+        s.error.as_deref(),
+        Some(
+            "a/growing.bin kept changing while it was read (3 attempts); finish copying it and \
+             build again"
+        )
+    );
+    assert_eq!(master.revision_info().revision, r1);
+}
+
+/// A file appended to for the whole build: the build either fails naming it or publishes a
+/// version that existed, never a torn mixture.
+#[test]
+fn a_file_appended_to_during_the_build_is_never_published_torn() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let fx = fixture();
+    let big = fx.repo.join("log.bin");
+    fs::write(&big, pseudo_random(8 << 20, 7)).unwrap();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, big) = (stop.clone(), big.clone());
+        std::thread::spawn(move || {
+            // Until the build ends, or 64 MiB more.
+            for seed in 0..(16 << 10) {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                append(&big, 4096, seed);
+                std::thread::yield_now();
+            }
+        })
+    };
+    let s = build(&master);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let content = fs::read(&big).unwrap();
+    match s.state {
+        BuildState::Failed => {
+            let error = s.error.unwrap();
+            assert!(error.starts_with("log.bin kept changing"), "{error}");
+        }
+        _ => {
+            let entry = file_entry(&master, "log.bin");
+            let size = usize::try_from(entry.size).unwrap();
+            assert!(size >= 8 << 20 && size <= content.len());
+            assert_eq!(entry.hash, Hash::of(&content[..size]), "a torn version");
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_are_skipped_or_followed_without_loops() {
+    use std::os::unix::fs::symlink;
+    let fx = fixture();
+    let elsewhere = fx.repo.parent().unwrap().join("elsewhere");
+    fs::create_dir_all(elsewhere.join("mods/sub")).unwrap();
+    fs::write(elsewhere.join("mods/sub/m.txt"), b"linked mod\n").unwrap();
+    // A loop: a folder inside the linked tree that points back at it.
+    symlink(elsewhere.join("mods"), elsewhere.join("mods/sub/again")).unwrap();
+    symlink(elsewhere.join("mods"), fx.repo.join("linked")).unwrap();
+    symlink("b.txt", fx.repo.join("b-link.txt")).unwrap();
+    symlink("nowhere", fx.repo.join("dangling")).unwrap();
+
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let skipped = build(&master);
+    assert_eq!(skipped.state, BuildState::Succeeded, "{:?}", skipped.error);
+    assert!(
+        skipped.warnings.contains(
+            &"skipped symlink linked: clients will delete it from their copies; use \
+              --follow-symlinks to publish its target"
+                .to_string()
+        ),
+        "{:?}",
+        skipped.warnings
+    );
+    let index = current_index(&master, None);
+    for p in ["linked", "b-link.txt", "dangling"] {
+        assert!(index.get(&RelPath::new(p).unwrap()).is_none(), "{p}");
+    }
+    drop(master);
+
+    let mut cfg = config(&fx.repo, &fx.data);
+    cfg.follow_symlinks = true;
+    let master = Master::open_with(cfg, small_packs()).unwrap();
+    let followed = build(&master);
+    assert_eq!(
+        followed.state,
+        BuildState::Succeeded,
+        "{:?}",
+        followed.error
+    );
+    let index = current_index(&master, None);
+    assert!(matches!(
+        index
+            .get(&RelPath::new("linked/sub").unwrap())
+            .unwrap()
+            .kind,
+        EntryKind::Dir(_)
+    ));
+    assert_eq!(
+        file_entry(&master, "linked/sub/m.txt").hash,
+        Hash::of(b"linked mod\n")
+    );
+    assert_eq!(
+        file_entry(&master, "b-link.txt").hash,
+        file_entry(&master, "b.txt").hash
+    );
+    assert!(
+        index
+            .get(&RelPath::new("linked/sub/again").unwrap())
+            .is_none()
+    );
+    assert!(index.get(&RelPath::new("dangling").unwrap()).is_none());
+    let warned = |needle: &str| followed.warnings.iter().any(|w| w.contains(needle));
+    assert!(
+        warned("skipped linked/sub/again: it leads back"),
+        "{:?}",
+        followed.warnings
+    );
+    assert!(warned(
+        "skipped symlink dangling: its target cannot be read"
+    ));
+    assert_packs_hold_the_tree(&master, &index, &fx.repo);
+}
+
+#[test]
+fn a_tree_deeper_than_the_bound_fails_the_build() {
+    let fx = fixture();
+    let deep: std::path::PathBuf = std::iter::repeat_n("d", crate::build::MAX_DEPTH + 1).collect();
+    fs::create_dir_all(fx.repo.join(&deep)).unwrap();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let s = build(&master);
+    assert_eq!(s.state, BuildState::Failed);
+    let error = s.error.unwrap();
+    assert!(error.contains("lies more than 128 folders deep"), "{error}");
 }
 
 /// Regression: a build seen finished must free the slot at once, or `hummel build --wait` run
@@ -1133,11 +1605,27 @@ fn repacking_master(fx: &Fixture, level: i32) -> Master {
 
 /// Waits until revision `n` is current and no repack pass runs or is queued.
 fn wait_for_revision(master: &Master, n: u64) {
+    wait_for_current(master, &format!("revision {n}"), |r| r == n);
+}
+
+/// Waits until a revision above `n` (the repack's) is current and no pass runs or is queued;
+/// returns it.
+fn wait_for_revision_after(master: &Master, n: u64) -> u64 {
+    wait_for_current(master, &format!("a revision after {n}"), |r| r > n)
+}
+
+fn wait_for_current(master: &Master, what: &str, done: impl Fn(u64) -> bool) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while master.revision_info().revision != Some(n) || !master.maintenance_idle() {
+    loop {
+        if let Some(r) = master.revision_info().revision
+            && done(r)
+            && master.maintenance_idle()
+        {
+            return r;
+        }
         assert!(
             Instant::now() < deadline,
-            "revision {n} did not appear: {:?}",
+            "{what} did not appear: {:?}",
             master.revision_info()
         );
         std::thread::sleep(Duration::from_millis(10));
@@ -1157,10 +1645,10 @@ fn stored_bytes(index: &Index) -> u64 {
 async fn repack_publishes_the_same_tree_from_smaller_packs_once() {
     let fx = fixture();
     let master = repacking_master(&fx, 19);
-    assert_eq!(build(&master).revision, Some(1));
-    wait_for_revision(&master, 2);
+    let r1 = build(&master).revision.unwrap();
+    let r2 = wait_for_revision_after(&master, r1);
 
-    let built = revision_index(&master, 1);
+    let built = revision_index(&master, r1);
     let repacked = current_index(&master, None);
     repacked.validate().unwrap();
     // The same tree: paths, kinds, sizes, modes, mtimes, hashes, chunk order.
@@ -1206,7 +1694,7 @@ async fn repack_publishes_the_same_tree_from_smaller_packs_once() {
     );
     assert_eq!(metric(&master, "hummel_repack_running").await, 0);
     let status = master.status().repack.unwrap();
-    assert_eq!((status.level, status.last_revision), (19, Some(2)));
+    assert_eq!((status.level, status.last_revision), (19, Some(r2)));
     let (code, _, page) = call(&master, "GET", "/", None, None).await;
     assert_eq!(code, StatusCode::OK);
     let page = String::from_utf8(page).unwrap();
@@ -1222,12 +1710,12 @@ async fn repack_publishes_the_same_tree_from_smaller_packs_once() {
     );
     // An unchanged rebuild reuses the repacked locations and publishes nothing.
     let again = build(&master);
-    assert_eq!((again.revision, again.packs_written), (Some(2), 0));
-    wait_for_revision(&master, 2);
+    assert_eq!((again.revision, again.packs_written), (Some(r2), 0));
+    wait_for_revision(&master, r2);
     drop(master);
     // The levels are recorded: a reopened master has nothing to repack either.
     let reopened = repacking_master(&fx, 19);
-    assert_eq!(reopened.revision_info().revision, Some(2));
+    assert_eq!(reopened.revision_info().revision, Some(r2));
     assert_eq!(
         reopened.repack_once(19).unwrap(),
         crate::repack::RepackOutcome::NothingToDo
@@ -1235,7 +1723,7 @@ async fn repack_publishes_the_same_tree_from_smaller_packs_once() {
     // A higher level repacks again.
     assert!(matches!(
         reopened.repack_once(20).unwrap(),
-        crate::repack::RepackOutcome::Published { revision: 3, .. }
+        crate::repack::RepackOutcome::Published { revision, .. } if revision > r2
     ));
 }
 
@@ -1254,29 +1742,64 @@ async fn a_build_started_during_a_repack_wins() {
             }
         }));
     }
-    assert_eq!(build(&master).revision, Some(1));
-    // The repack of revision 1 started a build at its first chunk, stopped, published nothing;
-    // the build published 2, and the repack then ran again over it.
-    wait_for_revision(&master, 3);
-    let second = crate::lock(&started).expect("the hook started a build");
+    let r1 = build(&master).revision.unwrap();
+    // The repack of the first revision started a build at its first chunk, stopped, published
+    // nothing; the build published the second, and the repack then ran again over it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let second = loop {
+        if let Some(id) = *crate::lock(&started) {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the repack did not start a build"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let b = wait(&master, second);
-    assert_eq!(
-        (b.state, b.revision),
-        (BuildState::Succeeded, Some(2)),
-        "{:?}",
-        b.error
-    );
-    let by_build = revision_index(&master, 2);
+    assert_eq!(b.state, BuildState::Succeeded, "{:?}", b.error);
+    let r2 = b.revision.unwrap();
+    assert!(r2 > r1);
+    let r3 = wait_for_revision_after(&master, r2);
+    let by_build = revision_index(&master, r2);
     match &by_build.get(&RelPath::new("b.txt").unwrap()).unwrap().kind {
         EntryKind::File(f) => assert_eq!(f.hash, Hash::of(b"changed during the repack\n")),
         other => panic!("{other:?}"),
     }
     let repacked = current_index(&master, None);
+    assert_eq!(repacked.revision, r3);
     assert_eq!(repacked.entries, by_build.entries);
     assert_packs_hold_the_tree(&master, &repacked, &fx.repo);
     assert_eq!(metric(&master, "hummel_repack_stopped_total").await, 1);
     assert_eq!(metric(&master, "hummel_repack_runs_total").await, 1);
     assert_eq!(master.history(10).len(), 3);
+}
+
+#[test]
+fn the_repack_of_a_confirmed_mass_delete_keeps_the_confirmation() {
+    let fx = fixture();
+    let master = repacking_master(&fx, 19);
+    let r1 = build(&master).revision.unwrap();
+    let r2 = wait_for_revision_after(&master, r1);
+    // Three of five files go and a new one comes, confirmed; the repack then republishes the
+    // tree with the new file's chunks at its level.
+    for f in ["a/x.bin", "copy.bin", "b.txt"] {
+        fs::remove_file(fx.repo.join(f)).unwrap();
+    }
+    fs::write(fx.repo.join("new.bin"), pseudo_random(200_000, 8)).unwrap();
+    let id = master
+        .start_build_with(&hummel_proto::api::BuildQuery {
+            allow_mass_delete: true,
+        })
+        .unwrap();
+    let s = wait(&master, id);
+    assert_eq!(s.state, BuildState::Succeeded, "{:?}", s.error);
+    let r3 = s.revision.unwrap();
+    assert!(r3 > r2);
+    let r4 = wait_for_revision_after(&master, r3);
+    let info = master.revision_info();
+    assert_eq!(info.revision, Some(r4));
+    assert!(info.mass_delete_confirmed, "{info:?}");
 }
 
 /// A master that keeps one build and collects `grace` after, with small packs.
@@ -1287,18 +1810,18 @@ fn collecting_master(fx: &Fixture, grace: Duration) -> Master {
     Master::open_with(cfg, small_packs()).unwrap()
 }
 
-/// Gives both copies of the large file new content and builds revision `n`; returns the packs
-/// of revision `n - 1` that revision `n` no longer lists.
+/// Gives both copies of the large file new content and builds the next revision; returns the
+/// packs of the revision before that the new one no longer lists.
 fn rebuild_with_new_content(
     master: &Master,
     fx: &Fixture,
     seed: u64,
-    n: u64,
 ) -> Vec<hummel_core::PackInfo> {
     let before = current_index(master, None);
     fs::write(fx.repo.join("a/x.bin"), pseudo_random(300_000, seed)).unwrap();
     fs::write(fx.repo.join("copy.bin"), pseudo_random(300_000, seed + 1)).unwrap();
-    assert_eq!(build(master).revision, Some(n));
+    let n = build(master).revision.unwrap();
+    assert!(n > before.revision, "{n} after {}", before.revision);
     wait_for_revision(master, n);
     let after = current_index(master, None);
     let gone: Vec<_> = before
@@ -1315,8 +1838,8 @@ fn rebuild_with_new_content(
 async fn garbage_collection_deletes_what_no_kept_revision_references() {
     let fx = fixture();
     let master = collecting_master(&fx, Duration::ZERO);
-    assert_eq!(build(&master).revision, Some(1));
-    wait_for_revision(&master, 1);
+    let r1 = build(&master).revision.unwrap();
+    wait_for_revision(&master, r1);
     let first = current_index(&master, None);
     let first_hashes: Vec<Hash> = first.packs.iter().map(|p| p.hash).collect();
     announce(&master, "s1", first_hashes.clone()).await;
@@ -1326,7 +1849,7 @@ async fn garbage_collection_deletes_what_no_kept_revision_references() {
     master.store().put(&Hash::of(&orphan), &orphan).unwrap();
 
     // The maintenance round after the build collects revision 1's packs.
-    let gone = rebuild_with_new_content(&master, &fx, 7, 2);
+    let gone = rebuild_with_new_content(&master, &fx, 7);
     let second = current_index(&master, None);
     for p in &gone {
         assert!(
@@ -1341,8 +1864,8 @@ async fn garbage_collection_deletes_what_no_kept_revision_references() {
     assert!(!master.store().contains(&Hash::of(&orphan)));
     assert_packs_hold_the_tree(&master, &second, &fx.repo);
     assert!(matches!(
-        master.index_bytes(Some(1), None),
-        Err(IndexLookupError::NoSuchRevision(1))
+        master.index_bytes(Some(r1), None),
+        Err(IndexLookupError::NoSuchRevision(n)) if n == r1
     ));
     let status = master.status().gc.unwrap();
     assert_eq!(
@@ -1374,8 +1897,9 @@ async fn garbage_collection_deletes_what_no_kept_revision_references() {
     // pack.
     fs::write(fx.repo.join("a/x.bin"), pseudo_random(300_000, 1)).unwrap();
     fs::write(fx.repo.join("copy.bin"), pseudo_random(300_000, 1)).unwrap();
-    assert_eq!(build(&master).revision, Some(3));
-    wait_for_revision(&master, 3);
+    let r3 = build(&master).revision.unwrap();
+    assert!(r3 > second.revision);
+    wait_for_revision(&master, r3);
     assert_packs_hold_the_tree(&master, &current_index(&master, None), &fx.repo);
     // Numbers are never given twice, across a restart too.
     let highest = crate::read(&master.inner.packs).next_number;
@@ -1389,12 +1913,12 @@ async fn garbage_collection_deletes_what_no_kept_revision_references() {
 async fn packs_stay_for_the_grace_period_after_their_revision_and_their_last_locate() {
     let fx = fixture();
     let master = collecting_master(&fx, Duration::from_secs(60));
-    assert_eq!(build(&master).revision, Some(1));
-    wait_for_revision(&master, 1);
-    let gone = rebuild_with_new_content(&master, &fx, 7, 2);
-    // Within the grace period nothing goes: a client may still download revision 1.
+    let r1 = build(&master).revision.unwrap();
+    wait_for_revision(&master, r1);
+    let gone = rebuild_with_new_content(&master, &fx, 7);
+    // Within the grace period nothing goes: a client may still download the first revision.
     assert_eq!(master.collect_garbage().unwrap(), Default::default());
-    assert!(master.index_bytes(Some(1), None).is_ok());
+    assert!(master.index_bytes(Some(r1), None).is_ok());
     for p in &gone {
         assert!(master.store().contains(&p.hash));
     }
@@ -1421,22 +1945,23 @@ async fn packs_stay_for_the_grace_period_after_their_revision_and_their_last_loc
 fn an_index_file_deleted_under_a_reader_is_no_such_revision_not_an_error() {
     let fx = fixture();
     let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
-    assert_eq!(build(&master).revision, Some(1));
+    let r1 = build(&master).revision.unwrap();
+    let file = fx.data.join(format!("revisions/{r1}.idx"));
     let broken = || crate::MasterError::RevisionIndex {
-        revision: 1,
-        path: fx.data.join("revisions/1.idx"),
+        revision: r1,
+        path: file.clone(),
         reason: "test".into(),
     };
     // The file is there: the failure is the master's.
     assert!(matches!(
-        master.lookup_failed(1, broken()),
+        master.lookup_failed(r1, broken()),
         IndexLookupError::Internal(_)
     ));
     // The garbage collection deleted it after the history lookup: the revision is gone.
-    fs::remove_file(fx.data.join("revisions/1.idx")).unwrap();
+    fs::remove_file(&file).unwrap();
     assert!(matches!(
-        master.lookup_failed(1, broken()),
-        IndexLookupError::NoSuchRevision(1)
+        master.lookup_failed(r1, broken()),
+        IndexLookupError::NoSuchRevision(n) if n == r1
     ));
 }
 

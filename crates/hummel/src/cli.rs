@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// Publish what symlinks point to (files and folders) instead of skipping them; symlink
+    /// loops are skipped with a warning.
+    #[arg(long)]
+    pub follow_symlinks: bool,
     /// Repack and garbage collection.
     #[command(flatten)]
     pub packs: PackUpkeep,
@@ -129,6 +133,10 @@ pub struct MasterArgs {
     /// (503). 0: never serve clients.
     #[arg(long, default_value_t = hummel_master::DEFAULT_FALLBACK_LIMIT)]
     pub fallback_limit: u32,
+    /// Publish what symlinks point to (files and folders) instead of skipping them; symlink
+    /// loops are skipped with a warning.
+    #[arg(long)]
+    pub follow_symlinks: bool,
     /// Repack and garbage collection.
     #[command(flatten)]
     pub packs: PackUpkeep,
@@ -196,6 +204,11 @@ pub struct BuildArgs {
     /// Print the final build status as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Publish even if the repository folder is missing or empty, or the build removes more
+    /// than half of the current revision's files or bytes (the master refuses otherwise).
+    /// The revision records the confirmation.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
     /// The master's write token.
     #[arg(long, env = "HUMMEL_WRITE_TOKEN", hide_env_values = true)]
     pub write_token: Option<String>,

@@ -6,6 +6,7 @@ mod integration {
     pub mod util;
 
     mod auth;
+    mod build_safety;
     mod cli;
     mod datadir;
     mod e2e;

@@ -11,7 +11,7 @@ use super::{api_error, http};
 use crate::cli::BuildArgs;
 use crate::util::{human_bytes, normalize_url, require_token};
 
-/// `hummel build --master URL [--wait]`.
+/// `hummel build --master URL [--wait] [--allow-mass-delete]`.
 pub async fn build(args: BuildArgs) -> Result<ExitCode> {
     let master = normalize_url(&args.master)?;
     let token = require_token(
@@ -21,8 +21,14 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
         "--write-token",
     )?;
     let client = http()?;
+    // The query of `hummel_proto::api::BuildQuery`.
+    let query = if args.allow_mass_delete {
+        "?allow_mass_delete=true"
+    } else {
+        ""
+    };
     let resp = client
-        .post(format!("{master}{BUILD}"))
+        .post(format!("{master}{BUILD}{query}"))
         .header(TOKEN_HEADER, &token)
         .send()
         .await

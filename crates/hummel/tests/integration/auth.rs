@@ -136,7 +136,10 @@ fn a_read_token_protects_the_index_and_the_packs() {
         // The file gets its name a moment before the slave lists it as held.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while status_of(blob().header("X-HUMMEL-TOKEN", "reader")).await != StatusCode::OK {
-            assert!(std::time::Instant::now() < deadline, "the slave never served {pack}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slave never served {pack}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(status_of(blob()).await, StatusCode::UNAUTHORIZED);

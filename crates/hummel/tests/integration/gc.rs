@@ -29,15 +29,19 @@ fn superseded_packs_are_deleted_from_the_master_and_the_slaves() {
             "0s",
         ],
     );
-    assert_eq!(c.build()["revision"], 1);
-    // The repack republishes the tree as revision 2; revision 1 and its level-3 packs are
-    // then no longer kept.
-    wait_for("the repack, then the collection of revision 1", || {
-        let st = c.status();
-        st["revision"]["revision"] == 2 && st["gc"]["revisions_expired"] == 1
-    });
+    let first = n(&c.build(), "revision");
+    // The repack republishes the tree as a second revision; the first and its level-3 packs
+    // are then no longer kept.
+    wait_for(
+        "the repack, then the collection of the first revision",
+        || {
+            let st = c.status();
+            st["revision"]["revision"].as_u64() > Some(first) && st["gc"]["revisions_expired"] == 1
+        },
+    );
     c.wait_replicated();
     let st = c.status();
+    let second = n(&st["revision"], "revision");
     let current = n(&st["replication"], "packs") as usize;
     assert!(n(&st["gc"], "packs_collected") > 0, "{st:#}");
     assert_eq!(st["gc"]["keep_revisions"], 1, "{st:#}");
@@ -49,22 +53,27 @@ fn superseded_packs_are_deleted_from_the_master_and_the_slaves() {
     let metrics = get_text(&format!("{}/metrics", c.master.url));
     assert!(metric(&metrics, "hummel_gc_packs_collected_total") > 0);
 
-    // A client syncs revision 2 from what is left; revision 1 is gone from the API.
+    // A client syncs the second revision from what is left; the first is gone from the API.
     let dest = c.path("dest");
     let r = c.sync(&dest, &[]);
-    assert_eq!(n(&r, "revision"), 2, "{r}");
+    assert_eq!(n(&r, "revision"), second, "{r}");
     assert_same_tree(&c.repo, &dest);
-    let (code, body) = get_status(&format!("{}/api/v1/index?revision=1", c.master.url));
+    let (code, body) = get_status(&format!("{}/api/v1/index?revision={first}", c.master.url));
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("no_such_revision"), "{body}");
 
     // A changed file: the next build's superseded packs go too, on both sides.
     write(&c.repo, "a/two.pbo", &data(300 << 10, 3));
-    assert_eq!(c.build()["revision"], 3);
-    wait_for("the repack of revision 3 and the collection", || {
-        let st = c.status();
-        st["revision"]["revision"] == 4 && st["gc"]["revisions_expired"] == 3
-    });
+    let third = n(&c.build(), "revision");
+    assert!(third > second);
+    wait_for(
+        "the repack of the third revision and the collection",
+        || {
+            let st = c.status();
+            st["revision"]["revision"].as_u64() > Some(third) && st["gc"]["revisions_expired"] == 3
+        },
+    );
+    let fourth = n(&c.status()["revision"], "revision");
     c.wait_replicated();
     let current = n(&c.status()["replication"], "packs") as usize;
     assert_eq!(master_packs(&c), current);
@@ -72,22 +81,22 @@ fn superseded_packs_are_deleted_from_the_master_and_the_slaves() {
         c.slave_packs(0).len() == current
     });
     let r = c.sync(&dest, &[]);
-    assert_eq!(n(&r, "revision"), 4, "{r}");
+    assert_eq!(n(&r, "revision"), fourth, "{r}");
     assert_same_tree(&c.repo, &dest);
 }
 
 #[test]
 fn by_default_the_previous_build_stays_servable() {
     let c = Cluster::start(1, fill);
-    assert_eq!(c.build()["revision"], 1);
+    let first = n(&c.build(), "revision");
     let packs_before = master_packs(&c);
     write(&c.repo, "a/two.pbo", &data(300 << 10, 3));
-    assert_eq!(c.build()["revision"], 2);
+    assert!(n(&c.build(), "revision") > first);
     let st = c.status();
     assert_eq!(st["gc"]["keep_revisions"], 2, "{st:#}");
     assert_eq!(st["gc"]["grace_s"], 3600, "{st:#}");
-    // Revision 1 and every pack stay: it is one of the two builds kept.
-    let (code, body) = get_status(&format!("{}/api/v1/index?revision=1", c.master.url));
+    // The first revision and every pack stay: it is one of the two builds kept.
+    let (code, body) = get_status(&format!("{}/api/v1/index?revision={first}", c.master.url));
     assert_eq!(code, 200, "{body}");
     assert!(master_packs(&c) > packs_before);
 }
