@@ -137,6 +137,25 @@ fn a_revision_that_deletes_most_of_a_folder_needs_a_human() {
     let r = c.sync(&dest, &["--path", "@mod b", "--allow-mass-delete"]);
     assert_eq!(n(&r, "files_deleted"), 16);
     assert_same_tree(&c.repo.join("@mod b"), &dest);
+
+    // When the admin confirmed the mass delete, clients follow it without asking.
+    let whole = c.path("whole");
+    c.sync(&whole, &[]);
+    fs::remove_dir_all(c.repo.join("@mod b")).unwrap();
+    fs::remove_dir_all(c.repo.join("@mod_a")).unwrap();
+    let mut b = hummel();
+    b.args(["build", "--master", &c.master.url, "--wait"])
+        .env("HUMMEL_WRITE_TOKEN", WRITE);
+    assert!(fails(b).contains("--allow-mass-delete"));
+    let mut b = hummel();
+    b.args(["build", "--master", &c.master.url, "--wait"])
+        .arg("--allow-mass-delete")
+        .env("HUMMEL_WRITE_TOKEN", WRITE);
+    ok(b);
+    c.wait_replicated();
+    let r = c.sync(&whole, &[]);
+    assert_eq!(n(&r, "files_deleted"), 19, "{r}");
+    assert_same_tree(&c.repo, &whole);
 }
 
 #[test]
