@@ -1291,8 +1291,8 @@ def prep_many(B, n_files):
             prep = json.load(f)
         if prep.get("stamp") != stamp:
             prep = {}
-    rels = sorted(f[0] for f in gen_data.plan_many(n_files, 1))
-    rel = rels[len(rels) // 2]  # the file that changes: the middle one in sorted order
+    files = gen_data.plan_many(n_files, 1)
+    rel = sorted(f[0] for f in files)[len(files) // 2]  # the file that changes: the middle one in sorted order
 
     def step(key, fn, cmd):
         if key in prep:
@@ -1320,7 +1320,7 @@ def prep_many(B, n_files):
         return dict(info, file=rel)
     step("variant_chg", variant, f"cp -al {src} {vt}, then {rel} rewritten (same size, new content, mtime +1 day)")
     step("disk_usage", lambda: {"bytes": int(out(f"du -s --block-size=1 {src} | cut -f1"))}, f"du -s {src}")
-    sizes = sorted(f[1] for f in gen_data.plan_many(n_files, 1))
+    sizes = sorted(f[1] for f in files)
     ds = {"n_files": man["n_files"], "total_bytes": man["total_bytes"], "n_dirs": man.get("n_dirs"),
           "kinds": man["kinds"], "disk_bytes": prep["disk_usage"]["bytes"],
           "size_median": sizes[len(sizes) // 2], "size_p10": sizes[len(sizes) // 10],
@@ -1359,9 +1359,10 @@ def scen_many_files(B, name, ds, only):
     note = ("prepare moves the previous DEST aside (deleted after the scenario), so ext4 skips no "
             "recently freed inode during the rows")
     disk = ds["disk_bytes"]
-    runs_sync = B.runs if "sync" in only else 0
-    # build master packs ~1x, cluster (3 servers, two pack levels) 3.5x, the client trees kept until the end
-    need_free(int(4.5 * tot + 1.1 * disk * (2 * runs_sync + 2)), f"scenario 7b on the {name} set")
+    # cluster (3 servers, two pack levels) 3.5x + build master's packs 1x; the client trees kept until
+    # the end: 2 per run of the fresh-sync rows (the last two become the bases of the later rows)
+    trees = 2 * B.runs if "sync" in only else 2
+    need_free(int(4.5 * tot + 1.1 * disk * trees), f"scenario 7b on the {name} set")
     sh(" && ".join(aside(d) for d in (hdst, dst, hb, rb)) + f" && rm -rf {hsave} {rsave}")
 
     if "build" in only:
