@@ -698,6 +698,7 @@ def render(results, also=()):
              "bench/run.sh full                  # ~3.2 GB set for (1)-(4) and (6); quick set for (5); ~1.5 h\n"
              "bench/run.sh quick --only 2,3 --runs 5   # some sections again (results merged into the same JSON)\n"
              "bench/run.sh smoke                 # tiny set, 1 run, warm, no iptables: < 1 min, checks the harness\n"
+             "bench/run.sh many                  # (7b) 500,000 small files, Hummel beside rsync: only section (7b)\n"
              "bench/run.sh quick --root /data/hb # another root (default /tmp/hummel-bench or $HB_ROOT)\n```\n")
     o.append("`run.sh` installs missing peers (apt: rsync zsync casync aria2 nginx-light zstd hyperfine iperf3 pigz "
              "curl iptables time; cargo: b3sum), copies `target/release/hummel` to `ROOT/bin/hummel` (the binary "
