@@ -2,6 +2,7 @@
 """Hummel benchmark harness: Hummel and its peers on the same seeded data, in the same run.
 
     bench.py smoke|quick|full [--runs N] [--only limits,1,2,3,4,5,6] [--warm] [--extras] [--match RE]
+    bench.py many [--files N] [--runs N] [--only build,sync,noop,change] [--warm] [--match RE]
 
 Normally started by bench/run.sh (installs peers, copies the hummel binary, renders BENCHMARKS.md).
 Environment: HB_ROOT (default /tmp/hummel-bench), HB_HUMMEL (the hummel binary to measure; run.sh
@@ -21,6 +22,8 @@ Map of this file
   limits ............ disk, loopback TCP, BLAKE3, zstd/gzip speed on this machine
   scenarios ......... (1) full sync, (2) 1% modify, (3) 1 KiB insert, (4) no-op, (5) 8 clients,
                       (6) build / rebuild; (7) peak RSS is a column of every row
+  many small files .. (7b), mode `many`: prep_many (set of gen_data.plan_many, one-file variant),
+                      scen_many_files: build, fresh sync, no-op, one file changed; Hummel beside rsync
   main .............. argument parsing, order of sections, metadata
 
 Everything (data, blobs, servers' state, client targets, results) lives under ROOT. Servers bind
@@ -185,7 +188,7 @@ def guarded(fn, what, tries=3):
 IPT_OK = None
 # Hummel: one master + 2 slaves per data set on BASE, BASE+1, BASE+2; a separate master (no slaves)
 # on BUILD_PORT for the build scenario.
-HUMMEL_PORTS = {"smoke": 17270, "quick": 17070, "full": 17170}
+HUMMEL_PORTS = {"smoke": 17270, "quick": 17070, "full": 17170, "many": 17370}
 BUILD_PORT = 17099
 ACCT_PORTS = [("rsync", RSYNC_PORT), ("http", HTTP_PORT), ("iperf", IPERF_PORT)]
 for _base in HUMMEL_PORTS.values():
@@ -438,7 +441,7 @@ class HummelCluster:
     def __init__(self, name, ds):
         self.name = name
         self.ds = ds
-        self.port = HUMMEL_PORTS[name]
+        self.port = HUMMEL_PORTS["many" if name.startswith("many") else name]
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir = f"{ROOT}/hummel/{name}"
         self.repo = f"{ROOT}/data/{name}/hummel_repo"
@@ -1270,6 +1273,171 @@ def scen_build(B, name, ds):
     sh(f"rm -rf {cs} {zo} {WORK}/{name}-hbuild", check=False)
 
 
+# ---------------------------------------------------------------- (7b) many small files
+def prep_many(B, n_files):
+    """The many-small-files set (gen_data.plan_many), its b3sum manifest and the server tree of the
+    one-file change: a hardlink farm of the set with one small file rewritten (same size, new content,
+    mtime one day later). Cached under ROOT/data/<name> like prep_set."""
+    name = gen_data.many_name(n_files)
+    need_free(int(1.6 * n_files * gen_data.MANY_MEAN), f"data set {name}")
+    man = gen_data.generate(ROOT, name, None, seed=1, n_many=n_files)
+    base = f"{ROOT}/data/{name}"
+    src = f"{base}/src"
+    stamp = json.dumps(man["params"], sort_keys=True)
+    marker = f"{base}/prep.json"
+    prep = {}
+    if os.path.exists(marker):
+        with open(marker) as f:
+            prep = json.load(f)
+        if prep.get("stamp") != stamp:
+            prep = {}
+    files = gen_data.plan_many(n_files, 1)
+    rel = sorted(f[0] for f in files)[len(files) // 2]  # the file that changes: the middle one in sorted order
+
+    def step(key, fn, cmd):
+        if key in prep:
+            return
+        drop_caches()
+        log(f"prep {name}: {key}")
+        t0 = time.perf_counter()
+        info = fn()
+        os.sync()
+        prep[key] = dict(info or {}, seconds=round(time.perf_counter() - t0, 2), cmd=cmd)
+        prep["stamp"] = stamp
+        with open(marker, "w") as f:
+            json.dump(prep, f, indent=1)
+
+    mcmd = f"cd {src} && find . -type f -print0 | sort -z | xargs -0 b3sum > {base}/b3.manifest"
+    step("b3_manifest", lambda: sh(f"{mcmd}.tmp && mv {base}/b3.manifest.tmp {base}/b3.manifest") and None, mcmd)
+    vt = f"{base}/srv_chg"
+
+    def variant():
+        sh(f"rm -rf {vt} && cp -al {src} {vt} && rm {vt}/{rel}")
+        info = gen_data.small_variant(f"{src}/{rel}", f"{vt}/{rel}", seed=1)
+        d = os.path.dirname(f"{vt}/{rel}")
+        os.utime(d, (gen_data.MTIME, gen_data.MTIME))  # only the file differs from src, not its folder
+        variant_manifest(f"{base}/b3.manifest", rel, f"{vt}/{rel}", f"{base}/b3.chg.manifest")
+        return dict(info, file=rel)
+    step("variant_chg", variant, f"cp -al {src} {vt}, then {rel} rewritten (same size, new content, mtime +1 day)")
+    step("disk_usage", lambda: {"bytes": int(out(f"du -s --block-size=1 {src} | cut -f1"))}, f"du -s {src}")
+    sizes = sorted(f[1] for f in files)
+    ds = {"n_files": man["n_files"], "total_bytes": man["total_bytes"], "n_dirs": man.get("n_dirs"),
+          "kinds": man["kinds"], "disk_bytes": prep["disk_usage"]["bytes"],
+          "size_median": sizes[len(sizes) // 2], "size_p10": sizes[len(sizes) // 10],
+          "size_p90": sizes[len(sizes) * 9 // 10], "size_max": sizes[-1],
+          "variant_file": rel, "variant_chg": {k: v for k, v in prep["variant_chg"].items() if k not in ("seconds", "cmd")},
+          "prep_seconds": {k: v["seconds"] for k, v in prep.items() if isinstance(v, dict) and "seconds" in v},
+          "prep_cmds": {k: v["cmd"] for k, v in prep.items() if isinstance(v, dict) and "cmd" in v},
+          "gen_seconds": man.get("gen_seconds"), "generator": "gen_data.py --set many"
+                                                               + ("" if name == "many" else f" --files {n_files}")}
+    B.results["datasets"][name] = ds
+    B.save()
+    return name, ds
+
+
+MANY_SECTIONS = ["build", "sync", "noop", "change"]
+
+
+def scen_many_files(B, name, ds, only):
+    """(7b) Many small files, Hummel beside rsync: build (cold, fresh master), fresh sync into an empty
+    folder, no-op sync (cold, warm), one small file changed. Bases for the later rows are the trees the
+    fresh-sync rows leave (synced untimed if those rows did not run)."""
+    base = f"{ROOT}/data/{name}"
+    man, man_chg = f"{base}/b3.manifest", f"{base}/b3.chg.manifest"
+    tot, rel = ds["total_bytes"], ds["variant_file"]
+    hdst, dst = f"{WORK}/{name}-hdst", f"{WORK}/{name}-dst"
+    hb, rb = f"{WORK}/{name}-hbase", f"{WORK}/{name}-rbase"
+    hsave, rsave = f"{WORK}/{name}-hsave", f"{WORK}/{name}-rsave"
+    # Same ext4 effect as in scen_many: an inode freed less than 60 s (or 360 s) ago is skipped, at a
+    # cost, when the next one is allocated; with 500,000 files per tree that would tax every row that
+    # runs after a deletion. So no tree is deleted during the scenario: each is moved aside into
+    # `trash` and the trash is deleted at the end.
+    trash = f"{WORK}/{name}-trash"
+
+    def aside(d):
+        return f"mkdir -p {trash} && if [ -e {d} ]; then mv {d} {trash}/$(date +%s%N); fi"
+    note = ("prepare moves the previous DEST aside (deleted after the scenario), so ext4 skips no "
+            "recently freed inode during the rows")
+    disk = ds["disk_bytes"]
+    # cluster (3 servers, two pack levels) 3.5x + build master's packs 1x; the client trees kept until
+    # the end: 2 per run of the fresh-sync rows (the last two become the bases of the later rows)
+    trees = 2 * B.runs if "sync" in only else 2
+    need_free(int(4.5 * tot + 1.1 * disk * trees), f"scenario 7b on the {name} set")
+    sh(" && ".join(aside(d) for d in (hdst, dst, hb, rb)) + f" && rm -rf {hsave} {rsave}")
+
+    if "build" in only:
+        S = f"7b1_build_{name}"
+        burl = f"http://127.0.0.1:{BUILD_PORT}"
+        bcmd = f"{HUMMEL} build --master {burl} --wait --json"
+        B.measure(S, "hummel build, cold (empty master data dir)", bcmd, prepare=lambda: restart_build_master(name),
+                  show_prepare=f"(re)start `{HUMMEL} master --repo {base}/src --data {WORK}/{name}-hbuild/data "
+                               f"--listen 127.0.0.1:{BUILD_PORT}` with an empty data dir",
+                  logical_bytes=tot, show_cmd=f"HUMMEL_WRITE_TOKEN=$TOKEN {bcmd}")
+        for p in BUILD_MASTER:
+            stop_proc(p)
+            STARTED.remove(("hummel-build-master", p))
+        BUILD_MASTER.clear()
+        sh(f"rm -rf {WORK}/{name}-hbuild")
+
+    if not {"sync", "noop", "change"} & only:
+        return
+    C = cluster(name, ds)
+    C.set_variant("base")
+    if "sync" in only:
+        S = f"7b2_full_sync_{name}"
+        r = B.measure(S, "hummel sync (master + 2 slaves)", C.sync_cmd(hdst), prepare=aside(hdst),
+                      logical_bytes=tot, verify=make_verify(hdst, man), note=note)
+        if r.get("runs") and r["runs"][-1]["rc"] == 0 and os.path.isdir(hdst):
+            sh(f"mv {hdst} {hb}")
+        r = B.measure(S, "rsync daemon", f"rsync -a --delete --stats {RSYNCD}/{name}/ {dst}/", prepare=aside(dst),
+                      logical_bytes=tot, verify=make_verify(dst, man), note=note)
+        if r.get("runs") and r["runs"][-1]["rc"] == 0 and os.path.isdir(dst):
+            sh(f"mv {dst} {rb}")
+    if not {"noop", "change"} & only:
+        return
+    # Bases: the synced trees of the rows above, brought (untimed) to the base revision.
+    C.set_variant("base")
+    r = sh(C.sync_cmd(hb), capture=True, check=False)
+    if r.returncode != 0:
+        log(f"  (untimed) hummel sync of the base client folder failed rc={r.returncode}: {r.stdout[-600:]}")
+    sh(f"rsync -a --delete {RSYNCD}/{name}/ {rb}/")
+
+    if "noop" in only:
+        S = f"7b3_noop_{name}"
+        B.measure(S, "hummel sync, cold cache", C.sync_cmd(hb), logical_bytes=tot, cold=True)
+        B.measure(S, "hummel sync, warm cache", C.sync_cmd(hb), logical_bytes=tot, cold=False)
+        rcmd = f"rsync -a --delete --stats {RSYNCD}/{name}/ {rb}/"
+        B.measure(S, "rsync daemon, cold cache", rcmd, logical_bytes=tot, cold=True)
+        B.measure(S, "rsync daemon, warm cache", rcmd, logical_bytes=tot, cold=False)
+
+    if "change" in only:
+        S = f"7b4_one_file_{name}"
+        # Both clients hold the base revision. Before each run the changed file (and Hummel's
+        # .hummel/state and index) are restored from a private copy, untimed.
+        sh(f"mkdir -p {hsave}/st {rsave} && cp -a {hb}/{rel} {hsave}/file && cp -a {rb}/{rel} {rsave}/file && "
+           f"for f in state index; do if [ -e {hb}/.hummel/$f ]; then cp -a {hb}/.hummel/$f {hsave}/st/; fi; done")
+        C.set_variant("chg")
+        hrestore = (f"rm -f {hb}/{rel} {hb}/.hummel/index && cp -a {hsave}/file {hb}/{rel} && "
+                    f"cp -a {hsave}/st/. {hb}/.hummel/")
+        B.measure(S, "hummel sync (whole tree, one file changed)", C.sync_cmd(hb), prepare=hrestore,
+                  logical_bytes=tot, verify=make_verify(hb, man_chg),
+                  note="client folder = synced base revision; before each run the changed file and "
+                       ".hummel/{state,index} are restored from a private copy (untimed)")
+        B.measure(S, "rsync daemon (whole tree, one file changed)",
+                  f"rsync -a --delete --stats {RSYNCD}/{name}_chg/ {rb}/",
+                  prepare=f"rm -f {rb}/{rel} && cp -a {rsave}/file {rb}/{rel}", logical_bytes=tot,
+                  verify=make_verify(rb, man_chg),
+                  note="client folder = synced base tree; before each run the changed file is restored (untimed)")
+    B.results.setdefault("hummel_setup", {}).update({k: c.setup for k, c in CLUSTERS.items()})
+    B.save()
+
+
+def many_cleanup(name):
+    discard_cluster(name)
+    sh("rm -rf " + " ".join(f"{WORK}/{name}-{x}" for x in
+                            ("trash", "hdst", "dst", "hbase", "rbase", "hsave", "rsave", "hbuild")), check=False)
+
+
 # ---------------------------------------------------------------- main
 def versions():
     v = {}
@@ -1304,20 +1472,50 @@ def hummel_version():
     return f"{v} (binary sha256 {h}…)"
 
 
+def finish(B, meta, t_start):
+    B.results.setdefault("hummel_setup", {}).update(B_SETUP)
+    B.results["hummel_setup"].update({k: c.setup for k, c in CLUSTERS.items()})
+    meta["harness_seconds"] = round(time.time() - t_start)
+    meta["waited_for_idle_seconds"] = round(WAITED)
+    meta["busy_retries"] = RETRIES
+    meta["harness_seconds_excluding_waits"] = round(time.time() - t_start - WAITED)
+    B.save()
+
+
+def main_many(B, a, only, meta, t_start):
+    """Mode many: the (7b) rows only, on the many-small-files set; results in ROOT/results/many[-N].json."""
+    name, ds = prep_many(B, a.files)
+    start_rsyncd({name: f"{ROOT}/data/{name}/src", f"{name}_chg": f"{ROOT}/data/{name}/srv_chg"})
+    B.save()
+    try:
+        scen_many_files(B, name, ds, only)
+    finally:
+        finish(B, meta, t_start)
+        many_cleanup(name)
+    log(f"done in {time.time()-t_start:.0f}s; results in {B.path}")
+
+
 def main():
     global LABEL_FILTER, IPT_OK
     ap = argparse.ArgumentParser(description="Hummel and peer benchmarks; see bench/README.md")
-    ap.add_argument("mode", choices=["smoke", "quick", "full"])
+    ap.add_argument("mode", choices=["smoke", "quick", "full", "many"])
     ap.add_argument("--runs", type=int, default=None, help="runs per row (default 3; smoke 1)")
-    ap.add_argument("--only", default=",".join(ALL_SECTIONS),
+    ap.add_argument("--only", default=None,
                     help="sections: limits,1,2,3,4,5,6 (a-e also accepted for 1-5); default all "
-                         "(smoke: all but limits)")
+                         "(smoke: all but limits); mode many: build,sync,noop,change")
+    ap.add_argument("--files", type=int, default=gen_data.MANY_FILES,
+                    help="mode many: number of files (default 500,000; another count is its own data set "
+                         "many-N with results in ROOT/results/many-N.json)")
     ap.add_argument("--warm", action="store_true", help="do not drop caches between runs")
     ap.add_argument("--extras", action=argparse.BooleanOptionalAction, default=None,
                     help="extra peer rows: rsync -z whole tree in (2)/(3), rsync -c no-op, 8 curl clients in (5) "
                          "(default: on for quick, off for full, where they add ~2.5 min)")
     ap.add_argument("--match", help="only rows whose label matches this regex (others keep old results)")
     a = ap.parse_args()
+    many = a.mode == "many"
+    all_sections = MANY_SECTIONS if many else ALL_SECTIONS
+    if a.only is None:
+        a.only = ",".join(all_sections)
     smoke = a.mode == "smoke"
     if smoke:  # tiny data, 1 run, no idle-wait, warm cache, no iptables
         os.environ["HB_NOWAIT"] = "1"
@@ -1326,6 +1524,8 @@ def main():
             a.only = ",".join(ALL_SECTIONS[1:])
     runs = a.runs or (1 if smoke else 3)
     only = {ALIASES.get(x, x) for x in a.only.split(",")} - {None}
+    if many:
+        only = {x if x in MANY_SECTIONS else MANY_SECTIONS[int(x) - 1] for x in a.only.split(",")}
     LABEL_FILTER = a.match
     if a.match:
         only.discard("limits")
@@ -1337,7 +1537,8 @@ def main():
     atexit.register(cleanup)
     signal.signal(signal.SIGTERM, lambda *x: sys.exit(1))
     extras = (a.mode == "quick") if a.extras is None else a.extras
-    B = Bench(a.mode, runs, not a.warm)
+    many_name = gen_data.many_name(a.files)
+    B = Bench(many_name if many else a.mode, runs, not a.warm)
     t_start = time.time()
     mem = out("awk '/MemTotal/ {print $2}' /proc/meminfo")
     disk_dev = out(f"df {ROOT} | tail -1 | awk '{{print $1}}'")
@@ -1351,7 +1552,9 @@ def main():
         "load_at_start": os.getloadavg(), "only": a.only, "match": a.match, "root": ROOT,
         "hummel": hummel_version(), "extras": extras,
         "command": "bench/run.sh " + " ".join(shlex.quote(x) for x in sys.argv[1:])}
-    partial = bool(a.match) or only != set(ALL_SECTIONS if not smoke else ALL_SECTIONS[1:])
+    if many:
+        meta["files"] = a.files
+    partial = bool(a.match) or only != set(all_sections if not smoke else ALL_SECTIONS[1:])
     if partial and "meta" in B.results:
         B.results.setdefault("reruns", []).append(meta)
     else:  # a complete run starts from empty results (no stale rows from older runs)
@@ -1365,6 +1568,8 @@ def main():
         acct_setup()
     meta["wire_accounting"] = "iptables OUTPUT -o lo per port" if IPT_OK else "/proc/net/dev lo (total only)"
     meta["hummel_repack_level"] = REPACK_LEVEL
+    if many:
+        return main_many(B, a, only, meta, t_start)
     dss = {}
     for name, scale in sets.items():
         dss[name] = prep_set(B, name, scale)
@@ -1399,13 +1604,7 @@ def main():
         if "6" in only:
             scen_build(B, main_set, dss[main_set])
     finally:
-        B.results.setdefault("hummel_setup", {}).update(B_SETUP)
-        B.results["hummel_setup"].update({k: c.setup for k, c in CLUSTERS.items()})
-        meta["harness_seconds"] = round(time.time() - t_start)
-        meta["waited_for_idle_seconds"] = round(WAITED)
-        meta["busy_retries"] = RETRIES
-        meta["harness_seconds_excluding_waits"] = round(time.time() - t_start - WAITED)
-        B.save()
+        finish(B, meta, t_start)
     sh(" ".join(["rm -rf", f"{WORK}/dd.bin", f"{WORK}/{many_set}-mc", f"{WORK}/{many_set}-hbase"]
                 + [f"{WORK}/{main_set}-{x}" for x in ("dst", "hdst", "hbase", "hdelta", "hdelta2", "hsave")]),
        check=False)

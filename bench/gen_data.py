@@ -4,6 +4,7 @@
 Usage:
     gen_data.py --set smoke|quick|full [--root /tmp/hummel-bench] [--seed 1]
     gen_data.py --scale 0.25 --name custom        # any size: scale 1.0 = ~3 GiB
+    gen_data.py --set many [--files 20000]        # many small files: 500,000 x ~8 KB = ~3.9 GB
 
 Layout produced under ROOT/data/NAME/src/ (all mtimes fixed to MTIME):
     @big_N/addons/big_N.pbo           4 large files, 512 MiB * scale each
@@ -17,6 +18,12 @@ with per-file zstd -3. Every file has its own RNG stream derived from
 (seed, role, index) so any single file can be regenerated identically.
 The same module exposes helpers used by peers.py to build the modified and
 insertion variants of a large file.
+
+The "many" set (scenario 7b) is only small files: ROOT/data/many/src/ (or
+many-<N> for another file count) holds N files (default 500,000) of ~8 KB
+(log-normal sizes, median ~5.8 KiB, 64 B - 256 KiB, mean ~7.8 kB) in about N/150
+folders nested 2-5 deep under ~N/10,000 @mod_NNN folders; the kinds of content
+are those of the small files above. small_variant() rewrites one of them.
 """
 import argparse
 import array
@@ -33,6 +40,9 @@ KIB = 1024
 MIB = 1 << 20
 
 SETS = {"smoke": 0.005, "quick": 0.1, "full": 1.0}
+MANY_FILES = 500000
+MANY_MEAN = 7800  # bytes: 500,000 files ~ 3.9 GB
+MANY_SIGMA = 0.75
 
 _PHRASES = None
 _SKEW = bytes(min(255, int((i / 256) ** 5 * 40)) for i in range(256))
@@ -121,17 +131,61 @@ def plan(scale, seed):
             rel = f"{mod}/data/d{r.randrange(8)}/s{r.randrange(4)}/m{i:05d}{ext}"
         prand = 0.9 if ext in (".paa", ".ogg") else r.uniform(0.0, 0.5)
         files.append((rel, sz, "medium", prand, 0.5 * (1 - prand)))
-    exts_s = [(".cpp", "text"), (".hpp", "text"), (".sqf", "text"), (".xml", "text"),
-              (".rvmat", "text"), (".bin", "bin"), (".bikb", "bin"), (".jpg", "random")]
+    exts_s = SMALL_EXTS
     for i in range(n_small):
         mod = f"@mod_{r.randrange(n_mods):03d}"
         depth = r.randrange(1, 5)
         d = "/".join(f"{'abcdefgh'[r.randrange(8)]}{r.randrange(6)}" for _ in range(depth))
         ext, kind = exts_s[min(len(exts_s) - 1, int(r.expovariate(0.45)))]
         sz = r.randint(1 * KIB, 20 * KIB)
-        pr, pt = {"text": (0.0, 1.0), "bin": (0.0, 0.0), "random": (1.0, 0.0)}[kind]
+        pr, pt = SMALL_MIX[kind]
         files.append((f"{mod}/{d}/s{i:05d}{ext}", sz, "small", pr, pt))
     return files
+
+
+SMALL_EXTS = [(".cpp", "text"), (".hpp", "text"), (".sqf", "text"), (".xml", "text"),
+              (".rvmat", "text"), (".bin", "bin"), (".bikb", "bin"), (".jpg", "random")]
+SMALL_MIX = {"text": (0.0, 1.0), "bin": (0.0, 0.0), "random": (1.0, 0.0)}
+
+
+def plan_many(n_files, seed):
+    """Many small files: list of (relpath, size, "small", p_random, p_text) - deterministic.
+    About n/150 folders (2-5 levels under @mod_NNN), unevenly filled (folder weights 1/rank-ish)."""
+    import math
+    r = random.Random(f"{seed}:many:{n_files}")
+    n_mods = max(2, round(n_files / 10000))
+    n_dirs = max(4, round(n_files / 150))
+    dirs, seen = [], set()
+    while len(dirs) < n_dirs:
+        mod = f"@mod_{r.randrange(n_mods):03d}"
+        depth = r.randrange(1, 5)
+        d = mod + "/" + "/".join(f"{r.choice(('data', 'scripts', 'config', 'textures', 'sounds', 'ui', 'models'))}"
+                                 if i == 0 else f"{'abcdefgh'[r.randrange(8)]}{r.randrange(10)}"
+                                 for i in range(depth))
+        if d not in seen:
+            seen.add(d)
+            dirs.append(d)
+    # uneven folders: weight ~ 1/(1 + rank/20), shuffled
+    w = [1 / (1 + i / 20) for i in range(n_dirs)]
+    r.shuffle(w)
+    cum, acc = [], 0.0
+    for x in w:
+        acc += x
+        cum.append(acc)
+    import bisect
+    mu = math.log(MANY_MEAN) - MANY_SIGMA ** 2 / 2
+    files = []
+    for i in range(n_files):
+        d = dirs[min(n_dirs - 1, bisect.bisect(cum, r.random() * acc))]
+        ext, kind = SMALL_EXTS[min(len(SMALL_EXTS) - 1, int(r.expovariate(0.45)))]
+        sz = int(min(256 * KIB, max(64, r.lognormvariate(mu, MANY_SIGMA))))
+        pr, pt = SMALL_MIX[kind]
+        files.append((f"{d}/f{i:06d}{ext}", sz, "small", pr, pt))
+    return files
+
+
+def many_name(n_files):
+    return "many" if n_files == MANY_FILES else f"many-{n_files}"
 
 
 def file_rng(seed, rel):
@@ -176,12 +230,35 @@ def large_variant(src_path, dst_path, mode, seed, mod_bytes=None):
     return info
 
 
-def generate(root, name, scale, seed, force=False):
+def small_variant(src_path, dst_path, seed):
+    """The same small file rewritten: same size, new content of the same kind, mtime one day later."""
+    size = os.path.getsize(src_path)
+    rng = random.Random(f"{seed}:variant:small")
+    with open(dst_path, "wb") as f:
+        f.write(text_bytes(rng, size, seed))
+    os.utime(dst_path, (MTIME + 86400, MTIME + 86400))
+    return {"bytes": size}
+
+
+def _write_slice(args):
+    src, files, seed = args
+    for rel, size, kind, pr, pt in files:
+        write_file(os.path.join(src, rel), rel, size, pr, pt, seed)
+    return sum(f[1] for f in files)
+
+
+def generate(root, name, scale, seed, force=False, n_many=None, jobs=None):
+    """Data set NAME: the mod repository at `scale`, or with n_many the many-small-files set (written by
+    `jobs` processes, default one per core, at most 8)."""
     base = os.path.join(root, "data", name)
     src = os.path.join(base, "src")
     man_path = os.path.join(base, "manifest.json")
-    files = plan(scale, seed)
-    params = {"name": name, "scale": scale, "seed": seed, "generator": 1}
+    if n_many:
+        files = plan_many(n_many, seed)
+        params = {"name": name, "many_files": n_many, "seed": seed, "generator": 1}
+    else:
+        files = plan(scale, seed)
+        params = {"name": name, "scale": scale, "seed": seed, "generator": 1}
     if not force and os.path.exists(man_path):
         with open(man_path) as f:
             man = json.load(f)
@@ -193,10 +270,24 @@ def generate(root, name, scale, seed, force=False):
         shutil.rmtree(src)
     t0 = time.time()
     total = 0
-    for idx, (rel, size, kind, pr, pt) in enumerate(files):
-        p = os.path.join(src, rel)
-        os.makedirs(os.path.dirname(p), exist_ok=True)
-        write_file(p, rel, size, pr, pt, seed)
+    made = set()
+    for rel, *_ in files:
+        d = os.path.dirname(os.path.join(src, rel))
+        if d not in made:
+            os.makedirs(d, exist_ok=True)
+            made.add(d)
+    jobs = min(jobs or os.cpu_count() or 1, 8) if n_many else 1
+    if jobs > 1:  # every file has its own RNG stream: same bytes whatever the number of workers
+        import multiprocessing
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            step = 10000
+            for done, n in enumerate(pool.imap_unordered(
+                    _write_slice, [(src, files[i:i + step], seed) for i in range(0, len(files), step)])):
+                total += n
+                if done % 5 == 0:
+                    print(f"[gen] {name}: {total/MIB:.0f} MiB written, {time.time()-t0:.0f}s", flush=True)
+    for idx, (rel, size, kind, pr, pt) in enumerate(files if jobs <= 1 else ()):
+        write_file(os.path.join(src, rel), rel, size, pr, pt, seed)
         total += size
         if idx % 2000 == 0:
             print(f"[gen] {name}: {idx}/{len(files)} files, {total/MIB:.0f} MiB, {time.time()-t0:.0f}s", flush=True)
@@ -208,7 +299,7 @@ def generate(root, name, scale, seed, force=False):
         k["n"] += 1
         k["bytes"] += size
     man = {"params": params, "complete": True, "n_files": len(files), "total_bytes": total,
-           "kinds": kinds, "large_files": [f[0] for f in files if f[2] == "large"],
+           "kinds": kinds, "n_dirs": len({os.path.dirname(f[0]) for f in files}), "large_files": [f[0] for f in files if f[2] == "large"],
            "gen_seconds": round(time.time() - t0, 1)}
     with open(man_path, "w") as f:
         json.dump(man, f, indent=1)
@@ -218,13 +309,18 @@ def generate(root, name, scale, seed, force=False):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--set", choices=sorted(SETS))
+    ap.add_argument("--set", choices=sorted(SETS) + ["many"])
+    ap.add_argument("--files", type=int, default=MANY_FILES, help="--set many: number of files (default 500,000)")
     ap.add_argument("--scale", type=float)
     ap.add_argument("--name")
     ap.add_argument("--root", default=os.environ.get("HB_ROOT", "/tmp/hummel-bench"))
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--jobs", type=int, help="--set many: writer processes (default: one per core)")
     ap.add_argument("--force", action="store_true")
     a = ap.parse_args()
+    if a.set == "many":
+        generate(a.root, a.name or many_name(a.files), None, a.seed, a.force, n_many=a.files, jobs=a.jobs)
+        return
     if a.set:
         scale, name = SETS[a.set], a.name or a.set
     elif a.scale:
