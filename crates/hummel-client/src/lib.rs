@@ -21,6 +21,7 @@
 //! - [`verify`](mod@verify): read-only comparison of DEST with the current revision.
 //! - `http`: the thin reqwest layer: timeouts (connect 5 s, stall 30 s), the read token, capped
 //!   bodies, and the master's client API.
+//! - [`space`]: the free-space check before downloading (a pure decision and `statvfs`).
 //! - [`report`]: [`SyncReport`], [`SyncOutcome`] and the progress bar.
 //! - [`error`]: [`SyncError`], one line with the failing side and object.
 //!
@@ -40,6 +41,7 @@ pub mod error;
 pub mod plan;
 pub mod report;
 pub mod scan;
+pub mod space;
 pub mod state;
 pub mod sync;
 pub mod verify;
