@@ -8,7 +8,8 @@
 //!   used to find reusable chunks of local files when it has.
 //! - `client-id`: a random id, stable across runs.
 //! - `lock`: held (flock) for the whole run so two syncs cannot interleave.
-//! - `tmp/`: temp files of the running sync; emptied at the start of every run.
+//! - `tmp/`: temp files named by content hash, kept when a run fails or is killed so the next
+//!   run resumes them; emptied once a sync completes.
 //!
 //! Every file here is written atomically: temp file, fsync, rename, directory fsync.
 
@@ -140,7 +141,8 @@ impl StateDir {
     }
 
     /// Creates `.hummel` (refusing anything there that is not a real directory), takes the run
-    /// lock, and empties `tmp/`. The returned file holds the lock until dropped.
+    /// lock, and makes sure `tmp/` is a directory (keeping what is in it). The returned file
+    /// holds the lock until dropped.
     pub(crate) fn prepare(&self) -> Result<File, SyncError> {
         match fs::symlink_metadata(&self.root) {
             Ok(m) if m.is_dir() => {}
@@ -173,15 +175,16 @@ impl StateDir {
             }
             Err(fs::TryLockError::Error(e)) => return Err(SyncError::local("lock", &lock_path, e)),
         }
+        // `tmp/` is kept: an interrupted run's temp files are resumed (`assemble::Staging`),
+        // which also deletes those no write wants.
         let tmp = self.tmp_dir();
         match fs::symlink_metadata(&tmp) {
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&tmp),
-            Ok(_) => fs::remove_file(&tmp),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => fs::remove_file(&tmp).and_then(|()| fs::create_dir(&tmp)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&tmp),
             Err(e) => Err(e),
         }
-        .map_err(|e| SyncError::local("clear", &tmp, e))?;
-        fs::create_dir(&tmp).map_err(|e| SyncError::local("create", &tmp, e))?;
+        .map_err(|e| SyncError::local("create", &tmp, e))?;
         Ok(lock)
     }
 
@@ -307,7 +310,8 @@ mod tests {
         fs::write(sd.tmp_dir().join("leftover"), b"x").unwrap();
         drop(lock);
         let _lock = sd.prepare().unwrap();
-        assert_eq!(fs::read_dir(sd.tmp_dir()).unwrap().count(), 0);
+        // Kept for the run to resume (or delete, if no write wants it).
+        assert_eq!(fs::read(sd.tmp_dir().join("leftover")).unwrap(), b"x");
         sd.save_state(&sample()).unwrap();
         assert_eq!(sd.load_state().unwrap(), sample());
         let id = sd.client_id().unwrap();

@@ -1,6 +1,6 @@
 //! [`sync`]: one client run, plan then execute.
 //!
-//! 1. Lock `DEST/.hummel`, empty its `tmp/` (not in a dry run, which writes nothing).
+//! 1. Lock `DEST/.hummel` (not in a dry run, which writes nothing).
 //! 2. `GET /api/v1/revision`, then [`scan::walk`] of DEST starts on its own thread. Same
 //!    revision, master and subtree as held, every cached file stats identical, no extras, all
 //!    directories there: done (no-op; no index fetched).
@@ -9,9 +9,11 @@
 //!    subtree asked for).
 //! 4. [`scan::survey`] + [`SyncPlan::build`] once the walk is done. A dry run returns the
 //!    summary.
-//! 5. Execute: stage temp files, copy local chunks, download the rest (`fetch`),
-//!    seal (file hash, mode, mtime, one syncfs), then `assemble::apply`: renames in a burst, deletes
-//!    last. Any failure before the renames removes the temp files and leaves DEST untouched.
+//! 5. Execute: name the temp files by content hash, resume the chunks an interrupted run
+//!    verified into them (re-hashed), check the free space for the rest ([`space`]), copy
+//!    local chunks, download the rest (`fetch`), seal (mode, mtime, one syncfs), then
+//!    `assemble::apply`: renames in a burst, deletes last, and `tmp/` emptied. Any failure
+//!    before the renames leaves DEST untouched and keeps the temp files for the next run.
 //! 6. Save `.hummel/index` and `.hummel/state` (atomically), then best-effort
 //!    `POST /api/v1/client/report`.
 
@@ -33,6 +35,7 @@ use crate::http::{HttpClient, MasterApi};
 use crate::plan::{MAX_RANGE_GAP, MAX_RANGE_LEN, SyncPlan, SyncPlanSummary, coalesce};
 use crate::report::{SyncOutcome, SyncReport, progress_bar};
 use crate::scan::{self, FileStat, LocalTree};
+use crate::space;
 use crate::state::{CachedStat, ClientState, StateDir};
 
 /// What to sync where.
@@ -315,38 +318,56 @@ impl Execution<'_> {
         let progress = progress_bar(self.opts.progress, plan.bytes_to_write);
         let targets = Arc::new(std::mem::take(&mut plan.targets));
         let plan = Arc::new(plan);
-        let staging = {
-            let (tmp, p) = (self.state_dir.tmp_dir(), plan.clone());
-            Arc::new(blocking(move || Staging::create(&tmp, &p.writes)).await?)
-        };
-
-        let transferred = self.transfer(&plan, &targets, &staging, &progress).await;
-        let (copied, fetched) = match transferred {
-            Ok(t) => t,
-            Err(e) => {
-                progress.finish_and_clear();
-                let s = staging.clone();
-                let _ = blocking(move || {
-                    s.discard();
-                    Ok(())
-                })
-                .await;
-                return Err(e);
-            }
-        };
-        progress.finish_and_clear();
-
-        let applied = {
-            let (d, p, s) = (self.dest.clone(), plan.clone(), staging.clone());
+        // Temp files: take over what an interrupted run verified, check the free space for
+        // the rest, then create them. A failure from here on keeps the temp files (they hold
+        // only verified chunks) for the next run; nothing incomplete is renamed.
+        let (staging, resumed) = {
+            let (tmp, p, i, d) = (
+                self.state_dir.tmp_dir(),
+                plan.clone(),
+                self.index.clone(),
+                self.dest.clone(),
+            );
             blocking(move || {
-                let r = assemble::apply(&d, &p, &s);
-                if r.is_err() {
-                    s.discard();
+                let staging = Staging::new(&tmp, &p.writes);
+                let resumed = staging.resume(&p.writes, &i)?;
+                let needed =
+                    space::space_needed(p.bytes_to_write, resumed.bytes, p.writes.len() as u64);
+                if needed > 0 {
+                    space::check_space(&d, needed, space::available(&tmp)?)?;
                 }
-                r
+                staging.create_files(&p.writes)?;
+                Ok((Arc::new(staging), resumed))
             })
             .await?
         };
+        if resumed.files > 0 || resumed.deleted > 0 {
+            tracing::info!(
+                files = resumed.files,
+                chunks = resumed.chunks,
+                bytes = resumed.bytes,
+                deleted = resumed.deleted,
+                "resuming from temp files of an earlier run"
+            );
+        }
+        progress.inc(resumed.bytes);
+
+        let transferred = self.transfer(&plan, &targets, &staging, &progress).await;
+        progress.finish_and_clear();
+        let (copied, fetched) = transferred?;
+
+        let applied = {
+            let (d, p, s) = (self.dest.clone(), plan.clone(), staging.clone());
+            blocking(move || assemble::apply(&d, &p, &s)).await?
+        };
+        {
+            let tmp = self.state_dir.tmp_dir();
+            let _ = blocking(move || {
+                assemble::clear_tmp(&tmp);
+                Ok(())
+            })
+            .await;
+        }
 
         // Remember what DEST now holds: stat cache after the renames, then index, then state.
         let state = {
@@ -392,6 +413,7 @@ impl Execution<'_> {
             dirs_deleted: applied.dirs_deleted,
             bytes_downloaded: fetched.bytes_downloaded,
             bytes_reused: copied.bytes,
+            bytes_resumed: resumed.bytes,
             bytes_written: plan.bytes_to_write,
             chunks_downloaded: fetched.chunks_downloaded,
             chunks_reused: copied.chunks,
@@ -428,7 +450,19 @@ impl Execution<'_> {
             );
             blocking(move || assemble::copy_local(&d, &p.copies, &i, &t, &s, &pb)).await?
         };
-        let mut ranges = plan.downloads.clone();
+        // Chunks every target of which holds already (resumed) are not downloaded again.
+        let mut ranges = if staging.resumed_any() {
+            let wanted = |ci: &u32| targets.get(ci).is_some_and(|t| staging.wants(t));
+            let chunks: Vec<u32> = plan
+                .downloads
+                .iter()
+                .flat_map(|r| r.chunks.iter().copied())
+                .filter(wanted)
+                .collect();
+            coalesce(&self.index, chunks, MAX_RANGE_GAP, MAX_RANGE_LEN)
+        } else {
+            plan.downloads.clone()
+        };
         if !copied.failed.is_empty() {
             tracing::info!(
                 chunks = copied.failed.len(),
