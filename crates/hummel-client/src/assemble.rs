@@ -3,8 +3,8 @@
 //!
 //! 1. [`Staging::new`] names one temp file per [`SyncPlan::writes`] in `.hummel/tmp/` by its
 //!    content hash; [`Staging::resume`] deletes what no write wants and takes over every chunk
-//!    an interrupted run verified and wrote (re-hashed); [`Staging::create_files`] creates the
-//!    rest, pre-sized (sparse).
+//!    an interrupted run verified and wrote (re-hashed). Temp files are created by their first
+//!    write ([`TargetWriter`]), files without chunks by [`seal`].
 //! 2. [`copy_local`]: chunks read from local files (before anything is renamed), re-hashed, and
 //!    written to every target that still lacks them; a chunk that does not match its id is
 //!    handed back for download.
@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::ProgressBar;
 use rayon::prelude::*;
+use rustix::fs::{AtFlags, Mode, Timespec, Timestamps};
 
 use hummel_core::{EntryKind, Hash, Index};
 
@@ -211,7 +212,24 @@ impl Staging {
                 return (0, 0);
             }
         };
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let Ok(m) = file.metadata() else {
+            return (0, 0);
+        };
+        // A sealed temp file of a read-only file, kept by a run that failed later: writable
+        // for us again. One longer than its content (never written so): cut to size.
+        let fixed = (m.permissions().mode() & 0o600 != 0o600)
+            .then(|| fs::set_permissions(&path, Permissions::from_mode(0o600)))
+            .unwrap_or(Ok(()))
+            .and_then(|()| match m.len() > w.size {
+                true => File::options().write(true).open(&path)?.set_len(w.size),
+                false => Ok(()),
+            });
+        if let Err(e) = fixed {
+            tracing::debug!(path = %path.display(), "temp file unusable, rewriting it: {e}");
+            let _ = fs::remove_file(&path);
+            return (0, 0);
+        }
+        let len = m.len().min(w.size);
         let (mut chunks, mut bytes) = (0, 0);
         let mut buf = Vec::new();
         let mut offset = 0u64;
@@ -229,35 +247,6 @@ impl Staging {
             offset = end;
         }
         (chunks, bytes)
-    }
-
-    /// Creates the temp files [`Staging::resume`] did not find and gives every temp file its
-    /// final size (sparse: nothing is allocated for bytes not written yet) and a mode we can
-    /// write through. Parallel ([`IO_THREADS`]).
-    pub(crate) fn create_files(&self, writes: &[FileWrite]) -> Result<(), SyncError> {
-        if !writes.is_empty() {
-            fs::create_dir_all(&self.tmp).map_err(|e| SyncError::local("create", &self.tmp, e))?;
-        }
-        for_each_io(writes, |i, w| {
-            let path = &self.path(i as u32);
-            let io = |op| move |e: io::Error| SyncError::local(op, path, e);
-            let file = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(path)
-                .map_err(io("create"))?;
-            let m = file.metadata().map_err(io("stat"))?;
-            if m.len() != w.size {
-                file.set_len(w.size).map_err(io("size"))?;
-            }
-            // A sealed temp file of a read-only file, kept from an interrupted run.
-            if m.permissions().mode() & 0o600 != 0o600 {
-                file.set_permissions(Permissions::from_mode(0o600))
-                    .map_err(io("set mode of"))?;
-            }
-            Ok(())
-        })
     }
 }
 
@@ -377,8 +366,9 @@ impl<'a> TargetWriter<'a> {
     }
 
     /// Writes `data`, already verified as the chunk of `targets`, at every target that does
-    /// not hold it yet. Opens without `create`: a temp file that is not there was removed, and
-    /// a straggling worker never recreates it.
+    /// not hold it yet, creating the temp file on its first write (the file system keeps
+    /// what was never written as holes). A write that outlives a failed run is harmless: the
+    /// file is named by its content, and the bytes are verified chunks of it.
     pub(crate) fn write(&mut self, targets: &[Target], data: &[u8]) -> Result<(), SyncError> {
         for t in targets {
             if self.staging.is_placed(t.slot) {
@@ -394,6 +384,8 @@ impl<'a> TargetWriter<'a> {
                     }
                     let path = self.staging.path(t.file);
                     let file = File::options()
+                        .create(true)
+                        .truncate(false)
                         .write(true)
                         .open(&path)
                         .map_err(|e| SyncError::local("open", &path, e))?;
@@ -597,13 +589,31 @@ fn seal_files(writes: &[FileWrite], staging: &Staging) -> Result<(), SyncError> 
                 missing: missing as u32,
             });
         }
-        let file = File::options().write(true).open(path).map_err(io("open"))?;
-        file.set_times(FileTimes::new().set_modified(system_time(w.mtime_ns)))
-            .map_err(io("set mtime of"))?;
-        file.set_permissions(Permissions::from_mode(w.mode))
-            .map_err(io("set mode of"))?;
+        // A file without chunks was never written: create it. Any other exists, at its full
+        // size (its last chunk ends there; resumed ones were cut to size).
+        if w.slots.is_empty() {
+            File::create(path).map_err(io("create"))?;
+        }
+        // By path: two calls per file instead of open, two calls and close.
+        let mtime = Timespec {
+            tv_sec: w.mtime_ns.div_euclid(1_000_000_000),
+            tv_nsec: w.mtime_ns.rem_euclid(1_000_000_000) as _,
+        };
+        let times = Timestamps {
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: mtime,
+        };
+        rustix::fs::utimensat(rustix::fs::CWD, path, &times, AtFlags::empty())
+            .map_err(|e| io("set mtime of")(e.into()))?;
+        rustix::fs::chmod(path, Mode::from_raw_mode(w.mode))
+            .map_err(|e| io("set mode of")(e.into()))?;
         if PER_FILE_FSYNC {
-            file.sync_all().map_err(io("fsync"))?;
+            File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(io("fsync"))?;
         }
         Ok(())
     })
@@ -776,7 +786,6 @@ mod tests {
             slots: 0..3,
         }];
         let staging = Staging::new(&tmp, &writes);
-        staging.create_files(&writes).unwrap();
         let target = |offset, slot| Target {
             file: 0,
             offset,
@@ -860,8 +869,8 @@ mod tests {
             },
         ];
         let staging = Staging::new(&tmp, &writes);
-        staging.create_files(&writes).unwrap();
         fs::write(staging.path(0), b"hi").unwrap();
+        fs::write(staging.path(1), b"").unwrap();
         let plan = SyncPlan {
             dirs: vec![DirAction {
                 path: rp("d"),
@@ -990,9 +999,8 @@ mod tests {
         }
         // An earlier run: chunk 0 written, chunk 1 torn (a kill mid-write), chunk 2 never
         // written (a hole); plus a temp file of content no longer wanted and a stray file.
-        let staging = Staging::new(&tmp, &writes);
-        staging.create_files(&writes).unwrap();
-        let f = File::options().write(true).open(staging.path(0)).unwrap();
+        let f = File::create(Staging::new(&tmp, &writes).path(0)).unwrap();
+        f.set_len(12).unwrap();
         f.write_all_at(b"aaaa", 0).unwrap();
         f.write_all_at(b"bbXX", 4).unwrap();
         f.set_permissions(Permissions::from_mode(0o444)).unwrap();
@@ -1016,7 +1024,6 @@ mod tests {
         assert!(!staging.wants(&targets[&0]) && staging.wants(&targets[&1]));
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 1);
         // The rest arrives; a chunk already there is not written again.
-        staging.create_files(&writes).unwrap();
         let mut writer = TargetWriter::new(&staging);
         writer.write(&targets[&0], b"!!!!").unwrap();
         writer.write(&targets[&1], b"bbbb").unwrap();
@@ -1029,7 +1036,6 @@ mod tests {
         let again = Staging::new(&tmp, &writes);
         let resumed = again.resume(&writes, &index).unwrap();
         assert_eq!((resumed.chunks, resumed.bytes), (3, 12));
-        again.create_files(&writes).unwrap();
         seal(&writes, &again, &tmp).unwrap();
         assert_eq!(fs::read(again.path(0)).unwrap(), content);
     }

@@ -5,7 +5,8 @@
 //!   (postcard) behind a magic and a format number; an unreadable or newer state is ignored
 //!   (the next run hashes instead of trusting), never fatal.
 //! - `index`: the bytes of the last accepted index, reused when the revision has not changed and
-//!   used to find reusable chunks of local files when it has.
+//!   used to find reusable chunks of local files when it has. `index.next`: the index of the
+//!   run in progress, written before it downloads and renamed to `index` with the state.
 //! - `client-id`: a random id, stable across runs.
 //! - `lock`: held (flock) for the whole run so two syncs cannot interleave.
 //! - `tmp/`: temp files named by content hash, kept when a run fails or is killed so the next
@@ -216,8 +217,19 @@ impl StateDir {
         write_atomic(&self.state_path(), &state.encode())
     }
 
-    pub(crate) fn save_index(&self, bytes: &[u8]) -> Result<(), SyncError> {
-        write_atomic(&self.index_path(), bytes)
+    /// Writes the index of the run in progress next to the held one (`index.next`), so its
+    /// bytes need not stay in memory until [`StateDir::commit_index`] (44 MB at 500,000 files).
+    pub(crate) fn stage_index(&self, bytes: &[u8]) -> Result<(), SyncError> {
+        write_atomic(&self.root.join("index.next"), bytes)
+    }
+
+    /// Makes the index staged by [`StateDir::stage_index`] the held one (rename, directory
+    /// fsync).
+    pub(crate) fn commit_index(&self) -> Result<(), SyncError> {
+        let (next, path) = (self.root.join("index.next"), self.index_path());
+        fs::rename(&next, &path)
+            .and_then(|()| File::open(&self.root)?.sync_all())
+            .map_err(|e| SyncError::local("write", &path, e))
     }
 
     /// The stable client id, created on first use.

@@ -314,12 +314,20 @@ struct Execution<'a> {
 }
 
 impl Execution<'_> {
-    async fn execute(self, mut plan: SyncPlan) -> Result<SyncReport, SyncError> {
+    async fn execute(mut self, mut plan: SyncPlan) -> Result<SyncReport, SyncError> {
+        // A new index waits on disk, not in memory, until the state is saved.
+        if !self.index_reused {
+            let (sd, bytes) = (
+                self.state_dir.clone(),
+                std::mem::take(&mut self.index_bytes),
+            );
+            blocking(move || sd.stage_index(&bytes)).await?;
+        }
         let progress = progress_bar(self.opts.progress, plan.bytes_to_write);
         let targets = Arc::new(std::mem::take(&mut plan.targets));
         let plan = Arc::new(plan);
-        // Temp files: take over what an interrupted run verified, check the free space for
-        // the rest, then create them. A failure from here on keeps the temp files (they hold
+        // Temp files: take over what an interrupted run verified and check the free space for
+        // the rest; nothing is created before that. A failure from here on keeps the temp files (they hold
         // only verified chunks) for the next run; nothing incomplete is renamed.
         let (staging, resumed) = {
             let (tmp, p, i, d) = (
@@ -336,7 +344,6 @@ impl Execution<'_> {
                 if needed > 0 {
                     space::check_space(&d, needed, space::available(&tmp)?)?;
                 }
-                staging.create_files(&p.writes)?;
                 Ok((Arc::new(staging), resumed))
             })
             .await?
@@ -355,11 +362,13 @@ impl Execution<'_> {
         let transferred = self.transfer(&plan, &targets, &staging, &progress).await;
         progress.finish_and_clear();
         let (copied, fetched) = transferred?;
+        tracing::debug!("temp files complete and durable");
 
         let applied = {
             let (d, p, s) = (self.dest.clone(), plan.clone(), staging.clone());
             blocking(move || assemble::apply(&d, &p, &s)).await?
         };
+        tracing::debug!("renamed into place");
         {
             let tmp = self.state_dir.tmp_dir();
             let _ = blocking(move || {
@@ -368,6 +377,15 @@ impl Execution<'_> {
             })
             .await;
         }
+        // The plan is carried out: free it before the state (a stat cache entry per file) is
+        // built, so the two never take memory at once (~100 MB each at 500,000 files).
+        let done = (
+            plan.writes.len() as u64,
+            plan.unchanged.len() as u64,
+            plan.touch.len() as u64,
+            plan.bytes_to_write,
+        );
+        drop((plan, targets, staging));
 
         // Remember what DEST now holds: stat cache after the renames, then index, then state.
         let state = {
@@ -380,17 +398,17 @@ impl Execution<'_> {
             blocking(move || Ok(state_after_sync(&d, &i, base, sub))).await?
         };
         crate::failpoint::hit("save-state");
-        {
-            let (sd, st) = (self.state_dir.clone(), state.clone());
-            let bytes = (!self.index_reused).then_some(self.index_bytes);
+        let state = {
+            let (sd, staged) = (self.state_dir.clone(), !self.index_reused);
             blocking(move || {
-                if let Some(b) = bytes {
-                    sd.save_index(&b)?;
+                if staged {
+                    sd.commit_index()?;
                 }
-                sd.save_state(&st)
+                sd.save_state(&state)?;
+                Ok(state)
             })
-            .await?;
-        }
+            .await?
+        };
         let bad_slaves: Vec<String> = fetched.bad_slaves.iter().cloned().collect();
         report_to_master(
             self.master,
@@ -404,17 +422,17 @@ impl Execution<'_> {
         Ok(SyncReport {
             revision: self.index.revision,
             no_op: false,
-            files_written: plan.writes.len() as u64,
+            files_written: done.0,
             files_deleted: applied.files_deleted,
-            files_unchanged: plan.unchanged.len() as u64,
-            files_touched: plan.touch.len() as u64,
+            files_unchanged: done.1,
+            files_touched: done.2,
             files_hashed: 0,
             dirs_created: applied.dirs_created,
             dirs_deleted: applied.dirs_deleted,
             bytes_downloaded: fetched.bytes_downloaded,
             bytes_reused: copied.bytes,
             bytes_resumed: resumed.bytes,
-            bytes_written: plan.bytes_to_write,
+            bytes_written: done.3,
             chunks_downloaded: fetched.chunks_downloaded,
             chunks_reused: copied.chunks,
             requests: fetched.requests,
