@@ -217,13 +217,15 @@ impl Staging {
         };
         // A sealed temp file of a read-only file, kept by a run that failed later: writable
         // for us again. One longer than its content (never written so): cut to size.
-        let fixed = (m.permissions().mode() & 0o600 != 0o600)
-            .then(|| fs::set_permissions(&path, Permissions::from_mode(0o600)))
-            .unwrap_or(Ok(()))
-            .and_then(|()| match m.len() > w.size {
-                true => File::options().write(true).open(&path)?.set_len(w.size),
-                false => Ok(()),
-            });
+        let fixed = (|| {
+            if m.permissions().mode() & 0o600 != 0o600 {
+                fs::set_permissions(&path, Permissions::from_mode(0o600))?;
+            }
+            if m.len() > w.size {
+                File::options().write(true).open(&path)?.set_len(w.size)?;
+            }
+            Ok::<(), io::Error>(())
+        })();
         if let Err(e) = fixed {
             tracing::debug!(path = %path.display(), "temp file unusable, rewriting it: {e}");
             let _ = fs::remove_file(&path);
