@@ -14,8 +14,8 @@
 //!    local chunks, download the rest (`fetch`), seal (mode, mtime, one syncfs), then
 //!    `assemble::apply`: renames in a burst, deletes last, and `tmp/` emptied. Any failure
 //!    before the renames leaves DEST untouched and keeps the temp files for the next run.
-//! 6. Save `.hummel/index` and `.hummel/state` (atomically), then best-effort
-//!    `POST /api/v1/client/report`.
+//! 6. Save `.hummel/index` (staged as `index.next` before the downloads) and `.hummel/state`
+//!    (atomically), then best-effort `POST /api/v1/client/report`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -315,20 +315,18 @@ struct Execution<'a> {
 
 impl Execution<'_> {
     async fn execute(mut self, mut plan: SyncPlan) -> Result<SyncReport, SyncError> {
-        // A new index waits on disk, not in memory, until the state is saved.
-        if !self.index_reused {
-            let (sd, bytes) = (
-                self.state_dir.clone(),
-                std::mem::take(&mut self.index_bytes),
-            );
-            blocking(move || sd.stage_index(&bytes)).await?;
-        }
         let progress = progress_bar(self.opts.progress, plan.bytes_to_write);
         let targets = Arc::new(std::mem::take(&mut plan.targets));
         let plan = Arc::new(plan);
-        // Temp files: take over what an interrupted run verified and check the free space for
-        // the rest; nothing is created before that. A failure from here on keeps the temp files (they hold
-        // only verified chunks) for the next run; nothing incomplete is renamed.
+        // Temp files: take over what an interrupted run verified and check the free space
+        // for the rest (and the new index); nothing is created before that. A failure from
+        // here on keeps the temp files (verified chunks only) for the next run; nothing
+        // incomplete is renamed.
+        let index_len = if self.index_reused {
+            0
+        } else {
+            self.index_bytes.len() as u64
+        };
         let (staging, resumed) = {
             let (tmp, p, i, d) = (
                 self.state_dir.tmp_dir(),
@@ -340,7 +338,8 @@ impl Execution<'_> {
                 let staging = Staging::new(&tmp, &p.writes);
                 let resumed = staging.resume(&p.writes, &i)?;
                 let needed =
-                    space::space_needed(p.bytes_to_write, resumed.bytes, p.writes.len() as u64);
+                    space::space_needed(p.bytes_to_write, resumed.bytes, p.writes.len() as u64)
+                        + index_len;
                 if needed > 0 {
                     space::check_space(&d, needed, space::available(&tmp)?)?;
                 }
@@ -358,6 +357,14 @@ impl Execution<'_> {
             );
         }
         progress.inc(resumed.bytes);
+        // The new index waits on disk, not in memory, until the state is saved.
+        if !self.index_reused {
+            let (sd, bytes) = (
+                self.state_dir.clone(),
+                std::mem::take(&mut self.index_bytes),
+            );
+            blocking(move || sd.stage_index(&bytes)).await?;
+        }
 
         let transferred = self.transfer(&plan, &targets, &staging, &progress).await;
         progress.finish_and_clear();
