@@ -280,6 +280,44 @@ pub(crate) fn clear_tmp(tmp: &Path) {
     }
 }
 
+/// Where each needed chunk goes, flat: [`SyncPlan::targets`] without a map node and a `Vec`
+/// per chunk (24 bytes per chunk with one target instead of ~66; 20 MB less at 500,000
+/// files). Built once per run, read by every writer.
+#[derive(Debug, Default)]
+pub(crate) struct TargetTable {
+    /// Chunk positions in [`Index::chunks`], ascending.
+    chunks: Vec<u32>,
+    /// `targets[starts[k]..starts[k + 1]]` are the targets of `chunks[k]`.
+    starts: Vec<u32>,
+    targets: Vec<Target>,
+}
+
+impl From<BTreeMap<u32, Vec<Target>>> for TargetTable {
+    fn from(map: BTreeMap<u32, Vec<Target>>) -> TargetTable {
+        let mut t = TargetTable {
+            chunks: Vec::with_capacity(map.len()),
+            starts: Vec::with_capacity(map.len() + 1),
+            targets: Vec::new(),
+        };
+        for (chunk, targets) in map {
+            t.chunks.push(chunk);
+            t.starts.push(t.targets.len() as u32);
+            t.targets.extend(targets);
+        }
+        t.starts.push(t.targets.len() as u32);
+        t.targets.shrink_to_fit();
+        t
+    }
+}
+
+impl TargetTable {
+    /// The targets of chunk `chunk` (position in [`Index::chunks`]), if it is needed.
+    pub(crate) fn get(&self, chunk: &u32) -> Option<&[Target]> {
+        let k = self.chunks.binary_search(chunk).ok()?;
+        Some(&self.targets[self.starts[k] as usize..self.starts[k + 1] as usize])
+    }
+}
+
 /// Threads for latency-bound file operations (create, fsync): more than the cores, since they
 /// mostly wait on the file system.
 const IO_THREADS: usize = 8;
@@ -448,7 +486,7 @@ pub(crate) fn copy_local(
     dest: &Path,
     copies: &[LocalCopy],
     index: &Index,
-    targets: &BTreeMap<u32, Vec<Target>>,
+    targets: &TargetTable,
     staging: &Staging,
     progress: &ProgressBar,
 ) -> Result<CopyOutcome, SyncError> {
@@ -502,7 +540,7 @@ pub(crate) fn copy_local(
                     out.failed.push(c.chunk);
                     continue;
                 }
-                let t = targets.get(&c.chunk).map(Vec::as_slice).unwrap_or(&[]);
+                let t = targets.get(&c.chunk).unwrap_or(&[]);
                 writer.write(t, &buf)?;
                 let written = buf.len() as u64 * t.len() as u64;
                 progress.inc(written);
@@ -815,7 +853,7 @@ mod tests {
             dest.path(),
             &copies,
             &index,
-            &targets,
+            &TargetTable::from(targets.clone()),
             &staging,
             &ProgressBar::hidden(),
         )

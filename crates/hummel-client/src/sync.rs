@@ -28,7 +28,7 @@ use hummel_core::{EntryKind, Index, RelPath};
 use hummel_proto::api::ClientReport;
 
 use crate::SyncError;
-use crate::assemble::{self, CopyOutcome, Staging};
+use crate::assemble::{self, CopyOutcome, Staging, TargetTable};
 use crate::error::blocking;
 use crate::fetch::{self, FetchContext, FetchStats, PER_SLAVE_LIMIT};
 use crate::http::{HttpClient, MasterApi};
@@ -316,7 +316,7 @@ struct Execution<'a> {
 impl Execution<'_> {
     async fn execute(mut self, mut plan: SyncPlan) -> Result<SyncReport, SyncError> {
         let progress = progress_bar(self.opts.progress, plan.bytes_to_write);
-        let targets = Arc::new(std::mem::take(&mut plan.targets));
+        let targets = Arc::new(TargetTable::from(std::mem::take(&mut plan.targets)));
         let plan = Arc::new(plan);
         // Temp files: take over what an interrupted run verified and check the free space
         // for the rest (and the new index); nothing is created before that. A failure from
@@ -460,7 +460,7 @@ impl Execution<'_> {
     async fn transfer(
         &self,
         plan: &Arc<SyncPlan>,
-        targets: &Arc<BTreeMap<u32, Vec<crate::plan::Target>>>,
+        targets: &Arc<TargetTable>,
         staging: &Arc<Staging>,
         progress: &indicatif::ProgressBar,
     ) -> Result<(CopyOutcome, FetchStats), SyncError> {
