@@ -93,8 +93,8 @@ impl ClientState {
         let mut out = Vec::with_capacity(64 + self.files.len() * 80);
         out.extend_from_slice(STATE_MAGIC);
         out.extend_from_slice(&STATE_FORMAT.to_le_bytes());
-        out.extend_from_slice(&postcard::to_stdvec(self).expect("state serialises"));
-        out
+        // Straight into `out`: no second buffer of the whole state (~40 MB at 500,000 files).
+        postcard::to_extend(self, out).expect("state serialises")
     }
 
     /// Decodes; `Err` says why the bytes are not a state this build can use.

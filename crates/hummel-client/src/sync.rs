@@ -395,10 +395,12 @@ impl Execution<'_> {
         drop((plan, targets, staging));
 
         // Remember what DEST now holds: stat cache after the renames, then index, then state.
+        // The index (~100 MB at 500,000 files) is last needed here: it goes with the task.
+        let revision = self.index.revision;
         let state = {
             let (d, i, base, sub) = (
                 self.dest.clone(),
-                self.index.clone(),
+                self.index,
                 self.master.base().to_string(),
                 self.subtree.clone(),
             );
@@ -427,7 +429,7 @@ impl Execution<'_> {
         .await;
 
         Ok(SyncReport {
-            revision: self.index.revision,
+            revision,
             no_op: false,
             files_written: done.0,
             files_deleted: applied.files_deleted,
