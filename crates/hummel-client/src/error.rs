@@ -99,6 +99,22 @@ pub enum SyncError {
         /// Chunks not written.
         missing: u32,
     },
+    /// The file system holding DEST has too little free space for the temp files; nothing
+    /// was written.
+    #[error(
+        "not enough space: needs {} free in {}, {} available",
+        crate::space::human(*needed),
+        path.display(),
+        crate::space::human(*available)
+    )]
+    NoSpace {
+        /// The destination.
+        path: PathBuf,
+        /// Bytes the sync needs free.
+        needed: u64,
+        /// Bytes free.
+        available: u64,
+    },
     /// Another sync holds the lock on the destination.
     #[error("{}: another hummel sync is running in this folder", path.display())]
     Busy {

@@ -42,9 +42,9 @@ use hummel_core::{Hash, Index};
 use hummel_proto::api::{LocateResponse, blob_path};
 
 use crate::SyncError;
-use crate::assemble::{Staging, TargetWriter};
+use crate::assemble::{Staging, TargetTable, TargetWriter};
 use crate::http::{HttpClient, describe, normalise_url};
-use crate::plan::{RangeRequest, Target};
+use crate::plan::RangeRequest;
 
 /// Most requests in flight to one slave.
 pub const PER_SLAVE_LIMIT: usize = 4;
@@ -59,7 +59,7 @@ const BUSY_PATIENCE: Duration = Duration::from_secs(120);
 pub(crate) struct FetchContext {
     pub(crate) http: HttpClient,
     pub(crate) index: Arc<Index>,
-    pub(crate) targets: Arc<BTreeMap<u32, Vec<Target>>>,
+    pub(crate) targets: Arc<TargetTable>,
     pub(crate) staging: Arc<Staging>,
     pub(crate) concurrency: usize,
     pub(crate) per_slave: usize,
@@ -768,7 +768,7 @@ fn place_chunks(
         let stored = &body[at..at + c.stored_len as usize];
         let plain = decode_chunk_into(c.codec, stored, c.len, &c.hash, &mut scratch)
             .map_err(|e| AttemptError::Slave(e.to_string()))?;
-        let targets = ctx.targets.get(&ci).map(Vec::as_slice).unwrap_or(&[]);
+        let targets = ctx.targets.get(&ci).unwrap_or(&[]);
         writer.write(targets, plain).map_err(AttemptError::Local)?;
         done.plain_bytes += plain.len() as u64 * targets.len() as u64;
         done.chunks += 1;

@@ -9,18 +9,19 @@
 //! - [`sync`](mod@sync): the run: lock, no-op check, index, survey, plan, execute, save state,
 //!   report to the master.
 //! - [`state`]: `DEST/.hummel/`: [`state::ClientState`] (revision, master, subtree, stat cache),
-//!   the held index, the client id, the run lock and `tmp/`. Atomic writes.
+//!   the held index, the client id, the run lock and `tmp/` (kept across runs). Atomic writes.
 //! - [`scan`]: what is in DEST: a walk that never follows symlinks, the no-op test, and the
 //!   survey of local content (stat cache, hashing, chunk layouts, re-chunking).
 //! - [`plan`]: [`SyncPlan`], pure: unchanged / write / local copy / download (coalesced
 //!   [`plan::RangeRequest`]s) / conflicts / deletes.
 //! - `fetch`: the multi-source scheduler: per-slave and total limits, fail-over per range, every
 //!   chunk through [`hummel_core::codec::decode_chunk`] before it is written.
-//! - `assemble`: temp files, local chunk copies, sealing (file hash, mode, mtime, fsync), and
-//!   the final burst: directories, renames, deletes.
+//! - `assemble`: temp files (named by content hash, resumed across runs), local chunk copies,
+//!   sealing (mode, mtime, syncfs), and the final burst: directories, renames, deletes.
 //! - [`verify`](mod@verify): read-only comparison of DEST with the current revision.
 //! - `http`: the thin reqwest layer: timeouts (connect 5 s, stall 30 s), the read token, capped
 //!   bodies, and the master's client API.
+//! - [`space`]: the free-space check before downloading (a pure decision and `statvfs`).
 //! - [`report`]: [`SyncReport`], [`SyncOutcome`] and the progress bar.
 //! - [`error`]: [`SyncError`], one line with the failing side and object.
 //!
@@ -30,7 +31,8 @@
 //!   every one of its chunks was written (the index's chunk lists add up to its file sizes).
 //! - Nothing under its final name is ever partial: temp file, made durable (one `syncfs` of
 //!   the filesystem on Linux, fsync per file elsewhere), rename, then the renames made durable.
-//!   If anything fails before the renames, DEST is untouched and the temp files are removed.
+//!   If anything fails before the renames, DEST is untouched and the temp files (verified
+//!   chunks only) are kept: the next run re-hashes them and downloads only what is missing.
 //! - Deletes happen last, only after everything else succeeded. `.hummel` is never touched by
 //!   them. Symlinks in DEST are never followed; one where the index has a directory is replaced.
 //! - CPU and file work runs in `spawn_blocking`/rayon, never on an async worker.
@@ -40,6 +42,7 @@ pub mod error;
 pub mod plan;
 pub mod report;
 pub mod scan;
+pub mod space;
 pub mod state;
 pub mod sync;
 pub mod verify;

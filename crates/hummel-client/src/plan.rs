@@ -290,24 +290,24 @@ impl SyncPlan {
         }
 
         // Local sources of the needed chunks: the first local file (sorted paths, so the plan
-        // is deterministic) whose known layout has the chunk.
-        let mut sources: HashMap<Hash, (&Path, u64, u32)> = plan
-            .targets
-            .keys()
-            .map(|&ci| (index.chunks[ci as usize].hash, (Path::new(""), 0, 0)))
+        // is deterministic) whose known layout has the chunk. Keyed by the chunks local files
+        // hold (layouts are trimmed to the useful ones), not by every chunk needed: a first
+        // sync of 500,000 files builds no map at all.
+        let mut sources: HashMap<Hash, (&Path, u64, u32)> = HashMap::new();
+        let mut known: Vec<_> = content
+            .files
+            .iter()
+            .filter(|(_, k)| k.chunks.as_ref().is_some_and(|l| !l.is_empty()))
             .collect();
-        let mut known: Vec<_> = content.files.iter().collect();
         known.sort_by(|a, b| a.0.cmp(b.0));
         for (path, k) in known {
             if !matches!(tree.entries.get(path), Some(LocalKind::File(_))) {
                 continue;
             }
             for c in k.chunks.iter().flat_map(|l| l.iter()) {
-                if let Some(slot) = sources.get_mut(&c.hash)
-                    && slot.2 == 0
-                {
-                    *slot = (path, c.offset, c.len);
-                }
+                sources
+                    .entry(c.hash)
+                    .or_insert((path.as_path(), c.offset, c.len));
             }
         }
         let mut to_download = Vec::new();

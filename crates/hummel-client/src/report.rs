@@ -43,6 +43,10 @@ pub struct SyncReport {
     pub bytes_downloaded: u64,
     /// Plain bytes taken from local files instead of downloading.
     pub bytes_reused: u64,
+    /// Plain bytes found verified in temp files an interrupted run left (not downloaded or
+    /// copied again).
+    #[serde(default)]
+    pub bytes_resumed: u64,
     /// Plain bytes of the files written.
     pub bytes_written: u64,
     /// Chunks downloaded and verified.

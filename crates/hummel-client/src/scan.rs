@@ -442,6 +442,10 @@ pub fn survey(
         }
     }
 
+    // No local file known (a first sync): no layout to learn.
+    if content.files.is_empty() {
+        return content;
+    }
     // Chunks worth finding locally: those of the files that will be written. Layouts are
     // trimmed to them, so memory follows the size of the change, not of the tree.
     let useful: HashSet<Hash> = new

@@ -1,6 +1,6 @@
 //! [`sync`]: one client run, plan then execute.
 //!
-//! 1. Lock `DEST/.hummel`, empty its `tmp/` (not in a dry run, which writes nothing).
+//! 1. Lock `DEST/.hummel` (not in a dry run, which writes nothing).
 //! 2. `GET /api/v1/revision`, then [`scan::walk`] of DEST starts on its own thread. Same
 //!    revision, master and subtree as held, every cached file stats identical, no extras, all
 //!    directories there: done (no-op; no index fetched).
@@ -9,11 +9,13 @@
 //!    subtree asked for).
 //! 4. [`scan::survey`] + [`SyncPlan::build`] once the walk is done. A dry run returns the
 //!    summary.
-//! 5. Execute: stage temp files, copy local chunks, download the rest (`fetch`),
-//!    seal (file hash, mode, mtime, one syncfs), then `assemble::apply`: renames in a burst, deletes
-//!    last. Any failure before the renames removes the temp files and leaves DEST untouched.
-//! 6. Save `.hummel/index` and `.hummel/state` (atomically), then best-effort
-//!    `POST /api/v1/client/report`.
+//! 5. Execute: name the temp files by content hash, resume the chunks an interrupted run
+//!    verified into them (re-hashed), check the free space for the rest ([`space`]), copy
+//!    local chunks, download the rest (`fetch`), seal (mode, mtime, one syncfs), then
+//!    `assemble::apply`: renames in a burst, deletes last, and `tmp/` emptied. Any failure
+//!    before the renames leaves DEST untouched and keeps the temp files for the next run.
+//! 6. Save `.hummel/index` (staged as `index.next` before the downloads) and `.hummel/state`
+//!    (atomically), then best-effort `POST /api/v1/client/report`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -26,13 +28,14 @@ use hummel_core::{EntryKind, Index, RelPath};
 use hummel_proto::api::{ClientReport, RevisionInfo};
 
 use crate::SyncError;
-use crate::assemble::{self, CopyOutcome, Staging};
+use crate::assemble::{self, CopyOutcome, Staging, TargetTable};
 use crate::error::blocking;
 use crate::fetch::{self, FetchContext, FetchStats, PER_SLAVE_LIMIT};
 use crate::http::{HttpClient, MasterApi};
 use crate::plan::{MAX_RANGE_GAP, MAX_RANGE_LEN, SyncPlan, SyncPlanSummary, coalesce};
 use crate::report::{SyncOutcome, SyncReport, progress_bar};
 use crate::scan::{self, FileStat, LocalTree, Tops};
+use crate::space;
 use crate::state::{CachedStat, ClientState, StateDir};
 
 /// What to sync where.
@@ -293,6 +296,25 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         );
     }
 
+    // The new index waits on disk, not in memory, while the run plans and downloads (44 MB
+    // at 500,000 files). Should that write fail (a full disk), the bytes stay in memory: the
+    // free-space check then says what is missing, and execution stages them after it.
+    let index_bytes = if opts.dry_run || index_reused {
+        index_bytes
+    } else {
+        let sd = state_dir.clone();
+        blocking(move || {
+            Ok(match sd.stage_index(&index_bytes) {
+                Ok(()) => Vec::new(),
+                Err(e) => {
+                    tracing::debug!("index kept in memory for now: {e}");
+                    index_bytes
+                }
+            })
+        })
+        .await?
+    };
+
     // Survey DEST and plan.
     let cache = held.as_ref().map(|h| h.files.clone()).unwrap_or_default();
     let (plan, files_hashed) = {
@@ -510,6 +532,7 @@ struct Execution<'a> {
     state_dir: StateDir,
     subtree: Option<String>,
     index: Arc<Index>,
+    /// The new index's bytes, unless reused or already staged as `index.next` (then empty).
     index_bytes: Vec<u8>,
     index_reused: bool,
     identity: Identity,
@@ -519,53 +542,98 @@ impl Execution<'_> {
     /// Carries `plan` out; DEST then manages `index_tops`, and those of `held_tops` that are
     /// still there.
     async fn execute(
-        self,
+        mut self,
         mut plan: SyncPlan,
         index_tops: Tops,
         held_tops: Tops,
     ) -> Result<SyncReport, SyncError> {
         let deleted = plan.summary().delete;
         let progress = progress_bar(self.opts.progress, plan.bytes_to_write);
-        let targets = Arc::new(std::mem::take(&mut plan.targets));
+        let targets = Arc::new(TargetTable::from(std::mem::take(&mut plan.targets)));
         let plan = Arc::new(plan);
-        let staging = {
-            let (tmp, p) = (self.state_dir.tmp_dir(), plan.clone());
-            Arc::new(blocking(move || Staging::create(&tmp, &p.writes)).await?)
+        // Temp files: take over what an interrupted run verified and check the free space
+        // for the rest (and the new index); nothing is created before that. A failure from
+        // here on keeps the temp files (verified chunks only) for the next run; nothing
+        // incomplete is renamed.
+        let index_len = if self.index_reused {
+            0
+        } else {
+            self.index_bytes.len() as u64
         };
-
-        let transferred = self.transfer(&plan, &targets, &staging, &progress).await;
-        let (copied, fetched) = match transferred {
-            Ok(t) => t,
-            Err(e) => {
-                progress.finish_and_clear();
-                let s = staging.clone();
-                let _ = blocking(move || {
-                    s.discard();
-                    Ok(())
-                })
-                .await;
-                return Err(e);
-            }
-        };
-        progress.finish_and_clear();
-
-        let applied = {
-            let (d, p, s) = (self.dest.clone(), plan.clone(), staging.clone());
+        let (staging, resumed) = {
+            let (tmp, p, i, d) = (
+                self.state_dir.tmp_dir(),
+                plan.clone(),
+                self.index.clone(),
+                self.dest.clone(),
+            );
             blocking(move || {
-                let r = assemble::apply(&d, &p, &s);
-                if r.is_err() {
-                    s.discard();
+                let staging = Staging::new(&tmp, &p.writes);
+                let resumed = staging.resume(&p.writes, &i)?;
+                let needed =
+                    space::space_needed(p.bytes_to_write, resumed.bytes, p.writes.len() as u64)
+                        + index_len;
+                if needed > 0 {
+                    space::check_space(&d, needed, space::available(&tmp)?)?;
                 }
-                r
+                Ok((Arc::new(staging), resumed))
             })
             .await?
         };
+        if resumed.files > 0 || resumed.deleted > 0 {
+            tracing::info!(
+                files = resumed.files,
+                chunks = resumed.chunks,
+                bytes = resumed.bytes,
+                deleted = resumed.deleted,
+                "resuming from temp files of an earlier run"
+            );
+        }
+        progress.inc(resumed.bytes);
+        // The new index waits on disk until the state is saved (if `sync` could not stage it).
+        if !self.index_bytes.is_empty() && !self.index_reused {
+            let (sd, bytes) = (
+                self.state_dir.clone(),
+                std::mem::take(&mut self.index_bytes),
+            );
+            blocking(move || sd.stage_index(&bytes)).await?;
+        }
+
+        let transferred = self.transfer(&plan, &targets, &staging, &progress).await;
+        progress.finish_and_clear();
+        let (copied, fetched) = transferred?;
+        tracing::debug!("temp files complete and durable");
+
+        let applied = {
+            let (d, p, s) = (self.dest.clone(), plan.clone(), staging.clone());
+            blocking(move || assemble::apply(&d, &p, &s)).await?
+        };
+        tracing::debug!("renamed into place");
+        {
+            let tmp = self.state_dir.tmp_dir();
+            let _ = blocking(move || {
+                assemble::clear_tmp(&tmp);
+                Ok(())
+            })
+            .await;
+        }
+        // The plan is carried out: free it before the state (a stat cache entry per file) is
+        // built, so the two never take memory at once (~100 MB each at 500,000 files).
+        let done = (
+            plan.writes.len() as u64,
+            plan.unchanged.len() as u64,
+            plan.touch.len() as u64,
+            plan.bytes_to_write,
+        );
+        drop((plan, targets, staging));
 
         // Remember what DEST now holds: stat cache after the renames, then index, then state.
+        // The index (~100 MB at 500,000 files) is last needed here: it goes with the task.
+        let revision = self.index.revision;
         let state = {
             let (d, i, base, sub, id) = (
                 self.dest.clone(),
-                self.index.clone(),
+                self.index,
                 self.master.base().to_string(),
                 self.subtree.clone(),
                 self.identity.clone(),
@@ -588,17 +656,17 @@ impl Execution<'_> {
             .await?
         };
         crate::failpoint::hit("save-state");
-        {
-            let (sd, st) = (self.state_dir.clone(), state.clone());
-            let bytes = (!self.index_reused).then_some(self.index_bytes);
+        let state = {
+            let (sd, staged) = (self.state_dir.clone(), !self.index_reused);
             blocking(move || {
-                if let Some(b) = bytes {
-                    sd.save_index(&b)?;
+                if staged {
+                    sd.commit_index()?;
                 }
-                sd.save_state(&st)
+                sd.save_state(&state)?;
+                Ok(state)
             })
-            .await?;
-        }
+            .await?
+        };
         let bad_slaves: Vec<String> = fetched.bad_slaves.iter().cloned().collect();
         report_to_master(
             self.master,
@@ -610,18 +678,19 @@ impl Execution<'_> {
         .await;
 
         Ok(SyncReport {
-            revision: self.index.revision,
+            revision,
             no_op: false,
-            files_written: plan.writes.len() as u64,
+            files_written: done.0,
             files_deleted: applied.files_deleted,
-            files_unchanged: plan.unchanged.len() as u64,
-            files_touched: plan.touch.len() as u64,
+            files_unchanged: done.1,
+            files_touched: done.2,
             files_hashed: 0,
             dirs_created: applied.dirs_created,
             dirs_deleted: applied.dirs_deleted,
             bytes_downloaded: fetched.bytes_downloaded,
             bytes_reused: copied.bytes,
-            bytes_written: plan.bytes_to_write,
+            bytes_resumed: resumed.bytes,
+            bytes_written: done.3,
             chunks_downloaded: fetched.chunks_downloaded,
             chunks_reused: copied.chunks,
             requests: fetched.requests,
@@ -644,7 +713,7 @@ impl Execution<'_> {
     async fn transfer(
         &self,
         plan: &Arc<SyncPlan>,
-        targets: &Arc<BTreeMap<u32, Vec<crate::plan::Target>>>,
+        targets: &Arc<TargetTable>,
         staging: &Arc<Staging>,
         progress: &indicatif::ProgressBar,
     ) -> Result<(CopyOutcome, FetchStats), SyncError> {
@@ -659,7 +728,19 @@ impl Execution<'_> {
             );
             blocking(move || assemble::copy_local(&d, &p.copies, &i, &t, &s, &pb)).await?
         };
-        let mut ranges = plan.downloads.clone();
+        // Chunks every target of which holds already (resumed) are not downloaded again.
+        let mut ranges = if staging.resumed_any() {
+            let wanted = |ci: &u32| targets.get(ci).is_some_and(|t| staging.wants(t));
+            let chunks: Vec<u32> = plan
+                .downloads
+                .iter()
+                .flat_map(|r| r.chunks.iter().copied())
+                .filter(wanted)
+                .collect();
+            coalesce(&self.index, chunks, MAX_RANGE_GAP, MAX_RANGE_LEN)
+        } else {
+            plan.downloads.clone()
+        };
         if !copied.failed.is_empty() {
             tracing::info!(
                 chunks = copied.failed.len(),

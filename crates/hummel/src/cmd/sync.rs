@@ -8,7 +8,7 @@ use hummel_client::{SyncOptions, SyncOutcome, VerifyOptions};
 use hummel_core::RelPath;
 
 use crate::cli::{SyncArgs, VerifyArgs};
-use crate::util::{human_bytes, normalize_url};
+use crate::util::{human_bytes, normalize_url, shutdown_signal};
 
 /// `--path a/b/`, `/a/b` and `a/b` all mean the subtree `a/b`; `/` or empty means everything.
 fn subtree(path: Option<&str>) -> Result<Option<RelPath>> {
@@ -34,7 +34,16 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
         progress: !args.json && std::io::stderr().is_terminal(),
         concurrency: args.concurrency as usize,
     };
-    let outcome = hummel_client::sync(&opts).await?;
+    // Ctrl-C or SIGTERM stops the run where it is: requests are dropped, a batch being
+    // written finishes, nothing unfinished is renamed, and the temp files (verified chunks
+    // only) stay for the next run to resume.
+    let outcome = tokio::select! {
+        outcome = hummel_client::sync(&opts) => outcome?,
+        () = shutdown_signal() => bail!(
+            "interrupted; verified data kept in {}, run the same sync again to resume",
+            args.dest.join(".hummel/tmp").display()
+        ),
+    };
     match outcome {
         SyncOutcome::Done(report) => {
             if args.json {

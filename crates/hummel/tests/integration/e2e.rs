@@ -224,3 +224,48 @@ fn new_replicas_reach_the_master_without_a_complete_hashlist() {
     assert!(metric(&master, "hummel_hashlist_changes_applied_total") >= 2);
     assert_eq!(metric(&master, "hummel_hashlist_changes_refused_total"), 0);
 }
+
+/// Small files in this test. Every file costs several file system calls on each side
+/// (generate, build, write, seal, rename, compare); 20,000 keep the test near a minute in a
+/// debug build on two shared cores, where 200,000 took over three.
+const MANY_FILES: usize = 20_000;
+
+/// A tree of many small files syncs with the client allowed 1,024 open files (the temp files
+/// it writes are opened on demand, a few at a time), and the rerun is a no-op.
+#[test]
+fn many_small_files_sync_within_a_small_open_file_limit() {
+    let started = std::time::Instant::now();
+    let c = Cluster::start(1, |root| {
+        for d in 0..200 {
+            fs::create_dir(root.join(format!("d{d:03}"))).unwrap();
+        }
+        for i in 0..MANY_FILES {
+            let size = 1024 + (i * 2_654_435_761) % 3072;
+            let path = root.join(format!("d{:03}/f{i}.bin", i % 200));
+            fs::write(path, data(size, i as u64)).unwrap();
+        }
+    });
+    c.build();
+    c.wait_replicated();
+    eprintln!("{MANY_FILES} files built in {:?}", started.elapsed());
+    let dest = c.path("dest");
+    let limited = |args: &str| {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "ulimit -n 1024 && exec \"$0\" sync {} \"$1\" --json {args}",
+                c.master.url
+            ))
+            .arg(BIN)
+            .arg(&dest);
+        let out = ok(cmd);
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    let r = limited("");
+    eprintln!("synced in {:?}: {r}", started.elapsed());
+    assert_eq!(n(&r, "files_written"), MANY_FILES as u64, "{r}");
+    assert_same_tree(&c.repo, &dest);
+    let again = limited("");
+    assert_eq!(again["no_op"], true, "{again}");
+    eprintln!("done in {:?}", started.elapsed());
+}
