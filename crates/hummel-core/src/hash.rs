@@ -124,7 +124,9 @@ impl<'de> Deserialize<'de> for Hash {
         if d.is_human_readable() {
             d.deserialize_str(V)
         } else {
-            d.deserialize_bytes(V)
+            // The same bytes as `deserialize_bytes`, but a decoder reading from a stream
+            // (postcard's `from_io`) may reuse its buffer instead of keeping every hash.
+            d.deserialize_byte_buf(V)
         }
     }
 }

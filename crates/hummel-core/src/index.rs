@@ -323,11 +323,37 @@ pub fn encode(index: &Index) -> Vec<u8> {
 
 /// Decodes and validates an encoded index; returns it with its identity (BLAKE3 of the body).
 /// Every size is bounded. CPU-bound.
+///
+/// The body is decoded as it is decompressed, so the decompressed bytes (as large as the index
+/// itself: ~100 MB at 500,000 files) are never held; only a failure decompresses it whole, to
+/// name the path at fault.
 pub fn decode(bytes: &[u8]) -> Result<(Index, Hash), IndexError> {
-    let (plain, body_hash) = open_envelope(INDEX_MAGIC, bytes, "")?;
-    let index: Index = postcard::from_bytes(&plain).map_err(|e| explain_undecodable(&plain, e))?;
+    let body = envelope_body(INDEX_MAGIC, bytes, "")?;
+    let index: Index = match decode_streaming(body) {
+        Ok(index) => index,
+        Err(e) => {
+            let plain = decompress(body, "")?;
+            return Err(explain_undecodable(&plain, e));
+        }
+    };
     index.validate()?;
-    Ok((index, body_hash))
+    Ok((index, Hash::of(body)))
+}
+
+/// Largest single item (a path, a hash) the streaming decoder reads at once; paths are at most
+/// 4096 bytes.
+const DECODE_SCRATCH: usize = 64 << 10;
+
+/// Decodes postcard from the zstd `body` as it is decompressed, reading at most
+/// [`MAX_INDEX_PLAIN`] bytes of it.
+fn decode_streaming<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, postcard::Error> {
+    let decoder = zstd::stream::read::Decoder::with_buffer(body)
+        .map_err(|_| postcard::Error::DeserializeUnexpectedEnd)?;
+    // postcard reads a byte at a time: buffer the decompressed stream.
+    let reader = std::io::BufReader::with_capacity(1 << 18, decoder.take(MAX_INDEX_PLAIN));
+    let mut scratch = vec![0u8; DECODE_SCRATCH];
+    let (value, _) = postcard::from_io((reader, &mut scratch[..]))?;
+    Ok(value)
 }
 
 /// The envelope shared by indexes and index deltas: `magic | u32 version | u32 flags |
@@ -351,6 +377,13 @@ pub(crate) fn open_envelope(
     bytes: &[u8],
     what: &str,
 ) -> Result<(Vec<u8>, Hash), IndexError> {
+    let body = envelope_body(magic, bytes, what)?;
+    Ok((decompress(body, what)?, Hash::of(body)))
+}
+
+/// Checks an envelope with `magic` and returns its compressed body. Every size is bounded;
+/// `what` prefixes error messages.
+fn envelope_body<'a>(magic: &[u8; 8], bytes: &'a [u8], what: &str) -> Result<&'a [u8], IndexError> {
     let invalid = |m: &str| IndexError::Invalid(format!("{what}{m}"));
     if bytes.len() < 28 || &bytes[..8] != magic {
         return Err(invalid("bad magic or truncated"));
@@ -369,6 +402,12 @@ pub(crate) fn open_envelope(
     if sig_len > MAX_SIGNATURE || rest.len() != 4 + sig_len as usize {
         return Err(invalid("signature length out of bounds"));
     }
+    Ok(body)
+}
+
+/// The decompressed `body`, at most [`MAX_INDEX_PLAIN`] bytes.
+fn decompress(body: &[u8], what: &str) -> Result<Vec<u8>, IndexError> {
+    let invalid = |m: &str| IndexError::Invalid(format!("{what}{m}"));
     let mut plain = Vec::new();
     zstd::stream::read::Decoder::new(body)
         .map_err(|_| invalid("undecodable body"))?
@@ -378,7 +417,7 @@ pub(crate) fn open_envelope(
     if plain.len() as u64 > MAX_INDEX_PLAIN {
         return Err(invalid("decoded body too large"));
     }
-    Ok((plain, Hash::of(body)))
+    Ok(plain)
 }
 
 /// The shape of [`Index`] with paths as plain strings, to name the path that failed validation
@@ -488,6 +527,46 @@ mod tests {
         let (back, id) = decode(&bytes).unwrap();
         assert_eq!(back, idx);
         assert_eq!(decode(&encode(&back)).unwrap().1, id);
+    }
+
+    /// The streaming decoder reads what the in-memory encoding wrote, for an index far larger
+    /// than its buffers (longest paths included), and its bytes are those of postcard.
+    #[test]
+    fn a_large_index_decodes_as_it_is_decompressed() {
+        let mut idx = sample();
+        let long = "d".repeat(255);
+        let mut dirs = vec![format!("a/{long}")];
+        for _ in 0..14 {
+            let next = format!("{}/{long}", dirs.last().unwrap());
+            dirs.push(next);
+        }
+        for d in &dirs {
+            idx.entries.push(Entry {
+                path: rp(d),
+                kind: EntryKind::Dir(DirEntry { mode: 0o755 }),
+            });
+        }
+        let deepest = dirs.last().unwrap().clone();
+        for i in 0..20_000u32 {
+            idx.entries.push(Entry {
+                path: rp(&format!("{deepest}/f{i:05}")),
+                kind: EntryKind::File(FileEntry {
+                    size: 200,
+                    mode: 0o644,
+                    mtime_ns: i as i64,
+                    hash: Hash::of(&i.to_le_bytes()),
+                    chunks: vec![2],
+                }),
+            });
+        }
+        idx.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        idx.validate().unwrap();
+        let bytes = encode(&idx);
+        let (back, _) = decode(&bytes).unwrap();
+        assert_eq!(back, idx);
+        let plain = decompress(envelope_body(INDEX_MAGIC, &bytes, "").unwrap(), "").unwrap();
+        assert!(plain.len() > 4 * DECODE_SCRATCH, "{} bytes", plain.len());
+        assert_eq!(postcard::from_bytes::<Index>(&plain).unwrap(), idx);
     }
 
     #[test]
