@@ -793,27 +793,31 @@ mod tests {
         RelPath::new(s).unwrap()
     }
 
-    #[test]
-    fn local_copies_are_rehashed_and_bad_ones_handed_back() {
-        let dest = tempfile::tempdir().unwrap();
-        let tmp = dest.path().join("tmp");
-        fs::create_dir(&tmp).unwrap();
-        fs::write(dest.path().join("src"), b"aaaabbbb").unwrap();
-        let chunk = |data: &[u8]| ChunkLocation {
+    /// A stored-raw chunk of `data` in pack 1.
+    fn raw_chunk(data: &[u8]) -> ChunkLocation {
+        ChunkLocation {
             hash: Hash::of(data),
             pack: 1,
             offset: 0,
             stored_len: data.len() as u32,
             len: data.len() as u32,
             codec: Codec::Raw,
-        };
+        }
+    }
+
+    #[test]
+    fn local_copies_are_rehashed_and_bad_ones_handed_back() {
+        let dest = tempfile::tempdir().unwrap();
+        let tmp = dest.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        fs::write(dest.path().join("src"), b"aaaabbbb").unwrap();
         let index = Index {
             revision: 1,
             created_unix: 0,
             chunker: ChunkerConfig::default(),
             root: None,
             entries: vec![],
-            chunks: vec![chunk(b"bbbb"), chunk(b"cccc")],
+            chunks: vec![raw_chunk(b"bbbb"), raw_chunk(b"cccc")],
             packs: vec![],
         };
         // "out" is bbbb bbbb cccc: chunk 0 twice, then chunk 1.
@@ -990,14 +994,6 @@ mod tests {
         let dest = tempfile::tempdir().unwrap();
         let tmp = dest.path().join("tmp");
         fs::create_dir(&tmp).unwrap();
-        let chunk = |data: &[u8]| ChunkLocation {
-            hash: Hash::of(data),
-            pack: 1,
-            offset: 0,
-            stored_len: data.len() as u32,
-            len: data.len() as u32,
-            codec: Codec::Raw,
-        };
         let content = b"aaaabbbbcccc";
         let entry = Entry {
             path: rp("x"),
@@ -1015,7 +1011,7 @@ mod tests {
             chunker: ChunkerConfig::default(),
             root: None,
             entries: vec![entry],
-            chunks: vec![chunk(b"aaaa"), chunk(b"bbbb"), chunk(b"cccc")],
+            chunks: vec![raw_chunk(b"aaaa"), raw_chunk(b"bbbb"), raw_chunk(b"cccc")],
             packs: vec![],
         };
         let writes = vec![FileWrite {

@@ -395,8 +395,8 @@ impl SyncPlan {
         (deleting > 0 && deleting * 2 > holding).then_some((deleting, holding))
     }
 
-    /// Counts and path lists.
-    pub fn summary(&self) -> SyncPlanSummary {
+    /// The paths the plan removes: extras, then entries in the way that are not extras.
+    pub fn removed_paths(&self) -> Vec<String> {
         let lossy = |r: &Removal| r.path.to_string_lossy().into_owned();
         let mut delete: Vec<String> = self.deletes.iter().map(lossy).collect();
         delete.extend(
@@ -405,6 +405,12 @@ impl SyncPlan {
                 .filter(|c| !self.deletes.iter().any(|d| d.path == c.path))
                 .map(lossy),
         );
+        delete
+    }
+
+    /// Counts and path lists.
+    pub fn summary(&self) -> SyncPlanSummary {
+        let delete = self.removed_paths();
         SyncPlanSummary {
             revision: self.revision,
             no_op: false,

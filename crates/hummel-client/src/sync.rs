@@ -555,7 +555,7 @@ impl Execution<'_> {
         index_tops: Tops,
         held_tops: Tops,
     ) -> Result<SyncReport, SyncError> {
-        let deleted = plan.summary().delete;
+        let deleted = plan.removed_paths();
         let progress = progress_bar(self.opts.progress, plan.bytes_to_write);
         let targets = Arc::new(TargetTable::from(std::mem::take(&mut plan.targets)));
         let plan = Arc::new(plan);

@@ -198,20 +198,6 @@ fn utc_digits(t: std::time::SystemTime) -> u64 {
         + rest % 60
 }
 
-/// Copies a folder tree (files and folders only).
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &target);
-        } else {
-            fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_master_restored_from_a_backup_never_reuses_a_revision_number() {
     let mut c = Cluster::start(0, fill_modset);

@@ -40,17 +40,23 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            fs::copy(e.path(), &target).unwrap();
-        }
-    }
+/// `hummel verify MASTER DEST`, not run.
+fn verify_cmd(c: &Cluster, dest: &Path) -> std::process::Command {
+    let mut v = hummel();
+    v.args(["verify", &c.master.url]).arg(dest);
+    v
+}
+
+/// Stops the master, puts the backup of its data folder back, starts it on `port` again and
+/// waits until it offers revision `first` again.
+fn restore_backup(c: &mut Cluster, port: u16, first: u64) {
+    c.master.kill9();
+    fs::remove_dir_all(c.path("master")).unwrap();
+    copy_tree(&c.path("backup"), &c.path("master"));
+    c.master = start_master(c.dir.path(), &c.repo, &[], port);
+    wait_for("the restored master", || {
+        c.status()["revision"]["revision"].as_u64() == Some(first)
+    });
 }
 
 #[test]
@@ -73,9 +79,7 @@ fn a_sync_into_a_populated_folder_touches_only_the_repositorys_names() {
     assert_eq!(r["adopted"], json!(["@mod_a"]));
     assert_eq!(r["deleted"], json!(["@mod_a/addons/old.pbo"]));
     // verify looks at what the repository owns, and finds it identical.
-    let mut v = hummel();
-    v.args(["verify", &c.master.url]).arg(&dest);
-    ok(v);
+    ok(verify_cmd(&c, &dest));
     // A no-op stays a no-op with someone else's entries beside the mods.
     assert_eq!(c.sync(&dest, &[])["no_op"], true);
 
@@ -169,7 +173,7 @@ fn a_client_never_goes_back_and_verify_stays_honest_after_a_master_restore() {
     // The admin backs the master's data folder up, then publishes a change.
     let port = c.master.port();
     c.master.kill9();
-    copy_dir(&c.path("master"), &c.path("backup"));
+    copy_tree(&c.path("master"), &c.path("backup"));
     c.master = start_master(c.dir.path(), &c.repo, &[], port);
     write(&c.repo, "@mod_a/mod.cpp", b"name = \"A 2\";\n");
     write(&c.repo, "@mod_a/addons/new.pbo", &data(300 << 10, 7));
@@ -181,46 +185,28 @@ fn a_client_never_goes_back_and_verify_stays_honest_after_a_master_restore() {
     let held = digest(&dest);
 
     // The data folder is restored from the backup: the master offers the older revision.
-    c.master.kill9();
-    fs::remove_dir_all(c.path("master")).unwrap();
-    copy_dir(&c.path("backup"), &c.path("master"));
-    c.master = start_master(c.dir.path(), &c.repo, &[], port);
-    wait_for("the restored master", || {
-        c.status()["revision"]["revision"].as_u64() == Some(first)
-    });
+    restore_backup(&mut c, port, first);
     let err = fails(c.sync_cmd(&dest, &[]));
     assert!(err.contains("refusing to go back"), "{err}");
     assert!(err.contains("--allow-rollback"), "{err}");
     assert_eq!(digest(&dest), held, "a refused rollback changed DEST");
     // verify compares with what the master offers now: not identical.
-    let mut v = hummel();
-    v.args(["verify", &c.master.url]).arg(&dest);
-    fails(v);
+    fails(verify_cmd(&c, &dest));
 
     // The restored master publishes again, from a tree that differs from what DEST holds:
     // the client follows it (whatever number it got), and never trusts its old index for it.
     write(&c.repo, "@mod_a/mod.cpp", b"name = \"A 3\";\n");
     let third = n(&c.build(), "revision");
     c.wait_replicated();
-    let mut v = hummel();
-    v.args(["verify", &c.master.url]).arg(&dest);
-    fails(v);
+    fails(verify_cmd(&c, &dest));
     let r = c.sync(&dest, &[]);
     assert_eq!(n(&r, "revision"), third);
     assert!(!r["no_op"].as_bool().unwrap());
     assert_same_tree(&c.repo, &dest);
-    let mut v = hummel();
-    v.args(["verify", &c.master.url]).arg(&dest);
-    ok(v);
+    ok(verify_cmd(&c, &dest));
 
     // Going back on purpose is one flag away.
-    c.master.kill9();
-    fs::remove_dir_all(c.path("master")).unwrap();
-    copy_dir(&c.path("backup"), &c.path("master"));
-    c.master = start_master(c.dir.path(), &c.repo, &[], port);
-    wait_for("the restored master", || {
-        c.status()["revision"]["revision"].as_u64() == Some(first)
-    });
+    restore_backup(&mut c, port, first);
     let r = c.sync(&dest, &["--allow-rollback"]);
     assert_eq!(n(&r, "revision"), first);
     assert_same_tree(&old_tree, &dest);
