@@ -174,6 +174,52 @@ impl Index {
             .map(|i| &self.packs[i])
     }
 
+    /// The entries of this index that `newer` does not have as they are here (missing there,
+    /// or a file with other content, size, mode or mtime), with their own chunk and pack
+    /// tables: what a client held and will no longer, kept to find local data. Takes this
+    /// index apart; the result is not validated (parents may be missing). CPU-bound (linear).
+    pub fn lost_to(self, newer: &Index) -> Index {
+        let kept = |e: &Entry| match (newer.get(&e.path).map(|n| &n.kind), &e.kind) {
+            (Some(EntryKind::Dir(_)), EntryKind::Dir(_)) => true,
+            (Some(EntryKind::File(n)), EntryKind::File(f)) => {
+                (n.hash, n.size, n.mode, n.mtime_ns) == (f.hash, f.size, f.mode, f.mtime_ns)
+            }
+            _ => false,
+        };
+        let mut own: HashMap<u32, u32> = HashMap::new();
+        let mut chunks = Vec::new();
+        let mut entries = Vec::new();
+        for mut e in self.entries {
+            if kept(&e) {
+                continue;
+            }
+            if let EntryKind::File(f) = &mut e.kind {
+                for ci in &mut f.chunks {
+                    *ci = *own.entry(*ci).or_insert_with(|| {
+                        chunks.push(self.chunks[*ci as usize]);
+                        (chunks.len() - 1) as u32
+                    });
+                }
+            }
+            entries.push(e);
+        }
+        let used: std::collections::BTreeSet<u32> =
+            chunks.iter().map(|c: &ChunkLocation| c.pack).collect();
+        Index {
+            revision: self.revision,
+            created_unix: self.created_unix,
+            chunker: self.chunker,
+            root: self.root,
+            entries,
+            chunks,
+            packs: self
+                .packs
+                .into_iter()
+                .filter(|p| used.contains(&p.number))
+                .collect(),
+        }
+    }
+
     /// Checks every rule a decoder relies on: sorted unique valid paths, each parent present as a
     /// directory, chunk lists in range and summing to the file size, chunks inside listed packs,
     /// sizes within bounds. CPU-bound (linear).
@@ -321,6 +367,33 @@ pub fn encode(index: &Index) -> Vec<u8> {
     )
 }
 
+/// Encodes an index into its envelope as [`encode`] does, streaming: neither the plain nor the
+/// compressed body is held in memory (~44 MB and more at 500,000 files), which suits a client
+/// keeping an index it rebuilt. The body may differ in bytes from [`encode`]'s (a streamed
+/// zstd frame), never in what it decodes to. CPU-bound.
+pub fn encode_to<W: std::io::Write + std::io::Seek>(
+    index: &Index,
+    out: &mut W,
+) -> std::io::Result<()> {
+    use std::io::SeekFrom;
+    out.write_all(INDEX_MAGIC)?;
+    out.write_all(&INDEX_FORMAT_VERSION.to_le_bytes())?;
+    out.write_all(&0u32.to_le_bytes())?;
+    let length_at = out.stream_position()?;
+    out.write_all(&0u64.to_le_bytes())?;
+    let body_start = out.stream_position()?;
+    let mut encoder = zstd::stream::write::Encoder::new(std::io::BufWriter::new(&mut *out), 3)?;
+    postcard::to_io(index, &mut encoder).map_err(std::io::Error::other)?;
+    std::io::Write::flush(&mut encoder.finish()?)?;
+    let body_end = out.stream_position()?;
+    out.write_all(&0u32.to_le_bytes())?;
+    let end = out.stream_position()?;
+    out.seek(SeekFrom::Start(length_at))?;
+    out.write_all(&(body_end - body_start).to_le_bytes())?;
+    out.seek(SeekFrom::Start(end))?;
+    Ok(())
+}
+
 /// Decodes and validates an encoded index; returns it with its identity (BLAKE3 of the body).
 /// Every size is bounded. CPU-bound.
 ///
@@ -338,6 +411,80 @@ pub fn decode(bytes: &[u8]) -> Result<(Index, Hash), IndexError> {
     };
     index.validate()?;
     Ok((index, Hash::of(body)))
+}
+
+/// [`decode`] from a reader (a file): the encoded bytes are never held whole either, only
+/// hashed as they pass. Returns the index and its identity.
+pub fn decode_from<R: Read>(mut reader: R) -> Result<(Index, Hash), IndexError> {
+    let invalid = |m: &str| IndexError::Invalid(m.to_string());
+    let mut head = [0u8; 24];
+    reader
+        .read_exact(&mut head)
+        .map_err(|_| invalid("bad magic or truncated"))?;
+    if &head[..8] != INDEX_MAGIC {
+        return Err(invalid("bad magic or truncated"));
+    }
+    let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+    if version != INDEX_FORMAT_VERSION {
+        return Err(IndexError::Version(version));
+    }
+    let body_len = u64::from_le_bytes(head[16..24].try_into().expect("8 bytes"));
+    if body_len > MAX_INDEX_BODY {
+        return Err(invalid("body length out of bounds"));
+    }
+    let mut body = HashingReader {
+        inner: (&mut reader).take(body_len),
+        hasher: blake3::Hasher::new(),
+        read: 0,
+    };
+    let index: Result<Index, _> = (|| {
+        let decoder = zstd::stream::read::Decoder::new(&mut body)
+            .map_err(|_| postcard::Error::DeserializeUnexpectedEnd)?;
+        let reader = std::io::BufReader::with_capacity(1 << 18, decoder.take(MAX_INDEX_PLAIN));
+        let mut scratch = vec![0u8; DECODE_SCRATCH];
+        postcard::from_io((reader, &mut scratch[..])).map(|(v, _)| v)
+    })();
+    let index = index.map_err(|e| invalid(&format!("undecodable body: {e}")))?;
+    // What the decoder did not need of the body still counts for its identity.
+    std::io::copy(&mut body, &mut std::io::sink()).map_err(|_| invalid("truncated body"))?;
+    if body.read != body_len {
+        return Err(invalid("truncated body"));
+    }
+    let id: Hash = body.hasher.finalize().into();
+    let mut sig_len = [0u8; 4];
+    reader
+        .read_exact(&mut sig_len)
+        .map_err(|_| invalid("signature length out of bounds"))?;
+    let sig_len = u32::from_le_bytes(sig_len);
+    if sig_len > MAX_SIGNATURE {
+        return Err(invalid("signature length out of bounds"));
+    }
+    let mut sig = Vec::new();
+    (&mut reader)
+        .take(u64::from(sig_len) + 1)
+        .read_to_end(&mut sig)
+        .map_err(|_| invalid("signature length out of bounds"))?;
+    if sig.len() != sig_len as usize {
+        return Err(invalid("signature length out of bounds"));
+    }
+    index.validate()?;
+    Ok((index, id))
+}
+
+/// A reader that hashes (and counts) what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+    read: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 /// Largest single item (a path, a hash) the streaming decoder reads at once; paths are at most
@@ -519,6 +666,46 @@ mod tests {
         }
     }
 
+    /// What a held index loses to a newer one: the changed and removed files, resolvable on
+    /// their own; unchanged entries are not kept.
+    #[test]
+    fn lost_to_keeps_only_what_the_newer_index_lacks() {
+        let old = sample();
+        let mut newer = old.clone();
+        let files: Vec<usize> = (0..newer.entries.len())
+            .filter(|&i| matches!(newer.entries[i].kind, EntryKind::File(_)))
+            .collect();
+        assert!(files.len() >= 2, "the sample has two files");
+        if let EntryKind::File(f) = &mut newer.entries[files[0]].kind {
+            f.mtime_ns += 1;
+        }
+        let removed = newer.entries.remove(files[1]);
+        let changed = newer.entries[files[0]].path.clone();
+        let lost = old.clone().lost_to(&newer);
+        let paths: Vec<&RelPath> = lost.entries.iter().map(|e| &e.path).collect();
+        let mut want = vec![&changed, &removed.path];
+        want.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        assert_eq!(paths, want);
+        for e in &lost.entries {
+            let (EntryKind::File(f), Some(EntryKind::File(o))) =
+                (&e.kind, old.get(&e.path).map(|x| &x.kind))
+            else {
+                panic!("files only")
+            };
+            let hashes = |i: &Index, f: &FileEntry| -> Vec<Hash> {
+                f.chunks
+                    .iter()
+                    .map(|&c| i.chunks[c as usize].hash)
+                    .collect()
+            };
+            assert_eq!(hashes(&lost, f), hashes(&old, o));
+            for &c in &f.chunks {
+                assert!(lost.pack(lost.chunks[c as usize].pack).is_some());
+            }
+        }
+        assert!(old.clone().lost_to(&old).entries.is_empty());
+    }
+
     #[test]
     fn round_trip() {
         let idx = sample();
@@ -527,6 +714,22 @@ mod tests {
         let (back, id) = decode(&bytes).unwrap();
         assert_eq!(back, idx);
         assert_eq!(decode(&encode(&back)).unwrap().1, id);
+        // Streamed into a file (here: a cursor after other bytes), it decodes the same.
+        let mut out = std::io::Cursor::new(b"prefix".to_vec());
+        out.set_position(6);
+        encode_to(&idx, &mut out).unwrap();
+        let streamed = out.into_inner();
+        assert_eq!(decode(&streamed[6..]).unwrap().0, idx);
+        // Read back from a reader: the same index and identity as from memory; truncated,
+        // extended or bit-flipped bytes refused.
+        let from = |b: &[u8]| decode_from(std::io::Cursor::new(b.to_vec()));
+        assert_eq!(from(&bytes).unwrap(), (idx.clone(), id));
+        assert_eq!(from(&streamed[6..]).unwrap().0, idx);
+        assert!(from(&bytes[..bytes.len() - 1]).is_err());
+        assert!(from(&[&bytes[..], b"x"].concat()).is_err());
+        let mut flipped = bytes.clone();
+        flipped[30] ^= 1;
+        assert!(from(&flipped).is_err() || from(&flipped).unwrap().1 != id);
     }
 
     /// The streaming decoder reads what the in-memory encoding wrote, for an index far larger
