@@ -25,6 +25,7 @@ use std::fs::{self, File, FileTimes, Permissions};
 use std::io;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,10 +33,10 @@ use indicatif::ProgressBar;
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, Mode, Timespec, Timestamps};
 
-use hummel_core::{EntryKind, Hash, Index};
+use hummel_core::{FileEntry, Hash, Index};
 
 use crate::SyncError;
-use crate::plan::{FileWrite, LocalCopy, SyncPlan, Target};
+use crate::plan::{FileWrite, LocalCopy, SyncPlan, Target, TargetTable};
 
 /// The temp files of a sync, one per [`SyncPlan::writes`], same order, and which of their
 /// chunks have been written.
@@ -44,13 +45,16 @@ use crate::plan::{FileWrite, LocalCopy, SyncPlan, Target};
 /// further write of the same content in one plan: `<hex>.<k>.part`), so the name stays the
 /// same from one run to the next whatever else changed, and a run can resume what an
 /// interrupted one left: [`Staging::resume`] checks every chunk slot of such a file against its
-/// id and counts the verified ones as written. Paths are computed, not stored: 36 bytes per
-/// write instead of a `PathBuf`.
+/// id and counts the verified ones as written. Names are computed from the index, not stored:
+/// 4 bytes per write instead of a `PathBuf`.
 #[derive(Debug)]
 pub(crate) struct Staging {
     tmp: PathBuf,
-    /// Per write: the file hash naming its temp file and which copy of that content it is.
-    names: Vec<(Hash, u32)>,
+    index: Arc<Index>,
+    /// Per write: its position in [`Index::entries`] (the file hash names its temp file).
+    entries: Vec<u32>,
+    /// `(write, k)` for the k-th further write of the same content (k ≥ 1), by write.
+    copies: Vec<(u32, u32)>,
     /// One flag per [`Target::slot`]: set once that chunk is in its temp file, verified.
     placed: Vec<AtomicBool>,
     /// Some slot was found written by [`Staging::resume`].
@@ -68,6 +72,11 @@ pub(crate) struct Resumed {
     pub(crate) bytes: u64,
     /// Temp files deleted because no write of this plan wants them.
     pub(crate) deleted: u64,
+}
+
+/// The file entry of write `file` of a staging's `entries`.
+fn w_file<'i>(index: &'i Index, entries: &[u32], file: u32) -> &'i FileEntry {
+    crate::plan::file_entry(index, entries[file as usize]).1
 }
 
 /// The temp file name of the `copy`-th write (0: the first) of content `hash` in a plan.
@@ -93,25 +102,46 @@ fn parse_temp_name(name: &str) -> Option<(Hash, u32)> {
 }
 
 impl Staging {
-    /// The temp files of `writes` in `tmp` (nothing is created yet).
-    pub(crate) fn new(tmp: &Path, writes: &[FileWrite]) -> Staging {
+    /// The temp files of `writes` (of `index`) in `tmp` (nothing is created yet).
+    pub(crate) fn new(tmp: &Path, writes: &[FileWrite], index: Arc<Index>) -> Staging {
         let slots = writes.iter().map(|w| w.slots.end).max().unwrap_or(0);
+        let entries: Vec<u32> = writes.iter().map(|w| w.entry).collect();
+        let hash = |i: u32| &w_file(&index, &entries, i).hash;
         // Copy numbers of equal contents, in plan order: positions sorted by (hash, position).
         let mut order: Vec<u32> = (0..writes.len() as u32).collect();
-        order.sort_unstable_by_key(|&i| (writes[i as usize].hash, i));
-        let mut names: Vec<(Hash, u32)> = writes.iter().map(|w| (w.hash, 0)).collect();
+        order.sort_unstable_by_key(|&i| (*hash(i), i));
+        let mut copies = Vec::new();
+        let mut copy = 0;
         for pair in order.windows(2) {
-            let (a, b) = (pair[0] as usize, pair[1] as usize);
-            if writes[a].hash == writes[b].hash {
-                names[b].1 = names[a].1 + 1;
+            copy = if hash(pair[0]) == hash(pair[1]) {
+                copy + 1
+            } else {
+                0
+            };
+            if copy > 0 {
+                copies.push((pair[1], copy));
             }
         }
+        copies.sort_unstable();
+        drop(order);
         Staging {
             tmp: tmp.to_path_buf(),
-            names,
+            index,
+            entries,
+            copies,
             placed: (0..slots).map(|_| AtomicBool::new(false)).collect(),
             resumed: AtomicBool::new(false),
         }
+    }
+
+    /// The content hash and copy number naming the temp file of write `file`.
+    fn name(&self, file: u32) -> (Hash, u32) {
+        let hash = w_file(&self.index, &self.entries, file).hash;
+        let copy = self
+            .copies
+            .binary_search_by_key(&file, |(w, _)| *w)
+            .map_or(0, |k| self.copies[k].1);
+        (hash, copy)
     }
 
     /// True when [`Staging::resume`] found any chunk written by an earlier run.
@@ -121,8 +151,8 @@ impl Staging {
 
     /// The temp file of write `file` (position in [`SyncPlan::writes`]).
     pub(crate) fn path(&self, file: u32) -> PathBuf {
-        let (hash, copy) = &self.names[file as usize];
-        self.tmp.join(temp_name(hash, *copy))
+        let (hash, copy) = self.name(file);
+        self.tmp.join(temp_name(&hash, copy))
     }
 
     /// True once the chunk of `slot` is in its temp file, verified.
@@ -142,7 +172,7 @@ impl Staging {
     /// and holds data (holes of the sparse file are skipped without reading), hashes it, and
     /// marks it written when it matches its chunk id. Nothing is created or written.
     /// Unreadable files count as empty; they are rewritten.
-    pub(crate) fn resume(&self, writes: &[FileWrite], index: &Index) -> Result<Resumed, SyncError> {
+    pub(crate) fn resume(&self, writes: &[FileWrite]) -> Result<Resumed, SyncError> {
         let mut out = Resumed::default();
         let listing = match fs::read_dir(&self.tmp) {
             Ok(rd) => rd,
@@ -167,10 +197,10 @@ impl Staging {
         }
         found.sort_unstable_by_key(|(k, _)| *k);
         let mut kept: Vec<u32> = Vec::new();
-        for (i, name) in self.names.iter().enumerate() {
-            if let Ok(k) = found.binary_search_by_key(name, |(k, _)| *k) {
+        for i in 0..self.entries.len() as u32 {
+            if let Ok(k) = found.binary_search_by_key(&self.name(i), |(k, _)| *k) {
                 found[k].1 = true;
-                kept.push(i as u32);
+                kept.push(i);
             }
         }
         for ((hash, copy), used) in &found {
@@ -184,7 +214,7 @@ impl Staging {
         let chunks = AtomicU64::new(0);
         let bytes = AtomicU64::new(0);
         for_each_io(&kept, |_, &i| {
-            let (c, b) = self.survey(i, &writes[i as usize], index);
+            let (c, b) = self.survey(i, &writes[i as usize]);
             chunks.fetch_add(c, Ordering::Relaxed);
             bytes.fetch_add(b, Ordering::Relaxed);
             Ok(())
@@ -197,12 +227,11 @@ impl Staging {
     }
 
     /// Checks the chunk slots of one kept temp file; returns the chunks and bytes verified.
-    fn survey(&self, i: u32, w: &FileWrite, index: &Index) -> (u64, u64) {
+    fn survey(&self, i: u32, w: &FileWrite) -> (u64, u64) {
         let path = self.path(i);
-        let Some(EntryKind::File(f)) = index.get(&w.path).map(|e| &e.kind) else {
-            return (0, 0);
-        };
-        if f.hash != w.hash || f.chunks.len() != w.slots.len() {
+        let index = &*self.index;
+        let (_, f) = w.file(index);
+        if f.chunks.len() != w.slots.len() {
             return (0, 0);
         }
         let file = match File::open(&path) {
@@ -221,8 +250,8 @@ impl Staging {
             if m.permissions().mode() & 0o600 != 0o600 {
                 fs::set_permissions(&path, Permissions::from_mode(0o600))?;
             }
-            if m.len() > w.size {
-                File::options().write(true).open(&path)?.set_len(w.size)?;
+            if m.len() > f.size {
+                File::options().write(true).open(&path)?.set_len(f.size)?;
             }
             Ok::<(), io::Error>(())
         })();
@@ -231,7 +260,7 @@ impl Staging {
             let _ = fs::remove_file(&path);
             return (0, 0);
         }
-        let len = m.len().min(w.size);
+        let len = m.len().min(f.size);
         let (mut chunks, mut bytes) = (0, 0);
         let mut buf = Vec::new();
         let mut offset = 0u64;
@@ -277,44 +306,6 @@ pub(crate) fn clear_tmp(tmp: &Path) {
         for e in rd.flatten() {
             let _ = remove_entry(&e.path());
         }
-    }
-}
-
-/// Where each needed chunk goes, flat: [`SyncPlan::targets`] without a map node and a `Vec`
-/// per chunk (24 bytes per chunk with one target instead of ~66; 20 MB less at 500,000
-/// files). Built once per run, read by every writer.
-#[derive(Debug, Default)]
-pub(crate) struct TargetTable {
-    /// Chunk positions in [`Index::chunks`], ascending.
-    chunks: Vec<u32>,
-    /// `targets[starts[k]..starts[k + 1]]` are the targets of `chunks[k]`.
-    starts: Vec<u32>,
-    targets: Vec<Target>,
-}
-
-impl From<BTreeMap<u32, Vec<Target>>> for TargetTable {
-    fn from(map: BTreeMap<u32, Vec<Target>>) -> TargetTable {
-        let mut t = TargetTable {
-            chunks: Vec::with_capacity(map.len()),
-            starts: Vec::with_capacity(map.len() + 1),
-            targets: Vec::new(),
-        };
-        for (chunk, targets) in map {
-            t.chunks.push(chunk);
-            t.starts.push(t.targets.len() as u32);
-            t.targets.extend(targets);
-        }
-        t.starts.push(t.targets.len() as u32);
-        t.targets.shrink_to_fit();
-        t
-    }
-}
-
-impl TargetTable {
-    /// The targets of chunk `chunk` (position in [`Index::chunks`]), if it is needed.
-    pub(crate) fn get(&self, chunk: &u32) -> Option<&[Target]> {
-        let k = self.chunks.binary_search(chunk).ok()?;
-        Some(&self.targets[self.starts[k] as usize..self.starts[k + 1] as usize])
     }
 }
 
@@ -616,7 +607,9 @@ pub(crate) fn seal(
 }
 
 fn seal_files(writes: &[FileWrite], staging: &Staging) -> Result<(), SyncError> {
+    let index = &*staging.index;
     for_each_io(writes, |i, w| {
+        let (rel, f) = w.file(index);
         let path = &staging.path(i as u32);
         let io = |op| move |e: io::Error| SyncError::local(op, path, e);
         let missing = staging.placed[w.slots.start as usize..w.slots.end as usize]
@@ -625,7 +618,7 @@ fn seal_files(writes: &[FileWrite], staging: &Staging) -> Result<(), SyncError> 
             .count();
         if missing > 0 {
             return Err(SyncError::Incomplete {
-                path: w.path.to_string(),
+                path: rel.to_string(),
                 missing: missing as u32,
             });
         }
@@ -636,8 +629,8 @@ fn seal_files(writes: &[FileWrite], staging: &Staging) -> Result<(), SyncError> 
         }
         // By path: two calls per file instead of open, two calls and close.
         let mtime = Timespec {
-            tv_sec: w.mtime_ns.div_euclid(1_000_000_000),
-            tv_nsec: w.mtime_ns.rem_euclid(1_000_000_000) as _,
+            tv_sec: f.mtime_ns.div_euclid(1_000_000_000),
+            tv_nsec: f.mtime_ns.rem_euclid(1_000_000_000) as _,
         };
         let times = Timestamps {
             last_access: Timespec {
@@ -648,7 +641,7 @@ fn seal_files(writes: &[FileWrite], staging: &Staging) -> Result<(), SyncError> 
         };
         rustix::fs::utimensat(rustix::fs::CWD, path, &times, AtFlags::empty())
             .map_err(|e| io("set mtime of")(e.into()))?;
-        rustix::fs::chmod(path, Mode::from_raw_mode(w.mode))
+        rustix::fs::chmod(path, Mode::from_raw_mode(f.mode & 0o7777))
             .map_err(|e| io("set mode of")(e.into()))?;
         if PER_FILE_FSYNC {
             File::open(path)
@@ -692,11 +685,13 @@ pub(crate) fn apply(
     staging: &Staging,
 ) -> Result<ApplyOutcome, SyncError> {
     let mut out = ApplyOutcome::default();
+    let index = &*staging.index;
 
     // Directories, parents first. Anything else in the way (a symlink above all) is removed
     // so that nothing below can be written through it. Kept writable for us until the end.
     for d in &plan.dirs {
-        let path = d.path.to_path(dest);
+        let (rel, mode) = d.dir(index);
+        let path = rel.to_path(dest);
         match fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => {
                 let mode = m.permissions().mode() & 0o7777;
@@ -714,7 +709,7 @@ pub(crate) fn apply(
             Err(e) => return Err(SyncError::local("stat", &path, e)),
         }
         fs::create_dir(&path).map_err(|e| SyncError::local("create", &path, e))?;
-        fs::set_permissions(&path, Permissions::from_mode(d.mode | 0o700))
+        fs::set_permissions(&path, Permissions::from_mode(mode | 0o700))
             .map_err(|e| SyncError::local("set mode of", &path, e))?;
         out.dirs_created += 1;
     }
@@ -723,7 +718,7 @@ pub(crate) fn apply(
     let mut parents = BTreeSet::new();
     for (i, w) in plan.writes.iter().enumerate() {
         let tmp = staging.path(i as u32);
-        let path = w.path.to_path(dest);
+        let path = w.file(index).0.to_path(dest);
         if let Ok(m) = fs::symlink_metadata(&path)
             && (m.is_dir() || m.file_type().is_symlink())
         {
@@ -745,10 +740,11 @@ pub(crate) fn apply(
 
     // Right content, wrong mode or mtime.
     for m in &plan.touch {
-        let path = m.path.to_path(dest);
-        let fix = File::open(&path).and_then(|f| {
-            f.set_times(FileTimes::new().set_modified(system_time(m.mtime_ns)))?;
-            f.set_permissions(Permissions::from_mode(m.mode))
+        let (rel, f) = m.file(index);
+        let path = rel.to_path(dest);
+        let fix = File::open(&path).and_then(|file| {
+            file.set_times(FileTimes::new().set_modified(system_time(f.mtime_ns)))?;
+            file.set_permissions(Permissions::from_mode(f.mode & 0o7777))
         });
         fix.map_err(|e| SyncError::local("set mode and mtime of", &path, e))?;
     }
@@ -768,14 +764,15 @@ pub(crate) fn apply(
 
     // Final directory modes, deepest first.
     for d in plan.dirs.iter().rev() {
-        let path = d.path.to_path(dest);
+        let (rel, mode) = d.dir(index);
+        let path = rel.to_path(dest);
         let current = fs::symlink_metadata(&path)
             .map_err(|e| SyncError::local("stat", &path, e))?
             .permissions()
             .mode()
             & 0o7777;
-        if current != d.mode {
-            fs::set_permissions(&path, Permissions::from_mode(d.mode))
+        if current != mode {
+            fs::set_permissions(&path, Permissions::from_mode(mode))
                 .map_err(|e| SyncError::local("set mode of", &path, e))?;
         }
     }
@@ -784,13 +781,46 @@ pub(crate) fn apply(
 
 #[cfg(test)]
 mod tests {
-    use hummel_core::{ChunkLocation, ChunkerConfig, Codec, RelPath};
+    use hummel_core::{ChunkLocation, ChunkerConfig, Codec, DirEntry, Entry, EntryKind, RelPath};
 
     use super::*;
     use crate::plan::{DirAction, Removal};
 
     fn rp(s: &str) -> RelPath {
         RelPath::new(s).unwrap()
+    }
+
+    /// A file entry of an index.
+    fn file(
+        path: &str,
+        size: u64,
+        mode: u32,
+        mtime_ns: i64,
+        hash: Hash,
+        chunks: Vec<u32>,
+    ) -> Entry {
+        Entry {
+            path: rp(path),
+            kind: EntryKind::File(FileEntry {
+                size,
+                mode,
+                mtime_ns,
+                hash,
+                chunks,
+            }),
+        }
+    }
+
+    fn index_of(entries: Vec<Entry>, chunks: Vec<ChunkLocation>) -> Arc<Index> {
+        Arc::new(Index {
+            revision: 1,
+            created_unix: 0,
+            chunker: ChunkerConfig::default(),
+            root: None,
+            entries,
+            chunks,
+            packs: vec![],
+        })
     }
 
     /// A stored-raw chunk of `data` in pack 1.
@@ -811,33 +841,31 @@ mod tests {
         let tmp = dest.path().join("tmp");
         fs::create_dir(&tmp).unwrap();
         fs::write(dest.path().join("src"), b"aaaabbbb").unwrap();
-        let index = Index {
-            revision: 1,
-            created_unix: 0,
-            chunker: ChunkerConfig::default(),
-            root: None,
-            entries: vec![],
-            chunks: vec![raw_chunk(b"bbbb"), raw_chunk(b"cccc")],
-            packs: vec![],
-        };
         // "out" is bbbb bbbb cccc: chunk 0 twice, then chunk 1.
+        let out_file = file(
+            "out",
+            12,
+            0o600,
+            1_500_000_000_000_000_000,
+            Hash::of(b"bbbbbbbbcccc"),
+            vec![0, 0, 1],
+        );
+        let index = index_of(vec![out_file], vec![raw_chunk(b"bbbb"), raw_chunk(b"cccc")]);
         let writes = vec![FileWrite {
-            path: rp("out"),
-            size: 12,
-            mode: 0o600,
-            mtime_ns: 1_500_000_000_000_000_000,
-            hash: Hash::of(b"bbbbbbbbcccc"),
+            entry: 0,
             slots: 0..3,
         }];
-        let staging = Staging::new(&tmp, &writes);
+        let staging = Staging::new(&tmp, &writes, index.clone());
         let target = |offset, slot| Target {
             file: 0,
             offset,
             slot,
         };
-        let mut targets = BTreeMap::new();
-        targets.insert(0, vec![target(0, 0), target(4, 1)]);
-        targets.insert(1, vec![target(8, 2)]);
+        let targets = TargetTable::new(vec![
+            (1, target(8, 2)),
+            (0, target(0, 0)),
+            (0, target(4, 1)),
+        ]);
         let copies = vec![
             LocalCopy {
                 source: "src".into(),
@@ -857,7 +885,7 @@ mod tests {
             dest.path(),
             &copies,
             &index,
-            &TargetTable::from(targets.clone()),
+            &targets,
             &staging,
             &ProgressBar::hidden(),
         )
@@ -871,7 +899,7 @@ mod tests {
         ));
         // Once it is written (as a download would), the file seals.
         TargetWriter::new(&staging)
-            .write(&targets[&1], b"cccc")
+            .write(targets.get(&1).unwrap(), b"cccc")
             .unwrap();
         seal(&writes, &staging, dest.path()).unwrap();
         assert_eq!(fs::read(staging.path(0)).unwrap(), b"bbbbbbbbcccc");
@@ -894,31 +922,33 @@ mod tests {
         fs::create_dir_all(dest.path().join("f/inner")).unwrap();
         fs::write(dest.path().join("f/inner/x"), b"x").unwrap();
         fs::write(dest.path().join("extra"), b"x").unwrap();
+        let index = index_of(
+            vec![
+                Entry {
+                    path: rp("d"),
+                    kind: EntryKind::Dir(DirEntry { mode: 0o750 }),
+                },
+                file("d/file", 2, 0o644, 0, Hash::of(b"hi"), vec![]),
+                file("f", 0, 0o644, 0, Hash::of(b""), vec![]),
+            ],
+            vec![],
+        );
         let writes = vec![
             FileWrite {
-                path: rp("d/file"),
-                size: 2,
-                mode: 0o644,
-                mtime_ns: 0,
-                hash: Hash::of(b"hi"),
+                entry: 1,
                 slots: 0..0,
             },
             FileWrite {
-                path: rp("f"),
-                size: 0,
-                mode: 0o644,
-                mtime_ns: 0,
-                hash: Hash::of(b""),
+                entry: 2,
                 slots: 0..0,
             },
         ];
-        let staging = Staging::new(&tmp, &writes);
+        let staging = Staging::new(&tmp, &writes, index);
         fs::write(staging.path(0), b"hi").unwrap();
         fs::write(staging.path(1), b"").unwrap();
         let plan = SyncPlan {
             dirs: vec![DirAction {
-                path: rp("d"),
-                mode: 0o750,
+                entry: 0,
                 create: true,
             }],
             writes,
@@ -974,68 +1004,55 @@ mod tests {
         let upper = format!("{}.part", h.to_hex().to_uppercase());
         assert_eq!(parse_temp_name(&upper), None);
         // Two writes of one content get two temp files, numbered in plan order.
-        let w = |path: &str, hash: Hash| FileWrite {
-            path: rp(path),
-            size: 1,
-            mode: 0o644,
-            mtime_ns: 0,
-            hash,
-            slots: 0..0,
-        };
-        let writes = [w("a", h), w("b", Hash::of(b"y")), w("c", h)];
-        let staging = Staging::new(Path::new("t"), &writes);
+        let index = index_of(
+            vec![
+                file("a", 1, 0o644, 0, h, vec![]),
+                file("b", 1, 0o644, 0, Hash::of(b"y"), vec![]),
+                file("c", 1, 0o644, 0, h, vec![]),
+            ],
+            vec![],
+        );
+        let writes: Vec<FileWrite> = (0..3)
+            .map(|entry| FileWrite { entry, slots: 0..0 })
+            .collect();
+        let staging = Staging::new(Path::new("t"), &writes, index);
         assert_eq!(staging.path(0), Path::new("t").join(temp_name(&h, 0)));
         assert_eq!(staging.path(2), Path::new("t").join(temp_name(&h, 1)));
     }
 
     #[test]
     fn resume_keeps_verified_chunks_and_drops_the_rest() {
-        use hummel_core::{Entry, FileEntry};
         let dest = tempfile::tempdir().unwrap();
         let tmp = dest.path().join("tmp");
         fs::create_dir(&tmp).unwrap();
         let content = b"aaaabbbbcccc";
-        let entry = Entry {
-            path: rp("x"),
-            kind: EntryKind::File(FileEntry {
-                size: 12,
-                mode: 0o444,
-                mtime_ns: 0,
-                hash: Hash::of(content),
-                chunks: vec![0, 1, 2],
-            }),
-        };
-        let index = Index {
-            revision: 1,
-            created_unix: 0,
-            chunker: ChunkerConfig::default(),
-            root: None,
-            entries: vec![entry],
-            chunks: vec![raw_chunk(b"aaaa"), raw_chunk(b"bbbb"), raw_chunk(b"cccc")],
-            packs: vec![],
-        };
+        let index = index_of(
+            vec![file("x", 12, 0o444, 0, Hash::of(content), vec![0, 1, 2])],
+            vec![raw_chunk(b"aaaa"), raw_chunk(b"bbbb"), raw_chunk(b"cccc")],
+        );
         let writes = vec![FileWrite {
-            path: rp("x"),
-            size: 12,
-            mode: 0o444,
-            mtime_ns: 0,
-            hash: Hash::of(content),
+            entry: 0,
             slots: 0..3,
         }];
-        let mut targets = BTreeMap::new();
-        for (ci, slot) in [(0u32, 0u32), (1, 1), (2, 2)] {
-            targets.insert(
-                ci,
-                vec![Target {
-                    file: 0,
-                    offset: u64::from(slot) * 4,
-                    slot,
-                }],
-            );
-        }
+        let targets = TargetTable::new(
+            [(0u32, 0u32), (1, 1), (2, 2)]
+                .into_iter()
+                .map(|(ci, slot)| {
+                    let offset = u64::from(slot) * 4;
+                    (
+                        ci,
+                        Target {
+                            file: 0,
+                            offset,
+                            slot,
+                        },
+                    )
+                })
+                .collect(),
+        );
         // An earlier run: chunk 0 written, chunk 1 torn (a kill mid-write), chunk 2 never
         // written (a hole); plus a temp file of content no longer wanted and a stray file.
-        let f = File::create(Staging::new(&tmp, &writes).path(0)).unwrap();
+        let f = File::create(Staging::new(&tmp, &writes, index.clone()).path(0)).unwrap();
         f.set_len(12).unwrap();
         f.write_all_at(b"aaaa", 0).unwrap();
         f.write_all_at(b"bbXX", 4).unwrap();
@@ -1044,8 +1061,8 @@ mod tests {
         fs::write(tmp.join(temp_name(&Hash::of(b"gone"), 0)), b"old").unwrap();
         fs::write(tmp.join("7.part"), b"old naming").unwrap();
 
-        let staging = Staging::new(&tmp, &writes);
-        let resumed = staging.resume(&writes, &index).unwrap();
+        let staging = Staging::new(&tmp, &writes, index.clone());
+        let resumed = staging.resume(&writes).unwrap();
         assert_eq!(
             resumed,
             Resumed {
@@ -1057,20 +1074,22 @@ mod tests {
         );
         assert!(staging.resumed_any());
         assert!(staging.is_placed(0) && !staging.is_placed(1) && !staging.is_placed(2));
-        assert!(!staging.wants(&targets[&0]) && staging.wants(&targets[&1]));
+        assert!(
+            !staging.wants(targets.get(&0).unwrap()) && staging.wants(targets.get(&1).unwrap())
+        );
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 1);
         // The rest arrives; a chunk already there is not written again.
         let mut writer = TargetWriter::new(&staging);
-        writer.write(&targets[&0], b"!!!!").unwrap();
-        writer.write(&targets[&1], b"bbbb").unwrap();
-        writer.write(&targets[&2], b"cccc").unwrap();
+        writer.write(targets.get(&0).unwrap(), b"!!!!").unwrap();
+        writer.write(targets.get(&1).unwrap(), b"bbbb").unwrap();
+        writer.write(targets.get(&2).unwrap(), b"cccc").unwrap();
         drop(writer);
         seal(&writes, &staging, &tmp).unwrap();
         assert_eq!(fs::read(staging.path(0)).unwrap(), content);
 
         // A sealed file kept by a run that failed later is taken over whole.
-        let again = Staging::new(&tmp, &writes);
-        let resumed = again.resume(&writes, &index).unwrap();
+        let again = Staging::new(&tmp, &writes, index.clone());
+        let resumed = again.resume(&writes).unwrap();
         assert_eq!((resumed.chunks, resumed.bytes), (3, 12));
         seal(&writes, &again, &tmp).unwrap();
         assert_eq!(fs::read(again.path(0)).unwrap(), content);

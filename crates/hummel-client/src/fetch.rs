@@ -42,9 +42,9 @@ use hummel_core::{Hash, Index};
 use hummel_proto::api::{LocateResponse, blob_path};
 
 use crate::SyncError;
-use crate::assemble::{Staging, TargetTable, TargetWriter};
+use crate::assemble::{Staging, TargetWriter};
 use crate::http::{HttpClient, describe, normalise_url};
-use crate::plan::RangeRequest;
+use crate::plan::{RangeRequest, TargetTable};
 
 /// Most requests in flight to one slave.
 pub const PER_SLAVE_LIMIT: usize = 4;

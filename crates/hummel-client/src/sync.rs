@@ -6,7 +6,14 @@
 //!    directories there: done (no-op; no index fetched).
 //! 3. The index, while the walk runs: from `.hummel/index` when it is this revision and subtree,
 //!    else from the master (capped, decoded and validated, checked to be the revision and
-//!    subtree asked for).
+//!    subtree asked for): a delta rebuilt on the held index, taken apart rather than copied,
+//!    or the whole index. Of the held index only what the new one lacks is kept, to find
+//!    local data.
+//!
+//! Memory follows the change, not the tree, wherever it can: at 500,000 files the stat cache
+//! (~55 MB, [`StatCache`]) and one index (~110 MB) are the only per-file structures held at
+//! once; the walk marks cached files instead of listing them, a plan refers to index entries
+//! by position, and no encoded index is held while its decoded form is (see `BENCHMARKS.md`).
 //! 4. [`scan::survey`] + [`SyncPlan::build`] once the walk is done. A dry run returns the
 //!    summary.
 //! 5. Execute: name the temp files by content hash, resume the chunks an interrupted run
@@ -17,7 +24,7 @@
 //! 6. Save `.hummel/index` (staged as `index.next` before the downloads) and `.hummel/state`
 //!    (atomically), then best-effort `POST /api/v1/client/report`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -28,15 +35,15 @@ use hummel_core::{EntryKind, Index, RelPath};
 use hummel_proto::api::{ClientReport, RevisionInfo};
 
 use crate::SyncError;
-use crate::assemble::{self, CopyOutcome, Staging, TargetTable};
+use crate::assemble::{self, CopyOutcome, Staging};
 use crate::error::blocking;
 use crate::fetch::{self, FetchContext, FetchStats, PER_SLAVE_LIMIT};
 use crate::http::{HttpClient, MasterApi};
-use crate::plan::{MAX_RANGE_GAP, MAX_RANGE_LEN, SyncPlan, SyncPlanSummary, coalesce};
+use crate::plan::{MAX_RANGE_GAP, MAX_RANGE_LEN, SyncPlan, SyncPlanSummary, TargetTable, coalesce};
 use crate::report::{SyncOutcome, SyncReport, progress_bar};
 use crate::scan::{self, FileStat, LocalTree, Tops};
 use crate::space;
-use crate::state::{CachedStat, ClientState, StateDir};
+use crate::state::{CachedStat, ClientState, StatCache, StateDir};
 
 /// What to sync where.
 #[derive(Clone)]
@@ -127,10 +134,16 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
             .await?,
         )
     };
-    let held = {
+    let mut held = {
         let sd = state_dir.clone();
         blocking(move || Ok(sd.load_state())).await?
     };
+    // The held stat cache goes to the walk, which marks the files it vouches for.
+    let cache: Arc<StatCache> = Arc::new(
+        held.as_mut()
+            .map(|h| std::mem::take(&mut h.files))
+            .unwrap_or_default(),
+    );
 
     let info = master.revision().await?;
     let revision = info.revision.ok_or_else(|| SyncError::NoRevision {
@@ -160,8 +173,10 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     // The walk of DEST runs while the index is loaded and fetched; only a possible no-op (the
     // held revision is the current one) waits for it first.
     let mut walking = {
-        let (d, tops) = (dest.clone(), held_tops.clone());
-        Some(tokio::task::spawn_blocking(move || scan::walk(&d, &tops)))
+        let (d, tops, c) = (dest.clone(), held_tops.clone(), cache.clone());
+        Some(tokio::task::spawn_blocking(move || {
+            scan::walk(&d, &tops, c)
+        }))
     };
     let mut walked: Option<Arc<LocalTree>> = None;
 
@@ -171,9 +186,9 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     if let Some(h) = holds_current {
         let tree = finish_walk(&mut walking).await?;
         walked = Some(tree.clone());
-        if scan::unchanged_since(&h.files, &h.dirs, &tree, opts.keep_extra) {
-            tracing::info!(revision, files = h.files.len(), "already up to date");
-            let files = h.files.len() as u64;
+        if scan::unchanged_since(&h.dirs, &tree, opts.keep_extra) {
+            let files = cache.len() as u64;
+            tracing::info!(revision, files, "already up to date");
             if opts.dry_run {
                 return Ok(SyncOutcome::DryRun(SyncPlanSummary {
                     revision,
@@ -182,7 +197,7 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
                     ..SyncPlanSummary::default()
                 }));
             }
-            report_to_master(&master, &state_dir, h, &subtree, Vec::new()).await;
+            report_to_master(&master, &state_dir, h, files, &subtree, Vec::new()).await;
             return Ok(SyncOutcome::Done(SyncReport {
                 revision,
                 no_op: true,
@@ -202,20 +217,15 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     }
 
     // The index: the held one if it is this revision of this subtree, else the master's.
-    let held_index = {
+    // The held index is read only where it serves: as this revision, or as the base of a
+    // delta (decoded as it is read: its bytes are never in memory).
+    let held_may_serve =
+        same_source.is_some_and(|h| holds_current.is_some() || h.revision < revision);
+    let held_index: Option<Index> = if held_may_serve {
         let sd = state_dir.clone();
-        blocking(move || {
-            Ok(sd
-                .load_index()
-                .and_then(|bytes| match hummel_core::index::decode(&bytes) {
-                    Ok((index, _)) => Some((bytes, index)),
-                    Err(e) => {
-                        tracing::warn!("ignoring the held index: {e}");
-                        None
-                    }
-                }))
-        })
-        .await?
+        blocking(move || Ok(sd.read_index())).await?
+    } else {
+        None
     };
     let wanted = |i: &Index| i.revision == revision && i.root == opts.path;
     // The held index is that of the held state only when their numbers agree (the index is
@@ -227,32 +237,26 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         revision_hash: info.index_hash,
         mass_delete_confirmed: info.mass_delete_confirmed,
     };
-    let (index, index_bytes, old_index, index_reused) = match held_index {
-        Some((bytes, index)) if wanted(&index) && holds_current.is_some() => {
+    let (index, new_index, old_index, index_reused) = match held_index {
+        Some(index) if wanted(&index) && holds_current.is_some() => {
             tracing::debug!(revision, "reusing the held index");
-            (index, bytes, None, true)
+            (index, NewIndex::Held, None, true)
         }
         held_index => {
-            // The held index is shared with the delta's rebuild and the survey, not copied
-            // (~100 MB at 500,000 files), and its bytes are dropped now.
-            let held_index: Option<Arc<Index>> = held_index.map(|(_, i)| Arc::new(i));
             // Holding an older revision of this subtree from this repository, ask only for what
-            // changed since; the master may still answer with the whole index.
-            let since = held_index
-                .as_ref()
-                .filter(|i| held_index_known(i) && i.root == opts.path && i.revision < revision)
-                .map(|i| i.revision);
-            let (received, bytes, index) = fetch_index(
-                &master,
-                revision,
-                opts.path.as_ref(),
-                since,
-                held_index.clone(),
-                &info,
-            )
-            .await?;
-            index_received = (since.is_some() && received.delta, received.bytes);
-            identity = received.identity;
+            // changed since; the master may still answer with the whole index. The held index
+            // is taken apart by the delta's rebuild, not copied (~100 MB at 500,000 files).
+            let base = held_index
+                .filter(|i| held_index_known(i) && i.root == opts.path && i.revision < revision);
+            let since = base.as_ref().map(|i| i.revision);
+            let fetched =
+                fetch_index(&master, revision, opts.path.as_ref(), since, base, &info).await?;
+            index_received = (
+                since.is_some() && fetched.received.delta,
+                fetched.received.bytes,
+            );
+            identity = fetched.received.identity;
+            let index = fetched.index;
             if !wanted(&index) {
                 return Err(SyncError::Index(format!(
                     "asked for revision {revision} of {}, got revision {} of {}",
@@ -267,7 +271,7 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
                 bytes = index.total_size(),
                 "fetched index"
             );
-            (index, bytes, held_index, false)
+            (index, fetched.encoded, fetched.replaced, false)
         }
     };
     let index = Arc::new(index);
@@ -281,11 +285,10 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     let tree = if more.is_empty() {
         tree
     } else {
-        let d = dest.clone();
+        let (d, c) = (dest.clone(), cache.clone());
         let mut tree = Arc::unwrap_or_clone(tree);
         blocking(move || {
-            let found = scan::walk(&d, &more)?;
-            tree.entries.extend(found.entries);
+            tree.merge(scan::walk(&d, &more, c)?);
             Ok(Arc::new(tree))
         })
         .await?
@@ -304,31 +307,27 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     }
 
     // The new index waits on disk, not in memory, while the run plans and downloads (44 MB
-    // at 500,000 files). Should that write fail (a full disk), the bytes stay in memory: the
-    // free-space check then says what is missing, and execution stages them after it.
-    let index_bytes = if opts.dry_run || index_reused {
-        index_bytes
+    // at 500,000 files). Should that write fail (a full disk), it stays pending: the
+    // free-space check then says what is missing, and execution stages it after that.
+    let new_index = if opts.dry_run {
+        new_index
     } else {
-        let sd = state_dir.clone();
+        let (sd, i) = (state_dir.clone(), index.clone());
         blocking(move || {
-            Ok(match sd.stage_index(&index_bytes) {
-                Ok(()) => Vec::new(),
-                Err(e) => {
-                    tracing::debug!("index kept in memory for now: {e}");
-                    index_bytes
-                }
-            })
+            Ok(new_index.stage(&sd, &i).unwrap_or_else(|(pending, e)| {
+                tracing::debug!("index not staged yet: {e}");
+                pending
+            }))
         })
         .await?
     };
 
     // Survey DEST and plan.
-    // The held stat cache moves to the survey (~100 MB at 500,000 files: never copied).
-    let cache = held.map(|h| h.files).unwrap_or_default();
+    drop(cache);
     let (plan, files_hashed) = {
         let (d, t, i, keep) = (dest.clone(), tree.clone(), index.clone(), opts.keep_extra);
         blocking(move || {
-            let content = scan::survey(&d, &t, &cache, &i, old_index.as_deref());
+            let content = scan::survey(&d, &t, &i, old_index.as_ref());
             tracing::debug!(
                 hashed = content.hashed,
                 rechunked = content.rechunked,
@@ -359,7 +358,7 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
             revision,
         });
     if opts.dry_run {
-        let mut summary = plan.summary();
+        let mut summary = plan.summary(&index);
         summary.adopted = adopted;
         summary.refused = refused.map(|e| e.to_string());
         return Ok(SyncOutcome::DryRun(summary));
@@ -367,6 +366,8 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     if let Some(e) = refused {
         return Err(e);
     }
+    // The walk (and the stat cache in it) is not needed to carry the plan out.
+    drop(tree);
 
     let run = Execution {
         opts,
@@ -376,7 +377,7 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         state_dir,
         subtree,
         index,
-        index_bytes,
+        new_index,
         index_reused,
         identity,
     };
@@ -451,6 +452,52 @@ pub(crate) struct Received {
     identity: Identity,
 }
 
+/// An index [`fetch_index`] took from the master.
+pub(crate) struct Fetched {
+    pub(crate) received: Received,
+    /// Its encoded form, to keep.
+    pub(crate) encoded: NewIndex,
+    pub(crate) index: Index,
+    /// What the base had that the index lacks (a delta's rebuild takes the base apart).
+    pub(crate) replaced: Option<Index>,
+}
+
+/// The new index's encoded form until it waits on disk as `index.next`.
+pub(crate) enum NewIndex {
+    /// The held index is this revision: nothing to keep.
+    Held,
+    /// Written as `index.next`.
+    Staged,
+    /// The master's bytes (a whole index).
+    Bytes(Vec<u8>),
+    /// Rebuilt from a delta: encoded from the index when staged.
+    Rebuilt,
+}
+
+impl NewIndex {
+    /// Bytes it still needs on disk (a rebuilt index: unknown until encoded, counted as 0).
+    fn pending_len(&self) -> u64 {
+        match self {
+            NewIndex::Bytes(b) => b.len() as u64,
+            _ => 0,
+        }
+    }
+
+    /// Writes it as `index.next` (`index`: the index it encodes); on failure it is handed back
+    /// with the error. Blocking.
+    fn stage(self, sd: &StateDir, index: &Index) -> Result<NewIndex, (NewIndex, SyncError)> {
+        let staged = match &self {
+            NewIndex::Held | NewIndex::Staged => return Ok(self),
+            NewIndex::Bytes(bytes) => sd.stage_index(bytes),
+            NewIndex::Rebuilt => sd.stage_index_of(index),
+        };
+        match staged {
+            Ok(()) => Ok(NewIndex::Staged),
+            Err(e) => Err((self, e)),
+        }
+    }
+}
+
 /// The one place a client takes an index from the master: fetched (a delta from `since` when
 /// given, rebuilt on `base`; a delta that does not rebuild is replaced by the whole index),
 /// decoded and validated, and checked to be the revision `info` named: same repository, same
@@ -460,9 +507,9 @@ pub(crate) async fn fetch_index(
     revision: u64,
     path: Option<&RelPath>,
     since: Option<u64>,
-    base: Option<Arc<Index>>,
+    base: Option<Index>,
     info: &RevisionInfo,
-) -> Result<(Received, Vec<u8>, Index), SyncError> {
+) -> Result<Fetched, SyncError> {
     let mut answer = master.index(revision, path, since).await?;
     let mut delta = hummel_core::delta::is_delta(&answer.bytes);
     let mut received = answer.bytes.len() as u64;
@@ -495,16 +542,8 @@ pub(crate) async fn fetch_index(
     let whole_tree = path.is_none();
     let expected = identity.revision_hash;
     let bytes = std::mem::take(&mut answer.bytes);
-    let built = blocking(move || {
-        Ok(index_from_answer(
-            bytes,
-            base.as_deref(),
-            whole_tree,
-            expected,
-        ))
-    })
-    .await?;
-    let (bytes, index) = match built {
+    let built = blocking(move || Ok(index_from_answer(bytes, base, whole_tree, expected))).await?;
+    let (encoded, index, replaced) = match built {
         Ok(built) => built,
         Err(e) if delta => {
             // A delta from a base that is not the master's revision `since` (its data folder
@@ -520,15 +559,16 @@ pub(crate) async fn fetch_index(
         }
         Err(e) => return Err(e),
     };
-    Ok((
-        Received {
+    Ok(Fetched {
+        received: Received {
             delta,
             bytes: received,
             identity,
         },
-        bytes,
+        encoded,
         index,
-    ))
+        replaced,
+    })
 }
 
 /// Everything execution needs, gathered by [`sync`].
@@ -540,8 +580,8 @@ struct Execution<'a> {
     state_dir: StateDir,
     subtree: Option<String>,
     index: Arc<Index>,
-    /// The new index's bytes, unless reused or already staged as `index.next` (then empty).
-    index_bytes: Vec<u8>,
+    /// The new index, unless reused or already staged as `index.next`.
+    new_index: NewIndex,
     index_reused: bool,
     identity: Identity,
 }
@@ -557,17 +597,13 @@ impl Execution<'_> {
     ) -> Result<SyncReport, SyncError> {
         let deleted = plan.removed_paths();
         let progress = progress_bar(self.opts.progress, plan.bytes_to_write);
-        let targets = Arc::new(TargetTable::from(std::mem::take(&mut plan.targets)));
+        let targets = Arc::new(std::mem::take(&mut plan.targets));
         let plan = Arc::new(plan);
         // Temp files: take over what an interrupted run verified and check the free space
         // for the rest (and the new index); nothing is created before that. A failure from
         // here on keeps the temp files (verified chunks only) for the next run; nothing
         // incomplete is renamed.
-        let index_len = if self.index_reused {
-            0
-        } else {
-            self.index_bytes.len() as u64
-        };
+        let index_len = self.new_index.pending_len();
         let (staging, resumed) = {
             let (tmp, p, i, d) = (
                 self.state_dir.tmp_dir(),
@@ -576,8 +612,8 @@ impl Execution<'_> {
                 self.dest.clone(),
             );
             blocking(move || {
-                let staging = Staging::new(&tmp, &p.writes);
-                let resumed = staging.resume(&p.writes, &i)?;
+                let staging = Staging::new(&tmp, &p.writes, i);
+                let resumed = staging.resume(&p.writes)?;
                 let needed =
                     space::space_needed(p.bytes_to_write, resumed.bytes, p.writes.len() as u64)
                         + index_len;
@@ -599,12 +635,10 @@ impl Execution<'_> {
         }
         progress.inc(resumed.bytes);
         // The new index waits on disk until the state is saved (if `sync` could not stage it).
-        if !self.index_bytes.is_empty() && !self.index_reused {
-            let (sd, bytes) = (
-                self.state_dir.clone(),
-                std::mem::take(&mut self.index_bytes),
-            );
-            blocking(move || sd.stage_index(&bytes)).await?;
+        {
+            let (sd, i) = (self.state_dir.clone(), self.index.clone());
+            let pending = std::mem::replace(&mut self.new_index, NewIndex::Staged);
+            blocking(move || pending.stage(&sd, &i).map_err(|(_, e)| e)).await?;
         }
 
         let transferred = self.transfer(&plan, &targets, &staging, &progress).await;
@@ -680,6 +714,7 @@ impl Execution<'_> {
             self.master,
             &self.state_dir,
             &state,
+            state.files.len() as u64,
             &self.subtree,
             bad_slaves.clone(),
         )
@@ -803,17 +838,17 @@ fn state_after_sync(
     master_url: String,
     subtree: Option<String>,
 ) -> ClientState {
-    let mut files = BTreeMap::new();
+    let mut files = StatCache::default();
     let mut dirs = Vec::new();
     for e in &index.entries {
         match &e.kind {
             EntryKind::Dir(_) => dirs.push(e.path.to_string()),
             EntryKind::File(f) => match fs::symlink_metadata(e.path.to_path(dest)) {
                 Ok(m) if m.is_file() => {
-                    files.insert(
-                        e.path.to_string(),
-                        CachedStat::new(&FileStat::from_metadata(&m), f.hash),
-                    );
+                    let stat = CachedStat::new(&FileStat::from_metadata(&m), f.hash);
+                    // Index entries are sorted and unique, as the cache wants them.
+                    let added = files.push(e.path.as_str(), stat);
+                    debug_assert!(added, "index entries out of order");
                 }
                 _ => tracing::warn!(path = %e.path, "file vanished right after the sync"),
             },
@@ -834,21 +869,22 @@ fn state_after_sync(
 }
 
 /// The index the master answered with: a whole index, or a delta rebuilt on `base` (the index
-/// held). Returns the encoded whole index (to keep) and the index.
-/// With `whole_tree` and an `expected` hash, a whole index's body must have that hash.
+/// held, taken apart). Returns how to keep it, the index, and for a delta what `base` had that
+/// the index lacks. With `whole_tree` and an `expected` hash, a whole index's body must have
+/// that hash.
 fn index_from_answer(
     bytes: Vec<u8>,
-    base: Option<&Index>,
+    base: Option<Index>,
     whole_tree: bool,
     expected: Option<hummel_core::Hash>,
-) -> Result<(Vec<u8>, Index), SyncError> {
+) -> Result<(NewIndex, Index, Option<Index>), SyncError> {
     if hummel_core::delta::is_delta(&bytes) {
         let base = base
             .ok_or_else(|| SyncError::Index("the master sent a delta for no index held".into()))?;
         let delta = hummel_core::delta::decode_delta(&bytes)
             .map_err(|e| SyncError::Index(e.to_string()))?;
-        let index = delta
-            .apply(base)
+        let (index, replaced) = delta
+            .apply_owned(base)
             .map_err(|e| SyncError::Index(e.to_string()))?;
         tracing::debug!(
             from = delta.base_revision,
@@ -858,7 +894,7 @@ fn index_from_answer(
             bytes = bytes.len(),
             "rebuilt the index from a delta"
         );
-        return Ok((hummel_core::index::encode(&index), index));
+        return Ok((NewIndex::Rebuilt, index, Some(replaced)));
     }
     let (index, body_hash) =
         hummel_core::index::decode(&bytes).map_err(|e| SyncError::Index(e.to_string()))?;
@@ -870,7 +906,10 @@ fn index_from_answer(
             "the index's hash {body_hash} is not the revision's {want}"
         )));
     }
-    Ok((bytes, index))
+    // A whole index although the base was held: keep only what the base loses (survey uses
+    // it to find local data), not a second whole index.
+    let replaced = base.map(|b| b.lost_to(&index));
+    Ok((NewIndex::Bytes(bytes), index, replaced))
 }
 
 /// `POST /api/v1/client/report`, best effort: a failure is only a warning.
@@ -878,6 +917,7 @@ async fn report_to_master(
     master: &MasterApi,
     state_dir: &StateDir,
     state: &ClientState,
+    files: u64,
     subtree: &Option<String>,
     bad_slaves: Vec<String>,
 ) {
@@ -893,7 +933,7 @@ async fn report_to_master(
         client_id,
         revision: state.revision,
         path: subtree.clone().unwrap_or_default(),
-        files: state.files.len() as u64,
+        files,
         bytes: state.bytes,
         packs: state.packs.clone(),
         bad_slaves,

@@ -78,10 +78,7 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport, SyncError> {
     let state_dir = StateDir::new(&opts.dest);
     let (state, held) = blocking(move || {
         let state = state_dir.load_state();
-        let index = state_dir
-            .load_index()
-            .and_then(|b| hummel_core::index::decode(&b).ok())
-            .map(|(i, _)| i);
+        let index = state_dir.read_index();
         Ok((state, index))
     })
     .await?;
@@ -93,8 +90,9 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport, SyncError> {
     let index = match held {
         Some(i) if holds_offered && wanted(&i) => i,
         _ => {
-            let (_, _, index) =
-                sync::fetch_index(&master, revision, opts.path.as_ref(), None, None, &info).await?;
+            let index = sync::fetch_index(&master, revision, opts.path.as_ref(), None, None, &info)
+                .await?
+                .index;
             if !wanted(&index) {
                 return Err(SyncError::Index(format!(
                     "asked for revision {revision}, got revision {}",
@@ -110,7 +108,7 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport, SyncError> {
     tops.extend(state.into_iter().flat_map(|s| s.owned));
     let dest = opts.dest.clone();
     blocking(move || {
-        let tree = scan::walk(&dest, &tops)?;
+        let tree = scan::walk(&dest, &tops, Default::default())?;
         Ok(compare(&dest, &index, &tree))
     })
     .await
@@ -161,7 +159,7 @@ pub(crate) fn compare(dest: &Path, index: &Index, tree: &LocalTree) -> VerifyRep
         )
         .collect();
     problems.extend(hashed.into_iter().flatten());
-    for (path, kind) in &tree.entries {
+    for (path, kind) in tree.iter() {
         let known = path
             .to_str()
             .and_then(|s| RelPath::new(s).ok())
