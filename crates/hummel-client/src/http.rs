@@ -1,5 +1,5 @@
-//! The thin HTTP layer: one [`HttpClient`] (reqwest, timeouts, the read token on every request,
-//! capped body reads) and [`MasterApi`], the four master endpoints a client calls.
+//! The thin HTTP layer: one [`HttpClient`] (reqwest from [`ClientTls::client_builder`], timeouts,
+//! the read token on every request, capped body reads) and [`MasterApi`], the four master endpoints a client calls.
 //!
 //! Nothing here interprets data beyond JSON decoding; the index is decoded and validated by the
 //! caller, pack bytes are verified chunk by chunk in [`crate::fetch`].
@@ -16,6 +16,7 @@ use hummel_core::{Hash, RelPath};
 use hummel_proto::ApiErrorBody;
 use hummel_proto::api::{self, ClientReport, LocateRequest, LocateResponse, RevisionInfo};
 use hummel_proto::auth::TOKEN_HEADER;
+use hummel_tls::ClientTls;
 
 use crate::SyncError;
 
@@ -38,7 +39,7 @@ pub(crate) struct HttpClient {
 }
 
 impl HttpClient {
-    pub(crate) fn new(read_token: Option<&str>) -> Result<HttpClient, SyncError> {
+    pub(crate) fn new(read_token: Option<&str>, tls: &ClientTls) -> Result<HttpClient, SyncError> {
         let token = match read_token {
             None => None,
             Some(t) => {
@@ -51,7 +52,8 @@ impl HttpClient {
                 Some(v)
             }
         };
-        let inner = reqwest::Client::builder()
+        let inner = tls
+            .client_builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(STALL_TIMEOUT)
             .user_agent(concat!("hummel-client/", env!("CARGO_PKG_VERSION")))
@@ -339,7 +341,10 @@ mod tests {
 
     #[test]
     fn bad_token_is_refused_without_echoing_it() {
-        let e = HttpClient::new(Some("sec\nret")).err().unwrap().to_string();
+        let e = HttpClient::new(Some("sec\nret"), &ClientTls::system())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(!e.contains("sec"), "{e}");
     }
 }

@@ -20,7 +20,7 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
         "HUMMEL_WRITE_TOKEN",
         "--write-token",
     )?;
-    let client = http()?;
+    let client = http(&hummel_tls::ClientTls::system())?;
     // The query of `hummel_proto::api::BuildQuery`.
     let query = if args.allow_mass_delete {
         "?allow_mass_delete=true"

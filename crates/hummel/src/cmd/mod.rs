@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
 use hummel_proto::ApiErrorBody;
+use hummel_tls::ClientTls;
 
 use crate::cli::{Cli, Command};
 
@@ -27,8 +28,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// An HTTP client for the short admin calls (build, status).
-pub(crate) fn http() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+pub(crate) fn http(tls: &ClientTls) -> Result<reqwest::Client> {
+    Ok(tls
+        .client_builder()
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(30))
         .build()?)

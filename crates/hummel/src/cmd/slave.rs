@@ -47,6 +47,7 @@ pub async fn slave(args: SlaveArgs) -> Result<ExitCode> {
         replication_concurrency: args.replication_concurrency,
         scrub_interval: args.scrub_interval,
         serve_limit: args.limit_rate,
+        tls: hummel_tls::ClientTls::system(),
     })
     .with_context(|| format!("cannot open the slave store in {}", args.data.display()))?;
     let (listener, url) = listen(args.listen, "slave").await?;

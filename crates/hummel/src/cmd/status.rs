@@ -14,7 +14,7 @@ use crate::util::{human_bytes, normalize_url};
 /// `hummel status --master URL [--json]`.
 pub async fn status(args: StatusArgs) -> Result<ExitCode> {
     let master = normalize_url(&args.master)?;
-    let mut req = http()?.get(format!("{master}{STATUS}"));
+    let mut req = http(&hummel_tls::ClientTls::system())?.get(format!("{master}{STATUS}"));
     if let Some(t) = &args.read_token {
         req = req.header(TOKEN_HEADER, t);
     }

@@ -31,6 +31,7 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
         allow_mass_delete: args.allow_mass_delete,
         allow_rollback: args.allow_rollback,
         read_token: args.read_token.clone(),
+        tls: hummel_tls::ClientTls::system(),
         progress: !args.json && std::io::stderr().is_terminal(),
         concurrency: args.concurrency as usize,
     };
@@ -142,6 +143,7 @@ pub async fn verify(args: VerifyArgs) -> Result<ExitCode> {
         dest: args.dest.clone(),
         path: subtree(args.path.as_deref())?,
         read_token: args.read_token.clone(),
+        tls: hummel_tls::ClientTls::system(),
     };
     let report = hummel_client::verify(&opts).await?;
     if args.json {

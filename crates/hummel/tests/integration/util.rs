@@ -501,6 +501,15 @@ pub fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
+/// A reqwest client for the tests' own requests (built through hummel-tls, which installs the
+/// crypto provider reqwest needs), trusting the system's roots only.
+pub fn http() -> reqwest::Client {
+    hummel_tls::ClientTls::system()
+        .client_builder()
+        .build()
+        .unwrap()
+}
+
 /// `GET url`; the status code and the body as text.
 pub fn get_status(url: &str) -> (u16, String) {
     tokio::runtime::Builder::new_current_thread()
@@ -508,7 +517,7 @@ pub fn get_status(url: &str) -> (u16, String) {
         .build()
         .unwrap()
         .block_on(async {
-            let resp = reqwest::get(url).await.unwrap();
+            let resp = http().get(url).send().await.unwrap();
             let code = resp.status().as_u16();
             (code, resp.text().await.unwrap())
         })
