@@ -78,8 +78,12 @@ impl HttpClient {
     }
 }
 
-/// A reqwest error as one short line: "timed out", "connection refused" ...
+/// A reqwest error as one short line: "timed out", "connection refused", what is wrong with a
+/// server's certificate ...
 pub(crate) fn describe(e: &reqwest::Error) -> String {
+    if let Some(problem) = hummel_tls::certificate_problem(e) {
+        return problem;
+    }
     let mut root: &dyn std::error::Error = e;
     while let Some(next) = root.source() {
         root = next;
@@ -187,7 +191,12 @@ impl MasterApi {
                 code: b.code,
                 message: one_line(&b.message),
             },
-            Err(_) => self.err(format!("{what}: HTTP {status}")),
+            // Not the API's JSON (a proxy, or plain HTTP sent to an HTTPS port): its first
+            // words say more than the status alone.
+            Err(_) => match one_line(&String::from_utf8_lossy(&body)) {
+                text if text.is_empty() => self.err(format!("{what}: HTTP {status}")),
+                text => self.err(format!("{what}: HTTP {status}: {text}")),
+            },
         }
     }
 

@@ -13,7 +13,8 @@
 //!   it builds any client (the workspace enables no other provider). Everything here calls it;
 //!   code that builds a reqwest client elsewhere (tests) calls it first.
 //!
-//! Errors are [`TlsError`]s: one line naming the file and what is wrong with it.
+//! Errors are [`TlsError`]s: one line naming the file and what is wrong with it. A refused
+//! server certificate, deep in a reqwest error, is put in words by [`certificate_problem`].
 
 mod listener;
 
@@ -43,8 +44,9 @@ pub enum TlsError {
         /// The error.
         source: io::Error,
     },
-    /// The file was read but does not hold what it should.
-    #[error("the {what} {}: {detail}", path.display())]
+    /// The file was read but does not hold what it should; `detail` says so, starting with a
+    /// verb ("holds no PEM certificate ...").
+    #[error("the {what} {} {detail}", path.display())]
     Invalid {
         /// Which file it is.
         what: &'static str,
@@ -121,7 +123,10 @@ impl ClientTls {
             store.add(cert.clone()).map_err(|e| TlsError::Invalid {
                 what: CA_FILE,
                 path: path.to_path_buf(),
-                detail: format!("certificate {} is not usable as a CA: {e}", i + 1),
+                detail: format!(
+                    "holds a certificate (number {}) that cannot be a CA: {e}",
+                    i + 1
+                ),
             })?;
         }
         Ok(ClientTls {
@@ -146,10 +151,15 @@ impl ClientTls {
                 Ok(v) => Arc::new(v),
                 // No system roots (a container without a CA bundle) and no --ca-cert: plain
                 // HTTP still works, and HTTPS fails naming why.
-                Err(e) => Arc::new(NoRoots {
-                    reason: format!("no CA certificate to check it against ({e})"),
-                    provider: provider.clone(),
-                }),
+                Err(e) => {
+                    tracing::debug!("no system CA certificates: {e}");
+                    Arc::new(NoRoots {
+                        reason: "this machine trusts no CA (it has no CA certificates, and no \
+                                 --ca-cert was given)"
+                            .into(),
+                        provider: provider.clone(),
+                    })
+                }
             };
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -242,7 +252,7 @@ impl ServerTls {
                 rustls::pki_types::pem::Error::NoItemsFound => {
                     "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)".into()
                 }
-                e => format!("not a readable PEM private key ({e})"),
+                e => format!("is not readable as a PEM private key ({e})"),
             },
         })?;
         let pair = |e: rustls::Error| {
@@ -297,13 +307,71 @@ fn certificates(
     };
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(format!("not readable as PEM ({e})")))?;
+        .map_err(|e| invalid(format!("is not readable as PEM ({e})")))?;
     if certs.is_empty() {
         return Err(invalid(
             "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
         ));
     }
     Ok(certs)
+}
+
+/// When `err` (or one of its causes) is a server certificate that was refused: what is wrong,
+/// in words, with rustls's own text in brackets; one line. `None` for any other error.
+pub fn certificate_problem(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use rustls::CertificateError as C;
+    const GIVE_CA: &str = "; give its CA with --ca-cert or HUMMEL_CA_CERT";
+    let found = tls_error_in(err)?;
+    let (words, hint) = match found {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => (
+                "the server's certificate is not signed by a CA this machine trusts",
+                GIVE_CA,
+            ),
+            C::BadSignature => (
+                "the server's certificate does not verify against the trusted CA of that name",
+                "; is it signed by another CA with the same name?",
+            ),
+            C::NotValidForName | C::NotValidForNameContext { .. } => (
+                "the server's certificate is not valid for the host name in the URL",
+                "",
+            ),
+            C::Expired | C::ExpiredContext { .. } => ("the server's certificate has expired", ""),
+            C::NotValidYet | C::NotValidYetContext { .. } => (
+                "the server's certificate is not valid yet",
+                "; is this machine's clock right?",
+            ),
+            _ => ("the server's certificate was refused", ""),
+        },
+        // `NoRoots`: its text says it all.
+        rustls::Error::General(reason) => {
+            return Some(format!(
+                "the server's certificate cannot be checked: {reason}"
+            ));
+        }
+        _ => return None,
+    };
+    Some(format!("{words} ({found}){hint}"))
+}
+
+/// The rustls error among `err` and its causes, looking inside `io::Error`s too (whose
+/// `source()` skips the error they wrap).
+fn tls_error_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        if let Some(found) = e
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| tls_error_in(inner))
+        {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
 }
 
 #[cfg(test)]

@@ -131,7 +131,10 @@ fn a_ca_file_may_hold_several_certificates_and_must_hold_one() {
         "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n",
     );
     let e = ClientTls::with_ca_file(&junk).unwrap_err().to_string();
-    assert!(e.contains("certificate 1 is not usable as a CA"), "{e}");
+    assert!(
+        e.contains("holds a certificate (number 1) that cannot be a CA"),
+        "{e}"
+    );
 }
 
 /// Serves `GET /` (answering the peer's address) over TLS; returns the port, the shutdown
@@ -206,6 +209,12 @@ async fn https_with_the_ca_works_without_it_fails_and_plain_http_is_refused() {
     let cause = root_cause(&e);
     assert!(cause.contains("invalid peer certificate"), "{cause}");
     assert!(cause.contains("UnknownIssuer"), "{cause}");
+    let problem = certificate_problem(&e).unwrap();
+    assert!(
+        problem.starts_with("the server's certificate is not signed by a CA this machine trusts"),
+        "{problem}"
+    );
+    assert!(problem.contains("UnknownIssuer"), "{problem}");
 
     // Another CA of the same name is no better (its signature does not verify).
     let q = pki();
@@ -220,6 +229,7 @@ async fn https_with_the_ca_works_without_it_fails_and_plain_http_is_refused() {
         .await
         .unwrap_err();
     assert!(root_cause(&e).contains("BadSignature"), "{e:?}");
+    assert!(certificate_problem(&e).unwrap().contains("does not verify"));
 
     // Plain HTTP on the TLS port: refused, saying why; nothing is served.
     let plain = trusted
@@ -228,6 +238,7 @@ async fn https_with_the_ca_works_without_it_fails_and_plain_http_is_refused() {
         .await
         .unwrap();
     assert_eq!(plain.status(), 400);
+    assert_eq!(certificate_problem(&io::Error::other("unrelated")), None);
     assert!(plain.text().await.unwrap().contains("HTTPS only"));
 
     // A client that connects and says nothing does not block the others.

@@ -36,6 +36,15 @@ pub(crate) fn http(tls: &ClientTls) -> Result<reqwest::Client> {
         .build()?)
 }
 
+/// A request to the master that got no answer, as one line: what is wrong with its certificate
+/// if that was it, else reqwest's causes.
+pub(crate) fn unreachable(master: &str, e: reqwest::Error) -> anyhow::Error {
+    match hummel_tls::certificate_problem(&e) {
+        Some(problem) => anyhow!("master {master}: {problem}"),
+        None => anyhow::Error::new(e).context(format!("master {master}")),
+    }
+}
+
 /// Turns a non-2xx response into a one-line error, using the API's `{code, message}` body.
 pub(crate) async fn api_error(what: &str, resp: reqwest::Response) -> anyhow::Error {
     let status = resp.status();
