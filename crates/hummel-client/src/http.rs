@@ -1,5 +1,6 @@
 //! The thin HTTP layer: one [`HttpClient`] (reqwest from [`ClientTls::client_builder`], timeouts,
-//! the read token on every request, capped body reads) and [`MasterApi`], the four master endpoints a client calls.
+//! the read token on every request, capped body reads) and [`MasterApi`], the four master
+//! endpoints a client calls.
 //!
 //! Nothing here interprets data beyond JSON decoding; the index is decoded and validated by the
 //! caller, pack bytes are verified chunk by chunk in [`crate::fetch`].

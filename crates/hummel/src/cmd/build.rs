@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use hummel_proto::api::{BUILD, BUILDS, BuildStarted, BuildState, BuildStatus};
 use hummel_proto::auth::TOKEN_HEADER;
 
-use super::{api_error, http, unreachable};
+use super::{api_error, http, no_answer};
 use crate::cli::BuildArgs;
 use crate::util::{client_tls, human_bytes, normalize_url, require_token};
 
@@ -32,7 +32,7 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
         .header(TOKEN_HEADER, &token)
         .send()
         .await
-        .map_err(|e| unreachable(&master, e))?;
+        .map_err(|e| no_answer(&master, e))?;
     if !resp.status().is_success() {
         return Err(api_error("build", resp).await);
     }
@@ -61,7 +61,7 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
             Err(e) => {
                 failures += 1;
                 if failures > 20 {
-                    return Err(unreachable(&master, e)
+                    return Err(no_answer(&master, e)
                         .context("lost the master while waiting for the build"));
                 }
                 continue;

@@ -38,7 +38,7 @@ pub(crate) fn http(tls: &ClientTls) -> Result<reqwest::Client> {
 
 /// A request to the master that got no answer, as one line: what is wrong with its certificate
 /// if that was it, else reqwest's causes.
-pub(crate) fn unreachable(master: &str, e: reqwest::Error) -> anyhow::Error {
+pub(crate) fn no_answer(master: &str, e: reqwest::Error) -> anyhow::Error {
     match hummel_tls::certificate_problem(&e) {
         Some(problem) => anyhow!("master {master}: {problem}"),
         None => anyhow::Error::new(e).context(format!("master {master}")),

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use hummel_proto::api::{ReplicatingStatus, STATUS, StatusResponse};
 use hummel_proto::auth::TOKEN_HEADER;
 
-use super::{api_error, http, unreachable};
+use super::{api_error, http, no_answer};
 use crate::cli::StatusArgs;
 use crate::util::{client_tls, human_bytes, normalize_url};
 
@@ -18,7 +18,7 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
     if let Some(t) = &args.read_token {
         req = req.header(TOKEN_HEADER, t);
     }
-    let resp = req.send().await.map_err(|e| unreachable(&master, e))?;
+    let resp = req.send().await.map_err(|e| no_answer(&master, e))?;
     if !resp.status().is_success() {
         return Err(api_error("status", resp).await);
     }

@@ -165,6 +165,20 @@ fn an_unknown_ca_is_refused_and_dest_is_untouched() {
         .env("HUMMEL_WRITE_TOKEN", "anything");
     assert!(fails(build).contains("not signed by a CA this machine trusts"));
 
+    // A slave without the CA says why in its log, and keeps trying.
+    let mut slave = hummel();
+    slave
+        .args(["slave", "--master", &s.url, "--data"])
+        .arg(dir.path().join("slave"))
+        .args(["--listen", "127.0.0.1:0", "--slave-token", "t"]);
+    let slave = Proc::start("slave", slave, &dir.path().join("logs"));
+    wait_for("the slave to log the certificate problem", || {
+        slave
+            .log_text()
+            .contains("the server's certificate is not signed by a CA this machine trusts")
+    });
+    drop(slave);
+
     // With the right CA the same sync goes through, and the user's file stays.
     let mut trusted = sync_cmd(&s.url, &dest);
     trusted.env("HUMMEL_CA_CERT", &tls.ca);
