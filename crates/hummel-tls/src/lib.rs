@@ -11,7 +11,7 @@
 //! - [`TlsListener`] (`listener`): an `axum::serve` listener that speaks HTTPS only.
 //! - [`install_provider`]: ring as the process's default provider, which reqwest needs before
 //!   it builds any client (the workspace enables no other provider). Everything here calls it;
-//!   code that builds a reqwest client elsewhere (tests) calls it first.
+//!   a test that wants a bare reqwest client starts from [`ClientTls::client_builder`] too.
 //!
 //! Errors are [`TlsError`]s: one line naming the file and what is wrong with it. A refused
 //! server certificate, deep in a reqwest error, is put in words by [`certificate_problem`].
@@ -140,7 +140,12 @@ impl ClientTls {
     }
 
     /// A reqwest client builder that verifies servers against these roots; the caller adds
-    /// its timeouts and builds it. HTTP/1.1 over TLS, as over plain TCP.
+    /// its timeouts and builds it. HTTP/1.1 over TLS, as over plain TCP. The system's roots
+    /// are read on each call (a client is built once per command or slave).
+    ///
+    /// The rustls configuration is handed to reqwest ready-made, so it must be the rustls
+    /// version reqwest uses (the lock holds one); another would make every `build()` fail
+    /// ("unknown TLS backend"), which any test that connects shows at once.
     pub fn client_builder(&self) -> reqwest::ClientBuilder {
         let provider = provider();
         let verifier: Arc<dyn ServerCertVerifier> =
