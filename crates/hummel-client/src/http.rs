@@ -1,5 +1,6 @@
-//! The thin HTTP layer: one [`HttpClient`] (reqwest, timeouts, the read token on every request,
-//! capped body reads) and [`MasterApi`], the four master endpoints a client calls.
+//! The thin HTTP layer: one [`HttpClient`] (reqwest from [`ClientTls::client_builder`], timeouts,
+//! the read token on every request, capped body reads) and [`MasterApi`], the four master
+//! endpoints a client calls.
 //!
 //! Nothing here interprets data beyond JSON decoding; the index is decoded and validated by the
 //! caller, pack bytes are verified chunk by chunk in [`crate::fetch`].
@@ -16,6 +17,7 @@ use hummel_core::{Hash, RelPath};
 use hummel_proto::ApiErrorBody;
 use hummel_proto::api::{self, ClientReport, LocateRequest, LocateResponse, RevisionInfo};
 use hummel_proto::auth::TOKEN_HEADER;
+use hummel_tls::ClientTls;
 
 use crate::SyncError;
 
@@ -38,7 +40,7 @@ pub(crate) struct HttpClient {
 }
 
 impl HttpClient {
-    pub(crate) fn new(read_token: Option<&str>) -> Result<HttpClient, SyncError> {
+    pub(crate) fn new(read_token: Option<&str>, tls: &ClientTls) -> Result<HttpClient, SyncError> {
         let token = match read_token {
             None => None,
             Some(t) => {
@@ -51,7 +53,8 @@ impl HttpClient {
                 Some(v)
             }
         };
-        let inner = reqwest::Client::builder()
+        let inner = tls
+            .client_builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(STALL_TIMEOUT)
             .user_agent(concat!("hummel-client/", env!("CARGO_PKG_VERSION")))
@@ -76,8 +79,12 @@ impl HttpClient {
     }
 }
 
-/// A reqwest error as one short line: "timed out", "connection refused" ...
+/// A reqwest error as one short line: "timed out", "connection refused", what is wrong with a
+/// server's certificate ...
 pub(crate) fn describe(e: &reqwest::Error) -> String {
+    if let Some(problem) = hummel_tls::certificate_problem(e) {
+        return problem;
+    }
     let mut root: &dyn std::error::Error = e;
     while let Some(next) = root.source() {
         root = next;
@@ -185,7 +192,12 @@ impl MasterApi {
                 code: b.code,
                 message: one_line(&b.message),
             },
-            Err(_) => self.err(format!("{what}: HTTP {status}")),
+            // Not the API's JSON (a proxy, or plain HTTP sent to an HTTPS port): its first
+            // words say more than the status alone.
+            Err(_) => match one_line(&String::from_utf8_lossy(&body)) {
+                text if text.is_empty() => self.err(format!("{what}: HTTP {status}")),
+                text => self.err(format!("{what}: HTTP {status}: {text}")),
+            },
         }
     }
 
@@ -339,7 +351,10 @@ mod tests {
 
     #[test]
     fn bad_token_is_refused_without_echoing_it() {
-        let e = HttpClient::new(Some("sec\nret")).err().unwrap().to_string();
+        let e = HttpClient::new(Some("sec\nret"), &ClientTls::system())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(!e.contains("sec"), "{e}");
     }
 }

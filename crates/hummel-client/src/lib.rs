@@ -19,8 +19,9 @@
 //! - `assemble`: temp files (named by content hash, resumed across runs), local chunk copies,
 //!   sealing (mode, mtime, syncfs), and the final burst: directories, renames, deletes.
 //! - [`verify`](mod@verify): read-only comparison of DEST with the current revision.
-//! - `http`: the thin reqwest layer: timeouts (connect 5 s, stall 30 s), the read token, capped
-//!   bodies, and the master's client API.
+//! - `http`: the thin reqwest layer: the client from [`hummel_tls::ClientTls`] (HTTPS trust),
+//!   timeouts (connect 5 s, stall 30 s), the read token, capped bodies, and the master's client
+//!   API.
 //! - [`space`]: the free-space check before downloading (a pure decision and `statvfs`).
 //! - [`report`]: [`SyncReport`], [`SyncOutcome`] and the progress bar.
 //! - [`error`]: [`SyncError`], one line with the failing side and object.

@@ -33,6 +33,7 @@ use std::time::Instant;
 
 use hummel_core::{EntryKind, Index, RelPath};
 use hummel_proto::api::{ClientReport, RevisionInfo};
+use hummel_tls::ClientTls;
 
 use crate::SyncError;
 use crate::assemble::{self, CopyOutcome, Staging};
@@ -65,6 +66,8 @@ pub struct SyncOptions {
     pub allow_rollback: bool,
     /// Sent as `X-HUMMEL-TOKEN` to the master and the slaves.
     pub read_token: Option<String>,
+    /// Whom `https://` URLs (the master's and the slaves') must be certified by.
+    pub tls: ClientTls,
     /// Draw a progress bar on stderr.
     pub progress: bool,
     /// Range requests in flight in total.
@@ -83,6 +86,7 @@ impl SyncOptions {
             allow_mass_delete: false,
             allow_rollback: false,
             read_token: None,
+            tls: ClientTls::system(),
             progress: false,
             concurrency: 8,
         }
@@ -103,6 +107,7 @@ impl fmt::Debug for SyncOptions {
                 "read_token",
                 &self.read_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("tls", &self.tls)
             .field("progress", &self.progress)
             .field("concurrency", &self.concurrency)
             .finish()
@@ -115,7 +120,7 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     if opts.concurrency == 0 {
         return Err(SyncError::Options("concurrency must be at least 1".into()));
     }
-    let http = HttpClient::new(opts.read_token.as_deref())?;
+    let http = HttpClient::new(opts.read_token.as_deref(), &opts.tls)?;
     let master = MasterApi::new(http.clone(), &opts.master_url)?;
     let dest = opts.dest.clone();
     let state_dir = StateDir::new(&dest);

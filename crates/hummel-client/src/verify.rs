@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use hummel_core::{EntryKind, FileEntry, Index, RelPath};
+use hummel_tls::ClientTls;
 
 use crate::SyncError;
 use crate::error::blocking;
@@ -27,6 +28,8 @@ pub struct VerifyOptions {
     pub path: Option<RelPath>,
     /// Sent as `X-HUMMEL-TOKEN`.
     pub read_token: Option<String>,
+    /// Whom an `https://` master must be certified by.
+    pub tls: ClientTls,
 }
 
 impl std::fmt::Debug for VerifyOptions {
@@ -39,6 +42,7 @@ impl std::fmt::Debug for VerifyOptions {
                 "read_token",
                 &self.read_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -65,7 +69,7 @@ impl VerifyReport {
 
 /// Checks DEST against the master's current revision (of `opts.path`). Writes nothing.
 pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport, SyncError> {
-    let http = HttpClient::new(opts.read_token.as_deref())?;
+    let http = HttpClient::new(opts.read_token.as_deref(), &opts.tls)?;
     let master = MasterApi::new(http, &opts.master_url)?;
     let info = master.revision().await?;
     let revision = info.revision.ok_or_else(|| SyncError::NoRevision {

@@ -485,6 +485,7 @@ async fn sync_fails_over_is_idempotent_and_reuses_renamed_files() {
         dest: dest.path().to_path_buf(),
         path: None,
         read_token: None,
+        tls: hummel_tls::ClientTls::system(),
     };
     let v = verify(&vopts).await.unwrap();
     assert!(v.problems.is_empty(), "{:?}", v.problems);

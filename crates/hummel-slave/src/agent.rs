@@ -68,7 +68,10 @@ pub async fn run(
     slave: Slave,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SlaveError> {
-    let http = reqwest::Client::builder()
+    let http = slave
+        .config()
+        .tls
+        .client_builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
         .build()

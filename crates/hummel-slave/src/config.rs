@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hummel_tls::ClientTls;
+
 use crate::SlaveError;
 
 /// Default for [`SlaveConfig::replication_concurrency`].
@@ -30,6 +32,8 @@ pub struct SlaveConfig {
     pub scrub_interval: Option<Duration>,
     /// Most bytes per second `/blob` sends, all clients together; `None` for no cap.
     pub serve_limit: Option<u64>,
+    /// Whom `https://` URLs (the master's, other slaves') must be certified by.
+    pub tls: ClientTls,
 }
 
 impl std::fmt::Debug for SlaveConfig {
@@ -48,6 +52,7 @@ impl std::fmt::Debug for SlaveConfig {
             .field("replication_concurrency", &self.replication_concurrency)
             .field("scrub_interval", &self.scrub_interval)
             .field("serve_limit", &self.serve_limit)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -100,6 +105,7 @@ mod tests {
             replication_concurrency: 0,
             scrub_interval: None,
             serve_limit: None,
+            tls: hummel_tls::ClientTls::system(),
         }
     }
 

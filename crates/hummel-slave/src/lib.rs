@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`SlaveConfig`] (`config`): what the binary passes in — master URL, data folder, advertised
-//!   URL, quota, tokens, replication concurrency, scrub interval.
+//!   URL, quota, tokens, replication concurrency, scrub interval, and whom `https://` URLs must
+//!   be certified by ([`hummel_tls::ClientTls`], which builds its HTTP client).
 //! - [`Slave`] (this file): the opened slave, cheap to clone. [`Slave::open`] opens the
 //!   [`BlobStore`] at `DATA/store` and loads (or creates) the stable random id in `DATA/slave-id`.
 //! - [`run`] (`agent`): the background worker. It announces the complete hashlist to the master
@@ -230,6 +231,7 @@ mod tests {
             replication_concurrency: DEFAULT_REPLICATION_CONCURRENCY,
             scrub_interval: None,
             serve_limit: None,
+            tls: hummel_tls::ClientTls::system(),
         }
     }
 

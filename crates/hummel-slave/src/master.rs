@@ -19,8 +19,8 @@ const MASTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// A request to the master that did not produce a directive.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum MasterError {
-    /// No HTTP answer (connect refused, timeout, reset).
-    #[error("master unreachable ({url}): {source}")]
+    /// No HTTP answer (connect refused, timeout, reset, a refused certificate).
+    #[error("master unreachable ({url}): {}", why(source))]
     Unreachable {
         url: String,
         #[source]
@@ -42,6 +42,12 @@ pub(crate) enum MasterError {
     /// A 2xx answer that is not a directive.
     #[error("master sent an invalid directive ({url}): {message}")]
     BadAnswer { url: String, message: String },
+}
+
+/// A request's failure for the log: what is wrong with the server's certificate when that was
+/// it (reqwest's own text does not say), else reqwest's text.
+pub(crate) fn why(e: &reqwest::Error) -> String {
+    hummel_tls::certificate_problem(e).unwrap_or_else(|| e.to_string())
 }
 
 /// Talks to one master with the slave token.

@@ -158,7 +158,7 @@ impl ReplicationQueue {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SourceError {
     /// No answer or a broken body.
-    #[error("request failed: {0}")]
+    #[error("request failed: {}", crate::master::why(.0))]
     Http(#[source] reqwest::Error),
     /// A non-200 answer.
     #[error("HTTP {0}")]

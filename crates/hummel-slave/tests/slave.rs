@@ -207,6 +207,15 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A plain reqwest client; built through hummel-tls, which installs the crypto provider
+/// reqwest needs.
+fn http() -> reqwest::Client {
+    hummel_tls::ClientTls::system()
+        .client_builder()
+        .build()
+        .unwrap()
+}
+
 fn config(data: &Path, master: &str) -> SlaveConfig {
     SlaveConfig {
         master_url: format!("{master}/"),
@@ -218,6 +227,7 @@ fn config(data: &Path, master: &str) -> SlaveConfig {
         replication_concurrency: 4,
         scrub_interval: None,
         serve_limit: None,
+        tls: hummel_tls::ClientTls::system(),
     }
 }
 
@@ -368,7 +378,9 @@ async fn replicates_from_the_good_source_respects_quota_and_reannounces() {
     assert!(!slave.store().contains(&h1));
     assert!(!slave.store().path(&h1).exists());
 
-    let text = reqwest::get(format!("{url}/metrics"))
+    let text = http()
+        .get(format!("{url}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -416,7 +428,11 @@ async fn serves_while_the_master_is_down_and_connects_when_it_comes_up() {
     let (url, stop, worker) = start(&slave).await;
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let got = reqwest::get(format!("{url}/blob/{hash}")).await.unwrap();
+    let got = http()
+        .get(format!("{url}/blob/{hash}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap().as_ref(), pack.as_slice());
     assert!(!slave.metrics().master_reachable());
@@ -495,7 +511,7 @@ async fn blob_auth_health_and_metrics() {
     let hash = Hash::of(&pack);
     slave.store().put(&hash, &pack).unwrap();
     let url = serve(slave.router()).await;
-    let http = reqwest::Client::new();
+    let http = http();
     let blob = format!("{url}/blob/{hash}");
 
     let r = http.get(&blob).send().await.unwrap();
@@ -713,7 +729,9 @@ async fn reports_changes_in_heartbeats_and_the_complete_hashlist_when_asked() {
         counter(&slave.metrics().hashlist_changes) == 3
     })
     .await;
-    let text = reqwest::get(format!("{url}/metrics"))
+    let text = http()
+        .get(format!("{url}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()

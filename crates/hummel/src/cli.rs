@@ -59,6 +59,27 @@ pub struct ServerTokens {
     pub read_token: Option<String>,
 }
 
+/// HTTPS for the servers (`serve`, `master`, `slave`).
+#[derive(Args, Debug, Clone)]
+pub struct ServerTlsArgs {
+    /// Serve HTTPS only, with this certificate (PEM: the server's certificate first, then any
+    /// intermediates). Plain HTTP on the port is refused. Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Whom `https://` URLs must be certified by, for every command that connects.
+#[derive(Args, Debug, Clone)]
+pub struct ClientTlsArgs {
+    /// Trust the CA certificates in this PEM file (one or several) for https:// URLs, besides
+    /// the system's roots.
+    #[arg(long, value_name = "FILE", env = "HUMMEL_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+}
+
 /// How a master (`serve` or `master`) recompresses and collects its packs.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct PackUpkeep {
@@ -89,6 +110,13 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// URL that clients reach this server at (default: http://LISTEN, or https://LISTEN with
+    /// --tls-cert). Set it behind a reverse proxy, e.g. https://mods.example.
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// HTTPS.
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
     /// Publish what symlinks point to (files and folders) instead of skipping them; symlink
     /// loops are skipped with a warning.
     #[arg(long)]
@@ -113,6 +141,14 @@ pub struct MasterArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// URL that slaves and clients reach the master at (default: http://LISTEN, or
+    /// https://LISTEN with --tls-cert). Set it behind a reverse proxy, e.g.
+    /// https://master.example.
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// HTTPS.
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
     /// Copies of each pack kept on distinct slaves.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub replication: u32,
@@ -168,9 +204,17 @@ pub struct SlaveArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:7071")]
     pub listen: SocketAddr,
-    /// URL that clients and other slaves reach this slave at (default: http://LISTEN).
+    /// URL that clients and other slaves reach this slave at (default: http://LISTEN, or
+    /// https://LISTEN with --tls-cert). Set it behind a reverse proxy, e.g.
+    /// https://mirror1.example.
     #[arg(long)]
     pub advertise: Option<String>,
+    /// HTTPS.
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
+    /// Trust for an https:// master and other slaves.
+    #[command(flatten)]
+    pub trust: ClientTlsArgs,
     /// Most bytes to store (500M, 20G, or plain bytes). Unlimited by default.
     #[arg(long, value_parser = parse_size)]
     pub quota: Option<u64>,
@@ -212,6 +256,9 @@ pub struct BuildArgs {
     /// The master's write token.
     #[arg(long, env = "HUMMEL_WRITE_TOKEN", hide_env_values = true)]
     pub write_token: Option<String>,
+    /// Trust for an https:// master.
+    #[command(flatten)]
+    pub trust: ClientTlsArgs,
 }
 
 /// `hummel sync`.
@@ -249,6 +296,9 @@ pub struct SyncArgs {
     /// The read token, if the master requires one.
     #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
+    /// Trust for an https:// master and slaves.
+    #[command(flatten)]
+    pub trust: ClientTlsArgs,
 }
 
 /// `hummel verify`.
@@ -267,6 +317,9 @@ pub struct VerifyArgs {
     /// The read token, if the master requires one.
     #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
+    /// Trust for an https:// master.
+    #[command(flatten)]
+    pub trust: ClientTlsArgs,
 }
 
 /// `hummel status`.
@@ -281,4 +334,7 @@ pub struct StatusArgs {
     /// The read token, if the master requires one.
     #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
+    /// Trust for an https:// master.
+    #[command(flatten)]
+    pub trust: ClientTlsArgs,
 }

@@ -4,7 +4,8 @@
 //! - [`cli`]: the clap definitions, with `--help` text for every flag.
 //! - `cmd/*`: one module per command; each turns flags into library options and calls the
 //!   library crate that does the work.
-//! - [`util`]: size and duration parsing, token resolution, logging, listening and shutdown.
+//! - [`util`]: size and duration parsing, token resolution, logging, TLS files, listening,
+//!   serving (HTTP or HTTPS) and shutdown.
 //!
 //! This crate alone prints, initialises logging and decides the exit code: any error becomes
 //! one line on stderr and exit status 1 (2 for usage errors, from clap).

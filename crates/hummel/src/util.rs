@@ -1,4 +1,5 @@
-//! Small things the commands share: parsing sizes and durations, tokens, logging, listening.
+//! Small things the commands share: parsing sizes and durations, tokens, logging, TLS files,
+//! listening and serving.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -6,10 +7,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use axum::serve::ListenerExt;
+use hummel_tls::{ClientTls, ServerTls, TlsListener};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, ClientTlsArgs, Command, ServerTlsArgs};
 
 /// Parses `500M`, `20G`, `1.5T`, `4096`, `64k`, `10MiB` (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -54,8 +57,9 @@ pub fn init_logging(cli: &Cli) {
         (1, _) => "debug",
         _ => "trace",
     };
+    // The platform verifier logs each certificate it refuses; the error that follows says it.
     let default = format!(
-        "warn,hummel={ours},hummel_master={ours},hummel_slave={ours},hummel_client={ours},hummel_store={ours}"
+        "warn,hummel={ours},hummel_master={ours},hummel_slave={ours},hummel_client={ours},hummel_store={ours},hummel_tls={ours},rustls_platform_verifier=off"
     );
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
@@ -105,15 +109,72 @@ pub fn require_token(given: Option<String>, what: &str, env: &str, flag: &str) -
     }
 }
 
-/// Binds `addr` and prints the contract's `listening on http://IP:PORT` line on stderr.
-pub async fn listen(addr: SocketAddr, what: &str) -> Result<(TcpListener, String)> {
-    let listener = TcpListener::bind(addr)
+/// `--tls-cert` and `--tls-key`, loaded and checked; `None` for plain HTTP.
+pub fn server_tls(args: &ServerTlsArgs) -> Result<Option<ServerTls>> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(ServerTls::from_pem_files(cert, key)?)),
+        (None, None) => Ok(None),
+        // clap requires both; kept for callers that build the arguments themselves.
+        _ => bail!("--tls-cert and --tls-key go together"),
+    }
+}
+
+/// The system's roots plus `--ca-cert` (or `HUMMEL_CA_CERT`), loaded and checked.
+pub fn client_tls(args: &ClientTlsArgs) -> Result<ClientTls> {
+    Ok(match &args.ca_cert {
+        Some(path) => ClientTls::with_ca_file(path)?,
+        None => ClientTls::system(),
+    })
+}
+
+/// A bound listener: plain HTTP, or HTTPS only.
+pub enum Listener {
+    /// Plain HTTP.
+    Plain(TcpListener),
+    /// HTTPS; plain HTTP refused.
+    Tls(TlsListener),
+}
+
+/// Binds `addr` and prints the contract's `listening on http://IP:PORT` line on stderr
+/// (`https://` with TLS); returns the listener and that URL.
+pub async fn listen(
+    addr: SocketAddr,
+    what: &str,
+    tls: Option<&ServerTls>,
+) -> Result<(Listener, String)> {
+    let tcp = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let bound = listener.local_addr()?;
-    let url = format!("http://{bound}");
+    let bound = tcp.local_addr()?;
+    let (listener, url) = match tls {
+        None => (Listener::Plain(tcp), format!("http://{bound}")),
+        Some(tls) => (
+            Listener::Tls(TlsListener::new(tcp, tls)),
+            format!("https://{bound}"),
+        ),
+    };
     eprintln!("hummel {what} listening on {url}");
     Ok((listener, url))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets the requests in flight
+/// finish (axum's graceful shutdown). Handlers see the peer as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: Listener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    match listener {
+        Listener::Plain(tcp) => axum::serve(tcp, app).with_graceful_shutdown(shutdown).await,
+        // axum provides `ConnectInfo<SocketAddr>` for a tapped listener of any kind, not for
+        // ours as it is; the tap does nothing else.
+        Listener::Tls(tls) => {
+            axum::serve(tls.tap_io(|_| {}), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 /// `http://host:port` without a trailing slash; refuses anything but http(s) URLs.

@@ -16,4 +16,5 @@ mod integration {
     mod ownership;
     mod repack;
     mod serve;
+    mod tls;
 }

@@ -7,9 +7,9 @@ use anyhow::{Context, Result, bail};
 use hummel_proto::api::{BUILD, BUILDS, BuildStarted, BuildState, BuildStatus};
 use hummel_proto::auth::TOKEN_HEADER;
 
-use super::{api_error, http};
+use super::{api_error, http, no_answer};
 use crate::cli::BuildArgs;
-use crate::util::{human_bytes, normalize_url, require_token};
+use crate::util::{client_tls, human_bytes, normalize_url, require_token};
 
 /// `hummel build --master URL [--wait] [--allow-mass-delete]`.
 pub async fn build(args: BuildArgs) -> Result<ExitCode> {
@@ -20,7 +20,7 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
         "HUMMEL_WRITE_TOKEN",
         "--write-token",
     )?;
-    let client = http()?;
+    let client = http(&client_tls(&args.trust)?)?;
     // The query of `hummel_proto::api::BuildQuery`.
     let query = if args.allow_mass_delete {
         "?allow_mass_delete=true"
@@ -32,7 +32,7 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
         .header(TOKEN_HEADER, &token)
         .send()
         .await
-        .with_context(|| format!("master {master}"))?;
+        .map_err(|e| no_answer(&master, e))?;
     if !resp.status().is_success() {
         return Err(api_error("build", resp).await);
     }
@@ -61,9 +61,8 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
             Err(e) => {
                 failures += 1;
                 if failures > 20 {
-                    return Err(e).with_context(|| {
-                        format!("lost the master {master} while waiting for the build")
-                    });
+                    return Err(no_answer(&master, e)
+                        .context("lost the master while waiting for the build"));
                 }
                 continue;
             }

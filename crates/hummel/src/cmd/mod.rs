@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
 use hummel_proto::ApiErrorBody;
+use hummel_tls::ClientTls;
 
 use crate::cli::{Cli, Command};
 
@@ -27,11 +28,21 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// An HTTP client for the short admin calls (build, status).
-pub(crate) fn http() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+pub(crate) fn http(tls: &ClientTls) -> Result<reqwest::Client> {
+    Ok(tls
+        .client_builder()
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(30))
         .build()?)
+}
+
+/// A request to the master that got no answer, as one line: what is wrong with its certificate
+/// if that was it, else reqwest's causes.
+pub(crate) fn no_answer(master: &str, e: reqwest::Error) -> anyhow::Error {
+    match hummel_tls::certificate_problem(&e) {
+        Some(problem) => anyhow!("master {master}: {problem}"),
+        None => anyhow::Error::new(e).context(format!("master {master}")),
+    }
 }
 
 /// Turns a non-2xx response into a one-line error, using the API's `{code, message}` body.

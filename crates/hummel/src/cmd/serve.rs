@@ -8,11 +8,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use hummel_master::{Master, MasterConfig, Tokens};
 use hummel_proto::api::BuildState;
+use hummel_tls::ServerTls;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{MasterArgs, ServeArgs, ServerTokens};
 use crate::datadir;
-use crate::util::{listen, resolve_token, shutdown_signal};
+use crate::util::{
+    listen, normalize_url, resolve_token, serve as serve_http, server_tls, shutdown_signal,
+};
 
 fn check_repo(repo: &Path) -> Result<PathBuf> {
     let meta =
@@ -34,8 +37,31 @@ fn tokens(given: ServerTokens, data: &Path) -> Result<Tokens> {
     })
 }
 
+/// How a master is reached: where it listens, with or without TLS, and the URL it gives out.
+struct Edge {
+    listen: SocketAddr,
+    tls: Option<ServerTls>,
+    advertise: Option<String>,
+}
+
+impl Edge {
+    /// Checks `--advertise` and loads the TLS files, before anything else happens.
+    fn new(
+        listen: SocketAddr,
+        tls: &crate::cli::ServerTlsArgs,
+        advertise: Option<&str>,
+    ) -> Result<Edge> {
+        Ok(Edge {
+            listen,
+            tls: server_tls(tls)?,
+            advertise: advertise.map(normalize_url).transpose()?,
+        })
+    }
+}
+
 /// `hummel serve REPO_DIR`.
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let edge = Edge::new(args.listen, &args.tls, args.advertise.as_deref())?;
     let repo = check_repo(&args.repo_dir)?;
     // Held until the server stops.
     let _lock = datadir::lock(&args.data)?;
@@ -57,11 +83,12 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         fallback_limit: 0,
     })
     .context("cannot open the master")?;
-    run_master(master, args.listen, "serve", true).await
+    run_master(master, edge, "serve", true).await
 }
 
 /// `hummel master`.
 pub async fn master(args: MasterArgs) -> Result<ExitCode> {
+    let edge = Edge::new(args.listen, &args.tls, args.advertise.as_deref())?;
     let repo = check_repo(&args.repo)?;
     if args.stale_after >= args.dead_after {
         bail!("--stale-after must be shorter than --dead-after");
@@ -85,12 +112,12 @@ pub async fn master(args: MasterArgs) -> Result<ExitCode> {
         fallback_limit: args.fallback_limit,
     })
     .context("cannot open the master")?;
-    run_master(master, args.listen, "master", args.build_on_start).await
+    run_master(master, edge, "master", args.build_on_start).await
 }
 
-async fn run_master(master: Master, addr: SocketAddr, what: &str, build: bool) -> Result<ExitCode> {
-    let (listener, url) = listen(addr, what).await?;
-    master.set_public_url(url);
+async fn run_master(master: Master, edge: Edge, what: &str, build: bool) -> Result<ExitCode> {
+    let (listener, url) = listen(edge.listen, what, edge.tls.as_ref()).await?;
+    master.set_public_url(edge.advertise.unwrap_or(url));
     if build {
         let id = master.start_build().context("cannot start the build")?;
         tokio::spawn(report_build(master.clone(), id));
@@ -101,13 +128,7 @@ async fn run_master(master: Master, addr: SocketAddr, what: &str, build: bool) -
         cancel.clone().cancelled_owned(),
     ));
     let stop = cancel.clone();
-    axum::serve(
-        listener,
-        master
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    serve_http(listener, master.router(), async move {
         shutdown_signal().await;
         stop.cancel();
     })

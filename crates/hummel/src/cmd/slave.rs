@@ -1,6 +1,5 @@
 //! `hummel slave`.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -9,11 +8,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::SlaveArgs;
 use crate::datadir;
-use crate::util::{listen, normalize_url, require_token, shutdown_signal};
+use crate::util::{
+    client_tls, listen, normalize_url, require_token, serve, server_tls, shutdown_signal,
+};
 
 /// `hummel slave --master URL --data DIR`.
 pub async fn slave(args: SlaveArgs) -> Result<ExitCode> {
     let master_url = normalize_url(&args.master)?;
+    let tls = server_tls(&args.tls)?;
+    let trust = client_tls(&args.trust)?;
     let slave_token = require_token(
         args.slave_token,
         "slave",
@@ -22,8 +25,9 @@ pub async fn slave(args: SlaveArgs) -> Result<ExitCode> {
     )?;
     if args.advertise.is_none() && args.listen.ip().is_unspecified() {
         bail!(
-            "listening on {} needs --advertise http://HOST:PORT (the address clients reach this slave at)",
-            args.listen
+            "listening on {} needs --advertise {}://HOST:PORT (the address clients reach this slave at)",
+            args.listen,
+            if tls.is_some() { "https" } else { "http" }
         );
     }
     if args.replication_concurrency == 0 {
@@ -47,9 +51,10 @@ pub async fn slave(args: SlaveArgs) -> Result<ExitCode> {
         replication_concurrency: args.replication_concurrency,
         scrub_interval: args.scrub_interval,
         serve_limit: args.limit_rate,
+        tls: trust,
     })
     .with_context(|| format!("cannot open the slave store in {}", args.data.display()))?;
-    let (listener, url) = listen(args.listen, "slave").await?;
+    let (listener, url) = listen(args.listen, "slave", tls.as_ref()).await?;
     let advertise = match args.advertise {
         Some(a) => normalize_url(&a)?,
         None => url,
@@ -58,16 +63,7 @@ pub async fn slave(args: SlaveArgs) -> Result<ExitCode> {
 
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
-    let server = tokio::spawn(
-        axum::serve(
-            listener,
-            slave
-                .router()
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .into_future(),
-    );
+    let server = tokio::spawn(serve(listener, slave.router(), stop.cancelled_owned()));
     let worker = hummel_slave::run(slave.clone(), cancel.clone().cancelled_owned());
     let result = tokio::select! {
         r = worker => r.map_err(anyhow::Error::from),

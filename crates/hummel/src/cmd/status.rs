@@ -7,21 +7,18 @@ use anyhow::{Context, Result};
 use hummel_proto::api::{ReplicatingStatus, STATUS, StatusResponse};
 use hummel_proto::auth::TOKEN_HEADER;
 
-use super::{api_error, http};
+use super::{api_error, http, no_answer};
 use crate::cli::StatusArgs;
-use crate::util::{human_bytes, normalize_url};
+use crate::util::{client_tls, human_bytes, normalize_url};
 
 /// `hummel status --master URL [--json]`.
 pub async fn status(args: StatusArgs) -> Result<ExitCode> {
     let master = normalize_url(&args.master)?;
-    let mut req = http()?.get(format!("{master}{STATUS}"));
+    let mut req = http(&client_tls(&args.trust)?)?.get(format!("{master}{STATUS}"));
     if let Some(t) = &args.read_token {
         req = req.header(TOKEN_HEADER, t);
     }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("master {master}"))?;
+    let resp = req.send().await.map_err(|e| no_answer(&master, e))?;
     if !resp.status().is_success() {
         return Err(api_error("status", resp).await);
     }

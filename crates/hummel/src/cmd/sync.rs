@@ -8,7 +8,7 @@ use hummel_client::{SyncOptions, SyncOutcome, VerifyOptions};
 use hummel_core::RelPath;
 
 use crate::cli::{SyncArgs, VerifyArgs};
-use crate::util::{human_bytes, normalize_url, shutdown_signal};
+use crate::util::{client_tls, human_bytes, normalize_url, shutdown_signal};
 
 /// `--path a/b/`, `/a/b` and `a/b` all mean the subtree `a/b`; `/` or empty means everything.
 fn subtree(path: Option<&str>) -> Result<Option<RelPath>> {
@@ -31,6 +31,7 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
         allow_mass_delete: args.allow_mass_delete,
         allow_rollback: args.allow_rollback,
         read_token: args.read_token.clone(),
+        tls: client_tls(&args.trust)?,
         progress: !args.json && std::io::stderr().is_terminal(),
         concurrency: args.concurrency as usize,
     };
@@ -142,6 +143,7 @@ pub async fn verify(args: VerifyArgs) -> Result<ExitCode> {
         dest: args.dest.clone(),
         path: subtree(args.path.as_deref())?,
         read_token: args.read_token.clone(),
+        tls: client_tls(&args.trust)?,
     };
     let report = hummel_client::verify(&opts).await?;
     if args.json {

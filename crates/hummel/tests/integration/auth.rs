@@ -20,7 +20,7 @@ async fn status_of(req: reqwest::RequestBuilder) -> StatusCode {
 fn write_and_slave_endpoints_refuse_missing_and_wrong_tokens() {
     let c = Cluster::start(0, fill_modset);
     let url = c.master.url.clone();
-    let http = reqwest::Client::new();
+    let http = http();
     let hashlist = json!({"slave_id": "intruder", "url": "http://127.0.0.1:9", "quota": null, "used": 0, "packs": []});
     let heartbeat =
         json!({"slave_id": "intruder", "used": 0, "packs": 0, "replicating": 0, "corrupt": []});
@@ -109,7 +109,7 @@ fn a_read_token_protects_the_index_and_the_packs() {
         .env("HUMMEL_SLAVE_TOKEN", SLAVE)
         .env("HUMMEL_READ_TOKEN", "reader");
     let s = Proc::start("slave", cmd, &dir.path().join("logs"));
-    let http = reqwest::Client::new();
+    let http = http();
     rt().block_on(async {
         for path in ["/api/v1/revision", "/api/v1/index", "/api/v1/status"] {
             let req = || http.get(format!("{}{path}", m.url));

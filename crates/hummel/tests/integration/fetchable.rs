@@ -78,9 +78,9 @@ fn the_master_bounds_its_fallback_downloads_and_clients_still_complete() {
         .build()
         .unwrap()
         .block_on(async {
-            let first = reqwest::get(&url).await.unwrap();
+            let first = http().get(&url).send().await.unwrap();
             assert_eq!(first.status().as_u16(), 200);
-            let second = reqwest::get(&url).await.unwrap();
+            let second = http().get(&url).send().await.unwrap();
             assert_eq!(second.status().as_u16(), 503);
             assert_eq!(second.headers()["retry-after"], "1");
             drop(first);

@@ -65,7 +65,7 @@ fn health_metrics_and_dashboard() {
         .enable_all()
         .build()
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = http();
     let slave = c.slaves[0].url.clone();
     let master = c.master.url.clone();
     rt.block_on(async {

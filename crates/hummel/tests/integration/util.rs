@@ -16,13 +16,14 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_hummel");
 pub const WRITE: &str = "test-write-token";
 pub const SLAVE: &str = "test-slave-token";
 
-/// A `hummel` command with a clean environment (no tokens leak in from the caller).
+/// A `hummel` command with a clean environment (no tokens or CA leak in from the caller).
 pub fn hummel() -> Command {
     let mut c = Command::new(BIN);
     for v in [
         "HUMMEL_WRITE_TOKEN",
         "HUMMEL_SLAVE_TOKEN",
         "HUMMEL_READ_TOKEN",
+        "HUMMEL_CA_CERT",
         "RUST_LOG",
     ] {
         c.env_remove(v);
@@ -115,7 +116,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `hummel ARGS` and waits for its `listening on http://...` line.
+    /// Starts `hummel ARGS` and waits for its `listening on http://...` (or `https://`) line.
     pub fn start(name: &str, mut cmd: Command, log_dir: &Path) -> Proc {
         fs::create_dir_all(log_dir).unwrap();
         let log = log_dir.join(format!("{name}.log"));
@@ -131,7 +132,7 @@ impl Proc {
         let start = Instant::now();
         loop {
             let text = fs::read_to_string(&p.log).unwrap_or_default();
-            if let Some(i) = text.find("listening on http://") {
+            if let Some(i) = text.find("listening on http") {
                 let rest = &text[i + "listening on ".len()..];
                 p.url = rest.split_whitespace().next().unwrap().to_string();
                 break;
@@ -181,6 +182,10 @@ pub struct Cluster {
     pub repo: PathBuf,
     pub master: Proc,
     pub slaves: Vec<Proc>,
+    /// Flags every slave gets (the TLS ones in an HTTPS cluster).
+    pub slave_args: Vec<String>,
+    /// The CA every command of the cluster trusts (`HUMMEL_CA_CERT`), in an HTTPS cluster.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -201,9 +206,35 @@ impl Cluster {
             repo,
             master,
             slaves: Vec::new(),
+            slave_args: Vec::new(),
+            ca_cert: None,
         };
         for _ in 0..n {
             c.add_slave(&[]);
+        }
+        c
+    }
+
+    /// Like [`Cluster::start`], all HTTPS: the master and each slave serve `cert` and `key`
+    /// (PEM), and every command of the cluster trusts `ca`.
+    pub fn start_https(n: usize, fill: impl FnOnce(&Path), tls: &TestTls) -> Cluster {
+        let server = tls.server_args();
+        let server: Vec<&str> = server.iter().map(String::as_str).collect();
+        let mut c = Cluster::start_with(0, fill, &server);
+        assert!(c.master.url.starts_with("https://"), "{}", c.master.url);
+        c.slave_args = tls.server_args();
+        c.ca_cert = Some(tls.ca.clone());
+        for _ in 0..n {
+            c.add_slave(&[]);
+        }
+        c
+    }
+
+    /// A `hummel` command as [`hummel`], trusting the cluster's CA if it has one.
+    pub fn hummel(&self) -> Command {
+        let mut c = hummel();
+        if let Some(ca) = &self.ca_cert {
+            c.env("HUMMEL_CA_CERT", ca);
         }
         c
     }
@@ -212,10 +243,11 @@ impl Cluster {
     pub fn add_slave(&mut self, extra: &[&str]) -> usize {
         let i = self.slaves.len();
         let data = self.dir.path().join(format!("slave{i}"));
-        let mut cmd = hummel();
+        let mut cmd = self.hummel();
         cmd.args(["slave", "--master", &self.master.url, "--data"])
             .arg(&data)
             .args(["--listen", "127.0.0.1:0"])
+            .args(&self.slave_args)
             .args(extra)
             .env("HUMMEL_SLAVE_TOKEN", SLAVE);
         let p = Proc::start(&format!("slave{i}"), cmd, &self.dir.path().join("logs"));
@@ -230,7 +262,7 @@ impl Cluster {
 
     /// `hummel build --wait --json`; returns the build status JSON.
     pub fn build(&self) -> Value {
-        let mut cmd = hummel();
+        let mut cmd = self.hummel();
         cmd.args(["build", "--master", &self.master.url, "--wait", "--json"])
             .env("HUMMEL_WRITE_TOKEN", WRITE);
         serde_json::from_str(&ok(cmd)).unwrap()
@@ -238,7 +270,7 @@ impl Cluster {
 
     /// `hummel status --json`.
     pub fn status(&self) -> Value {
-        let mut cmd = hummel();
+        let mut cmd = self.hummel();
         cmd.args(["status", "--master", &self.master.url, "--json"]);
         serde_json::from_str(&ok(cmd)).unwrap()
     }
@@ -271,7 +303,7 @@ impl Cluster {
 
     /// `hummel sync MASTER DEST --json ARGS`; returns the summary.
     pub fn sync(&self, dest: &Path, args: &[&str]) -> Value {
-        let mut cmd = hummel();
+        let mut cmd = self.hummel();
         cmd.args(["sync", &self.master.url])
             .arg(dest)
             .arg("--json")
@@ -283,7 +315,7 @@ impl Cluster {
 
     /// A `hummel sync` command, not run.
     pub fn sync_cmd(&self, dest: &Path, args: &[&str]) -> Command {
-        let mut cmd = hummel();
+        let mut cmd = self.hummel();
         cmd.args(["sync", &self.master.url]).arg(dest).args(args);
         cmd
     }
@@ -291,6 +323,67 @@ impl Cluster {
     /// Pack files a slave stores.
     pub fn slave_packs(&self, i: usize) -> Vec<PathBuf> {
         pack_files(&self.path(&format!("slave{i}")).join("store"))
+    }
+}
+
+/// Certificates made by the test (rcgen): a CA, and a server certificate it signed for
+/// 127.0.0.1 and localhost, as PEM files in their own temp folder.
+pub struct TestTls {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestTls {
+    /// A new CA named `ca_name` and a server certificate from it.
+    pub fn new(ca_name: &str) -> TestTls {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, ca_name);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let t = TestTls {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("server.pem"),
+            key: dir.path().join("server.key"),
+            dir,
+        };
+        fs::write(&t.ca, ca.pem()).unwrap();
+        fs::write(&t.cert, cert.pem()).unwrap();
+        fs::write(&t.key, key.serialize_pem()).unwrap();
+        t
+    }
+
+    /// `--tls-cert CERT --tls-key KEY`.
+    pub fn server_args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.cert.display().to_string(),
+            "--tls-key".into(),
+            self.key.display().to_string(),
+        ]
+    }
+
+    /// A reqwest client trusting this CA.
+    pub fn http(&self) -> reqwest::Client {
+        hummel_tls::ClientTls::with_ca_file(&self.ca)
+            .unwrap()
+            .client_builder()
+            .build()
+            .unwrap()
     }
 }
 
@@ -501,14 +594,28 @@ pub fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
+/// A reqwest client for the tests' own requests (built through hummel-tls, which installs the
+/// crypto provider reqwest needs), trusting the system's roots only.
+pub fn http() -> reqwest::Client {
+    hummel_tls::ClientTls::system()
+        .client_builder()
+        .build()
+        .unwrap()
+}
+
 /// `GET url`; the status code and the body as text.
 pub fn get_status(url: &str) -> (u16, String) {
+    get_status_with(&http(), url)
+}
+
+/// `GET url` with `client`; the status code and the body as text.
+pub fn get_status_with(client: &reqwest::Client, url: &str) -> (u16, String) {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
         .block_on(async {
-            let resp = reqwest::get(url).await.unwrap();
+            let resp = client.get(url).send().await.unwrap();
             let code = resp.status().as_u16();
             (code, resp.text().await.unwrap())
         })
