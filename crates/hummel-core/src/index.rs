@@ -175,8 +175,8 @@ impl Index {
     }
 
     /// Checks every rule a decoder relies on: sorted unique valid paths, each parent present as a
-    /// directory, chunk lists in range and summing to the file size, chunks inside listed packs,
-    /// sizes within bounds. CPU-bound (linear).
+    /// directory, chunk lists in range and summing to the file size, chunks unique by id and
+    /// inside listed packs, sizes within bounds. CPU-bound (linear).
     pub fn validate(&self) -> Result<(), IndexError> {
         let bad = |m: String| Err(IndexError::Inconsistent(m));
         if self.chunker.validate().is_err() {
@@ -187,7 +187,12 @@ impl Index {
                 return bad("pack table not sorted".into());
             }
         }
+        let mut ids: std::collections::HashSet<&Hash> =
+            std::collections::HashSet::with_capacity(self.chunks.len());
         for (i, c) in self.chunks.iter().enumerate() {
+            if !ids.insert(&c.hash) {
+                return bad(format!("chunk {i} is listed twice ({})", c.hash));
+            }
             let Some(p) = self.pack(c.pack) else {
                 return bad(format!("chunk {i} refers to unknown pack {}", c.pack));
             };
@@ -651,6 +656,23 @@ mod tests {
             },
         );
         assert!(idx.validate().is_err());
+    }
+
+    /// Fuzzing found it: a chunk table listing one id at two places validated, but tables are
+    /// unique by id everywhere else (a delta's rebuild keeps the first place, so an index could
+    /// not even be rebuilt from the delta to itself).
+    #[test]
+    fn a_chunk_listed_twice_is_refused() {
+        let mut idx = sample();
+        idx.chunks[1].hash = idx.chunks[0].hash;
+        idx.chunks[1].len = 100;
+        idx.chunks[1].stored_len = 100;
+        if let EntryKind::File(f) = &mut idx.entries[2].kind {
+            f.size = 200;
+        }
+        let err = idx.validate().unwrap_err().to_string();
+        assert!(err.contains("listed twice"), "{err}");
+        assert!(decode(&encode(&idx)).is_err());
     }
 
     #[test]
