@@ -26,8 +26,10 @@ use crate::{Hash, RelPath};
 pub const DELTA_MAGIC: &[u8; 8] = b"HUMLIDXD";
 
 /// Chunk references the runs of a delta's patches may build beyond twice those the base and the
-/// delta list. A delta needing more is refused, and the client fetches the whole index instead.
-pub const PATCH_SLACK: u64 = 1 << 20;
+/// delta list (65,536 copies of 64 KiB chunks are 4 GiB of new content). A delta needing more
+/// is refused, and the client fetches the whole index instead; so the memory a delta makes the
+/// client spend stays proportional to what it holds and what it received (3.5 MiB besides).
+pub const PATCH_SLACK: u64 = 1 << 16;
 
 /// The changes from one revision of a subtree to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
