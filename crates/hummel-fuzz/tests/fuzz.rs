@@ -1,0 +1,214 @@
+//! Every fuzz target, on stable Rust, as part of `cargo test`: the committed corpus
+//! (`corpus/<target>/`) is replayed, then a short deterministic round of mutated inputs runs.
+//! Each input runs under an allocation limit ([`hummel_fuzz::allowance`]); a panic, a failed
+//! check, or an allocation beyond the limit fails the test.
+//!
+//! - `HUMMEL_FUZZ_ITERS=N`: mutated inputs per target (default: the target's own, ~2 s each).
+//! - `HUMMEL_FUZZ_SEED=N`: another stream of inputs (default 1).
+//! - `HUMMEL_FUZZ_TRACE=1`: write each input to `target/tmp/fuzz/<target>.input` before running
+//!   it, to keep the one that aborted the process (an allocation beyond the limit aborts).
+//! - `HUMMEL_BLESS=1`: write the seeds of every target into its corpus folder.
+//!
+//! A failing input is written to `target/tmp/fuzz/<target>-<hash>`: once fixed, add it to the
+//! corpus as `regress-<what it broke>` (replayed every run, not mutated).
+
+use std::alloc::System;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use cap::Cap;
+
+use hummel_fuzz::engine::Mutator;
+use hummel_fuzz::{Target, allowance, target};
+
+#[global_allocator]
+static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
+
+/// One target at a time: the allocation limit is process-wide.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn corpus_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(name)
+}
+
+fn failure_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz")
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+    )
+}
+
+/// The corpus files of `name`, sorted by file name.
+fn corpus(name: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = corpus_dir(name);
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.map(|e| {
+                let e = e.expect("corpus entry");
+                let bytes = std::fs::read(e.path()).expect("corpus file");
+                (e.file_name().to_string_lossy().into_owned(), bytes)
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// The name a seed has in the corpus: the start of its BLAKE3.
+fn seed_name(bytes: &[u8]) -> String {
+    format!("seed-{}", &hummel_core::Hash::of(bytes).to_hex()[..16])
+}
+
+/// Runs `input` under the allocation limit; `Err` with the message on a panic.
+fn run_one(t: &Target, input: &[u8]) -> Result<bool, String> {
+    let limit = allowance(t.name, input);
+    let before = ALLOCATOR.allocated();
+    ALLOCATOR
+        .set_limit(before.saturating_add(limit))
+        .expect("limit above what is allocated");
+    let outcome = std::panic::catch_unwind(|| (t.run)(input));
+    ALLOCATOR.set_limit(usize::MAX).expect("lifting the limit");
+    outcome.map_err(|p| {
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into())
+    })
+}
+
+fn fail(t: &Target, input: &[u8], what: &str, message: &str) -> ! {
+    let dir = failure_dir();
+    std::fs::create_dir_all(&dir).expect("failure folder");
+    let path = dir.join(format!(
+        "{}-{}",
+        t.name,
+        &hummel_core::Hash::of(input).to_hex()[..16]
+    ));
+    std::fs::write(&path, input).expect("failure file");
+    let shown: String = input.iter().take(256).map(|b| format!("{b:02x}")).collect();
+    panic!(
+        "fuzz target {} failed on {what}: {message}\ninput ({} bytes, kept at {}): {shown}",
+        t.name,
+        input.len(),
+        path.display()
+    );
+}
+
+fn fuzz(name: &str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // A panic must be able to report itself: lift the limit before the default hook runs.
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = ALLOCATOR.set_limit(usize::MAX);
+            default_hook(info);
+        }));
+    });
+    let t = target(name).expect("a target of that name");
+    let trace = std::env::var_os("HUMMEL_FUZZ_TRACE").is_some_and(|v| v == "1");
+    let trace_path = failure_dir().join(format!("{name}.input"));
+    if trace {
+        std::fs::create_dir_all(failure_dir()).expect("trace folder");
+    }
+
+    let seeds = (t.seeds)();
+    if std::env::var_os("HUMMEL_BLESS").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(corpus_dir(name)).expect("corpus folder");
+        for s in &seeds {
+            std::fs::write(corpus_dir(name).join(seed_name(s)), s).expect("corpus file");
+        }
+    }
+    let files = corpus(name);
+    for s in &seeds {
+        assert!(
+            files.iter().any(|(n, _)| *n == seed_name(s)),
+            "the corpus of {name} lacks seed {} (seeds changed?): regenerate it with \
+             HUMMEL_BLESS=1 cargo test -p hummel-fuzz --test fuzz, and commit it",
+            seed_name(s)
+        );
+    }
+
+    // The corpus: nothing may fail.
+    let mut pool = Vec::new();
+    for (file, bytes) in files {
+        if trace {
+            std::fs::write(&trace_path, &bytes).expect("trace file");
+        }
+        if let Err(message) = run_one(t, &bytes) {
+            fail(t, &bytes, &format!("corpus file {file}"), &message);
+        }
+        // Regressions are replayed, not mutated: some are large on purpose, and slow.
+        if !file.starts_with("regress-") {
+            pool.push(bytes);
+        }
+    }
+
+    let iterations = env_number("HUMMEL_FUZZ_ITERS").unwrap_or(t.iterations);
+    let seed = env_number("HUMMEL_FUZZ_SEED").unwrap_or(1);
+    let mut mutator = Mutator::new(seed, pool, t.max_len);
+    let mut accepted = 0u64;
+    for i in 0..iterations {
+        let input = mutator.next_input();
+        if trace {
+            std::fs::write(&trace_path, &input).expect("trace file");
+        }
+        match run_one(t, &input) {
+            Ok(true) => {
+                accepted += 1;
+                mutator.accepted(input);
+            }
+            Ok(false) => {}
+            Err(message) => fail(
+                t,
+                &input,
+                &format!("mutated input {i} (HUMMEL_FUZZ_SEED={seed})"),
+                &message,
+            ),
+        }
+    }
+    println!("{name}: {iterations} mutated inputs, {accepted} accepted (seed {seed})");
+}
+
+macro_rules! targets {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                fuzz(stringify!($name));
+            }
+        )*
+
+        /// Every target of the library has a test here.
+        #[test]
+        fn every_target_is_run() {
+            let here = [$(stringify!($name)),*];
+            for t in hummel_fuzz::TARGETS {
+                assert!(here.contains(&t.name), "no test runs target {}", t.name);
+            }
+        }
+    };
+}
+
+targets!(
+    index,
+    index_body,
+    delta,
+    delta_body,
+    pack,
+    chunk,
+    chunker,
+    client_state,
+    range,
+    relpath,
+    hash_text,
+    wire_json,
+);
