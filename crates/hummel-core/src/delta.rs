@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::ChunkerConfig;
 use crate::index::{
-    ChunkLocation, Entry, EntryKind, FileEntry, Index, IndexError, PackInfo, open_envelope,
-    seal_envelope,
+    ChunkLocation, Entry, EntryKind, FileEntry, Index, IndexError, PackInfo, decode_streaming,
+    envelope_body, seal_envelope,
 };
 use crate::{Hash, RelPath};
 
@@ -463,10 +463,11 @@ pub fn is_delta(bytes: &[u8]) -> bool {
     bytes.starts_with(DELTA_MAGIC)
 }
 
-/// Decodes an encoded delta; every size is bounded. CPU-bound.
+/// Decodes an encoded delta; every size is bounded, and the body is decoded as it is
+/// decompressed (a small body that decompresses to a gigabyte is never held). CPU-bound.
 pub fn decode_delta(bytes: &[u8]) -> Result<IndexDelta, IndexError> {
-    let (plain, _) = open_envelope(DELTA_MAGIC, bytes, "index delta: ")?;
-    postcard::from_bytes(&plain)
+    let body = envelope_body(DELTA_MAGIC, bytes, "index delta: ")?;
+    decode_streaming(body)
         .map_err(|e| IndexError::Invalid(format!("index delta: undecodable body: {e}")))
 }
 

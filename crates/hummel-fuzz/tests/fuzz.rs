@@ -212,3 +212,73 @@ targets!(
     hash_text,
     wire_json,
 );
+
+/// An envelope (format 1, no signature) around an already compressed `body`.
+fn envelope(magic: &[u8; 8], body: &[u8]) -> Vec<u8> {
+    let mut out = magic.to_vec();
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(body);
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out
+}
+
+/// `prefix` followed by zeros up to just over `MAX_INDEX_PLAIN`, as one small zstd frame.
+fn bomb(prefix: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+    enc.write_all(prefix).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..=hummel_core::index::MAX_INDEX_PLAIN >> 20 {
+        enc.write_all(&zeros).unwrap();
+    }
+    enc.finish().unwrap()
+}
+
+/// A small index or delta that decompresses to over a gigabyte is refused without holding it
+/// (A3): the decoders stream, also when they explain a failure. Both used to decompress the
+/// whole body first (the index only to name the bad path), a gigabyte or two from 40 kB.
+#[test]
+fn a_decompression_bomb_is_refused_in_bounded_memory() {
+    use hummel_core::index::{DirEntry, EntryKind, INDEX_MAGIC};
+    #[derive(serde::Serialize)]
+    struct Evil {
+        revision: u64,
+        created_unix: i64,
+        chunker: hummel_core::ChunkerConfig,
+        root: Option<String>,
+        entries: Vec<(String, EntryKind)>,
+    }
+    let evil = postcard::to_stdvec(&Evil {
+        revision: 1,
+        created_unix: 0,
+        chunker: hummel_core::ChunkerConfig::default(),
+        root: None,
+        entries: vec![
+            ("ok".into(), EntryKind::Dir(DirEntry { mode: 0o755 })),
+            ("../escape".into(), EntryKind::Dir(DirEntry { mode: 0o755 })),
+        ],
+    })
+    .unwrap();
+    let index_bomb = envelope(INDEX_MAGIC, &bomb(&evil));
+    let delta_bomb = envelope(hummel_core::delta::DELTA_MAGIC, &bomb(&[]));
+    assert!(index_bomb.len() < 100_000 && delta_bomb.len() < 100_000);
+
+    // No limit here (a decoder may fail gracefully when an allocation does, read_to_end does):
+    // the highest point the process's allocations ever reached must not move.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bound = ALLOCATOR
+        .max_allocated()
+        .max(ALLOCATOR.allocated() + (64 << 20));
+    let index = hummel_core::index::decode(&index_bomb).map(|_| ());
+    let delta = hummel_core::delta::decode_delta(&delta_bomb).map(|_| ());
+    let peak = ALLOCATOR.max_allocated();
+    assert!(
+        peak <= bound,
+        "decoding the bombs allocated up to {peak} bytes"
+    );
+    let err = index.unwrap_err().to_string();
+    assert!(err.contains("../escape"), "{err}");
+    assert!(delta.is_err());
+}
