@@ -187,12 +187,19 @@ macro_rules! targets {
             }
         )*
 
-        /// Every target of the library has a test here.
+        /// Every target of the library has a test here, and a libFuzzer binary in `fuzz/`.
         #[test]
         fn every_target_is_run() {
             let here = [$(stringify!($name)),*];
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let manifest = std::fs::read_to_string(root.join("fuzz/Cargo.toml")).unwrap();
             for t in hummel_fuzz::TARGETS {
                 assert!(here.contains(&t.name), "no test runs target {}", t.name);
+                let bin = root.join(format!("fuzz/fuzz_targets/{}.rs", t.name));
+                let source = std::fs::read_to_string(&bin)
+                    .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+                assert!(source.contains(&format!("hummel_fuzz::{}(data)", t.name)));
+                assert!(manifest.contains(&format!("name = \"{}\"", t.name)));
             }
         }
     };
