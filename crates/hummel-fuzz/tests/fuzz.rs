@@ -7,7 +7,8 @@
 //! - `HUMMEL_FUZZ_SEED=N`: another stream of inputs (default 1).
 //! - `HUMMEL_FUZZ_TRACE=1`: write each input to `target/tmp/fuzz/<target>.input` before running
 //!   it, to keep the one that aborted the process (an allocation beyond the limit aborts).
-//! - `HUMMEL_BLESS=1`: write the seeds of every target into its corpus folder.
+//! - `HUMMEL_BLESS=1`: write the seeds of every target into its corpus folder (and remove the
+//!   `seed-*` files of seeds no longer made).
 //!
 //! A failing input is written to `target/tmp/fuzz/<target>-<hash>`: once fixed, add it to the
 //! corpus as `regress-<what it broke>` (replayed every run, not mutated).
@@ -122,7 +123,14 @@ fn fuzz(name: &str) {
 
     let seeds = (t.seeds)();
     if std::env::var_os("HUMMEL_BLESS").is_some_and(|v| v == "1") {
+        // The seeds as they are now; seeds no longer made go (regressions stay).
         std::fs::create_dir_all(corpus_dir(name)).expect("corpus folder");
+        let current: Vec<String> = seeds.iter().map(|s| seed_name(s)).collect();
+        for (file, _) in corpus(name) {
+            if file.starts_with("seed-") && !current.contains(&file) {
+                std::fs::remove_file(corpus_dir(name).join(file)).expect("stale seed");
+            }
+        }
         for s in &seeds {
             std::fs::write(corpus_dir(name).join(seed_name(s)), s).expect("corpus file");
         }
