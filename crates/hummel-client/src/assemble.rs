@@ -88,17 +88,17 @@ fn temp_name(hash: &Hash, copy: u32) -> String {
     }
 }
 
-/// The inverse of [`temp_name`]; `None` for any other name.
+/// The inverse of [`temp_name`]; `None` for any other name, also one that only parses like
+/// it (`<hex>.01.part`, `<hex>.+1.part`): such a file would never be resumed nor deleted by
+/// name, since both use the name [`temp_name`] gives.
 fn parse_temp_name(name: &str) -> Option<(Hash, u32)> {
     let stem = name.strip_suffix(".part")?;
     let (hex, copy) = match stem.split_once('.') {
         Some((hex, k)) => (hex, k.parse::<u32>().ok().filter(|&k| k > 0)?),
         None => (stem, 0),
     };
-    if hex.len() != 64 || hex.bytes().any(|b| b.is_ascii_uppercase()) {
-        return None;
-    }
-    Some((hex.parse().ok()?, copy))
+    let hash: Hash = hex.parse().ok()?;
+    (temp_name(&hash, copy) == name).then_some((hash, copy))
 }
 
 impl Staging {
@@ -997,6 +997,8 @@ mod tests {
             "0.part",
             "x.part",
             &format!("{}.0.part", h.to_hex()),
+            &format!("{}.01.part", h.to_hex()),
+            &format!("{}.+1.part", h.to_hex()),
             "lock",
         ] {
             assert_eq!(parse_temp_name(other), None, "{other}");

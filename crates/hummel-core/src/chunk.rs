@@ -50,11 +50,15 @@ pub struct InvalidChunkerConfig {
 }
 
 impl ChunkerConfig {
-    /// Checks `64 <= min <= avg <= max <= MAX_CHUNK_SIZE` and FastCDC's own bounds.
+    /// Checks `64 <= min <= avg <= max <= MAX_CHUNK_SIZE`, that all three are even, and
+    /// FastCDC's own bounds. FastCDC scans for cut points two bytes at a time: an odd size
+    /// shifts its boundaries by a byte (and trips its debug assertions, a panic), so a
+    /// chunker named by an index from the network must not have one.
     pub fn validate(&self) -> Result<(), InvalidChunkerConfig> {
         use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
         let (min, avg, max) = (self.min as usize, self.avg as usize, self.max as usize);
-        let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&min)
+        let ok = [min, avg, max].iter().all(|v| v % 2 == 0)
+            && (MINIMUM_MIN..=MINIMUM_MAX).contains(&min)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
             && max >= MAXIMUM_MIN
             && min <= avg
@@ -218,6 +222,27 @@ mod tests {
             max: 2000,
         };
         assert!(bad.validate().is_err());
+    }
+
+    /// Fuzzing found it: an index naming an odd size passed validation, and chunking with it
+    /// panicked (FastCDC asserts even sizes) when the client re-chunked a local file.
+    #[test]
+    fn odd_sizes_are_refused_before_they_reach_fastcdc() {
+        for (min, avg, max) in [
+            (16385, 65536, 262144),
+            (16384, 65537, 262144),
+            (64, 256, 1025),
+        ] {
+            let odd = ChunkerConfig { min, avg, max };
+            assert!(odd.validate().is_err(), "{odd:?}");
+        }
+        let even = ChunkerConfig {
+            min: 64,
+            avg: 256,
+            max: 1026,
+        };
+        assert!(even.validate().is_ok());
+        assert!(chunks_of(&random(5000, 9), &even).len() > 1);
     }
 
     proptest! {

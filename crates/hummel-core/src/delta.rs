@@ -17,13 +17,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::ChunkerConfig;
 use crate::index::{
-    ChunkLocation, Entry, EntryKind, FileEntry, Index, IndexError, PackInfo, open_envelope,
-    seal_envelope,
+    ChunkLocation, Entry, EntryKind, FileEntry, Index, IndexError, PackInfo, decode_streaming,
+    envelope_body, seal_envelope,
 };
 use crate::{Hash, RelPath};
 
 /// First bytes of every encoded delta.
 pub const DELTA_MAGIC: &[u8; 8] = b"HUMLIDXD";
+
+/// Chunk references the runs of a delta's patches may build beyond twice those the base and the
+/// delta list (65,536 copies of 64 KiB chunks are 4 GiB of new content). A delta needing more
+/// is refused, and the client fetches the whole index instead; so the memory a delta makes the
+/// client spend stays proportional to what it holds and what it received (3.5 MiB besides).
+pub const PATCH_SLACK: u64 = 1 << 16;
 
 /// The changes from one revision of a subtree to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -377,31 +383,59 @@ impl IndexDelta {
                 EntryKind::Dir(_) => None,
             })
             .collect();
+        // A run costs a few bytes but may copy a whole chunk list, so what the runs may build
+        // is bounded by what the base and the delta list themselves (honest patches copy about
+        // the base's chunks once), not by the file sizes they claim.
+        let listed = |entries: &[Entry]| -> u64 {
+            entries
+                .iter()
+                .map(|e| match &e.kind {
+                    EntryKind::File(f) => f.chunks.len() as u64,
+                    EntryKind::Dir(_) => 0,
+                })
+                .sum()
+        };
+        let mut budget = 2 * (listed(&base.entries) + listed(&self.upserted))
+            + 2 * self.chunks.len() as u64
+            + PATCH_SLACK;
+        let mut previous = None;
         for p in &self.patches {
+            if previous.is_some_and(|prev| prev >= p.entry) {
+                return bad("patches not sorted by entry or duplicated");
+            }
+            previous = Some(p.entry);
             let Some(e) = self.upserted.get(p.entry as usize) else {
                 return bad("patch for an entry that does not exist");
             };
+            if !matches!(e.kind, EntryKind::File(_)) {
+                return bad("patch for a directory");
+            }
             let Some(old) = base_file(&e.path) else {
                 return bad("patch for a file the base does not have");
             };
             let mut list = Vec::new();
             for run in &p.runs {
-                let range = |from: u32, count: u32| {
-                    from as usize..(from as usize).saturating_add(count as usize)
+                let (from, count, from_base) = match *run {
+                    ChunkRun::Old { from, count } => (from, count, true),
+                    ChunkRun::New { from, count } => (from, count, false),
                 };
-                match *run {
-                    ChunkRun::Old { from, count } => {
-                        let Some(part) = old.chunks.get(range(from, count)) else {
-                            return bad("chunk run out of range");
-                        };
-                        list.extend(part.iter().map(|&ci| base.chunks[ci as usize]));
-                    }
-                    ChunkRun::New { from, count } => {
-                        let Some(part) = self.chunks.get(range(from, count)) else {
-                            return bad("chunk run out of range");
-                        };
-                        list.extend_from_slice(part);
-                    }
+                let range = from as usize..(from as usize).saturating_add(count as usize);
+                let len = if from_base {
+                    old.chunks.get(range.clone()).map(<[u32]>::len)
+                } else {
+                    self.chunks.get(range.clone()).map(<[ChunkLocation]>::len)
+                };
+                let Some(len) = len else {
+                    return bad("chunk run out of range");
+                };
+                budget = match budget.checked_sub(len as u64) {
+                    Some(left) => left,
+                    None => return bad("its runs describe more chunks than it could hold"),
+                };
+                if from_base {
+                    list.extend(old.chunks[range].iter().map(|&ci| base.chunks[ci as usize]));
+                } else {
+                    list.extend_from_slice(&self.chunks[range]);
                 }
             }
             if let Some(slot) = lists.get_mut(p.entry as usize) {
@@ -588,10 +622,11 @@ pub fn is_delta(bytes: &[u8]) -> bool {
     bytes.starts_with(DELTA_MAGIC)
 }
 
-/// Decodes an encoded delta; every size is bounded. CPU-bound.
+/// Decodes an encoded delta; every size is bounded, and the body is decoded as it is
+/// decompressed (a small body that decompresses to a gigabyte is never held). CPU-bound.
 pub fn decode_delta(bytes: &[u8]) -> Result<IndexDelta, IndexError> {
-    let (plain, _) = open_envelope(DELTA_MAGIC, bytes, "index delta: ")?;
-    postcard::from_bytes(&plain)
+    let body = envelope_body(DELTA_MAGIC, bytes, "index delta: ")?;
+    decode_streaming(body)
         .map_err(|e| IndexError::Invalid(format!("index delta: undecodable body: {e}")))
 }
 
@@ -794,6 +829,35 @@ mod tests {
             count: 50,
         };
         assert!(bad.apply(&a).is_err());
+    }
+
+    /// Fuzzing's allocation check: runs cost a few bytes each but may copy a whole chunk list,
+    /// so 40,000 runs of 5 bytes described 1.6 million chunk locations (90 MB) that were built
+    /// before the size check refused them; a larger base file made it terabytes. Now the runs
+    /// are bounded by what the base and the delta list, and refused before they are built.
+    #[test]
+    fn runs_cannot_describe_more_chunks_than_base_and_delta_hold() {
+        let ids: Vec<u32> = (0..40).collect();
+        let mut changed = ids.clone();
+        changed[20] = 1000;
+        let (a, b) = (one_file(1, &ids), one_file(2, &changed));
+        let d = IndexDelta::between(&a, &b).unwrap();
+        assert_eq!(d.patches.len(), 1);
+        let mut bomb = d.clone();
+        bomb.patches[0].runs = vec![ChunkRun::Old { from: 0, count: 40 }; 40_000];
+        if let EntryKind::File(f) = &mut bomb.upserted[0].kind {
+            f.size = 100 * 40 * 40_000;
+        }
+        let bytes = encode_delta(&bomb);
+        assert!(bytes.len() < 1000, "{} bytes", bytes.len());
+        let err = decode_delta(&bytes).unwrap().apply(&a).unwrap_err();
+        assert!(err.to_string().contains("more chunks than"), "{err}");
+        // A patch listed twice, or one for a directory, is refused too.
+        let mut twice = d.clone();
+        twice.patches.push(twice.patches[0].clone());
+        assert!(twice.apply(&a).is_err());
+        // The honest delta still rebuilds.
+        assert_eq!(entries_digest(&d.apply(&a).unwrap()), entries_digest(&b));
     }
 
     proptest! {

@@ -221,8 +221,8 @@ impl Index {
     }
 
     /// Checks every rule a decoder relies on: sorted unique valid paths, each parent present as a
-    /// directory, chunk lists in range and summing to the file size, chunks inside listed packs,
-    /// sizes within bounds. CPU-bound (linear).
+    /// directory, chunk lists in range and summing to the file size, chunks unique by id and
+    /// inside listed packs, sizes within bounds. CPU-bound (linear).
     pub fn validate(&self) -> Result<(), IndexError> {
         let bad = |m: String| Err(IndexError::Inconsistent(m));
         if self.chunker.validate().is_err() {
@@ -233,7 +233,12 @@ impl Index {
                 return bad("pack table not sorted".into());
             }
         }
+        let mut ids: std::collections::HashSet<&Hash> =
+            std::collections::HashSet::with_capacity(self.chunks.len());
         for (i, c) in self.chunks.iter().enumerate() {
+            if !ids.insert(&c.hash) {
+                return bad(format!("chunk {i} is listed twice ({})", c.hash));
+            }
             let Some(p) = self.pack(c.pack) else {
                 return bad(format!("chunk {i} refers to unknown pack {}", c.pack));
             };
@@ -398,17 +403,11 @@ pub fn encode_to<W: std::io::Write + std::io::Seek>(
 /// Every size is bounded. CPU-bound.
 ///
 /// The body is decoded as it is decompressed, so the decompressed bytes (as large as the index
-/// itself: ~100 MB at 500,000 files) are never held; only a failure decompresses it whole, to
-/// name the path at fault.
+/// itself: ~100 MB at 500,000 files) are never held, not even to name the path at fault when
+/// it fails: a small body that decompresses to a gigabyte costs no more than its index.
 pub fn decode(bytes: &[u8]) -> Result<(Index, Hash), IndexError> {
     let body = envelope_body(INDEX_MAGIC, bytes, "")?;
-    let index: Index = match decode_streaming(body) {
-        Ok(index) => index,
-        Err(e) => {
-            let plain = decompress(body, "")?;
-            return Err(explain_undecodable(&plain, e));
-        }
-    };
+    let index: Index = decode_streaming(body).map_err(|e| explain_undecodable(body, e))?;
     index.validate()?;
     Ok((index, Hash::of(body)))
 }
@@ -493,7 +492,9 @@ const DECODE_SCRATCH: usize = 64 << 10;
 
 /// Decodes postcard from the zstd `body` as it is decompressed, reading at most
 /// [`MAX_INDEX_PLAIN`] bytes of it.
-fn decode_streaming<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, postcard::Error> {
+pub(crate) fn decode_streaming<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, postcard::Error> {
     let decoder = zstd::stream::read::Decoder::with_buffer(body)
         .map_err(|_| postcard::Error::DeserializeUnexpectedEnd)?;
     // postcard reads a byte at a time: buffer the decompressed stream.
@@ -517,20 +518,13 @@ pub(crate) fn seal_envelope(magic: &[u8; 8], plain: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Checks an envelope with `magic` and returns its decompressed body and the BLAKE3 of the
-/// compressed body. Every size is bounded; `what` prefixes error messages.
-pub(crate) fn open_envelope(
-    magic: &[u8; 8],
-    bytes: &[u8],
-    what: &str,
-) -> Result<(Vec<u8>, Hash), IndexError> {
-    let body = envelope_body(magic, bytes, what)?;
-    Ok((decompress(body, what)?, Hash::of(body)))
-}
-
 /// Checks an envelope with `magic` and returns its compressed body. Every size is bounded;
 /// `what` prefixes error messages.
-fn envelope_body<'a>(magic: &[u8; 8], bytes: &'a [u8], what: &str) -> Result<&'a [u8], IndexError> {
+pub(crate) fn envelope_body<'a>(
+    magic: &[u8; 8],
+    bytes: &'a [u8],
+    what: &str,
+) -> Result<&'a [u8], IndexError> {
     let invalid = |m: &str| IndexError::Invalid(format!("{what}{m}"));
     if bytes.len() < 28 || &bytes[..8] != magic {
         return Err(invalid("bad magic or truncated"));
@@ -553,6 +547,7 @@ fn envelope_body<'a>(magic: &[u8; 8], bytes: &'a [u8], what: &str) -> Result<&'a
 }
 
 /// The decompressed `body`, at most [`MAX_INDEX_PLAIN`] bytes.
+#[cfg(test)]
 fn decompress(body: &[u8], what: &str) -> Result<Vec<u8>, IndexError> {
     let invalid = |m: &str| IndexError::Invalid(format!("{what}{m}"));
     let mut plain = Vec::new();
@@ -567,7 +562,7 @@ fn decompress(body: &[u8], what: &str) -> Result<Vec<u8>, IndexError> {
     Ok(plain)
 }
 
-/// The shape of [`Index`] with paths as plain strings, to name the path that failed validation
+/// The start of [`Index`] with paths as plain strings, to name the path that failed validation
 /// (postcard drops the message of a custom deserialisation error).
 #[derive(Deserialize)]
 struct RawIndex {
@@ -575,7 +570,7 @@ struct RawIndex {
     _created_unix: i64,
     _chunker: ChunkerConfig,
     root: Option<String>,
-    entries: Vec<RawEntry>,
+    entries: FirstBadPath,
 }
 
 #[derive(Deserialize)]
@@ -584,13 +579,43 @@ struct RawEntry {
     _kind: EntryKind,
 }
 
-fn explain_undecodable(plain: &[u8], err: postcard::Error) -> IndexError {
-    if let Ok((raw, _)) = postcard::take_from_bytes::<RawIndex>(plain) {
-        let paths = raw.root.iter().chain(raw.entries.iter().map(|e| &e.path));
-        for p in paths {
-            if let Err(e) = RelPath::new(p) {
-                return IndexError::Inconsistent(e.to_string());
+/// The first entry path [`RelPath`] refuses, found as the entries stream by: nothing else is
+/// kept, and decoding stops there.
+struct FirstBadPath(Option<crate::relpath::InvalidPath>);
+
+impl<'de> Deserialize<'de> for FirstBadPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = FirstBadPath;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("index entries")
             }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<FirstBadPath, A::Error> {
+                while let Some(e) = seq.next_element::<RawEntry>()? {
+                    if let Err(bad) = RelPath::new(&e.path) {
+                        return Ok(FirstBadPath(Some(bad)));
+                    }
+                }
+                Ok(FirstBadPath(None))
+            }
+        }
+        d.deserialize_seq(Entries)
+    }
+}
+
+/// Why `body` did not decode: the path at fault if a path is, found by decoding the body again
+/// as it streams by, keeping nothing.
+fn explain_undecodable(body: &[u8], err: postcard::Error) -> IndexError {
+    if let Ok(raw) = decode_streaming::<RawIndex>(body) {
+        if let Some(Err(bad)) = raw.root.as_deref().map(RelPath::new) {
+            return IndexError::Inconsistent(bad.to_string());
+        }
+        if let Some(bad) = raw.entries.0 {
+            return IndexError::Inconsistent(bad.to_string());
         }
     }
     IndexError::Invalid(format!("undecodable body: {err}"))
@@ -854,6 +879,23 @@ mod tests {
             },
         );
         assert!(idx.validate().is_err());
+    }
+
+    /// Fuzzing found it: a chunk table listing one id at two places validated, but tables are
+    /// unique by id everywhere else (a delta's rebuild keeps the first place, so an index could
+    /// not even be rebuilt from the delta to itself).
+    #[test]
+    fn a_chunk_listed_twice_is_refused() {
+        let mut idx = sample();
+        idx.chunks[1].hash = idx.chunks[0].hash;
+        idx.chunks[1].len = 100;
+        idx.chunks[1].stored_len = 100;
+        if let EntryKind::File(f) = &mut idx.entries[2].kind {
+            f.size = 200;
+        }
+        let err = idx.validate().unwrap_err().to_string();
+        assert!(err.contains("listed twice"), "{err}");
+        assert!(decode(&encode(&idx)).is_err());
     }
 
     #[test]

@@ -268,4 +268,42 @@ mod tests {
         h.insert(header::AUTHORIZATION, v);
         assert!(check_dashboard(&t, &h).is_ok());
     }
+
+    /// Standard base64 with padding, written out for the property below.
+    fn base64_encode(bytes: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for c in bytes.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// The `Authorization` header is untrusted input: any value is answered without a
+        /// panic, and a well-formed one gives back the password it carries.
+        #[test]
+        fn any_authorization_header_is_parsed_without_panic(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            text in "[ -~]{0,40}",
+            password in "[ -~]{0,20}",
+        ) {
+            if let Ok(v) = HeaderValue::from_bytes(&raw) {
+                let _ = basic_password(&v);
+            }
+            let _ = base64_decode(&text);
+            proptest::prop_assert_eq!(base64_decode(&base64_encode(&raw)), Some(raw));
+            let v = HeaderValue::from_str(&format!("Basic {}", base64_encode(format!("u:{password}").as_bytes()))).unwrap();
+            proptest::prop_assert_eq!(basic_password(&v), Some(password));
+        }
+    }
 }

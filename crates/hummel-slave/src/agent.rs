@@ -465,7 +465,14 @@ impl Agent {
         let changes = if self.announce.full {
             None
         } else {
-            self.hashlist.changes()
+            let tracking = self.hashlist.is_tracking();
+            let changes = self.hashlist.changes();
+            if tracking && changes.is_none() {
+                // The acknowledged version cannot grow (the master named the end of the
+                // sequence): start again from the complete hashlist.
+                self.announce_all();
+            }
+            changes
         };
         let packs = match &changes {
             Some(_) => self.hashlist.len(),

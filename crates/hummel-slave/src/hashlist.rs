@@ -88,14 +88,20 @@ impl HashlistLog {
 
     /// What the next heartbeat carries: every change since the acknowledged version under a new
     /// `seq`, or none under the acknowledged `seq` (so the master can say it forgot us).
-    /// `None` without an acknowledged version.
+    /// `None` without an acknowledged version, or when the acknowledged version is at the end
+    /// of the sequence (only a master naming such a version gets there): the log then forgets
+    /// it, and the caller announces the complete hashlist.
     pub(crate) fn changes(&mut self) -> Option<HashlistChanges> {
         let acked = self.acked?;
         let seq = if self.changed.is_empty() {
             acked.seq
         } else {
-            self.proposed = self.proposed.max(acked.seq) + 1;
-            self.proposed
+            let Some(next) = self.proposed.max(acked.seq).checked_add(1) else {
+                self.acked = None;
+                return None;
+            };
+            self.proposed = next;
+            next
         };
         let (mut added, mut removed) = (Vec::new(), Vec::new());
         for (&pack, &held) in &self.changed {
@@ -142,6 +148,94 @@ impl HashlistLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What the worker and the master's answers do to the log.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Restart(Vec<u8>),
+        Announced(Option<(u64, u64)>),
+        Record(u8, bool),
+        Send,
+        /// The answer to the last changes sent: the version they proposed, or any other.
+        Answer(Option<Option<(u64, u64)>>),
+        Forget,
+    }
+
+    fn number() -> impl Strategy<Value = u64> {
+        prop_oneof![0..4u64, Just(u64::MAX), Just(u64::MAX - 1), any::<u64>()]
+    }
+
+    fn version() -> impl Strategy<Value = Option<(u64, u64)>> {
+        proptest::option::of((number(), number()))
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..4).prop_map(Op::Restart),
+            version().prop_map(Op::Announced),
+            (any::<u8>(), any::<bool>()).prop_map(|(p, h)| Op::Record(p, h)),
+            Just(Op::Send),
+            proptest::option::of(version()).prop_map(Op::Answer),
+            Just(Op::Forget),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Whatever the master answers (its directives are untrusted input), the log never
+        /// panics, and the changes it sends are well formed: a pack once, in one list, and a
+        /// new `seq` above the base whenever something changed.
+        #[test]
+        fn any_answer_leaves_the_log_consistent(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut log = HashlistLog::default();
+            let mut sent: Option<HashlistChanges> = None;
+            let v = |x: Option<(u64, u64)>| x.map(|(epoch, seq)| HashlistVersion { epoch, seq });
+            for op in ops {
+                match op {
+                    Op::Restart(packs) => log.restart(packs.into_iter().map(|p| h(p.into()))),
+                    Op::Announced(x) => log.announced(v(x)),
+                    Op::Record(p, held) => {
+                        log.record(h(p.into()), held);
+                    }
+                    Op::Send => {
+                        if let Some(c) = log.changes() {
+                            let added: HashSet<&Hash> = c.added.iter().collect();
+                            prop_assert!(c.removed.iter().all(|r| !added.contains(r)));
+                            prop_assert!(c.seq >= c.base);
+                            if !c.added.is_empty() || !c.removed.is_empty() {
+                                prop_assert!(c.seq > c.base);
+                            }
+                            prop_assert!(c.added.len() + c.removed.len() <= MAX_HASHLIST_CHANGES);
+                            sent = Some(c);
+                        }
+                    }
+                    Op::Answer(answer) => {
+                        if let Some(c) = sent.take() {
+                            let version = answer.map_or(Some(c.proposed()), v);
+                            let applied = log.answered(&c, version);
+                            prop_assert!(!applied || version == Some(c.proposed()));
+                            prop_assert_eq!(log.is_tracking(), applied);
+                        }
+                    }
+                    Op::Forget => log.forget(),
+                }
+            }
+        }
+    }
+
+    /// The property above found it: a directive naming seq u64::MAX made the next change
+    /// overflow (a panic in a debug build). The log now gives the version up instead, and the
+    /// slave announces its complete hashlist.
+    #[test]
+    fn a_version_at_the_end_of_the_sequence_is_given_up() {
+        let mut log = HashlistLog::default();
+        log.restart([h(1)]);
+        log.announced(v(7, u64::MAX));
+        assert!(log.record(h(2), true));
+        assert!(log.changes().is_none());
+        assert!(!log.is_tracking());
+    }
 
     fn h(n: u32) -> Hash {
         Hash::of(&n.to_le_bytes())
