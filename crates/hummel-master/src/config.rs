@@ -56,8 +56,8 @@ pub struct MasterConfig {
     /// Revisions kept servable besides those in their grace period (`crate::gc`): the newest
     /// `keep_revisions` builds, each in its latest (repacked) form. At least 1: the current.
     pub keep_revisions: u32,
-    /// How long a superseded revision, and a pack a client located, stay stored: the longest
-    /// sync the master allows for. Packs no kept revision references are deleted after it.
+    /// How long a superseded revision stays stored: the longest sync the master allows for.
+    /// Packs no kept revision references are deleted after it.
     pub gc_grace: Duration,
     /// Most downloads the master serves at once to clients as the source of last resort, for
     /// packs no live slave holds yet (a revision still replicating); more are answered 503 with

@@ -8,9 +8,12 @@
 //! - every revision superseded less than `gc_grace` ago: a client that fetched its index just
 //!   before may still be downloading its packs.
 //!
-//! A pack is garbage when no kept revision lists it and no client located it within
-//! `gc_grace` (the last locate of every pack is recorded in memory; after a restart every pack
-//! counts as located when the master opened). A pass ([`Master::collect_garbage`]):
+//! A pack is garbage when no kept revision lists it. Nothing a client does keeps a pack: a
+//! locate used to (each located pack stayed a grace period longer), so anyone calling the open
+//! `locate` once per grace period kept every pack forever. The revisions kept by the rule above
+//! are what a sync needs: one that fetched its index just before the revision was superseded
+//! has `gc_grace` to finish (hence "make the grace longer than the longest sync"). A pass
+//! ([`Master::collect_garbage`]):
 //! 1. deletes the index files of the revisions no longer kept (their history rows stay; asking
 //!    for one answers `no_such_revision`, and a client holding one gets a whole index instead
 //!    of a delta);
@@ -35,7 +38,7 @@ use crate::db::RevisionRow;
 use crate::error::MasterError;
 use crate::master::Master;
 use crate::revision::{self, LoadedRevision};
-use crate::{lock, now_ms, now_unix, read, write};
+use crate::{lock, now_unix, read, write};
 
 /// The revisions a collection at `now_unix` keeps, from `history` (oldest first): the last
 /// revision of each of the newest `keep` builds (a revision without a build, the repack's,
@@ -91,10 +94,6 @@ pub(crate) struct Collection {
 
 /// The collection's counters and the memory it keeps between passes.
 pub(crate) struct Collector {
-    /// Unix milliseconds of the last locate of each pack.
-    located: Mutex<HashMap<u32, u64>>,
-    /// When the master opened: the last locate of packs not located since.
-    opened_ms: AtomicU64,
     /// Pack numbers each kept revision lists (decoding an old index costs time).
     pack_sets: Mutex<HashMap<u64, Arc<HashSet<u32>>>>,
     pub runs: AtomicU64,
@@ -108,8 +107,6 @@ pub(crate) struct Collector {
 impl Collector {
     pub(crate) fn new() -> Collector {
         Collector {
-            located: Mutex::default(),
-            opened_ms: AtomicU64::new(now_ms()),
             pack_sets: Mutex::default(),
             runs: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -117,15 +114,6 @@ impl Collector {
             packs: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             last_run_unix: AtomicI64::new(0),
-        }
-    }
-
-    /// Records that a client was just given holders of `packs`.
-    pub(crate) fn located(&self, packs: &[u32]) {
-        let now = now_ms();
-        let mut located = lock(&self.located);
-        for &n in packs {
-            located.insert(n, now);
         }
     }
 }
@@ -145,8 +133,7 @@ impl Master {
             return Ok(Collection::default());
         };
         let config = &self.inner.config;
-        let grace_ms = u64::try_from(config.gc_grace.as_millis()).unwrap_or(u64::MAX);
-        let (now, now_s) = (now_ms(), now_unix());
+        let now_s = now_unix();
         let history = read(&self.inner.history).clone();
         let kept = kept_revisions(
             &history,
@@ -176,17 +163,11 @@ impl Master {
             }
         }
         let garbage: Vec<PackInfo> = {
-            // Lock order: packs, then located (as in `Master::locate`).
             let t = read(&self.inner.packs);
-            let located = lock(&collector.located);
-            let opened = collector.opened_ms.load(Ordering::Relaxed);
             let mut g: Vec<PackInfo> = t
                 .by_number
                 .values()
-                .filter(|p| {
-                    let last = located.get(&p.number).copied().unwrap_or(opened);
-                    !referenced.contains(&p.number) && now.saturating_sub(last) >= grace_ms
-                })
+                .filter(|p| !referenced.contains(&p.number))
                 .copied()
                 .collect();
             g.sort_by_key(|p| p.number);
@@ -202,8 +183,7 @@ impl Master {
                 done.revisions += 1;
             }
         }
-        // 2. The packs, in the database and then in memory (lock order: packs, tracker, db,
-        // located).
+        // 2. The packs, in the database and then in memory (lock order: packs, tracker, db).
         if !garbage.is_empty() {
             let numbers: Vec<u32> = garbage.iter().map(|p| p.number).collect();
             let mut table = write(&self.inner.packs);
@@ -218,10 +198,6 @@ impl Master {
                         s.foreign.insert(p.hash);
                     }
                 }
-            }
-            let mut located = lock(&collector.located);
-            for n in &numbers {
-                located.remove(n);
             }
         }
         // 3. The files: the collected packs, then whatever else is no pack of the table.
@@ -331,17 +307,11 @@ impl Master {
 
 #[cfg(test)]
 impl Master {
-    /// Moves every time the collection looks at `secs` into the past: revisions' publication,
-    /// the master's opening, the last locate of each pack.
+    /// Moves every time the collection looks at `secs` into the past: the revisions'
+    /// publication.
     pub(crate) fn pretend_time_passed(&self, secs: u64) {
         for row in write(&self.inner.history).iter_mut() {
             row.created_unix -= i64::try_from(secs).unwrap();
-        }
-        let c = &self.inner.collector;
-        let ms = secs * 1000;
-        c.opened_ms.fetch_sub(ms, Ordering::Relaxed);
-        for t in lock(&c.located).values_mut() {
-            *t -= ms;
         }
     }
 }

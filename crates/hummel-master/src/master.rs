@@ -13,7 +13,7 @@
 //!   hashlist again;
 //! - builds ([`BuildRun`]): at most one running, on its own thread;
 //! - the maintenance thread's control (`crate::maintenance`: repack, then garbage collection)
-//!   and the collection's memory (`crate::gc::Collector`: when each pack was last located).
+//!   and the collection's counters (`crate::gc::Collector`).
 //!
 //! Methods that touch the database or compute placement are blocking; the HTTP layer calls them
 //! through `spawn_blocking`.
@@ -997,7 +997,8 @@ impl Master {
 
     /// `POST /api/v1/locate`: live holders per pack, rotated per request to spread load. A pack
     /// no live slave holds (a new revision still replicating) lists the master itself, the source
-    /// of last resort, if its store has the pack.
+    /// of last resort, if its store has the pack. Locating changes nothing: in particular it
+    /// keeps no pack from the garbage collection.
     pub(crate) fn locate(&self, req: &LocateRequest) -> LocateResponse {
         let now = now_ms();
         let liveness = self.liveness();
@@ -1030,7 +1031,6 @@ impl Master {
             positions.insert(id.to_string(), p);
             p
         };
-        let mut known: Vec<u32> = Vec::with_capacity(req.packs.len());
         let holders = req
             .packs
             .iter()
@@ -1038,7 +1038,6 @@ impl Master {
                 if !packs.by_number.contains_key(number) {
                     return Vec::new();
                 }
-                known.push(*number);
                 let mut list: Vec<u32> = live
                     .iter()
                     .filter(|s| s.packs.contains(number))
@@ -1065,8 +1064,6 @@ impl Master {
                 list
             })
             .collect();
-        // A client downloads these now: the garbage collection leaves them for a grace period.
-        self.inner.collector.located(&known);
         LocateResponse {
             slaves,
             holders,

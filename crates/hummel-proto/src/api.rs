@@ -483,7 +483,7 @@ pub struct RepackStatus {
 pub struct GcStatus {
     /// Builds kept servable (each in its latest, repacked form).
     pub keep_revisions: u32,
-    /// Seconds a superseded revision, or a pack a client located, stays stored.
+    /// Seconds a superseded revision stays stored.
     pub grace_s: u64,
     /// Passes since the master started.
     pub runs: u64,

@@ -93,7 +93,7 @@ pub struct PackUpkeep {
     #[arg(long, default_value_t = hummel_master::DEFAULT_KEEP_REVISIONS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub keep_revisions: u32,
-    /// How long a superseded revision, and a pack a client located, stay stored. Make it
+    /// How long a superseded revision (and the packs only it lists) stays stored. Make it
     /// longer than the longest sync (e.g. 30m, 1h, 1d).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub gc_grace: Duration,

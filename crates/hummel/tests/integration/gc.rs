@@ -106,3 +106,67 @@ fn keep_revisions_below_one_is_refused() {
     let err = master_refuses(&["--keep-revisions", "0"]);
     assert!(err.contains("keep-revisions"), "{err}");
 }
+
+/// The pack numbers revision `n` lists, from the master's index.
+fn packs_of(c: &Cluster, n: u64) -> Vec<u32> {
+    let bytes = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let url = format!("{}/api/v1/index?revision={n}", c.master.url);
+            let resp = http().get(url).send().await.unwrap();
+            assert!(resp.status().is_success(), "{}", resp.status());
+            resp.bytes().await.unwrap()
+        });
+    let (index, _) = hummel_core::index::decode(&bytes).unwrap();
+    index.packs.iter().map(|p| p.number).collect()
+}
+
+/// `locate` is open to anyone, so it must keep nothing: a superseded revision's packs, located
+/// anonymously again and again, are collected when its grace period ends all the same.
+#[test]
+fn locating_packs_keeps_none_from_the_collection() {
+    let c = Cluster::start_with(1, fill, &["--keep-revisions", "1", "--gc-grace", "4s"]);
+    let first = n(&c.build(), "revision");
+    let old = packs_of(&c, first);
+    // Every file changes: no chunk, and so no pack, of the first revision stays in use.
+    write(&c.repo, "a/one.pbo", &data(600 << 10, 4));
+    write(&c.repo, "a/two.pbo", &data(300 << 10, 5));
+    write(&c.repo, "b/notes.txt", &b"other notes\n".repeat(4000));
+    let second = n(&c.build(), "revision");
+    assert!(second > first);
+    let kept = packs_of(&c, second);
+    let superseded: Vec<u32> = old.into_iter().filter(|p| !kept.contains(p)).collect();
+    assert!(!superseded.is_empty());
+    let locate = serde_json::json!({ "packs": superseded });
+    let url = format!("{}/api/v1/locate", c.master.url);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut locates = 0;
+    wait_for(
+        "the superseded packs to go although located all along",
+        || {
+            let holders: serde_json::Value = rt.block_on(async {
+                let resp = http().post(&url).json(&locate).send().await.unwrap();
+                assert!(resp.status().is_success(), "{}", resp.status());
+                resp.json().await.unwrap()
+            });
+            locates += 1;
+            holders["holders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|h| h.as_array().unwrap().is_empty())
+        },
+    );
+    assert!(locates > 1, "collected before any locate could keep them");
+    let st = c.status();
+    assert!(
+        n(&st["gc"], "packs_collected") >= superseded.len() as u64,
+        "{st:#}"
+    );
+    assert_eq!(master_packs(&c), kept.len());
+}
