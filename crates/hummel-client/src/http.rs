@@ -27,6 +27,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deadline for small JSON calls to the master.
 const JSON_DEADLINE: Duration = Duration::from_secs(60);
+/// A master that answers 429 or 503 with `Retry-After` (its limits: a rate per address, the
+/// requests it takes at once) is asked again after that wait, this many times at most...
+const BUSY_RETRIES: u32 = 3;
+/// ... when the wait is this long at most.
+const BUSY_WAIT_MAX: Duration = Duration::from_secs(10);
 /// Largest JSON body accepted from the master.
 const MAX_JSON_RESPONSE: u64 = 64 << 20;
 /// Largest index body accepted (the envelope around the largest accepted body).
@@ -172,14 +177,44 @@ impl MasterApi {
     }
 
     async fn send(&self, rb: RequestBuilder, what: &str) -> Result<Response, SyncError> {
-        let resp = rb
-            .send()
-            .await
-            .map_err(|e| self.err(format!("{what}: {}", describe(&e))))?;
-        if resp.status().is_success() {
-            return Ok(resp);
+        self.send_with_retries(rb, what, BUSY_RETRIES).await
+    }
+
+    /// Sends `rb`; a 429 or 503 with a `Retry-After` of at most [`BUSY_WAIT_MAX`] is sent
+    /// again after that wait, `retries` times at most.
+    async fn send_with_retries(
+        &self,
+        mut rb: RequestBuilder,
+        what: &str,
+        retries: u32,
+    ) -> Result<Response, SyncError> {
+        let mut left = retries;
+        loop {
+            let again = rb.try_clone();
+            let resp = rb
+                .send()
+                .await
+                .map_err(|e| self.err(format!("{what}: {}", describe(&e))))?;
+            if resp.status().is_success() {
+                return Ok(resp);
+            }
+            let busy = matches!(
+                resp.status(),
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            );
+            if busy
+                && left > 0
+                && let Some(next) = again
+                && let Some(wait) = retry_after(&resp).filter(|w| *w <= BUSY_WAIT_MAX)
+            {
+                tracing::debug!(what, status = %resp.status(), ?wait, "master busy; asking again");
+                tokio::time::sleep(wait).await;
+                left -= 1;
+                rb = next;
+                continue;
+            }
+            return Err(self.refusal(resp, what).await);
         }
-        Err(self.refusal(resp, what).await)
     }
 
     async fn refusal(&self, resp: Response, what: &str) -> SyncError {
@@ -306,7 +341,7 @@ impl MasterApi {
             .post(self.url(api::CLIENT_REPORT))
             .json(report)
             .timeout(Duration::from_secs(3));
-        let resp = self.send(rb, "report").await?;
+        let resp = self.send_with_retries(rb, "report", 0).await?;
         if resp.status() != StatusCode::NO_CONTENT && !resp.status().is_success() {
             return Err(self.err(format!("report: HTTP {}", resp.status())));
         }
@@ -323,6 +358,19 @@ pub(crate) struct IndexAnswer {
     pub revision_hash: Option<Hash>,
     pub repository_id: Option<String>,
     pub mass_delete_confirmed: bool,
+}
+
+/// A response's `Retry-After` in seconds (the HTTP-date form is not used by Hummel servers).
+fn retry_after(resp: &Response) -> Option<Duration> {
+    let secs = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(Duration::from_secs(secs))
 }
 
 /// The URL without trailing slashes and surrounding blanks.

@@ -1,10 +1,18 @@
 //! The HTTP edge: [`router`], the handlers, [`ApiError`] and the [`ApiJson`] body extractor.
 //!
-//! Handlers check access with the extractors of [`crate::auth`], parse bodies with [`ApiJson`]
-//! (bounded by `DefaultBodyLimit`, bad JSON → 400), and call [`Master`] methods, through
-//! `spawn_blocking` whenever those touch the database or compute placement. Every error becomes
+//! Handlers check access with the extractors of [`crate::auth`] (before any body is read),
+//! parse bodies with [`ApiJson`] (each body type bounded by its route's need, [`Bounded`]:
+//! 413 beyond it, before more than the limit is read; bad JSON → 400), and call [`Master`]
+//! methods, through `spawn_blocking` whenever those touch the database or compute placement.
+//! The routes anyone may call sit behind the limits of [`crate::limits`] (per-address rate,
+//! requests at once); `/health`, `/blob` and the slaves' routes do not. Every error becomes
 //! an [`ApiError`], whose response body is [`ApiErrorBody`]; details of 5xx errors are logged,
 //! never sent.
+//!
+//! Body limits per route: `/api/v1/locate` 16 KiB plus 12 bytes per pack of the table
+//! ([`hummel_proto::api::locate_body_limit`]), `/api/v1/client/report` 128 KiB plus as much,
+//! `/slave/heartbeat` 1 MiB, `/slave/hashlist` 64 MiB (slave token first), anything else
+//! (the dashboard's form) [`DEFAULT_BODY_LIMIT`].
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -12,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -19,20 +28,25 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hummel_core::{Hash, RelPath};
 use hummel_proto::ApiErrorBody;
 use hummel_proto::api::{
     self as endpoints, BuildQuery, BuildStarted, BuildStatus, ClientReport, HashlistChanges,
-    Health, Heartbeat, LocateRequest, LocateResponse, MASS_DELETE_HEADER, MAX_JSON_BODY,
-    REPOSITORY_ID_HEADER, REVISION_HASH_HEADER, RevisionInfo, SlaveDirective, SlaveHashlist,
-    StatusResponse,
+    Health, Heartbeat, LocateRequest, LocateResponse, MASS_DELETE_HEADER, MAX_BAD_SLAVES,
+    MAX_HEARTBEAT_BODY, MAX_JSON_BODY, REPOSITORY_ID_HEADER, REVISION_HASH_HEADER, RevisionInfo,
+    SlaveDirective, SlaveHashlist, StatusResponse,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
 
 use crate::auth::{ReadAccess, SlaveAccess, WriteAccess, blob_guard};
 use crate::db::RevisionRow;
 use crate::error::MasterError;
+use crate::limits::MAX_API_REQUESTS;
 use crate::master::{EMBEDDED_SLAVE_ID, IndexLookupError, Master};
 
 /// Header carrying the revision number of an index response (`X-Hummel-Revision`).
@@ -45,10 +59,12 @@ const INDEX_KIND_DELTA: &str = "delta";
 const MAX_ID_LEN: usize = 128;
 /// Longest slave URL accepted.
 const MAX_URL_LEN: usize = 2048;
-/// Most pack numbers in one locate request.
-const MAX_LOCATE_PACKS: usize = 1 << 20;
 /// The `Retry-After` of a [`ApiError::Busy`] answer.
 pub(crate) const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// Largest body of a route without a [`Bounded`] body (the dashboard's build form).
+pub(crate) const DEFAULT_BODY_LIMIT: usize = 16 << 10;
+/// Bodies larger than this are parsed on a blocking thread (only the slaves' hashlists).
+const PARSE_INLINE_MAX: usize = 256 << 10;
 
 /// Every error an endpoint can answer with.
 #[derive(Debug)]
@@ -59,14 +75,22 @@ pub(crate) enum ApiError {
     Forbidden,
     /// Malformed request.
     BadRequest(String),
-    /// Body over the limit.
-    PayloadTooLarge,
+    /// Body over its route's limit (bytes).
+    PayloadTooLarge(usize),
     /// The path exists, the method does not.
     MethodNotAllowed,
     /// Something named by the request does not exist.
     NotFound { code: &'static str, message: String },
     /// Too busy now; the client should try again after [`RETRY_AFTER`] or elsewhere.
     Busy(String),
+    /// Refused for a reason of its own: a status, a stable code, a message, and when to try
+    /// again if it may succeed later (`Retry-After`).
+    Refused {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        retry_after: Option<std::time::Duration>,
+    },
     /// Our fault; the detail is logged, not sent.
     Internal(String),
 }
@@ -77,10 +101,11 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Refused { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,9 +121,9 @@ impl ApiError {
             ),
             ApiError::Forbidden => ("forbidden", "this token is not accepted here".to_string()),
             ApiError::BadRequest(m) => ("bad_request", m.clone()),
-            ApiError::PayloadTooLarge => (
+            ApiError::PayloadTooLarge(limit) => (
                 "payload_too_large",
-                format!("request body larger than {MAX_JSON_BODY} bytes"),
+                format!("request body larger than the {limit} bytes this endpoint takes"),
             ),
             ApiError::MethodNotAllowed => (
                 "method_not_allowed",
@@ -106,6 +131,7 @@ impl ApiError {
             ),
             ApiError::NotFound { code, message } => (*code, message.clone()),
             ApiError::Busy(m) => ("busy", m.clone()),
+            ApiError::Refused { code, message, .. } => (*code, message.clone()),
             ApiError::Internal(_) => ("internal", "internal error; see the master's log".into()),
         };
         ApiErrorBody {
@@ -120,6 +146,25 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// 429 `rate_limited`, to be retried after `wait`.
+    pub(crate) fn rate_limited(message: String, wait: std::time::Duration) -> ApiError {
+        ApiError::Refused {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message,
+            retry_after: Some(wait),
+        }
+    }
+
+    /// When the client may try again, if it may.
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ApiError::Busy(_) => Some(RETRY_AFTER),
+            ApiError::Refused { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -128,11 +173,11 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %detail, "request failed");
         }
         let mut resp = (self.status(), Json(self.body())).into_response();
-        if let ApiError::Busy(_) = &self {
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(RETRY_AFTER.as_secs()),
-            );
+        if let Some(wait) = self.retry_after() {
+            // Whole seconds, rounded up, at least one.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         resp
     }
@@ -144,23 +189,81 @@ impl From<MasterError> for ApiError {
     }
 }
 
-/// A JSON body; a bad one is a 400 with [`ApiErrorBody`]. No `Content-Type` is required.
+/// A request body type and the most bytes its route takes.
+pub(crate) trait Bounded {
+    /// The limit, from what the master holds now.
+    fn limit(master: &Master) -> usize;
+}
+
+impl Bounded for LocateRequest {
+    /// The packs of one plan: at most every pack of the table.
+    fn limit(master: &Master) -> usize {
+        endpoints::locate_body_limit(crate::read(&master.inner.packs).by_number.len())
+    }
+}
+
+impl Bounded for ClientReport {
+    fn limit(master: &Master) -> usize {
+        endpoints::report_body_limit(crate::read(&master.inner.packs).by_number.len())
+    }
+}
+
+impl Bounded for Heartbeat {
+    fn limit(_: &Master) -> usize {
+        MAX_HEARTBEAT_BODY
+    }
+}
+
+impl Bounded for SlaveHashlist {
+    fn limit(_: &Master) -> usize {
+        MAX_JSON_BODY
+    }
+}
+
+/// A JSON body of at most [`Bounded::limit`] bytes; a larger one is a 413 (refused on its
+/// `Content-Length`, or as soon as more than the limit arrived: never held whole), a bad one
+/// a 400 with [`ApiErrorBody`]. No `Content-Type` is required.
 pub(crate) struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned + Bounded + Send + 'static> FromRequest<Master> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::BadRequest("could not read the request body".into())
+    async fn from_request(req: Request, master: &Master) -> Result<Self, Self::Rejection> {
+        let limit = T::limit(master);
+        let too_large = || {
+            master
+                .inner
+                .metrics
+                .bodies_refused
+                .fetch_add(1, Ordering::Relaxed);
+            ApiError::PayloadTooLarge(limit)
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let bytes: Bytes = match Limited::new(req.into_body(), limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+            Err(_) => {
+                return Err(ApiError::BadRequest(
+                    "could not read the request body".into(),
+                ));
             }
-        })?;
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+        };
+        let parse = move || {
+            serde_json::from_slice(&bytes)
+                .map(ApiJson)
+                .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+        };
+        if limit <= PARSE_INLINE_MAX {
+            parse()
+        } else {
+            blocking(parse).await?
+        }
     }
 }
 
@@ -177,10 +280,24 @@ pub(crate) async fn blocking<T: Send + 'static>(
 pub(crate) fn router(master: Master) -> Router {
     let blob = hummel_store::http::router(master.store().clone())
         .layer(middleware::from_fn_with_state(master.clone(), blob_guard));
-    Router::new()
+    // What anyone may call: at most `MAX_API_REQUESTS` at once (503 beyond, not a queue), and
+    // each address at its rate (429 beyond, checked first).
+    let shed = master.clone();
+    let at_once = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
+            let master = shed.clone();
+            async move {
+                master.inner.metrics.shed.fetch_add(1, Ordering::Relaxed);
+                ApiError::Busy(format!(
+                    "the master is answering {MAX_API_REQUESTS} requests already; retry shortly"
+                ))
+            }
+        }))
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::new(MAX_API_REQUESTS));
+    let public = Router::new()
         .route("/", get(crate::dashboard::page))
         .route("/ui/build", post(crate::dashboard::start_build))
-        .route(endpoints::HEALTH, get(health))
         .route(endpoints::METRICS, get(metrics))
         .route(endpoints::BUILD, post(start_build))
         .route(&format!("{}/{{id}}", endpoints::BUILDS), get(build_status))
@@ -189,13 +306,21 @@ pub(crate) fn router(master: Master) -> Router {
         .route(endpoints::LOCATE, post(locate))
         .route(endpoints::CLIENT_REPORT, post(client_report))
         .route(endpoints::STATUS, get(status))
+        .route_layer(at_once)
+        .route_layer(middleware::from_fn_with_state(
+            master.clone(),
+            crate::limits::rate_limit,
+        ));
+    Router::new()
+        .route(endpoints::HEALTH, get(health))
         .route(endpoints::SLAVE_HASHLIST, post(slave_hashlist))
         .route(endpoints::SLAVE_HEARTBEAT, post(slave_heartbeat))
+        .merge(public)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(master.clone())
         .merge(blob)
-        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .layer(middleware::from_fn(hummel_store::http::handler_deadline))
         .layer(middleware::from_fn_with_state(master, observe_request))
 }
@@ -376,11 +501,6 @@ async fn locate(
     State(master): State<Master>,
     ApiJson(req): ApiJson<LocateRequest>,
 ) -> Result<Json<LocateResponse>, ApiError> {
-    if req.packs.len() > MAX_LOCATE_PACKS {
-        return Err(ApiError::BadRequest(format!(
-            "at most {MAX_LOCATE_PACKS} packs per request"
-        )));
-    }
     Ok(Json(blocking(move || master.locate(&req)).await?))
 }
 
@@ -402,6 +522,11 @@ async fn client_report(
         || report.path.chars().any(char::is_control)
     {
         return Err(ApiError::BadRequest("invalid path".into()));
+    }
+    if report.bad_slaves.len() > MAX_BAD_SLAVES || !report.bad_slaves.iter().all(|s| valid_id(s)) {
+        return Err(ApiError::BadRequest(format!(
+            "bad_slaves: at most {MAX_BAD_SLAVES} slave ids"
+        )));
     }
     let addr = peer.map_or_else(
         || "unknown".to_string(),

@@ -64,7 +64,18 @@ pub struct MasterConfig {
     /// `Retry-After`. 0: the master never offers itself. Replication (slave token) and the
     /// embedded store of `hummel serve` are not counted.
     pub fallback_limit: u32,
+    /// Requests per second each client address may make to the public routes (the client API,
+    /// the dashboard, `/build`, `/metrics`), with bursts of [`RATE_BURST_SECONDS`] times as
+    /// many; 0 turns the limit off (behind a reverse proxy every client has the proxy's
+    /// address). `/health`, `/blob` and the slaves' routes are not limited.
+    pub rate_limit: u32,
 }
+
+/// Default of [`MasterConfig::rate_limit`]: far above what syncing clients need (a sync makes
+/// a handful of API requests), far below a flood.
+pub const DEFAULT_RATE_LIMIT: u32 = 20;
+/// A client address may spend this many seconds' worth of [`MasterConfig::rate_limit`] at once.
+pub const RATE_BURST_SECONDS: u32 = 10;
 
 /// Default of [`MasterConfig::keep_revisions`]: the current build and the one before.
 pub const DEFAULT_KEEP_REVISIONS: u32 = 2;

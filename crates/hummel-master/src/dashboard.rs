@@ -150,6 +150,13 @@ pub(crate) async fn start_build(
                 allow_mass_delete: f.allow_mass_delete,
             },
         ),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return message_page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Build not started",
+                "The form was larger than a build form can be.",
+            );
+        }
         Err(_) => (None, BuildQuery::default()),
     };
     if let Err(e) = check_token(&master.config().tokens, token.as_deref(), Access::Write) {

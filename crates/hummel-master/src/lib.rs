@@ -23,6 +23,7 @@
 //!   clients, mirrored from the database.
 //! - `placement`: rendezvous hashing of packs onto slaves under quotas (pure).
 //! - `auth`: which token each endpoint accepts (401 / 403), as extractors and a middleware.
+//! - `limits`: per-address request rates and requests at once.
 //! - `api`: the router, handlers, `ApiError` (one error → response mapping) and JSON bodies.
 //! - `dashboard`: the server-rendered HTML page at `/` and its build form.
 //! - `metrics`: Prometheus text at `/metrics`.
@@ -38,6 +39,7 @@ mod dashboard;
 mod db;
 pub mod error;
 mod gc;
+mod limits;
 mod maintenance;
 mod master;
 mod metrics;
@@ -53,8 +55,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use config::{
-    DEFAULT_FALLBACK_LIMIT, DEFAULT_GC_GRACE, DEFAULT_KEEP_REVISIONS, MasterConfig, REPACK_LEVELS,
-    Tokens,
+    DEFAULT_FALLBACK_LIMIT, DEFAULT_GC_GRACE, DEFAULT_KEEP_REVISIONS, DEFAULT_RATE_LIMIT,
+    MasterConfig, RATE_BURST_SECONDS, REPACK_LEVELS, Tokens,
 };
 pub use error::MasterError;
 pub use master::{EMBEDDED_SLAVE_ID, Master, run_background};

@@ -13,7 +13,8 @@
 //!   hashlist again;
 //! - builds ([`BuildRun`]): at most one running, on its own thread;
 //! - the maintenance thread's control (`crate::maintenance`: repack, then garbage collection)
-//!   and the collection's counters (`crate::gc::Collector`).
+//!   and the collection's counters (`crate::gc::Collector`);
+//! - the per-address limits of the public routes (`crate::limits`).
 //!
 //! Methods that touch the database or compute placement are blocking; the HTTP layer calls them
 //! through `spawn_blocking`.
@@ -41,6 +42,7 @@ use crate::config::{MasterConfig, REPACK_LEVELS};
 use crate::db::{Db, Publication, RevisionRow};
 use crate::error::MasterError;
 use crate::gc::Collector;
+use crate::limits::Limits;
 use crate::maintenance::Maintenance;
 use crate::metrics::Metrics;
 use crate::placement::{self, Candidate, PackSlot, Placement};
@@ -92,6 +94,8 @@ pub(crate) struct Inner {
     /// Permits for the downloads the master serves as the source of last resort
     /// ([`MasterConfig::fallback_limit`]); a response holds one until its body is dropped.
     pub fallback: Arc<tokio::sync::Semaphore>,
+    /// Per-address request rates (`crate::limits`).
+    pub limits: Limits,
 }
 
 /// The pack enumeration.
@@ -274,6 +278,7 @@ impl Master {
             "master opened"
         );
         let fallback_limit = config.fallback_limit as usize;
+        let limits = Limits::new(config.rate_limit);
         Ok(Master {
             inner: Arc::new(Inner {
                 config,
@@ -298,6 +303,7 @@ impl Master {
                 locate_turn: AtomicU64::new(0),
                 hashlist_epochs: AtomicU64::new(u64::from(rand::random::<u32>()) << 20),
                 fallback: Arc::new(tokio::sync::Semaphore::new(fallback_limit)),
+                limits,
             }),
         })
     }
@@ -1227,6 +1233,7 @@ pub async fn run_background(master: Master, shutdown: impl Future<Output = ()>) 
             () = &mut shutdown => break,
             _ = gc_ticker.tick() => master.start_maintenance(),
             _ = ticker.tick() => {
+                master.inner.limits.forget_idle();
                 let m = master.clone();
                 if let Err(e) = tokio::task::spawn_blocking(move || m.observe_slaves()).await {
                     tracing::error!(error = %e, "background check failed");

@@ -26,6 +26,12 @@ pub(crate) struct Metrics {
     pub fallback_served: AtomicU64,
     /// Such requests answered 503 because the limit was reached.
     pub fallback_busy: AtomicU64,
+    /// Requests answered 429 because their address was over its rate (`crate::limits`).
+    pub rate_limited: AtomicU64,
+    /// Requests answered 503 because `crate::limits::MAX_API_REQUESTS` were running.
+    pub shed: AtomicU64,
+    /// Requests answered 413: a body over its route's limit.
+    pub bodies_refused: AtomicU64,
 }
 
 struct Exposition(String);
@@ -192,6 +198,30 @@ pub(crate) fn render(master: &Master) -> String {
         "counter",
         "Slaves named as failing in client reports.",
         load(&counters.bad_slave_reports),
+    );
+    out.single(
+        "hummel_rate_limited_total",
+        "counter",
+        "Requests refused with 429: their address was over its rate.",
+        load(&counters.rate_limited),
+    );
+    out.single(
+        "hummel_requests_shed_total",
+        "counter",
+        "Requests refused with 503: the most the API handles at once were running.",
+        load(&counters.shed),
+    );
+    out.single(
+        "hummel_bodies_refused_total",
+        "counter",
+        "Requests refused with 413: a body over its route's limit.",
+        load(&counters.bodies_refused),
+    );
+    out.single(
+        "hummel_limited_addresses",
+        "gauge",
+        "Client addresses the request limits remember now.",
+        master.inner.limits.addresses() as u64,
     );
     out.single(
         "hummel_hashlists_received_total",

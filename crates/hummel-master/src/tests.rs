@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, Bytes, to_bytes};
 use axum::http::{Request, StatusCode, header};
 use hummel_core::codec::decode_chunk;
 use hummel_core::index::{decode, encode};
@@ -44,6 +44,7 @@ fn config(repo: &Path, data: &Path) -> MasterConfig {
         keep_revisions: crate::DEFAULT_KEEP_REVISIONS,
         gc_grace: crate::DEFAULT_GC_GRACE,
         fallback_limit: crate::DEFAULT_FALLBACK_LIMIT,
+        rate_limit: crate::DEFAULT_RATE_LIMIT,
     }
 }
 
@@ -2029,4 +2030,61 @@ async fn the_master_serves_a_bounded_number_of_fallback_downloads() {
         "{}",
         String::from_utf8_lossy(&body)
     );
+}
+
+// ---- The public surface (issue 10) ----
+
+#[tokio::test]
+async fn bodies_are_bounded_by_what_their_route_needs() {
+    let fx = fixture();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    http_build(&master).await;
+    let packs = crate::read(&master.inner.packs).by_number.len();
+    let limit = hummel_proto::api::locate_body_limit(packs);
+    assert!(limit < 64 << 10, "{limit} for {packs} packs");
+    // Just over the limit: 413 with the limit named; declared, or streamed without a length.
+    let over = format!("{{\"packs\":[{}1]}}", "1,".repeat(limit / 2));
+    let (s, _, body) = call(&master, "POST", "/api/v1/locate", None, Some(over.clone())).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(String::from_utf8_lossy(&body).contains(&limit.to_string()));
+    let chunks: Vec<Result<Bytes, std::io::Error>> = over
+        .into_bytes()
+        .chunks(4096)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/v1/locate")
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .unwrap();
+    let resp = master.router().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(metric(&master, "hummel_bodies_refused_total").await, 2);
+    // Every pack of the table fits, with room to spare.
+    let all: Vec<u32> = (0..packs as u32 * 4).map(|i| u32::MAX - i).collect();
+    let req = serde_json::to_string(&LocateRequest { packs: all }).unwrap();
+    let (s, _, _) = call(&master, "POST", "/api/v1/locate", None, Some(req)).await;
+    assert_eq!(s, StatusCode::OK);
+    // The dashboard's form is small; a slave's heartbeat is bounded even with the slave token.
+    let form = Request::builder()
+        .method("POST")
+        .uri("/ui/build")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("token={}", "x".repeat(64 << 10))))
+        .unwrap();
+    let resp = master.router().oneshot(form).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let big = "x".repeat(hummel_proto::api::MAX_HEARTBEAT_BODY + 1);
+    let (s, _, _) = call(
+        &master,
+        "POST",
+        "/slave/heartbeat",
+        Some(SLAVE),
+        Some(big.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    // Without the token, the body is never looked at.
+    let (s, _, _) = call(&master, "POST", "/slave/heartbeat", None, Some(big)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
 }

@@ -59,8 +59,36 @@ pub const HEALTH: &str = "/health";
 /// `GET /metrics`.
 pub const METRICS: &str = "/metrics";
 
-/// Largest JSON request body any endpoint accepts.
+/// Largest JSON body any endpoint accepts or answers with: a slave's complete hashlist (~67
+/// bytes a pack, so about a million packs, 16 TB of 16 MiB packs). Only `POST /slave/hashlist`
+/// takes that much, and only after the slave token was checked; every other route has its own,
+/// smaller bound (below).
 pub const MAX_JSON_BODY: usize = 64 << 20;
+
+/// Largest `POST /slave/heartbeat` body: at most [`MAX_HASHLIST_CHANGES`] hashes of changes and
+/// [`MAX_CORRUPT_PER_HEARTBEAT`] corrupt packs (~70 bytes each), with room to spare.
+pub const MAX_HEARTBEAT_BODY: usize = 1 << 20;
+
+/// Most corrupt packs one heartbeat reports; more wait for the next one.
+pub const MAX_CORRUPT_PER_HEARTBEAT: usize = 1024;
+
+/// Bytes one pack number takes in a JSON list at most (`4294967295,`), plus one of slack.
+pub const JSON_BYTES_PER_PACK: usize = 12;
+
+/// Largest `POST /api/v1/locate` body a master whose pack table holds `packs` packs accepts.
+/// A client locates the packs of one plan, all of them packs of one revision and so of the
+/// table: 12 bytes a pack plus 16 KiB. A 200 GB tree (~13,000 packs) allows ~170 kB; a 60 MB
+/// body is refused before it is read.
+pub fn locate_body_limit(packs: usize) -> usize {
+    (16 << 10) + JSON_BYTES_PER_PACK.saturating_mul(packs)
+}
+
+/// Largest `POST /api/v1/client/report` body a master whose pack table holds `packs` packs
+/// accepts: the pack list as for [`locate_body_limit`], plus 128 KiB for the ids, the key, a
+/// path of [`hummel_core::relpath::MAX_PATH_LEN`] bytes escaped and [`MAX_BAD_SLAVES`] slave ids.
+pub fn report_body_limit(packs: usize) -> usize {
+    (128 << 10) + JSON_BYTES_PER_PACK.saturating_mul(packs)
+}
 
 /// Most packs a slave lists in one [`HashlistChanges`] (added and removed together); with more
 /// changes unreported it announces its complete hashlist instead. About 69 kB of JSON, where a
@@ -186,6 +214,9 @@ pub struct ClientReport {
     /// Slaves that served bad data or failed during the sync, by id.
     pub bad_slaves: Vec<String>,
 }
+
+/// Most slave ids one [`ClientReport::bad_slaves`] names.
+pub const MAX_BAD_SLAVES: usize = 64;
 
 /// `POST /build` answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -483,7 +483,13 @@ impl Agent {
             used: store.used(),
             packs: packs as u64,
             replicating: self.queue.replicating(),
-            corrupt: self.unreported_corrupt.clone(),
+            // The rest go with the next heartbeats (the master bounds a heartbeat's body).
+            corrupt: self
+                .unreported_corrupt
+                .iter()
+                .take(hummel_proto::api::MAX_CORRUPT_PER_HEARTBEAT)
+                .copied()
+                .collect(),
             hashlist: changes,
         };
         match self.master.heartbeat(&body).await {

@@ -59,6 +59,24 @@ pub struct ServerTokens {
     pub read_token: Option<String>,
 }
 
+/// The bounds of a server's public edge.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct EdgeLimits {
+    /// Most connections open at once; further ones wait until one closes.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+/// How a master (`serve` or `master`) bounds what its clients may do.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// Requests a second each client address may make to the API, the dashboard and /metrics
+    /// (bursts of ten times as many); beyond it, 429 with Retry-After. 0: no limit (behind a
+    /// reverse proxy every client has the proxy's address: limit there instead).
+    #[arg(long, default_value_t = hummel_master::DEFAULT_RATE_LIMIT)]
+    pub rate_limit: u32,
+}
+
 /// HTTPS for the servers (`serve`, `master`, `slave`).
 #[derive(Args, Debug, Clone)]
 pub struct ServerTlsArgs {
@@ -124,6 +142,12 @@ pub struct ServeArgs {
     /// Repack and garbage collection.
     #[command(flatten)]
     pub packs: PackUpkeep,
+    /// Limits per client.
+    #[command(flatten)]
+    pub clients: ClientLimits,
+    /// Connections.
+    #[command(flatten)]
+    pub edge: EdgeLimits,
     /// Server tokens.
     #[command(flatten)]
     pub tokens: ServerTokens,
@@ -176,6 +200,12 @@ pub struct MasterArgs {
     /// Repack and garbage collection.
     #[command(flatten)]
     pub packs: PackUpkeep,
+    /// Limits per client.
+    #[command(flatten)]
+    pub clients: ClientLimits,
+    /// Connections.
+    #[command(flatten)]
+    pub edge: EdgeLimits,
 
     /// Server tokens.
     #[command(flatten)]
@@ -234,6 +264,9 @@ pub struct SlaveArgs {
     /// If set, clients must present this token to download.
     #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
+    /// Connections.
+    #[command(flatten)]
+    pub edge: EdgeLimits,
 }
 
 /// `hummel build`.

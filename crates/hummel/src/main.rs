@@ -6,10 +6,12 @@
 //!   library crate that does the work.
 //! - [`util`]: size and duration parsing, token resolution, logging, TLS files, listening,
 //!   serving (HTTP or HTTPS) and shutdown.
+//! - [`capped`]: the listener wrapper that bounds connections open at once.
 //!
 //! This crate alone prints, initialises logging and decides the exit code: any error becomes
 //! one line on stderr and exit status 1 (2 for usage errors, from clap).
 
+mod capped;
 mod cli;
 mod cmd;
 mod datadir;

@@ -12,6 +12,7 @@ use hummel_tls::{ClientTls, ServerTls, TlsListener};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use crate::capped::Capped;
 use crate::cli::{Cli, ClientTlsArgs, Command, ServerTlsArgs};
 
 /// Parses `500M`, `20G`, `1.5T`, `4096`, `64k`, `10MiB` (powers of 1024).
@@ -101,6 +102,13 @@ pub fn resolve_token(given: Option<String>, data: &Path, name: &str) -> Result<S
     Ok(token)
 }
 
+/// A token that may be absent; a blank one counts as absent.
+pub fn optional_token(token: Option<String>) -> Option<String> {
+    token
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
 /// A token that must be given (client side).
 pub fn require_token(given: Option<String>, what: &str, env: &str, flag: &str) -> Result<String> {
     match given.map(|t| t.trim().to_string()) {
@@ -157,24 +165,59 @@ pub async fn listen(
     Ok((listener, url))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets the requests in flight
-/// finish (axum's graceful shutdown). Handlers see the peer as `ConnectInfo<SocketAddr>`.
+/// Serves `router` on `listener`, at most `max_connections` connections at once, until
+/// `shutdown` completes, then lets the requests in flight finish (axum's graceful shutdown).
+/// Handlers see the peer as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: Listener,
+    max_connections: u32,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    let max = max_connections as usize;
+    // axum provides `ConnectInfo<SocketAddr>` for a tapped listener of any kind, not for ours
+    // as they are; the tap does nothing else.
     match listener {
-        Listener::Plain(tcp) => axum::serve(tcp, app).with_graceful_shutdown(shutdown).await,
-        // axum provides `ConnectInfo<SocketAddr>` for a tapped listener of any kind, not for
-        // ours as it is; the tap does nothing else.
+        Listener::Plain(tcp) => {
+            axum::serve(Capped::new(tcp, max).tap_io(|_| {}), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
         Listener::Tls(tls) => {
-            axum::serve(tls.tap_io(|_| {}), app)
+            axum::serve(Capped::new(tls, max).tap_io(|_| {}), app)
                 .with_graceful_shutdown(shutdown)
                 .await
         }
     }
+}
+
+/// Sends a request to a master; a 429 or 503 answer with a `Retry-After` of at most 10 s (the
+/// master's rate per address, or the requests it takes at once) is sent again after that wait,
+/// three times at most. Anything else is returned as it is.
+pub async fn send_patiently(rb: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Response> {
+    let mut rb = rb;
+    for _ in 0..3 {
+        let again = rb.try_clone();
+        let resp = rb.send().await?;
+        let busy = matches!(
+            resp.status(),
+            reqwest::StatusCode::TOO_MANY_REQUESTS | reqwest::StatusCode::SERVICE_UNAVAILABLE
+        );
+        let wait = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .filter(|s| *s <= 10);
+        match (busy, wait, again) {
+            (true, Some(secs), Some(next)) => {
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                rb = next;
+            }
+            _ => return Ok(resp),
+        }
+    }
+    rb.send().await
 }
 
 /// `http://host:port` without a trailing slash; refuses anything but http(s) URLs.

@@ -16,5 +16,6 @@ mod integration {
     mod ownership;
     mod repack;
     mod serve;
+    mod surface;
     mod tls;
 }

@@ -9,7 +9,7 @@ use hummel_proto::auth::TOKEN_HEADER;
 
 use super::{api_error, http, no_answer};
 use crate::cli::BuildArgs;
-use crate::util::{client_tls, human_bytes, normalize_url, require_token};
+use crate::util::{client_tls, human_bytes, normalize_url, require_token, send_patiently};
 
 /// `hummel build --master URL [--wait] [--allow-mass-delete]`.
 pub async fn build(args: BuildArgs) -> Result<ExitCode> {
@@ -27,12 +27,13 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
     } else {
         ""
     };
-    let resp = client
-        .post(format!("{master}{BUILD}{query}"))
-        .header(TOKEN_HEADER, &token)
-        .send()
-        .await
-        .map_err(|e| no_answer(&master, e))?;
+    let resp = send_patiently(
+        client
+            .post(format!("{master}{BUILD}{query}"))
+            .header(TOKEN_HEADER, &token),
+    )
+    .await
+    .map_err(|e| no_answer(&master, e))?;
     if !resp.status().is_success() {
         return Err(api_error("build", resp).await);
     }
@@ -56,7 +57,7 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
     let status: BuildStatus = loop {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(200));
-        let resp = match client.get(&url).header(TOKEN_HEADER, &token).send().await {
+        let resp = match send_patiently(client.get(&url).header(TOKEN_HEADER, &token)).await {
             Ok(r) => r,
             Err(e) => {
                 failures += 1;

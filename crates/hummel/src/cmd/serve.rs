@@ -11,10 +11,11 @@ use hummel_proto::api::BuildState;
 use hummel_tls::ServerTls;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{MasterArgs, ServeArgs, ServerTokens};
+use crate::cli::{EdgeLimits, MasterArgs, ServeArgs, ServerTokens};
 use crate::datadir;
 use crate::util::{
-    listen, normalize_url, resolve_token, serve as serve_http, server_tls, shutdown_signal,
+    listen, normalize_url, optional_token, resolve_token, serve as serve_http, server_tls,
+    shutdown_signal,
 };
 
 fn check_repo(repo: &Path) -> Result<PathBuf> {
@@ -30,18 +31,17 @@ fn tokens(given: ServerTokens, data: &Path) -> Result<Tokens> {
     Ok(Tokens {
         write: resolve_token(given.write_token, data, "write")?,
         slave: resolve_token(given.slave_token, data, "slave")?,
-        read: given
-            .read_token
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty()),
+        read: optional_token(given.read_token),
     })
 }
 
-/// How a master is reached: where it listens, with or without TLS, and the URL it gives out.
+/// How a master is reached: where it listens, with or without TLS, the URL it gives out, and
+/// how many connections it holds at once.
 struct Edge {
     listen: SocketAddr,
     tls: Option<ServerTls>,
     advertise: Option<String>,
+    max_connections: u32,
 }
 
 impl Edge {
@@ -50,18 +50,20 @@ impl Edge {
         listen: SocketAddr,
         tls: &crate::cli::ServerTlsArgs,
         advertise: Option<&str>,
+        limits: EdgeLimits,
     ) -> Result<Edge> {
         Ok(Edge {
             listen,
             tls: server_tls(tls)?,
             advertise: advertise.map(normalize_url).transpose()?,
+            max_connections: limits.max_connections,
         })
     }
 }
 
 /// `hummel serve REPO_DIR`.
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
-    let edge = Edge::new(args.listen, &args.tls, args.advertise.as_deref())?;
+    let edge = Edge::new(args.listen, &args.tls, args.advertise.as_deref(), args.edge)?;
     let repo = check_repo(&args.repo_dir)?;
     // Held until the server stops.
     let _lock = datadir::lock(&args.data)?;
@@ -81,6 +83,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         gc_grace: args.packs.gc_grace,
         // The embedded store serves clients like any slave.
         fallback_limit: 0,
+        rate_limit: args.clients.rate_limit,
     })
     .context("cannot open the master")?;
     run_master(master, edge, "serve", true).await
@@ -88,7 +91,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
 
 /// `hummel master`.
 pub async fn master(args: MasterArgs) -> Result<ExitCode> {
-    let edge = Edge::new(args.listen, &args.tls, args.advertise.as_deref())?;
+    let edge = Edge::new(args.listen, &args.tls, args.advertise.as_deref(), args.edge)?;
     let repo = check_repo(&args.repo)?;
     if args.stale_after >= args.dead_after {
         bail!("--stale-after must be shorter than --dead-after");
@@ -110,6 +113,7 @@ pub async fn master(args: MasterArgs) -> Result<ExitCode> {
         keep_revisions: args.packs.keep_revisions,
         gc_grace: args.packs.gc_grace,
         fallback_limit: args.fallback_limit,
+        rate_limit: args.clients.rate_limit,
     })
     .context("cannot open the master")?;
     run_master(master, edge, "master", args.build_on_start).await
@@ -128,10 +132,15 @@ async fn run_master(master: Master, edge: Edge, what: &str, build: bool) -> Resu
         cancel.clone().cancelled_owned(),
     ));
     let stop = cancel.clone();
-    serve_http(listener, master.router(), async move {
-        shutdown_signal().await;
-        stop.cancel();
-    })
+    serve_http(
+        listener,
+        edge.max_connections,
+        master.router(),
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        },
+    )
     .await
     .context("server failed")?;
     cancel.cancel();

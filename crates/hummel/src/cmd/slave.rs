@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::SlaveArgs;
 use crate::datadir;
 use crate::util::{
-    client_tls, listen, normalize_url, require_token, serve, server_tls, shutdown_signal,
+    client_tls, listen, normalize_url, optional_token, require_token, serve, server_tls,
+    shutdown_signal,
 };
 
 /// `hummel slave --master URL --data DIR`.
@@ -44,10 +45,7 @@ pub async fn slave(args: SlaveArgs) -> Result<ExitCode> {
         advertise_url: String::new(),
         quota: args.quota,
         slave_token,
-        read_token: args
-            .read_token
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty()),
+        read_token: optional_token(args.read_token),
         replication_concurrency: args.replication_concurrency,
         scrub_interval: args.scrub_interval,
         serve_limit: args.limit_rate,
@@ -63,7 +61,12 @@ pub async fn slave(args: SlaveArgs) -> Result<ExitCode> {
 
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
-    let server = tokio::spawn(serve(listener, slave.router(), stop.cancelled_owned()));
+    let server = tokio::spawn(serve(
+        listener,
+        args.edge.max_connections,
+        slave.router(),
+        stop.cancelled_owned(),
+    ));
     let worker = hummel_slave::run(slave.clone(), cancel.clone().cancelled_owned());
     let result = tokio::select! {
         r = worker => r.map_err(anyhow::Error::from),

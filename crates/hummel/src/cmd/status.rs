@@ -9,7 +9,7 @@ use hummel_proto::auth::TOKEN_HEADER;
 
 use super::{api_error, http, no_answer};
 use crate::cli::StatusArgs;
-use crate::util::{client_tls, human_bytes, normalize_url};
+use crate::util::{client_tls, human_bytes, normalize_url, send_patiently};
 
 /// `hummel status --master URL [--json]`.
 pub async fn status(args: StatusArgs) -> Result<ExitCode> {
@@ -18,7 +18,9 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
     if let Some(t) = &args.read_token {
         req = req.header(TOKEN_HEADER, t);
     }
-    let resp = req.send().await.map_err(|e| no_answer(&master, e))?;
+    let resp = send_patiently(req)
+        .await
+        .map_err(|e| no_answer(&master, e))?;
     if !resp.status().is_success() {
         return Err(api_error("status", resp).await);
     }
