@@ -8,7 +8,10 @@
 //! - `index`: the bytes of the last accepted index, reused when the revision has not changed and
 //!   used to find reusable chunks of local files when it has. `index.next`: the index of the
 //!   run in progress, written before it downloads and renamed to `index` with the state.
-//! - `client-id`: a random id, stable across runs.
+//! - `client-id`: a random id, stable across runs, and `client-key` (mode 0600): the random
+//!   secret that ties the id's reports to this folder (the master keeps its hash and refuses
+//!   reports of the id with another key). Made together; a folder from before keys gets a key
+//!   for the id it has. A refused key makes both anew ([`StateDir::forget_client_identity`]).
 //! - `lock`: held (flock) for the whole run so two syncs cannot interleave.
 //! - `tmp/`: temp files named by content hash, kept when a run fails or is killed so the next
 //!   run resumes them; emptied once a sync completes.
@@ -374,6 +377,10 @@ impl StateDir {
         self.root.join("client-id")
     }
 
+    fn client_key_path(&self) -> PathBuf {
+        self.root.join("client-key")
+    }
+
     /// Creates `.hummel` (refusing anything there that is not a real directory), takes the run
     /// lock, and makes sure `tmp/` is a directory (keeping what is in it). The returned file
     /// holds the lock until dropped.
@@ -503,6 +510,38 @@ impl StateDir {
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         write_atomic(&path, id.as_bytes())?;
         Ok(id)
+    }
+
+    /// The client's key (`client-key`, readable by its owner only), created on first use.
+    pub(crate) fn client_key(&self) -> Result<String, SyncError> {
+        let path = self.client_key_path();
+        if let Ok(s) = fs::read_to_string(&path) {
+            let s = s.trim();
+            if hummel_proto::api::valid_client_key(s) {
+                return Ok(s.to_string());
+            }
+        }
+        let bytes: [u8; 32] = rand::random();
+        let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write_atomic_with(&path, |f| {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(fs::Permissions::from_mode(0o600))?;
+            f.write_all(key.as_bytes())
+        })?;
+        Ok(key)
+    }
+
+    /// Forgets the client id and key: the next report registers a new client. For an id the
+    /// master holds with another key (a copied folder, a lost key file).
+    pub(crate) fn forget_client_identity(&self) -> Result<(), SyncError> {
+        for path in [self.client_key_path(), self.client_id_path()] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SyncError::local("remove", &path, e)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -715,13 +754,28 @@ mod tests {
         let id = sd.client_id().unwrap();
         assert_eq!(id.len(), 32);
         assert_eq!(sd.client_id().unwrap(), id);
+        let key = sd.client_key().unwrap();
+        assert!(hummel_proto::api::valid_client_key(&key), "{key}");
+        assert_eq!(sd.client_key().unwrap(), key);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dest.path().join(".hummel/client-key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         // Only the files we wrote (no temp files left next to them).
         let mut names: Vec<String> = fs::read_dir(dest.path().join(".hummel"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["client-id", "lock", "state", "tmp"]);
+        assert_eq!(names, ["client-id", "client-key", "lock", "state", "tmp"]);
+        // Forgotten: a new pair is made.
+        sd.forget_client_identity().unwrap();
+        assert_ne!(sd.client_id().unwrap(), id);
+        assert_ne!(sd.client_key().unwrap(), key);
     }
 
     #[test]

@@ -927,15 +927,17 @@ async fn report_to_master(
     bad_slaves: Vec<String>,
 ) {
     let sd = state_dir.clone();
-    let client_id = match blocking(move || sd.client_id()).await {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::warn!("no client id, not reporting to the master: {e}");
-            return;
-        }
-    };
+    let (client_id, client_key) =
+        match blocking(move || Ok((sd.client_id()?, sd.client_key()?))).await {
+            Ok(identity) => identity,
+            Err(e) => {
+                tracing::warn!("no client id, not reporting to the master: {e}");
+                return;
+            }
+        };
     let report = ClientReport {
         client_id,
+        client_key: Some(client_key),
         revision: state.revision,
         path: subtree.clone().unwrap_or_default(),
         files,
@@ -943,7 +945,20 @@ async fn report_to_master(
         packs: state.packs.clone(),
         bad_slaves,
     };
-    if let Err(e) = master.report(&report).await {
-        tracing::warn!("could not report to the master: {e}");
+    match master.report(&report).await {
+        Ok(()) => {}
+        Err(SyncError::MasterRefused { code, .. }) if code == "client_key_mismatch" => {
+            // Another folder holds this id with its own key (a copy of this one, or this one's
+            // key file was lost): become a new client from the next report on.
+            tracing::warn!(
+                "the master holds this client id with another key; a new id is made for the \
+                 next report"
+            );
+            let sd = state_dir.clone();
+            if let Err(e) = blocking(move || sd.forget_client_identity()).await {
+                tracing::warn!("could not forget the client id: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("could not report to the master: {e}"),
     }
 }

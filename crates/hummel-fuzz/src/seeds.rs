@@ -452,6 +452,7 @@ pub fn wire_json() -> Vec<Vec<u8>> {
             6,
             json(&ClientReport {
                 client_id: "c".into(),
+                client_key: None,
                 revision: 3,
                 path: "".into(),
                 files: 1,

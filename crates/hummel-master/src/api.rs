@@ -22,12 +22,12 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hummel_core::{Hash, RelPath};
 use hummel_proto::ApiErrorBody;
@@ -44,6 +44,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 
 use crate::auth::{ReadAccess, SlaveAccess, WriteAccess, blob_guard};
+use crate::clients::ReportRefusal;
 use crate::db::RevisionRow;
 use crate::error::MasterError;
 use crate::limits::MAX_API_REQUESTS;
@@ -509,15 +510,45 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
 }
 
+/// The peer's address, before the body is taken.
+struct Peer(Option<SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
+}
+
 async fn client_report(
     _: ReadAccess,
     State(master): State<Master>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Peer(peer): Peer,
     ApiJson(report): ApiJson<ClientReport>,
 ) -> Result<StatusCode, ApiError> {
     if !valid_id(&report.client_id) {
         return Err(ApiError::BadRequest("invalid client_id".into()));
     }
+    let Some(key) = report
+        .client_key
+        .clone()
+        .filter(|k| endpoints::valid_client_key(k))
+    else {
+        return Err(ApiError::BadRequest(format!(
+            "a report needs its client's key: {} lower-case hex digits (clients before keys \
+             cannot report; update hummel)",
+            endpoints::CLIENT_KEY_LEN
+        )));
+    };
     if report.path.len() > hummel_core::relpath::MAX_PATH_LEN
         || report.path.chars().any(char::is_control)
     {
@@ -528,12 +559,29 @@ async fn client_report(
             "bad_slaves: at most {MAX_BAD_SLAVES} slave ids"
         )));
     }
-    let addr = peer.map_or_else(
-        || "unknown".to_string(),
-        |Extension(ConnectInfo(a))| a.to_string(),
-    );
-    blocking(move || master.record_client(&report, addr)).await??;
-    Ok(StatusCode::NO_CONTENT)
+    let id = report.client_id.clone();
+    match blocking(move || master.record_client(&report, &key, peer)).await? {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(ReportRefusal::KeyMismatch) => Err(ApiError::Refused {
+            status: StatusCode::FORBIDDEN,
+            code: "client_key_mismatch",
+            message: format!("client id {id} is registered with another client key"),
+            retry_after: None,
+        }),
+        Err(ReportRefusal::TooManyNew(wait)) => Err(ApiError::rate_limited(
+            format!(
+                "this address registered {} new clients within the hour; retry later",
+                crate::limits::NEW_CLIENTS_PER_HOUR
+            ),
+            wait,
+        )),
+        Err(ReportRefusal::TableFull) => Err(ApiError::Busy(format!(
+            "the master tracks {} clients, the most it keeps; new ones are taken as old ones \
+             expire",
+            crate::clients::MAX_CLIENTS
+        ))),
+        Err(ReportRefusal::Internal(e)) => Err(e.into()),
+    }
 }
 
 async fn status(

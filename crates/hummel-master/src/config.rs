@@ -64,6 +64,8 @@ pub struct MasterConfig {
     /// `Retry-After`. 0: the master never offers itself. Replication (slave token) and the
     /// embedded store of `hummel serve` are not counted.
     pub fallback_limit: u32,
+    /// How long a client's row is kept after its last report (`crate::clients`).
+    pub client_retention: Duration,
     /// Requests per second each client address may make to the public routes (the client API,
     /// the dashboard, `/build`, `/metrics`), with bursts of [`RATE_BURST_SECONDS`] times as
     /// many; 0 turns the limit off (behind a reverse proxy every client has the proxy's
@@ -71,6 +73,8 @@ pub struct MasterConfig {
     pub rate_limit: u32,
 }
 
+/// Default of [`MasterConfig::client_retention`].
+pub const DEFAULT_CLIENT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 /// Default of [`MasterConfig::rate_limit`]: far above what syncing clients need (a sync makes
 /// a handful of API requests), far below a flood.
 pub const DEFAULT_RATE_LIMIT: u32 = 20;

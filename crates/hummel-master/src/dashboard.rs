@@ -3,7 +3,8 @@
 //!
 //! When a read token is configured the page needs it, either in the token header or as the
 //! password of HTTP Basic auth (the browser asks). Everything taken from requests, slaves,
-//! clients or the repository is HTML-escaped.
+//! clients or the repository is HTML-escaped. The page lists the [`DASHBOARD_CLIENTS`] most
+//! recent clients, not all of them.
 
 use std::fmt::Write;
 
@@ -25,6 +26,9 @@ table{border-collapse:collapse;margin:.5em 0}td,th{padding:.3em .8em;border-bott
 th{background:#eee}.num{text-align:right;font-variant-numeric:tabular-nums}\
 .live,.succeeded{color:#1a7f37}.stale,.running{color:#9a6700}.dead,.failed{color:#cf222e}\
 .muted{color:#777}progress{width:20em}form{margin:.8em 0}input{padding:.3em}";
+
+/// Clients the page lists, most recently seen first.
+const DASHBOARD_CLIENTS: usize = 100;
 
 /// Escapes text for HTML content and attribute values.
 pub(crate) fn escape(s: &str) -> String {
@@ -413,11 +417,19 @@ fn clients_section(h: &mut String, status: &StatusResponse) {
         h.push_str("<p class=\"muted\">No client has reported.</p>");
         return;
     }
+    let total = status.clients_total.unwrap_or(status.clients.len() as u64);
+    let shown = status.clients.len().min(DASHBOARD_CLIENTS);
+    if total > shown as u64 {
+        let _ = write!(
+            h,
+            "<p class=\"muted\">The {shown} most recent of {total} clients.</p>"
+        );
+    }
     h.push_str(
         "<table><tr><th>id</th><th>address</th><th class=\"num\">revision</th><th>path</th>\
          <th class=\"num\">files</th><th class=\"num\">bytes</th><th class=\"num\">last seen</th></tr>",
     );
-    for c in &status.clients {
+    for c in status.clients.iter().take(DASHBOARD_CLIENTS) {
         let _ = write!(
             h,
             "<tr><td><code>{}</code></td><td>{}</td><td class=\"num\">{}</td><td>{}</td>\

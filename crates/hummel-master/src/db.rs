@@ -4,8 +4,8 @@
 //! `packs` (the pack enumeration: number → hash, size, and since schema 2 the zstd level it was
 //! written at, for the repack), `chunks` (where every published chunk lives; the repack moves
 //! chunks to its packs), `slaves` and `replicas` (who holds which pack), `clients` (what each
-//! client holds), `builds` (build history) and, since schema 4, `meta` (the repository id).
-//! The schema version is `PRAGMA user_version`; an
+//! client holds, and since schema 6 the hash of its key), `builds` (build history) and, since
+//! schema 4, `meta` (the repository id). The schema version is `PRAGMA user_version`; an
 //! older database is migrated step by step on open, each step in one transaction. A slave's
 //! replica set is replaced whole by its complete hashlist ([`Db::record_hashlist`]) and changed
 //! pack by pack by the changes its heartbeats carry ([`Db::record_heartbeat`]), each in one
@@ -30,7 +30,7 @@ use crate::error::MasterError;
 use crate::tracker::{ClientRecord, SlaveRecord};
 
 /// The schema this build writes.
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// Version 1 → 2: the zstd level each pack was written at, so the background repack knows
 /// which packs are below its level. Every pack of a version-1 database was written by a build,
@@ -58,6 +58,12 @@ INSERT INTO meta(key, value) VALUES ('repository_id', lower(hex(randomblob(16)))
 /// (`hummel build --allow-mass-delete`); earlier revisions needed no confirmation.
 const MIGRATE_V4_TO_V5: &str =
     "ALTER TABLE revisions ADD COLUMN mass_delete_confirmed INTEGER NOT NULL DEFAULT 0;";
+
+/// Version 5 → 6: the BLAKE3 hash of each client's key (`crate::clients`; NULL for a row from
+/// before keys, claimed by the next keyed report), and an index for the expiry of old rows.
+const MIGRATE_V5_TO_V6: &str = "
+ALTER TABLE clients ADD COLUMN key_hash BLOB;
+CREATE INDEX clients_by_last_seen ON clients(last_seen_ms);";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE revisions (
@@ -274,7 +280,8 @@ impl Db {
             self.conn
                 .execute_batch(&format!(
                     "BEGIN; {SCHEMA_V1} {MIGRATE_V1_TO_V2} {MIGRATE_V2_TO_V3} {MIGRATE_V3_TO_V4}
-                     {MIGRATE_V4_TO_V5} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                     {MIGRATE_V4_TO_V5} {MIGRATE_V5_TO_V6} PRAGMA user_version={SCHEMA_VERSION};
+                     COMMIT;"
                 ))
                 .map_err(self.err())?;
             return Ok(());
@@ -284,6 +291,7 @@ impl Db {
             (2, MIGRATE_V2_TO_V3),
             (3, MIGRATE_V3_TO_V4),
             (4, MIGRATE_V4_TO_V5),
+            (5, MIGRATE_V5_TO_V6),
         ];
         for (from, sql) in steps.into_iter().filter(|(from, _)| *from >= version) {
             let to = from + 1;
@@ -691,15 +699,15 @@ impl Db {
         Ok(slaves)
     }
 
-    /// Upserts a client's report.
+    /// Upserts a client's report (with its key hash).
     pub(crate) fn record_client(&self, c: &ClientRecord) -> Result<(), MasterError> {
         self.conn
             .execute(
-                "INSERT INTO clients(id, addr, revision, path, files, bytes, last_seen_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO clients(id, addr, revision, path, files, bytes, last_seen_ms, key_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(id) DO UPDATE SET addr=excluded.addr, revision=excluded.revision,
                     path=excluded.path, files=excluded.files, bytes=excluded.bytes,
-                    last_seen_ms=excluded.last_seen_ms",
+                    last_seen_ms=excluded.last_seen_ms, key_hash=excluded.key_hash",
                 params![
                     c.id,
                     c.addr,
@@ -707,11 +715,24 @@ impl Db {
                     c.path,
                     to_sql_int(c.files),
                     to_sql_int(c.bytes),
-                    to_sql_int(c.last_seen_ms)
+                    to_sql_int(c.last_seen_ms),
+                    c.key_hash.as_ref().map(|h| &h.0[..])
                 ],
             )
             .map_err(self.err())?;
         Ok(())
+    }
+
+    /// Deletes the clients last seen before `cutoff_ms`; returns how many.
+    pub(crate) fn expire_clients(&self, cutoff_ms: u64) -> Result<u64, MasterError> {
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM clients WHERE last_seen_ms < ?1",
+                params![to_sql_int(cutoff_ms)],
+            )
+            .map_err(self.err())?;
+        Ok(n as u64)
     }
 
     /// Every client.
@@ -719,7 +740,8 @@ impl Db {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, addr, revision, path, files, bytes, last_seen_ms FROM clients ORDER BY id",
+                "SELECT id, addr, revision, path, files, bytes, last_seen_ms, key_hash
+                 FROM clients ORDER BY id",
             )
             .map_err(self.err())?;
         let rows = stmt
@@ -732,6 +754,10 @@ impl Db {
                     files: from_sql_int(r.get(4)?),
                     bytes: from_sql_int(r.get(5)?),
                     last_seen_ms: from_sql_int(r.get(6)?),
+                    key_hash: r
+                        .get::<_, Option<Vec<u8>>>(7)?
+                        .map(|b| hash_from_blob(b, 7))
+                        .transpose()?,
                 })
             })
             .map_err(self.err())?;
@@ -806,6 +832,37 @@ mod tests {
             Db::open(&path),
             Err(MasterError::SchemaVersion { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn clients_keep_their_key_hash_and_old_ones_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hummel.db");
+        let db = Db::open(&path).unwrap();
+        let client = |id: &str, last_seen_ms: u64, key_hash: Option<Hash>| ClientRecord {
+            id: id.into(),
+            addr: "192.0.2.1:5000".into(),
+            revision: 7,
+            path: String::new(),
+            files: 1,
+            bytes: 2,
+            last_seen_ms,
+            key_hash,
+        };
+        let a = client("a", 1000, Some(Hash::of(b"key")));
+        let b = client("b", 5000, None);
+        db.record_client(&a).unwrap();
+        db.record_client(&b).unwrap();
+        assert_eq!(
+            Db::open(&path).unwrap().load_clients().unwrap(),
+            [a, b.clone()]
+        );
+        // A report of b with a key stores its hash.
+        let b = client("b", 6000, Some(Hash::of(b"b's key")));
+        db.record_client(&b).unwrap();
+        assert_eq!(db.expire_clients(2000).unwrap(), 1);
+        assert_eq!(db.load_clients().unwrap(), [b]);
+        assert_eq!(db.expire_clients(2000).unwrap(), 0);
     }
 
     #[test]

@@ -21,9 +21,10 @@
 //! - `maintenance`: the background thread that runs the repack, then the collection.
 //! - `tracker`: slaves (replica sets, liveness, the hashlist version their changes build on) and
 //!   clients, mirrored from the database.
+//! - `clients`: client reports tied to client keys, their retention, bad-slave counting.
 //! - `placement`: rendezvous hashing of packs onto slaves under quotas (pure).
 //! - `auth`: which token each endpoint accepts (401 / 403), as extractors and a middleware.
-//! - `limits`: per-address request rates and requests at once.
+//! - `limits`: per-address request rates, requests at once, new clients per address.
 //! - `api`: the router, handlers, `ApiError` (one error → response mapping) and JSON bodies.
 //! - `dashboard`: the server-rendered HTML page at `/` and its build form.
 //! - `metrics`: Prometheus text at `/metrics`.
@@ -34,6 +35,7 @@
 mod api;
 mod auth;
 mod build;
+mod clients;
 pub mod config;
 mod dashboard;
 mod db;
@@ -55,8 +57,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use config::{
-    DEFAULT_FALLBACK_LIMIT, DEFAULT_GC_GRACE, DEFAULT_KEEP_REVISIONS, DEFAULT_RATE_LIMIT,
-    MasterConfig, RATE_BURST_SECONDS, REPACK_LEVELS, Tokens,
+    DEFAULT_CLIENT_RETENTION, DEFAULT_FALLBACK_LIMIT, DEFAULT_GC_GRACE, DEFAULT_KEEP_REVISIONS,
+    DEFAULT_RATE_LIMIT, MasterConfig, RATE_BURST_SECONDS, REPACK_LEVELS, Tokens,
 };
 pub use error::MasterError;
 pub use master::{EMBEDDED_SLAVE_ID, Master, run_background};

@@ -9,8 +9,11 @@
 //!   holds a whole /64, so finer keys would let it rotate).
 //! - **Requests at once** ([`MAX_API_REQUESTS`]): tower's global concurrency limit behind a
 //!   load shedder; beyond it, 503 `busy` with `Retry-After` at once instead of a queue.
+//! - **New clients per address** ([`Limits::check_new_client`]): a client id is registered by
+//!   its first report ([`crate::clients`]); an address registers at most
+//!   [`NEW_CLIENTS_PER_HOUR`] an hour, so fake clients cannot fill the table from one host.
 //!
-//! They apply to the routes anyone may call: the client API, the dashboard, `/build` and
+//! Both apply to the routes anyone may call: the client API, the dashboard, `/build` and
 //! `/metrics`. `/health` stays unlimited (monitoring must see a master under load), and so do
 //! `/blob` (bounded by `--fallback-limit`; slaves replicate through it) and the slaves' routes
 //! (slave token). Memory: one small entry per address seen recently; [`Limits::forget_idle`]
@@ -35,10 +38,14 @@ use crate::master::Master;
 /// placement, an index subtree); 64 keep a 2-core master responsive.
 pub(crate) const MAX_API_REQUESTS: usize = 64;
 
+/// New client ids one address may register an hour (and at once).
+pub(crate) const NEW_CLIENTS_PER_HOUR: u32 = 60;
+
 /// The per-address limiters.
 pub(crate) struct Limits {
     /// `None` with `rate_limit` 0.
     requests: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    new_clients: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
 }
 
@@ -49,8 +56,10 @@ impl Limits {
             let burst = NonZeroU32::new(rate.saturating_mul(RATE_BURST_SECONDS)).unwrap_or(r);
             RateLimiter::keyed(Quota::per_second(r).allow_burst(burst))
         });
+        let per_hour = NonZeroU32::new(NEW_CLIENTS_PER_HOUR).unwrap_or(NonZeroU32::MIN);
         Limits {
             requests,
+            new_clients: RateLimiter::keyed(Quota::per_hour(per_hour)),
             clock: DefaultClock::default(),
         }
     }
@@ -65,17 +74,26 @@ impl Limits {
         }
     }
 
+    /// Takes one new client of `addr`'s budget, or says how long to wait for one.
+    pub(crate) fn check_new_client(&self, addr: IpAddr) -> Result<(), Duration> {
+        self.new_clients
+            .check_key(&address_key(addr))
+            .map_err(|n| n.wait_time_from(self.clock.now()))
+    }
+
     /// Forgets addresses whose budget is full again (they would start afresh anyway).
     pub(crate) fn forget_idle(&self) {
         if let Some(l) = &self.requests {
             l.retain_recent();
             l.shrink_to_fit();
         }
+        self.new_clients.retain_recent();
+        self.new_clients.shrink_to_fit();
     }
 
-    /// Addresses currently remembered.
+    /// Addresses currently remembered (both limiters).
     pub(crate) fn addresses(&self) -> usize {
-        self.requests.as_ref().map_or(0, |l| l.len())
+        self.requests.as_ref().map_or(0, |l| l.len()) + self.new_clients.len()
     }
 }
 
@@ -144,6 +162,27 @@ mod tests {
         for _ in 0..10_000 {
             assert!(off.check_request(a).is_ok());
         }
+    }
+
+    #[test]
+    fn new_clients_per_address_are_bounded() {
+        let l = Limits::new(0);
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        for _ in 0..NEW_CLIENTS_PER_HOUR {
+            assert!(l.check_new_client(a).is_ok());
+        }
+        let wait = l.check_new_client(a).unwrap_err();
+        assert!(wait > Duration::from_secs(30), "{wait:?}");
+        // The same /64 is the same budget; another /64 is not.
+        assert!(
+            l.check_new_client("2001:db8::ffff".parse().unwrap())
+                .is_err()
+        );
+        assert!(
+            l.check_new_client("2001:db8:0:1::1".parse().unwrap())
+                .is_ok()
+        );
+        assert!(l.addresses() >= 2);
     }
 
     #[test]

@@ -31,8 +31,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hummel_core::{ChunkLocation, Hash, Index, PackInfo, RelPath};
 use hummel_proto::api::{
-    Assignment, BuildQuery, BuildState, BuildStatus, ClientReport, FALLBACK_ID, HashlistVersion,
-    Heartbeat, LocateRequest, LocateResponse, ReplicatingStatus, ReplicationHealth, RevisionInfo,
+    Assignment, BuildQuery, BuildState, BuildStatus, FALLBACK_ID, HashlistVersion, Heartbeat,
+    LocateRequest, LocateResponse, ReplicatingStatus, ReplicationHealth, RevisionInfo,
     SlaveDirective, SlaveEndpoint, SlaveHashlist, SlaveState, SlaveStatus, StatusResponse,
 };
 use hummel_store::BlobStore;
@@ -48,7 +48,7 @@ use crate::metrics::Metrics;
 use crate::placement::{self, Candidate, PackSlot, Placement};
 use crate::repack::Repacker;
 use crate::revision::{self, LoadedRevision};
-use crate::tracker::{ClientRecord, Liveness, ReplicaChange, SlaveRecord, Tracker};
+use crate::tracker::{Liveness, ReplicaChange, SlaveRecord, Tracker};
 use crate::{lock, now_ms, now_unix, read, write};
 
 /// The id under which the embedded store (`hummel serve`) appears to clients and in status.
@@ -94,7 +94,7 @@ pub(crate) struct Inner {
     /// Permits for the downloads the master serves as the source of last resort
     /// ([`MasterConfig::fallback_limit`]); a response holds one until its body is dropped.
     pub fallback: Arc<tokio::sync::Semaphore>,
-    /// Per-address request rates (`crate::limits`).
+    /// Per-address request rates and new clients (`crate::limits`).
     pub limits: Limits,
 }
 
@@ -1078,38 +1078,6 @@ impl Master {
         }
     }
 
-    /// `POST /api/v1/client/report`. Blocking.
-    pub(crate) fn record_client(
-        &self,
-        report: &ClientReport,
-        addr: String,
-    ) -> Result<(), MasterError> {
-        let record = ClientRecord {
-            id: report.client_id.clone(),
-            addr,
-            revision: report.revision,
-            path: report.path.clone(),
-            files: report.files,
-            bytes: report.bytes,
-            last_seen_ms: now_ms(),
-        };
-        let mut tracker = lock(&self.inner.tracker);
-        lock(&self.inner.db).record_client(&record)?;
-        self.inner
-            .metrics
-            .client_reports
-            .fetch_add(1, Ordering::Relaxed);
-        if !report.bad_slaves.is_empty() {
-            self.inner
-                .metrics
-                .bad_slave_reports
-                .fetch_add(report.bad_slaves.len() as u64, Ordering::Relaxed);
-            tracing::warn!(client = %record.id, bad_slaves = ?report.bad_slaves, "client reported failing slaves");
-        }
-        tracker.clients.insert(record.id.clone(), record);
-        Ok(())
-    }
-
     /// `GET /api/v1/status`. Blocking (computes placement).
     ///
     /// A pack is under-replicated when it has fewer live copies than `min(replication, non-dead
@@ -1177,7 +1145,7 @@ impl Master {
             fallback_active: self.fallback_active(),
             fallback_limit: u64::from(self.inner.config.fallback_limit),
         });
-        let clients = tracker.clients.values().map(|c| c.status(now)).collect();
+        let (clients, clients_total) = Master::recent_clients(&tracker, now);
         drop(tracker);
         StatusResponse {
             api_version: hummel_proto::API_VERSION,
@@ -1186,6 +1154,7 @@ impl Master {
             slaves,
             replication,
             clients,
+            clients_total: Some(clients_total),
             repack: self.repack_status(),
             gc: Some(self.gc_status()),
             replicating,
@@ -1210,8 +1179,9 @@ impl Master {
     }
 }
 
-/// Periodic work until `shutdown` completes: watches slave liveness, and starts a maintenance
-/// round (repack, garbage collection) every [`Master::gc_period`].
+/// Periodic work until `shutdown` completes: watches slave liveness, starts a maintenance
+/// round (repack, garbage collection) every [`Master::gc_period`], and expires clients every
+/// [`Master::client_expiry_period`].
 pub async fn run_background(master: Master, shutdown: impl Future<Output = ()>) {
     let period = master
         .inner
@@ -1227,13 +1197,22 @@ pub async fn run_background(master: Master, shutdown: impl Future<Output = ()>) 
     let mut gc_ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + gc_period, gc_period);
     gc_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clients_ticker = tokio::time::interval(master.client_expiry_period());
+    clients_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             _ = gc_ticker.tick() => master.start_maintenance(),
+            _ = clients_ticker.tick() => {
+                let m = master.clone();
+                match tokio::task::spawn_blocking(move || m.expire_clients()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "could not expire old clients"),
+                    Err(e) => tracing::error!(error = %e, "client expiry failed"),
+                }
+            }
             _ = ticker.tick() => {
-                master.inner.limits.forget_idle();
                 let m = master.clone();
                 if let Err(e) = tokio::task::spawn_blocking(move || m.observe_slaves()).await {
                     tracing::error!(error = %e, "background check failed");

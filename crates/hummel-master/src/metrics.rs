@@ -32,6 +32,10 @@ pub(crate) struct Metrics {
     pub shed: AtomicU64,
     /// Requests answered 413: a body over its route's limit.
     pub bodies_refused: AtomicU64,
+    /// Client reports refused because the id is registered with another key.
+    pub client_key_mismatches: AtomicU64,
+    /// Client rows deleted by the retention.
+    pub clients_expired: AtomicU64,
 }
 
 struct Exposition(String);
@@ -152,8 +156,8 @@ pub(crate) fn render(master: &Master) -> String {
     out.single(
         "hummel_clients",
         "gauge",
-        "Clients that have reported.",
-        status.clients.len() as u64,
+        "Clients that have reported within the retention.",
+        status.clients_total.unwrap_or(status.clients.len() as u64),
     );
     out.single(
         "hummel_store_packs",
@@ -196,8 +200,20 @@ pub(crate) fn render(master: &Master) -> String {
     out.single(
         "hummel_bad_slave_reports_total",
         "counter",
-        "Slaves named as failing in client reports.",
+        "Known slaves named as failing in client reports, once per client and slave an hour.",
         load(&counters.bad_slave_reports),
+    );
+    out.single(
+        "hummel_client_key_mismatches_total",
+        "counter",
+        "Client reports refused: the client id is registered with another key.",
+        load(&counters.client_key_mismatches),
+    );
+    out.single(
+        "hummel_clients_expired_total",
+        "counter",
+        "Clients forgotten after the retention without a report.",
+        load(&counters.clients_expired),
     );
     out.single(
         "hummel_rate_limited_total",
@@ -220,7 +236,7 @@ pub(crate) fn render(master: &Master) -> String {
     out.single(
         "hummel_limited_addresses",
         "gauge",
-        "Client addresses the request limits remember now.",
+        "Client addresses the request and new-client limits remember now.",
         master.inner.limits.addresses() as u64,
     );
     out.single(

@@ -44,6 +44,7 @@ fn config(repo: &Path, data: &Path) -> MasterConfig {
         keep_revisions: crate::DEFAULT_KEEP_REVISIONS,
         gc_grace: crate::DEFAULT_GC_GRACE,
         fallback_limit: crate::DEFAULT_FALLBACK_LIMIT,
+        client_retention: crate::DEFAULT_CLIENT_RETENTION,
         rate_limit: crate::DEFAULT_RATE_LIMIT,
     }
 }
@@ -318,6 +319,11 @@ async fn http_build(master: &Master) -> BuildStatus {
     tokio::task::spawn_blocking(move || wait(&m, id))
         .await
         .unwrap()
+}
+
+/// A well-formed client key.
+fn key(n: u8) -> String {
+    Hash::of(&[n]).to_hex()
 }
 
 fn hashlist(id: &str, packs: Vec<Hash>) -> String {
@@ -660,8 +666,8 @@ async fn api_flow_build_index_slaves_locate_status() {
 
     // Client reports are stored with an address.
     let report = serde_json::json!({
-        "client_id": "c1", "revision": 1, "path": "", "files": 4, "bytes": 10,
-        "packs": [], "bad_slaves": ["s2"]
+        "client_id": "c1", "client_key": key(1), "revision": 1, "path": "", "files": 4,
+        "bytes": 10, "packs": [], "bad_slaves": ["s2"]
     });
     let (s, _, _) = call(
         &master,
@@ -794,8 +800,8 @@ async fn dashboard_renders_and_its_form_checks_the_token() {
     master.set_public_url("http://127.0.0.1:9".into());
     http_build(&master).await;
     let report = serde_json::json!({
-        "client_id": "<b>evil</b>", "revision": 1, "path": "", "files": 1, "bytes": 1,
-        "packs": [], "bad_slaves": []
+        "client_id": "<b>evil</b>", "client_key": key(1), "revision": 1, "path": "",
+        "files": 1, "bytes": 1, "packs": [], "bad_slaves": []
     });
     call(
         &master,
@@ -1910,6 +1916,8 @@ async fn garbage_collection_deletes_what_no_kept_revision_references() {
     assert_eq!(reopened.collect_garbage().unwrap(), Default::default());
 }
 
+/// Superseded packs stay for the grace period after their revision was superseded, and not a
+/// moment longer for being located: anyone may call `locate`, so a locate must keep nothing.
 #[tokio::test]
 async fn packs_stay_for_the_grace_period_after_their_revision_and_a_locate_keeps_none() {
     let fx = fixture();
@@ -2033,6 +2041,193 @@ async fn the_master_serves_a_bounded_number_of_fallback_downloads() {
 }
 
 // ---- The public surface (issue 10) ----
+
+async fn report(
+    master: &Master,
+    id: &str,
+    key: Option<&str>,
+    bad: &[&str],
+) -> (StatusCode, Vec<u8>) {
+    let mut body = serde_json::json!({
+        "client_id": id, "revision": 1, "path": "", "files": 1, "bytes": 1,
+        "packs": [], "bad_slaves": bad
+    });
+    if let Some(k) = key {
+        body["client_key"] = k.into();
+    }
+    let (s, _, body) = call(
+        master,
+        "POST",
+        "/api/v1/client/report",
+        None,
+        Some(body.to_string()),
+    )
+    .await;
+    (s, body)
+}
+
+#[tokio::test]
+async fn a_client_id_belongs_to_the_key_that_first_reported_it() {
+    let fx = fixture();
+    let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    let (k1, k2) = (key(1), key(2));
+    assert_eq!(
+        report(&master, "c1", Some(&k1), &[]).await.0,
+        StatusCode::NO_CONTENT
+    );
+    // Another key claiming the id: refused, and nothing changes.
+    let (s, body) = report(&master, "c1", Some(&k2), &[]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&body), "client_key_mismatch");
+    assert_eq!(
+        metric(&master, "hummel_client_key_mismatches_total").await,
+        1
+    );
+    assert_eq!(metric(&master, "hummel_client_reports_total").await, 1);
+    // No key, or a malformed one: refused.
+    for bad in [None, Some("short"), Some(&*k1.to_uppercase())] {
+        let (s, body) = report(&master, "c1", bad, &[]).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad:?}");
+        assert!(String::from_utf8_lossy(&body).contains("client's key"));
+    }
+    // The owner goes on reporting, across a restart too.
+    assert_eq!(
+        report(&master, "c1", Some(&k1), &[]).await.0,
+        StatusCode::NO_CONTENT
+    );
+    drop(master);
+    let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    assert_eq!(
+        report(&master, "c1", Some(&k2), &[]).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        report(&master, "c1", Some(&k1), &[]).await.0,
+        StatusCode::NO_CONTENT
+    );
+    // A row from before keys is claimed by the first keyed report.
+    crate::lock(&master.inner.db)
+        .record_client(&crate::tracker::ClientRecord {
+            id: "old".into(),
+            addr: "unknown".into(),
+            revision: 1,
+            path: String::new(),
+            files: 0,
+            bytes: 0,
+            last_seen_ms: crate::now_ms(),
+            key_hash: None,
+        })
+        .unwrap();
+    drop(master);
+    let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    assert_eq!(
+        report(&master, "old", Some(&k2), &[]).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        report(&master, "old", Some(&k1), &[]).await.0,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn a_bad_slave_counts_once_per_client_and_only_if_it_is_a_slave() {
+    let fx = fixture();
+    let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    call(
+        &master,
+        "POST",
+        "/slave/hashlist",
+        Some(SLAVE),
+        Some(hashlist("s1", vec![])),
+    )
+    .await;
+    let k = key(1);
+    for _ in 0..5 {
+        let named = ["s1", "s1", "nobody", "master"];
+        assert_eq!(
+            report(&master, "c1", Some(&k), &named).await.0,
+            StatusCode::NO_CONTENT
+        );
+    }
+    // s1 and the master's fallback, once each; the unknown id not at all.
+    assert_eq!(metric(&master, "hummel_bad_slave_reports_total").await, 2);
+    assert_eq!(
+        report(&master, "c2", Some(&key(2)), &["s1"]).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(metric(&master, "hummel_bad_slave_reports_total").await, 3);
+    let many: Vec<String> = (0..=hummel_proto::api::MAX_BAD_SLAVES)
+        .map(|i| format!("s{i}"))
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_eq!(
+        report(&master, "c1", Some(&k), &many).await.0,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn clients_expire_after_the_retention() {
+    let fx = fixture();
+    let mut cfg = config(&fx.repo, &fx.data);
+    cfg.client_retention = Duration::from_millis(50);
+    let master = Master::open(cfg.clone()).unwrap();
+    assert_eq!(master.client_expiry_period(), Duration::from_secs(1));
+    assert_eq!(
+        report(&master, "c1", Some(&key(1)), &[]).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(master.expire_clients().unwrap(), 0);
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(
+        report(&master, "c2", Some(&key(2)), &[]).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(master.expire_clients().unwrap(), 1);
+    let ids: Vec<String> = master.status().clients.into_iter().map(|c| c.id).collect();
+    assert_eq!(ids, ["c2"]);
+    assert_eq!(metric(&master, "hummel_clients_expired_total").await, 1);
+    // Gone from the database too; an expired id may be registered afresh.
+    drop(master);
+    let master = Master::open(cfg).unwrap();
+    assert_eq!(master.status().clients_total, Some(1));
+    assert_eq!(
+        report(&master, "c1", Some(&key(3)), &[]).await.0,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[test]
+fn status_lists_the_most_recent_clients_and_counts_them_all() {
+    let mut tracker = crate::tracker::Tracker::default();
+    let n = crate::clients::STATUS_CLIENTS as u64 + 5;
+    for i in 0..n {
+        let id = format!("c{i:05}");
+        tracker.clients.insert(
+            id.clone(),
+            crate::tracker::ClientRecord {
+                id,
+                addr: "unknown".into(),
+                revision: 1,
+                path: String::new(),
+                files: 0,
+                bytes: 0,
+                last_seen_ms: 1000 + i,
+                key_hash: None,
+            },
+        );
+    }
+    let (listed, total) = Master::recent_clients(&tracker, 10_000);
+    assert_eq!(total, n);
+    assert_eq!(listed.len(), crate::clients::STATUS_CLIENTS);
+    assert_eq!(listed[0].id, format!("c{:05}", n - 1));
+    assert!(
+        listed
+            .windows(2)
+            .all(|w| w[0].last_seen_ms <= w[1].last_seen_ms)
+    );
+}
 
 #[tokio::test]
 async fn bodies_are_bounded_by_what_their_route_needs() {

@@ -6,8 +6,8 @@
 //! master acknowledged ([`SlaveRecord::hashlist`]); [`SlaveRecord::accepts`] decides whether
 //! they apply (or why not: [`HashlistRefusal`]) and [`ReplicaChange`] applies them. Versions and
 //! the hashes the master does not know ([`SlaveRecord::foreign`]) live only in memory: after a
-//! restart every slave announces its complete hashlist again. Clients report what they hold after each sync. The
-//! tracker is plain data; [`crate::master`] keeps it behind a mutex and writes every change to
+//! restart every slave announces its complete hashlist again. Clients report what they hold
+//! after each sync (`crate::clients`). The tracker is plain data; [`crate::master`] keeps it behind a mutex and writes every change to
 //! the database first.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -197,6 +197,8 @@ pub(crate) struct ClientRecord {
     pub files: u64,
     pub bytes: u64,
     pub last_seen_ms: u64,
+    /// BLAKE3 of the client's key (`crate::clients`); `None` for a row from before keys.
+    pub key_hash: Option<Hash>,
 }
 
 impl ClientRecord {
@@ -241,6 +243,8 @@ pub(crate) struct Tracker {
     pub clients: BTreeMap<String, ClientRecord>,
     /// The state each slave was last seen in by the background observer (for transition logs).
     pub observed: BTreeMap<String, SlaveState>,
+    /// When each (client, slave) bad-slave report last counted (`crate::clients`).
+    pub bad_slave_counted: HashMap<(String, String), u64>,
 }
 
 #[cfg(test)]

@@ -197,10 +197,21 @@ pub struct LocateResponse {
 pub const FALLBACK_ID: &str = "master";
 
 /// `POST /api/v1/client/report`: what a client holds after a sync.
+///
+/// A report is tied to its client's key: the first report of an id registers the hash of
+/// [`ClientReport::client_key`] with it, and later reports of that id must carry the same key
+/// (403 `client_key_mismatch` otherwise). So no client can write as another, even one whose id
+/// it saw on the dashboard.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientReport {
     /// Stable random id the client keeps in its state folder.
     pub client_id: String,
+    /// The client's secret, [`CLIENT_KEY_LEN`] lower-case hex digits made with its id and
+    /// kept beside it (`DEST/.hummel/client-key`). The master keeps only its BLAKE3 hash.
+    /// Required by masters since keys exist (absent from older clients, whose reports are
+    /// refused: they are best effort).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
     /// Revision it now holds.
     pub revision: u64,
     /// Subtree it synced ("" for all).
@@ -213,6 +224,14 @@ pub struct ClientReport {
     pub packs: Vec<u32>,
     /// Slaves that served bad data or failed during the sync, by id.
     pub bad_slaves: Vec<String>,
+}
+
+/// Length of a [`ClientReport::client_key`]: 32 random bytes in lower-case hex.
+pub const CLIENT_KEY_LEN: usize = 64;
+
+/// True for a well-formed [`ClientReport::client_key`].
+pub fn valid_client_key(key: &str) -> bool {
+    key.len() == CLIENT_KEY_LEN && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Most slave ids one [`ClientReport::bad_slaves`] names.
@@ -463,8 +482,12 @@ pub struct StatusResponse {
     pub slaves: Vec<SlaveStatus>,
     /// Replication.
     pub replication: ReplicationHealth,
-    /// Clients.
+    /// Clients, the most recently seen first; at most a thousand (see `clients_total`).
     pub clients: Vec<ClientStatus>,
+    /// How many clients the master tracks, listed or not (absent from older masters, which
+    /// list them all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients_total: Option<u64>,
     /// The background repack, when the master runs one (absent from older masters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repack: Option<RepackStatus>,
@@ -582,6 +605,7 @@ mod tests {
                 unavailable: 0,
             },
             clients: vec![],
+            clients_total: None,
             repack: None,
             gc: None,
             replicating: None,

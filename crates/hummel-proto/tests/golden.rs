@@ -154,12 +154,33 @@ fn client_report() {
         "client-report.json",
         &ClientReport {
             client_id: "00112233445566778899aabbccddeeff".into(),
+            client_key: None,
             revision: 20_261_202_014_530,
             path: "mods/x".into(),
             files: 2,
             bytes: 4100,
             packs: vec![1, 7],
             bad_slaves: vec!["0f1e2d3c4b5a6978".into()],
+        },
+    );
+}
+
+/// A report with its client's key, as clients send it since reports are tied to keys.
+#[test]
+fn client_report_with_key() {
+    check(
+        "client-report-keyed.json",
+        &ClientReport {
+            client_id: "00112233445566778899aabbccddeeff".into(),
+            client_key: Some(
+                "8f0e1d2c3b4a59687766554433221100ffeeddccbbaa99887766554433221100".into(),
+            ),
+            revision: 20_261_202_014_530,
+            path: "mods/x".into(),
+            files: 2,
+            bytes: 4100,
+            packs: vec![1, 7],
+            bad_slaves: vec![],
         },
     );
 }

@@ -75,6 +75,9 @@ pub struct ClientLimits {
     /// reverse proxy every client has the proxy's address: limit there instead).
     #[arg(long, default_value_t = hummel_master::DEFAULT_RATE_LIMIT)]
     pub rate_limit: u32,
+    /// How long a client that stopped reporting stays listed (status, dashboard).
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    pub client_retention: Duration,
 }
 
 /// HTTPS for the servers (`serve`, `master`, `slave`).

@@ -83,6 +83,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         gc_grace: args.packs.gc_grace,
         // The embedded store serves clients like any slave.
         fallback_limit: 0,
+        client_retention: args.clients.client_retention,
         rate_limit: args.clients.rate_limit,
     })
     .context("cannot open the master")?;
@@ -113,6 +114,7 @@ pub async fn master(args: MasterArgs) -> Result<ExitCode> {
         keep_revisions: args.packs.keep_revisions,
         gc_grace: args.packs.gc_grace,
         fallback_limit: args.fallback_limit,
+        client_retention: args.clients.client_retention,
         rate_limit: args.clients.rate_limit,
     })
     .context("cannot open the master")?;

@@ -101,7 +101,15 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
             s.pending
         );
     }
-    println!("clients: {}", st.clients.len());
+    let total = st.clients_total.unwrap_or(st.clients.len() as u64);
+    if total > st.clients.len() as u64 {
+        println!(
+            "clients: {total} (the {} most recent below)",
+            st.clients.len()
+        );
+    } else {
+        println!("clients: {total}");
+    }
     for c in &st.clients {
         println!(
             "  {:<16} {:<22} revision {:<5} {:>7} files  /{}  seen {:.0}s ago",

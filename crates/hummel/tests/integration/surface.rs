@@ -125,6 +125,110 @@ fn a_flood_of_large_anonymous_bodies_is_refused_in_bounded_memory() {
     assert_same_tree(&c.repo, &dest);
 }
 
+/// A JSON report as a client sends it.
+fn report(id: &str, key: &str, files: u64) -> serde_json::Value {
+    serde_json::json!({
+        "client_id": id, "client_key": key, "revision": 1, "path": "", "files": files,
+        "bytes": 1, "packs": [], "bad_slaves": []
+    })
+}
+
+fn post(url: &str, body: &serde_json::Value) -> (u16, String) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let resp = http().post(url).json(body).send().await.unwrap();
+            let code = resp.status().as_u16();
+            (code, resp.text().await.unwrap())
+        })
+}
+
+/// A report is tied to the key its client made with its id: another key claiming the id is
+/// refused and changes nothing; the client itself goes on reporting.
+#[test]
+fn a_client_cannot_report_as_another() {
+    let c = Cluster::start(1, fill_modset);
+    c.build();
+    c.wait_replicated();
+    let dest = c.path("dest");
+    c.sync(&dest, &[]);
+    let id = std::fs::read_to_string(dest.join(".hummel/client-id")).unwrap();
+    let key = std::fs::read_to_string(dest.join(".hummel/client-key")).unwrap();
+    assert_eq!(key.trim().len(), 64);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dest.join(".hummel/client-key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the key is readable by others: {mode:o}");
+    }
+    let clients = |c: &Cluster| c.status()["clients"].as_array().unwrap().clone();
+    let before = clients(&c);
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0]["id"], id.trim());
+
+    // Someone who saw the id on the dashboard reports under it with a key of their own.
+    let url = format!("{}/api/v1/client/report", c.master.url);
+    let forged = report(id.trim(), &"ab".repeat(32), 999_999);
+    let (code, body) = post(&url, &forged);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("client_key_mismatch"), "{body}");
+    let after = clients(&c);
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        after[0]["files"], before[0]["files"],
+        "the forged report changed the row"
+    );
+    // Without a key at all (a client from before keys): refused too.
+    let mut keyless = forged.clone();
+    keyless.as_object_mut().unwrap().remove("client_key");
+    assert_eq!(post(&url, &keyless).0, 400);
+    let metrics = get_text(&format!("{}/metrics", c.master.url));
+    assert_eq!(metric(&metrics, "hummel_client_key_mismatches_total"), 1);
+
+    // The client itself reports as before (a no-op sync reports too).
+    c.sync(&dest, &[]);
+    let rows = clients(&c);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["id"], id.trim());
+    assert_eq!(
+        metric(
+            &get_text(&format!("{}/metrics", c.master.url)),
+            "hummel_client_reports_total"
+        ),
+        2
+    );
+}
+
+/// Client rows expire `--client-retention` after the last report, and a bad slave named by a
+/// flood of reports from one client counts once.
+#[test]
+fn client_rows_expire_and_bad_slave_reports_count_once() {
+    let c = Cluster::start_with(1, fill_modset, &["--client-retention", "2s"]);
+    c.build();
+    c.wait_replicated();
+    let slave = c.status()["slaves"][0]["id"].as_str().unwrap().to_string();
+    let url = format!("{}/api/v1/client/report", c.master.url);
+    let mut body = report("flooder", &"cd".repeat(32), 1);
+    body["bad_slaves"] = serde_json::json!([slave, slave, "made-up"]);
+    for _ in 0..20 {
+        assert_eq!(post(&url, &body).0, 204);
+    }
+    let metrics = get_text(&format!("{}/metrics", c.master.url));
+    assert_eq!(metric(&metrics, "hummel_bad_slave_reports_total"), 1);
+    assert_eq!(c.status()["clients"].as_array().unwrap().len(), 1);
+    // Synchronised on the event itself: the row disappears from status.
+    wait_for("the client row to expire", || {
+        c.status()["clients"].as_array().unwrap().is_empty()
+    });
+    let metrics = get_text(&format!("{}/metrics", c.master.url));
+    assert_eq!(metric(&metrics, "hummel_clients_expired_total"), 1);
+    assert_eq!(metric(&metrics, "hummel_clients"), 0);
+}
+
 /// Beyond its rate an address is answered 429 with `Retry-After` (`/health` never), and a
 /// client that meets the limit waits and completes its sync.
 #[test]
