@@ -402,6 +402,7 @@ pub fn wire_json() -> Vec<Vec<u8>> {
                 quota: Some(1 << 40),
                 used: 123,
                 packs: vec![h(1), h(2)],
+                read_token_digest: None,
             }),
         ),
         (

@@ -43,7 +43,9 @@ use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 
-use crate::auth::{ReadAccess, SlaveAccess, WriteAccess, blob_guard};
+use crate::auth::{
+    MetricsAccess, ReadAccess, SlaveAccess, WriteAccess, blob_guard, check_slave_read_token,
+};
 use crate::clients::ReportRefusal;
 use crate::db::RevisionRow;
 use crate::error::MasterError;
@@ -370,7 +372,7 @@ async fn health(State(master): State<Master>) -> Json<Health> {
     })
 }
 
-async fn metrics(State(master): State<Master>) -> Result<Response, ApiError> {
+async fn metrics(_: MetricsAccess, State(master): State<Master>) -> Result<Response, ApiError> {
     let text = blocking(move || crate::metrics::render(&master)).await?;
     Ok((
         [(
@@ -614,6 +616,16 @@ async fn slave_hashlist(
         return Err(ApiError::BadRequest(
             "url must be an http:// or https:// URL".into(),
         ));
+    }
+    let tokens = &master.config().tokens;
+    if let Err(message) = check_slave_read_token(tokens, hl.read_token_digest.as_deref()) {
+        master.refuse_slave(&hl.slave_id, &hl.url, &message);
+        return Err(ApiError::Refused {
+            status: StatusCode::FORBIDDEN,
+            code: "read_token_mismatch",
+            message,
+            retry_after: None,
+        });
     }
     Ok(Json(blocking(move || master.record_hashlist(&hl)).await??))
 }

@@ -2,10 +2,22 @@
 //!
 //! | access | accepted tokens |
 //! | --- | --- |
-//! | [`WriteAccess`] (`POST /build`) | write |
+//! | [`WriteAccess`] (`POST /build`, the dashboard's build form) | write |
 //! | [`SlaveAccess`] (`/slave/*`) | slave |
-//! | [`ReadAccess`] (`/api/v1/*` reads) | read or write when a read token is set; anyone otherwise |
+//! | [`ReadAccess`] (`/api/v1/*`, the dashboard) | read or write when a read token is set; anyone otherwise |
 //! | [`blob_guard`] (`/blob/*`) | slave, write or read when a read token is set; anyone otherwise |
+//! | [`MetricsAccess`] (`/metrics`) | metrics, read or write when a metrics or read token is set; anyone otherwise |
+//! | `/health` | anyone |
+//!
+//! The dashboard and `/metrics` also take the token as `Authorization: Bearer TOKEN` (what
+//! Prometheus sends) or as the password of HTTP Basic auth (what a browser asks for).
+//!
+//! **Private means private on the slaves too.** With a read token, a slave's complete hashlist
+//! must carry [`hummel_proto::auth::read_token_digest`] of the same token (it guards its
+//! `/blob` with it); otherwise the master refuses the slave (403 `read_token_mismatch`, which
+//! makes a starting slave exit with that message), never sends clients to it, and counts it in
+//! `hummel_slaves_refused_total`. A master without a read token refuses a slave that has one
+//! (its clients send none). [`check_slave_read_token`] is the rule.
 //!
 //! On `/blob`, everything but the slave token (replication) is a client using the master as the
 //! source of last resort: at most [`crate::MasterConfig::fallback_limit`] such responses are
@@ -24,7 +36,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use hummel_proto::auth::{TOKEN_HEADER, TokenRefusal};
+use hummel_proto::auth::{TOKEN_HEADER, TokenRefusal, read_token_digest, tokens_equal};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::api::ApiError;
@@ -38,6 +50,7 @@ pub(crate) enum Access {
     Slave,
     Read,
     Blob,
+    Metrics,
 }
 
 /// The tokens that grant `access`; `None` when it is public.
@@ -50,6 +63,15 @@ fn accepted(tokens: &Tokens, access: Access) -> Option<Vec<&str>> {
             .read
             .as_deref()
             .map(|r| vec![r, &tokens.write, &tokens.slave]),
+        Access::Metrics => {
+            if tokens.metrics.is_none() && tokens.read.is_none() {
+                return None;
+            }
+            let mut list: Vec<&str> = vec![&tokens.write];
+            list.extend(tokens.metrics.as_deref());
+            list.extend(tokens.read.as_deref());
+            Some(list)
+        }
     }
 }
 
@@ -86,14 +108,57 @@ pub(crate) fn check_headers(
     )
 }
 
-/// Read access for the dashboard: the token header, or the password of HTTP Basic auth (so a
-/// browser can send the read token).
-pub(crate) fn check_dashboard(tokens: &Tokens, headers: &HeaderMap) -> Result<(), ApiError> {
+/// `access` for a browser or a scraper: the token header, else `Authorization: Bearer TOKEN`,
+/// else the password of HTTP Basic auth.
+pub(crate) fn check_any_header(
+    tokens: &Tokens,
+    headers: &HeaderMap,
+    access: Access,
+) -> Result<(), ApiError> {
     if headers.contains_key(TOKEN_HEADER) {
-        return check_headers(tokens, headers, Access::Read);
+        return check_headers(tokens, headers, access);
     }
-    let password = headers.get(header::AUTHORIZATION).and_then(basic_password);
-    check_token(tokens, password.as_deref(), Access::Read)
+    let authorization = headers.get(header::AUTHORIZATION);
+    let presented = authorization.and_then(|v| bearer_token(v).or_else(|| basic_password(v)));
+    check_token(tokens, presented.as_deref(), access)
+}
+
+/// Read access for the dashboard (see [`check_any_header`]).
+pub(crate) fn check_dashboard(tokens: &Tokens, headers: &HeaderMap) -> Result<(), ApiError> {
+    check_any_header(tokens, headers, Access::Read)
+}
+
+/// Whether a slave whose hashlist carries `digest` guards its packs as the master's read
+/// token wants; the refusal's message otherwise (it names no token).
+pub(crate) fn check_slave_read_token(tokens: &Tokens, digest: Option<&str>) -> Result<(), String> {
+    match (tokens.read.as_deref(), digest) {
+        (None, None) => Ok(()),
+        (Some(read), Some(d)) if tokens_equal(&read_token_digest(read), d) => Ok(()),
+        (Some(_), None) => Err(
+            "this master's repository is private (it has a read token) and \
+             this slave has none, so it would serve packs to anyone: start the slave with the \
+             master's read token (HUMMEL_READ_TOKEN or --read-token)"
+                .into(),
+        ),
+        (Some(_), Some(_)) => Err("this slave's read token is not the master's: clients \
+             could not download from it; start the slave with the master's read token"
+            .into()),
+        (None, Some(_)) => Err(
+            "this master's repository is public (no read token) but the \
+             slave has one, so clients (which send none) could not download from it: start \
+             the slave without a read token, or give the master the same one"
+                .into(),
+        ),
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer_token(value: &HeaderValue) -> Option<String> {
+    let v = value.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim().to_string())
 }
 
 /// The password of an `Authorization: Basic` header.
@@ -166,6 +231,18 @@ access_extractor!(
     "The request may read (client API)."
 );
 
+/// The request may read `/metrics` (see [`check_any_header`]).
+pub(crate) struct MetricsAccess;
+
+impl FromRequestParts<Master> for MetricsAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, master: &Master) -> Result<Self, ApiError> {
+        check_any_header(&master.config().tokens, &parts.headers, Access::Metrics)
+            .map(|()| MetricsAccess)
+    }
+}
+
 /// Middleware for the `/blob` origin: checks the token and bounds the downloads clients make
 /// from the master as their source of last resort.
 pub(crate) async fn blob_guard(State(master): State<Master>, req: Request, next: Next) -> Response {
@@ -211,7 +288,63 @@ mod tests {
             write: "w-secret".into(),
             slave: "s-secret".into(),
             read: read.map(str::to_string),
+            metrics: None,
         }
+    }
+
+    #[test]
+    fn metrics_are_public_until_a_metrics_or_read_token_is_set() {
+        let mut t = tokens(None);
+        assert!(check_token(&t, None, Access::Metrics).is_ok());
+        t.metrics = Some("m-secret".into());
+        assert!(matches!(
+            check_token(&t, None, Access::Metrics),
+            Err(ApiError::Unauthorized)
+        ));
+        for ok in ["m-secret", "w-secret"] {
+            assert!(check_token(&t, Some(ok), Access::Metrics).is_ok(), "{ok}");
+        }
+        assert!(matches!(
+            check_token(&t, Some("s-secret"), Access::Metrics),
+            Err(ApiError::Forbidden)
+        ));
+        let t = tokens(Some("r-secret"));
+        assert!(check_token(&t, Some("r-secret"), Access::Metrics).is_ok());
+        assert!(check_token(&t, None, Access::Metrics).is_err());
+        // As Prometheus sends it.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer r-secret"),
+        );
+        assert!(check_any_header(&t, &h, Access::Metrics).is_ok());
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer nope"),
+        );
+        assert!(matches!(
+            check_any_header(&t, &h, Access::Metrics),
+            Err(ApiError::Forbidden)
+        ));
+    }
+
+    #[test]
+    fn a_slave_must_guard_its_packs_with_the_masters_read_token() {
+        let digest = |t: &str| Some(read_token_digest(t));
+        let public = tokens(None);
+        assert!(check_slave_read_token(&public, None).is_ok());
+        let e = check_slave_read_token(&public, digest("r").as_deref()).unwrap_err();
+        assert!(e.contains("public"), "{e}");
+        let private = tokens(Some("r-secret"));
+        assert!(check_slave_read_token(&private, digest("r-secret").as_deref()).is_ok());
+        let e = check_slave_read_token(&private, None).unwrap_err();
+        assert!(
+            e.contains("private") && e.contains("HUMMEL_READ_TOKEN"),
+            "{e}"
+        );
+        let e = check_slave_read_token(&private, digest("other").as_deref()).unwrap_err();
+        assert!(e.contains("not the master's"), "{e}");
+        assert!(!e.contains("r-secret"));
     }
 
     #[test]

@@ -14,8 +14,12 @@ pub struct Tokens {
     pub write: String,
     /// Announces and heartbeats slaves; fetches packs for replication.
     pub slave: String,
-    /// Required for client reads when set; reads are public otherwise.
+    /// Required for client reads when set; reads are public otherwise. Slaves must guard
+    /// their packs with the same token (`crate::auth`).
     pub read: Option<String>,
+    /// Accepted for `/metrics` (besides the read and write tokens). With neither this nor a
+    /// read token, `/metrics` is public.
+    pub metrics: Option<String>,
 }
 
 impl fmt::Debug for Tokens {
@@ -24,6 +28,7 @@ impl fmt::Debug for Tokens {
             .field("write", &"<redacted>")
             .field("slave", &"<redacted>")
             .field("read", &self.read.as_ref().map(|_| "<redacted>"))
+            .field("metrics", &self.metrics.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }

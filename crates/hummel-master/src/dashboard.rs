@@ -3,8 +3,8 @@
 //!
 //! When a read token is configured the page needs it, either in the token header or as the
 //! password of HTTP Basic auth (the browser asks). Everything taken from requests, slaves,
-//! clients or the repository is HTML-escaped. The page lists the [`DASHBOARD_CLIENTS`] most
-//! recent clients, not all of them.
+//! clients or the repository is HTML-escaped. The page says who may see and do what (its
+//! "Access" section) and lists the [`DASHBOARD_CLIENTS`] most recent clients, not all of them.
 
 use std::fmt::Write;
 
@@ -242,6 +242,7 @@ fn render(master: &Master) -> String {
     }
     slaves_section(&mut h, &status);
     clients_section(&mut h, &status);
+    access_section(&mut h, master);
     h.push_str("<h2>Revision history</h2>");
     if history.is_empty() {
         h.push_str("<p class=\"muted\">None yet.</p>");
@@ -409,6 +410,57 @@ fn slaves_section(h: &mut String, status: &StatusResponse) {
         }
         h.push_str(".</p>");
     }
+}
+
+/// Who may see and do what, from the master's configuration.
+fn access_section(h: &mut String, master: &Master) {
+    let config = master.config();
+    let tokens = &config.tokens;
+    let private = tokens.read.is_some();
+    let reads = if private {
+        "need the read token (the write token works too)"
+    } else {
+        "are public: anyone who reaches this address"
+    };
+    let metrics = match (&tokens.metrics, private) {
+        (None, false) => "public",
+        (Some(_), false) => "need the metrics token (or the write token)",
+        (None, true) => "need the read token (or the write token)",
+        (Some(_), true) => "need the metrics or the read token (or the write token)",
+    };
+    let slaves = if private {
+        "need the slave token, and must guard their packs with the read token: a slave \
+         without it is refused and never sent clients"
+    } else {
+        "need the slave token; their packs are public, like the master's"
+    };
+    let packs = crate::read(&master.inner.packs).by_number.len();
+    let rate = if config.rate_limit == 0 {
+        "no per-address rate limit".to_string()
+    } else {
+        format!(
+            "{} requests a second per client address (bursts of {})",
+            config.rate_limit,
+            config.rate_limit.saturating_mul(crate::RATE_BURST_SECONDS)
+        )
+    };
+    let _ = write!(
+        h,
+        "<h2>Access</h2><table>\
+         <tr><th>this page, status, index, locate, packs</th><td>{reads}</td></tr>\
+         <tr><th>/metrics</th><td>{metrics}</td></tr>\
+         <tr><th>builds (POST /build, the form above)</th><td>need the write token</td></tr>\
+         <tr><th>slaves</th><td>{slaves}</td></tr>\
+         <tr><th>client reports</th><td>{reads}; each client id is tied to its client's \
+         key, and rows expire {retention} after the last report</td></tr>\
+         <tr><th>/health</th><td>public</td></tr>\
+         <tr><th>limits</th><td>{rate}; {at_once} API requests at once; locate bodies up to \
+         {locate} bytes ({packs} packs)</td></tr></table>",
+        retention =
+            human_age(u64::try_from(config.client_retention.as_millis()).unwrap_or(u64::MAX)),
+        at_once = crate::limits::MAX_API_REQUESTS,
+        locate = hummel_proto::api::locate_body_limit(packs),
+    );
 }
 
 fn clients_section(h: &mut String, status: &StatusResponse) {

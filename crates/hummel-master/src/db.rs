@@ -679,6 +679,7 @@ impl Db {
                         foreign: Default::default(),
                         foreign_as_of: 0,
                         hashlist: None,
+                        vetting: crate::tracker::Vetting::Unknown,
                     })
                 })
                 .map_err(self.err())?;

@@ -19,11 +19,12 @@
 //! - `gc`: the garbage collection: which revisions are kept, and the deletion of packs none of
 //!   them references, on the master and (through directives) on the slaves.
 //! - `maintenance`: the background thread that runs the repack, then the collection.
-//! - `tracker`: slaves (replica sets, liveness, the hashlist version their changes build on) and
-//!   clients, mirrored from the database.
+//! - `tracker`: slaves (replica sets, liveness, the hashlist version their changes build on,
+//!   whether their read token was accepted) and clients, mirrored from the database.
 //! - `clients`: client reports tied to client keys, their retention, bad-slave counting.
 //! - `placement`: rendezvous hashing of packs onto slaves under quotas (pure).
-//! - `auth`: which token each endpoint accepts (401 / 403), as extractors and a middleware.
+//! - `auth`: which token each endpoint accepts (401 / 403), as extractors and a middleware, and
+//!   the rule that a private master's slaves guard their packs with its read token.
 //! - `limits`: per-address request rates, requests at once, new clients per address.
 //! - `api`: the router, handlers, `ApiError` (one error → response mapping) and JSON bodies.
 //! - `dashboard`: the server-rendered HTML page at `/` and its build form.

@@ -48,7 +48,7 @@ use crate::metrics::Metrics;
 use crate::placement::{self, Candidate, PackSlot, Placement};
 use crate::repack::Repacker;
 use crate::revision::{self, LoadedRevision};
-use crate::tracker::{Liveness, ReplicaChange, SlaveRecord, Tracker};
+use crate::tracker::{Liveness, ReplicaChange, SlaveRecord, Tracker, Vetting};
 use crate::{lock, now_ms, now_unix, read, write};
 
 /// The id under which the embedded store (`hummel serve`) appears to clients and in status.
@@ -883,6 +883,7 @@ impl Master {
             foreign: listed.add_foreign.into_iter().collect(),
             foreign_as_of: table_next,
             hashlist: Some(version),
+            vetting: Vetting::Accepted,
         };
         let mut tracker = lock(&self.inner.tracker);
         lock(&self.inner.db).record_hashlist(&record)?;
@@ -897,6 +898,19 @@ impl Master {
             foreign = record.foreign.len(), epoch = version.epoch, "hashlist");
         tracker.slaves.insert(record.id.clone(), record);
         Ok(self.directive(&tracker, &hl.slave_id, now, table_next))
+    }
+
+    /// A slave's hashlist was refused for its read token (`crate::auth`): no client is sent to
+    /// it until a complete hashlist of it is accepted.
+    pub(crate) fn refuse_slave(&self, id: &str, url: &str, why: &str) {
+        self.inner
+            .metrics
+            .slaves_refused
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = lock(&self.inner.tracker).slaves.get_mut(id) {
+            s.vetting = Vetting::Refused;
+        }
+        tracing::warn!(slave = %id, url, "refused a slave: {why}");
     }
 
     /// `POST /slave/heartbeat`; `None` when the slave is unknown. Blocking.
@@ -1003,8 +1017,9 @@ impl Master {
 
     /// `POST /api/v1/locate`: live holders per pack, rotated per request to spread load. A pack
     /// no live slave holds (a new revision still replicating) lists the master itself, the source
-    /// of last resort, if its store has the pack. Locating changes nothing: in particular it
-    /// keeps no pack from the garbage collection.
+    /// of last resort, if its store has the pack. With a read token, only slaves that showed
+    /// the master's read-token digest since it started are listed (`crate::auth`). Locating
+    /// changes nothing: in particular it keeps no pack from the garbage collection.
     pub(crate) fn locate(&self, req: &LocateRequest) -> LocateResponse {
         let now = now_ms();
         let liveness = self.liveness();
@@ -1018,10 +1033,12 @@ impl Master {
         let mut fallback = None;
         let packs = read(&self.inner.packs);
         let tracker = lock(&self.inner.tracker);
+        let private = self.inner.config.tokens.read.is_some();
         let live: Vec<&SlaveRecord> = tracker
             .slaves
             .values()
             .filter(|s| liveness.state(s.last_seen_ms, now) == SlaveState::Live)
+            .filter(|s| s.vetting.serves_clients(private))
             .collect();
         let mut slaves: Vec<SlaveEndpoint> = Vec::new();
         let mut positions: HashMap<String, u32> = HashMap::new();

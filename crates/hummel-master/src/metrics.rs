@@ -36,6 +36,8 @@ pub(crate) struct Metrics {
     pub client_key_mismatches: AtomicU64,
     /// Client rows deleted by the retention.
     pub clients_expired: AtomicU64,
+    /// Slave hashlists refused because the slave's read token is not the master's.
+    pub slaves_refused: AtomicU64,
 }
 
 struct Exposition(String);
@@ -238,6 +240,12 @@ pub(crate) fn render(master: &Master) -> String {
         "gauge",
         "Client addresses the request and new-client limits remember now.",
         master.inner.limits.addresses() as u64,
+    );
+    out.single(
+        "hummel_slaves_refused_total",
+        "counter",
+        "Slave hashlists refused: the slave's read token is not the master's.",
+        load(&counters.slaves_refused),
     );
     out.single(
         "hummel_hashlists_received_total",

@@ -37,6 +37,7 @@ fn config(repo: &Path, data: &Path) -> MasterConfig {
             write: WRITE.into(),
             slave: SLAVE.into(),
             read: None,
+            metrics: None,
         },
         embedded_store: false,
         follow_symlinks: false,
@@ -333,6 +334,7 @@ fn hashlist(id: &str, packs: Vec<Hash>) -> String {
         quota: None,
         used: 0,
         packs,
+        read_token_digest: None,
     })
     .unwrap()
 }
@@ -2282,4 +2284,165 @@ async fn bodies_are_bounded_by_what_their_route_needs() {
     // Without the token, the body is never looked at.
     let (s, _, _) = call(&master, "POST", "/slave/heartbeat", None, Some(big)).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_private_master_refuses_slaves_without_its_read_token() {
+    let fx = fixture();
+    let mut cfg = config(&fx.repo, &fx.data);
+    const READ: &str = "s3cret-reader";
+    cfg.tokens.read = Some(READ.into());
+    cfg.replication = 1;
+    let master = Master::open_with(cfg.clone(), small_packs()).unwrap();
+    http_build(&master).await;
+    let index = current_index(&master, None);
+    let every: Vec<Hash> = index.packs.iter().map(|p| p.hash).collect();
+    let with_digest = |id: &str, digest: Option<String>| {
+        let mut v: serde_json::Value = serde_json::from_str(&hashlist(id, every.clone())).unwrap();
+        if let Some(d) = digest {
+            v["read_token_digest"] = d.into();
+        }
+        v.to_string()
+    };
+    for (id, digest) in [
+        ("open", None),
+        (
+            "other",
+            Some(hummel_proto::auth::read_token_digest("other")),
+        ),
+    ] {
+        let (s, _, body) = call(
+            &master,
+            "POST",
+            "/slave/hashlist",
+            Some(SLAVE),
+            Some(with_digest(id, digest)),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{id}");
+        let e: ApiErrorBody = json(&body);
+        assert_eq!(e.code, "read_token_mismatch");
+        assert!(e.message.contains("read token"), "{}", e.message);
+        assert!(!e.message.contains(READ));
+    }
+    assert_eq!(master.status().slaves.len(), 0);
+    let good = Some(hummel_proto::auth::read_token_digest(READ));
+    let (s, _, _) = call(
+        &master,
+        "POST",
+        "/slave/hashlist",
+        Some(SLAVE),
+        Some(with_digest("good", good)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let located = {
+        let req = serde_json::to_string(&LocateRequest {
+            packs: vec![index.packs[0].number],
+        })
+        .unwrap();
+        let (s, _, body) = call(&master, "POST", "/api/v1/locate", Some(READ), Some(req)).await;
+        assert_eq!(s, StatusCode::OK);
+        json::<LocateResponse>(&body)
+    };
+    assert_eq!(located.slaves.len(), 1);
+    assert_eq!(located.slaves[0].id, "good");
+    // A restarted master has not seen the slave's digest yet: no client is sent there until
+    // it announces again (a heartbeat alone does not do).
+    drop(master);
+    let master = Master::open_with(cfg, small_packs()).unwrap();
+    let hb = serde_json::json!({"slave_id": "good", "used": 0, "packs": every.len(), "replicating": 0, "corrupt": []});
+    let (s, _, _) = call(
+        &master,
+        "POST",
+        "/slave/heartbeat",
+        Some(SLAVE),
+        Some(hb.to_string()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let req = serde_json::to_string(&LocateRequest {
+        packs: vec![index.packs[0].number],
+    })
+    .unwrap();
+    let (_, _, body) = call(&master, "POST", "/api/v1/locate", Some(READ), Some(req)).await;
+    assert!(json::<LocateResponse>(&body).holders[0].is_empty());
+    assert_eq!(
+        metric_with(&master, "hummel_slaves_refused_total", Some(READ)).await,
+        0
+    );
+
+    // A public master refuses a slave that has a read token.
+    let fx2 = fixture();
+    let public = Master::open(config(&fx2.repo, &fx2.data)).unwrap();
+    let (s, _, body) = call(
+        &public,
+        "POST",
+        "/slave/hashlist",
+        Some(SLAVE),
+        Some(with_digest(
+            "s",
+            Some(hummel_proto::auth::read_token_digest("x")),
+        )),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(json::<ApiErrorBody>(&body).message.contains("public"));
+    assert_eq!(metric(&public, "hummel_slaves_refused_total").await, 1);
+}
+
+async fn metric_with(master: &Master, name: &str, token: Option<&str>) -> u64 {
+    let (s, _, body) = call(master, "GET", "/metrics", token, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = String::from_utf8(body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_need_a_token_when_the_master_is_private_or_has_a_metrics_token() {
+    let fx = fixture();
+    let mut cfg = config(&fx.repo, &fx.data);
+    cfg.tokens.metrics = Some("metrics-token".into());
+    let master = Master::open(cfg.clone()).unwrap();
+    let status = |t: Option<&'static str>| {
+        let m = master.clone();
+        async move { call(&m, "GET", "/metrics", t, None).await.0 }
+    };
+    assert_eq!(status(None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(Some(SLAVE)).await, StatusCode::FORBIDDEN);
+    assert_eq!(status(Some("metrics-token")).await, StatusCode::OK);
+    assert_eq!(status(Some(WRITE)).await, StatusCode::OK);
+    // Reads stay public: the metrics token guards only the metrics.
+    let (s, _, _) = call(&master, "GET", "/api/v1/revision", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    drop(master);
+    cfg.tokens.metrics = None;
+    cfg.tokens.read = Some(READ.into());
+    let master = Master::open(cfg).unwrap();
+    assert_eq!(
+        call(&master, "GET", "/metrics", None, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&master, "GET", "/metrics", Some(READ), None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&master, "GET", "/health", None, None).await.0,
+        StatusCode::OK
+    );
+    // The dashboard says so.
+    let (_, _, body) = call(&master, "GET", "/", Some(READ), None).await;
+    let html = String::from_utf8(body).unwrap();
+    assert!(html.contains("<h2>Access</h2>"), "{html}");
+    assert!(
+        html.contains("must guard their packs with the read token"),
+        "{html}"
+    );
+    assert!(
+        html.contains("need the read token (or the write token)"),
+        "{html}"
+    );
 }

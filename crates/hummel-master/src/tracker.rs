@@ -37,6 +37,32 @@ pub(crate) struct SlaveRecord {
     /// The version of its hashlist the master holds, if its changes may be applied; not
     /// persisted.
     pub hashlist: Option<HashlistVersion>,
+    /// Whether this process accepted its read-token digest; not persisted. A master with a read
+    /// token sends clients only to [`Vetting::Accepted`] slaves; no master sends them to a
+    /// [`Vetting::Refused`] one.
+    pub vetting: Vetting,
+}
+
+/// What the master knows of a slave's read token (`crate::auth::check_slave_read_token`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Vetting {
+    /// Loaded from the database: it has not announced to this process yet.
+    Unknown,
+    /// Its complete hashlist carried the digest the master wants.
+    Accepted,
+    /// Its last complete hashlist was refused for its read token.
+    Refused,
+}
+
+impl Vetting {
+    /// Whether clients may be sent to the slave (`private`: the master has a read token).
+    pub(crate) fn serves_clients(self, private: bool) -> bool {
+        match self {
+            Vetting::Accepted => true,
+            Vetting::Unknown => !private,
+            Vetting::Refused => false,
+        }
+    }
 }
 
 /// Why a slave's [`HashlistChanges`] were not applied. Every refusal asks the slave for its
@@ -263,6 +289,7 @@ mod tests {
             foreign: HashSet::from([Hash::of(b"x")]),
             foreign_as_of: 4,
             hashlist,
+            vetting: Vetting::Accepted,
         }
     }
 

@@ -300,6 +300,12 @@ pub struct SlaveHashlist {
     pub used: u64,
     /// Every verified pack it holds.
     pub packs: Vec<Hash>,
+    /// [`crate::auth::read_token_digest`] of the read token the slave guards its packs with;
+    /// `None` when it serves them to anyone. A master with a read token refuses a slave whose
+    /// digest is not that of its own token (403 `read_token_mismatch`), and a master without
+    /// one refuses a slave that has one: either way clients could not use it as they should.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_token_digest: Option<String>,
 }
 
 /// `POST /slave/heartbeat`.
@@ -717,6 +723,7 @@ mod tests {
             quota: Some(250 << 30),
             used: 6400 << 24,
             packs: packs.clone(),
+            read_token_digest: None,
         })
         .unwrap()
         .len();

@@ -78,6 +78,16 @@ pub fn check_token(presented: Option<&[u8]>, accepted: &[&str]) -> Result<(), To
     if ok { Ok(()) } else { Err(TokenRefusal::Wrong) }
 }
 
+/// What a slave tells the master about its read token ([`crate::api::SlaveHashlist`]): a
+/// domain-separated BLAKE3 hash in hex, so the token itself never travels on that route and
+/// the master can tell whether the slave guards its packs with the same token. It proves
+/// nothing about who sent it; it catches a slave started without (or with another) token.
+pub fn read_token_digest(token: &str) -> String {
+    let mut input = b"hummel read token digest v1\0".to_vec();
+    input.extend_from_slice(token.as_bytes());
+    hummel_core::Hash::of(&input).to_hex()
+}
+
 /// Constant-time comparison (time depends only on the lengths).
 pub fn tokens_equal(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -97,6 +107,15 @@ mod tests {
         assert!(!tokens_equal("abc", "abd"));
         assert!(!tokens_equal("abc", "abcd"));
         assert!(tokens_equal("", ""));
+    }
+
+    #[test]
+    fn the_read_token_digest_names_the_token_without_containing_it() {
+        let d = read_token_digest("reader");
+        assert_eq!(d.len(), 64);
+        assert_eq!(d, read_token_digest("reader"));
+        assert_ne!(d, read_token_digest("reader2"));
+        assert_ne!(d, hummel_core::Hash::of(b"reader").to_hex());
     }
 
     #[test]

@@ -65,6 +65,23 @@ fn slave_hashlist() {
             quota: Some(1 << 40),
             used: 33_554_432,
             packs: vec![h(1), h(2)],
+            read_token_digest: None,
+        },
+    );
+}
+
+/// The hashlist of a slave that guards its packs with the read token.
+#[test]
+fn slave_hashlist_with_a_read_token() {
+    check(
+        "slave-hashlist-private.json",
+        &SlaveHashlist {
+            slave_id: "0f1e2d3c4b5a6978".into(),
+            url: "https://mirror1.example:7071".into(),
+            quota: None,
+            used: 0,
+            packs: vec![],
+            read_token_digest: Some(hummel_proto::auth::read_token_digest("reader")),
         },
     );
 }

@@ -372,6 +372,9 @@ impl Agent {
             MasterError::Refused { .. } if first => {
                 tracing::error!(error = %e, "{what} refused; check the slave token on both sides");
             }
+            MasterError::ReadToken { .. } if first => {
+                tracing::error!(error = %e, "{what} refused; check the read token on both sides");
+            }
             _ if first => tracing::warn!(error = %e, "{what} failed; will retry"),
             _ => tracing::debug!(error = %e, "{what} failed again"),
         }
@@ -387,6 +390,12 @@ impl Agent {
             quota: self.slave.config().quota,
             used: list.iter().map(|(_, s)| *s).sum(),
             packs: list.into_iter().map(|(h, _)| h).collect(),
+            read_token_digest: self
+                .slave
+                .config()
+                .read_token
+                .as_deref()
+                .map(hummel_proto::auth::read_token_digest),
         };
         match self.master.hashlist(&body).await {
             Ok(directive) => {
@@ -426,6 +435,10 @@ impl Agent {
                 self.slave.metrics().set_master_reachable(true);
                 Err(SlaveError::TokenRefused { status, url })
             }
+            Err(MasterError::ReadToken { url, message }) if !self.announce.ever => {
+                self.slave.metrics().set_master_reachable(true);
+                Err(SlaveError::ReadTokenRefused { url, message })
+            }
             Err(e) => {
                 self.master_failed("announce", &e);
                 self.back_off(&e);
@@ -437,7 +450,10 @@ impl Agent {
     /// Delays the next announce and early heartbeat after a failed request.
     fn back_off(&mut self, e: &MasterError) {
         let a = &mut self.announce;
-        let delay = if matches!(e, MasterError::Refused { .. }) {
+        let delay = if matches!(
+            e,
+            MasterError::Refused { .. } | MasterError::ReadToken { .. }
+        ) {
             REFUSED_RETRY
         } else {
             let d = a.backoff;

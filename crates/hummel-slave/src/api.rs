@@ -1,5 +1,6 @@
 //! The slave's HTTP surface: `GET|HEAD /blob/{hash}` (from [`hummel_store::http`], behind the
-//! read token when one is configured), `GET /health` and `GET /metrics`.
+//! read token when one is configured), `GET /health` and `GET /metrics` (behind the metrics or
+//! read token when either is configured: `X-HUMMEL-TOKEN`, or `Authorization: Bearer`).
 //!
 //! Packs are not re-verified on serve (16 MiB per range request would be too slow): commit
 //! verifies every new pack, and scrub catches rot.
@@ -40,9 +41,21 @@ pub(crate) fn router(slave: &Slave) -> Router {
         };
         blob = blob.layer(middleware::from_fn_with_state(tokens, require_token));
     }
+    let mut metrics_route = Router::new().route(METRICS, get(metrics));
+    let metrics_tokens: Vec<String> = [&cfg.metrics_token, &cfg.read_token]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    if !metrics_tokens.is_empty() {
+        metrics_route = metrics_route.route_layer(middleware::from_fn_with_state(
+            metrics_tokens,
+            require_metrics_token,
+        ));
+    }
     Router::new()
         .route(HEALTH, get(health))
-        .route(METRICS, get(metrics))
+        .merge(metrics_route)
         .with_state(slave.clone())
         .merge(blob)
         .fallback(not_found)
@@ -81,6 +94,32 @@ async fn require_token(
         }
     }
     next.run(req).await
+}
+
+/// `/metrics` with one of `tokens`, in the token header or as `Authorization: Bearer`.
+async fn require_metrics_token(
+    State(tokens): State<Vec<String>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().as_bytes());
+    let presented = headers.get(TOKEN_HEADER).map(|v| v.as_bytes()).or(bearer);
+    let accepted: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    match check_token(presented, &accepted) {
+        Ok(()) => next.run(req).await,
+        Err(TokenRefusal::Missing) => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this slave's metrics want the metrics or read token in X-HUMMEL-TOKEN",
+        ),
+        Err(TokenRefusal::Wrong) => error(StatusCode::FORBIDDEN, "forbidden", "wrong token"),
+    }
 }
 
 async fn health() -> Json<Health> {

@@ -24,8 +24,11 @@ pub struct SlaveConfig {
     pub quota: Option<u64>,
     /// Token for `/slave/*` on the master and for fetching packs from other slaves.
     pub slave_token: String,
-    /// If set, `GET /blob` wants this token or the slave token.
+    /// If set, `GET /blob` wants this token or the slave token. The master must have the same
+    /// one (it refuses the slave otherwise).
     pub read_token: Option<String>,
+    /// If set, `GET /metrics` wants this token (or the read token).
+    pub metrics_token: Option<String>,
     /// Packs fetched at once (0 is treated as 1).
     pub replication_concurrency: usize,
     /// How often to re-verify every pack; `None` turns scrubbing off.
@@ -48,6 +51,10 @@ impl std::fmt::Debug for SlaveConfig {
             .field(
                 "read_token",
                 &self.read_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
             )
             .field("replication_concurrency", &self.replication_concurrency)
             .field("scrub_interval", &self.scrub_interval)
@@ -79,6 +86,9 @@ impl SlaveConfig {
         if self.read_token.as_deref() == Some("") {
             self.read_token = None;
         }
+        if self.metrics_token.as_deref() == Some("") {
+            self.metrics_token = None;
+        }
         if self.scrub_interval == Some(Duration::ZERO) {
             return Err(SlaveError::Config("the scrub interval must be > 0".into()));
         }
@@ -102,6 +112,7 @@ mod tests {
             quota: None,
             slave_token: "secret-slave".into(),
             read_token: Some(String::new()),
+            metrics_token: None,
             replication_concurrency: 0,
             scrub_interval: None,
             serve_limit: None,

@@ -20,7 +20,10 @@
 //!   only if it hashes to its name. A pack under its final name has always verified.
 //! - [`Slave::router`] (`api`): the data plane `GET|HEAD /blob/{hash}` from
 //!   [`hummel_store::http`], guarded by the read token if one is set, plus `GET /health` and
-//!   `GET /metrics` (Prometheus text). Counters live in [`SlaveMetrics`].
+//!   `GET /metrics` (Prometheus text; guarded by the metrics or read token if either is set).
+//!   Counters live in [`SlaveMetrics`]. The hashlist tells the master which read token guards
+//!   the packs (its digest): a private master refuses a slave without its token, and the slave
+//!   then stops with the master's reason.
 //!
 //! The slave never changes the index, never prints and never exits the process: the binary owns
 //! binding, logging and shutdown, and turns a [`SlaveError`] into one line.
@@ -77,6 +80,15 @@ pub enum SlaveError {
         status: u16,
         /// The master endpoint.
         url: String,
+    },
+    /// The master refused the first announce because this slave does not guard its packs with
+    /// the master's read token (403 `read_token_mismatch`).
+    #[error("master refused this slave ({url}): {message}")]
+    ReadTokenRefused {
+        /// The master endpoint.
+        url: String,
+        /// The master's reason.
+        message: String,
     },
 }
 
@@ -228,6 +240,7 @@ mod tests {
             quota: None,
             slave_token: "s".into(),
             read_token: None,
+            metrics_token: None,
             replication_concurrency: DEFAULT_REPLICATION_CONCURRENCY,
             scrub_interval: None,
             serve_limit: None,

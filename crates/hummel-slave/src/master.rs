@@ -29,6 +29,9 @@ pub(crate) enum MasterError {
     /// 401 or 403: the master does not accept our slave token.
     #[error("master refused the slave token (HTTP {status} from {url})")]
     Refused { status: u16, url: String },
+    /// 403 `read_token_mismatch`: the master wants the packs guarded by its read token.
+    #[error("master refused this slave ({url}): {message}")]
+    ReadToken { url: String, message: String },
     /// 404 `unknown_slave`: the master wants the full hashlist again.
     #[error("master does not know this slave ({url})")]
     UnknownSlave { url: String },
@@ -113,6 +116,16 @@ impl MasterClient {
         }
         let api: Option<ApiErrorBody> = serde_json::from_slice(&bytes).ok();
         match status {
+            StatusCode::FORBIDDEN
+                if api
+                    .as_ref()
+                    .is_some_and(|a| a.code == "read_token_mismatch") =>
+            {
+                Err(MasterError::ReadToken {
+                    url,
+                    message: api.map(|a| a.message).unwrap_or_default(),
+                })
+            }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(MasterError::Refused {
                 status: status.as_u16(),
                 url,

@@ -43,6 +43,8 @@ struct MasterState {
     forgotten: usize,
     /// Answer everything with 403.
     refuse: bool,
+    /// Answer hashlists with 403 `read_token_mismatch` unless they carry this digest.
+    read_digest: Option<String>,
     /// Take hashlist changes (a master from before them names no version).
     versions: bool,
     epoch: u64,
@@ -135,6 +137,9 @@ async fn hashlist(
     if m.refuse || !token_ok(&headers) {
         return api_error(StatusCode::FORBIDDEN, "forbidden");
     }
+    if m.read_digest.is_some() && m.read_digest != h.read_token_digest {
+        return api_error(StatusCode::FORBIDDEN, "read_token_mismatch");
+    }
     m.held = h.packs.iter().copied().collect();
     if m.versions {
         m.epoch += 1;
@@ -224,6 +229,7 @@ fn config(data: &Path, master: &str) -> SlaveConfig {
         quota: None,
         slave_token: SLAVE_TOKEN.into(),
         read_token: None,
+        metrics_token: None,
         replication_concurrency: 4,
         scrub_interval: None,
         serve_limit: None,
@@ -409,6 +415,35 @@ async fn refused_token_at_first_contact_is_fatal() {
     assert!(err.to_string().contains("master refused the slave token"));
 }
 
+/// A private master refuses a slave that does not guard its packs with the read token: the
+/// slave stops at once, with the master's reason; with the token its hashlist carries the
+/// token's digest (never the token) and it is taken.
+#[tokio::test]
+async fn a_master_that_wants_the_read_token_stops_a_slave_without_it() {
+    let m: Shared = Arc::default();
+    m.lock().unwrap().read_digest = Some(hummel_proto::auth::read_token_digest(READ_TOKEN));
+    let master = serve(master_router(m.clone())).await;
+    let data = tempfile::tempdir().unwrap();
+    let slave = Slave::open(config(data.path(), &master)).unwrap();
+    let (_url, _stop, worker) = start(&slave).await;
+    let err = bounded(worker).await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, SlaveError::ReadTokenRefused { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("read_token_mismatch"), "{err}");
+
+    let mut cfg = config(data.path(), &master);
+    cfg.read_token = Some(READ_TOKEN.into());
+    let slave = Slave::open(cfg).unwrap();
+    let (_url, stop, worker) = start(&slave).await;
+    wait_for("the hashlist", || !m.lock().unwrap().hashlists.is_empty()).await;
+    let sent = serde_json::to_string(&m.lock().unwrap().hashlists[0]).unwrap();
+    assert!(!sent.contains(READ_TOKEN), "{sent}");
+    let _ = stop.send(());
+    bounded(worker).await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn serves_while_the_master_is_down_and_connects_when_it_comes_up() {
     // Reserve a port for the master, then free it until the master starts.
@@ -546,7 +581,7 @@ async fn blob_auth_health_and_metrics() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-length"], "4096");
 
-    // Health and metrics are public.
+    // Health is public; metrics want the read token, as the packs do.
     let health: hummel_proto::api::Health = http
         .get(format!("{url}/health"))
         .send()
@@ -559,6 +594,20 @@ async fn blob_auth_health_and_metrics() {
     assert_eq!(health.role, "slave");
     assert_eq!(health.api_version, hummel_proto::API_VERSION);
     let r = http.get(format!("{url}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(format!("{url}/metrics"))
+        .header(TOKEN_HEADER, SLAVE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .get(format!("{url}/metrics"))
+        .header("authorization", format!("Bearer {READ_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(
         r.headers()["content-type"]

@@ -54,9 +54,14 @@ pub struct ServerTokens {
     /// the data dir when missing.
     #[arg(long, env = "HUMMEL_SLAVE_TOKEN", hide_env_values = true)]
     pub slave_token: Option<String>,
-    /// Token clients need to read. Without one, reads are public.
+    /// Token clients need to read. Without one, reads are public. Slaves must then be
+    /// started with the same token, or the master refuses them.
     #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
+    /// Token accepted for /metrics (besides the read and write tokens). With neither this nor
+    /// a read token, /metrics is public.
+    #[arg(long, env = "HUMMEL_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 /// The bounds of a server's public edge.
@@ -264,9 +269,13 @@ pub struct SlaveArgs {
     /// The master's slave token.
     #[arg(long, env = "HUMMEL_SLAVE_TOKEN", hide_env_values = true)]
     pub slave_token: Option<String>,
-    /// If set, clients must present this token to download.
+    /// The master's read token, if it has one: clients must then present it to download, and
+    /// the master refuses a slave without it.
     #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
+    /// Token accepted for /metrics (besides the read token). With neither, /metrics is public.
+    #[arg(long, env = "HUMMEL_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Connections.
     #[command(flatten)]
     pub edge: EdgeLimits,

@@ -32,6 +32,7 @@ fn tokens(given: ServerTokens, data: &Path) -> Result<Tokens> {
         write: resolve_token(given.write_token, data, "write")?,
         slave: resolve_token(given.slave_token, data, "slave")?,
         read: optional_token(given.read_token),
+        metrics: optional_token(given.metrics_token),
     })
 }
 

@@ -46,6 +46,7 @@ pub async fn slave(args: SlaveArgs) -> Result<ExitCode> {
         quota: args.quota,
         slave_token,
         read_token: optional_token(args.read_token),
+        metrics_token: optional_token(args.metrics_token),
         replication_concurrency: args.replication_concurrency,
         scrub_interval: args.scrub_interval,
         serve_limit: args.limit_rate,

@@ -166,3 +166,410 @@ fn a_read_token_protects_the_index_and_the_packs() {
     ok(sync);
     assert_same_tree(&repo, &dest);
 }
+
+/// The tokens of the matrix's columns, as sent in `X-HUMMEL-TOKEN`.
+#[derive(Clone, Copy, Debug)]
+enum Tok {
+    None,
+    /// Not UTF-8: it can equal no token.
+    Malformed,
+    Wrong,
+    Slave,
+    Write,
+    Read,
+    Metrics,
+}
+
+const COLUMNS: [Tok; 7] = [
+    Tok::None,
+    Tok::Malformed,
+    Tok::Wrong,
+    Tok::Slave,
+    Tok::Write,
+    Tok::Read,
+    Tok::Metrics,
+];
+const READ: &str = "matrix-read-token";
+const METRICS: &str = "matrix-metrics-token";
+
+impl Tok {
+    fn header(self) -> Option<reqwest::header::HeaderValue> {
+        let v = |s: &str| reqwest::header::HeaderValue::from_str(s).unwrap();
+        match self {
+            Tok::None => None,
+            Tok::Malformed => {
+                Some(reqwest::header::HeaderValue::from_bytes(b"\xff\xfe tok").unwrap())
+            }
+            Tok::Wrong => Some(v("wrong")),
+            Tok::Slave => Some(v(SLAVE)),
+            Tok::Write => Some(v(WRITE)),
+            Tok::Read => Some(v(READ)),
+            Tok::Metrics => Some(v(METRICS)),
+        }
+    }
+
+    /// The token as the dashboard's form field (`None`: no field).
+    fn form(self) -> Option<&'static str> {
+        match self {
+            Tok::None => None,
+            Tok::Malformed => Some("%FF%FE"),
+            Tok::Wrong => Some("wrong"),
+            Tok::Slave => Some(SLAVE),
+            Tok::Write => Some(WRITE),
+            Tok::Read => Some(READ),
+            Tok::Metrics => Some(METRICS),
+        }
+    }
+}
+
+/// One endpoint of the matrix: what to send, and the status expected for each column of
+/// [`COLUMNS`] (none, malformed, wrong, slave, write, read, metrics).
+struct Row {
+    name: &'static str,
+    method: reqwest::Method,
+    url: String,
+    body: Option<serde_json::Value>,
+    form: bool,
+    expect: [u16; 7],
+}
+
+async fn send(http: &reqwest::Client, row: &Row, tok: Tok) -> u16 {
+    let mut req = http.request(row.method.clone(), &row.url);
+    if row.form {
+        let body = tok.form().map(|t| format!("token={t}")).unwrap_or_default();
+        req = req
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+    } else if let Some(h) = tok.header() {
+        req = req.header("X-HUMMEL-TOKEN", h);
+    }
+    if let Some(b) = &row.body {
+        req = req.json(b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    // Read the body: a pack served from the master's fallback holds a slot until it is sent.
+    let _ = resp.bytes().await;
+    status
+}
+
+/// Runs every row under every column; panics with the whole table of differences.
+async fn check_matrix(rows: &[Row]) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut wrong = Vec::new();
+    for row in rows {
+        for (i, tok) in COLUMNS.iter().enumerate() {
+            let got = send(&http, row, *tok).await;
+            if got != row.expect[i] {
+                wrong.push(format!(
+                    "{} with {tok:?}: {got}, expected {}",
+                    row.name, row.expect[i]
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "access matrix:\n{}", wrong.join("\n"));
+}
+
+/// The rows every master shares (`reads`: the statuses of a read endpoint, `hashlist`: the
+/// slave hashlist to send).
+fn master_rows(
+    url: &str,
+    pack: &str,
+    reads: [u16; 7],
+    metrics: [u16; 7],
+    blob: [u16; 7],
+    digest: Option<String>,
+) -> Vec<Row> {
+    use reqwest::Method;
+    let get = |name, path: &str, expect| Row {
+        name,
+        method: Method::GET,
+        url: format!("{url}{path}"),
+        body: None,
+        form: false,
+        expect,
+    };
+    let post = |name, path: &str, body, expect| Row {
+        name,
+        method: Method::POST,
+        url: format!("{url}{path}"),
+        body: Some(body),
+        form: false,
+        expect,
+    };
+    let mut hashlist = json!({"slave_id": "matrix-slave", "url": "http://127.0.0.1:9",
+        "quota": null, "used": 0, "packs": []});
+    if let Some(d) = digest {
+        hashlist["read_token_digest"] = d.into();
+    }
+    let report = json!({"client_id": "matrix-client", "client_key": "ab".repeat(32),
+        "revision": 1, "path": "", "files": 1, "bytes": 1, "packs": [], "bad_slaves": []});
+    let refused = |ok: u16, column: usize| {
+        let mut e = [401, 403, 403, 403, 403, 403, 403];
+        e[column] = ok;
+        e
+    };
+    let with = |mut e: [u16; 7], ok: u16| {
+        for s in &mut e {
+            if *s == 200 {
+                *s = ok;
+            }
+        }
+        e
+    };
+    vec![
+        get("GET /health", "/health", [200; 7]),
+        get("GET /metrics", "/metrics", metrics),
+        get("GET /", "/", reads),
+        Row {
+            name: "POST /ui/build",
+            method: Method::POST,
+            url: format!("{url}/ui/build"),
+            body: None,
+            form: true,
+            // The form's token is a string: undecodable bytes become another one.
+            expect: [401, 403, 403, 403, 303, 403, 403],
+        },
+        Row {
+            name: "POST /build",
+            method: Method::POST,
+            url: format!("{url}/build"),
+            body: None,
+            form: false,
+            expect: refused(202, 4),
+        },
+        get("GET /api/v1/builds/latest", "/api/v1/builds/latest", reads),
+        get("GET /api/v1/revision", "/api/v1/revision", reads),
+        get("GET /api/v1/index", "/api/v1/index", reads),
+        get("GET /api/v1/status", "/api/v1/status", reads),
+        post(
+            "POST /api/v1/locate",
+            "/api/v1/locate",
+            json!({"packs": [1]}),
+            reads,
+        ),
+        post(
+            "POST /api/v1/client/report",
+            "/api/v1/client/report",
+            report,
+            with(reads, 204),
+        ),
+        post(
+            "POST /slave/hashlist",
+            "/slave/hashlist",
+            hashlist,
+            refused(200, 3),
+        ),
+        post(
+            "POST /slave/heartbeat",
+            "/slave/heartbeat",
+            json!({"slave_id": "matrix-slave", "used": 0, "packs": 0, "replicating": 0,
+                "corrupt": []}),
+            refused(200, 3),
+        ),
+        get("GET /blob (master)", &format!("/blob/{pack}"), blob),
+    ]
+}
+
+/// Issue 10's table: every endpoint of a private master and of its slave, under every kind
+/// of token; then the same for a public master with a metrics token.
+#[test]
+fn every_endpoint_answers_every_kind_of_token_as_the_table_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    fill_modset(&repo);
+    let m = start_master(
+        dir.path(),
+        &repo,
+        &[
+            "--build-on-start",
+            "--read-token",
+            READ,
+            "--metrics-token",
+            METRICS,
+        ],
+        0,
+    );
+    let mut cmd = hummel();
+    cmd.args(["slave", "--master", &m.url, "--data"])
+        .arg(dir.path().join("s"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("HUMMEL_SLAVE_TOKEN", SLAVE)
+        .env("HUMMEL_READ_TOKEN", READ);
+    let s = Proc::start("slave", cmd, &dir.path().join("logs"));
+    wait_for("the slave to hold a pack", || {
+        !pack_files(&dir.path().join("s/store")).is_empty()
+    });
+    let pack = pack_files(&dir.path().join("s/store"))[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    // Read access: the read or the write token.
+    let reads = [401, 403, 403, 403, 200, 200, 403];
+    let metrics = [401, 403, 403, 403, 200, 200, 200];
+    let blob = [401, 403, 403, 200, 200, 200, 403];
+    let mut rows = master_rows(
+        &m.url,
+        &pack,
+        reads,
+        metrics,
+        blob,
+        Some(hummel_proto::auth::read_token_digest(READ)),
+    );
+    use reqwest::Method;
+    let slave_get = |name, path: String, expect| Row {
+        name,
+        method: Method::GET,
+        url: format!("{}{path}", s.url),
+        body: None,
+        form: false,
+        expect,
+    };
+    rows.push(slave_get("GET /health (slave)", "/health".into(), [200; 7]));
+    // The slave knows the read and slave tokens only (and no metrics token of its own).
+    rows.push(slave_get(
+        "GET /metrics (slave)",
+        "/metrics".into(),
+        [401, 403, 403, 403, 403, 200, 403],
+    ));
+    rows.push(slave_get(
+        "GET /blob (slave)",
+        format!("/blob/{pack}"),
+        [401, 403, 403, 200, 403, 200, 403],
+    ));
+    // The file gets its name a moment before the slave lists it as held.
+    wait_for("the slave to serve its pack", || {
+        get_status_with_token(&format!("{}/blob/{pack}", s.url), READ) == 200
+    });
+    rt().block_on(check_matrix(&rows));
+    drop(s);
+    drop(m);
+
+    // A public master with a metrics token: reads are anyone's, whatever they send.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    fill_modset(&repo);
+    let m = start_master(
+        dir.path(),
+        &repo,
+        &["--build-on-start", "--metrics-token", METRICS],
+        0,
+    );
+    wait_for("the first build", || {
+        let (_, body) = get_status(&format!("{}/api/v1/revision", m.url));
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["revision"].is_u64()
+    });
+    let pack = pack_files(&dir.path().join("master/store"))[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let rows = master_rows(
+        &m.url,
+        &pack,
+        [200; 7],
+        [401, 403, 403, 403, 200, 403, 200],
+        [200; 7],
+        None,
+    );
+    rt().block_on(check_matrix(&rows));
+}
+
+/// `GET url` with a token; the status.
+fn get_status_with_token(url: &str, token: &str) -> u16 {
+    rt().block_on(async {
+        http()
+            .get(url)
+            .header("X-HUMMEL-TOKEN", token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+}
+
+/// A slave that would serve a private repository to anyone is refused, and stops saying why;
+/// so is a slave with another read token, and one with a token for a public master.
+#[test]
+fn a_private_master_refuses_a_slave_without_its_read_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    fill_modset(&repo);
+    let m = start_master(dir.path(), &repo, &["--read-token", READ], 0);
+    let slave = |name: &str, read: Option<&str>| {
+        let mut cmd = hummel();
+        cmd.args(["slave", "--master", &m.url, "--data"])
+            .arg(dir.path().join(name))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("HUMMEL_SLAVE_TOKEN", SLAVE);
+        if let Some(r) = read {
+            cmd.env("HUMMEL_READ_TOKEN", r);
+        }
+        cmd
+    };
+    let err = fails(slave("open", None));
+    assert!(
+        err.contains("repository is private") && err.contains("HUMMEL_READ_TOKEN"),
+        "{err}"
+    );
+    let err = fails(slave("other", Some("another-token")));
+    assert!(err.contains("not the master's"), "{err}");
+    assert!(
+        !err.contains("another-token") && !err.contains(READ),
+        "{err}"
+    );
+    let log = m.log_text();
+    assert!(log.contains("refused a slave"), "{log}");
+    assert!(!log.contains(READ), "the read token appeared in the log");
+    // Listed nowhere; counted.
+    let status = rt().block_on(async {
+        http()
+            .get(format!("{}/api/v1/status", m.url))
+            .header("X-HUMMEL-TOKEN", READ)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    });
+    assert_eq!(status["slaves"].as_array().unwrap().len(), 0, "{status}");
+    let metrics = rt().block_on(async {
+        http()
+            .get(format!("{}/metrics", m.url))
+            .header("authorization", format!("Bearer {READ}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert_eq!(metric(&metrics, "hummel_slaves_refused_total"), 2);
+    // With the token it joins.
+    let _s = Proc::start("slave", slave("good", Some(READ)), &dir.path().join("logs"));
+    wait_for("the slave to announce", || {
+        m.log_text().contains("new slave")
+    });
+    drop(m);
+
+    // A public master refuses a slave whose clients would need a token.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    fill_modset(&repo);
+    let m = start_master(dir.path(), &repo, &[], 0);
+    let mut cmd = hummel();
+    cmd.args(["slave", "--master", &m.url, "--data"])
+        .arg(dir.path().join("s"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("HUMMEL_SLAVE_TOKEN", SLAVE)
+        .env("HUMMEL_READ_TOKEN", READ);
+    let err = fails(cmd);
+    assert!(err.contains("repository is public"), "{err}");
+}
