@@ -150,8 +150,8 @@ impl Master {
         Ok(())
     }
 
-    /// Deletes the clients not heard from within `client_retention`, and forgets what the
-    /// limits and the bad-slave periods no longer need. Blocking. Returns the rows deleted.
+    /// Deletes the clients not heard from within `client_retention`, and the bad-slave periods
+    /// that ended. Blocking. Returns the rows deleted.
     pub(crate) fn expire_clients(&self) -> Result<u64, MasterError> {
         let now = now_ms();
         let retention =
@@ -167,7 +167,6 @@ impl Master {
                 .retain(|_, at| now.saturating_sub(*at) < period_ms);
             deleted
         };
-        self.inner.limits.forget_idle();
         if deleted > 0 {
             self.inner
                 .metrics

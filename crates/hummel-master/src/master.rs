@@ -1230,6 +1230,9 @@ pub async fn run_background(master: Master, shutdown: impl Future<Output = ()>) 
                 }
             }
             _ = ticker.tick() => {
+                // Addresses back to a full budget: an address that rotates (an IPv6 /64 each
+                // time) adds entries only as fast as this drops them.
+                master.inner.limits.forget_idle();
                 let m = master.clone();
                 if let Err(e) = tokio::task::spawn_blocking(move || m.observe_slaves()).await {
                     tracing::error!(error = %e, "background check failed");
