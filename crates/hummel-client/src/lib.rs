@@ -52,6 +52,8 @@ mod assemble;
 mod failpoint;
 mod fetch;
 mod http;
+mod names;
+mod platform;
 
 pub use error::SyncError;
 pub use plan::{SyncPlan, SyncPlanSummary};

@@ -9,7 +9,7 @@
 //!   used to find reusable chunks of local files when it has. `index.next`: the index of the
 //!   run in progress, written before it downloads and renamed to `index` with the state.
 //! - `client-id`: a random id, stable across runs.
-//! - `lock`: held (flock) for the whole run so two syncs cannot interleave.
+//! - `lock`: held (`File::try_lock`: flock, `LockFileEx` on Windows) for the whole run so two syncs cannot interleave.
 //! - `tmp/`: temp files named by content hash, kept when a run fails or is killed so the next
 //!   run resumes them; emptied once a sync completes.
 //!
@@ -358,6 +358,11 @@ impl StateDir {
         }
     }
 
+    /// `DEST/.hummel` itself.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub(crate) fn state_path(&self) -> PathBuf {
         self.root.join("state")
     }
@@ -486,7 +491,7 @@ impl StateDir {
     pub(crate) fn commit_index(&self) -> Result<(), SyncError> {
         let (next, path) = (self.root.join("index.next"), self.index_path());
         fs::rename(&next, &path)
-            .and_then(|()| File::open(&self.root)?.sync_all())
+            .and_then(|()| crate::platform::flush_dir(&self.root))
             .map_err(|e| SyncError::local("write", &path, e))
     }
 
@@ -528,7 +533,7 @@ pub(crate) fn write_atomic_with(
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        crate::platform::flush_dir(dir)
     })();
     result.map_err(|e| {
         let _ = fs::remove_file(&tmp);
