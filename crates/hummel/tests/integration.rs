@@ -4,6 +4,7 @@
 
 mod integration {
     pub mod util;
+    pub mod wine;
 
     mod auth;
     mod build_safety;
@@ -17,4 +18,5 @@ mod integration {
     mod repack;
     mod serve;
     mod tls;
+    mod windows;
 }
