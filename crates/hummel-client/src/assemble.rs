@@ -10,17 +10,18 @@
 //!    handed back for download.
 //! 3. (downloads: [`crate::fetch`], writing through [`TargetWriter`].)
 //! 4. [`seal`]: every chunk of every temp file written (each was verified on its way in), mode,
-//!    mtime, then one `syncfs`.
+//!    mtime, then one `syncfs` (Linux; elsewhere each file is flushed, see `crate::platform`).
 //! 5. [`apply`]: directories (a symlink or file where a directory belongs is removed, never
-//!    followed), renames in one burst, `syncfs`, metadata fixes, then deletes of extras,
-//!    then final directory modes.
+//!    followed), renames in one burst (over read-only files too; a file another program holds
+//!    open is retried, then [`SyncError::InUse`]), `syncfs` (or a flush per folder), metadata
+//!    fixes, then deletes of extras, then final directory modes.
 //!
 //! Steps 1–4 touch only `.hummel/tmp/`. If any fails (or the process is killed), DEST is as it
 //! was and the temp files stay, holding only verified chunks, for the next run to resume;
 //! nothing incomplete is ever renamed. All functions here block: call them from
 //! `spawn_blocking`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -662,14 +663,25 @@ fn local_or_in_use(op: &'static str, path: &Path, e: io::Error) -> SyncError {
 }
 
 /// Makes DEST the new revision: directories, renames, metadata fixes, deletes, directory modes.
-/// Call only after every temp file is sealed.
+/// `case_blind`: DEST's file system does not tell case apart. Call only after every temp file
+/// is sealed.
 pub(crate) fn apply(
     dest: &Path,
     plan: &SyncPlan,
     staging: &Staging,
+    case_blind: bool,
 ) -> Result<ApplyOutcome, SyncError> {
     let mut out = ApplyOutcome::default();
     let index = &*staging.index;
+    // On a file system that does not tell case apart, an extra whose name differs only in case
+    // from an index entry (`Addons/X.pbo` where the revision now has `addons/x.pbo`) is that
+    // entry: deleting it after the renames would delete what they placed. It is renamed to the
+    // index's case first (deepest first, so each rename changes one name) and kept.
+    let renamed_case = if case_blind {
+        rename_case_only(dest, plan, index)?
+    } else {
+        HashSet::new()
+    };
     // Folders whose entries change: flushed after the renames where files are flushed one by
     // one (Linux: one syncfs instead).
     let mut parents = BTreeSet::new();
@@ -731,7 +743,11 @@ pub(crate) fn apply(
     }
 
     // Extras, deepest first, only now that everything else succeeded.
-    for r in &plan.deletes {
+    for r in plan
+        .deletes
+        .iter()
+        .filter(|r| !renamed_case.contains(&r.path))
+    {
         let path = platform::under(dest, &r.path);
         crate::failpoint::hit("delete");
         if remove_entry(&path).map_err(|e| local_or_in_use("delete", &path, e))? {
@@ -756,6 +772,46 @@ pub(crate) fn apply(
         }
     }
     Ok(out)
+}
+
+/// Renames every extra of `plan` whose path differs only in case from an entry of `index` to
+/// that entry's case (its last name only: the extras come deepest first); returns their paths.
+fn rename_case_only(
+    dest: &Path,
+    plan: &SyncPlan,
+    index: &Index,
+) -> Result<HashSet<PathBuf>, SyncError> {
+    use hummel_core::portable::case_fold;
+    let mut renamed = HashSet::new();
+    if plan.deletes.is_empty() {
+        return Ok(renamed);
+    }
+    let wanted: HashMap<String, &str> = index
+        .entries
+        .iter()
+        .map(|e| (case_fold(e.path.as_str()), e.path.as_str()))
+        .collect();
+    for r in &plan.deletes {
+        let Some(rel) = r.path.to_str() else { continue };
+        let Some(&target) = wanted.get(&case_fold(rel)) else {
+            continue;
+        };
+        let from = platform::under(dest, &r.path);
+        let name = target.rsplit('/').next().unwrap_or(target);
+        let to = from.with_file_name(name);
+        tracing::info!(
+            from = rel,
+            to = target,
+            "renaming an entry whose name changed only in case"
+        );
+        // Through a name of its own: a rename to the same name in another case is the same
+        // file, which some file systems (Wine's, among others) take as nothing to do.
+        let between = from.with_file_name(format!(".{name}.hummel-case"));
+        fs::rename(&from, &between).map_err(|e| local_or_in_use("rename", &from, e))?;
+        fs::rename(&between, &to).map_err(|e| local_or_in_use("rename", &between, e))?;
+        renamed.insert(r.path.clone());
+    }
+    Ok(renamed)
 }
 
 #[cfg(all(test, unix))]
@@ -950,7 +1006,7 @@ mod tests {
             ],
             ..SyncPlan::default()
         };
-        let out = apply(dest.path(), &plan, &staging).unwrap();
+        let out = apply(dest.path(), &plan, &staging, false).unwrap();
         assert_eq!(out.dirs_created, 1);
         assert_eq!(
             out.files_deleted, 1,

@@ -5,8 +5,10 @@
 //! - On Windows, Windows' rules ([`hummel_core::portable::windows_path_problem`]): reserved
 //!   device names, trailing dots and spaces, `<>:"|?*`.
 //! - Anywhere, names of one folder that differ only in case, when DEST's file system does not
-//!   tell case apart: a probe file in `.hummel/` says (no probe without such names; a dry run
-//!   assumes the platform's usual file system, since it writes nothing).
+//!   tell case apart: a probe file in `.hummel/` says (a dry run assumes the platform's usual
+//!   file system, since it writes nothing). The answer also goes to `assemble::apply`, which
+//!   on such a file system renames an entry whose name changed only in case instead of
+//!   deleting it after placing the new one (the same file).
 //!
 //! The sync is refused as a whole with every such name, DEST untouched: the admin renames
 //! them (the master warns at build time), and every player gets the same tree.
@@ -24,13 +26,17 @@ const LISTED: usize = 20;
 
 /// Refuses `index` when the file system of DEST cannot hold some of its names. `probe_dir` is
 /// a folder on that file system where a probe file may be created and removed (`.hummel/`),
-/// or `None` to write nothing.
-pub(crate) fn check(index: &Index, dest: &Path, probe_dir: Option<&Path>) -> Result<(), SyncError> {
-    let problems = unholdable(index, crate::platform::WINDOWS_NAMES, || {
-        case_insensitive(probe_dir)
-    });
+/// or `None` to write nothing. Returns whether that file system ignores case (see
+/// [`case_insensitive`]), which the renames need to know.
+pub(crate) fn check(
+    index: &Index,
+    dest: &Path,
+    probe_dir: Option<&Path>,
+) -> Result<bool, SyncError> {
+    let case_blind = case_insensitive(probe_dir);
+    let problems = unholdable(index, crate::platform::WINDOWS_NAMES, case_blind);
     if problems.is_empty() {
-        return Ok(());
+        return Ok(case_blind);
     }
     Err(SyncError::Unholdable {
         dest: dest.to_path_buf(),
@@ -40,13 +46,8 @@ pub(crate) fn check(index: &Index, dest: &Path, probe_dir: Option<&Path>) -> Res
 }
 
 /// Every name of `index` a file system with Windows' rules (`windows`), or one that does not
-/// tell case apart (asked only when some names differ only in case), cannot hold; each once,
-/// at the topmost entry it concerns.
-fn unholdable(
-    index: &Index,
-    windows: bool,
-    case_insensitive: impl FnOnce() -> bool,
-) -> Vec<String> {
+/// tell case apart (`case_blind`), cannot hold; each once, at the topmost entry it concerns.
+fn unholdable(index: &Index, windows: bool, case_blind: bool) -> Vec<String> {
     let mut out = Vec::new();
     if windows {
         out.extend(
@@ -55,8 +56,8 @@ fn unholdable(
                 .map(|(path, why)| format!("{path:?} ({why})")),
         );
     }
-    let pairs = case_collisions(index.entries.iter().map(|e| &e.path));
-    if !pairs.is_empty() && case_insensitive() {
+    if case_blind {
+        let pairs = case_collisions(index.entries.iter().map(|e| &e.path));
         out.extend(
             pairs
                 .into_iter()
@@ -69,7 +70,7 @@ fn unholdable(
 /// True when the file system holding `dir` does not tell case apart: a probe file created there
 /// is found under its name in another case. Without a folder to probe, or when the probe fails,
 /// the platform's usual file system answers (Windows and macOS: case-insensitive).
-fn case_insensitive(dir: Option<&Path>) -> bool {
+pub(crate) fn case_insensitive(dir: Option<&Path>) -> bool {
     let usual = cfg!(any(windows, target_os = "macos"));
     let Some(dir) = dir else {
         return usual;
@@ -133,9 +134,9 @@ mod tests {
             "@m/ok.pbo",
             "trail ",
         ]);
-        assert!(unholdable(&i, false, || false).is_empty());
+        assert!(unholdable(&i, false, false).is_empty());
         assert_eq!(
-            unholdable(&i, true, || false),
+            unholdable(&i, true, false),
             [
                 "\"@m/CON.txt\" (CON is a reserved device name on Windows)",
                 "\"@m/bad.\" (Windows drops a name's trailing dot)",
@@ -148,22 +149,13 @@ mod tests {
     #[test]
     fn case_pairs_are_refused_only_where_case_is_not_told_apart() {
         let i = index(&["m", "m/Readme.txt", "m/README.txt"]);
-        let mut asked = false;
-        assert!(
-            unholdable(&i, false, || {
-                asked = true;
-                false
-            })
-            .is_empty()
-        );
-        assert!(asked);
+        assert!(unholdable(&i, false, false).is_empty());
         assert_eq!(
-            unholdable(&i, false, || true),
+            unholdable(&i, false, true),
             ["\"m/Readme.txt\" and \"m/README.txt\" (names that differ only in case)"]
         );
-        // No such pair: the file system is not even asked.
         let fine = index(&["m", "m/a.txt"]);
-        assert!(unholdable(&fine, true, || panic!("probed")).is_empty());
+        assert!(unholdable(&fine, true, true).is_empty());
     }
 
     #[test]

@@ -282,10 +282,10 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     };
     let index = Arc::new(index);
     // Names DEST's file system cannot hold refuse the sync here, before anything is written.
-    {
+    let case_blind = {
         let (i, d, sd, dry) = (index.clone(), dest.clone(), state_dir.clone(), opts.dry_run);
-        blocking(move || crate::names::check(&i, &d, (!dry).then(|| sd.root()))).await?;
-    }
+        blocking(move || crate::names::check(&i, &d, (!dry).then(|| sd.root()))).await?
+    };
     let tree = match walked {
         Some(tree) => tree,
         None => finish_walk(&mut walking).await?,
@@ -391,6 +391,7 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         new_index,
         index_reused,
         identity,
+        case_blind,
     };
     let mut report = run.execute(plan, index_tops, held_tops).await?;
     report.adopted = adopted;
@@ -595,6 +596,8 @@ struct Execution<'a> {
     new_index: NewIndex,
     index_reused: bool,
     identity: Identity,
+    /// DEST's file system does not tell case apart (`names::check`'s probe).
+    case_blind: bool,
 }
 
 impl Execution<'_> {
@@ -658,8 +661,13 @@ impl Execution<'_> {
         tracing::debug!("temp files complete and durable");
 
         let applied = {
-            let (d, p, s) = (self.dest.clone(), plan.clone(), staging.clone());
-            blocking(move || assemble::apply(&d, &p, &s)).await?
+            let (d, p, s, blind) = (
+                self.dest.clone(),
+                plan.clone(),
+                staging.clone(),
+                self.case_blind,
+            );
+            blocking(move || assemble::apply(&d, &p, &s, blind)).await?
         };
         tracing::debug!("renamed into place");
         {

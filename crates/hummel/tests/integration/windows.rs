@@ -409,3 +409,40 @@ fn windows_client_refuses_names_windows_cannot_hold() {
         data(50_000, 3)
     );
 }
+
+/// A revision that changes only the case of names (`Addons/X.pbo` becomes `addons/x.pbo`): on
+/// Windows, where both are one file, the client renames instead of deleting what it placed.
+#[test]
+fn windows_client_follows_a_change_of_case() {
+    let Some(w) = wine() else { return };
+    let c = Cluster::start(1, |root| {
+        write(root, "@m/Addons/X.pbo", &data(80_000, 1));
+        write(root, "@m/Addons/keep.txt", b"keep\n");
+        write(root, "@m/Mod.cpp", b"name = \"m\";\n");
+        // Unchanged, so that the renames are not most of the repository (a mass delete).
+        for i in 0..4 {
+            write(root, &format!("@other/{i}.bin"), &data(60_000, 10 + i));
+        }
+    });
+    c.build();
+    c.wait_replicated();
+    let dest = c.path("dest");
+    w.sync(&c, &dest, &[]);
+    assert_same_windows_tree(&c.repo, &dest);
+
+    fs::rename(
+        c.repo.join("@m/Addons/X.pbo"),
+        c.repo.join("@m/Addons/x.pbo"),
+    )
+    .unwrap();
+    fs::rename(c.repo.join("@m/Addons"), c.repo.join("@m/addons")).unwrap();
+    fs::rename(c.repo.join("@m/Mod.cpp"), c.repo.join("@m/mod.cpp")).unwrap();
+    c.build();
+    c.wait_replicated();
+    let r = w.sync(&c, &dest, &[]);
+    assert_same_windows_tree(&c.repo, &dest);
+    assert_eq!(n(&r, "bytes_downloaded"), 0, "the content was there: {r:#}");
+    let again = w.sync(&c, &dest, &[]);
+    assert_eq!(again["no_op"], true, "{again:#}");
+    ok(w.verify_cmd(&c, &dest));
+}
