@@ -29,8 +29,8 @@ fn fill_windows_modset(root: &Path) {
     write(root, &long_path(), &data(70_000, 77));
 }
 
-/// A fresh sync, a no-op, a delta (changed, new, deleted and newly read-only files) and verify,
-/// all from the Windows client; the renames are made durable folder by folder.
+/// A fresh sync, `status`, a no-op, a delta (changed, new, deleted and newly read-only files)
+/// and verify, all from the Windows client; the renames are made durable folder by folder.
 #[test]
 fn windows_client_syncs_fresh_then_a_delta_and_verifies() {
     let Some(w) = wine() else { return };
@@ -54,6 +54,13 @@ fn windows_client_syncs_fresh_then_a_delta_and_verifies() {
         placed.display()
     );
     assert_eq!(fs::read(&placed).unwrap(), data(70_000, 77));
+
+    // `status` from Windows sees this client.
+    let mut status = w.hummel();
+    status.args(["status", "--master", &c.master.url, "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&ok(status)).unwrap();
+    assert_eq!(st["clients"].as_array().unwrap().len(), 1, "{st:#}");
+    assert_eq!(st["revision"]["revision"], first["revision"], "{st:#}");
 
     // Nothing changed: the stat cache (write and creation times on Windows) vouches for all.
     let noop = w.sync(&c, &dest, &[]);
@@ -172,7 +179,7 @@ fn windows_client_resumes_after_a_kill() {
 
     let mut child = windows_sync_until(&w, &c, &dest, to_write, 0.5);
     child.kill().unwrap();
-    wait_child(&mut child);
+    child.wait().unwrap();
     assert!(
         windows_digest(&dest)
             .values()

@@ -17,7 +17,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -83,15 +82,35 @@ fn build() -> Result<PathBuf, Unavailable> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let target = target_dir();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = tool(
-        Command::new(cargo)
-            .current_dir(&workspace)
-            .args([
-                "build", "--target", TARGET, "-p", "hummel", "--bin", "hummel",
-            ])
-            .env("CARGO_TARGET_DIR", &target),
-    )
-    .map_err(Failed)?;
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(&workspace)
+        .args([
+            "build", "--target", TARGET, "-p", "hummel", "--bin", "hummel",
+        ])
+        .env("CARGO_TARGET_DIR", &target);
+    // What cargo set for this test process describes the test, not the build: ring's build
+    // script, for one, reruns when CARGO_MANIFEST_DIR differs, and everything above it with it,
+    // so the exe CI built before the tests would be built again.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_tests = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_ref());
+        if set_for_tests {
+            build.env_remove(name.as_ref());
+        }
+    }
+    let out = tool(&mut build).map_err(Failed)?;
     if !out.status.success() {
         return Err(Failed(format!(
             "cargo build --target {TARGET} failed:\n{}",
@@ -374,16 +393,4 @@ pub fn run_until_stderr(
     let status = child.wait().unwrap();
     assert!(then.is_none(), "the awaited line never came:\n{err}");
     (status, out.join().unwrap(), err)
-}
-
-/// Waits (2 minutes at most) for a child to end.
-pub fn wait_child(child: &mut Child) -> std::process::ExitStatus {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(120), "child hung");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
