@@ -154,10 +154,15 @@ pub fn wine() -> Option<Wine> {
     match BUILT.get_or_init(build) {
         Ok(dir) => Some(Wine::new(dir)),
         Err(Unavailable::Missing(why)) if std::env::var_os("HUMMEL_WINE_REQUIRED").is_none() => {
-            eprintln!(
-                "note: SKIPPED a Windows client test: {why}. .ci/run installs what these tests \
-                 need; set HUMMEL_WINE_REQUIRED=1 to make this a failure."
-            );
+            // Once, and past the test harness's capture of eprintln!, so that it shows.
+            static NOTED: std::sync::Once = std::sync::Once::new();
+            NOTED.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: SKIPPING the Windows client tests: {why}. .ci/run installs what \
+                     they need; set HUMMEL_WINE_REQUIRED=1 to make this a failure."
+                );
+            });
             None
         }
         Err(Unavailable::Missing(why) | Unavailable::Failed(why)) => {
