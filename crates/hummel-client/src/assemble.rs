@@ -10,20 +10,20 @@
 //!    handed back for download.
 //! 3. (downloads: [`crate::fetch`], writing through [`TargetWriter`].)
 //! 4. [`seal`]: every chunk of every temp file written (each was verified on its way in), mode,
-//!    mtime, then one `syncfs`.
+//!    mtime, then one `syncfs` (Linux; elsewhere each file is flushed, see `crate::platform`).
 //! 5. [`apply`]: directories (a symlink or file where a directory belongs is removed, never
-//!    followed), renames in one burst, `syncfs`, metadata fixes, then deletes of extras,
-//!    then final directory modes.
+//!    followed), renames in one burst (over read-only files too; a file another program holds
+//!    open is retried, then [`SyncError::InUse`]), `syncfs` (or a flush per folder), metadata
+//!    fixes, then deletes of extras, then final directory modes.
 //!
 //! Steps 1–4 touch only `.hummel/tmp/`. If any fails (or the process is killed), DEST is as it
 //! was and the temp files stay, holding only verified chunks, for the next run to resume;
 //! nothing incomplete is ever renamed. All functions here block: call them from
 //! `spawn_blocking`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, FileTimes, Permissions};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,12 +31,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::ProgressBar;
 use rayon::prelude::*;
-use rustix::fs::{AtFlags, Mode, Timespec, Timestamps};
 
 use hummel_core::{FileEntry, Hash, Index};
 
 use crate::SyncError;
 use crate::plan::{FileWrite, LocalCopy, SyncPlan, Target, TargetTable};
+use crate::platform;
 
 /// The temp files of a sync, one per [`SyncPlan::writes`], same order, and which of their
 /// chunks have been written.
@@ -247,9 +247,7 @@ impl Staging {
         // A sealed temp file of a read-only file, kept by a run that failed later: writable
         // for us again. One longer than its content (never written so): cut to size.
         let fixed = (|| {
-            if m.permissions().mode() & 0o600 != 0o600 {
-                fs::set_permissions(&path, Permissions::from_mode(0o600))?;
-            }
+            platform::make_temp_writable(&path, &m)?;
             if m.len() > f.size {
                 File::options().write(true).open(&path)?.set_len(f.size)?;
             }
@@ -269,7 +267,9 @@ impl Staging {
             let end = offset + u64::from(c.len);
             if end <= len && holds_data(&file, offset, end) {
                 buf.resize(c.len as usize, 0);
-                if file.read_exact_at(&mut buf, offset).is_ok() && Hash::of(&buf) == c.hash {
+                if platform::read_exact_at(&file, &mut buf, offset).is_ok()
+                    && Hash::of(&buf) == c.hash
+                {
                     self.placed[slot as usize].store(true, Ordering::Release);
                     chunks += 1;
                     bytes += u64::from(c.len);
@@ -429,7 +429,7 @@ impl<'a> TargetWriter<'a> {
                 }
             };
             let (_, file, span) = &mut self.open[k];
-            file.write_all_at(data, t.offset)
+            platform::write_all_at(file, data, t.offset)
                 .map_err(|e| SyncError::local("write", &self.staging.path(t.file), e))?;
             span.start = span.start.min(t.offset);
             span.end = span.end.max(end);
@@ -508,7 +508,7 @@ pub(crate) fn copy_local(
         .into_par_iter()
         .map(|(source, copies)| {
             let mut out = CopyOutcome::default();
-            let path = dest.join(source);
+            let path = platform::under(dest, source);
             let file = match File::open(&path) {
                 Ok(f) => f,
                 Err(e) => {
@@ -522,7 +522,7 @@ pub(crate) fn copy_local(
             for c in copies {
                 let expected = &index.chunks[c.chunk as usize];
                 buf.resize(c.len as usize, 0);
-                let ok = match file.read_exact_at(&mut buf, c.offset) {
+                let ok = match platform::read_exact_at(&file, &mut buf, c.offset) {
                     Ok(()) => Hash::of(&buf) == expected.hash,
                     Err(_) => false,
                 };
@@ -553,6 +553,7 @@ pub(crate) fn copy_local(
 }
 
 /// A `SystemTime` from nanoseconds since the epoch (negative: before it).
+#[cfg_attr(not(windows), allow(dead_code))]
 pub(crate) fn system_time(ns: i64) -> SystemTime {
     let d = Duration::from_nanos(ns.unsigned_abs());
     if ns >= 0 {
@@ -562,33 +563,15 @@ pub(crate) fn system_time(ns: i64) -> SystemTime {
     }
 }
 
-/// Makes everything written below `dir` durable.
-///
-/// On Linux this is one `syncfs` of the filesystem holding `dir`: the kernel flushes every
-/// dirty page and inode in one batch, where thousands of small files would otherwise cost one
-/// fsync each (measured: 4,000 fsyncs took 1.6 s of a 2.4 s sync of 2,204 files). Elsewhere the
-/// caller's per-file fallback runs instead (`per_file` returns `true`).
+/// Makes everything written below `dir` durable where one call can (`syncfs` on Linux);
+/// `false` where each file and folder is flushed instead ([`platform::FLUSH_PER_FILE`]).
 fn sync_filesystem(dir: &Path) -> Result<bool, SyncError> {
-    #[cfg(target_os = "linux")]
-    {
-        let d = File::open(dir).map_err(|e| SyncError::local("open", dir, e))?;
-        rustix::fs::syncfs(&d)
-            .map_err(|e| SyncError::local("sync the filesystem of", dir, e.into()))?;
-        Ok(false)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = dir;
-        Ok(true)
-    }
+    platform::sync_filesystem(dir).map_err(|e| SyncError::local("sync the filesystem of", dir, e))
 }
 
-/// True where [`sync_filesystem`] does not exist and each file and directory is fsynced instead.
-const PER_FILE_FSYNC: bool = cfg!(not(target_os = "linux"));
-
 /// Checks that every chunk of every temp file was written, sets mtime and mode, then makes
-/// them all durable (one `syncfs` on Linux, an fsync per file elsewhere). Parallel
-/// ([`IO_THREADS`]).
+/// them all durable (one `syncfs` on Linux, a flush per file elsewhere: `fsync`, or
+/// `FlushFileBuffers` on Windows). Parallel ([`IO_THREADS`]).
 ///
 /// The files are not hashed again: each chunk was verified against its BLAKE3 id on its way
 /// in (download or local copy) and the index's chunk lists add up to its file sizes, so a
@@ -600,8 +583,11 @@ pub(crate) fn seal(
     tmp_dir: &Path,
 ) -> Result<(), SyncError> {
     seal_files(writes, staging)?;
-    if !writes.is_empty() {
-        sync_filesystem(tmp_dir)?;
+    if !writes.is_empty() && !sync_filesystem(tmp_dir)? {
+        tracing::debug!(
+            files = writes.len(),
+            "temp files made durable, file by file"
+        );
     }
     Ok(())
 }
@@ -627,27 +613,10 @@ fn seal_files(writes: &[FileWrite], staging: &Staging) -> Result<(), SyncError> 
         if w.slots.is_empty() {
             File::create(path).map_err(io("create"))?;
         }
-        // By path: two calls per file instead of open, two calls and close.
-        let mtime = Timespec {
-            tv_sec: f.mtime_ns.div_euclid(1_000_000_000),
-            tv_nsec: f.mtime_ns.rem_euclid(1_000_000_000) as _,
-        };
-        let times = Timestamps {
-            last_access: Timespec {
-                tv_sec: 0,
-                tv_nsec: rustix::fs::UTIME_OMIT,
-            },
-            last_modification: mtime,
-        };
-        rustix::fs::utimensat(rustix::fs::CWD, path, &times, AtFlags::empty())
-            .map_err(|e| io("set mtime of")(e.into()))?;
-        rustix::fs::chmod(path, Mode::from_raw_mode(f.mode & 0o7777))
-            .map_err(|e| io("set mode of")(e.into()))?;
-        if PER_FILE_FSYNC {
-            File::open(path)
-                .and_then(|f| f.sync_all())
-                .map_err(io("fsync"))?;
-        }
+        // Linux: by path, two calls per file instead of open, two calls and close; the flush is
+        // one syncfs after all of them.
+        platform::set_file_meta(path, f.mtime_ns, f.mode, platform::FLUSH_PER_FILE)
+            .map_err(io("set mode and mtime of"))?;
         Ok(())
     })
 }
@@ -660,11 +629,13 @@ pub(crate) struct ApplyOutcome {
     pub(crate) dirs_deleted: u64,
 }
 
-/// Removes whatever is at `path` without following symlinks. Missing is fine.
+/// Removes whatever is at `path` without following symlinks (read-only files too). Missing is
+/// fine.
 fn remove_entry(path: &Path) -> io::Result<bool> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map(|()| true),
-        Ok(_) => fs::remove_file(path).map(|()| true),
+        Ok(m) if m.is_dir() => platform::remove_dir_all(path).map(|()| true),
+        Ok(m) if m.file_type().is_symlink() => platform::remove_symlink(path, &m).map(|()| true),
+        Ok(_) => platform::remove_file(path).map(|()| true),
         Err(e)
             if matches!(
                 e.kind(),
@@ -677,15 +648,43 @@ fn remove_entry(path: &Path) -> io::Result<bool> {
     }
 }
 
+/// The error of `op` on `path`: [`SyncError::InUse`] when another program holds the file open
+/// (Windows, after the retries of the platform layer).
+fn local_or_in_use(op: &'static str, path: &Path, e: io::Error) -> SyncError {
+    if platform::is_in_use(&e) {
+        SyncError::InUse {
+            op,
+            path: path.to_path_buf(),
+            source: e,
+        }
+    } else {
+        SyncError::local(op, path, e)
+    }
+}
+
 /// Makes DEST the new revision: directories, renames, metadata fixes, deletes, directory modes.
-/// Call only after every temp file is sealed.
+/// `case_blind`: DEST's file system does not tell case apart. Call only after every temp file
+/// is sealed.
 pub(crate) fn apply(
     dest: &Path,
     plan: &SyncPlan,
     staging: &Staging,
+    case_blind: bool,
 ) -> Result<ApplyOutcome, SyncError> {
     let mut out = ApplyOutcome::default();
     let index = &*staging.index;
+    // On a file system that does not tell case apart, an extra whose name differs only in case
+    // from an index entry (`Addons/X.pbo` where the revision now has `addons/x.pbo`) is that
+    // entry: deleting it after the renames would delete what they placed. It is renamed to the
+    // index's case first (deepest first, so each rename changes one name) and kept.
+    let renamed_case = if case_blind {
+        rename_case_only(dest, plan, index)?
+    } else {
+        HashSet::new()
+    };
+    // Folders whose entries change: flushed after the renames where files are flushed one by
+    // one (Linux: one syncfs instead).
+    let mut parents = BTreeSet::new();
 
     // Directories, parents first. Anything else in the way (a symlink above all) is removed
     // so that nothing below can be written through it. Kept writable for us until the end.
@@ -694,66 +693,64 @@ pub(crate) fn apply(
         let path = rel.to_path(dest);
         match fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => {
-                let mode = m.permissions().mode() & 0o7777;
-                if mode & 0o700 != 0o700 {
-                    fs::set_permissions(&path, Permissions::from_mode(mode | 0o700))
-                        .map_err(|e| SyncError::local("set mode of", &path, e))?;
-                }
+                platform::make_dir_writable(&path, platform::dir_mode(&m))
+                    .map_err(|e| SyncError::local("set mode of", &path, e))?;
                 continue;
             }
             Ok(_) => {
                 tracing::info!(path = %path.display(), "removing non-directory where the index has a directory");
-                fs::remove_file(&path).map_err(|e| SyncError::local("remove", &path, e))?;
+                remove_entry(&path).map_err(|e| local_or_in_use("remove", &path, e))?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(SyncError::local("stat", &path, e)),
         }
         fs::create_dir(&path).map_err(|e| SyncError::local("create", &path, e))?;
-        fs::set_permissions(&path, Permissions::from_mode(mode | 0o700))
+        platform::set_dir_mode(&path, mode | 0o700)
             .map_err(|e| SyncError::local("set mode of", &path, e))?;
+        parents.insert(path.parent().unwrap_or(dest).to_path_buf());
         out.dirs_created += 1;
     }
 
-    // The burst: every verified temp file to its final name.
-    let mut parents = BTreeSet::new();
+    // The burst: every verified temp file to its final name (over a read-only file too).
     for (i, w) in plan.writes.iter().enumerate() {
         let tmp = staging.path(i as u32);
         let path = w.file(index).0.to_path(dest);
         if let Ok(m) = fs::symlink_metadata(&path)
             && (m.is_dir() || m.file_type().is_symlink())
         {
-            remove_entry(&path).map_err(|e| SyncError::local("remove", &path, e))?;
+            remove_entry(&path).map_err(|e| local_or_in_use("remove", &path, e))?;
         }
         crate::failpoint::hit("rename");
-        fs::rename(&tmp, &path).map_err(|e| SyncError::local("rename into", &path, e))?;
+        platform::replace(&tmp, &path).map_err(|e| local_or_in_use("replace", &path, e))?;
         parents.insert(path.parent().unwrap_or(dest).to_path_buf());
     }
-    if PER_FILE_FSYNC {
+    if !parents.is_empty() && !sync_filesystem(dest)? {
         for dir in &parents {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| SyncError::local("fsync", dir, e))?;
+            platform::flush_dir(dir).map_err(|e| SyncError::local("flush", dir, e))?;
         }
-    } else if !parents.is_empty() {
-        sync_filesystem(dest)?;
+        tracing::debug!(
+            folders = parents.len(),
+            "renames made durable, folder by folder"
+        );
     }
 
     // Right content, wrong mode or mtime.
     for m in &plan.touch {
         let (rel, f) = m.file(index);
         let path = rel.to_path(dest);
-        let fix = File::open(&path).and_then(|file| {
-            file.set_times(FileTimes::new().set_modified(system_time(f.mtime_ns)))?;
-            file.set_permissions(Permissions::from_mode(f.mode & 0o7777))
-        });
-        fix.map_err(|e| SyncError::local("set mode and mtime of", &path, e))?;
+        platform::set_file_meta(&path, f.mtime_ns, f.mode, false)
+            .map_err(|e| SyncError::local("set mode and mtime of", &path, e))?;
     }
 
     // Extras, deepest first, only now that everything else succeeded.
-    for r in &plan.deletes {
-        let path = dest.join(&r.path);
+    for r in plan
+        .deletes
+        .iter()
+        .filter(|r| !renamed_case.contains(&r.path))
+    {
+        let path = platform::under(dest, &r.path);
         crate::failpoint::hit("delete");
-        if remove_entry(&path).map_err(|e| SyncError::local("delete", &path, e))? {
+        if remove_entry(&path).map_err(|e| local_or_in_use("delete", &path, e))? {
             if r.is_dir() {
                 out.dirs_deleted += 1;
             } else {
@@ -766,21 +763,62 @@ pub(crate) fn apply(
     for d in plan.dirs.iter().rev() {
         let (rel, mode) = d.dir(index);
         let path = rel.to_path(dest);
-        let current = fs::symlink_metadata(&path)
-            .map_err(|e| SyncError::local("stat", &path, e))?
-            .permissions()
-            .mode()
-            & 0o7777;
-        if current != mode {
-            fs::set_permissions(&path, Permissions::from_mode(mode))
+        let current = platform::dir_mode(
+            &fs::symlink_metadata(&path).map_err(|e| SyncError::local("stat", &path, e))?,
+        );
+        if !platform::dir_mode_matches(current, mode) {
+            platform::set_dir_mode(&path, mode)
                 .map_err(|e| SyncError::local("set mode of", &path, e))?;
         }
     }
     Ok(out)
 }
 
-#[cfg(test)]
+/// Renames every extra of `plan` whose path differs only in case from an entry of `index` to
+/// that entry's case (its last name only: the extras come deepest first); returns their paths.
+fn rename_case_only(
+    dest: &Path,
+    plan: &SyncPlan,
+    index: &Index,
+) -> Result<HashSet<PathBuf>, SyncError> {
+    use hummel_core::portable::case_fold;
+    let mut renamed = HashSet::new();
+    if plan.deletes.is_empty() {
+        return Ok(renamed);
+    }
+    let wanted: HashMap<String, &str> = index
+        .entries
+        .iter()
+        .map(|e| (case_fold(e.path.as_str()), e.path.as_str()))
+        .collect();
+    for r in &plan.deletes {
+        let Some(rel) = r.path.to_str() else { continue };
+        let Some(&target) = wanted.get(&case_fold(rel)) else {
+            continue;
+        };
+        let from = platform::under(dest, &r.path);
+        let name = target.rsplit('/').next().unwrap_or(target);
+        let to = from.with_file_name(name);
+        tracing::info!(
+            from = rel,
+            to = target,
+            "renaming an entry whose name changed only in case"
+        );
+        // Through a name of its own: a rename to the same name in another case is the same
+        // file, which some file systems (Wine's, among others) take as nothing to do.
+        let between = from.with_file_name(format!(".{name}.hummel-case"));
+        fs::rename(&from, &between).map_err(|e| local_or_in_use("rename", &from, e))?;
+        fs::rename(&between, &to).map_err(|e| local_or_in_use("rename", &between, e))?;
+        renamed.insert(r.path.clone());
+    }
+    Ok(renamed)
+}
+
+#[cfg(all(test, unix))]
 mod tests {
+    use std::fs::Permissions;
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+
     use hummel_core::{ChunkLocation, ChunkerConfig, Codec, DirEntry, Entry, EntryKind, RelPath};
 
     use super::*;
@@ -968,7 +1006,7 @@ mod tests {
             ],
             ..SyncPlan::default()
         };
-        let out = apply(dest.path(), &plan, &staging).unwrap();
+        let out = apply(dest.path(), &plan, &staging, false).unwrap();
         assert_eq!(out.dirs_created, 1);
         assert_eq!(
             out.files_deleted, 1,

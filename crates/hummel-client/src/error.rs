@@ -81,7 +81,7 @@ pub enum SyncError {
         last: String,
     },
     /// A local file system operation failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}: {source}", crate::platform::shown(path))]
     Local {
         /// What was being done (`create`, `write`, `rename` ...).
         op: &'static str,
@@ -89,6 +89,39 @@ pub enum SyncError {
         path: PathBuf,
         /// The error.
         source: std::io::Error,
+    },
+    /// Another program holds a file open (a running game), so it can be neither replaced nor
+    /// deleted; the platform layer retried for a few seconds first. Files placed before it
+    /// stay placed (each old or new); the next run finishes the job.
+    #[error(
+        "cannot {op} {}: another program has it open or locked (is Arma 3 running? close the \
+         game, or whatever uses the file, and sync again): {source}",
+        crate::platform::shown(path)
+    )]
+    InUse {
+        /// `replace`, `delete` or `remove`.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS's word for it.
+        source: std::io::Error,
+    },
+    /// The file system of DEST cannot hold some of the repository's names (Windows' reserved
+    /// names, a trailing dot, names differing only in case ...). Nothing was written.
+    #[error(
+        "{}: this folder's file system cannot hold {total} of the repository's names, so \
+         nothing was synced; ask the repository's admin to rename them: {}{}",
+        crate::platform::shown(dest),
+        names.join("; "),
+        more_names(names.len(), *total)
+    )]
+    Unholdable {
+        /// The destination.
+        dest: PathBuf,
+        /// The first names, each with why.
+        names: Vec<String>,
+        /// How many there are.
+        total: usize,
     },
     /// A temp file is about to be sealed with chunks never written to it (a bug, not a
     /// network fault: every chunk is verified on its way in).
@@ -197,6 +230,15 @@ impl SyncError {
                 | SyncError::PackReplicating { .. }
                 | SyncError::PackUnavailable { .. }
         )
+    }
+}
+
+/// `; and 3 more` when `total` names were found and `listed` are shown.
+fn more_names(listed: usize, total: usize) -> String {
+    if total > listed {
+        format!("; and {} more", total - listed)
+    } else {
+        String::new()
     }
 }
 

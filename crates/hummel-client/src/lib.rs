@@ -19,6 +19,10 @@
 //! - `assemble`: temp files (named by content hash, resumed across runs), local chunk copies,
 //!   sealing (mode, mtime, syncfs), and the final burst: directories, renames, deletes.
 //! - [`verify`](mod@verify): read-only comparison of DEST with the current revision.
+//! - `names`: names DEST's file system cannot hold (Windows' rules, case pairs where case is
+//!   ignored), refused before anything is written.
+//! - `platform`: every file-system call whose meaning differs between Unix and Windows (stat
+//!   fields, modes, durability, replacing read-only and open files, `\\?\` paths, free space).
 //! - `http`: the thin reqwest layer: the client from [`hummel_tls::ClientTls`] (HTTPS trust),
 //!   timeouts (connect 5 s, stall 30 s), the read token, capped bodies, and the master's client
 //!   API.
@@ -31,7 +35,8 @@
 //!   written; every locally copied chunk is re-hashed; a file is renamed into place only when
 //!   every one of its chunks was written (the index's chunk lists add up to its file sizes).
 //! - Nothing under its final name is ever partial: temp file, made durable (one `syncfs` of
-//!   the filesystem on Linux, fsync per file elsewhere), rename, then the renames made durable.
+//!   the filesystem on Linux, fsync or `FlushFileBuffers` per file elsewhere), rename, then the
+//!   renames made durable.
 //!   If anything fails before the renames, DEST is untouched and the temp files (verified
 //!   chunks only) are kept: the next run re-hashes them and downloads only what is missing.
 //! - Deletes happen last, only after everything else succeeded. `.hummel` is never touched by
@@ -52,6 +57,8 @@ mod assemble;
 mod failpoint;
 mod fetch;
 mod http;
+mod names;
+mod platform;
 
 pub use error::SyncError;
 pub use plan::{SyncPlan, SyncPlanSummary};

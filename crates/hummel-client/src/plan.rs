@@ -306,9 +306,8 @@ impl SyncPlan {
                             kind: k.name(),
                         });
                     }
-                    settled.push(
-                        matches!(local, Some(LocalKind::Dir { mode }) if mode == d.mode & 0o7777),
-                    );
+                    settled.push(matches!(local, Some(LocalKind::Dir { mode })
+                            if crate::platform::dir_mode_matches(mode, d.mode)));
                     plan.dirs.push(DirAction {
                         entry,
                         create: !is_dir,
@@ -321,7 +320,9 @@ impl SyncPlan {
                         && hash == f.hash
                     {
                         plan.unchanged.push(entry);
-                        if stat.mtime_ns != f.mtime_ns || stat.mode != mode {
+                        if !crate::platform::mtime_matches(stat.mtime_ns, f.mtime_ns)
+                            || !crate::platform::mode_matches(stat.mode, mode)
+                        {
                             plan.touch.push(MetaFix { entry });
                         }
                         continue;

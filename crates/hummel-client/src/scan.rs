@@ -10,7 +10,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -39,15 +38,10 @@ pub struct FileStat {
 }
 
 impl FileStat {
-    /// From `lstat`/`fstat` metadata.
+    /// From `lstat`/`fstat` metadata (on Windows: no inode, the creation time for ctime, the
+    /// read-only attribute as the mode; see `platform`).
     pub fn from_metadata(m: &fs::Metadata) -> FileStat {
-        FileStat {
-            size: m.len(),
-            mtime_ns: m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec(),
-            ctime_ns: m.ctime().saturating_mul(1_000_000_000) + m.ctime_nsec(),
-            ino: m.ino(),
-            mode: m.permissions().mode() & 0o7777,
-        }
+        crate::platform::file_stat(m)
     }
 }
 
@@ -312,7 +306,7 @@ impl LocalTree {
 
 /// The entries of one directory of DEST (`rel_dir` relative to it), never following symlinks.
 fn list_dir(dest: &Path, rel_dir: &Path) -> Result<Vec<(PathBuf, LocalKind)>, SyncError> {
-    let dir = dest.join(rel_dir);
+    let dir = crate::platform::under(dest, rel_dir);
     let rd = fs::read_dir(&dir).map_err(|e| SyncError::local("list", &dir, e))?;
     let mut out = Vec::new();
     for entry in rd {
@@ -321,19 +315,19 @@ fn list_dir(dest: &Path, rel_dir: &Path) -> Result<Vec<(PathBuf, LocalKind)>, Sy
         if rel_dir.as_os_str().is_empty() && name == RESERVED_TOP_NAME {
             continue;
         }
-        let rel = rel_dir.join(&name);
+        let rel = crate::platform::rel_join(rel_dir, &name);
         // DirEntry::metadata does not follow symlinks.
         let meta = match entry.metadata() {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(SyncError::local("stat", &dest.join(&rel), e)),
+            Err(e) => return Err(SyncError::local("stat", &dir.join(&name), e)),
         };
         let ft = meta.file_type();
         let kind = if ft.is_symlink() {
             LocalKind::Symlink
         } else if ft.is_dir() {
             LocalKind::Dir {
-                mode: meta.permissions().mode() & 0o7777,
+                mode: crate::platform::dir_mode(&meta),
             }
         } else if ft.is_file() {
             LocalKind::File(FileStat::from_metadata(&meta))
@@ -601,7 +595,7 @@ pub fn survey(dest: &Path, tree: &LocalTree, new: &Index, old: Option<&Index>) -
     let results: Vec<(PathBuf, io::Result<KnownFile>, bool)> = unknown
         .into_par_iter()
         .map(|(rel, same_size)| {
-            let path = dest.join(&rel);
+            let path = crate::platform::under(dest, &rel);
             if same_size {
                 let r = hash_file(&path).map(|(hash, stat)| KnownFile {
                     hash,
@@ -678,7 +672,7 @@ pub fn survey(dest: &Path, tree: &LocalTree, new: &Index, old: Option<&Index>) -
     let results: Vec<(PathBuf, io::Result<KnownFile>)> = rechunk
         .into_par_iter()
         .map(|rel| {
-            let r = chunk_file(&dest.join(&rel), &new.chunker);
+            let r = chunk_file(&crate::platform::under(dest, &rel), &new.chunker);
             (rel, r)
         })
         .collect();
@@ -709,8 +703,10 @@ pub fn unchanged_since(dirs: &[String], tree: &LocalTree, keep_extra: bool) -> b
     files_ok && dirs_ok && (keep_extra || tree.others.len() == dirs.len())
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

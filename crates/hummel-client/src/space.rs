@@ -44,9 +44,8 @@ pub fn check_space(dest: &Path, needed: u64, available: u64) -> Result<(), SyncE
 
 /// Bytes an unprivileged writer may still use on the file system holding `dir`.
 pub(crate) fn available(dir: &Path) -> Result<u64, SyncError> {
-    let s = rustix::fs::statvfs(dir)
-        .map_err(|e| SyncError::local("check free space of", dir, e.into()))?;
-    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+    crate::platform::available_space(dir)
+        .map_err(|e| SyncError::local("check free space of", dir, e))
 }
 
 /// `12.4 GB`: decimal units with one decimal, as a one-line message wants them.

@@ -12,7 +12,8 @@
 //!   secret that ties the id's reports to this folder (the master keeps its hash and refuses
 //!   reports of the id with another key). Made together; a folder from before keys gets a key
 //!   for the id it has. A refused key makes both anew ([`StateDir::forget_client_identity`]).
-//! - `lock`: held (flock) for the whole run so two syncs cannot interleave.
+//! - `lock`: held (`File::try_lock`: flock, `LockFileEx` on Windows) for the whole run so two
+//!   syncs cannot interleave.
 //! - `tmp/`: temp files named by content hash, kept when a run fails or is killed so the next
 //!   run resumes them; emptied once a sync completes.
 //!
@@ -361,6 +362,11 @@ impl StateDir {
         }
     }
 
+    /// `DEST/.hummel` itself.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub(crate) fn state_path(&self) -> PathBuf {
         self.root.join("state")
     }
@@ -493,7 +499,7 @@ impl StateDir {
     pub(crate) fn commit_index(&self) -> Result<(), SyncError> {
         let (next, path) = (self.root.join("index.next"), self.index_path());
         fs::rename(&next, &path)
-            .and_then(|()| File::open(&self.root)?.sync_all())
+            .and_then(|()| crate::platform::flush_dir(&self.root))
             .map_err(|e| SyncError::local("write", &path, e))
     }
 
@@ -567,7 +573,7 @@ pub(crate) fn write_atomic_with(
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        crate::platform::flush_dir(dir)
     })();
     result.map_err(|e| {
         let _ = fs::remove_file(&tmp);

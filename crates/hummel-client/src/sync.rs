@@ -122,7 +122,8 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     }
     let http = HttpClient::new(opts.read_token.as_deref(), &opts.tls)?;
     let master = MasterApi::new(http.clone(), &opts.master_url)?;
-    let dest = opts.dest.clone();
+    // On Windows an absolute `\\?\` path: nothing below it is cut at 260 characters.
+    let dest = crate::platform::long_path(&opts.dest);
     let state_dir = StateDir::new(&dest);
     let subtree = opts.path.as_ref().map(|p| p.as_str().to_string());
     tracing::debug!(master = master.base(), dest = %dest.display(), subtree = ?subtree, "sync starting");
@@ -280,6 +281,11 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         }
     };
     let index = Arc::new(index);
+    // Names DEST's file system cannot hold refuse the sync here, before anything is written.
+    let case_blind = {
+        let (i, d, sd, dry) = (index.clone(), dest.clone(), state_dir.clone(), opts.dry_run);
+        blocking(move || crate::names::check(&i, &d, (!dry).then(|| sd.root()))).await?
+    };
     let tree = match walked {
         Some(tree) => tree,
         None => finish_walk(&mut walking).await?,
@@ -385,6 +391,7 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         new_index,
         index_reused,
         identity,
+        case_blind,
     };
     let mut report = run.execute(plan, index_tops, held_tops).await?;
     report.adopted = adopted;
@@ -589,6 +596,8 @@ struct Execution<'a> {
     new_index: NewIndex,
     index_reused: bool,
     identity: Identity,
+    /// DEST's file system does not tell case apart (`names::check`'s probe).
+    case_blind: bool,
 }
 
 impl Execution<'_> {
@@ -652,8 +661,13 @@ impl Execution<'_> {
         tracing::debug!("temp files complete and durable");
 
         let applied = {
-            let (d, p, s) = (self.dest.clone(), plan.clone(), staging.clone());
-            blocking(move || assemble::apply(&d, &p, &s)).await?
+            let (d, p, s, blind) = (
+                self.dest.clone(),
+                plan.clone(),
+                staging.clone(),
+                self.case_blind,
+            );
+            blocking(move || assemble::apply(&d, &p, &s, blind)).await?
         };
         tracing::debug!("renamed into place");
         {

@@ -110,7 +110,7 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport, SyncError> {
     // placed; nothing else is looked at.
     let mut tops = sync::index_top_names(&index);
     tops.extend(state.into_iter().flat_map(|s| s.owned));
-    let dest = opts.dest.clone();
+    let dest = crate::platform::long_path(&opts.dest);
     blocking(move || {
         let tree = scan::walk(&dest, &tops, Default::default())?;
         Ok(compare(&dest, &index, &tree))
@@ -152,7 +152,7 @@ pub(crate) fn compare(dest: &Path, index: &Index, tree: &LocalTree) -> VerifyRep
                 Ok((h, _)) if h != f.hash => {
                     Some(format!("{path}: content differs from the index"))
                 }
-                Ok(_) if mode & 0o777 != f.mode & 0o777 => Some(format!(
+                Ok(_) if !crate::platform::mode_matches(*mode, f.mode) => Some(format!(
                     "{path}: mode {:o}, expected {:o}",
                     mode & 0o777,
                     f.mode & 0o777

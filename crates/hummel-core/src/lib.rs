@@ -10,6 +10,8 @@
 //!   appends compressed chunks and a table of contents; a pack is named by the BLAKE3 of its bytes.
 //! - [`relpath`]: [`RelPath`], a validated repository path. Every path is checked on build and on
 //!   sync; nothing that could escape a folder gets through.
+//! - [`portable`]: names that not every file system holds (Windows' reserved names, trailing
+//!   dots and spaces, forbidden characters; names differing only in case; long paths).
 //! - [`delta`]: [`delta::IndexDelta`], the changes between two revisions of a subtree, so a
 //!   client that holds one fetches only what changed; checked by a digest of the result.
 //! - [`index`]: [`Index`], an immutable numbered revision (or subtree of one): directories,
@@ -25,6 +27,7 @@ pub mod delta;
 pub mod hash;
 pub mod index;
 pub mod pack;
+pub mod portable;
 pub mod relpath;
 
 pub use chunk::{ChunkerConfig, chunk_stream};

@@ -146,20 +146,10 @@ impl RelPath {
     }
 
     /// True for names Windows cannot create (`CON`, `aux.txt`, trailing dot or space, `:` ...).
-    /// Hummel accepts them on Unix; callers may warn.
+    /// Hummel accepts them on Unix; the master warns, a Windows client refuses them
+    /// ([`crate::portable`]).
     pub fn is_windows_hostile(&self) -> bool {
-        const RESERVED: [&str; 22] = [
-            "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7",
-            "COM8", "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
-        ];
-        self.components().any(|c| {
-            let stem = c.split('.').next().unwrap_or(c).to_ascii_uppercase();
-            RESERVED.contains(&stem.as_str())
-                || c.ends_with('.')
-                || c.ends_with(' ')
-                || c.chars()
-                    .any(|ch| matches!(ch, '<' | '>' | ':' | '"' | '|' | '?' | '*'))
-        })
+        crate::portable::windows_path_problem(self).is_some()
     }
 }
 

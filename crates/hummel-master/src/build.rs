@@ -7,7 +7,9 @@
 //!    the path from the root (its device and inode) is skipped as a loop, and a tree deeper than
 //!    [`MAX_DEPTH`] fails the build. Special files, any `.hummel` folder and the master's own
 //!    data folder are skipped with a warning; an invalid name ([`RelPath`] rules) fails the
-//!    build.
+//!    build. Names some clients cannot hold (Windows' reserved names, trailing dots and
+//!    spaces, `<>:"|?*`, names differing only in case, paths over 260 characters) are
+//!    published with a warning each ([`warn_unportable`]).
 //!    Then the mass-delete guard ([`check_mass_delete`]): a repository folder that is missing or
 //!    holds no file, or a tree that removes more than half of the previous revision's files or
 //!    bytes, fails the build unless the request confirmed it (`allow_mass_delete`). An
@@ -452,6 +454,7 @@ pub(crate) fn prepare(inputs: &BuildInputs<'_>, run: &BuildRun) -> Result<Prepar
         }
         None => Tree::default(),
     };
+    warn_unportable(&tree, run);
     let previous_index = inputs.previous.map(|p| p.index.as_ref());
     let guard = check_mass_delete(
         inputs.repo,
@@ -733,6 +736,38 @@ fn walk(
         }
     }
     Ok(tree)
+}
+
+/// Warns about every name of `tree` that some clients' file systems cannot hold
+/// ([`hummel_core::portable`]): names Windows refuses, names of one folder that differ only in
+/// case, paths over 260 characters. They are published all the same (Linux clients sync them);
+/// a client that cannot hold one refuses the sync, naming it.
+fn warn_unportable(tree: &Tree, run: &BuildRun) {
+    use hummel_core::portable::{case_collisions, long_for_windows, windows_problems};
+    let mut paths: Vec<&RelPath> = tree
+        .dirs
+        .iter()
+        .map(|(p, _)| p)
+        .chain(tree.files.iter().map(|f| &f.rel))
+        .collect();
+    paths.sort_unstable();
+    for (path, why) in windows_problems(paths.iter().copied()) {
+        run.warn(format!(
+            "{path}: {why}; Windows clients refuse to sync until it is renamed"
+        ));
+    }
+    for (a, b) in case_collisions(paths.iter().copied()) {
+        run.warn(format!(
+            "{a} and {b} differ only in case; clients on Windows and macOS refuse to sync \
+             until one is renamed"
+        ));
+    }
+    for path in long_for_windows(paths.iter().copied()) {
+        run.warn(format!(
+            "{path}: longer than 260 characters; Windows clients sync it, but Explorer and \
+             many games cannot open it"
+        ));
+    }
 }
 
 /// A file of the new revision.

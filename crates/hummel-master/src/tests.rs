@@ -2446,3 +2446,51 @@ async fn metrics_need_a_token_when_the_master_is_private_or_has_a_metrics_token(
         "{html}"
     );
 }
+
+/// Names a Windows (or any case-insensitive) client cannot hold are published, each with a
+/// build warning that says who cannot sync it; a clean repository gets none.
+#[test]
+fn names_some_clients_cannot_hold_are_published_with_a_warning() {
+    let fx = fixture();
+    let deep = "d".repeat(200);
+    let long = format!("{deep}/{}", "e".repeat(70));
+    for p in [
+        "w/CON.txt".to_string(),
+        "w/aux".into(),
+        "w/trailing.".into(),
+        "w/space ".into(),
+        "w/what?.cfg".into(),
+        "w/Readme.txt".into(),
+        "w/README.txt".into(),
+        format!("{long}/f.txt"),
+    ] {
+        let path = fx.repo.join(&p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, p.as_bytes()).unwrap();
+    }
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let st = build(&master);
+    assert_eq!(st.state, BuildState::Succeeded, "{:?}", st.error);
+    let has = |needle: &str| {
+        assert!(
+            st.warnings.iter().any(|w| w.contains(needle)),
+            "no warning with {needle:?} in {:#?}",
+            st.warnings
+        )
+    };
+    has("w/CON.txt: CON is a reserved device name on Windows; Windows clients refuse");
+    has("w/aux: AUX is a reserved device name");
+    has("w/trailing.: Windows drops a name's trailing dot");
+    has("w/space : Windows drops a name's trailing space");
+    has("w/what?.cfg: Windows forbids '?' in names");
+    has("w/README.txt and w/Readme.txt differ only in case");
+    has(&format!("{long}: longer than 260 characters"));
+    assert_eq!(st.warnings.len(), 7, "{:#?}", st.warnings);
+    let index = current_index(&master, None);
+    assert!(index.get(&RelPath::new("w/CON.txt").unwrap()).is_some());
+    drop(master);
+
+    let clean = fixture();
+    let master = Master::open_with(config(&clean.repo, &clean.data), small_packs()).unwrap();
+    assert!(build(&master).warnings.is_empty());
+}

@@ -25,7 +25,9 @@ use clap::Parser;
 /// master's RSS grew with every parallel build although its live data did not (up to 240 MB in
 /// a full benchmark run). Four builds of a 3.2 GB tree plus six index requests peaked at 146 MB
 /// with glibc and 100 MB with jemalloc, which also returns idle pages: 51 MB between builds
-/// against 100 MB. mimalloc, measured the same way, kept more (213 MB).
+/// against 100 MB. mimalloc, measured the same way, kept more (213 MB). Not on Windows, where
+/// the players' client runs: jemalloc does not build there, and a client needs no arenas tuned.
+#[cfg(not(windows))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -4,6 +4,7 @@
 
 mod integration {
     pub mod util;
+    pub mod wine;
 
     mod auth;
     mod build_safety;
@@ -18,4 +19,5 @@ mod integration {
     mod serve;
     mod surface;
     mod tls;
+    mod windows;
 }
