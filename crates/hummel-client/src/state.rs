@@ -530,8 +530,13 @@ impl StateDir {
         let bytes: [u8; 32] = rand::random();
         let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         write_atomic_with(&path, |f| {
-            use std::os::unix::fs::PermissionsExt;
-            f.set_permissions(fs::Permissions::from_mode(0o600))?;
+            // Readable by its owner only. On Windows the folder's ACL decides (a player's
+            // profile is theirs already).
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(fs::Permissions::from_mode(0o600))?;
+            }
             f.write_all(key.as_bytes())
         })?;
         Ok(key)
