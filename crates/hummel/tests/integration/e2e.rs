@@ -228,7 +228,7 @@ fn new_replicas_reach_the_master_without_a_complete_hashlist() {
 /// Small files in this test. Every file costs several file system calls on each side
 /// (generate, build, write, seal, rename, compare); 20,000 keep the test near a minute in a
 /// debug build on two shared cores, where 200,000 took over three.
-const MANY_FILES: usize = 20_000;
+const MANY_FILES: usize = 200_000;
 
 /// A tree of many small files syncs with the client allowed 1,024 open files (the temp files
 /// it writes are opened on demand, a few at a time), and the rerun is a no-op.
