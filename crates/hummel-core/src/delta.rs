@@ -11,14 +11,14 @@
 //! The same as an index's (`docs/FORMATS.md`), with the magic `"HUMLIDXD"`:
 //! `magic | u32 version | u32 flags | u64 body length | zstd(postcard(IndexDelta)) | u32 sig len | sig`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::ChunkerConfig;
 use crate::index::{
     ChunkLocation, Entry, EntryKind, FileEntry, Index, IndexError, PackInfo, decode_streaming,
-    envelope_body, seal_envelope,
+    envelope_body, own_chunks, packs_of, seal_envelope,
 };
 use crate::{Hash, RelPath};
 
@@ -242,16 +242,7 @@ impl ChunkTable {
     }
 
     fn packs(&self, known: &[&[PackInfo]]) -> Vec<PackInfo> {
-        let used: std::collections::BTreeSet<u32> = self.chunks.iter().map(|c| c.pack).collect();
-        let mut by_number: BTreeMap<u32, PackInfo> = BTreeMap::new();
-        for table in known {
-            for p in table.iter() {
-                if used.contains(&p.number) {
-                    by_number.insert(p.number, *p);
-                }
-            }
-        }
-        by_number.into_values().collect()
+        packs_of(&self.chunks, known)
     }
 }
 
@@ -521,18 +512,7 @@ impl IndexDelta {
 
         // What `base` had and the rebuilt index lacks, with its own tables.
         let remnant = {
-            let mut own: HashMap<u32, u32> = HashMap::new();
-            let mut chunks: Vec<ChunkLocation> = Vec::new();
-            for e in &mut replaced {
-                if let EntryKind::File(f) = &mut e.kind {
-                    for ci in &mut f.chunks {
-                        *ci = *own.entry(*ci).or_insert_with(|| {
-                            chunks.push(table[*ci as usize]);
-                            (chunks.len() - 1) as u32
-                        });
-                    }
-                }
-            }
+            let chunks = own_chunks(&mut replaced, &table);
             let packs = packs_of(&chunks, &[&base_packs]);
             Index {
                 revision: base_revision,
@@ -593,20 +573,6 @@ impl IndexDelta {
         }
         Ok((index, remnant))
     }
-}
-
-/// The packs `chunks` live in, from the pack tables `known` (later tables win), by number.
-fn packs_of(chunks: &[ChunkLocation], known: &[&[PackInfo]]) -> Vec<PackInfo> {
-    let used: std::collections::BTreeSet<u32> = chunks.iter().map(|c| c.pack).collect();
-    let mut by_number: BTreeMap<u32, PackInfo> = BTreeMap::new();
-    for table in known {
-        for p in table.iter() {
-            if used.contains(&p.number) {
-                by_number.insert(p.number, *p);
-            }
-        }
-    }
-    by_number.into_values().collect()
 }
 
 /// Encodes a delta into its versioned envelope. CPU-bound.

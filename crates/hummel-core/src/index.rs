@@ -186,25 +186,9 @@ impl Index {
             }
             _ => false,
         };
-        let mut own: HashMap<u32, u32> = HashMap::new();
-        let mut chunks = Vec::new();
-        let mut entries = Vec::new();
-        for mut e in self.entries {
-            if kept(&e) {
-                continue;
-            }
-            if let EntryKind::File(f) = &mut e.kind {
-                for ci in &mut f.chunks {
-                    *ci = *own.entry(*ci).or_insert_with(|| {
-                        chunks.push(self.chunks[*ci as usize]);
-                        (chunks.len() - 1) as u32
-                    });
-                }
-            }
-            entries.push(e);
-        }
-        let used: std::collections::BTreeSet<u32> =
-            chunks.iter().map(|c: &ChunkLocation| c.pack).collect();
+        let mut entries: Vec<Entry> = self.entries.into_iter().filter(|e| !kept(e)).collect();
+        let chunks = own_chunks(&mut entries, &self.chunks);
+        let packs = packs_of(&chunks, &[&self.packs]);
         Index {
             revision: self.revision,
             created_unix: self.created_unix,
@@ -212,11 +196,7 @@ impl Index {
             root: self.root,
             entries,
             chunks,
-            packs: self
-                .packs
-                .into_iter()
-                .filter(|p| used.contains(&p.number))
-                .collect(),
+            packs,
         }
     }
 
@@ -362,6 +342,36 @@ impl Index {
             packs,
         })
     }
+}
+
+/// Gives `entries`, whose chunk lists point into `table`, a chunk table of their own: the
+/// chunks they use, in first-use order, with the lists renumbered in place.
+pub(crate) fn own_chunks(entries: &mut [Entry], table: &[ChunkLocation]) -> Vec<ChunkLocation> {
+    let mut own: HashMap<u32, u32> = HashMap::new();
+    let mut chunks = Vec::new();
+    for e in entries {
+        if let EntryKind::File(f) = &mut e.kind {
+            for ci in &mut f.chunks {
+                *ci = *own.entry(*ci).or_insert_with(|| {
+                    chunks.push(table[*ci as usize]);
+                    (chunks.len() - 1) as u32
+                });
+            }
+        }
+    }
+    chunks
+}
+
+/// The packs `chunks` live in, from the pack tables `known` (later tables win), by number.
+pub(crate) fn packs_of(chunks: &[ChunkLocation], known: &[&[PackInfo]]) -> Vec<PackInfo> {
+    let used: std::collections::BTreeSet<u32> = chunks.iter().map(|c| c.pack).collect();
+    let mut by_number: std::collections::BTreeMap<u32, PackInfo> = Default::default();
+    for table in known {
+        for p in table.iter().filter(|p| used.contains(&p.number)) {
+            by_number.insert(p.number, *p);
+        }
+    }
+    by_number.into_values().collect()
 }
 
 /// Encodes an index into its versioned envelope (no signature yet). CPU-bound.
