@@ -343,37 +343,6 @@ fn a_slow_slave_is_overtaken_by_a_fast_one() {
     );
 }
 
-/// Bytes the files below `dir` occupy on disk (temp files are sparse: only what was written).
-fn allocated(dir: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.blocks() * 512)
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-/// Starts `hummel sync` into `dest` and waits until its temp files hold `share` of the bytes
-/// to write; the sync must still be running then.
-fn sync_until(c: &Cluster, dest: &std::path::Path, bytes: u64, share: f64) -> std::process::Child {
-    let mut cmd = c.sync_cmd(dest, &[]);
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let tmp = dest.join(".hummel/tmp");
-    wait_for("the temp files to fill", || {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the sync ended before it was interrupted"
-        );
-        allocated(&tmp) as f64 >= share * bytes as f64
-    });
-    child
-}
-
 /// An interrupted first sync keeps what it verified: Ctrl-C at ~30% stops it cleanly, a
 /// kill -9 at ~60% of a second run loses nothing written, and the third run downloads only
 /// what is still missing.
@@ -394,7 +363,7 @@ fn an_interrupted_first_sync_resumes_where_it_stopped() {
     let (full, to_write) = (n(&plan, "bytes_to_download"), n(&plan, "bytes_to_write"));
 
     // Ctrl-C: one line, a failure status, nothing under a final name, the temp files kept.
-    let child = sync_until(&c, &dest, to_write, 0.3);
+    let child = spawn_until_filled(c.sync_cmd(&dest, &[]), &dest, to_write, 0.3);
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -412,7 +381,7 @@ fn an_interrupted_first_sync_resumes_where_it_stopped() {
     assert!(kept as f64 >= 0.3 * to_write as f64, "{kept} of {to_write}");
 
     // kill -9 at ~60% of the bytes (the second run resumed the first's and went on).
-    let mut child = sync_until(&c, &dest, to_write, 0.6);
+    let mut child = spawn_until_filled(c.sync_cmd(&dest, &[]), &dest, to_write, 0.6);
     child.kill().unwrap();
     child.wait().unwrap();
 

@@ -634,3 +634,38 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Bytes the files below `dir` occupy on disk (temp files are sparse: only what was written).
+pub fn allocated(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.blocks() * 512)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Starts `sync` (a `hummel sync` into `dest`) and returns once the temp files hold `share` of
+/// the `bytes` it writes; the sync must still be running then, for the test to interrupt it.
+pub fn spawn_until_filled(
+    mut sync: std::process::Command,
+    dest: &Path,
+    bytes: u64,
+    share: f64,
+) -> std::process::Child {
+    sync.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = sync.spawn().unwrap();
+    let tmp = dest.join(".hummel/tmp");
+    wait_for("the temp files to fill", || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sync ended before the test could interrupt it"
+        );
+        allocated(&tmp) as f64 >= share * bytes as f64
+    });
+    child
+}

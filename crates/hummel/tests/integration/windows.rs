@@ -118,49 +118,12 @@ fn windows_client_syncs_fresh_then_a_delta_and_verifies() {
     );
 }
 
-/// Bytes the files below `dir` occupy on disk (temp files are sparse: only what was written).
-fn allocated(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.blocks() * 512)
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// Eight files of 8 MiB plus the mod set.
 fn fill_large(root: &Path) {
     for i in 0..8 {
         write(root, &format!("big/{i}.bin"), &data(8 << 20, 900 + i));
     }
     fill_modset(root);
-}
-
-/// Starts the Windows client's sync and returns once its temp files hold `share` of the
-/// `bytes` it writes; it must still be running then.
-fn windows_sync_until(
-    w: &Wine,
-    c: &Cluster,
-    dest: &Path,
-    bytes: u64,
-    share: f64,
-) -> std::process::Child {
-    let mut cmd = w.sync_cmd(c, dest, &["--json"]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let tmp = dest.join(".hummel/tmp");
-    wait_for("the temp files to fill", || {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the sync ended before the test could interrupt it"
-        );
-        allocated(&tmp) as f64 >= share * bytes as f64
-    });
-    child
 }
 
 /// kill -9 of the Windows client half way: the rerun keeps what it verified and downloads
@@ -177,7 +140,7 @@ fn windows_client_resumes_after_a_kill() {
     let plan = w.sync(&c, &dest, &["--dry-run"]);
     let (full, to_write) = (n(&plan, "bytes_to_download"), n(&plan, "bytes_to_write"));
 
-    let mut child = windows_sync_until(&w, &c, &dest, to_write, 0.5);
+    let mut child = spawn_until_filled(w.sync_cmd(&c, &dest, &["--json"]), &dest, to_write, 0.5);
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
@@ -220,7 +183,7 @@ fn windows_client_fails_over_when_a_slave_dies_mid_sync() {
     let plan = w.sync(&c, &dest, &["--dry-run"]);
     let to_write = n(&plan, "bytes_to_write");
 
-    let child = windows_sync_until(&w, &c, &dest, to_write, 0.3);
+    let child = spawn_until_filled(w.sync_cmd(&c, &dest, &["--json"]), &dest, to_write, 0.3);
     c.slaves[0].kill9();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
