@@ -22,7 +22,8 @@
 //!    `assemble::apply`: renames in a burst, deletes last, and `tmp/` emptied. Any failure
 //!    before the renames leaves DEST untouched and keeps the temp files for the next run.
 //! 6. Save `.hummel/index` (staged as `index.next` before the downloads) and `.hummel/state`
-//!    (atomically), then best-effort `POST /api/v1/client/report`.
+//!    (atomically), then best-effort `POST /api/v1/client/report`. The new stat cache keeps the
+//!    walk's stat of each file the plan left alone (`Carried`) and stats only the others.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -377,7 +378,9 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     if let Some(e) = refused {
         return Err(e);
     }
-    // The walk (and the stat cache in it) is not needed to carry the plan out.
+    // The walk (and the stat cache in it) is not needed to carry the plan out: only the stats
+    // it vouched for, of files the plan leaves alone, go on to the state.
+    let carried = Carried::from_walk(&plan, &tree, &index);
     drop(tree);
 
     let run = Execution {
@@ -392,6 +395,7 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         index_reused,
         identity,
         case_blind,
+        carried,
     };
     let mut report = run.execute(plan, index_tops, held_tops).await?;
     report.adopted = adopted;
@@ -598,6 +602,54 @@ struct Execution<'a> {
     identity: Identity,
     /// DEST's file system does not tell case apart (`names::check`'s probe).
     case_blind: bool,
+    /// Stats the walk vouched for, of files the plan leaves alone.
+    carried: Carried,
+}
+
+/// The stat-cache entries a sync keeps without a second stat: files the plan leaves alone
+/// (neither written nor touched) whose stat the walk found as the cache had it, by index
+/// entry position. Everything else is stat'ed after the renames.
+///
+/// Keeping the walk's stat rather than taking a new one is also the safer choice: a file the
+/// user changes while the sync runs then no longer matches its entry, and the next run hashes
+/// it, where a fresh stat would vouch for content nobody hashed.
+#[derive(Debug, Default)]
+pub(crate) struct Carried {
+    /// Index entry positions, ascending.
+    entries: Vec<u32>,
+    /// Their stats, as the walk found them (the hash is the index entry's).
+    stats: Vec<FileStat>,
+}
+
+impl Carried {
+    fn from_walk(plan: &SyncPlan, tree: &LocalTree, index: &Index) -> Carried {
+        let mut touched = plan.touch.iter().map(|t| t.entry).peekable();
+        let mut carried = Carried::default();
+        for &entry in &plan.unchanged {
+            while touched.next_if(|&t| t < entry).is_some() {}
+            if touched.peek() == Some(&entry) {
+                continue;
+            }
+            let e = &index.entries[entry as usize];
+            if let EntryKind::File(f) = &e.kind
+                && let Some((hash, stat)) = tree.cached_file(e.path.as_str())
+                && hash == f.hash
+            {
+                carried.entries.push(entry);
+                carried.stats.push(stat);
+            }
+        }
+        carried
+    }
+
+    /// The carried stat of entry `entry`, if any; calls must come in ascending order of
+    /// `entry`, with `cursor` starting at 0.
+    fn take(&self, cursor: &mut usize, entry: u32) -> Option<FileStat> {
+        while self.entries.get(*cursor).is_some_and(|&e| e < entry) {
+            *cursor += 1;
+        }
+        (self.entries.get(*cursor) == Some(&entry)).then(|| self.stats[*cursor])
+    }
 }
 
 impl Execution<'_> {
@@ -688,19 +740,21 @@ impl Execution<'_> {
         );
         drop((plan, targets, staging));
 
-        // Remember what DEST now holds: stat cache after the renames, then index, then state.
+        // Remember what DEST now holds: stat cache (the walk's stats of files left alone, a
+        // fresh stat of the others), then index, then state.
         // The index (~100 MB at 500,000 files) is last needed here: it goes with the task.
         let revision = self.index.revision;
         let state = {
-            let (d, i, base, sub, id) = (
+            let (d, i, base, sub, id, carried) = (
                 self.dest.clone(),
                 self.index,
                 self.master.base().to_string(),
                 self.subtree.clone(),
                 self.identity.clone(),
+                self.carried,
             );
             blocking(move || {
-                let mut state = state_after_sync(&d, &i, base, sub);
+                let mut state = state_after_sync(&d, &i, base, sub, &carried);
                 state.repository_id = id.repository_id;
                 state.revision_hash = id.revision_hash;
                 // A name of an earlier revision stays managed while it is still there (kept
@@ -856,21 +910,30 @@ fn state_after_sync(
     index: &Index,
     master_url: String,
     subtree: Option<String>,
+    carried: &Carried,
 ) -> ClientState {
     let mut files = StatCache::default();
     let mut dirs = Vec::new();
-    for e in &index.entries {
+    let mut cursor = 0;
+    for (entry, e) in index.entries.iter().enumerate() {
         match &e.kind {
             EntryKind::Dir(_) => dirs.push(e.path.to_string()),
-            EntryKind::File(f) => match fs::symlink_metadata(e.path.to_path(dest)) {
-                Ok(m) if m.is_file() => {
-                    let stat = CachedStat::new(&FileStat::from_metadata(&m), f.hash);
-                    // Index entries are sorted and unique, as the cache wants them.
-                    let added = files.push(e.path.as_str(), stat);
-                    debug_assert!(added, "index entries out of order");
+            EntryKind::File(f) => {
+                let stat = carried.take(&mut cursor, entry as u32).or_else(|| {
+                    fs::symlink_metadata(e.path.to_path(dest))
+                        .ok()
+                        .filter(|m| m.is_file())
+                        .map(|m| FileStat::from_metadata(&m))
+                });
+                match stat {
+                    Some(stat) => {
+                        // Index entries are sorted and unique, as the cache wants them.
+                        let added = files.push(e.path.as_str(), CachedStat::new(&stat, f.hash));
+                        debug_assert!(added, "index entries out of order");
+                    }
+                    None => tracing::warn!(path = %e.path, "file vanished right after the sync"),
                 }
-                _ => tracing::warn!(path = %e.path, "file vanished right after the sync"),
-            },
+            }
         }
     }
     ClientState {

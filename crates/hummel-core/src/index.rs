@@ -382,7 +382,12 @@ pub fn encode(index: &Index) -> Vec<u8> {
     )
 }
 
-/// Encodes an index into its envelope as [`encode`] does, streaming: neither the plain nor the
+/// The zstd level of [`encode_to`]. An index is mostly BLAKE3 hashes, which no level
+/// compresses: level 1 costs a third of level 3's time for a body ~9 % larger (measured on a
+/// 20,000-file index: 1.77 MB instead of 1.62).
+pub const HELD_INDEX_LEVEL: i32 = 1;
+
+/// Encodes an index into its envelope as [`encode`] does, streaming (at [`HELD_INDEX_LEVEL`]): neither the plain nor the
 /// compressed body is held in memory (~44 MB and more at 500,000 files), which suits a client
 /// keeping an index it rebuilt. The body may differ in bytes from [`encode`]'s (a streamed
 /// zstd frame), never in what it decodes to. CPU-bound.
@@ -397,7 +402,8 @@ pub fn encode_to<W: std::io::Write + std::io::Seek>(
     let length_at = out.stream_position()?;
     out.write_all(&0u64.to_le_bytes())?;
     let body_start = out.stream_position()?;
-    let mut encoder = zstd::stream::write::Encoder::new(std::io::BufWriter::new(&mut *out), 3)?;
+    let mut encoder =
+        zstd::stream::write::Encoder::new(std::io::BufWriter::new(&mut *out), HELD_INDEX_LEVEL)?;
     postcard::to_io(index, &mut encoder).map_err(std::io::Error::other)?;
     std::io::Write::flush(&mut encoder.finish()?)?;
     let body_end = out.stream_position()?;

@@ -343,6 +343,50 @@ fn a_slow_slave_is_overtaken_by_a_fast_one() {
     );
 }
 
+/// A file the user edits while a sync runs, one the sync leaves alone, is not vouched for by
+/// the stat cache afterwards, even with its size and mtime put back: the next run hashes it
+/// and restores the repository's content.
+#[test]
+fn a_file_edited_during_a_sync_is_repaired_by_the_next() {
+    let mut c = Cluster::start(0, |root| {
+        write(root, "mod/keep.txt", b"the repository's words");
+        write(root, "mod/big.bin", &data(2 << 20, 40));
+    });
+    // One slave serving at 8 MB/s: the second sync downloads for about two seconds.
+    c.add_slave(&["--limit-rate", "8M"]);
+    c.build();
+    c.wait_replicated();
+    let dest = c.path("dest");
+    c.sync(&dest, &[]);
+
+    write(&c.repo, "mod/big.bin", &data(16 << 20, 41));
+    c.build();
+    c.wait_replicated();
+    let to_write = n(&c.sync(&dest, &["--dry-run"]), "bytes_to_write");
+    let child = spawn_until_filled(c.sync_cmd(&dest, &["--json"]), &dest, to_write, 0.1);
+    let keep = dest.join("mod/keep.txt");
+    let mtime = fs::metadata(&keep).unwrap().modified().unwrap();
+    fs::write(&keep, b"the user's own words!!").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&keep)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(&keep).unwrap(), b"the user's own words!!");
+
+    let r = c.sync(&dest, &[]);
+    assert_eq!(fs::read(&keep).unwrap(), b"the repository's words", "{r:#}");
+    assert_eq!(n(&r, "files_written"), 1, "{r:#}");
+    assert_same_tree(&c.repo, &dest);
+}
+
 /// An interrupted first sync keeps what it verified: Ctrl-C at ~30% stops it cleanly, a
 /// kill -9 at ~60% of a second run loses nothing written, and the third run downloads only
 /// what is still missing.
