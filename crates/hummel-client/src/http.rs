@@ -243,6 +243,13 @@ impl MasterApi {
         serde_json::from_slice(&body).map_err(|e| self.err(format!("{what}: bad JSON: {e}")))
     }
 
+    /// `GET /api/v1/events`: the open stream of server-sent events (no deadline: it stays open;
+    /// the stall timeout still applies between its bytes).
+    pub(crate) async fn events(&self) -> Result<Response, SyncError> {
+        let rb = self.http.get(self.url(api::EVENTS));
+        self.send(rb, "events").await
+    }
+
     /// `GET /api/v1/revision`.
     pub(crate) async fn revision(&self) -> Result<RevisionInfo, SyncError> {
         let rb = self

@@ -19,6 +19,8 @@
 //! - `assemble`: temp files (named by content hash, resumed across runs), local chunk copies,
 //!   sealing (mode, mtime, syncfs), and the final burst: directories, renames, deletes.
 //! - [`verify`](mod@verify): read-only comparison of DEST with the current revision.
+//! - [`watch`]: [`RevisionWatch`], the master's announcements of new revisions (server-sent
+//!   events, reconnected with jittered backoff), for `hummel sync --watch`.
 //! - `names`: names DEST's file system cannot hold (Windows' rules, case pairs where case is
 //!   ignored), refused before anything is written.
 //! - `platform`: every file-system call whose meaning differs between Unix and Windows (stat
@@ -52,6 +54,7 @@ pub mod space;
 pub mod state;
 pub mod sync;
 pub mod verify;
+pub mod watch;
 
 mod assemble;
 mod failpoint;
@@ -65,3 +68,4 @@ pub use plan::{SyncPlan, SyncPlanSummary};
 pub use report::{SyncOutcome, SyncReport};
 pub use sync::{SyncOptions, sync};
 pub use verify::{VerifyOptions, VerifyReport, verify};
+pub use watch::RevisionWatch;

@@ -305,6 +305,7 @@ pub(crate) fn router(master: Master) -> Router {
         .route(endpoints::BUILD, post(start_build))
         .route(&format!("{}/{{id}}", endpoints::BUILDS), get(build_status))
         .route(endpoints::REVISION, get(revision))
+        .route(endpoints::EVENTS, get(events))
         .route(endpoints::INDEX, get(index))
         .route(endpoints::LOCATE, post(locate))
         .route(endpoints::CLIENT_REPORT, post(client_report))
@@ -414,6 +415,17 @@ async fn build_status(
 
 async fn revision(_: ReadAccess, State(master): State<Master>) -> Json<RevisionInfo> {
     Json(master.revision_info())
+}
+
+/// Server-sent events: each revision once its packs can be fetched (`crate::events`).
+async fn events(_: ReadAccess, State(master): State<Master>) -> Result<Response, ApiError> {
+    let (permit, announced) = master.inner.events.subscribe().ok_or_else(|| {
+        ApiError::Busy(format!(
+            "{} programs are waiting for events already; retry shortly",
+            crate::events::MAX_SUBSCRIBERS
+        ))
+    })?;
+    Ok(crate::events::stream(master, permit, announced).into_response())
 }
 
 #[derive(Debug, Deserialize)]

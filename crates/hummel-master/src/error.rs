@@ -52,6 +52,9 @@ pub enum MasterError {
     /// The build thread could not be started.
     #[error("could not start the build thread: {0}")]
     Spawn(io::Error),
+    /// `--watch` could not watch the repository folder (say, too few inotify watches).
+    #[error("cannot watch the repository folder {0}")]
+    Watch(String),
     /// `repack_level` is neither 0 nor in [`crate::config::REPACK_LEVELS`].
     #[error("repack level {0} is out of range (0 = off, or 4..=19)")]
     RepackLevel(i32),

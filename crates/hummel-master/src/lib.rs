@@ -28,6 +28,9 @@
 //! - `limits`: per-address request rates, requests at once, new clients per address.
 //! - `api`: the router, handlers, `ApiError` (one error → response mapping) and JSON bodies.
 //! - `dashboard`: the server-rendered HTML page at `/` and its build form.
+//! - `events`: publications pushed to `GET /api/v1/events` as server-sent events, each once its
+//!   packs can be fetched (`hummel sync --watch`).
+//! - `watch`: `hummel master --watch`, a build once changes in the repository folder settle.
 //! - `metrics`: Prometheus text at `/metrics`.
 //!
 //! The library never prints or initialises logging; it logs with `tracing`. Blocking work
@@ -41,6 +44,7 @@ pub mod config;
 mod dashboard;
 mod db;
 pub mod error;
+mod events;
 mod gc;
 mod limits;
 mod maintenance;
@@ -50,6 +54,7 @@ mod placement;
 mod repack;
 mod revision;
 mod tracker;
+mod watch;
 
 #[cfg(test)]
 mod tests;
@@ -63,6 +68,7 @@ pub use config::{
 };
 pub use error::MasterError;
 pub use master::{EMBEDDED_SLAVE_ID, Master, run_background};
+pub use watch::watch_repository;
 
 /// Locks a mutex; a panic elsewhere does not make the data unusable for readers.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

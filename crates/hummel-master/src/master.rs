@@ -41,6 +41,7 @@ use crate::build::{self, BuildError, BuildInputs, BuildOptions, BuildRun, Prepar
 use crate::config::{MasterConfig, REPACK_LEVELS};
 use crate::db::{Db, Publication, RevisionRow};
 use crate::error::MasterError;
+use crate::events::Events;
 use crate::gc::Collector;
 use crate::limits::Limits;
 use crate::maintenance::Maintenance;
@@ -96,6 +97,8 @@ pub(crate) struct Inner {
     pub fallback: Arc<tokio::sync::Semaphore>,
     /// Per-address request rates and new clients (`crate::limits`).
     pub limits: Limits,
+    /// Publications, pushed to `GET /api/v1/events` subscribers (`crate::events`).
+    pub events: Events,
 }
 
 /// The pack enumeration.
@@ -279,6 +282,7 @@ impl Master {
         );
         let fallback_limit = config.fallback_limit as usize;
         let limits = Limits::new(config.rate_limit);
+        let events = Events::new(current.as_ref().map_or(0, |c| c.row.number));
         Ok(Master {
             inner: Arc::new(Inner {
                 config,
@@ -304,6 +308,7 @@ impl Master {
                 hashlist_epochs: AtomicU64::new(u64::from(rand::random::<u32>()) << 20),
                 fallback: Arc::new(tokio::sync::Semaphore::new(fallback_limit)),
                 limits,
+                events,
             }),
         })
     }
@@ -563,7 +568,33 @@ impl Master {
             index: Arc::new(index),
             encoded: Bytes::from(encoded),
         }));
+        self.inner.events.published(number);
         Ok(number)
+    }
+
+    /// Whether every pack of the current revision has a live copy clients may be sent to (true
+    /// without a revision, and always with an embedded store).
+    pub(crate) fn current_fetchable(&self) -> bool {
+        let Some(current) = self.current() else {
+            return true;
+        };
+        if self.inner.config.embedded_store {
+            return true;
+        }
+        let (liveness, now) = (self.liveness(), now_ms());
+        let private = self.inner.config.tokens.read.is_some();
+        let tracker = lock(&self.inner.tracker);
+        let live: Vec<&SlaveRecord> = tracker
+            .slaves
+            .values()
+            .filter(|s| liveness.state(s.last_seen_ms, now) == SlaveState::Live)
+            .filter(|s| s.vetting.serves_clients(private))
+            .collect();
+        current
+            .index
+            .packs
+            .iter()
+            .all(|p| live.iter().any(|s| s.packs.contains(&p.number)))
     }
 
     /// The current revision, if any.
@@ -1216,6 +1247,10 @@ pub async fn run_background(master: Master, shutdown: impl Future<Output = ()>) 
     gc_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut clients_ticker = tokio::time::interval(master.client_expiry_period());
     clients_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (stop_announcing, stopped) = tokio::sync::oneshot::channel::<()>();
+    let announcing = tokio::spawn(crate::events::announce(master.clone(), async move {
+        let _ = stopped.await;
+    }));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -1240,6 +1275,8 @@ pub async fn run_background(master: Master, shutdown: impl Future<Output = ()>) 
             }
         }
     }
+    let _ = stop_announcing.send(());
+    let _ = announcing.await;
 }
 
 /// The first line of a message, for build errors.

@@ -87,6 +87,12 @@ pub(crate) fn render(master: &Master) -> String {
         "Bytes in the current revision.",
         status.revision.bytes,
     );
+    out.single(
+        "hummel_event_subscribers",
+        "gauge",
+        "Programs waiting for new revisions at /api/v1/events (hummel sync --watch).",
+        master.inner.events.subscribers() as u64,
+    );
 
     out.family(
         "hummel_builds_total",

@@ -38,6 +38,9 @@ use hummel_core::Hash;
 pub const REVISION: &str = "/api/v1/revision";
 /// `GET /api/v1/index`.
 pub const INDEX: &str = "/api/v1/index";
+/// `GET`: server-sent events, `revision` with a [`RevisionInfo`] body: the current revision at
+/// once, then each new one once its packs can be fetched (read token).
+pub const EVENTS: &str = "/api/v1/events";
 /// `POST /api/v1/locate`.
 pub const LOCATE: &str = "/api/v1/locate";
 /// `POST /api/v1/client/report`.

@@ -125,6 +125,18 @@ pub struct PackUpkeep {
     pub gc_grace: Duration,
 }
 
+/// `--watch`: rebuild when the repository folder changes.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct RepoWatch {
+    /// Build at start, then again whenever changes in the repository folder have settled.
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: how long the folder must stay quiet after a change before the build
+    /// starts (a copy in progress keeps it busy).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub watch_settle: Duration,
+}
+
 /// `hummel serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -147,6 +159,9 @@ pub struct ServeArgs {
     /// loops are skipped with a warning.
     #[arg(long)]
     pub follow_symlinks: bool,
+    /// Rebuilds on change.
+    #[command(flatten)]
+    pub watch: RepoWatch,
     /// Repack and garbage collection.
     #[command(flatten)]
     pub packs: PackUpkeep,
@@ -205,6 +220,9 @@ pub struct MasterArgs {
     /// loops are skipped with a warning.
     #[arg(long)]
     pub follow_symlinks: bool,
+    /// Rebuilds on change.
+    #[command(flatten)]
+    pub watch: RepoWatch,
     /// Repack and garbage collection.
     #[command(flatten)]
     pub packs: PackUpkeep,
@@ -338,6 +356,14 @@ pub struct SyncArgs {
     /// Requests in flight at once, across all slaves.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
+    /// Keep running: apply each new revision as the master announces it (until Ctrl-C).
+    /// With --json, one JSON object per sync.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub watch: bool,
+    /// With --watch: after each sync that changed DEST, run this command (through `sh -c`,
+    /// `cmd /C` on Windows; HUMMEL_REVISION and HUMMEL_DEST set), e.g. to restart a server.
+    #[arg(long, value_name = "CMD", requires = "watch")]
+    pub exec: Option<String>,
     /// The read token, if the master requires one.
     #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,

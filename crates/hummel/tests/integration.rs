@@ -19,5 +19,6 @@ mod integration {
     mod serve;
     mod surface;
     mod tls;
+    mod watch;
     mod windows;
 }

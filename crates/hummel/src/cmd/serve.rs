@@ -11,7 +11,7 @@ use hummel_proto::api::BuildState;
 use hummel_tls::ServerTls;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{EdgeLimits, MasterArgs, ServeArgs, ServerTokens};
+use crate::cli::{EdgeLimits, MasterArgs, RepoWatch, ServeArgs, ServerTokens};
 use crate::datadir;
 use crate::util::{
     listen, normalize_url, optional_token, resolve_token, serve as serve_http, server_tls,
@@ -88,7 +88,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         rate_limit: args.clients.rate_limit,
     })
     .context("cannot open the master")?;
-    run_master(master, edge, "serve", true).await
+    run_master(master, edge, "serve", true, args.watch).await
 }
 
 /// `hummel master`.
@@ -119,17 +119,33 @@ pub async fn master(args: MasterArgs) -> Result<ExitCode> {
         rate_limit: args.clients.rate_limit,
     })
     .context("cannot open the master")?;
-    run_master(master, edge, "master", args.build_on_start).await
+    run_master(master, edge, "master", args.build_on_start, args.watch).await
 }
 
-async fn run_master(master: Master, edge: Edge, what: &str, build: bool) -> Result<ExitCode> {
+async fn run_master(
+    master: Master,
+    edge: Edge,
+    what: &str,
+    build: bool,
+    watch: RepoWatch,
+) -> Result<ExitCode> {
     let (listener, url) = listen(edge.listen, what, edge.tls.as_ref()).await?;
     master.set_public_url(edge.advertise.unwrap_or(url));
-    if build {
+    let cancel = CancellationToken::new();
+    if watch.watch {
+        // The watch builds at start itself, then after each settled change.
+        tokio::spawn(
+            hummel_master::watch_repository(
+                master.clone(),
+                watch.watch_settle,
+                cancel.clone().cancelled_owned(),
+            )
+            .context("--watch")?,
+        );
+    } else if build {
         let id = master.start_build().context("cannot start the build")?;
         tokio::spawn(report_build(master.clone(), id));
     }
-    let cancel = CancellationToken::new();
     let background = tokio::spawn(hummel_master::run_background(
         master.clone(),
         cancel.clone().cancelled_owned(),

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use hummel_client::{SyncOptions, SyncOutcome, VerifyOptions};
+use hummel_client::{RevisionWatch, SyncOptions, SyncOutcome, VerifyOptions};
 use hummel_core::RelPath;
 
 use crate::cli::{SyncArgs, VerifyArgs};
@@ -35,6 +35,9 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
         progress: !args.json && std::io::stderr().is_terminal(),
         concurrency: args.concurrency as usize,
     };
+    if args.watch {
+        return watch(&args, opts).await;
+    }
     // Ctrl-C or SIGTERM stops the run where it is: requests are dropped, a batch being
     // written finishes, nothing unfinished is renamed, and the temp files (verified chunks
     // only) stay for the next run to resume.
@@ -45,6 +48,100 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
             args.dest.join(".hummel/tmp").display()
         ),
     };
+    print_outcome(&args, outcome)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hummel sync --watch`: sync, then again each time the master announces another revision;
+/// a failed sync is retried at the next announcement or after a jittered wait. Ctrl-C while
+/// waiting ends it (exit 0); during a sync, as a plain sync does.
+async fn watch(args: &SyncArgs, opts: SyncOptions) -> Result<ExitCode> {
+    let mut news = RevisionWatch::new(&opts.master_url, opts.read_token.as_deref(), &opts.tls)?;
+    let mut held: Option<u64> = None;
+    let mut failures = 0u32;
+    loop {
+        let outcome = tokio::select! {
+            outcome = hummel_client::sync(&opts) => outcome,
+            () = shutdown_signal() => bail!(
+                "interrupted; verified data kept in {}, run the same sync again to resume",
+                args.dest.join(".hummel/tmp").display()
+            ),
+        };
+        let wait = match outcome {
+            Ok(SyncOutcome::Done(report)) => {
+                failures = 0;
+                let changed = report.files_written
+                    + report.files_deleted
+                    + report.files_touched
+                    + report.dirs_created
+                    + report.dirs_deleted
+                    > 0;
+                held = Some(report.revision);
+                let revision = report.revision;
+                print_outcome(args, SyncOutcome::Done(report))?;
+                if changed && let Some(cmd) = &args.exec {
+                    run_exec(cmd, revision, &args.dest).await;
+                }
+                None
+            }
+            Ok(dry) => {
+                print_outcome(args, dry)?;
+                None
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let wait = hummel_client::watch::reconnect_delay(failures + 2);
+                eprintln!(
+                    "error: {e}; trying again at the next revision or in {} s",
+                    wait.as_secs()
+                );
+                Some(wait)
+            }
+        };
+        if wait.is_none() && !args.json {
+            eprintln!(
+                "watching {} for new revisions (Ctrl-C ends)",
+                opts.master_url
+            );
+        }
+        let retry = async {
+            match wait {
+                Some(w) => tokio::time::sleep(w).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = news.next_other_than(held) => {}
+            () = retry => {}
+            () = shutdown_signal() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+/// Runs `--exec` after a sync that changed DEST; its failure is reported, not fatal.
+async fn run_exec(cmd: &str, revision: u64, dest: &std::path::Path) {
+    let mut command = if cfg!(windows) {
+        let mut c = tokio::process::Command::new("cmd");
+        c.arg("/C").arg(cmd);
+        c
+    } else {
+        let mut c = tokio::process::Command::new("sh");
+        c.arg("-c").arg(cmd);
+        c
+    };
+    command
+        .env("HUMMEL_REVISION", revision.to_string())
+        .env("HUMMEL_DEST", dest)
+        .stdin(std::process::Stdio::null());
+    match command.status().await {
+        Ok(s) if s.success() => tracing::info!(revision, "--exec command done"),
+        Ok(s) => eprintln!("warning: the --exec command failed ({s})"),
+        Err(e) => eprintln!("warning: could not run the --exec command: {e}"),
+    }
+}
+
+/// Prints what a sync did (or would do).
+fn print_outcome(args: &SyncArgs, outcome: SyncOutcome) -> Result<()> {
     match outcome {
         SyncOutcome::Done(report) => {
             if args.json {
@@ -117,7 +214,7 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Most paths listed after a sync; the rest are counted (`--json` has them all).
