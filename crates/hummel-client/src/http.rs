@@ -26,7 +26,9 @@ impl HttpClient {
             e => SyncError::Internal(e.to_string()),
         };
         let http = hummel_net::HttpClient::new(tls).map_err(setup)?;
-        Ok(HttpClient(http.with_token(read_token, "read").map_err(setup)?))
+        Ok(HttpClient(
+            http.with_token(read_token, "read").map_err(setup)?,
+        ))
     }
 
     /// `GET {slave_url}/blob/{pack}` with the read token; the caller adds the range.

@@ -1161,7 +1161,11 @@ fn a_shutdown_stops_a_running_build_which_publishes_nothing() {
     }
     master.flush().unwrap();
     let wal = fx.data.join("hummel.db-wal");
-    assert_eq!(fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0, "the log was checkpointed");
+    assert_eq!(
+        fs::metadata(&wal).map(|m| m.len()).unwrap_or(0),
+        0,
+        "the log was checkpointed"
+    );
 }
 
 /// A file appended to for the whole build: the build either fails naming it or publishes a

@@ -156,7 +156,11 @@ mod tests {
     #[test]
     fn a_delay_is_anywhere_between_the_floor_and_the_ceiling() {
         let b = Backoff::new(200 * MS, 5000 * MS);
-        assert_eq!(b.delay_at(0, 0.0), Duration::ZERO, "full jitter reaches zero");
+        assert_eq!(
+            b.delay_at(0, 0.0),
+            Duration::ZERO,
+            "full jitter reaches zero"
+        );
         assert_eq!(b.delay_at(0, 1.0), 200 * MS);
         assert_eq!(b.delay_at(3, 0.5), 800 * MS);
         assert_eq!(b.delay_at(9, 1.0), 5000 * MS);
@@ -167,11 +171,18 @@ mod tests {
 
         let floored = Backoff::new(MS * 1000, MS * 30_000).with_floor(MS * 15_000);
         assert_eq!(floored.delay_at(0, 0.0), MS * 15_000);
-        assert_eq!(floored.delay_at(0, 1.0), MS * 15_000, "ceiling below the floor");
+        assert_eq!(
+            floored.delay_at(0, 1.0),
+            MS * 15_000,
+            "ceiling below the floor"
+        );
         assert_eq!(floored.delay_at(9, 0.5), MS * 22_500);
         assert_eq!(floored.delay_at(9, 1.0), MS * 30_000);
         // A floor above the cap is the cap.
-        assert_eq!(Backoff::new(MS, MS * 2).with_floor(MS * 9).delay_at(0, 0.0), MS * 2);
+        assert_eq!(
+            Backoff::new(MS, MS * 2).with_floor(MS * 9).delay_at(0, 0.0),
+            MS * 2
+        );
     }
 
     #[test]

@@ -146,7 +146,8 @@ mod tests {
 
     #[test]
     fn the_apis_json_body_is_decoded() {
-        let body = br#"{"code":"read_token_mismatch","message":"this slave's packs are\nnot guarded"}"#;
+        let body =
+            br#"{"code":"read_token_mismatch","message":"this slave's packs are\nnot guarded"}"#;
         let e = ApiError::decode(StatusCode::FORBIDDEN, body);
         assert_eq!(e.status, StatusCode::FORBIDDEN);
         assert_eq!(e.code.as_deref(), Some("read_token_mismatch"));

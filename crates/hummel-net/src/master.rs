@@ -247,7 +247,8 @@ impl MasterApi {
         let mut url = self.url(api::BUILD);
         if allow_mass_delete {
             // The query of `hummel_proto::api::BuildQuery`.
-            url.query_pairs_mut().append_pair("allow_mass_delete", "true");
+            url.query_pairs_mut()
+                .append_pair("allow_mass_delete", "true");
         }
         let rb = self.http.post(url).timeout(CALL_TIMEOUT);
         let resp = self.send(rb, "build", BUSY_RETRIES).await?;

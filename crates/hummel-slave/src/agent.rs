@@ -50,8 +50,8 @@ const ANNOUNCE_COALESCE: Duration = Duration::from_secs(1);
 /// Retry delays after a failed announce or heartbeat.
 const MASTER_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 /// Retry delay after the master refused the slave token (the operator may fix the master).
-const REFUSED_RETRY: Backoff =
-    Backoff::new(Duration::from_secs(30), Duration::from_secs(30)).with_floor(Duration::from_secs(15));
+const REFUSED_RETRY: Backoff = Backoff::new(Duration::from_secs(30), Duration::from_secs(30))
+    .with_floor(Duration::from_secs(15));
 /// Heartbeat interval until the master says otherwise.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(3000);
 /// Sleep when nothing at all is scheduled.

@@ -75,10 +75,12 @@ impl MasterClient {
         match e {
             NetError::Transport { source, .. } => MasterError::Unreachable { url, source },
             NetError::Status { error, .. } => match error.status {
-                StatusCode::FORBIDDEN if error.is("read_token_mismatch") => MasterError::ReadToken {
-                    url,
-                    message: error.message,
-                },
+                StatusCode::FORBIDDEN if error.is("read_token_mismatch") => {
+                    MasterError::ReadToken {
+                        url,
+                        message: error.message,
+                    }
+                }
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => MasterError::Refused {
                     status: error.status.as_u16(),
                     url,

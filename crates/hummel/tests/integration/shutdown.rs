@@ -35,7 +35,13 @@ fn largest_pack(store: &Path) -> (String, u64) {
 /// Sends `sig` (`-TERM`, `-INT`) to the process.
 fn signal(p: &Proc, sig: &str) {
     let pid = p.child.as_ref().expect("running").id().to_string();
-    assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 /// Waits (at most `limit`) for the process to exit; its status and how long it took.
@@ -178,11 +184,19 @@ fn serve_finishes_downloads_in_flight_then_stops_within_its_deadline() {
         TcpStream::connect(&addr).is_err()
     });
     let body = reader.join().unwrap();
-    assert_eq!(body.len() as u64, size, "the download in flight was cut off");
+    assert_eq!(
+        body.len() as u64,
+        size,
+        "the download in flight was cut off"
+    );
     assert_eq!(blake3::hash(&body).to_hex().as_str(), hash);
     let (status, took) = wait_exit(&mut s, signalled, Duration::from_secs(15));
     assert!(status.success(), "{status}:\n{}", s.log_text());
-    assert!(s.log_text().contains("serve stopped cleanly"), "{}", s.log_text());
+    assert!(
+        s.log_text().contains("serve stopped cleanly"),
+        "{}",
+        s.log_text()
+    );
     eprintln!("clean stop with a 16 MiB download in flight: {took:?}");
     let wal = data.join("hummel.db-wal");
     assert_eq!(
@@ -227,7 +241,11 @@ fn serve_finishes_downloads_in_flight_then_stops_within_its_deadline() {
     let (status, took) = wait_exit(&mut s, again, Duration::from_secs(5));
     drop(stuck);
     assert!(!status.success());
-    assert!(s.log_text().contains("a second signal; stopped at once"), "{}", s.log_text());
+    assert!(
+        s.log_text().contains("a second signal; stopped at once"),
+        "{}",
+        s.log_text()
+    );
     eprintln!("stop at a second signal: {took:?}");
 
     // After each stop the data folder opens cleanly, at the same revision, and syncs exactly.
@@ -250,7 +268,11 @@ fn a_slave_finishes_downloads_in_flight_then_stops_and_restarts_cleanly() {
     let signalled = Instant::now();
     signal(&c.slaves[0], "-TERM");
     let body = reader.join().unwrap();
-    assert_eq!(body.len() as u64, size, "the download in flight was cut off");
+    assert_eq!(
+        body.len() as u64,
+        size,
+        "the download in flight was cut off"
+    );
     assert_eq!(blake3::hash(&body).to_hex().as_str(), hash);
     let mut slave = c.slaves.remove(0);
     let (status, took) = wait_exit(&mut slave, signalled, Duration::from_secs(15));
