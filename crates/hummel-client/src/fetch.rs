@@ -61,12 +61,12 @@ const BUSY_PATIENCE: Duration = Duration::from_secs(120);
 
 /// A slave that could not be reached is used for no other range while another holder is left;
 /// when every holder of a range is down, the down ones are asked again after this backoff
-/// (jittered between 200 ms and ceilings of 250 ms, 500 ms, 1 s), [`SLAVE_DOWN_RETRIES`] times
-/// per slave, so a blip of the only mirror (a restart) does not fail the sync.
+/// (jittered between 250 ms and ceilings of 250 ms, 500 ms, 1 s, 2 s), [`SLAVE_DOWN_RETRIES`]
+/// times per slave, so a blip of the only mirror (a restart) does not fail the sync.
 const SLAVE_DOWN_RETRY: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(4))
-    .with_floor(Duration::from_millis(200));
+    .with_floor(Duration::from_millis(250));
 /// See [`SLAVE_DOWN_RETRY`].
-const SLAVE_DOWN_RETRIES: u32 = 3;
+const SLAVE_DOWN_RETRIES: u32 = 4;
 
 /// Everything a range request needs, shared by all of them.
 pub(crate) struct FetchContext {

@@ -790,19 +790,38 @@ async fn a_blip_of_the_only_mirror_is_waited_out() {
         corrupt: AtomicBool::new(false),
         requests: AtomicU64::new(0),
     });
-    // Up after half a second: the first request was refused, and the retries (at least
-    // 200 ms apart, three of them) reach it.
+    // The master tells when the client located its packs: the mirror comes up 200 ms later,
+    // after the first request was refused; the retries (four, at least 250 ms apart) reach it.
+    let located = Arc::new(tokio::sync::Notify::new());
+    let on_locate = located.clone();
+    let master = Router::new()
+        .route("/api/v1/revision", get(m_revision))
+        .route("/api/v1/index", get(m_index))
+        .route(
+            "/api/v1/locate",
+            post(
+                move |st: State<Arc<Cluster>>, body: axum::Json<LocateRequest>| async move {
+                    let answer = m_locate(st, body).await;
+                    on_locate.notify_one();
+                    answer
+                },
+            ),
+        )
+        .route("/api/v1/client/report", post(m_report))
+        .with_state(h.cluster.clone());
+    let master_url = serve(master).await;
     let app = Router::new()
         .route("/blob/{hash}", get(s_blob))
         .with_state(slave.clone());
     tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        located.notified().await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         axum::serve(listener, app).await.unwrap();
     });
     let dest = tempfile::tempdir().unwrap();
     let r = done(
-        sync(&SyncOptions::new(&h.master_url, dest.path()))
+        sync(&SyncOptions::new(&master_url, dest.path()))
             .await
             .unwrap(),
     );
