@@ -13,7 +13,9 @@
 //! at the cap). As the body streams in, each run of whole chunks goes to `spawn_blocking`, where
 //! every chunk passes [`decode_chunk_into`] (bounded output, BLAKE3 id) before its plain bytes are
 //! written, with `write_at`, to every temp file offset that needs it. An HTTP error, a timeout, a short or long body or a bad chunk marks that slave bad
-//! for that pack and the range goes to the next holder; when no holder is left, the sync fails
+//! for that pack and the range goes to the next holder; a slave that cannot be reached is used
+//! for no other pack either. When no holder is left, those that could not be reached are asked
+//! again after a jittered backoff ([`SLAVE_DOWN_RETRY`], a few times), and then the sync fails
 //! with [`SyncError::PackUnavailable`]. A local write error fails the sync at once.
 //!
 //! Busy: a `503` (or `429`) is no fault. The slave (or the master, the source of last resort for
@@ -39,10 +41,12 @@ use tokio_util::sync::CancellationToken;
 
 use hummel_core::codec::decode_chunk_into;
 use hummel_core::{Hash, Index};
-use hummel_proto::api::{LocateResponse, blob_path};
+use hummel_proto::api::LocateResponse;
 
 use crate::SyncError;
 use crate::assemble::{Staging, TargetWriter};
+use hummel_net::{Backoff, Retry, backoff};
+
 use crate::http::{HttpClient, describe, normalise_url};
 use crate::plan::{RangeRequest, TargetTable};
 
@@ -54,6 +58,15 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// How long a range may keep getting busy answers before the sync gives up on it.
 const BUSY_PATIENCE: Duration = Duration::from_secs(120);
+
+/// A slave that could not be reached is used for no other range while another holder is left;
+/// when every holder of a range is down, the down ones are asked again after this backoff
+/// (jittered between 250 ms and ceilings of 250 ms, 500 ms, 1 s, 2 s), [`SLAVE_DOWN_RETRIES`]
+/// times per slave, so a blip of the only mirror (a restart) does not fail the sync.
+const SLAVE_DOWN_RETRY: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(4))
+    .with_floor(Duration::from_millis(250));
+/// See [`SLAVE_DOWN_RETRY`].
+const SLAVE_DOWN_RETRIES: u32 = 4;
 
 /// Everything a range request needs, shared by all of them.
 pub(crate) struct FetchContext {
@@ -109,8 +122,11 @@ struct Slave {
     /// Stored bytes per second of one request, smoothed over its finished requests; `None`
     /// until one finished.
     rate: Option<f64>,
-    /// Said it was busy: no request before then.
+    /// Said it was busy, or is asked again after it could not be reached: no request before
+    /// then.
     busy_until: Option<Instant>,
+    /// Times it was asked again after it could not be reached (see [`SLAVE_DOWN_RETRY`]).
+    retry: Retry,
 }
 
 impl Slave {
@@ -273,6 +289,7 @@ pub(crate) async fn fetch_all(
             in_flight: 0,
             rate: None,
             busy_until: None,
+            retry: Retry::new(SLAVE_DOWN_RETRY),
         })
         .collect();
     let (fallback, target) = (located.fallback.map(|f| f as usize), located.target);
@@ -340,6 +357,26 @@ pub(crate) async fn fetch_all(
                 .filter(|s| !is_bad(s))
                 .collect();
             if usable.is_empty() {
+                // Every holder failed. Those that could not be reached are asked again, after a
+                // jittered wait, a few times each: the range waits for them as for busy ones.
+                let revived: Vec<usize> = holders[&job.pack]
+                    .iter()
+                    .copied()
+                    .filter(|s| {
+                        down.contains(s)
+                            && !bad.contains(&(job.pack, *s))
+                            && slaves[*s].retry.failures() < SLAVE_DOWN_RETRIES
+                    })
+                    .collect();
+                for &s in &revived {
+                    let wait = slaves[s].retry.failed();
+                    tracing::info!(slave = %slaves[s].id, ?wait, "every holder of a pack is unreachable; asking this one again");
+                    down.remove(&s);
+                    slaves[s].busy_until = Some(now + wait);
+                }
+                if !revived.is_empty() {
+                    continue;
+                }
                 return Err(SyncError::PackUnavailable {
                     pack: job.pack,
                     hash: pack_hash(job.pack).short(),
@@ -453,6 +490,7 @@ pub(crate) async fn fetch_all(
         match result {
             Ok(got) => {
                 slaves[s].observe(job.len, a.started.elapsed().as_secs_f64());
+                slaves[s].retry.succeeded();
                 if done[idx] {
                     continue; // the other attempt won; this one finished anyway
                 }
@@ -485,7 +523,8 @@ pub(crate) async fn fetch_all(
                 let since = *busy_since.entry(idx).or_insert(now);
                 tracing::debug!(slave = %slaves[s].id, pack = job.pack, ?retry_after, "busy");
                 stats.failed_requests += 1;
-                slaves[s].busy_until = Some(now + retry_after);
+                // Jittered, so the clients a source turned away do not all return at once.
+                slaves[s].busy_until = Some(now + backoff::after(retry_after));
                 if now.duration_since(since) >= BUSY_PATIENCE && !done[idx] && !other_running {
                     let hash = pack_hash(job.pack).short();
                     let holding = &holders[&job.pack];
@@ -597,12 +636,11 @@ async fn fetch_range(
     on: Progress<'_>,
 ) -> Result<RangeDone, AttemptError> {
     let slave_err = AttemptError::Slave;
-    let url = reqwest::Url::parse(&format!("{slave_url}{}", blob_path(pack)))
-        .map_err(|e| slave_err(format!("bad URL: {e}")))?;
     let end = job.start + job.len - 1;
     let request = ctx
         .http
-        .get(url)
+        .blob(slave_url, pack)
+        .map_err(|e| slave_err(e.to_string()))?
         .header(RANGE, format!("bytes={}-{end}", job.start))
         .timeout(range_deadline(job.len))
         .send();
@@ -791,6 +829,7 @@ mod tests {
                 in_flight: n,
                 rate: None,
                 busy_until: None,
+                retry: Retry::new(SLAVE_DOWN_RETRY),
             })
             .collect()
     }

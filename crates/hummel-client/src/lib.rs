@@ -25,9 +25,9 @@
 //!   ignored), refused before anything is written.
 //! - `platform`: every file-system call whose meaning differs between Unix and Windows (stat
 //!   fields, modes, durability, replacing read-only and open files, `\\?\` paths, free space).
-//! - `http`: the thin reqwest layer: the client from [`hummel_tls::ClientTls`] (HTTPS trust),
-//!   timeouts (connect 5 s, stall 30 s), the read token, capped bodies, and the master's client
-//!   API.
+//! - `http`: the client's side of [`hummel_net`] (the one HTTP client: HTTPS trust, timeouts,
+//!   body caps, busy retries, error decoding): the client with the read token, and the four
+//!   master calls a client makes, their failures as [`SyncError`]s.
 //! - [`space`]: the free-space check before downloading (a pure decision and `statvfs`).
 //! - [`report`]: [`SyncReport`], [`SyncOutcome`] and the progress bar.
 //! - [`error`]: [`SyncError`], one line with the failing side and object.

@@ -2,16 +2,15 @@
 //!
 //! It reads the master's server-sent events (`GET /api/v1/events`): the current revision at
 //! once, then each new one once its packs can be fetched. A broken or refused stream is opened
-//! again after a jittered, growing wait ([`reconnect_delay`]: full jitter up to 500 ms × 2^n,
-//! at most 30 s), so a fleet of watching servers does not reconnect in step after a master
-//! restart. Lines and events are bounded; a stream silent for longer than the client's stall
+//! again after a jittered, growing wait ([`RECONNECT`]: full jitter up to 500 ms × 2^n, at most
+//! 30 s), so a fleet of watching servers does not reconnect in step after a master restart. Lines and events are bounded; a stream silent for longer than the client's stall
 //! timeout (the master sends a comment every 15 s) counts as broken.
 
 use std::time::Duration;
 
+use hummel_net::Backoff;
 use hummel_proto::api::RevisionInfo;
 use hummel_tls::ClientTls;
-use rand::RngExt;
 use reqwest::Response;
 
 use crate::SyncError;
@@ -19,20 +18,9 @@ use crate::http::{HttpClient, MasterApi};
 
 /// Longest line (and event) accepted from the stream.
 const MAX_EVENT: usize = 64 << 10;
-/// First reconnect wait's ceiling; doubles with each failure in a row ...
-const RECONNECT_BASE: Duration = Duration::from_millis(500);
-/// ... up to this.
-const RECONNECT_CAP: Duration = Duration::from_secs(30);
-
-/// A random wait before reconnecting after `failures` failures in a row: uniform in
-/// `0..=min(RECONNECT_CAP, RECONNECT_BASE × 2^failures)` ("full jitter").
-pub fn reconnect_delay(failures: u32) -> Duration {
-    let ceiling = RECONNECT_BASE
-        .saturating_mul(1u32 << failures.min(16))
-        .min(RECONNECT_CAP);
-    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(0..=ms))
-}
+/// The wait before opening the stream again, by failures in a row (and before a watching sync
+/// that failed tries again).
+pub const RECONNECT: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 
 /// One server-sent event: its `event` name and its `data` lines, joined.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -143,7 +131,7 @@ impl RevisionWatch {
                 Err(e) => {
                     self.stream = None;
                     self.failures = self.failures.saturating_add(1);
-                    let wait = reconnect_delay(self.failures);
+                    let wait = RECONNECT.delay(self.failures);
                     tracing::warn!(
                         error = %e,
                         retry_in_ms = wait.as_millis() as u64,
@@ -225,18 +213,5 @@ mod tests {
         let line = format!("data: {}\n", "y".repeat(MAX_EVENT / 2));
         assert!(p.feed(line.as_bytes()).is_ok());
         assert!(p.feed(line.as_bytes()).is_err());
-    }
-
-    #[test]
-    fn reconnect_waits_are_jittered_and_capped() {
-        for failures in [0, 1, 3, 10, 40] {
-            let ceiling = RECONNECT_BASE
-                .saturating_mul(1u32 << failures.min(16))
-                .min(RECONNECT_CAP);
-            let waits: Vec<Duration> = (0..200).map(|_| reconnect_delay(failures)).collect();
-            assert!(waits.iter().all(|w| *w <= ceiling), "{failures}: {waits:?}");
-            let distinct: std::collections::HashSet<_> = waits.iter().collect();
-            assert!(distinct.len() > 20, "{failures}: not jittered");
-        }
     }
 }

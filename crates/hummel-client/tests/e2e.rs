@@ -771,6 +771,68 @@ async fn an_unreachable_slave_is_dropped_for_every_pack() {
     assert!(r.failed_requests <= 1, "dead slave retried per pack: {r:?}");
 }
 
+/// The only mirror refuses connections for a moment (a restart): the client asks it again
+/// after a jittered backoff instead of failing the sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blip_of_the_only_mirror_is_waited_out() {
+    let h = harness(&[]).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    h.cluster.slaves.lock().unwrap().push(SlaveEndpoint {
+        id: "blip".into(),
+        url: format!("http://{addr}"),
+    });
+    let v1 = repo_v1();
+    h.cluster.publish(&v1, 1);
+    let slave = Arc::new(FakeSlave {
+        cluster: h.cluster.clone(),
+        corrupt: AtomicBool::new(false),
+        requests: AtomicU64::new(0),
+    });
+    // The master tells when the client located its packs: the mirror comes up 200 ms later,
+    // after the first request was refused; the retries (four, at least 250 ms apart) reach it.
+    let located = Arc::new(tokio::sync::Notify::new());
+    let on_locate = located.clone();
+    let master = Router::new()
+        .route("/api/v1/revision", get(m_revision))
+        .route("/api/v1/index", get(m_index))
+        .route(
+            "/api/v1/locate",
+            post(
+                move |st: State<Arc<Cluster>>, body: axum::Json<LocateRequest>| async move {
+                    let answer = m_locate(st, body).await;
+                    on_locate.notify_one();
+                    answer
+                },
+            ),
+        )
+        .route("/api/v1/client/report", post(m_report))
+        .with_state(h.cluster.clone());
+    let master_url = serve(master).await;
+    let app = Router::new()
+        .route("/blob/{hash}", get(s_blob))
+        .with_state(slave.clone());
+    tokio::spawn(async move {
+        located.notified().await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        axum::serve(listener, app).await.unwrap();
+    });
+    let dest = tempfile::tempdir().unwrap();
+    let r = done(
+        sync(&SyncOptions::new(&master_url, dest.path()))
+            .await
+            .unwrap(),
+    );
+    assert_identical(dest.path(), &v1, None);
+    assert!(
+        r.failed_requests >= 1,
+        "the mirror was never refused: {r:?}"
+    );
+    assert!(slave.requests.load(Ordering::SeqCst) > 0);
+}
+
 /// Sets the mtime of `path` to the one the fake build gives `rel`.
 fn set_index_mtime(path: &Path, rel: &str) {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(mtime_of(rel) as u64);

@@ -40,7 +40,7 @@ use std::fs::{self, File, Metadata};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use hummel_core::codec::{ChunkCompressor, DEFAULT_ZSTD_LEVEL};
@@ -98,6 +98,8 @@ pub(crate) enum BuildError {
     Master(#[from] MasterError),
     #[error("a build thread panicked")]
     Panicked,
+    #[error("stopped: the master is shutting down; the current revision stays")]
+    Stopped,
     #[error("{0}")]
     MassDelete(MassDelete),
     #[error(
@@ -286,6 +288,9 @@ pub(crate) struct BuildRun {
     pub bytes_done: AtomicU64,
     pub files_reused: AtomicU64,
     pub packs_written: AtomicU64,
+    /// Set when the master shuts down: the build stops at its next file or chunk, or before it
+    /// publishes, and publishes nothing.
+    cancelled: AtomicBool,
     outcome: Mutex<Outcome>,
 }
 
@@ -311,6 +316,7 @@ impl BuildRun {
             bytes_done: AtomicU64::new(0),
             files_reused: AtomicU64::new(0),
             packs_written: AtomicU64::new(0),
+            cancelled: AtomicBool::new(false),
             outcome: Mutex::new(Outcome {
                 state: BuildState::Running,
                 revision: None,
@@ -340,6 +346,20 @@ impl BuildRun {
             o.warnings = s.warnings.clone();
         }
         run
+    }
+
+    /// Stops the build at its next check (the master is shutting down).
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// [`BuildRun::cancel`] was called: an `Err(BuildError::Stopped)`.
+    pub(crate) fn check_cancelled(&self) -> Result<(), BuildError> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            Err(BuildError::Stopped)
+        } else {
+            Ok(())
+        }
     }
 
     pub(crate) fn state(&self) -> BuildState {
@@ -930,6 +950,7 @@ enum SinkError {
     Io(io::Error),
     Compressor(io::Error),
     WriterStopped,
+    Stopped,
 }
 
 impl From<io::Error> for SinkError {
@@ -952,6 +973,7 @@ impl ChunkSink<'_> {
     /// Reads `f` until two stats around a read agree with each other and with the bytes read.
     fn read_file(&self, f: &WalkedFile) -> Result<BuiltFile, BuildError> {
         for attempt in 1..=READ_ATTEMPTS {
+            self.run.check_cancelled()?;
             if let Some(built) = self.read_once(f)? {
                 self.run.files_done.fetch_add(1, Ordering::Relaxed);
                 return Ok(built);
@@ -987,6 +1009,9 @@ impl ChunkSink<'_> {
         // than it is read cannot keep the build reading.
         let bounded = io::Read::take(file, before.len().saturating_add(1));
         let digest = chunk_stream::<_, SinkError, _>(&self.chunker, bounded, |c| {
+            if self.run.check_cancelled().is_err() {
+                return Err(SinkError::Stopped);
+            }
             let n = c.data.len() as u64;
             read += n;
             self.run.bytes_done.fetch_add(n, Ordering::Relaxed);
@@ -1013,6 +1038,7 @@ impl ChunkSink<'_> {
             },
             SinkError::Compressor(e) => BuildError::Compressor(e),
             SinkError::WriterStopped => BuildError::WriterStopped,
+            SinkError::Stopped => BuildError::Stopped,
         })?;
         #[cfg(test)]
         read_hook::after_read(&f.abs);

@@ -263,6 +263,14 @@ impl Db {
             .map_err(self.err())
     }
 
+    /// Moves the write-ahead log into the database file and empties it (a clean stop: the
+    /// folder holds one file that is the whole database).
+    pub(crate) fn checkpoint(&self) -> Result<(), MasterError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(self.err())
+    }
+
     fn migrate(&self) -> Result<(), MasterError> {
         let version: i64 = self
             .conn

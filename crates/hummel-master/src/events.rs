@@ -19,6 +19,7 @@ use std::time::Duration;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::Master;
 
@@ -41,6 +42,8 @@ pub(crate) struct Events {
     /// The same, once its packs can be fetched from slaves (or [`ANNOUNCE_BOUND`] passed).
     announced: watch::Sender<u64>,
     subscribers: Arc<Semaphore>,
+    /// Cancelled when the master shuts down: every stream ends.
+    closed: CancellationToken,
 }
 
 impl Events {
@@ -50,7 +53,14 @@ impl Events {
             published: watch::Sender::new(current),
             announced: watch::Sender::new(current),
             subscribers: Arc::new(Semaphore::new(MAX_SUBSCRIBERS)),
+            closed: CancellationToken::new(),
         }
+    }
+
+    /// Ends every stream (the master is shutting down) and refuses new ones.
+    pub(crate) fn close(&self) {
+        self.subscribers.close();
+        self.closed.cancel();
     }
 
     /// Revision `number` is current.
@@ -108,24 +118,29 @@ pub(crate) fn stream(
     mut announced: watch::Receiver<u64>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let deadline = tokio::time::Instant::now() + STREAM_LIFETIME;
+    let closed = master.inner.events.closed.clone();
     announced.mark_changed();
     let events = futures::stream::unfold(
         (master, announced, permit),
-        move |(master, mut announced, permit)| async move {
-            tokio::select! {
-                changed = announced.changed() => changed.ok()?,
-                () = tokio::time::sleep_until(deadline) => return None,
+        move |(master, mut announced, permit)| {
+            let closed = closed.clone();
+            async move {
+                tokio::select! {
+                    changed = announced.changed() => changed.ok()?,
+                    () = tokio::time::sleep_until(deadline) => return None,
+                    () = closed.cancelled() => return None,
+                }
+                announced.borrow_and_update();
+                let info = master.revision_info();
+                let mut event = Event::default().event("revision");
+                if let Some(n) = info.revision {
+                    event = event.id(n.to_string());
+                }
+                let event = event
+                    .json_data(&info)
+                    .unwrap_or_else(|_| Event::default().comment("unencodable revision"));
+                Some((Ok(event), (master, announced, permit)))
             }
-            announced.borrow_and_update();
-            let info = master.revision_info();
-            let mut event = Event::default().event("revision");
-            if let Some(n) = info.revision {
-                event = event.id(n.to_string());
-            }
-            let event = event
-                .json_data(&info)
-                .unwrap_or_else(|_| Event::default().comment("unencodable revision"));
-            Some((Ok(event), (master, announced, permit)))
         },
     );
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))

@@ -8,7 +8,9 @@
 //! - [`config`]: [`MasterConfig`] and [`Tokens`], decided by the binary.
 //! - [`error`]: [`MasterError`], why opening or running the master failed.
 //! - `master`: [`Master`], the shared state (current revision, pack table, slaves, clients,
-//!   builds) and the operations behind every endpoint; [`run_background`].
+//!   builds) and the operations behind every endpoint; [`run_background`]; the clean stop
+//!   ([`Master::shut_down`]: the running build and repack stop and publish nothing, no round
+//!   starts; [`Master::is_idle`], [`Master::flush`] checkpoints the database).
 //! - `db`: the SQLite metadata database `DATA/hummel.db` (WAL, versioned schema).
 //! - `revision`: encoded indexes in `DATA/revisions/N.idx`, written before their row commits,
 //!   and the numbering rule (never below the UTC time as `YYYYMMDDhhmmss`).

@@ -31,6 +31,9 @@ impl Master {
     /// Starts a maintenance round on its own thread; if one is running, it runs once more after
     /// it. Never blocks on the round.
     pub fn start_maintenance(&self) {
+        if self.stopping() {
+            return;
+        }
         let maintenance = &self.inner.maintenance;
         {
             let mut state = lock(&maintenance.state);
@@ -53,10 +56,14 @@ impl Master {
     fn maintenance_loop(&self) {
         let level = self.inner.config.repack_level;
         loop {
-            if level != 0 {
+            // A shutdown lets a pass under way finish (a repack stops at its next chunk) and
+            // starts none.
+            if level != 0 && !self.stopping() {
                 self.repack_pass(level);
             }
-            self.gc_pass();
+            if !self.stopping() {
+                self.gc_pass();
+            }
             let mut state = lock(&self.inner.maintenance.state);
             if state.again {
                 state.again = false;
@@ -65,6 +72,11 @@ impl Master {
                 return;
             }
         }
+    }
+
+    /// A maintenance round runs (or is about to).
+    pub(crate) fn maintenance_running(&self) -> bool {
+        lock(&self.inner.maintenance.state).thread
     }
 
     /// How often the background task starts a round: a quarter of the grace period, between
@@ -78,6 +90,6 @@ impl Master {
 impl Master {
     /// No round runs and none is queued.
     pub(crate) fn maintenance_idle(&self) -> bool {
-        !lock(&self.inner.maintenance.state).thread
+        !self.maintenance_running()
     }
 }

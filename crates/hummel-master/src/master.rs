@@ -24,7 +24,7 @@ use std::fs;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -85,6 +85,8 @@ pub(crate) struct Inner {
     /// Incremented whenever a build starts: a repack that sees it move stops and publishes
     /// nothing.
     pub build_epoch: AtomicU64,
+    /// [`Master::shut_down`] was called: builds and maintenance stop, none starts.
+    stopping: AtomicBool,
     pub repacker: Repacker,
     pub maintenance: Maintenance,
     pub collector: Collector,
@@ -301,6 +303,7 @@ impl Master {
                 old_revision: Mutex::new(None),
                 build_options,
                 build_epoch: AtomicU64::new(0),
+                stopping: AtomicBool::new(false),
                 repacker: Repacker::default(),
                 maintenance: Maintenance::default(),
                 collector: Collector::new(),
@@ -360,6 +363,10 @@ impl Master {
         let run = Arc::new(BuildRun::new(id, started, request.allow_mass_delete));
         book.runs.insert(id, run.clone());
         book.running = Some(id);
+        if self.stopping() {
+            // Recorded as stopped at once, like one that was running.
+            run.cancel();
+        }
         // Under the builds lock: a repack checks the epoch under it before publishing.
         self.inner.build_epoch.fetch_add(1, Ordering::SeqCst);
         let master = self.clone();
@@ -379,6 +386,39 @@ impl Master {
             return Err(MasterError::Spawn(e));
         }
         Ok(id)
+    }
+
+    /// Begins a clean stop: the running build stops at its next file or chunk (or before it
+    /// publishes) and publishes nothing, so the current revision stays; a repack stops the same
+    /// way; no maintenance round starts, and a build asked for now fails at once. Returns at
+    /// once; [`Master::is_idle`] tells when the threads are done. Requests keep being answered
+    /// (the server stops taking them).
+    pub fn shut_down(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        // Event streams end now, so that they do not hold the shutdown until its deadline.
+        self.inner.events.close();
+        let book = lock(&self.inner.builds);
+        // A repack that sees the epoch move stops and publishes nothing.
+        self.inner.build_epoch.fetch_add(1, Ordering::SeqCst);
+        if let Some(run) = book.running.and_then(|id| book.runs.get(&id)) {
+            tracing::info!(build = run.id, "stopping the running build");
+            run.cancel();
+        }
+    }
+
+    /// [`Master::shut_down`] was called.
+    pub fn stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+
+    /// No build and no maintenance round (repack, collection) runs.
+    pub fn is_idle(&self) -> bool {
+        !self.build_running() && !self.maintenance_running()
+    }
+
+    /// Writes the database's write-ahead log into its file, on a clean stop. Blocking.
+    pub fn flush(&self) -> Result<(), MasterError> {
+        lock(&self.inner.db).checkpoint()
     }
 
     /// True while a build runs.
@@ -506,6 +546,8 @@ impl Master {
             }
             Preparation::Changed(p) => p,
         };
+        // The last moment a shutdown can stop it: after this it publishes in one transaction.
+        run.check_cancelled()?;
         self.publish(
             prepared.index,
             &NewRevision {

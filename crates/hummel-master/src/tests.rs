@@ -1125,6 +1125,49 @@ fn a_file_that_keeps_changing_fails_the_build_naming_it() {
     assert_eq!(master.revision_info().revision, r1);
 }
 
+/// A shutdown during a build: the build stops, publishes nothing (the revision before stays),
+/// is recorded as stopped, and no build or maintenance round starts afterwards.
+#[test]
+fn a_shutdown_stops_a_running_build_which_publishes_nothing() {
+    let fx = fixture();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let r1 = build(&master).revision;
+    assert!(r1.is_some());
+    fs::write(fx.repo.join("a/new.bin"), pseudo_random(200_000, 5)).unwrap();
+    fs::write(fx.repo.join("b.txt"), b"changed\n").unwrap();
+    let target = fs::canonicalize(fx.repo.join("a/new.bin")).unwrap();
+    let stopping = master.clone();
+    // The shutdown comes while the build is reading: after a file was read, before publishing.
+    crate::build::read_hook::on_read(target, Box::new(move || stopping.shut_down()));
+    let s = build(&master);
+    assert_eq!(s.state, BuildState::Failed, "{s:?}");
+    assert_eq!(
+        s.error.as_deref(),
+        Some("stopped: the master is shutting down; the current revision stays")
+    );
+    assert_eq!(master.revision_info().revision, r1, "nothing was published");
+    let held = current_index(&master, None);
+    assert!(held.files().all(|(p, _)| p.to_string() != "a/new.bin"));
+    assert!(master.stopping());
+    // A build asked for now stops at once; no maintenance round starts.
+    let again = build(&master);
+    assert_eq!(again.state, BuildState::Failed);
+    assert_eq!(master.revision_info().revision, r1);
+    master.start_maintenance();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !master.is_idle() {
+        assert!(Instant::now() < deadline, "the master did not become idle");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    master.flush().unwrap();
+    let wal = fx.data.join("hummel.db-wal");
+    assert_eq!(
+        fs::metadata(&wal).map(|m| m.len()).unwrap_or(0),
+        0,
+        "the log was checkpointed"
+    );
+}
+
 /// A file appended to for the whole build: the build either fails naming it or publishes a
 /// version that existed, never a torn mixture.
 #[test]

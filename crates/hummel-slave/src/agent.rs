@@ -9,9 +9,10 @@
 //!    the changes to the hashlist since the version the master acknowledged ([`HashlistLog`]);
 //!    with changes unreported, at once. While fetches are running, hashlists and changes are
 //!    coalesced to one per [`ANNOUNCE_COALESCE`]; when the queue runs empty they go out at once,
-//!    so new replicas become visible to clients quickly. Failures back off from
-//!    [`BACKOFF_FIRST`] to [`BACKOFF_MAX`]; a refused token backs off to [`REFUSED_RETRY`], and
-//!    is fatal only before the master has ever accepted us.
+//!    so new replicas become visible to clients quickly. Failures back off with full jitter
+//!    ([`MASTER_RETRY`]: ceilings from 200 ms doubling to 5 s), so slaves that lost a master
+//!    together do not all return the moment it is back; a refused token waits 15-30 s
+//!    ([`REFUSED_RETRY`]), and is fatal only before the master has ever accepted us.
 //! 3. start a scrub when one is due (a blocking task that can be cancelled between packs).
 //! 4. start fetches up to `replication_concurrency`.
 //!
@@ -35,25 +36,22 @@ use hummel_core::Hash;
 use hummel_proto::api::{Heartbeat, MAX_HASHLIST_CHANGES, SlaveDirective, SlaveHashlist};
 use hummel_store::{BlobStore, StoreError};
 
+use hummel_net::{Backoff, HttpClient, MasterApi, NetError, Retry};
+
 use crate::hashlist::HashlistLog;
 use crate::master::{MasterClient, MasterError};
 use crate::metrics::WorkerState;
 use crate::replicate::{Fetcher, Offer, ReplicationError, ReplicationQueue};
 use crate::{Slave, SlaveError};
 
-/// Connect timeout for every request.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest wait for the next bytes of an answer (a stalled source or master).
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// At most one hashlist, or heartbeat sent early for hashlist changes, per this while fetches
 /// are running.
 const ANNOUNCE_COALESCE: Duration = Duration::from_secs(1);
-/// First retry delay after a failed announce or heartbeat.
-const BACKOFF_FIRST: Duration = Duration::from_millis(200);
-/// Longest retry delay after a failed announce or heartbeat.
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Retry delays after a failed announce or heartbeat.
+const MASTER_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 /// Retry delay after the master refused the slave token (the operator may fix the master).
-const REFUSED_RETRY: Duration = Duration::from_secs(30);
+const REFUSED_RETRY: Backoff = Backoff::new(Duration::from_secs(30), Duration::from_secs(30))
+    .with_floor(Duration::from_secs(15));
 /// Heartbeat interval until the master says otherwise.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(3000);
 /// Sleep when nothing at all is scheduled.
@@ -68,15 +66,13 @@ pub async fn run(
     slave: Slave,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SlaveError> {
-    let http = slave
-        .config()
-        .tls
-        .client_builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
-        .build()
-        .map_err(SlaveError::HttpClient)?;
-    let mut agent = Agent::new(slave.clone(), http);
+    let cfg = slave.config();
+    let setup = |e: NetError| SlaveError::HttpClient(e.to_string());
+    let http = HttpClient::new(&cfg.tls)
+        .and_then(|h| h.with_token(Some(&cfg.slave_token), "slave"))
+        .map_err(setup)?;
+    let api = MasterApi::new(http.clone(), &cfg.master_url).map_err(setup)?;
+    let mut agent = Agent::new(slave.clone(), http, api);
     tracing::info!(
         slave = %slave.id(),
         master = %slave.config().master_url,
@@ -109,8 +105,8 @@ struct Announce {
     last: Option<Instant>,
     /// No announce, nor early heartbeat, before this (after a failure).
     retry_at: Option<Instant>,
-    /// The next failure's delay.
-    backoff: Duration,
+    /// Failures since the master last answered.
+    retry: Retry,
     /// The master knows us (since the last `unknown_slave`).
     registered: bool,
     /// The master has accepted a hashlist at least once.
@@ -206,13 +202,9 @@ fn short_list(packs: &[Hash]) -> String {
 }
 
 impl Agent {
-    fn new(slave: Slave, http: reqwest::Client) -> Agent {
+    fn new(slave: Slave, http: HttpClient, api: MasterApi) -> Agent {
         let cfg = slave.config();
-        let master = MasterClient::new(
-            http.clone(),
-            cfg.master_url.clone(),
-            cfg.slave_token.clone(),
-        );
+        let master = MasterClient::new(api);
         let next_scrub = cfg.scrub_interval.map(|d| Instant::now() + d);
         Agent {
             fetcher: Fetcher {
@@ -228,7 +220,7 @@ impl Agent {
                 full: true,
                 last: None,
                 retry_at: None,
-                backoff: BACKOFF_FIRST,
+                retry: Retry::new(MASTER_RETRY),
                 registered: false,
                 ever: false,
             },
@@ -410,7 +402,7 @@ impl Agent {
                 a.full = false;
                 a.last = Some(now);
                 a.retry_at = None;
-                a.backoff = BACKOFF_FIRST;
+                a.retry.succeeded();
                 a.ever = true;
                 if !a.registered {
                     a.registered = true;
@@ -454,11 +446,9 @@ impl Agent {
             e,
             MasterError::Refused { .. } | MasterError::ReadToken { .. }
         ) {
-            REFUSED_RETRY
+            REFUSED_RETRY.delay(0)
         } else {
-            let d = a.backoff;
-            a.backoff = (a.backoff * 2).min(BACKOFF_MAX);
-            d
+            a.retry.failed()
         };
         a.retry_at = Some(Instant::now() + delay);
     }
@@ -520,7 +510,7 @@ impl Agent {
                 }
                 let a = &mut self.announce;
                 a.retry_at = None;
-                a.backoff = BACKOFF_FIRST;
+                a.retry.succeeded();
                 if let Some(sent) = &body.hashlist {
                     if self.hashlist.answered(sent, directive.hashlist) {
                         if sent.seq != sent.base {

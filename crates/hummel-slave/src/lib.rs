@@ -14,10 +14,13 @@
 //!   once a second while busy); the complete hashlist goes again only when the master asks.
 //! - `hashlist`: the version of the hashlist the master acknowledged and the changes since
 //!   (plain data): what the heartbeats report, and when only a complete hashlist will do.
-//! - `master`: the typed HTTP client for the two slave → master endpoints.
+//! - `master`: the two slave → master calls through [`hummel_net::MasterApi`] (the shared HTTP
+//!   client with the slave token), and what each failure means to the slave.
 //! - `replicate`: the replication queue (plain data: what to fetch next, quota, retry delays) and
 //!   the fetcher, which streams `GET {source}/blob/{hash}` into a store temp file and commits it
-//!   only if it hashes to its name. A pack under its final name has always verified.
+//!   only if it hashes to its name. A pack under its final name has always verified. Every
+//!   retry (announce, heartbeat, a pack that failed) waits [`hummel_net::Backoff`]'s jittered
+//!   delays.
 //! - [`Slave::router`] (`api`): the data plane `GET|HEAD /blob/{hash}` from
 //!   [`hummel_store::http`], guarded by the read token if one is set, plus `GET /health` and
 //!   `GET /metrics` (Prometheus text; guarded by the metrics or read token if either is set).
@@ -26,7 +29,8 @@
 //!   then stops with the master's reason.
 //!
 //! The slave never changes the index, never prints and never exits the process: the binary owns
-//! binding, logging and shutdown, and turns a [`SlaveError`] into one line.
+//! binding, logging and shutdown (the worker stops when [`run`]'s shutdown future completes,
+//! dropping fetches under way with their temp files), and turns a [`SlaveError`] into one line.
 
 mod agent;
 mod api;
@@ -70,9 +74,10 @@ pub enum SlaveError {
     /// The pack store could not be opened.
     #[error("pack store: {0}")]
     Store(#[from] StoreError),
-    /// The HTTP client could not be built.
-    #[error("HTTP client: {0}")]
-    HttpClient(#[source] reqwest::Error),
+    /// The HTTP client could not be built (or the master URL or slave token cannot be used
+    /// in a request).
+    #[error("{0}")]
+    HttpClient(String),
     /// The master answered the first announce with 401/403.
     #[error("master refused the slave token (HTTP {status} from {url})")]
     TokenRefused {

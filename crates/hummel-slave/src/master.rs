@@ -1,20 +1,11 @@
 //! [`MasterClient`]: the slave's two calls to the master, `POST /slave/hashlist` and
-//! `POST /slave/heartbeat`, each answered with a [`SlaveDirective`].
+//! `POST /slave/heartbeat`, each answered with a [`SlaveDirective`], through
+//! [`hummel_net::MasterApi`] (its timeouts, body cap and error decoder); here only what each
+//! failure means to the slave.
 
-use std::time::Duration;
-
-use futures::StreamExt;
+use hummel_net::{MasterApi, NetError};
+use hummel_proto::api::{Heartbeat, SlaveDirective, SlaveHashlist};
 use reqwest::StatusCode;
-use serde::Serialize;
-
-use hummel_proto::ApiErrorBody;
-use hummel_proto::api::{
-    Heartbeat, MAX_JSON_BODY, SLAVE_HASHLIST, SLAVE_HEARTBEAT, SlaveDirective, SlaveHashlist,
-};
-use hummel_proto::auth::TOKEN_HEADER;
-
-/// Longest a single request to the master may take, body included.
-const MASTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A request to the master that did not produce a directive.
 #[derive(Debug, thiserror::Error)]
@@ -47,124 +38,69 @@ pub(crate) enum MasterError {
     BadAnswer { url: String, message: String },
 }
 
-/// A request's failure for the log: what is wrong with the server's certificate when that was
-/// it (reqwest's own text does not say), else reqwest's text.
+/// A request's failure for the log, in one short line (what is wrong with the server's
+/// certificate when that was it).
 pub(crate) fn why(e: &reqwest::Error) -> String {
-    hummel_tls::certificate_problem(e).unwrap_or_else(|| e.to_string())
+    hummel_net::describe(e)
 }
 
 /// Talks to one master with the slave token.
 #[derive(Clone, Debug)]
 pub(crate) struct MasterClient {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+    api: MasterApi,
 }
 
 impl MasterClient {
-    pub(crate) fn new(http: reqwest::Client, base: String, token: String) -> Self {
-        MasterClient { http, base, token }
+    pub(crate) fn new(api: MasterApi) -> Self {
+        MasterClient { api }
     }
 
     pub(crate) async fn hashlist(
         &self,
         body: &SlaveHashlist,
     ) -> Result<SlaveDirective, MasterError> {
-        self.post(SLAVE_HASHLIST, body).await
+        let r = self.api.slave_hashlist(body).await;
+        r.map_err(|e| self.error(e, false))
     }
 
     pub(crate) async fn heartbeat(&self, body: &Heartbeat) -> Result<SlaveDirective, MasterError> {
-        self.post(SLAVE_HEARTBEAT, body).await
+        let r = self.api.slave_heartbeat(body).await;
+        r.map_err(|e| self.error(e, true))
     }
 
-    async fn post<B: Serialize>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<SlaveDirective, MasterError> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .post(&url)
-            .header(TOKEN_HEADER, &self.token)
-            .timeout(MASTER_REQUEST_TIMEOUT)
-            .json(body)
-            .send()
-            .await
-            .map_err(|source| MasterError::Unreachable {
-                url: url.clone(),
-                source: source.without_url(),
-            })?;
-        let status = resp.status();
-        let bytes = read_limited(resp, MAX_JSON_BODY)
-            .await
-            .map_err(|e| match e {
-                ReadError::Http(source) => MasterError::Unreachable {
-                    url: url.clone(),
-                    source: source.without_url(),
+    /// What a failed call means to the slave. A heartbeat's 404 always means the master does
+    /// not know this slave (masters before the error codes sent no body).
+    fn error(&self, e: NetError, heartbeat: bool) -> MasterError {
+        let url = self.api.base().to_string();
+        match e {
+            NetError::Transport { source, .. } => MasterError::Unreachable { url, source },
+            NetError::Status { error, .. } => match error.status {
+                StatusCode::FORBIDDEN if error.is("read_token_mismatch") => {
+                    MasterError::ReadToken {
+                        url,
+                        message: error.message,
+                    }
+                }
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => MasterError::Refused {
+                    status: error.status.as_u16(),
+                    url,
                 },
-                ReadError::TooLarge => MasterError::BadAnswer {
-                    url: url.clone(),
-                    message: format!("body larger than {MAX_JSON_BODY} bytes"),
+                StatusCode::NOT_FOUND if heartbeat || error.is("unknown_slave") => {
+                    MasterError::UnknownSlave { url }
+                }
+                status => MasterError::Status {
+                    status: status.as_u16(),
+                    url,
+                    message: error.message,
                 },
-            })?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| MasterError::BadAnswer {
+            },
+            e @ (NetError::TooLong { .. }
+            | NetError::BadAnswer { .. }
+            | NetError::BadUrl { .. }
+            | NetError::Setup(_)) => MasterError::BadAnswer {
                 url,
                 message: e.to_string(),
-            });
-        }
-        let api: Option<ApiErrorBody> = serde_json::from_slice(&bytes).ok();
-        match status {
-            StatusCode::FORBIDDEN
-                if api
-                    .as_ref()
-                    .is_some_and(|a| a.code == "read_token_mismatch") =>
-            {
-                Err(MasterError::ReadToken {
-                    url,
-                    message: api.map(|a| a.message).unwrap_or_default(),
-                })
-            }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(MasterError::Refused {
-                status: status.as_u16(),
-                url,
-            }),
-            StatusCode::NOT_FOUND
-                if path == SLAVE_HEARTBEAT
-                    || api.as_ref().is_some_and(|a| a.code == "unknown_slave") =>
-            {
-                Err(MasterError::UnknownSlave { url })
-            }
-            _ => Err(MasterError::Status {
-                status: status.as_u16(),
-                url,
-                message: api.map(|a| a.message).unwrap_or_else(|| {
-                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
-                }),
-            }),
+            },
         }
     }
-}
-
-pub(crate) enum ReadError {
-    Http(reqwest::Error),
-    TooLarge,
-}
-
-/// Reads a response body, refusing more than `limit` bytes.
-async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, ReadError> {
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(ReadError::TooLarge);
-    }
-    let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(ReadError::Http)?;
-        if out.len() + chunk.len() > limit {
-            return Err(ReadError::TooLarge);
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
 }

@@ -4,8 +4,8 @@
 //! A fetch streams `GET {source}/blob/{hash}` into a temp file inside the store, refuses bodies
 //! larger than the assigned size, and publishes the pack only through
 //! [`hummel_store::BlobStore::commit`], which hashes, fsyncs and renames. Sources are tried in order; a
-//! pack that fails from all of them waits a growing delay before it is taken again from a later
-//! directive. The queue reserves the size of every pack in flight against the quota, so
+//! pack that fails from all of them waits a growing, jittered delay ([`RETRY`]) before it is
+//! taken again from a later directive. The queue reserves the size of every pack in flight against the quota, so
 //! `used + in flight` never exceeds it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -17,14 +17,16 @@ use reqwest::StatusCode;
 use tokio::io::AsyncWriteExt;
 
 use hummel_core::Hash;
-use hummel_proto::api::{Assignment, blob_path};
-use hummel_proto::auth::TOKEN_HEADER;
+use hummel_net::Backoff;
+use hummel_proto::api::Assignment;
 use hummel_store::StoreError;
 
 /// First delay before a pack that failed from every source is tried again.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
-/// Longest such delay.
-const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Delays before a pack that failed from every source is offered again: full jitter under
+/// ceilings from [`RETRY_FIRST`] doubling to 60 s, so slaves that failed on the same source
+/// together do not return to it together.
+const RETRY: Backoff = Backoff::new(RETRY_FIRST, Duration::from_secs(60));
 
 /// What [`ReplicationQueue::offer`] did with an assignment.
 #[derive(Debug, PartialEq, Eq)]
@@ -123,9 +125,7 @@ impl ReplicationQueue {
             self.quota_logged.remove(pack);
         } else {
             let n = self.failures.get(pack).map_or(0, |(n, _)| *n) + 1;
-            let delay = RETRY_FIRST
-                .saturating_mul(1 << (n - 1).min(6))
-                .min(RETRY_MAX);
+            let delay = RETRY.delay(n - 1);
             self.failures.insert(*pack, (n, now + delay));
         }
     }
@@ -160,6 +160,9 @@ pub(crate) enum SourceError {
     /// No answer or a broken body.
     #[error("request failed: {}", crate::master::why(.0))]
     Http(#[source] reqwest::Error),
+    /// The source's URL cannot be used.
+    #[error("{0}")]
+    BadUrl(String),
     /// A non-200 answer.
     #[error("HTTP {0}")]
     Status(u16),
@@ -218,7 +221,8 @@ impl Drop for TempGuard {
 /// Fetches packs into the store over the data plane.
 #[derive(Clone, Debug)]
 pub(crate) struct Fetcher {
-    pub(crate) http: reqwest::Client,
+    /// The shared client, with the slave token.
+    pub(crate) http: hummel_net::HttpClient,
     pub(crate) slave: crate::Slave,
 }
 
@@ -256,11 +260,10 @@ impl Fetcher {
     }
 
     async fn fetch_from(&self, source: &str, a: &Assignment) -> Result<u64, SourceError> {
-        let url = format!("{}{}", source.trim_end_matches('/'), blob_path(&a.pack));
         let resp = self
             .http
-            .get(&url)
-            .header(TOKEN_HEADER, &self.slave.config().slave_token)
+            .blob(source, &a.pack)
+            .map_err(|e| SourceError::BadUrl(e.to_string()))?
             .send()
             .await
             .map_err(|e| SourceError::Http(e.without_url()))?;

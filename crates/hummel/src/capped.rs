@@ -34,6 +34,28 @@ impl<L> Capped<L> {
             saturated: false,
         }
     }
+
+    /// Counts this listener's open connections, also after it was handed to the server.
+    pub fn gauge(&self) -> OpenConnections {
+        OpenConnections {
+            permits: self.permits.clone(),
+            max: self.max,
+        }
+    }
+}
+
+/// The connections a [`Capped`] listener holds open now (what a shutdown waits for).
+#[derive(Clone, Debug)]
+pub struct OpenConnections {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl OpenConnections {
+    /// Connections open now.
+    pub fn count(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
+    }
 }
 
 impl<L> axum::serve::Listener for Capped<L>
@@ -137,6 +159,8 @@ mod tests {
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let mut capped = Capped::new(tcp, 2);
+        let open = capped.gauge();
+        assert_eq!(open.count(), 0);
         let mut clients = Vec::new();
         for _ in 0..3 {
             clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
@@ -146,10 +170,13 @@ mod tests {
         // The third is connected (the kernel's backlog) but not accepted while two are open.
         let third = tokio::time::timeout(std::time::Duration::from_millis(200), capped.accept());
         assert!(third.await.is_err(), "a third connection was accepted");
+        assert_eq!(open.count(), 2);
         drop(a);
         let (mut c, _) = tokio::time::timeout(std::time::Duration::from_secs(5), capped.accept())
             .await
             .expect("the third connection once the first closed");
         c.write_all(b"x").await.unwrap();
+        drop((c, _b));
+        assert_eq!(open.count(), 0);
     }
 }

@@ -10,9 +10,10 @@ use anyhow::{Context, Result, bail};
 use axum::serve::ListenerExt;
 use hummel_tls::{ClientTls, ServerTls, TlsListener};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tracing_subscriber::EnvFilter;
 
-use crate::capped::Capped;
+use crate::capped::{Capped, OpenConnections};
 use crate::cli::{Cli, ClientTlsArgs, Command, ServerTlsArgs};
 
 /// Parses `500M`, `20G`, `1.5T`, `4096`, `64k`, `10MiB` (powers of 1024).
@@ -165,59 +166,71 @@ pub async fn listen(
     Ok((listener, url))
 }
 
-/// Serves `router` on `listener`, at most `max_connections` connections at once, until
-/// `shutdown` completes, then lets the requests in flight finish (axum's graceful shutdown).
-/// Handlers see the peer as `ConnectInfo<SocketAddr>`.
-pub async fn serve(
+/// Serves `router` on `listener` in a task of its own, at most `max_connections` connections
+/// at once, until `shutdown` completes; then it takes no new connection and lets the requests
+/// in flight finish (axum's graceful shutdown), and the task ends. Handlers see the peer as
+/// `ConnectInfo<SocketAddr>`. Also returns the count of open connections.
+pub fn serve(
     listener: Listener,
     max_connections: u32,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> (JoinHandle<std::io::Result<()>>, OpenConnections) {
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
     let max = max_connections as usize;
     // axum provides `ConnectInfo<SocketAddr>` for a tapped listener of any kind, not for ours
     // as they are; the tap does nothing else.
     match listener {
         Listener::Plain(tcp) => {
-            axum::serve(Capped::new(tcp, max).tap_io(|_| {}), app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            let capped = Capped::new(tcp, max);
+            let open = capped.gauge();
+            let server = axum::serve(capped.tap_io(|_| {}), app).with_graceful_shutdown(shutdown);
+            (tokio::spawn(server.into_future()), open)
         }
         Listener::Tls(tls) => {
-            axum::serve(Capped::new(tls, max).tap_io(|_| {}), app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            let capped = Capped::new(tls, max);
+            let open = capped.gauge();
+            let server = axum::serve(capped.tap_io(|_| {}), app).with_graceful_shutdown(shutdown);
+            (tokio::spawn(server.into_future()), open)
         }
     }
 }
 
-/// Sends a request to a master; a 429 or 503 answer with a `Retry-After` of at most 10 s (the
-/// master's rate per address, or the requests it takes at once) is sent again after that wait,
-/// three times at most. Anything else is returned as it is.
-pub async fn send_patiently(rb: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Response> {
-    let mut rb = rb;
-    for _ in 0..3 {
-        let again = rb.try_clone();
-        let resp = rb.send().await?;
-        let busy = matches!(
-            resp.status(),
-            reqwest::StatusCode::TOO_MANY_REQUESTS | reqwest::StatusCode::SERVICE_UNAVAILABLE
-        );
-        let wait = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-            .filter(|s| *s <= 10);
-        match (busy, wait, again) {
-            (true, Some(secs), Some(next)) => {
-                tokio::time::sleep(Duration::from_secs(secs)).await;
-                rb = next;
-            }
-            _ => return Ok(resp),
+/// How long a server (`serve`, `master`, `slave`) may take to stop after SIGTERM or SIGINT
+/// (Ctrl-C): requests in flight finish, background work stops, state is flushed. Then it
+/// exits anyway.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs `stop`, the rest of a clean stop that a signal began, for at most
+/// [`SHUTDOWN_DEADLINE`]. Past the deadline, or at a second signal, it gives up with one line
+/// saying so and how many connections it cut off; the caller then exits (non-zero).
+pub async fn stop_within<T>(
+    what: &str,
+    open: &OpenConnections,
+    stop: impl Future<Output = T>,
+) -> Result<T> {
+    let started = std::time::Instant::now();
+    tracing::info!(
+        open = open.count(),
+        deadline = ?SHUTDOWN_DEADLINE,
+        "{what}: taking no new connections; finishing the requests in flight"
+    );
+    tokio::select! {
+        done = stop => {
+            tracing::info!(took = ?started.elapsed(), "{what} stopped cleanly");
+            Ok(done)
         }
+        () = tokio::time::sleep(SHUTDOWN_DEADLINE) => bail!(
+            "{what}: the shutdown deadline of {} s passed with {} connection(s) still open; \
+             stopped without waiting for them",
+            SHUTDOWN_DEADLINE.as_secs(),
+            open.count()
+        ),
+        () = shutdown_signal() => bail!(
+            "{what}: a second signal; stopped at once, {} connection(s) cut off",
+            open.count()
+        ),
     }
-    rb.send().await
 }
 
 /// `http://host:port` without a trailing slash; refuses anything but http(s) URLs.
@@ -229,7 +242,8 @@ pub fn normalize_url(url: &str) -> Result<String> {
     Ok(u.to_string())
 }
 
-/// Resolves when the process gets SIGINT or SIGTERM.
+/// Resolves when the process gets SIGINT or SIGTERM (on Windows: Ctrl-C, Ctrl-Break, or its
+/// console closing).
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -243,7 +257,20 @@ pub async fn shutdown_signal() {
             Err(_) => std::future::pending::<()>().await,
         }
     };
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    let term = async {
+        use tokio::signal::windows;
+        match (windows::ctrl_break(), windows::ctrl_close()) {
+            (Ok(mut brk), Ok(mut close)) => {
+                tokio::select! {
+                    _ = brk.recv() => {},
+                    _ = close.recv() => {},
+                }
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(any(unix, windows)))]
     let term = std::future::pending::<()>();
     tokio::select! {
         _ = ctrl_c => {},

@@ -3,13 +3,19 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use hummel_proto::api::{BUILD, BUILDS, BuildStarted, BuildState, BuildStatus};
-use hummel_proto::auth::TOKEN_HEADER;
+use anyhow::{Result, bail};
+use hummel_net::{Backoff, Retry};
+use hummel_proto::api::{BuildState, BuildStatus};
 
-use super::{api_error, http, no_answer};
+use super::{master_api, master_error};
 use crate::cli::BuildArgs;
-use crate::util::{client_tls, human_bytes, normalize_url, require_token, send_patiently};
+use crate::util::{client_tls, human_bytes, normalize_url, require_token};
+
+/// `--wait` asks a master it lost again after these delays (jittered; ceilings 100 ms doubling
+/// to 2 s) ...
+const LOST_MASTER: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+/// ... this many times in a row (17 s in all at most, half that on average) before it gives up.
+const LOST_RETRIES: u32 = 12;
 
 /// `hummel build --master URL [--wait] [--allow-mass-delete]`.
 pub async fn build(args: BuildArgs) -> Result<ExitCode> {
@@ -20,27 +26,11 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
         "HUMMEL_WRITE_TOKEN",
         "--write-token",
     )?;
-    let client = http(&client_tls(&args.trust)?)?;
-    // The query of `hummel_proto::api::BuildQuery`.
-    let query = if args.allow_mass_delete {
-        "?allow_mass_delete=true"
-    } else {
-        ""
-    };
-    let resp = send_patiently(
-        client
-            .post(format!("{master}{BUILD}{query}"))
-            .header(TOKEN_HEADER, &token),
-    )
-    .await
-    .map_err(|e| no_answer(&master, e))?;
-    if !resp.status().is_success() {
-        return Err(api_error("build", resp).await);
-    }
-    let started: BuildStarted = resp
-        .json()
+    let api = master_api(&master, &client_tls(&args.trust)?, Some(&token), "write")?;
+    let started = api
+        .build(args.allow_mass_delete)
         .await
-        .context("build: unreadable answer from the master")?;
+        .map_err(|e| master_error(&master, e))?;
     if !args.wait {
         if args.json {
             println!("{}", serde_json::to_string(&started)?);
@@ -49,32 +39,27 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let url = format!("{master}{BUILDS}/{}", started.build_id);
-    let mut failures = 0;
-    // Short first, then backing off to 200 ms: a rebuild with nothing changed takes
-    // milliseconds, and a long build should not be polled in a tight loop.
+    // Lost contact is asked again with the shared backoff, [`LOST_RETRIES`] times in a row.
+    let mut lost = Retry::new(LOST_MASTER);
+    // Polling (not a retry): short first, then backing off to 200 ms: a rebuild with nothing
+    // changed takes milliseconds, and a long build should not be polled in a tight loop.
     let mut pause = Duration::from_millis(5);
     let status: BuildStatus = loop {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(200));
-        let resp = match send_patiently(client.get(&url).header(TOKEN_HEADER, &token)).await {
-            Ok(r) => r,
-            Err(e) => {
-                failures += 1;
-                if failures > 20 {
-                    return Err(no_answer(&master, e)
+        let st = match api.build_status(started.build_id).await {
+            Ok(st) => st,
+            Err(e) if e.is_transport() => {
+                if lost.failures() >= LOST_RETRIES {
+                    return Err(master_error(&master, e)
                         .context("lost the master while waiting for the build"));
                 }
+                tokio::time::sleep(lost.failed()).await;
                 continue;
             }
+            Err(e) => return Err(master_error(&master, e)),
         };
-        if !resp.status().is_success() {
-            return Err(api_error("build status", resp).await);
-        }
-        let st: BuildStatus = resp
-            .json()
-            .await
-            .context("build status: unreadable answer")?;
+        lost.succeeded();
         if st.state != BuildState::Running {
             break st;
         }

@@ -9,7 +9,7 @@ mod sync;
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
-use hummel_proto::ApiErrorBody;
+use hummel_net::{HttpClient, MasterApi, NetError};
 use hummel_tls::ClientTls;
 
 use crate::cli::{Cli, Command};
@@ -27,39 +27,38 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// An HTTP client for the short admin calls (build, status).
-pub(crate) fn http(tls: &ClientTls) -> Result<reqwest::Client> {
-    Ok(tls
-        .client_builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(30))
-        .build()?)
+/// The master's API for the admin commands (build, status), sending `token` (named `name` in
+/// errors) if given.
+pub(crate) fn master_api(
+    master: &str,
+    tls: &ClientTls,
+    token: Option<&str>,
+    name: &str,
+) -> Result<MasterApi> {
+    let http = HttpClient::new(tls)?.with_token(token, name)?;
+    Ok(MasterApi::new(http, master)?)
 }
 
-/// A request to the master that got no answer, as one line: what is wrong with its certificate
-/// if that was it, else reqwest's causes.
-pub(crate) fn no_answer(master: &str, e: reqwest::Error) -> anyhow::Error {
-    match hummel_tls::certificate_problem(&e) {
-        Some(problem) => anyhow!("master {master}: {problem}"),
-        None => anyhow::Error::new(e).context(format!("master {master}")),
-    }
-}
-
-/// Turns a non-2xx response into a one-line error, using the API's `{code, message}` body.
-pub(crate) async fn api_error(what: &str, resp: reqwest::Response) -> anyhow::Error {
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    let detail = match serde_json::from_str::<ApiErrorBody>(&text) {
-        Ok(b) => b.message,
-        Err(_) => text
-            .chars()
-            .take(200)
-            .collect::<String>()
-            .replace('\n', " "),
-    };
-    match status.as_u16() {
-        401 => anyhow!("{what}: the master wants a token ({detail})"),
-        403 => anyhow!("{what}: the master refused the token ({detail})"),
-        _ => anyhow!("{what}: HTTP {status}: {detail}"),
+/// A failed call to the master as one line: what is wrong with its certificate or connection,
+/// or what the master answered (the API's message; who wants which token).
+pub(crate) fn master_error(master: &str, e: NetError) -> anyhow::Error {
+    match e {
+        NetError::Transport { source, .. } => match hummel_tls::certificate_problem(&source) {
+            Some(problem) => anyhow!("master {master}: {problem}"),
+            None => anyhow::Error::new(source).context(format!("master {master}")),
+        },
+        NetError::Status { what, error } => {
+            let detail = error.detail();
+            match error.status.as_u16() {
+                401 => anyhow!("{what}: the master wants a token ({detail})"),
+                403 => anyhow!("{what}: the master refused the token ({detail})"),
+                _ if error.message.is_empty() => anyhow!("{what}: HTTP {}", error.status),
+                _ => anyhow!("{what}: HTTP {}: {detail}", error.status),
+            }
+        }
+        e @ (NetError::TooLong { .. } | NetError::BadAnswer { .. }) => {
+            anyhow!("{e}").context(format!("unreadable answer from the master {master}"))
+        }
+        e => anyhow!("master {master}: {e}"),
     }
 }

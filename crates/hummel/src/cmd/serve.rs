@@ -15,7 +15,7 @@ use crate::cli::{EdgeLimits, MasterArgs, RepoWatch, ServeArgs, ServerTokens};
 use crate::datadir;
 use crate::util::{
     listen, normalize_url, optional_token, resolve_token, serve as serve_http, server_tls,
-    shutdown_signal,
+    shutdown_signal, stop_within,
 };
 
 fn check_repo(repo: &Path) -> Result<PathBuf> {
@@ -150,20 +150,45 @@ async fn run_master(
         master.clone(),
         cancel.clone().cancelled_owned(),
     ));
-    let stop = cancel.clone();
-    serve_http(
+    let (mut server, open) = serve_http(
         listener,
         edge.max_connections,
         master.router(),
-        async move {
-            shutdown_signal().await;
-            stop.cancel();
-        },
-    )
-    .await
-    .context("server failed")?;
+        cancel.clone().cancelled_owned(),
+    );
+    let failed = tokio::select! {
+        () = shutdown_signal() => None,
+        ended = &mut server => Some(ended),
+    };
+    let unexpected = failed.is_some();
+    // A clean stop: no new connections, requests in flight finish, the background loop ends,
+    // a running build or repack stops and publishes nothing, the database is checkpointed.
     cancel.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), background).await;
+    master.shut_down();
+    let stop = async {
+        let served = match failed {
+            Some(ended) => ended,
+            None => server.await,
+        };
+        let _ = background.await;
+        while !master.is_idle() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let m = master.clone();
+        match tokio::task::spawn_blocking(move || m.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not checkpoint the database"),
+            Err(e) => tracing::warn!(error = %e, "checkpointing the database failed"),
+        }
+        served
+    };
+    let served = stop_within(what, &open, stop).await?;
+    served
+        .context("server task failed")?
+        .context("server failed")?;
+    if unexpected {
+        bail!("the server stopped unexpectedly");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -10,7 +10,7 @@ use crate::cli::SlaveArgs;
 use crate::datadir;
 use crate::util::{
     client_tls, listen, normalize_url, optional_token, require_token, serve, server_tls,
-    shutdown_signal,
+    shutdown_signal, stop_within,
 };
 
 /// `hummel slave --master URL --data DIR`.
@@ -61,20 +61,32 @@ pub async fn slave(args: SlaveArgs) -> Result<ExitCode> {
     slave.set_advertise_url(advertise);
 
     let cancel = CancellationToken::new();
-    let stop = cancel.clone();
-    let server = tokio::spawn(serve(
+    let (server, open) = serve(
         listener,
         args.edge.max_connections,
         slave.router(),
-        stop.cancelled_owned(),
-    ));
+        cancel.clone().cancelled_owned(),
+    );
+    // The worker (announces, heartbeats, replication, scrub) stops when `cancel` fires: fetches
+    // under way are dropped with their temp files, so only verified packs stay in the store.
     let worker = hummel_slave::run(slave.clone(), cancel.clone().cancelled_owned());
-    let result = tokio::select! {
-        r = worker => r.map_err(anyhow::Error::from),
-        _ = shutdown_signal() => Ok(()),
+    tokio::pin!(worker);
+    let mut result = tokio::select! {
+        r = &mut worker => Some(r.map_err(anyhow::Error::from)),
+        () = shutdown_signal() => None,
     };
+    // A clean stop: no new connections, downloads in flight finish (within the deadline).
     cancel.cancel();
-    let _ = server.await;
-    result.context("slave stopped")?;
+    let stop = async {
+        if result.is_none() {
+            result = Some(worker.await.map_err(anyhow::Error::from));
+        }
+        server.await
+    };
+    let served = stop_within("slave", &open, stop).await?;
+    result.unwrap_or(Ok(())).context("slave stopped")?;
+    served
+        .context("server task failed")?
+        .context("server failed")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -3,31 +3,23 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use hummel_proto::api::{ReplicatingStatus, STATUS, StatusResponse};
-use hummel_proto::auth::TOKEN_HEADER;
+use anyhow::Result;
+use hummel_proto::api::ReplicatingStatus;
 
-use super::{api_error, http, no_answer};
+use super::{master_api, master_error};
 use crate::cli::StatusArgs;
-use crate::util::{client_tls, human_bytes, normalize_url, send_patiently};
+use crate::util::{client_tls, human_bytes, normalize_url};
 
 /// `hummel status --master URL [--json]`.
 pub async fn status(args: StatusArgs) -> Result<ExitCode> {
     let master = normalize_url(&args.master)?;
-    let mut req = http(&client_tls(&args.trust)?)?.get(format!("{master}{STATUS}"));
-    if let Some(t) = &args.read_token {
-        req = req.header(TOKEN_HEADER, t);
-    }
-    let resp = send_patiently(req)
-        .await
-        .map_err(|e| no_answer(&master, e))?;
-    if !resp.status().is_success() {
-        return Err(api_error("status", resp).await);
-    }
-    let st: StatusResponse = resp
-        .json()
-        .await
-        .context("status: unreadable answer from the master")?;
+    let api = master_api(
+        &master,
+        &client_tls(&args.trust)?,
+        args.read_token.as_deref(),
+        "read",
+    )?;
+    let st = api.status().await.map_err(|e| master_error(&master, e))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
         return Ok(ExitCode::SUCCESS);

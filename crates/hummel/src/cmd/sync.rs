@@ -90,7 +90,7 @@ async fn watch(args: &SyncArgs, opts: SyncOptions) -> Result<ExitCode> {
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let wait = hummel_client::watch::reconnect_delay(failures + 2);
+                let wait = hummel_client::watch::RECONNECT.delay(failures + 2);
                 eprintln!(
                     "error: {e}; trying again at the next revision or in {} s",
                     wait.as_secs()

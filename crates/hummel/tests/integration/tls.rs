@@ -35,22 +35,6 @@ fn wait_revision(url: &str, ca: &Path) {
     });
 }
 
-/// SIGTERM, then waits for the process to exit; its exit status.
-fn terminate(p: &mut Proc) -> std::process::ExitStatus {
-    let mut child = p.child.take().expect("running");
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let mut status = None;
-    wait_for(&format!("{} to stop", p.name), || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    status.unwrap()
-}
-
 /// A sync command for `url` into `dest`, with no CA of its own.
 fn sync_cmd(url: &str, dest: &Path) -> Command {
     let mut cmd = hummel();

@@ -562,6 +562,22 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     }
 }
 
+/// SIGTERM, then waits for the process to exit; its exit status.
+pub fn terminate(p: &mut Proc) -> std::process::ExitStatus {
+    let mut child = p.child.take().expect("running");
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut status = None;
+    wait_for(&format!("{} to stop", p.name), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
+
 /// Waits for a condition (30 s at most).
 pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();

@@ -118,6 +118,17 @@ fn a_watching_client_applies_each_new_revision_and_runs_its_command_once() {
     );
     assert_eq!(fs::read_to_string(&ran).unwrap(), format!("{revision}\n"));
 
+    // A subscriber does not hold the master's shutdown: its stream ends at once.
+    let mut c = c;
+    let stopping = Instant::now();
+    let status = terminate(&mut c.master);
+    assert!(status.success(), "{status}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "the master took {:?} to stop with a subscriber",
+        stopping.elapsed()
+    );
+
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -1,0 +1,385 @@
+//! [`MasterApi`]: the master's endpoints as typed calls. Paths, queries, headers and bodies come
+//! from `hummel_proto`; callers pass and get its types.
+
+use std::time::Duration;
+
+use reqwest::{RequestBuilder, Response, StatusCode, Url};
+use serde::de::DeserializeOwned;
+
+use hummel_core::{Hash, RelPath};
+use hummel_proto::api::{
+    self, BuildStarted, BuildStatus, ClientReport, Heartbeat, LocateRequest, LocateResponse,
+    RevisionInfo, SlaveDirective, SlaveHashlist, StatusResponse,
+};
+
+use crate::error::one_line;
+use crate::{
+    CALL_TIMEOUT, HttpClient, MAX_INDEX_RESPONSE, MAX_JSON_RESPONSE, NetError, backoff,
+    decode_error, join, normalise_url, read_capped, retry_after,
+};
+
+/// A master that answers 429 or 503 with `Retry-After` (its limits: a rate per address, the
+/// requests it takes at once) is asked again after that wait (plus jitter), this many times at
+/// most...
+pub const BUSY_RETRIES: u32 = 3;
+/// ... when the wait is this long at most.
+pub const BUSY_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Deadline of the client's report: best effort, so a busy master must not hold a finished
+/// sync.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The master's HTTP API, for whoever holds `http`'s token.
+#[derive(Clone, Debug)]
+pub struct MasterApi {
+    http: HttpClient,
+    base: String,
+}
+
+/// An answer of `GET /api/v1/index`: the encoded index or delta (not decoded yet) and the
+/// identity of the revision it was cut from, as the master's headers name it.
+#[derive(Debug)]
+pub struct IndexAnswer {
+    /// The encoded index or delta.
+    pub bytes: Vec<u8>,
+    /// The whole revision's index hash (absent from masters before revision identities).
+    pub revision_hash: Option<Hash>,
+    /// The repository id, if the master names one.
+    pub repository_id: Option<String>,
+    /// The revision carries the admin's mass-delete confirmation.
+    pub mass_delete_confirmed: bool,
+}
+
+impl MasterApi {
+    /// `base` is the master URL (`http://host:port`, maybe with a path prefix; trailing
+    /// slashes ignored).
+    pub fn new(http: HttpClient, base: &str) -> Result<MasterApi, NetError> {
+        let base = normalise_url(base);
+        Url::parse(&base).map_err(|e| NetError::BadUrl {
+            url: format!("{base} ({e})"),
+        })?;
+        Ok(MasterApi { http, base })
+    }
+
+    /// The normalised base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The client (and token) the calls use.
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    fn url(&self, path: &str) -> Url {
+        join(&self.base, path).expect("base URL was validated")
+    }
+
+    /// Sends `rb`; a 429 or 503 with a `Retry-After` of at most [`BUSY_WAIT_MAX`] is sent
+    /// again after that wait plus jitter ([`backoff::after`]), `retries` times at most. Any
+    /// other non-2xx answer is decoded into [`NetError::Status`].
+    async fn send(
+        &self,
+        mut rb: RequestBuilder,
+        what: &'static str,
+        retries: u32,
+    ) -> Result<Response, NetError> {
+        let mut left = retries;
+        loop {
+            let again = rb.try_clone();
+            let resp = rb.send().await.map_err(|e| NetError::Transport {
+                what,
+                source: e.without_url(),
+            })?;
+            if resp.status().is_success() {
+                return Ok(resp);
+            }
+            let busy = matches!(
+                resp.status(),
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            );
+            if busy
+                && left > 0
+                && let Some(next) = again
+                && let Some(wait) = retry_after(resp.headers()).filter(|w| *w <= BUSY_WAIT_MAX)
+            {
+                let wait = backoff::after(wait);
+                tracing::debug!(what, status = %resp.status(), ?wait, "master busy; asking again");
+                tokio::time::sleep(wait).await;
+                left -= 1;
+                rb = next;
+                continue;
+            }
+            return Err(decode_error(resp, what).await);
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        resp: Response,
+        what: &'static str,
+    ) -> Result<T, NetError> {
+        let body = read_capped(resp, MAX_JSON_RESPONSE, what).await?;
+        serde_json::from_slice(&body).map_err(|e| NetError::BadAnswer {
+            what,
+            reason: format!("bad JSON: {e}"),
+        })
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &'static str,
+    ) -> Result<T, NetError> {
+        let rb = self.http.get(self.url(path)).timeout(CALL_TIMEOUT);
+        let resp = self.send(rb, what, BUSY_RETRIES).await?;
+        self.json(resp, what).await
+    }
+
+    async fn post_json<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        url: Url,
+        body: &B,
+        what: &'static str,
+        retries: u32,
+    ) -> Result<T, NetError> {
+        let rb = self.http.post(url).json(body).timeout(CALL_TIMEOUT);
+        let resp = self.send(rb, what, retries).await?;
+        self.json(resp, what).await
+    }
+
+    /// `GET /api/v1/events`: the open stream of server-sent events. No deadline for the
+    /// whole call (the stream stays open); the stall timeout applies between its bytes.
+    pub async fn events(&self) -> Result<Response, NetError> {
+        let rb = self.http.get(self.url(api::EVENTS));
+        self.send(rb, "events", BUSY_RETRIES).await
+    }
+
+    /// `GET /api/v1/revision`.
+    pub async fn revision(&self) -> Result<RevisionInfo, NetError> {
+        self.get_json(api::REVISION, "revision").await
+    }
+
+    /// `GET /api/v1/index?revision=N&path=SUB[&since=M]`: the encoded index, or a delta from
+    /// revision M when `since` is given and the master can; at most [`MAX_INDEX_RESPONSE`]
+    /// bytes. Not decoded here.
+    pub async fn index(
+        &self,
+        revision: u64,
+        path: Option<&RelPath>,
+        since: Option<u64>,
+    ) -> Result<IndexAnswer, NetError> {
+        const WHAT: &str = "index";
+        let mut url = self.url(api::INDEX);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("revision", &revision.to_string());
+            if let Some(p) = path {
+                q.append_pair("path", p.as_str());
+            }
+            if let Some(m) = since {
+                q.append_pair("since", &m.to_string());
+            }
+        }
+        let resp = self.send(self.http.get(url), WHAT, BUSY_RETRIES).await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let revision_hash = match header(api::REVISION_HASH_HEADER) {
+            None => None,
+            Some(h) => Some(h.parse::<Hash>().map_err(|_| NetError::BadAnswer {
+                what: WHAT,
+                reason: format!(
+                    "{} is not a hash: {}",
+                    api::REVISION_HASH_HEADER,
+                    one_line(&h)
+                ),
+            })?),
+        };
+        let repository_id = header(api::REPOSITORY_ID_HEADER);
+        let mass_delete_confirmed = header(api::MASS_DELETE_HEADER).as_deref() == Some("1");
+        let bytes = read_capped(resp, MAX_INDEX_RESPONSE, WHAT).await?;
+        Ok(IndexAnswer {
+            bytes,
+            revision_hash,
+            repository_id,
+            mass_delete_confirmed,
+        })
+    }
+
+    /// `POST /api/v1/locate`. Checks the answer's shape against the request: one holder list
+    /// per pack, holders that name listed slaves, slave URLs that parse.
+    pub async fn locate(&self, packs: &[u32]) -> Result<LocateResponse, NetError> {
+        const WHAT: &str = "locate";
+        let body = LocateRequest {
+            packs: packs.to_vec(),
+        };
+        let located: LocateResponse = self
+            .post_json(self.url(api::LOCATE), &body, WHAT, BUSY_RETRIES)
+            .await?;
+        let bad = |reason: String| NetError::BadAnswer { what: WHAT, reason };
+        if located.holders.len() != packs.len() {
+            return Err(bad(format!(
+                "{} holder lists for {} packs",
+                located.holders.len(),
+                packs.len()
+            )));
+        }
+        let n = located.slaves.len();
+        if located.holders.iter().flatten().any(|&s| s as usize >= n) {
+            return Err(bad("holder refers to an unknown slave".into()));
+        }
+        for s in &located.slaves {
+            Url::parse(&normalise_url(&s.url))
+                .map_err(|_| bad(format!("slave {} has a bad URL", s.id)))?;
+        }
+        Ok(located)
+    }
+
+    /// `POST /api/v1/client/report`. Best effort, so bounded tightly and not asked again.
+    pub async fn report(&self, report: &ClientReport) -> Result<(), NetError> {
+        let rb = self
+            .http
+            .post(self.url(api::CLIENT_REPORT))
+            .json(report)
+            .timeout(REPORT_TIMEOUT);
+        self.send(rb, "report", 0).await?;
+        Ok(())
+    }
+
+    /// `POST /build[?allow_mass_delete=true]` (write token).
+    pub async fn build(&self, allow_mass_delete: bool) -> Result<BuildStarted, NetError> {
+        let mut url = self.url(api::BUILD);
+        if allow_mass_delete {
+            // The query of `hummel_proto::api::BuildQuery`.
+            url.query_pairs_mut()
+                .append_pair("allow_mass_delete", "true");
+        }
+        let rb = self.http.post(url).timeout(CALL_TIMEOUT);
+        let resp = self.send(rb, "build", BUSY_RETRIES).await?;
+        self.json(resp, "build").await
+    }
+
+    /// `GET /api/v1/builds/{id}`.
+    pub async fn build_status(&self, id: u64) -> Result<BuildStatus, NetError> {
+        self.get_json(&format!("{}/{id}", api::BUILDS), "build status")
+            .await
+    }
+
+    /// `GET /api/v1/status`.
+    pub async fn status(&self) -> Result<StatusResponse, NetError> {
+        self.get_json(api::STATUS, "status").await
+    }
+
+    /// `POST /slave/hashlist` (slave token): the complete hashlist, answered with a directive.
+    /// Not asked again here: the slave's loop backs off itself.
+    pub async fn slave_hashlist(&self, body: &SlaveHashlist) -> Result<SlaveDirective, NetError> {
+        self.post_json(self.url(api::SLAVE_HASHLIST), body, "hashlist", 0)
+            .await
+    }
+
+    /// `POST /slave/heartbeat` (slave token), answered with a directive. Not asked again here.
+    pub async fn slave_heartbeat(&self, body: &Heartbeat) -> Result<SlaveDirective, NetError> {
+        self.post_json(self.url(api::SLAVE_HEARTBEAT), body, "heartbeat", 0)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use axum::http::{HeaderMap, StatusCode as AxStatus};
+    use axum::routing::get;
+
+    use super::*;
+
+    /// A real server on 127.0.0.1: `/api/v1/revision` answers 429 (`Retry-After: 0`) twice,
+    /// then the revision; `/api/v1/status` refuses the token with the API's error body.
+    async fn server() -> (String, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let seen = calls.clone();
+        let app = axum::Router::new()
+            .route(
+                api::REVISION,
+                get(move |headers: HeaderMap| {
+                    let seen = seen.clone();
+                    async move {
+                        assert_eq!(
+                            headers.get("user-agent").and_then(|v| v.to_str().ok()),
+                            Some(crate::USER_AGENT)
+                        );
+                        assert_eq!(
+                            headers
+                                .get(hummel_proto::auth::TOKEN_HEADER)
+                                .and_then(|v| v.to_str().ok()),
+                            Some("tok")
+                        );
+                        if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                            return (
+                                AxStatus::TOO_MANY_REQUESTS,
+                                [("retry-after", "0")],
+                                String::new(),
+                            );
+                        }
+                        (
+                            AxStatus::OK,
+                            [("retry-after", "0")],
+                            r#"{"revision":7,"created_unix":null,"files":0,"bytes":0,"index_hash":null}"#
+                                .to_string(),
+                        )
+                    }
+                }),
+            )
+            .route(
+                api::STATUS,
+                get(|| async {
+                    (
+                        AxStatus::FORBIDDEN,
+                        r#"{"code":"forbidden","message":"wrong token"}"#,
+                    )
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, calls)
+    }
+
+    #[tokio::test]
+    async fn busy_answers_are_asked_again_and_refusals_decoded() {
+        let (url, calls) = server().await;
+        let http = HttpClient::new(&hummel_tls::ClientTls::system())
+            .unwrap()
+            .with_token(Some("tok"), "read")
+            .unwrap();
+        let master = MasterApi::new(http, &url).unwrap();
+        assert_eq!(master.base(), url.trim_end_matches('/'));
+        let info = master.revision().await.unwrap();
+        assert_eq!(info.revision, Some(7));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        let e = master.status().await.unwrap_err();
+        let api = e.api().expect("an error answer");
+        assert_eq!(api.status, StatusCode::FORBIDDEN);
+        assert!(api.is("forbidden"));
+        assert_eq!(api.message, "wrong token");
+        assert_eq!(
+            e.to_string(),
+            "status: forbidden: wrong token (HTTP 403 Forbidden)"
+        );
+
+        // Nobody listens there: a transport error naming the call.
+        let gone = MasterApi::new(
+            HttpClient::new(&hummel_tls::ClientTls::system()).unwrap(),
+            "http://127.0.0.1:1",
+        )
+        .unwrap();
+        let e = gone.revision().await.unwrap_err();
+        assert!(e.is_connect(), "{e}");
+        assert!(e.to_string().starts_with("revision: cannot connect"), "{e}");
+    }
+}
