@@ -291,7 +291,7 @@ impl MasterApi {
             })?),
         };
         let repository_id = header(api::REPOSITORY_ID_HEADER);
-        let mass_delete_confirmed = header(api::MASS_DELETE_HEADER).as_deref() == Some("1");
+        let proof = header(api::PROOF_HEADER);
         let bytes = read_capped(resp, MAX_INDEX_RESPONSE)
             .await
             .map_err(|e| self.err(format!("index: {e}")))?;
@@ -299,7 +299,7 @@ impl MasterApi {
             bytes,
             revision_hash,
             repository_id,
-            mass_delete_confirmed,
+            proof,
         })
     }
 
@@ -357,7 +357,8 @@ pub(crate) struct IndexAnswer {
     /// The whole revision's index hash (absent from masters before revision identities).
     pub revision_hash: Option<Hash>,
     pub repository_id: Option<String>,
-    pub mass_delete_confirmed: bool,
+    /// The subtree proof (hex), checked by `crate::trusted` against the signed tree digest.
+    pub proof: Option<String>,
 }
 
 /// A response's `Retry-After` in seconds (the HTTP-date form is not used by Hummel servers).

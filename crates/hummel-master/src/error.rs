@@ -52,6 +52,14 @@ pub enum MasterError {
     /// The build thread could not be started.
     #[error("could not start the build thread: {0}")]
     Spawn(io::Error),
+    /// The signing key (or its rotations file) in the data folder is unusable.
+    #[error("signing key {path}: {reason}")]
+    SigningKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// `repack_level` is neither 0 nor in [`crate::config::REPACK_LEVELS`].
     #[error("repack level {0} is out of range (0 = off, or 4..=19)")]
     RepackLevel(i32),

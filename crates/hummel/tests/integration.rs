@@ -17,6 +17,7 @@ mod integration {
     mod ownership;
     mod repack;
     mod serve;
+    mod signing;
     mod surface;
     mod tls;
     mod windows;
