@@ -265,7 +265,7 @@ impl TreeHashes {
                 dirs_by_depth.push((e.path.as_str().matches('/').count(), i));
             }
         }
-        dirs_by_depth.sort_by(|a, b| b.0.cmp(&a.0));
+        dirs_by_depth.sort_by_key(|d| std::cmp::Reverse(d.0));
         let mut dirs: HashMap<String, Hash> = HashMap::with_capacity(dirs_by_depth.len());
         let leaves_of = |list: Option<&Vec<usize>>, dirs: &HashMap<String, Hash>| -> Vec<Hash> {
             list.map(|l| l.as_slice())
@@ -492,7 +492,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 /// included), or beyond `max` bytes.
 pub fn from_hex(text: &str, max: usize) -> Option<Vec<u8>> {
     let t = text.as_bytes();
-    if t.len() % 2 != 0 || t.len() / 2 > max {
+    if !t.len().is_multiple_of(2) || t.len() / 2 > max {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

@@ -576,7 +576,12 @@ pub fn statement(data: &[u8]) -> bool {
             let again = Rotation::decode(&r.sign(&fuzz_key())).expect("re-signed decodes");
             assert_eq!(again, r, "decode(sign(x)) == x");
         }
-        let path = rotation_path(r.old_key, r.new_key, &r.repository_id, &[r.clone()]);
+        let path = rotation_path(
+            r.old_key,
+            r.new_key,
+            &r.repository_id,
+            std::slice::from_ref(&r),
+        );
         assert!(path.is_some() || r.old_key == r.new_key || r.repository_id.len() > 64);
         accepted = true;
     }
