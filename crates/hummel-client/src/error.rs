@@ -32,6 +32,16 @@ pub enum SyncError {
         /// Master base URL.
         url: String,
     },
+    /// The master's answer is not what the key DEST trusts signed (a missing or wrong
+    /// signature, another key, an expired statement, an index that does not lead to the
+    /// signed tree digest). Nothing was written.
+    #[error("master {url}: refused: {reason}")]
+    Untrusted {
+        /// Master base URL.
+        url: String,
+        /// What does not hold, and what to do.
+        reason: String,
+    },
     /// The index was refused (undecodable, inconsistent, or not the one asked for).
     #[error("index: {0}")]
     Index(String),

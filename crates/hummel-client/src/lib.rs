@@ -21,6 +21,10 @@
 //! - [`verify`](mod@verify): read-only comparison of DEST with the current revision.
 //! - [`watch`]: [`RevisionWatch`], the master's announcements of new revisions (server-sent
 //!   events, reconnected with jittered backoff), for `hummel sync --watch`.
+//! - `trusted`: the one place `sync` and `verify` take what the master says: its signed
+//!   statement, checked against the key DEST trusts (pinned on first contact, `--trust`, key
+//!   rotations), and the index, checked against the signed tree digest (subtree proofs,
+//!   deltas rebuilt).
 //! - `names`: names DEST's file system cannot hold (Windows' rules, case pairs where case is
 //!   ignored), refused before anything is written.
 //! - `platform`: every file-system call whose meaning differs between Unix and Windows (stat
@@ -33,6 +37,8 @@
 //! - [`error`]: [`SyncError`], one line with the failing side and object.
 //!
 //! # Guarantees
+//! - No index is used unless it leads to the tree digest that the trusted key signed, in a
+//!   statement that has not expired, of a revision not older than the one held.
 //! - Every byte from the network passes `decode_chunk_into` (bounded, BLAKE3 id) before it is
 //!   written; every locally copied chunk is re-hashed; a file is renamed into place only when
 //!   every one of its chunks was written (the index's chunk lists add up to its file sizes).
@@ -62,10 +68,12 @@ mod fetch;
 mod http;
 mod names;
 mod platform;
+mod trusted;
 
 pub use error::SyncError;
 pub use plan::{SyncPlan, SyncPlanSummary};
 pub use report::{SyncOutcome, SyncReport};
 pub use sync::{SyncOptions, sync};
+pub use trusted::KeyTrust;
 pub use verify::{VerifyOptions, VerifyReport, verify};
 pub use watch::RevisionWatch;

@@ -273,6 +273,13 @@ pub struct SyncPlanSummary {
     /// Why the sync itself would refuse this plan (a mass delete or a rollback not allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// The fingerprint of the master's signing key that signed the revision.
+    #[serde(default)]
+    pub signing_key: String,
+    /// How that key came to be trusted (see `SyncReport::signing_key_trust`); a dry run
+    /// pins nothing.
+    #[serde(default)]
+    pub signing_key_trust: crate::KeyTrust,
 }
 
 fn ser_path<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
@@ -491,6 +498,8 @@ impl SyncPlan {
                 .collect(),
             adopted: Vec::new(),
             refused: None,
+            signing_key: String::new(),
+            signing_key_trust: crate::KeyTrust::default(),
         }
     }
 }

@@ -80,6 +80,14 @@ pub struct SyncReport {
     /// [`SyncPlanSummary::adopted`]).
     #[serde(default)]
     pub adopted: Vec<String>,
+    /// The fingerprint of the master's signing key that signed the revision.
+    #[serde(default)]
+    pub signing_key: String,
+    /// How that key came to be trusted: `pinned` before, `given` with `--trust`,
+    /// `first_contact` (pinned now, vouched for by nothing but the master) or `rotated` (the
+    /// pinned key handed over to it).
+    #[serde(default)]
+    pub signing_key_trust: crate::KeyTrust,
 }
 
 /// A bar of bytes written (downloaded + reused) over the bytes to write, with rate and ETA, on

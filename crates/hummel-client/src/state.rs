@@ -2,7 +2,8 @@
 //!
 //! - `state`: [`ClientState`]: master, subtree, revision, the directories of that revision and
 //!   a stat cache ([`StatCache`]: sorted paths in one string, a [`CachedStat`] each: size,
-//!   mtime, ctime, inode, file hash). Binary
+//!   mtime, ctime, inode, file hash), the signed tree digest of the revision held and the
+//!   master's signing key this folder trusts (pinned). Binary
 //!   (postcard) behind a magic and a format number; an unreadable or newer state is ignored
 //!   (the next run hashes instead of trusting), never fatal.
 //! - `index`: the bytes of the last accepted index, reused when the revision has not changed and
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use hummel_core::index::RESERVED_TOP_NAME;
+use hummel_core::statement::PublicKey;
 use hummel_core::{Hash, Index};
 
 use crate::SyncError;
@@ -35,7 +37,7 @@ use crate::scan::FileStat;
 /// First bytes of the state file.
 const STATE_MAGIC: &[u8; 8] = b"HUMLSTAT";
 /// The state format this code reads and writes.
-pub const STATE_FORMAT: u32 = 3;
+pub const STATE_FORMAT: u32 = 4;
 
 /// What the stat cache knows about one file: if the stat still matches, the hash is trusted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +244,46 @@ pub struct ClientState {
     /// that are still there. Nothing else in DEST is ever read for deletion, changed or
     /// removed.
     pub owned: Vec<String>,
+    /// The tree digest the master signed for that revision (`None` before signed revisions):
+    /// with the repository id, what the revision is.
+    pub tree_digest: Option<Hash>,
+    /// The master's signing key this folder trusts: pinned on first contact or given with
+    /// `--trust`, followed through key rotations (`None` before signed revisions).
+    pub signing_key: Option<PublicKey>,
+}
+
+/// Format 3 of the state, before signed revisions (read, never written).
+#[derive(Deserialize)]
+struct ClientStateV3 {
+    master_url: String,
+    subtree: Option<String>,
+    revision: u64,
+    dirs: Vec<String>,
+    packs: Vec<u32>,
+    bytes: u64,
+    files: StatCache,
+    repository_id: Option<String>,
+    revision_hash: Option<Hash>,
+    owned: Vec<String>,
+}
+
+impl From<ClientStateV3> for ClientState {
+    fn from(v3: ClientStateV3) -> ClientState {
+        ClientState {
+            master_url: v3.master_url,
+            subtree: v3.subtree,
+            revision: v3.revision,
+            dirs: v3.dirs,
+            packs: v3.packs,
+            bytes: v3.bytes,
+            files: v3.files,
+            repository_id: v3.repository_id,
+            revision_hash: v3.revision_hash,
+            owned: v3.owned,
+            tree_digest: None,
+            signing_key: None,
+        }
+    }
 }
 
 /// Format 2 of the state: the stat cache as a map (read, never written).
@@ -272,6 +314,8 @@ impl From<ClientStateV2> for ClientState {
             repository_id: v2.repository_id,
             revision_hash: v2.revision_hash,
             owned: v2.owned,
+            tree_digest: None,
+            signing_key: None,
         }
     }
 }
@@ -303,6 +347,8 @@ impl From<ClientStateV1> for ClientState {
             repository_id: None,
             revision_hash: None,
             owned,
+            tree_digest: None,
+            signing_key: None,
         }
     }
 }
@@ -327,7 +373,7 @@ impl ClientState {
         postcard::to_extend(self, out).expect("state serialises")
     }
 
-    /// Decodes (formats 1 and 2 too); `Err` says why the bytes are not a state this build can use.
+    /// Decodes (formats 1 to 3 too); `Err` says why the bytes are not a state this build can use.
     pub fn decode(bytes: &[u8]) -> Result<ClientState, String> {
         if bytes.len() < 12 || &bytes[..8] != STATE_MAGIC {
             return Err("not a hummel state file".into());
@@ -339,6 +385,9 @@ impl ClientState {
                 .map(ClientState::from)
                 .map_err(undecodable),
             2 => postcard::from_bytes::<ClientStateV2>(&bytes[12..])
+                .map(ClientState::from)
+                .map_err(undecodable),
+            3 => postcard::from_bytes::<ClientStateV3>(&bytes[12..])
                 .map(ClientState::from)
                 .map_err(undecodable),
             STATE_FORMAT => postcard::from_bytes(&bytes[12..]).map_err(undecodable),
@@ -613,6 +662,8 @@ mod tests {
             repository_id: Some("0123abcd".into()),
             revision_hash: Some(Hash::of(b"index body")),
             owned: vec!["a".into()],
+            tree_digest: Some(Hash::of(b"tree")),
+            signing_key: Some(hummel_core::statement::KeyPair::from_secret(&[1; 32]).public()),
         }
     }
 
@@ -622,11 +673,11 @@ mod tests {
         let bytes = s.encode();
         assert_eq!(ClientState::decode(&bytes).unwrap(), s);
         let mut newer = bytes.clone();
-        newer[8] = 4;
+        newer[8] = 5;
         assert!(
             ClientState::decode(&newer)
                 .unwrap_err()
-                .contains("format 4")
+                .contains("format 5")
         );
         assert!(ClientState::decode(b"garbage").is_err());
         assert!(ClientState::decode(&bytes[..bytes.len() - 3]).is_err());

@@ -1,14 +1,15 @@
 //! [`sync`]: one client run, plan then execute.
 //!
 //! 1. Lock `DEST/.hummel` (not in a dry run, which writes nothing).
-//! 2. `GET /api/v1/revision`, then [`scan::walk`] of DEST starts on its own thread. Same
-//!    revision, master and subtree as held, every cached file stats identical, no extras, all
-//!    directories there: done (no-op; no index fetched).
+//! 2. `GET /api/v1/revision` and its signed statement, checked against the key DEST trusts
+//!    (`trusted::offer`), then [`scan::walk`] of DEST starts on its own thread. Same
+//!    revision and signed tree, master and subtree as held, every cached file stats identical,
+//!    no extras, all directories there: done (no-op; no index fetched).
 //! 3. The index, while the walk runs: from `.hummel/index` when it is this revision and subtree,
-//!    else from the master (capped, decoded and validated, checked to be the revision and
-//!    subtree asked for): a delta rebuilt on the held index, taken apart rather than copied,
-//!    or the whole index. Of the held index only what the new one lacks is kept, to find
-//!    local data.
+//!    else from the master through `trusted::fetch_index` (capped, decoded and validated, of
+//!    the revision and subtree asked for, leading to the signed tree digest): a delta rebuilt
+//!    on the held index, taken apart rather than copied, or the whole index. Of the held index
+//!    only what the new one lacks is kept, to find local data.
 //!
 //! Memory follows the change, not the tree, wherever it can: at 500,000 files the stat cache
 //! (~55 MB, [`StatCache`]) and one index (~110 MB) are the only per-file structures held at
@@ -32,8 +33,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use hummel_core::statement::{PublicKey, Statement};
 use hummel_core::{EntryKind, Index, RelPath};
-use hummel_proto::api::{ClientReport, RevisionInfo};
+use hummel_proto::api::ClientReport;
 use hummel_tls::ClientTls;
 
 use crate::SyncError;
@@ -46,6 +48,7 @@ use crate::report::{SyncOutcome, SyncReport, progress_bar};
 use crate::scan::{self, FileStat, LocalTree, Tops};
 use crate::space;
 use crate::state::{CachedStat, ClientState, StatCache, StateDir};
+use crate::trusted::{self, KeyTrust, NewIndex};
 
 /// What to sync where.
 #[derive(Clone)]
@@ -65,6 +68,9 @@ pub struct SyncOptions {
     pub allow_mass_delete: bool,
     /// Apply a revision older than the one DEST holds.
     pub allow_rollback: bool,
+    /// The master's signing key to trust (`--trust`), instead of the one DEST pinned or, on
+    /// first contact, the master's own; pinned once the sync succeeds.
+    pub trust: Option<PublicKey>,
     /// Sent as `X-HUMMEL-TOKEN` to the master and the slaves.
     pub read_token: Option<String>,
     /// Whom `https://` URLs (the master's and the slaves') must be certified by.
@@ -86,6 +92,7 @@ impl SyncOptions {
             keep_extra: false,
             allow_mass_delete: false,
             allow_rollback: false,
+            trust: None,
             read_token: None,
             tls: ClientTls::system(),
             progress: false,
@@ -104,6 +111,7 @@ impl fmt::Debug for SyncOptions {
             .field("keep_extra", &self.keep_extra)
             .field("allow_mass_delete", &self.allow_mass_delete)
             .field("allow_rollback", &self.allow_rollback)
+            .field("trust", &self.trust)
             .field(
                 "read_token",
                 &self.read_token.as_ref().map(|_| "<redacted>"),
@@ -152,15 +160,16 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
             .unwrap_or_default(),
     );
 
-    let info = master.revision().await?;
-    let revision = info.revision.ok_or_else(|| SyncError::NoRevision {
-        url: master.base().to_string(),
-    })?;
+    // What the master offers, as the key this folder trusts signed it (`trusted`).
+    let pinned = held.as_ref().and_then(|h| h.signing_key);
+    let offer = trusted::offer(&master, pinned, opts.trust).await?;
+    let revision = offer.revision();
+    let key = KeyReport::of(&offer);
     // The repository DEST holds a revision of, when it is this master's: numbers compare only
     // within one repository.
     let same_repo = held
         .as_ref()
-        .filter(|h| same_repository(h, &info, master.base()));
+        .filter(|h| same_repository(h, Some(&offer.statement.repository_id), master.base()));
     if let Some(h) = same_repo
         && revision < h.revision
         && !opts.allow_rollback
@@ -188,8 +197,9 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     let mut walked: Option<Arc<LocalTree>> = None;
 
     let same_source = same_repo.filter(|h| h.subtree == subtree);
-    // DEST holds exactly the revision the master offers: same number and same content.
-    let holds_current = same_source.filter(|h| h.revision == revision && same_content(h, &info));
+    // DEST holds exactly the revision the master offers: same number and same signed tree.
+    let holds_current =
+        same_source.filter(|h| h.revision == revision && same_content(h, &offer.statement));
     if let Some(h) = holds_current {
         let tree = finish_walk(&mut walking).await?;
         walked = Some(tree.clone());
@@ -201,8 +211,18 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
                     revision,
                     no_op: true,
                     files_unchanged: files,
+                    signing_key: key.fingerprint,
+                    signing_key_trust: key.trust,
                     ..SyncPlanSummary::default()
                 }));
+            }
+            if h.signing_key != Some(offer.key()) {
+                // The key was pinned now (first contact, --trust, a rotation): keep it.
+                let mut state = h.clone();
+                state.files = (*cache).clone();
+                state.signing_key = Some(offer.key());
+                let sd = state_dir.clone();
+                blocking(move || sd.save_state(&state)).await?;
             }
             report_to_master(&master, &state_dir, h, files, &subtree, Vec::new()).await;
             return Ok(SyncOutcome::Done(SyncReport {
@@ -211,14 +231,16 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
                 files_unchanged: files,
                 index_reused: true,
                 duration_ms: started.elapsed().as_millis() as u64,
+                signing_key: key.fingerprint,
+                signing_key_trust: key.trust,
                 ..SyncReport::default()
             }));
         }
     } else if let Some(h) = same_source.filter(|h| h.revision == revision) {
         tracing::warn!(
             revision,
-            held = ?h.revision_hash,
-            offered = ?info.index_hash,
+            held = ?h.tree_digest,
+            offered = %offer.statement.tree_digest,
             "the master offers another tree under the revision number this folder holds"
         );
     }
@@ -239,10 +261,12 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     // saved first); only then is its identity known.
     let held_index_known = |i: &Index| same_source.is_some_and(|h| h.revision == i.revision);
     let mut index_received = (false, 0u64);
-    let mut identity = Identity {
-        repository_id: info.repository_id.clone(),
-        revision_hash: info.index_hash,
-        mass_delete_confirmed: info.mass_delete_confirmed,
+    let identity = Identity {
+        repository_id: Some(offer.statement.repository_id.clone()),
+        revision_hash: offer.info.index_hash,
+        tree_digest: offer.statement.tree_digest,
+        signing_key: offer.key(),
+        mass_delete_confirmed: offer.statement.mass_delete_confirmed,
     };
     let (index, new_index, old_index, index_reused) = match held_index {
         Some(index) if wanted(&index) && holds_current.is_some() => {
@@ -257,21 +281,12 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
                 .filter(|i| held_index_known(i) && i.root == opts.path && i.revision < revision);
             let since = base.as_ref().map(|i| i.revision);
             let fetched =
-                fetch_index(&master, revision, opts.path.as_ref(), since, base, &info).await?;
+                trusted::fetch_index(&master, &offer, opts.path.as_ref(), since, base).await?;
             index_received = (
                 since.is_some() && fetched.received.delta,
                 fetched.received.bytes,
             );
-            identity = fetched.received.identity;
             let index = fetched.index;
-            if !wanted(&index) {
-                return Err(SyncError::Index(format!(
-                    "asked for revision {revision} of {}, got revision {} of {}",
-                    show_root(opts.path.as_ref()),
-                    index.revision,
-                    show_root(index.root.as_ref())
-                )));
-            }
             tracing::info!(
                 revision,
                 files = index.file_count(),
@@ -373,6 +388,8 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         let mut summary = plan.summary(&index);
         summary.adopted = adopted;
         summary.refused = refused.map(|e| e.to_string());
+        summary.signing_key = key.fingerprint;
+        summary.signing_key_trust = key.trust;
         return Ok(SyncOutcome::DryRun(summary));
     }
     if let Some(e) = refused {
@@ -399,6 +416,8 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
     };
     let mut report = run.execute(plan, index_tops, held_tops).await?;
     report.adopted = adopted;
+    report.signing_key = key.fingerprint;
+    report.signing_key_trust = key.trust;
     report.files_hashed = files_hashed;
     (report.index_delta, report.index_bytes_downloaded) = index_received;
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -422,32 +441,48 @@ async fn finish_walk(
     Ok(Arc::new(task.await.map_err(SyncError::join)??))
 }
 
-fn show_root(root: Option<&RelPath>) -> String {
-    root.map_or_else(|| "the whole repository".to_string(), |r| format!("{r:?}"))
-}
-
 /// What names a revision besides its number (kept in the state, checked on the next run).
 #[derive(Clone, Debug)]
 pub(crate) struct Identity {
     repository_id: Option<String>,
     revision_hash: Option<hummel_core::Hash>,
+    tree_digest: hummel_core::Hash,
+    signing_key: PublicKey,
     mass_delete_confirmed: bool,
+}
+
+/// The signing key of a run and how it came to be trusted, for the report.
+pub(crate) struct KeyReport {
+    pub(crate) fingerprint: String,
+    pub(crate) trust: KeyTrust,
+}
+
+impl KeyReport {
+    pub(crate) fn of(offer: &trusted::Offer) -> KeyReport {
+        KeyReport {
+            fingerprint: offer.key().to_string(),
+            trust: offer.trust,
+        }
+    }
 }
 
 /// The held state is of the repository the master serves: by id when both name one (a
 /// master moved to another URL is still the same repository), else by the master's URL.
-pub(crate) fn same_repository(held: &ClientState, info: &RevisionInfo, master_url: &str) -> bool {
-    match (&held.repository_id, &info.repository_id) {
+pub(crate) fn same_repository(
+    held: &ClientState,
+    repository_id: Option<&String>,
+    master_url: &str,
+) -> bool {
+    match (&held.repository_id, repository_id) {
         (Some(h), Some(i)) => h == i,
         _ => held.master_url == master_url,
     }
 }
 
-/// The held revision is the tree the master offers under that number: its index hash is the
-/// one the master names (a master restored from a backup may have published another tree
-/// under the same number).
-pub(crate) fn same_content(held: &ClientState, info: &RevisionInfo) -> bool {
-    held.revision_hash == info.index_hash
+/// The held revision is the tree the master signed under that number (a master restored from
+/// a backup may have published another tree under the same number).
+pub(crate) fn same_content(held: &ClientState, statement: &Statement) -> bool {
+    held.tree_digest == Some(statement.tree_digest)
 }
 
 /// The top-level names of an index (every parent directory is listed, so these are the
@@ -459,35 +494,6 @@ pub(crate) fn index_top_names(index: &Index) -> Tops {
         .filter(|e| !e.path.as_str().contains('/'))
         .map(|e| e.path.to_string())
         .collect()
-}
-
-/// What [`fetch_index`] received.
-pub(crate) struct Received {
-    delta: bool,
-    bytes: u64,
-    identity: Identity,
-}
-
-/// An index [`fetch_index`] took from the master.
-pub(crate) struct Fetched {
-    pub(crate) received: Received,
-    /// Its encoded form, to keep.
-    pub(crate) encoded: NewIndex,
-    pub(crate) index: Index,
-    /// What the base had that the index lacks (a delta's rebuild takes the base apart).
-    pub(crate) replaced: Option<Index>,
-}
-
-/// The new index's encoded form until it waits on disk as `index.next`.
-pub(crate) enum NewIndex {
-    /// The held index is this revision: nothing to keep.
-    Held,
-    /// Written as `index.next`.
-    Staged,
-    /// The master's bytes (a whole index).
-    Bytes(Vec<u8>),
-    /// Rebuilt from a delta: encoded from the index when staged.
-    Rebuilt,
 }
 
 impl NewIndex {
@@ -512,79 +518,6 @@ impl NewIndex {
             Err(e) => Err((self, e)),
         }
     }
-}
-
-/// The one place a client takes an index from the master: fetched (a delta from `since` when
-/// given, rebuilt on `base`; a delta that does not rebuild is replaced by the whole index),
-/// decoded and validated, and checked to be the revision `info` named: same repository, same
-/// whole-revision hash, and for the whole tree, a body whose hash is that hash.
-pub(crate) async fn fetch_index(
-    master: &MasterApi,
-    revision: u64,
-    path: Option<&RelPath>,
-    since: Option<u64>,
-    base: Option<Index>,
-    info: &RevisionInfo,
-) -> Result<Fetched, SyncError> {
-    let mut answer = master.index(revision, path, since).await?;
-    let mut delta = hummel_core::delta::is_delta(&answer.bytes);
-    let mut received = answer.bytes.len() as u64;
-    let check = |a: &crate::http::IndexAnswer| -> Result<Identity, SyncError> {
-        if let (Some(got), Some(want)) = (&a.repository_id, &info.repository_id)
-            && got != want
-        {
-            return Err(SyncError::Index(format!(
-                "the index is of repository {got}, the master named {want}"
-            )));
-        }
-        if let (Some(got), Some(want)) = (a.revision_hash, info.index_hash)
-            && got != want
-        {
-            return Err(SyncError::Index(format!(
-                "revision {revision} changed while this sync read it (index {got}, announced \
-                 {want}); run the sync again"
-            )));
-        }
-        Ok(Identity {
-            repository_id: a
-                .repository_id
-                .clone()
-                .or_else(|| info.repository_id.clone()),
-            revision_hash: a.revision_hash.or(info.index_hash),
-            mass_delete_confirmed: a.mass_delete_confirmed || info.mass_delete_confirmed,
-        })
-    };
-    let mut identity = check(&answer)?;
-    let whole_tree = path.is_none();
-    let expected = identity.revision_hash;
-    let bytes = std::mem::take(&mut answer.bytes);
-    let built = blocking(move || Ok(index_from_answer(bytes, base, whole_tree, expected))).await?;
-    let (encoded, index, replaced) = match built {
-        Ok(built) => built,
-        Err(e) if delta => {
-            // A delta from a base that is not the master's revision `since` (its data folder
-            // was restored, say) does not rebuild; the whole index always does.
-            tracing::warn!("the index delta did not rebuild ({e}); fetching the whole index");
-            let mut whole = master.index(revision, path, None).await?;
-            identity = check(&whole)?;
-            delta = false;
-            received += whole.bytes.len() as u64;
-            let bytes = std::mem::take(&mut whole.bytes);
-            let expected = identity.revision_hash;
-            blocking(move || index_from_answer(bytes, None, whole_tree, expected)).await?
-        }
-        Err(e) => return Err(e),
-    };
-    Ok(Fetched {
-        received: Received {
-            delta,
-            bytes: received,
-            identity,
-        },
-        encoded,
-        index,
-        replaced,
-    })
 }
 
 /// Everything execution needs, gathered by [`sync`].
@@ -757,6 +690,8 @@ impl Execution<'_> {
                 let mut state = state_after_sync(&d, &i, base, sub, &carried);
                 state.repository_id = id.repository_id;
                 state.revision_hash = id.revision_hash;
+                state.tree_digest = Some(id.tree_digest);
+                state.signing_key = Some(id.signing_key);
                 // A name of an earlier revision stays managed while it is still there (kept
                 // with --keep-extra), so that a later sync without the flag removes it.
                 let mut owned = index_tops;
@@ -821,6 +756,8 @@ impl Execution<'_> {
             duration_ms: 0,
             deleted,
             adopted: Vec::new(),
+            signing_key: String::new(),
+            signing_key_trust: KeyTrust::default(),
         })
     }
 
@@ -947,51 +884,9 @@ fn state_after_sync(
         repository_id: None,
         revision_hash: None,
         owned: index_top_names(index).into_iter().collect(),
+        tree_digest: None,
+        signing_key: None,
     }
-}
-
-/// The index the master answered with: a whole index, or a delta rebuilt on `base` (the index
-/// held, taken apart). Returns how to keep it, the index, and for a delta what `base` had that
-/// the index lacks. With `whole_tree` and an `expected` hash, a whole index's body must have
-/// that hash.
-fn index_from_answer(
-    bytes: Vec<u8>,
-    base: Option<Index>,
-    whole_tree: bool,
-    expected: Option<hummel_core::Hash>,
-) -> Result<(NewIndex, Index, Option<Index>), SyncError> {
-    if hummel_core::delta::is_delta(&bytes) {
-        let base = base
-            .ok_or_else(|| SyncError::Index("the master sent a delta for no index held".into()))?;
-        let delta = hummel_core::delta::decode_delta(&bytes)
-            .map_err(|e| SyncError::Index(e.to_string()))?;
-        let (index, replaced) = delta
-            .apply_owned(base)
-            .map_err(|e| SyncError::Index(e.to_string()))?;
-        tracing::debug!(
-            from = delta.base_revision,
-            to = delta.revision,
-            changed = delta.upserted.len(),
-            removed = delta.removed.len(),
-            bytes = bytes.len(),
-            "rebuilt the index from a delta"
-        );
-        return Ok((NewIndex::Rebuilt, index, Some(replaced)));
-    }
-    let (index, body_hash) =
-        hummel_core::index::decode(&bytes).map_err(|e| SyncError::Index(e.to_string()))?;
-    if whole_tree
-        && let Some(want) = expected
-        && body_hash != want
-    {
-        return Err(SyncError::Index(format!(
-            "the index's hash {body_hash} is not the revision's {want}"
-        )));
-    }
-    // A whole index although the base was held: keep only what the base loses (survey uses
-    // it to find local data), not a second whole index.
-    let replaced = base.map(|b| b.lost_to(&index));
-    Ok((NewIndex::Bytes(bytes), index, replaced))
 }
 
 /// `POST /api/v1/client/report`, best effort: a failure is only a warning.

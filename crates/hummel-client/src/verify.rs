@@ -1,4 +1,5 @@
-//! [`verify`]: is DEST an exact copy of the master's current revision? Read-only: re-hashes
+//! [`verify`]: is DEST an exact copy of the master's current revision (as its trusted key
+//! signed it, through `trusted`, like a sync)? Read-only: re-hashes
 //! every file (in parallel) and reports missing, different and extra entries as problems.
 //! The stat cache is not trusted here; `.hummel` is ignored.
 
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use hummel_core::statement::PublicKey;
 use hummel_core::{EntryKind, FileEntry, Index, RelPath};
 use hummel_tls::ClientTls;
 
@@ -16,6 +18,7 @@ use crate::http::{HttpClient, MasterApi};
 use crate::scan::{self, LocalKind, LocalTree};
 use crate::state::StateDir;
 use crate::sync;
+use crate::trusted;
 
 /// What to verify against what.
 #[derive(Clone)]
@@ -30,6 +33,9 @@ pub struct VerifyOptions {
     pub read_token: Option<String>,
     /// Whom an `https://` master must be certified by.
     pub tls: ClientTls,
+    /// The master's signing key to trust (`--trust`); else the one DEST pinned, else the
+    /// master's own on first contact (verify pins nothing).
+    pub trust: Option<PublicKey>,
 }
 
 impl std::fmt::Debug for VerifyOptions {
@@ -43,6 +49,7 @@ impl std::fmt::Debug for VerifyOptions {
                 &self.read_token.as_ref().map(|_| "<redacted>"),
             )
             .field("tls", &self.tls)
+            .field("trust", &self.trust)
             .finish()
     }
 }
@@ -58,6 +65,13 @@ pub struct VerifyReport {
     pub bytes_checked: u64,
     /// One line per difference, sorted.
     pub problems: Vec<String>,
+    /// The fingerprint of the master's signing key that signed the revision.
+    #[serde(default)]
+    pub signing_key: String,
+    /// How that key came to be trusted (`first_contact`: nothing was pinned; verify pins
+    /// nothing).
+    #[serde(default)]
+    pub signing_key_trust: crate::KeyTrust,
 }
 
 impl VerifyReport {
@@ -71,14 +85,6 @@ impl VerifyReport {
 pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport, SyncError> {
     let http = HttpClient::new(opts.read_token.as_deref(), &opts.tls)?;
     let master = MasterApi::new(http, &opts.master_url)?;
-    let info = master.revision().await?;
-    let revision = info.revision.ok_or_else(|| SyncError::NoRevision {
-        url: master.base().to_string(),
-    })?;
-    let wanted = |i: &Index| i.revision == revision && i.root == opts.path;
-
-    // The held index when it is the very revision offered (same repository, number and
-    // content) and this subtree (saves a download), else the master's, checked.
     let state_dir = StateDir::new(&opts.dest);
     let (state, held) = blocking(move || {
         let state = state_dir.load_state();
@@ -86,36 +92,41 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport, SyncError> {
         Ok((state, index))
     })
     .await?;
+    // What the master offers, as the key DEST trusts signed it (the same checks as a sync).
+    let pinned = state.as_ref().and_then(|s| s.signing_key);
+    let offer = trusted::offer(&master, pinned, opts.trust).await?;
+    let revision = offer.revision();
+    let wanted = |i: &Index| i.revision == revision && i.root == opts.path;
+
+    // The held index when it is the very revision offered (same repository, number and
+    // signed tree) and this subtree (saves a download), else the master's, checked.
     let holds_offered = state.as_ref().is_some_and(|s| {
-        sync::same_repository(s, &info, master.base())
+        sync::same_repository(s, Some(&offer.statement.repository_id), master.base())
             && s.revision == revision
-            && sync::same_content(s, &info)
+            && sync::same_content(s, &offer.statement)
     });
     let index = match held {
         Some(i) if holds_offered && wanted(&i) => i,
         _ => {
-            let index = sync::fetch_index(&master, revision, opts.path.as_ref(), None, None, &info)
+            trusted::fetch_index(&master, &offer, opts.path.as_ref(), None, None)
                 .await?
-                .index;
-            if !wanted(&index) {
-                return Err(SyncError::Index(format!(
-                    "asked for revision {revision}, got revision {}",
-                    index.revision
-                )));
-            }
-            index
+                .index
         }
     };
+    let key = sync::KeyReport::of(&offer);
     // What Hummel manages in DEST: the revision's top-level names and those earlier syncs
     // placed; nothing else is looked at.
     let mut tops = sync::index_top_names(&index);
     tops.extend(state.into_iter().flat_map(|s| s.owned));
     let dest = crate::platform::long_path(&opts.dest);
-    blocking(move || {
+    let mut report = blocking(move || {
         let tree = scan::walk(&dest, &tops, Default::default())?;
         Ok(compare(&dest, &index, &tree))
     })
-    .await
+    .await?;
+    report.signing_key = key.fingerprint;
+    report.signing_key_trust = key.trust;
+    Ok(report)
 }
 
 /// Compares DEST (listed as `tree`) with `index`, hashing every file of the right size.
@@ -178,5 +189,6 @@ pub(crate) fn compare(dest: &Path, index: &Index, tree: &LocalTree) -> VerifyRep
         files_checked: to_hash.len() as u64,
         bytes_checked: to_hash.iter().map(|(_, f, _)| f.size).sum(),
         problems,
+        ..VerifyReport::default()
     }
 }

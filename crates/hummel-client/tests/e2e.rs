@@ -18,6 +18,8 @@ use axum::routing::{get, post};
 use hummel_client::{SyncError, SyncOptions, SyncOutcome, SyncReport, VerifyOptions, sync, verify};
 use hummel_core::codec::ChunkCompressor;
 use hummel_core::pack::PackWriter;
+use hummel_core::statement::{KeyPair, Statement};
+use hummel_core::tree::TreeHashes;
 use hummel_core::{
     ChunkLocation, ChunkerConfig, DirEntry, Entry, EntryKind, FileEntry, Hash, Index, PackInfo,
     RelPath, chunk_stream,
@@ -207,8 +209,31 @@ fn api_error(status: StatusCode, code: &str) -> Response {
         .into_response()
 }
 
+/// The fake master's signing key: it signs like a real one.
+fn master_key() -> KeyPair {
+    KeyPair::from_secret(&[5; 32])
+}
+
 async fn m_revision(State(c): State<Arc<Cluster>>) -> Response {
     let idx = c.index.lock().unwrap();
+    let statement = idx.as_ref().map(|i| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let s = Statement {
+            repository_id: "fake".into(),
+            revision: i.revision,
+            tree_format: hummel_core::tree::TREE_FORMAT,
+            tree_digest: TreeHashes::compute(i).digest(),
+            created_unix: i.created_unix,
+            signed_unix: now,
+            expires_unix: now + 3600,
+            mass_delete_confirmed: false,
+            key: master_key().public(),
+        };
+        hummel_core::tree::to_hex(&s.sign(&master_key()))
+    });
     let info = RevisionInfo {
         revision: idx.as_ref().map(|i| i.revision),
         created_unix: idx.as_ref().map(|i| i.created_unix),
@@ -217,6 +242,8 @@ async fn m_revision(State(c): State<Arc<Cluster>>) -> Response {
         index_hash: None,
         repository_id: None,
         mass_delete_confirmed: false,
+        statement,
+        key_rotations: vec![],
     };
     axum::Json(info).into_response()
 }
@@ -234,14 +261,23 @@ async fn m_index(
     {
         return api_error(StatusCode::NOT_FOUND, "no_such_revision");
     }
-    let index = match q.get("path") {
-        None => index,
-        Some(p) => match RelPath::new(p).ok().and_then(|p| index.subtree(&p)) {
+    let hashes = TreeHashes::compute(&index);
+    let (sub, proof) = match q.get("path") {
+        None => (index, Default::default()),
+        Some(p) => match RelPath::new(p)
+            .ok()
+            .and_then(|p| Some((index.subtree(&p)?, hashes.proof(&index, &p)?)))
+        {
             Some(s) => s,
             None => return api_error(StatusCode::NOT_FOUND, "no_such_path"),
         },
     };
-    hummel_core::index::encode(&index).into_response()
+    let proof = hummel_core::tree::to_hex(&hummel_core::tree::encode_proof(&proof));
+    (
+        [(hummel_proto::api::PROOF_HEADER, proof)],
+        hummel_core::index::encode(&sub),
+    )
+        .into_response()
 }
 
 async fn m_locate(
@@ -486,6 +522,7 @@ async fn sync_fails_over_is_idempotent_and_reuses_renamed_files() {
         path: None,
         read_token: None,
         tls: hummel_tls::ClientTls::system(),
+        trust: None,
     };
     let v = verify(&vopts).await.unwrap();
     assert!(v.problems.is_empty(), "{:?}", v.problems);

@@ -638,7 +638,7 @@ fn explain_undecodable(body: &[u8], err: postcard::Error) -> IndexError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn rp(s: &str) -> RelPath {

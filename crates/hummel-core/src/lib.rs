@@ -17,6 +17,12 @@
 //! - [`index`]: [`Index`], an immutable numbered revision (or subtree of one): directories,
 //!   files with their chunk lists, and where each chunk lives. Versioned binary envelope with
 //!   room for a signature.
+//! - [`tree`]: the tree digest, a Merkle tree of directory digests over an index, and
+//!   [`tree::SubtreeProof`], which ties a subtree (or an index rebuilt from a delta) to the
+//!   digest of the whole revision.
+//! - [`statement`]: what the master signs about a revision ([`statement::Statement`]: the
+//!   repository, the number, the tree digest, the expiry, the mass-delete confirmation), key
+//!   rotations, fingerprints; Ed25519 signing and strict verification.
 //!
 //! Everything that is not O(1) is CPU-bound: call it from a blocking context, never from an
 //! async task directly.
@@ -29,6 +35,8 @@ pub mod index;
 pub mod pack;
 pub mod portable;
 pub mod relpath;
+pub mod statement;
+pub mod tree;
 
 pub use chunk::{ChunkerConfig, chunk_stream};
 pub use codec::Codec;

@@ -15,6 +15,8 @@ use hummel_core::codec::{ChunkCompressor, decode_chunk};
 use hummel_core::delta::{ChunkRun, FilePatch, IndexDelta, decode_delta, encode_delta};
 use hummel_core::index::{self, ChunkLocation, DirEntry, Entry, EntryKind, FileEntry, PackInfo};
 use hummel_core::pack::{PackEntry, PackWriter, read_toc};
+use hummel_core::statement::{KeyPair, Rotation, Statement};
+use hummel_core::tree::{self, TreeHashes, decode_proof, encode_proof};
 use hummel_core::{ChunkerConfig, Codec, Hash, Index, RelPath, chunk_stream};
 
 fn fixture(name: &str) -> PathBuf {
@@ -170,6 +172,61 @@ fn entries_digest_v1() {
         &text,
         format!("{digest}\n").as_bytes(),
     );
+}
+
+/// The tree digest (format 1) that statements sign, and the proof of a subtree (format 1):
+/// master and client compute them independently, so both must agree forever.
+#[test]
+fn tree_digest_and_proof_v1() {
+    let idx = golden_index();
+    let hashes = TreeHashes::compute(&idx);
+    let digest = hashes.digest();
+    let text = format!("{digest}\n");
+    same_bytes(
+        "tree-digest-v1.txt",
+        &golden("tree-digest-v1.txt", text.as_bytes()),
+        text.as_bytes(),
+    );
+    let dir = rp("@a/empty");
+    let proof = hashes.proof(&idx, &dir).unwrap();
+    let encoded = golden("proof-v1.bin", &encode_proof(&proof));
+    assert_eq!(decode_proof(&encoded).unwrap(), proof);
+    same_bytes("proof-v1.bin", &encoded, &encode_proof(&proof));
+    let sub = idx.subtree(&dir).unwrap();
+    tree::verify(&sub, Some(&dir), &proof, &digest).unwrap();
+}
+
+/// A signed statement and a key rotation (format 1). Ed25519 signatures are deterministic, so
+/// the fixed keys give fixed bytes.
+#[test]
+fn statement_and_rotation_v1() {
+    let (old, key) = (
+        KeyPair::from_secret(&[1; 32]),
+        KeyPair::from_secret(&[2; 32]),
+    );
+    let statement = Statement {
+        repository_id: "00112233445566778899aabbccddeeff".into(),
+        revision: 20_261_202_014_530,
+        tree_format: tree::TREE_FORMAT,
+        tree_digest: TreeHashes::compute(&golden_index()).digest(),
+        created_unix: 1_796_175_930,
+        signed_unix: 1_796_175_931,
+        expires_unix: 1_798_767_931,
+        mass_delete_confirmed: true,
+        key: key.public(),
+    };
+    let bytes = golden("statement-v1.bin", &statement.sign(&key));
+    assert_eq!(Statement::decode(&bytes).unwrap(), statement);
+    same_bytes("statement-v1.bin", &bytes, &statement.sign(&key));
+    let rotation = Rotation {
+        repository_id: statement.repository_id.clone(),
+        old_key: old.public(),
+        new_key: key.public(),
+        rotated_unix: 1_796_175_000,
+    };
+    let bytes = golden("rotation-v1.bin", &rotation.sign(&old));
+    assert_eq!(Rotation::decode(&bytes).unwrap(), rotation);
+    same_bytes("rotation-v1.bin", &bytes, &rotation.sign(&old));
 }
 
 /// The revision after [`golden_index`] that [`golden_delta`] leads to.

@@ -33,6 +33,10 @@ use hummel_core::delta::{DELTA_MAGIC, IndexDelta, decode_delta, encode_delta, en
 use hummel_core::index::{self, INDEX_FORMAT_VERSION, INDEX_MAGIC, MAX_INDEX_PLAIN};
 use hummel_core::pack::{PackWriter, read_toc};
 use hummel_core::relpath::{MAX_COMPONENT_LEN, MAX_PATH_LEN};
+use hummel_core::statement::{
+    KeyPair, ROTATION_MAGIC, Rotation, STATEMENT_MAGIC, Statement, rotation_path,
+};
+use hummel_core::tree::{self, PROOF_MAGIC, TreeHashes, decode_proof, encode_proof};
 use hummel_core::{ChunkerConfig, Codec, EntryKind, Hash, Index, RelPath, chunk_stream};
 use hummel_proto::api::{
     ClientReport, HashlistChanges, Heartbeat, LocateRequest, LocateResponse, RevisionInfo,
@@ -138,6 +142,20 @@ pub const TARGETS: &[Target] = &[
         name: "wire_json",
         run: wire_json,
         seeds: seeds::wire_json,
+        max_len: 4 << 10,
+        iterations: 25_000,
+    },
+    Target {
+        name: "statement",
+        run: statement,
+        seeds: seeds::statement,
+        max_len: 1200,
+        iterations: 25_000,
+    },
+    Target {
+        name: "proof",
+        run: proof,
+        seeds: seeds::proof,
         max_len: 4 << 10,
         iterations: 25_000,
     },
@@ -507,6 +525,107 @@ pub fn relpath(data: &[u8]) -> bool {
         assert_eq!(parent.join(&rest), p);
     }
     let _ = p.is_windows_hostile();
+    true
+}
+
+/// The key [`statement`] signs its sealed inputs with.
+pub fn fuzz_key() -> KeyPair {
+    KeyPair::from_secret(&[42; 32])
+}
+
+/// `magic | u32 format 1 | body | signature of it all by [`fuzz_key`]`: what a master that
+/// holds the key would send, so mutations reach postcard and the checks after the signature.
+pub fn seal_signed(magic: &[u8; 8], body: &[u8]) -> Vec<u8> {
+    use ed25519_dalek::Signer as _;
+    let mut out = magic.to_vec();
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(body);
+    let key = ed25519_dalek::SigningKey::from_bytes(&fuzz_key().secret());
+    let signature = key.sign(&out).to_bytes();
+    out.extend_from_slice(&signature);
+    out
+}
+
+/// `Statement::decode` and `Rotation::decode` (client: the statement in `GET /api/v1/revision`
+/// and the key rotations beside it). Input: `flags | bytes`; flag 1: `bytes` is the body of a
+/// statement (flag 2: of a rotation) that [`seal_signed`] seals and signs, else the whole
+/// signed encoding as sent.
+pub fn statement(data: &[u8]) -> bool {
+    let Some((&flags, rest)) = data.split_first() else {
+        return false;
+    };
+    let (as_statement, as_rotation) = match flags & 3 {
+        1 => (seal_signed(STATEMENT_MAGIC, rest), Vec::new()),
+        2 => (Vec::new(), seal_signed(ROTATION_MAGIC, rest)),
+        _ => (rest.to_vec(), rest.to_vec()),
+    };
+    let mut accepted = false;
+    if let Ok(s) = Statement::decode(&as_statement) {
+        assert_eq!(s.tree_format, hummel_core::tree::TREE_FORMAT);
+        assert!(s.repository_id.len() <= hummel_core::statement::MAX_REPOSITORY_ID);
+        // Accepted bytes are signed by the key they name: the same again with that key.
+        if s.key == fuzz_key().public() {
+            let again = Statement::decode(&s.sign(&fuzz_key())).expect("re-signed decodes");
+            assert_eq!(again, s, "decode(sign(x)) == x");
+        }
+        let _ = s.expired(i64::MAX);
+        accepted = true;
+    }
+    if let Ok(r) = Rotation::decode(&as_rotation) {
+        if r.old_key == fuzz_key().public() {
+            let again = Rotation::decode(&r.sign(&fuzz_key())).expect("re-signed decodes");
+            assert_eq!(again, r, "decode(sign(x)) == x");
+        }
+        let path = rotation_path(
+            r.old_key,
+            r.new_key,
+            &r.repository_id,
+            std::slice::from_ref(&r),
+        );
+        assert!(path.is_some() || r.old_key == r.new_key || r.repository_id.len() > 64);
+        accepted = true;
+    }
+    accepted
+}
+
+/// `tree::decode_proof` and the climb from a subtree to the tree digest with what it decoded
+/// (client: the `X-Hummel-Proof` header of every index answer). Input: `flags | bytes`; flag 1:
+/// `bytes` follow the proof's magic and format, else they are the whole encoding.
+pub fn proof(data: &[u8]) -> bool {
+    let Some((&flags, rest)) = data.split_first() else {
+        return false;
+    };
+    let bytes = if flags & 1 == 1 {
+        let mut b = PROOF_MAGIC.to_vec();
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(rest);
+        b
+    } else {
+        rest.to_vec()
+    };
+    let Ok(p) = decode_proof(&bytes) else {
+        return false;
+    };
+    assert_eq!(decode_proof(&encode_proof(&p)).expect("re-encoded"), p);
+    // Climbing with it never panics, whatever it says; the master's own proof leads to the
+    // tree digest, and a proof that does not fit the path is refused.
+    let base = seeds::base_index();
+    for dir in ["@mod", "@mod/addons"] {
+        let dir = RelPath::new(dir).expect("a valid path");
+        let sub = base.subtree(&dir).expect("a directory of the base");
+        let result = tree::digest_through(&sub, Some(&dir), &p);
+        if p.levels.len() != dir.components().count() {
+            assert!(result.is_err());
+        }
+    }
+    let hashes = TreeHashes::compute(base);
+    let dir = RelPath::new("@mod/addons").expect("a valid path");
+    let honest = hashes.proof(base, &dir).expect("a directory of the base");
+    let sub = base.subtree(&dir).expect("a directory of the base");
+    assert_eq!(
+        tree::digest_through(&sub, Some(&dir), &honest).expect("fits"),
+        hashes.digest()
+    );
     true
 }
 

@@ -11,6 +11,8 @@ use hummel_core::codec::ChunkCompressor;
 use hummel_core::delta::{IndexDelta, encode_delta};
 use hummel_core::index::{self, ChunkLocation, DirEntry, Entry, EntryKind, FileEntry, PackInfo};
 use hummel_core::pack::PackWriter;
+use hummel_core::statement::{KeyPair, Rotation, Statement};
+use hummel_core::tree::{TreeHashes, encode_proof};
 use hummel_core::{ChunkerConfig, Codec, Hash, Index, RelPath};
 use hummel_proto::api::{
     Assignment, ClientReport, HashlistChanges, HashlistVersion, Heartbeat, LocateRequest,
@@ -277,6 +279,8 @@ fn state_value() -> ClientState {
         repository_id: Some("00112233445566778899aabbccddeeff".into()),
         revision_hash: Some(Hash::of(b"index body")),
         owned: vec!["@mod".into(), "readme.txt".into()],
+        tree_digest: Some(Hash::of(b"tree")),
+        signing_key: Some(hummel_core::statement::KeyPair::from_secret(&[3; 32]).public()),
     }
 }
 
@@ -472,6 +476,8 @@ pub fn wire_json() -> Vec<Vec<u8>> {
                 index_hash: Some(h(7)),
                 repository_id: Some("00112233445566778899aabbccddeeff".into()),
                 mass_delete_confirmed: true,
+                statement: Some("00ff".into()),
+                key_rotations: vec!["0011".into()],
             }),
         ),
     ];
@@ -487,4 +493,54 @@ pub fn wire_json() -> Vec<Vec<u8>> {
 
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("serialises")
+}
+
+/// Seeds of `statement`: a signed statement and a rotation as sent (flag 0), and their bodies
+/// for the fuzz key to seal (flags 1 and 2).
+pub fn statement() -> Vec<Vec<u8>> {
+    let key = crate::fuzz_key();
+    let other = KeyPair::from_secret(&[7; 32]);
+    let statement = Statement {
+        repository_id: "00112233445566778899aabbccddeeff".into(),
+        revision: 20_261_202_014_530,
+        tree_format: hummel_core::tree::TREE_FORMAT,
+        tree_digest: Hash::of(b"tree"),
+        created_unix: 1_796_175_930,
+        signed_unix: 1_796_175_931,
+        expires_unix: 1_798_767_931,
+        mass_delete_confirmed: true,
+        key: key.public(),
+    };
+    let rotation = Rotation {
+        repository_id: statement.repository_id.clone(),
+        old_key: key.public(),
+        new_key: other.public(),
+        rotated_unix: 1_796_175_000,
+    };
+    let body = |b: &[u8]| b[12..b.len() - 64].to_vec();
+    let signed = statement.sign(&key);
+    let rotated = rotation.sign(&key);
+    let with = |flag: u8, b: Vec<u8>| [vec![flag], b].concat();
+    vec![
+        with(0, signed.clone()),
+        with(0, rotated.clone()),
+        with(1, body(&signed)),
+        with(2, body(&rotated)),
+    ]
+}
+
+/// Seeds of `proof`: the base index's proofs of its directories, whole and after the header.
+pub fn proof() -> Vec<Vec<u8>> {
+    let base = base_index();
+    let hashes = TreeHashes::compute(base);
+    let mut out = Vec::new();
+    for dir in ["@mod", "@mod/addons", "@mod/empty"] {
+        let p = hashes
+            .proof(base, &RelPath::new(dir).expect("valid"))
+            .expect("a directory of the base");
+        let bytes = encode_proof(&p);
+        out.push([vec![0], bytes.clone()].concat());
+        out.push([vec![1], bytes[12..].to_vec()].concat());
+    }
+    out
 }

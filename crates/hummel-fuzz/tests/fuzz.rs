@@ -226,6 +226,8 @@ targets!(
     relpath,
     hash_text,
     wire_json,
+    statement,
+    proof,
 );
 
 /// An envelope (format 1, no signature) around an already compressed `body`.

@@ -34,8 +34,8 @@ use hummel_proto::ApiErrorBody;
 use hummel_proto::api::{
     self as endpoints, BuildQuery, BuildStarted, BuildStatus, ClientReport, HashlistChanges,
     Health, Heartbeat, LocateRequest, LocateResponse, MASS_DELETE_HEADER, MAX_BAD_SLAVES,
-    MAX_HEARTBEAT_BODY, MAX_JSON_BODY, REPOSITORY_ID_HEADER, REVISION_HASH_HEADER, RevisionInfo,
-    SlaveDirective, SlaveHashlist, StatusResponse,
+    MAX_HEARTBEAT_BODY, MAX_JSON_BODY, PROOF_HEADER, REPOSITORY_ID_HEADER, REVISION_HASH_HEADER,
+    RevisionInfo, SlaveDirective, SlaveHashlist, StatusResponse,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -453,17 +453,23 @@ async fn index(
         .fetch_add(1, Ordering::Relaxed);
     let repository_id = master.inner.repository_id.clone();
     let lookup = blocking(move || {
-        if let Some(since) = q.since
-            && let Some(delta) = master.index_delta_bytes(q.revision, path.as_ref(), since)?
-        {
-            return Ok((delta.0, delta.1, INDEX_KIND_DELTA));
-        }
-        master
-            .index_bytes(q.revision, path.as_ref())
-            .map(|(n, b)| (n, b, INDEX_KIND_FULL))
+        let delta = match q.since {
+            Some(since) => master.index_delta_bytes(q.revision, path.as_ref(), since)?,
+            None => None,
+        };
+        let (row, bytes, kind) = match delta {
+            Some((row, bytes)) => (row, bytes, INDEX_KIND_DELTA),
+            None => {
+                let (row, bytes) = master.index_bytes(q.revision, path.as_ref())?;
+                (row, bytes, INDEX_KIND_FULL)
+            }
+        };
+        // What ties the answer (or the index a delta rebuilds) to the signed tree digest.
+        let proof = master.subtree_proof(row.number, path.as_ref())?;
+        Ok::<_, IndexLookupError>((row, bytes, kind, proof))
     })
     .await?;
-    let (row, bytes, kind) = lookup.map_err(|e| match e {
+    let (row, bytes, kind, proof) = lookup.map_err(|e| match e {
         IndexLookupError::NoRevision => {
             ApiError::not_found("no_revision", "no revision has been published yet")
         }
@@ -484,6 +490,11 @@ async fn index(
     headers.insert(
         HeaderName::from_static(INDEX_KIND_HEADER),
         HeaderValue::from_static(kind),
+    );
+    let proof = hummel_core::tree::to_hex(&hummel_core::tree::encode_proof(&proof));
+    headers.insert(
+        HeaderName::try_from(PROOF_HEADER).map_err(|e| ApiError::Internal(e.to_string()))?,
+        HeaderValue::try_from(proof).map_err(|e| ApiError::Internal(e.to_string()))?,
     );
     Ok((headers, bytes).into_response())
 }

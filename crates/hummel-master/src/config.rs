@@ -76,7 +76,17 @@ pub struct MasterConfig {
     /// many; 0 turns the limit off (behind a reverse proxy every client has the proxy's
     /// address). `/health`, `/blob` and the slaves' routes are not limited.
     pub rate_limit: u32,
+    /// How long a signed statement about the current revision holds; it is signed again
+    /// after half of it while the master runs (`crate::signing`).
+    pub signature_expiry: Duration,
+    /// Replace the signing key at start: the old key signs the handover to a new one, which
+    /// clients that pinned the old key follow (`crate::signing`).
+    pub rotate_key: bool,
 }
+
+/// Default of [`MasterConfig::signature_expiry`]: a master that stops signing (or whoever
+/// replays its old answers) holds clients back this long at most.
+pub const DEFAULT_SIGNATURE_EXPIRY: Duration = Duration::from_secs(30 * 86_400);
 
 /// Default of [`MasterConfig::client_retention`].
 pub const DEFAULT_CLIENT_RETENTION: Duration = Duration::from_secs(30 * 86_400);

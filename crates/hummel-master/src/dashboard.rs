@@ -294,6 +294,31 @@ fn revision_section(h: &mut String, status: &StatusResponse) {
         }
         _ => h.push_str("<p class=\"muted\">No revision has been published yet.</p>"),
     }
+    if let Some(s) = &status.signing {
+        // Hex digits only: nothing to escape.
+        let _ = write!(
+            h,
+            "<p>Signing key (players pin it on their first sync, or pass \
+             <code>--trust</code>): <code>{}</code>; statements hold {} and are signed again \
+             halfway{}.</p>",
+            s.fingerprint,
+            human_duration(s.expiry_s),
+            if s.rotations > 0 {
+                format!(", {} key rotation(s) recorded", s.rotations)
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+/// `30 days`, `12 h`, `90 s`.
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s >= 2 * 86_400 => format!("{} days", s / 86_400),
+        s if s >= 7200 => format!("{} h", s / 3600),
+        s => format!("{s} s"),
+    }
 }
 
 fn build_section(h: &mut String, build: Option<&BuildStatus>) {

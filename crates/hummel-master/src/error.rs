@@ -55,6 +55,14 @@ pub enum MasterError {
     /// `--watch` could not watch the repository folder (say, too few inotify watches).
     #[error("cannot watch the repository folder {0}")]
     Watch(String),
+    /// The signing key (or its rotations file) in the data folder is unusable.
+    #[error("signing key {path}: {reason}")]
+    SigningKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// `repack_level` is neither 0 nor in [`crate::config::REPACK_LEVELS`].
     #[error("repack level {0} is out of range (0 = off, or 4..=19)")]
     RepackLevel(i32),

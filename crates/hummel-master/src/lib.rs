@@ -14,6 +14,9 @@
 //! - `db`: the SQLite metadata database `DATA/hummel.db` (WAL, versioned schema).
 //! - `revision`: encoded indexes in `DATA/revisions/N.idx`, written before their row commits,
 //!   and the numbering rule (never below the UTC time as `YYYYMMDDhhmmss`).
+//! - `signing`: the Ed25519 key in `DATA/signing/` (made on first start, rotated on request),
+//!   the signed statement of the current revision (signed again at half its validity) and
+//!   the proofs that tie a subtree to it.
 //! - `build`: the pipeline walk → mass-delete guard → reuse → chunk/hash/compress (rayon, each
 //!   file read again while it changes) → pack writer → index.
 //! - `repack`: the optional background pass that recompresses the current revision's packs at
@@ -55,6 +58,7 @@ mod metrics;
 mod placement;
 mod repack;
 mod revision;
+mod signing;
 mod tracker;
 mod watch;
 
@@ -66,10 +70,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use config::{
     DEFAULT_CLIENT_RETENTION, DEFAULT_FALLBACK_LIMIT, DEFAULT_GC_GRACE, DEFAULT_KEEP_REVISIONS,
-    DEFAULT_RATE_LIMIT, MasterConfig, RATE_BURST_SECONDS, REPACK_LEVELS, Tokens,
+    DEFAULT_RATE_LIMIT, DEFAULT_SIGNATURE_EXPIRY, MasterConfig, RATE_BURST_SECONDS, REPACK_LEVELS,
+    Tokens,
 };
 pub use error::MasterError;
 pub use master::{EMBEDDED_SLAVE_ID, Master, run_background};
+pub use signing::{KeyEvent, SigningKeyInfo};
 pub use watch::watch_repository;
 
 /// Locks a mutex; a panic elsewhere does not make the data unusable for readers.

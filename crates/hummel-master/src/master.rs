@@ -49,6 +49,7 @@ use crate::metrics::Metrics;
 use crate::placement::{self, Candidate, PackSlot, Placement};
 use crate::repack::Repacker;
 use crate::revision::{self, LoadedRevision};
+use crate::signing::Signing;
 use crate::tracker::{Liveness, ReplicaChange, SlaveRecord, Tracker, Vetting};
 use crate::{lock, now_ms, now_unix, read, write};
 
@@ -101,6 +102,10 @@ pub(crate) struct Inner {
     pub limits: Limits,
     /// Publications, pushed to `GET /api/v1/events` subscribers (`crate::events`).
     pub events: Events,
+    /// The signing key and the current revision's statement (`crate::signing`).
+    pub signing: Signing,
+    /// What opening did with the key (made, loaded, rotated).
+    pub key_event: crate::signing::KeyEvent,
 }
 
 /// The pack enumeration.
@@ -221,6 +226,12 @@ impl Master {
         let store = Arc::new(BlobStore::open(&config.data.join("store"))?);
 
         let repository_id = db.repository_id()?;
+        let (signing, key_event) = Signing::open(
+            &config.data,
+            &repository_id,
+            config.signature_expiry,
+            config.rotate_key,
+        )?;
         let history = db.load_revisions()?;
         let current = match history.last() {
             Some(row) => Some(Arc::new(revision::load_revision(
@@ -312,6 +323,8 @@ impl Master {
                 fallback: Arc::new(tokio::sync::Semaphore::new(fallback_limit)),
                 limits,
                 events,
+                signing,
+                key_event,
             }),
         })
     }
@@ -607,6 +620,7 @@ impl Master {
         write(&self.inner.history).push(row.clone());
         *write(&self.inner.current) = Some(Arc::new(LoadedRevision {
             row,
+            tree: Arc::new(hummel_core::tree::TreeHashes::compute(&index)),
             index: Arc::new(index),
             encoded: Bytes::from(encoded),
         }));
@@ -655,6 +669,8 @@ impl Master {
                 index_hash: Some(c.row.index_hash),
                 repository_id: Some(self.inner.repository_id.clone()),
                 mass_delete_confirmed: c.row.mass_delete_confirmed,
+                statement: Some(self.statement_of(&c).0),
+                key_rotations: self.inner.signing.rotations(),
             },
             None => RevisionInfo {
                 revision: None,
@@ -664,6 +680,8 @@ impl Master {
                 index_hash: None,
                 repository_id: Some(self.inner.repository_id.clone()),
                 mass_delete_confirmed: false,
+                statement: None,
+                key_rotations: self.inner.signing.rotations(),
             },
         }
     }
@@ -761,7 +779,7 @@ impl Master {
     }
 
     /// Revision `revision` (default: current), decoded.
-    fn loaded_revision(
+    pub(crate) fn loaded_revision(
         &self,
         revision: Option<u64>,
     ) -> Result<Arc<LoadedRevision>, IndexLookupError> {
@@ -1248,6 +1266,7 @@ impl Master {
             repack: self.repack_status(),
             gc: Some(self.gc_status()),
             replicating,
+            signing: Some(self.signing_status()),
         }
     }
 

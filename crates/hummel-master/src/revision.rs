@@ -16,6 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hummel_core::Index;
 use hummel_core::index::decode;
+use hummel_core::tree::TreeHashes;
 
 use crate::db::RevisionRow;
 use crate::error::MasterError;
@@ -41,12 +42,14 @@ pub(crate) fn time_number(now_unix: i64) -> u64 {
     u64::try_from(digits).unwrap_or(0)
 }
 
-/// A revision decoded in memory with its encoded bytes (served as is for the whole tree).
+/// A revision decoded in memory with its encoded bytes (served as is for the whole tree) and
+/// its directory digests (what is signed, and the proofs of its subtrees).
 #[derive(Debug)]
 pub(crate) struct LoadedRevision {
     pub row: RevisionRow,
     pub index: Arc<Index>,
     pub encoded: Bytes,
+    pub tree: Arc<TreeHashes>,
 }
 
 /// `DIR/N.idx`.
@@ -124,6 +127,7 @@ pub(crate) fn load_revision(dir: &Path, row: RevisionRow) -> Result<LoadedRevisi
     }
     Ok(LoadedRevision {
         row,
+        tree: Arc::new(TreeHashes::compute(&index)),
         index: Arc::new(index),
         encoded,
     })

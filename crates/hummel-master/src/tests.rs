@@ -47,6 +47,8 @@ fn config(repo: &Path, data: &Path) -> MasterConfig {
         fallback_limit: crate::DEFAULT_FALLBACK_LIMIT,
         client_retention: crate::DEFAULT_CLIENT_RETENTION,
         rate_limit: crate::DEFAULT_RATE_LIMIT,
+        signature_expiry: crate::DEFAULT_SIGNATURE_EXPIRY,
+        rotate_key: false,
     }
 }
 

@@ -45,8 +45,11 @@ pub struct IndexAnswer {
     pub revision_hash: Option<Hash>,
     /// The repository id, if the master names one.
     pub repository_id: Option<String>,
-    /// The revision carries the admin's mass-delete confirmation.
+    /// The revision carries the admin's mass-delete confirmation (the signed statement says
+    /// so too, and that is what the client goes by).
     pub mass_delete_confirmed: bool,
+    /// The subtree proof (hex) up to the signed tree digest, checked by the client.
+    pub proof: Option<String>,
 }
 
 impl MasterApi {
@@ -200,12 +203,14 @@ impl MasterApi {
         };
         let repository_id = header(api::REPOSITORY_ID_HEADER);
         let mass_delete_confirmed = header(api::MASS_DELETE_HEADER).as_deref() == Some("1");
+        let proof = header(api::PROOF_HEADER);
         let bytes = read_capped(resp, MAX_INDEX_RESPONSE, WHAT).await?;
         Ok(IndexAnswer {
             bytes,
             revision_hash,
             repository_id,
             mass_delete_confirmed,
+            proof,
         })
     }
 

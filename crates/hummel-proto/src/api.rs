@@ -1,12 +1,14 @@
 //! Endpoints and their bodies.
 //!
 //! Client → master (read token if configured):
-//! - `GET  /api/v1/revision` → [`RevisionInfo`] (cheap; the no-op check)
+//! - `GET  /api/v1/revision` → [`RevisionInfo`] (cheap; the no-op check), with the master's
+//!   signed statement about the revision
 //! - `GET  /api/v1/index?revision=N&path=SUB[&since=M]` → encoded [`hummel_core::Index`] of the
 //!   subtree (`application/octet-stream`); `revision` defaults to the current one, `path` to the
 //!   root. With `since=M` (the revision the client holds) the answer may instead be an encoded
 //!   [`hummel_core::delta::IndexDelta`] from M (header `X-Hummel-Index-Kind: delta`; the magic
-//!   says so too); the client rebuilds N from the index it holds.
+//!   says so too); the client rebuilds N from the index it holds. Header `X-Hummel-Proof`
+//!   ties the answer to the signed tree digest.
 //! - `POST /api/v1/locate` [`LocateRequest`] → [`LocateResponse`]: which live slaves hold which packs
 //! - `POST /api/v1/client/report` [`ClientReport`] → 204: what the client now holds
 //! - `GET  /api/v1/status` → [`StatusResponse`]
@@ -138,6 +140,35 @@ pub struct RevisionInfo {
     /// (`hummel build --allow-mass-delete`); clients then apply its deletes without asking.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mass_delete_confirmed: bool,
+    /// The master's signed statement about this revision
+    /// ([`hummel_core::statement::Statement`], format 1, as lower-case hex): what a client
+    /// trusts of all the above. Absent before the first revision, and from masters before
+    /// signed revisions (clients refuse those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<String>,
+    /// Every key rotation the signing key came through
+    /// ([`hummel_core::statement::Rotation`], hex), oldest first: a client that pinned an
+    /// older key follows them to the current one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_rotations: Vec<String>,
+}
+
+/// Response header of `GET /api/v1/index`: the [`hummel_core::tree::SubtreeProof`] (format 1,
+/// hex) that ties the answer's subtree (or the index a delta rebuilds) to the tree digest of
+/// the signed statement. Empty levels for the whole tree.
+pub const PROOF_HEADER: &str = "X-Hummel-Proof";
+
+/// The master's signing key, in [`StatusResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningStatus {
+    /// The public key's fingerprint (64 hex digits): what clients pin or pass to `--trust`.
+    pub fingerprint: String,
+    /// Seconds a signed statement holds (it is signed again after half of it).
+    pub expiry_s: u64,
+    /// Key rotations recorded.
+    pub rotations: u32,
+    /// Until when the current revision's statement holds.
+    pub statement_expires_unix: Option<i64>,
 }
 
 /// Response header of `GET /api/v1/index`: the [`RevisionInfo::index_hash`] of the whole
@@ -507,6 +538,9 @@ pub struct StatusResponse {
     /// has them (and from older masters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicating: Option<ReplicatingStatus>,
+    /// The master's signing key (absent from masters before signed revisions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningStatus>,
 }
 
 /// A revision still replicating, in [`StatusResponse`].
@@ -604,6 +638,8 @@ mod tests {
                 index_hash: None,
                 repository_id: None,
                 mass_delete_confirmed: false,
+                statement: None,
+                key_rotations: vec![],
             },
             build: None,
             slaves: vec![],
@@ -618,6 +654,7 @@ mod tests {
             repack: None,
             gc: None,
             replicating: None,
+            signing: None,
         };
         // Off (or an older master): absent, and its absence reads as None.
         let j = serde_json::to_value(&st).unwrap();

@@ -11,6 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use hummel_core::Hash;
+use hummel_core::statement::{KeyPair, Rotation, Statement};
+use hummel_core::tree::{TREE_FORMAT, to_hex};
 use hummel_proto::api::{
     Assignment, ClientReport, HashlistChanges, HashlistVersion, Heartbeat, LocateRequest,
     LocateResponse, RevisionInfo, SlaveDirective, SlaveEndpoint, SlaveHashlist,
@@ -204,6 +206,28 @@ fn client_report_with_key() {
 
 #[test]
 fn revision_info() {
+    // Ed25519 signatures are deterministic: the same key and statement, the same bytes.
+    let (old, key) = (
+        KeyPair::from_secret(&[1; 32]),
+        KeyPair::from_secret(&[2; 32]),
+    );
+    let statement = Statement {
+        repository_id: "00112233445566778899aabbccddeeff".into(),
+        revision: 20_261_202_014_530,
+        tree_format: TREE_FORMAT,
+        tree_digest: h(9),
+        created_unix: 1_796_175_930,
+        signed_unix: 1_796_175_931,
+        expires_unix: 1_798_767_931,
+        mass_delete_confirmed: true,
+        key: key.public(),
+    };
+    let rotation = Rotation {
+        repository_id: "00112233445566778899aabbccddeeff".into(),
+        old_key: old.public(),
+        new_key: key.public(),
+        rotated_unix: 1_796_175_000,
+    };
     check(
         "revision.json",
         &RevisionInfo {
@@ -214,6 +238,8 @@ fn revision_info() {
             index_hash: Some(h(7)),
             repository_id: Some("00112233445566778899aabbccddeeff".into()),
             mass_delete_confirmed: true,
+            statement: Some(to_hex(&statement.sign(&key))),
+            key_rotations: vec![to_hex(&rotation.sign(&old))],
         },
     );
 }

@@ -137,6 +137,20 @@ pub struct RepoWatch {
     pub watch_settle: Duration,
 }
 
+/// How a master (`serve` or `master`) signs its revisions.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct SigningArgs {
+    /// How long the signed statement of a revision holds (re-signed halfway while the master
+    /// runs). A client refuses an expired one, so a master that stops signing, or whoever
+    /// replays its old answers, holds clients back this long at most.
+    #[arg(long, default_value = "30d", value_parser = parse_duration, env = "HUMMEL_SIGNATURE_EXPIRY")]
+    pub signature_expiry: Duration,
+    /// Replace the signing key (DATA/signing/key) at start: the old key signs the handover to
+    /// a new one, clients that pinned the old key follow it, and the old key is deleted.
+    #[arg(long)]
+    pub rotate_key: bool,
+}
+
 /// `hummel serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -165,6 +179,9 @@ pub struct ServeArgs {
     /// Repack and garbage collection.
     #[command(flatten)]
     pub packs: PackUpkeep,
+    /// Signed revisions.
+    #[command(flatten)]
+    pub signing: SigningArgs,
     /// Limits per client.
     #[command(flatten)]
     pub clients: ClientLimits,
@@ -226,6 +243,9 @@ pub struct MasterArgs {
     /// Repack and garbage collection.
     #[command(flatten)]
     pub packs: PackUpkeep,
+    /// Signed revisions.
+    #[command(flatten)]
+    pub signing: SigningArgs,
     /// Limits per client.
     #[command(flatten)]
     pub clients: ClientLimits,
@@ -370,6 +390,11 @@ pub struct SyncArgs {
     /// Trust for an https:// master and slaves.
     #[command(flatten)]
     pub trust: ClientTlsArgs,
+    /// The master's signing key fingerprint (64 hex digits, shown by `hummel status` and the
+    /// master's dashboard). Without it the key is pinned on first contact; with it, only this
+    /// key is accepted and pinned, replacing the one DEST pinned before.
+    #[arg(long = "trust", value_name = "FINGERPRINT", env = "HUMMEL_TRUST", value_parser = parse_fingerprint)]
+    pub trust_key: Option<hummel_core::statement::PublicKey>,
 }
 
 /// `hummel verify`.
@@ -391,6 +416,15 @@ pub struct VerifyArgs {
     /// Trust for an https:// master.
     #[command(flatten)]
     pub trust: ClientTlsArgs,
+    /// The master's signing key fingerprint; without it, the key DEST pinned, or (writing
+    /// nothing) the master's own on first contact.
+    #[arg(long = "trust", value_name = "FINGERPRINT", env = "HUMMEL_TRUST", value_parser = parse_fingerprint)]
+    pub trust_key: Option<hummel_core::statement::PublicKey>,
+}
+
+/// `--trust FINGERPRINT`.
+fn parse_fingerprint(s: &str) -> Result<hummel_core::statement::PublicKey, String> {
+    s.parse()
 }
 
 /// `hummel status`.

@@ -18,6 +18,7 @@ mod integration {
     mod repack;
     mod serve;
     mod shutdown;
+    mod signing;
     mod surface;
     mod tls;
     mod watch;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hummel_master::{Master, MasterConfig, Tokens};
+use hummel_master::{KeyEvent, Master, MasterConfig, Tokens};
 use hummel_proto::api::BuildState;
 use hummel_tls::ServerTls;
 use tokio_util::sync::CancellationToken;
@@ -86,8 +86,11 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         fallback_limit: 0,
         client_retention: args.clients.client_retention,
         rate_limit: args.clients.rate_limit,
+        signature_expiry: args.signing.signature_expiry,
+        rotate_key: args.signing.rotate_key,
     })
     .context("cannot open the master")?;
+    show_signing_key(&master);
     run_master(master, edge, "serve", true, args.watch).await
 }
 
@@ -117,9 +120,33 @@ pub async fn master(args: MasterArgs) -> Result<ExitCode> {
         fallback_limit: args.fallback_limit,
         client_retention: args.clients.client_retention,
         rate_limit: args.clients.rate_limit,
+        signature_expiry: args.signing.signature_expiry,
+        rotate_key: args.signing.rotate_key,
     })
     .context("cannot open the master")?;
+    show_signing_key(&master);
     run_master(master, edge, "master", args.build_on_start, args.watch).await
+}
+
+/// Prints the signing key's fingerprint (and what this start did with the key) on stderr.
+fn show_signing_key(master: &Master) {
+    let k = master.signing_key();
+    match k.event {
+        KeyEvent::Made => eprintln!(
+            "made a new signing key, stored in {}; keep it secret and back it up",
+            k.path.display()
+        ),
+        KeyEvent::Rotated { from } => eprintln!(
+            "rotated the signing key: {from} handed over to the new key in {}; clients that \
+             pinned the old key follow the handover",
+            k.path.display()
+        ),
+        KeyEvent::Loaded => {}
+    }
+    eprintln!(
+        "signing key fingerprint {} (clients pin it on first contact, or pass --trust {})",
+        k.key, k.key
+    );
 }
 
 async fn run_master(

@@ -32,6 +32,18 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
         ),
         None => println!("no revision yet"),
     }
+    if let Some(s) = &st.signing {
+        println!(
+            "signing key {} (statements hold {} s, signed again halfway{})",
+            s.fingerprint,
+            s.expiry_s,
+            if s.rotations > 0 {
+                format!("; {} rotation(s)", s.rotations)
+            } else {
+                String::new()
+            }
+        );
+    }
     if let Some(b) = &st.build {
         let state = serde_json::to_value(b.state)?;
         println!(

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use hummel_client::{RevisionWatch, SyncOptions, SyncOutcome, VerifyOptions};
+use hummel_client::{KeyTrust, RevisionWatch, SyncOptions, SyncOutcome, VerifyOptions};
 use hummel_core::RelPath;
 
 use crate::cli::{SyncArgs, VerifyArgs};
@@ -30,6 +30,7 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
         keep_extra: args.keep_extra,
         allow_mass_delete: args.allow_mass_delete,
         allow_rollback: args.allow_rollback,
+        trust: args.trust_key,
         read_token: args.read_token.clone(),
         tls: client_tls(&args.trust)?,
         progress: !args.json && std::io::stderr().is_terminal(),
@@ -140,8 +141,13 @@ async fn run_exec(cmd: &str, revision: u64, dest: &std::path::Path) {
     }
 }
 
-/// Prints what a sync did (or would do).
+/// Prints what a sync did (or would do), and how the master's signing key is trusted.
 fn print_outcome(args: &SyncArgs, outcome: SyncOutcome) -> Result<()> {
+    let (key, trust) = match &outcome {
+        SyncOutcome::Done(r) => (&r.signing_key, r.signing_key_trust),
+        SyncOutcome::DryRun(p) => (&p.signing_key, p.signing_key_trust),
+    };
+    say_key_trust(key, trust, &args.dest, args.dry_run);
     match outcome {
         SyncOutcome::Done(report) => {
             if args.json {
@@ -217,6 +223,26 @@ fn print_outcome(args: &SyncArgs, outcome: SyncOutcome) -> Result<()> {
     Ok(())
 }
 
+/// Says on stderr when the master's signing key was trusted for the first time (or anew): the
+/// one moment a user can compare it with what the master's admin publishes.
+fn say_key_trust(key: &str, trust: KeyTrust, dest: &std::path::Path, pins_nothing: bool) {
+    let kept = if pins_nothing {
+        "nothing pinned (a dry run or verify writes nothing)".to_string()
+    } else {
+        format!("pinned in {}", dest.join(".hummel").display())
+    };
+    match trust {
+        KeyTrust::FirstContact => eprintln!(
+            "trusting the master's signing key {key} on first contact ({kept}); compare it \
+             with the one the master's admin publishes, or pass --trust"
+        ),
+        KeyTrust::Rotated => eprintln!(
+            "the master's signing key was rotated: the pinned key handed over to {key} ({kept})"
+        ),
+        KeyTrust::Given | KeyTrust::Pinned => {}
+    }
+}
+
 /// Most paths listed after a sync; the rest are counted (`--json` has them all).
 const MAX_LISTED: usize = 20;
 
@@ -241,8 +267,15 @@ pub async fn verify(args: VerifyArgs) -> Result<ExitCode> {
         path: subtree(args.path.as_deref())?,
         read_token: args.read_token.clone(),
         tls: client_tls(&args.trust)?,
+        trust: args.trust_key,
     };
     let report = hummel_client::verify(&opts).await?;
+    say_key_trust(
+        &report.signing_key,
+        report.signing_key_trust,
+        &args.dest,
+        true,
+    );
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -24,6 +24,8 @@ pub fn hummel() -> Command {
         "HUMMEL_SLAVE_TOKEN",
         "HUMMEL_READ_TOKEN",
         "HUMMEL_CA_CERT",
+        "HUMMEL_TRUST",
+        "HUMMEL_SIGNATURE_EXPIRY",
         "RUST_LOG",
     ] {
         c.env_remove(v);
