@@ -18,6 +18,9 @@
 //!   chunk through [`hummel_core::codec::decode_chunk`] before it is written.
 //! - `assemble`: temp files (named by content hash, resumed across runs), local chunk copies,
 //!   sealing (mode, mtime, syncfs), and the final burst: directories, renames, deletes.
+//! - [`changes`](mod@changes): what changed between two revisions ([`Changelog`]: mods and
+//!   files added, updated, removed), what a folder holds ([`changes::held`]) and the master's
+//!   current whole index ([`changes::current`]).
 //! - [`verify`](mod@verify): read-only comparison of DEST with the current revision.
 //! - `names`: names DEST's file system cannot hold (Windows' rules, case pairs where case is
 //!   ignored), refused before anything is written.
@@ -27,7 +30,8 @@
 //!   timeouts (connect 5 s, stall 30 s), the read token, capped bodies, and the master's client
 //!   API.
 //! - [`space`]: the free-space check before downloading (a pure decision and `statvfs`).
-//! - [`report`]: [`SyncReport`], [`SyncOutcome`] and the progress bar.
+//! - [`report`]: [`SyncReport`], [`SyncOutcome`], the progress bar and [`SyncProgress`] (the
+//!   same progress for a program: phase and bytes, polled while a sync runs).
 //! - [`error`]: [`SyncError`], one line with the failing side and object.
 //!
 //! # Guarantees
@@ -44,6 +48,7 @@
 //! - CPU and file work runs in `spawn_blocking`/rayon, never on an async worker.
 //! - The library logs with `tracing` and never prints; tokens are never logged.
 
+pub mod changes;
 pub mod error;
 pub mod plan;
 pub mod report;
@@ -60,8 +65,9 @@ mod http;
 mod names;
 mod platform;
 
+pub use changes::{Change, Changelog, changes};
 pub use error::SyncError;
 pub use plan::{SyncPlan, SyncPlanSummary};
-pub use report::{SyncOutcome, SyncReport};
-pub use sync::{SyncOptions, sync};
+pub use report::{ProgressSnapshot, SyncOutcome, SyncPhase, SyncProgress, SyncReport};
+pub use sync::{SyncOptions, sync, sync_with_progress};
 pub use verify::{VerifyOptions, VerifyReport, verify};
