@@ -28,6 +28,8 @@
 //! - `limits`: per-address request rates, requests at once, new clients per address.
 //! - `api`: the router, handlers, `ApiError` (one error → response mapping) and JSON bodies.
 //! - `dashboard`: the server-rendered HTML page at `/` and its build form.
+//! - `join`: `/join`, the page a player's link leads to (how to use the repository with the
+//!   player page, and the link to paste there).
 //! - `metrics`: Prometheus text at `/metrics`.
 //!
 //! The library never prints or initialises logging; it logs with `tracing`. Blocking work
@@ -42,6 +44,7 @@ mod dashboard;
 mod db;
 pub mod error;
 mod gc;
+mod join;
 mod limits;
 mod maintenance;
 mod master;
