@@ -488,3 +488,12 @@ pub fn wire_json() -> Vec<Vec<u8>> {
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("serialises")
 }
+
+/// The profiles file: the golden fixture, a minimal file, and links as text.
+pub fn profiles() -> Vec<Vec<u8>> {
+    vec![
+        include_bytes!("../../hummel-player/tests/fixtures/profiles-v1.json").to_vec(),
+        br#"{"format":1,"profiles":[{"name":"a","repository":"http://x"}]}"#.to_vec(),
+        b"hummel://mods.example:7070/join".to_vec(),
+    ]
+}

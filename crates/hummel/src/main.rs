@@ -34,6 +34,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     util::init_logging(&cli);
+    match cli.command {
+        Some(command) => run_command(command),
+        None => no_command(),
+    }
+}
+
+/// Runs `command` on a tokio runtime; an error becomes one line and exit status 1.
+fn run_command(command: cli::Command) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -44,7 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(cmd::run(cli));
+    let result = runtime.block_on(cmd::run(command));
     // Background tasks (e.g. a build thread) must not keep a finished command alive.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
@@ -54,6 +62,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `hummel` alone. On Windows that is a double-click on hummel.exe: the player page. Elsewhere
+/// a terminal user typed it: the help, as for a missing command (exit status 2).
+fn no_command() -> ExitCode {
+    if cfg!(windows) {
+        return run_command(cli::Command::Ui(cli::UiArgs::default()));
+    }
+    use clap::CommandFactory;
+    let _ = cli::Cli::command().print_help();
+    ExitCode::from(2)
 }
 
 /// The error and its causes on one line, separated by `: `. Library errors often name their

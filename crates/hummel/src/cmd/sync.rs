@@ -20,11 +20,17 @@ fn subtree(path: Option<&str>) -> Result<Option<RelPath>> {
     Ok(Some(RelPath::new(p).context("--path")?))
 }
 
-/// `hummel sync MASTER_URL DEST`.
+/// `hummel sync MASTER_URL DEST` (or `--profile NAME`).
 pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
+    if let Some(name) = &args.profile {
+        return super::ui::sync_profile(name, &args).await;
+    }
+    let (Some(master_url), Some(dest)) = (&args.master_url, &args.dest) else {
+        bail!("sync needs MASTER_URL and DEST, or --profile NAME");
+    };
     let opts = SyncOptions {
-        master_url: normalize_url(&args.master_url)?,
-        dest: args.dest.clone(),
+        master_url: normalize_url(master_url)?,
+        dest: dest.clone(),
         path: subtree(args.path.as_deref())?,
         dry_run: args.dry_run,
         keep_extra: args.keep_extra,
@@ -42,7 +48,7 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
         outcome = hummel_client::sync(&opts) => outcome?,
         () = shutdown_signal() => bail!(
             "interrupted; verified data kept in {}, run the same sync again to resume",
-            args.dest.join(".hummel/tmp").display()
+            dest.join(".hummel/tmp").display()
         ),
     };
     match outcome {
@@ -54,7 +60,7 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
                     eprintln!(
                         "took over {} (already in {}): now exact copies of the repository's",
                         report.adopted.join(", "),
-                        args.dest.display()
+                        dest.display()
                     );
                 }
                 println!(
@@ -77,7 +83,7 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
             } else if plan.no_op {
                 println!(
                     "dry run: {} already holds revision {}; nothing to do",
-                    args.dest.display(),
+                    dest.display(),
                     plan.revision
                 );
             } else {
@@ -88,7 +94,7 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
                     println!(
                         "would take over {} (already in {}): they would become exact copies",
                         plan.adopted.join(", "),
-                        args.dest.display()
+                        dest.display()
                     );
                 }
                 println!(
