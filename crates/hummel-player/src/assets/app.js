@@ -85,6 +85,15 @@ function duration(secs) {
   return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
+function ago(unix) {
+  const secs = Math.max(0, Math.round(Date.now() / 1000 - unix));
+  if (secs < 60) return "just now";
+  if (secs < 3600) return `${Math.floor(secs / 60)} min ago`;
+  if (secs < 86400) return `${Math.floor(secs / 3600)} h ago`;
+  const days = Math.floor(secs / 86400);
+  return days < 30 ? plural(days, "day") + " ago" : new Date(unix * 1000).toLocaleDateString();
+}
+
 function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
 
 function profile() { return state.profiles.find((p) => p.name === state.current) || null; }
@@ -171,7 +180,8 @@ function renderView() {
     return;
   }
   $("repo-revision").textContent = v.revision;
-  $("repo-date").textContent = v.created_unix ? new Date(v.created_unix * 1000).toLocaleString() : "–";
+  $("repo-date").textContent = v.created_unix ? ago(v.created_unix) : "–";
+  $("repo-date").title = v.created_unix ? new Date(v.created_unix * 1000).toLocaleString() : "";
   $("repo-size").textContent = bytes(v.bytes);
   $("repo-mods").textContent = v.mods.length;
 
