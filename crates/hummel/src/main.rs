@@ -42,6 +42,11 @@ fn main() -> ExitCode {
 
 /// Runs `command` on a tokio runtime; an error becomes one line and exit status 1.
 fn run_command(command: cli::Command) -> ExitCode {
+    run_reporting(command).0
+}
+
+/// [`run_command`], also saying whether it failed.
+fn run_reporting(command: cli::Command) -> (ExitCode, bool) {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,17 +54,17 @@ fn run_command(command: cli::Command) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return (ExitCode::FAILURE, true);
         }
     };
     let result = runtime.block_on(cmd::run(command));
     // Background tasks (e.g. a build thread) must not keep a finished command alive.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
-        Ok(code) => code,
+        Ok(code) => (code, false),
         Err(err) => {
             eprintln!("error: {}", error_line(&err));
-            ExitCode::FAILURE
+            (ExitCode::FAILURE, true)
         }
     }
 }
@@ -68,7 +73,13 @@ fn run_command(command: cli::Command) -> ExitCode {
 /// a terminal user typed it: the help, as for a missing command (exit status 2).
 fn no_command() -> ExitCode {
     if cfg!(windows) {
-        return run_command(cli::Command::Ui(cli::UiArgs::default()));
+        let (code, failed) = run_reporting(cli::Command::Ui(cli::UiArgs::default()));
+        if failed {
+            // A double-click's console window closes with the process: keep the error readable.
+            eprintln!("press Enter to close this window");
+            let _ = std::io::stdin().read_line(&mut String::new());
+        }
+        return code;
     }
     use clap::CommandFactory;
     let _ = cli::Cli::command().print_help();

@@ -32,10 +32,10 @@ pub async fn ui(args: UiArgs) -> Result<ExitCode> {
     let page = player.page_url();
     eprintln!("Hummel's player page: {page}");
     eprintln!("(keep this window open while you use it; Ctrl-C stops it)");
-    if !args.no_browser {
-        if let Err(e) = open_page(&page, &config_dir) {
-            eprintln!("could not open the browser ({e}); open the address above yourself");
-        }
+    if !args.no_browser
+        && let Err(e) = open_page(&page, &config_dir)
+    {
+        eprintln!("could not open the browser ({e}); open the address above yourself");
     }
     util::serve(listener, 64, player.router(), shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
@@ -57,10 +57,10 @@ fn open_page(page: &str, config_dir: &std::path::Path) -> Result<()> {
             .create_new(true)
             .mode(0o600)
             .open(&file)?;
-        write!(
+        writeln!(
             f,
             "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=\"0;url={page}\">\
-             <title>Hummel</title><a href=\"{page}\">Open Hummel's player page</a>\n"
+             <title>Hummel</title><a href=\"{page}\">Open Hummel's player page</a>"
         )?;
         hummel_player::launch::open_url(&format!("file://{}", file.display()))?;
     }
