@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use indicatif::ProgressBar;
+use crate::report::Meter;
 use rayon::prelude::*;
 
 use hummel_core::{FileEntry, Hash, Index};
@@ -479,7 +479,7 @@ pub(crate) fn copy_local(
     index: &Index,
     targets: &TargetTable,
     staging: &Staging,
-    progress: &ProgressBar,
+    progress: &Meter,
 ) -> Result<CopyOutcome, SyncError> {
     let mut by_source: BTreeMap<&Path, Vec<&LocalCopy>> = BTreeMap::new();
     let wanted = |c: &&LocalCopy| targets.get(&c.chunk).is_some_and(|t| staging.wants(t));
@@ -925,7 +925,7 @@ mod tests {
             &index,
             &targets,
             &staging,
-            &ProgressBar::hidden(),
+            &Meter::new(false, 0, None),
         )
         .unwrap();
         assert_eq!(out.failed, [1]);

@@ -32,9 +32,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::report::Meter;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use indicatif::ProgressBar;
 use reqwest::StatusCode;
 use reqwest::header::RANGE;
 use tokio_util::sync::CancellationToken;
@@ -76,7 +76,7 @@ pub(crate) struct FetchContext {
     pub(crate) staging: Arc<Staging>,
     pub(crate) concurrency: usize,
     pub(crate) per_slave: usize,
-    pub(crate) progress: ProgressBar,
+    pub(crate) progress: Meter,
 }
 
 /// What the downloads did.
@@ -586,7 +586,7 @@ struct Credit {
 
 impl Credit {
     /// This attempt has now written `total` plain bytes of its range.
-    fn update(&self, total: u64, bar: &ProgressBar) {
+    fn update(&self, total: u64, bar: &Meter) {
         let before = self.all[self.range].fetch_max(total, Ordering::Relaxed);
         if total > before {
             bar.inc(total - before);

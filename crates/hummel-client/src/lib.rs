@@ -18,6 +18,9 @@
 //!   chunk through [`hummel_core::codec::decode_chunk`] before it is written.
 //! - `assemble`: temp files (named by content hash, resumed across runs), local chunk copies,
 //!   sealing (mode, mtime, syncfs), and the final burst: directories, renames, deletes.
+//! - [`changes`](mod@changes): what changed between two revisions ([`Changelog`]: mods and
+//!   files added, updated, removed), what a folder holds ([`changes::held`]) and the master's
+//!   current whole index ([`changes::current`]).
 //! - [`verify`](mod@verify): read-only comparison of DEST with the current revision.
 //! - [`watch`]: [`RevisionWatch`], the master's announcements of new revisions (server-sent
 //!   events, reconnected with jittered backoff), for `hummel sync --watch`.
@@ -33,7 +36,8 @@
 //!   body caps, busy retries, error decoding): the client with the read token, and the four
 //!   master calls a client makes, their failures as [`SyncError`]s.
 //! - [`space`]: the free-space check before downloading (a pure decision and `statvfs`).
-//! - [`report`]: [`SyncReport`], [`SyncOutcome`] and the progress bar.
+//! - [`report`]: [`SyncReport`], [`SyncOutcome`], the progress bar and [`SyncProgress`] (the
+//!   same progress for a program: phase and bytes, polled while a sync runs).
 //! - [`error`]: [`SyncError`], one line with the failing side and object.
 //!
 //! # Guarantees
@@ -52,6 +56,7 @@
 //! - CPU and file work runs in `spawn_blocking`/rayon, never on an async worker.
 //! - The library logs with `tracing` and never prints; tokens are never logged.
 
+pub mod changes;
 pub mod error;
 pub mod plan;
 pub mod report;
@@ -70,10 +75,11 @@ mod names;
 mod platform;
 mod trusted;
 
+pub use changes::{Change, Changelog, changes};
 pub use error::SyncError;
 pub use plan::{SyncPlan, SyncPlanSummary};
-pub use report::{SyncOutcome, SyncReport};
-pub use sync::{SyncOptions, sync};
+pub use report::{ProgressSnapshot, SyncOutcome, SyncPhase, SyncProgress, SyncReport};
+pub use sync::{SyncOptions, sync, sync_with_progress};
 pub use trusted::KeyTrust;
 pub use verify::{VerifyOptions, VerifyReport, verify};
 pub use watch::RevisionWatch;

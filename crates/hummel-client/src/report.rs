@@ -1,7 +1,10 @@
 //! What a sync tells its caller: [`SyncOutcome`] ([`SyncReport`] after a real run, a
-//! [`SyncPlanSummary`] after `--dry-run`), and the optional progress bar on stderr.
+//! [`SyncPlanSummary`] after `--dry-run`), the optional progress bar on stderr, and
+//! [`SyncProgress`], the same progress for a program to read while the sync runs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -103,4 +106,118 @@ pub(crate) fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+/// Where a sync stands, for a caller to poll while it runs ([`crate::sync_with_progress`]):
+/// the phase and the plain bytes written of those the plan writes (downloaded, copied from
+/// local files, or found in temp files an interrupted run left). Cheap to clone and to read.
+#[derive(Clone, Debug, Default)]
+pub struct SyncProgress {
+    inner: Arc<ProgressCounters>,
+}
+
+#[derive(Debug, Default)]
+struct ProgressCounters {
+    phase: AtomicU8,
+    total: AtomicU64,
+    done: AtomicU64,
+}
+
+/// A sync's phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncPhase {
+    /// Asking the master, reading the index, looking at DEST and planning.
+    Checking,
+    /// Writing temp files: copies of local chunks and downloads.
+    Transferring,
+    /// Renaming into place, deleting, saving the state.
+    Applying,
+    /// Finished (or failed).
+    Finished,
+}
+
+/// One reading of a [`SyncProgress`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressSnapshot {
+    /// The phase.
+    pub phase: SyncPhase,
+    /// Plain bytes the plan writes (known from [`SyncPhase::Transferring`] on).
+    pub bytes_total: u64,
+    /// Of those, the bytes written so far.
+    pub bytes_done: u64,
+}
+
+impl SyncProgress {
+    /// A new, unstarted progress.
+    pub fn new() -> SyncProgress {
+        SyncProgress::default()
+    }
+
+    /// The phase and bytes now.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        let phase = match self.inner.phase.load(Ordering::Relaxed) {
+            0 => SyncPhase::Checking,
+            1 => SyncPhase::Transferring,
+            2 => SyncPhase::Applying,
+            _ => SyncPhase::Finished,
+        };
+        ProgressSnapshot {
+            phase,
+            bytes_total: self.inner.total.load(Ordering::Relaxed),
+            bytes_done: self.inner.done.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn set_phase(&self, phase: SyncPhase) {
+        let n = match phase {
+            SyncPhase::Checking => 0,
+            SyncPhase::Transferring => 1,
+            SyncPhase::Applying => 2,
+            SyncPhase::Finished => 3,
+        };
+        self.inner.phase.store(n, Ordering::Relaxed);
+    }
+
+    fn start(&self, total: u64) {
+        self.inner.done.store(0, Ordering::Relaxed);
+        self.inner.total.store(total, Ordering::Relaxed);
+        self.set_phase(SyncPhase::Transferring);
+    }
+}
+
+/// What the transfer reports its bytes to: the bar on stderr and a caller's [`SyncProgress`].
+#[derive(Clone)]
+pub(crate) struct Meter {
+    bar: ProgressBar,
+    watch: Option<SyncProgress>,
+}
+
+impl Meter {
+    /// A meter of `total` bytes: a bar when `bar` (see [`progress_bar`]), the caller's `watch`.
+    pub(crate) fn new(bar: bool, total: u64, watch: Option<SyncProgress>) -> Meter {
+        if let Some(w) = &watch {
+            w.start(total);
+        }
+        Meter {
+            bar: progress_bar(bar, total),
+            watch,
+        }
+    }
+
+    /// `n` more bytes written.
+    pub(crate) fn inc(&self, n: u64) {
+        self.bar.inc(n);
+        if let Some(w) = &self.watch {
+            w.inner.done.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The transfer is over: the bar goes.
+    pub(crate) fn finish(&self) {
+        self.bar.finish_and_clear();
+        if let Some(w) = &self.watch {
+            w.set_phase(SyncPhase::Applying);
+        }
+    }
 }

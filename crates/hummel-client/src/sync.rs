@@ -44,7 +44,7 @@ use crate::error::blocking;
 use crate::fetch::{self, FetchContext, FetchStats, PER_SLAVE_LIMIT};
 use crate::http::{HttpClient, MasterApi};
 use crate::plan::{MAX_RANGE_GAP, MAX_RANGE_LEN, SyncPlan, SyncPlanSummary, TargetTable, coalesce};
-use crate::report::{SyncOutcome, SyncReport, progress_bar};
+use crate::report::{Meter, SyncOutcome, SyncPhase, SyncProgress, SyncReport};
 use crate::scan::{self, FileStat, LocalTree, Tops};
 use crate::space;
 use crate::state::{CachedStat, ClientState, StatCache, StateDir};
@@ -125,6 +125,30 @@ impl fmt::Debug for SyncOptions {
 
 /// Makes `opts.dest` an exact, verified copy of the master's current revision (of `opts.path`).
 pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
+    sync_with_progress(opts, None).await
+}
+
+/// [`sync()`], reporting its phase and the bytes it writes to `watch` as it goes (a program's
+/// progress bar; the terminal's is `opts.progress`). `watch` ends [`SyncPhase::Finished`],
+/// whatever the outcome.
+pub async fn sync_with_progress(
+    opts: &SyncOptions,
+    watch: Option<SyncProgress>,
+) -> Result<SyncOutcome, SyncError> {
+    if let Some(w) = &watch {
+        w.set_phase(SyncPhase::Checking);
+    }
+    let outcome = sync_watched(opts, watch.clone()).await;
+    if let Some(w) = &watch {
+        w.set_phase(SyncPhase::Finished);
+    }
+    outcome
+}
+
+async fn sync_watched(
+    opts: &SyncOptions,
+    watch: Option<SyncProgress>,
+) -> Result<SyncOutcome, SyncError> {
     let started = Instant::now();
     if opts.concurrency == 0 {
         return Err(SyncError::Options("concurrency must be at least 1".into()));
@@ -413,6 +437,7 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncOutcome, SyncError> {
         identity,
         case_blind,
         carried,
+        watch,
     };
     let mut report = run.execute(plan, index_tops, held_tops).await?;
     report.adopted = adopted;
@@ -537,6 +562,8 @@ struct Execution<'a> {
     case_blind: bool,
     /// Stats the walk vouched for, of files the plan leaves alone.
     carried: Carried,
+    /// The caller's progress, if any.
+    watch: Option<SyncProgress>,
 }
 
 /// The stat-cache entries a sync keeps without a second stat: files the plan leaves alone
@@ -595,7 +622,7 @@ impl Execution<'_> {
         held_tops: Tops,
     ) -> Result<SyncReport, SyncError> {
         let deleted = plan.removed_paths();
-        let progress = progress_bar(self.opts.progress, plan.bytes_to_write);
+        let progress = Meter::new(self.opts.progress, plan.bytes_to_write, self.watch.clone());
         let targets = Arc::new(std::mem::take(&mut plan.targets));
         let plan = Arc::new(plan);
         // Temp files: take over what an interrupted run verified and check the free space
@@ -641,7 +668,7 @@ impl Execution<'_> {
         }
 
         let transferred = self.transfer(&plan, &targets, &staging, &progress).await;
-        progress.finish_and_clear();
+        progress.finish();
         let (copied, fetched) = transferred?;
         tracing::debug!("temp files complete and durable");
 
@@ -768,7 +795,7 @@ impl Execution<'_> {
         plan: &Arc<SyncPlan>,
         targets: &Arc<TargetTable>,
         staging: &Arc<Staging>,
-        progress: &indicatif::ProgressBar,
+        progress: &Meter,
     ) -> Result<(CopyOutcome, FetchStats), SyncError> {
         let copied = {
             let (d, p, i, t, s, pb) = (

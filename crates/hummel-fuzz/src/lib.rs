@@ -159,6 +159,13 @@ pub const TARGETS: &[Target] = &[
         max_len: 4 << 10,
         iterations: 25_000,
     },
+    Target {
+        name: "profiles",
+        run: profiles,
+        seeds: seeds::profiles,
+        max_len: 4 << 10,
+        iterations: 15_000,
+    },
 ];
 
 /// The target called `name`.
@@ -455,6 +462,23 @@ pub fn client_state(data: &[u8]) -> bool {
     };
     let again = ClientState::decode(&state.encode()).expect("a re-encoded state decodes");
     assert_eq!(again, state, "decode(encode(x)) == x");
+    true
+}
+
+/// `hummel_player::Profiles::decode` (the player's profiles file), and the link a player pastes
+/// (`hummel_player::link::master_url`) on the same bytes as text.
+pub fn profiles(data: &[u8]) -> bool {
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(url) = hummel_player::link::master_url(text)
+    {
+        let again = hummel_player::link::master_url(&url).expect("a master URL is a link");
+        assert_eq!(again, url, "a master URL names itself");
+    }
+    let Ok(p) = hummel_player::Profiles::decode(data) else {
+        return false;
+    };
+    let again = hummel_player::Profiles::decode(&p.encode()).expect("re-encoded profiles decode");
+    assert_eq!(again, p, "decode(encode(x)) == x");
     true
 }
 

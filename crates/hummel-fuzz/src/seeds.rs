@@ -544,3 +544,11 @@ pub fn proof() -> Vec<Vec<u8>> {
     }
     out
 }
+/// The profiles file: the golden fixture, a minimal file, and links as text.
+pub fn profiles() -> Vec<Vec<u8>> {
+    vec![
+        include_bytes!("../../hummel-player/tests/fixtures/profiles-v1.json").to_vec(),
+        br#"{"format":1,"profiles":[{"name":"a","repository":"http://x"}]}"#.to_vec(),
+        b"hummel://mods.example:7070/join".to_vec(),
+    ]
+}

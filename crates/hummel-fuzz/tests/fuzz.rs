@@ -228,6 +228,7 @@ targets!(
     wire_json,
     statement,
     proof,
+    profiles,
 );
 
 /// An envelope (format 1, no signature) around an already compressed `body`.

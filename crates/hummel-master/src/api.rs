@@ -300,6 +300,7 @@ pub(crate) fn router(master: Master) -> Router {
         .layer(GlobalConcurrencyLimitLayer::new(MAX_API_REQUESTS));
     let public = Router::new()
         .route("/", get(crate::dashboard::page))
+        .route("/join", get(crate::join::page))
         .route("/ui/build", post(crate::dashboard::start_build))
         .route(endpoints::METRICS, get(metrics))
         .route(endpoints::BUILD, post(start_build))

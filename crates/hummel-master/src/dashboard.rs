@@ -203,7 +203,10 @@ fn render(master: &Master) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\">{refresh}\
          <title>Hummel {role}</title><style>{STYLE}</style></head><body>\
-         <h1>Hummel {role}</h1><p class=\"muted\">version {version}, API {api}</p>",
+         <h1>Hummel {role}</h1><p class=\"muted\">version {version}, API {api}</p>\
+         <p>Players: share <a href=\"/join\">{join}/join</a>; they paste it into Hummel's player \
+         page (<code>hummel ui</code>).</p>",
+        join = escape(&master.public_url().unwrap_or_default()),
         refresh = if running {
             "<meta http-equiv=\"refresh\" content=\"2\">"
         } else {

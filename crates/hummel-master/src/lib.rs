@@ -36,6 +36,8 @@
 //! - `events`: publications pushed to `GET /api/v1/events` as server-sent events, each once its
 //!   packs can be fetched (`hummel sync --watch`).
 //! - `watch`: `hummel master --watch`, a build once changes in the repository folder settle.
+//! - `join`: `/join`, the page a player's link leads to (how to use the repository with the
+//!   player page, and the link to paste there).
 //! - `metrics`: Prometheus text at `/metrics`.
 //!
 //! The library never prints or initialises logging; it logs with `tracing`. Blocking work
@@ -51,6 +53,7 @@ mod db;
 pub mod error;
 mod events;
 mod gc;
+mod join;
 mod limits;
 mod maintenance;
 mod master;

@@ -17,9 +17,10 @@ pub struct Cli {
     /// More logging (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// The command.
+    /// The command. None: the player page on Windows (a double-click on hummel.exe), this help
+    /// elsewhere.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// The commands.
@@ -41,6 +42,25 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Shows the revision, slaves, replication health and clients of a master.
     Status(StatusArgs),
+    /// The player page: a local web page to add a repository, tick mods, choose the game's
+    /// folder, sync with progress, see what changed and launch the game. (What hummel.exe runs
+    /// when started without arguments.)
+    Ui(UiArgs),
+}
+
+/// `hummel ui`.
+#[derive(Args, Debug, Default)]
+pub struct UiArgs {
+    /// Address to listen on: a loopback address (the page is for this computer only); port 0
+    /// picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: Option<SocketAddr>,
+    /// Print the page's address but do not open it in the browser.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Trust for https:// repositories.
+    #[command(flatten)]
+    pub trust: ClientTlsArgs,
 }
 
 /// Token flags shared by the servers.
@@ -98,7 +118,7 @@ pub struct ServerTlsArgs {
 }
 
 /// Whom `https://` URLs must be certified by, for every command that connects.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct ClientTlsArgs {
     /// Trust the CA certificates in this PEM file (one or several) for https:// URLs, besides
     /// the system's roots.
@@ -348,12 +368,18 @@ pub struct BuildArgs {
 #[derive(Args, Debug)]
 pub struct SyncArgs {
     /// The master's URL.
-    pub master_url: String,
+    #[arg(required_unless_present = "profile")]
+    pub master_url: Option<String>,
     /// The local folder to make identical.
-    pub dest: PathBuf,
+    #[arg(required_unless_present = "profile")]
+    pub dest: Option<PathBuf>,
     /// Sync only this subtree of the repository; DEST then mirrors its contents.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "profile")]
     pub path: Option<String>,
+    /// Sync the mods a profile of the player page (`hummel ui`) ticked, each into its folder
+    /// inside the profile's mod folder, instead of MASTER_URL and DEST.
+    #[arg(long, conflicts_with_all = ["master_url", "dest", "dry_run", "keep_extra"])]
+    pub profile: Option<String>,
     /// Print the plan (what would be written, reused, downloaded, deleted) and change nothing.
     #[arg(long)]
     pub dry_run: bool,

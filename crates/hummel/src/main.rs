@@ -34,6 +34,19 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     util::init_logging(&cli);
+    match cli.command {
+        Some(command) => run_command(command),
+        None => no_command(),
+    }
+}
+
+/// Runs `command` on a tokio runtime; an error becomes one line and exit status 1.
+fn run_command(command: cli::Command) -> ExitCode {
+    run_reporting(command).0
+}
+
+/// [`run_command`], also saying whether it failed.
+fn run_reporting(command: cli::Command) -> (ExitCode, bool) {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,19 +54,36 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return (ExitCode::FAILURE, true);
         }
     };
-    let result = runtime.block_on(cmd::run(cli));
+    let result = runtime.block_on(cmd::run(command));
     // Background tasks (e.g. a build thread) must not keep a finished command alive.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
-        Ok(code) => code,
+        Ok(code) => (code, false),
         Err(err) => {
             eprintln!("error: {}", error_line(&err));
-            ExitCode::FAILURE
+            (ExitCode::FAILURE, true)
         }
     }
+}
+
+/// `hummel` alone. On Windows that is a double-click on hummel.exe: the player page. Elsewhere
+/// a terminal user typed it: the help, as for a missing command (exit status 2).
+fn no_command() -> ExitCode {
+    if cfg!(windows) {
+        let (code, failed) = run_reporting(cli::Command::Ui(cli::UiArgs::default()));
+        if failed {
+            // A double-click's console window closes with the process: keep the error readable.
+            eprintln!("press Enter to close this window");
+            let _ = std::io::stdin().read_line(&mut String::new());
+        }
+        return code;
+    }
+    use clap::CommandFactory;
+    let _ = cli::Cli::command().print_help();
+    ExitCode::from(2)
 }
 
 /// The error and its causes on one line, separated by `: `. Library errors often name their

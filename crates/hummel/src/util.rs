@@ -51,7 +51,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn init_logging(cli: &Cli) {
     let server = matches!(
         cli.command,
-        Command::Serve(_) | Command::Master(_) | Command::Slave(_)
+        Some(Command::Serve(_) | Command::Master(_) | Command::Slave(_))
     );
     let ours = match (cli.verbose, server) {
         (0, true) => "info",

@@ -15,6 +15,7 @@ mod integration {
     mod fetchable;
     mod gc;
     mod ownership;
+    mod player;
     mod repack;
     mod serve;
     mod shutdown;

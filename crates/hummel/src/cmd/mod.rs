@@ -5,6 +5,7 @@ mod serve;
 mod slave;
 mod status;
 mod sync;
+mod ui;
 
 use std::process::ExitCode;
 
@@ -12,11 +13,11 @@ use anyhow::{Result, anyhow};
 use hummel_net::{HttpClient, MasterApi, NetError};
 use hummel_tls::ClientTls;
 
-use crate::cli::{Cli, Command};
+use crate::cli::Command;
 
 /// Runs the chosen command.
-pub async fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
+pub async fn run(command: Command) -> Result<ExitCode> {
+    match command {
         Command::Serve(a) => serve::serve(a).await,
         Command::Master(a) => serve::master(a).await,
         Command::Slave(a) => slave::slave(a).await,
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sync(a) => sync::sync(a).await,
         Command::Verify(a) => sync::verify(a).await,
         Command::Status(a) => status::status(a).await,
+        Command::Ui(a) => ui::ui(a).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `hummel sync` and `hummel verify`.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -20,11 +21,17 @@ fn subtree(path: Option<&str>) -> Result<Option<RelPath>> {
     Ok(Some(RelPath::new(p).context("--path")?))
 }
 
-/// `hummel sync MASTER_URL DEST`.
+/// `hummel sync MASTER_URL DEST` (or `--profile NAME`).
 pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
+    if let Some(name) = &args.profile {
+        return super::ui::sync_profile(name, &args).await;
+    }
+    let (Some(master_url), Some(dest)) = (&args.master_url, &args.dest) else {
+        bail!("sync needs MASTER_URL and DEST, or --profile NAME");
+    };
     let opts = SyncOptions {
-        master_url: normalize_url(&args.master_url)?,
-        dest: args.dest.clone(),
+        master_url: normalize_url(master_url)?,
+        dest: dest.clone(),
         path: subtree(args.path.as_deref())?,
         dry_run: args.dry_run,
         keep_extra: args.keep_extra,
@@ -37,7 +44,7 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
         concurrency: args.concurrency as usize,
     };
     if args.watch {
-        return watch(&args, opts).await;
+        return watch(&args, dest, opts).await;
     }
     // Ctrl-C or SIGTERM stops the run where it is: requests are dropped, a batch being
     // written finishes, nothing unfinished is renamed, and the temp files (verified chunks
@@ -46,17 +53,17 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
         outcome = hummel_client::sync(&opts) => outcome?,
         () = shutdown_signal() => bail!(
             "interrupted; verified data kept in {}, run the same sync again to resume",
-            args.dest.join(".hummel/tmp").display()
+            dest.join(".hummel/tmp").display()
         ),
     };
-    print_outcome(&args, outcome)?;
+    print_outcome(&args, dest, outcome)?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `hummel sync --watch`: sync, then again each time the master announces another revision;
 /// a failed sync is retried at the next announcement or after a jittered wait. Ctrl-C while
 /// waiting ends it (exit 0); during a sync, as a plain sync does.
-async fn watch(args: &SyncArgs, opts: SyncOptions) -> Result<ExitCode> {
+async fn watch(args: &SyncArgs, dest: &Path, opts: SyncOptions) -> Result<ExitCode> {
     let mut news = RevisionWatch::new(&opts.master_url, opts.read_token.as_deref(), &opts.tls)?;
     let mut held: Option<u64> = None;
     let mut failures = 0u32;
@@ -65,7 +72,7 @@ async fn watch(args: &SyncArgs, opts: SyncOptions) -> Result<ExitCode> {
             outcome = hummel_client::sync(&opts) => outcome,
             () = shutdown_signal() => bail!(
                 "interrupted; verified data kept in {}, run the same sync again to resume",
-                args.dest.join(".hummel/tmp").display()
+                dest.join(".hummel/tmp").display()
             ),
         };
         let wait = match outcome {
@@ -79,14 +86,14 @@ async fn watch(args: &SyncArgs, opts: SyncOptions) -> Result<ExitCode> {
                     > 0;
                 held = Some(report.revision);
                 let revision = report.revision;
-                print_outcome(args, SyncOutcome::Done(report))?;
+                print_outcome(args, dest, SyncOutcome::Done(report))?;
                 if changed && let Some(cmd) = &args.exec {
-                    run_exec(cmd, revision, &args.dest).await;
+                    run_exec(cmd, revision, dest).await;
                 }
                 None
             }
             Ok(dry) => {
-                print_outcome(args, dry)?;
+                print_outcome(args, dest, dry)?;
                 None
             }
             Err(e) => {
@@ -120,7 +127,7 @@ async fn watch(args: &SyncArgs, opts: SyncOptions) -> Result<ExitCode> {
 }
 
 /// Runs `--exec` after a sync that changed DEST; its failure is reported, not fatal.
-async fn run_exec(cmd: &str, revision: u64, dest: &std::path::Path) {
+async fn run_exec(cmd: &str, revision: u64, dest: &Path) {
     let mut command = if cfg!(windows) {
         let mut c = tokio::process::Command::new("cmd");
         c.arg("/C").arg(cmd);
@@ -142,12 +149,12 @@ async fn run_exec(cmd: &str, revision: u64, dest: &std::path::Path) {
 }
 
 /// Prints what a sync did (or would do), and how the master's signing key is trusted.
-fn print_outcome(args: &SyncArgs, outcome: SyncOutcome) -> Result<()> {
+fn print_outcome(args: &SyncArgs, dest: &Path, outcome: SyncOutcome) -> Result<()> {
     let (key, trust) = match &outcome {
         SyncOutcome::Done(r) => (&r.signing_key, r.signing_key_trust),
         SyncOutcome::DryRun(p) => (&p.signing_key, p.signing_key_trust),
     };
-    say_key_trust(key, trust, &args.dest, args.dry_run);
+    say_key_trust(key, trust, dest, args.dry_run);
     match outcome {
         SyncOutcome::Done(report) => {
             if args.json {
@@ -157,7 +164,7 @@ fn print_outcome(args: &SyncArgs, outcome: SyncOutcome) -> Result<()> {
                     eprintln!(
                         "took over {} (already in {}): now exact copies of the repository's",
                         report.adopted.join(", "),
-                        args.dest.display()
+                        dest.display()
                     );
                 }
                 println!(
@@ -180,7 +187,7 @@ fn print_outcome(args: &SyncArgs, outcome: SyncOutcome) -> Result<()> {
             } else if plan.no_op {
                 println!(
                     "dry run: {} already holds revision {}; nothing to do",
-                    args.dest.display(),
+                    dest.display(),
                     plan.revision
                 );
             } else {
@@ -191,7 +198,7 @@ fn print_outcome(args: &SyncArgs, outcome: SyncOutcome) -> Result<()> {
                     println!(
                         "would take over {} (already in {}): they would become exact copies",
                         plan.adopted.join(", "),
-                        args.dest.display()
+                        dest.display()
                     );
                 }
                 println!(

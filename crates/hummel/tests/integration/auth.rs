@@ -325,6 +325,8 @@ fn master_rows(
         get("GET /health", "/health", [200; 7]),
         get("GET /metrics", "/metrics", metrics),
         get("GET /", "/", reads),
+        // The page a player's link leads to names only the URL the visitor knows.
+        get("GET /join", "/join", [200; 7]),
         Row {
             name: "POST /ui/build",
             method: Method::POST,

@@ -5,13 +5,28 @@ use super::util::*;
 #[test]
 fn every_command_has_help() {
     for cmd in [
-        "serve", "master", "slave", "build", "sync", "verify", "status",
+        "serve", "master", "slave", "build", "sync", "verify", "status", "ui",
     ] {
         let mut c = hummel();
         c.args([cmd, "--help"]);
         let out = ok(c);
         assert!(out.contains("Usage: hummel"), "{cmd}: {out}");
     }
+}
+
+/// `hummel` alone (on Linux: a double-click runs the player page on Windows only) prints the
+/// help as for a missing command; an unknown profile is one line.
+#[test]
+fn hummel_alone_prints_the_help_and_an_unknown_profile_is_one_line() {
+    let out = run(hummel());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: hummel"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = hummel();
+    c.args(["sync", "--profile", "nope"])
+        .env("HUMMEL_CONFIG_DIR", dir.path());
+    let err = fails(c);
+    assert!(err.contains("no profile named \"nope\""), "{err}");
 }
 
 #[test]
