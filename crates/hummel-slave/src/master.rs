@@ -1,7 +1,15 @@
 //! [`MasterClient`]: the slave's two calls to the master, `POST /slave/hashlist` and
 //! `POST /slave/heartbeat`, each answered with a [`SlaveDirective`].
+//!
+//! Every request is signed with the slave's key ([`hummel_proto::identity`]) under a nonce
+//! above any this process used: its clock in milliseconds, or one more than the last. A master
+//! that has seen a higher one (a clock set back, a restart within the same millisecond) answers
+//! 409 `slave_nonce_stale` with its highest; the request is signed again above it and sent once
+//! more.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use reqwest::StatusCode;
@@ -12,6 +20,7 @@ use hummel_proto::api::{
     Heartbeat, MAX_JSON_BODY, SLAVE_HASHLIST, SLAVE_HEARTBEAT, SlaveDirective, SlaveHashlist,
 };
 use hummel_proto::auth::TOKEN_HEADER;
+use hummel_proto::identity::{SLAVE_NONCE_HEADER, SlaveKey};
 
 /// Longest a single request to the master may take, body included.
 const MASTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -32,6 +41,9 @@ pub(crate) enum MasterError {
     /// 403 `read_token_mismatch`: the master wants the packs guarded by its read token.
     #[error("master refused this slave ({url}): {message}")]
     ReadToken { url: String, message: String },
+    /// 403 `slave_identity_mismatch`: the master knows this slave id by another key.
+    #[error("master refused this slave ({url}): {message}")]
+    Identity { url: String, message: String },
     /// 404 `unknown_slave`: the master wants the full hashlist again.
     #[error("master does not know this slave ({url})")]
     UnknownSlave { url: String },
@@ -53,17 +65,52 @@ pub(crate) fn why(e: &reqwest::Error) -> String {
     hummel_tls::certificate_problem(e).unwrap_or_else(|| e.to_string())
 }
 
-/// Talks to one master with the slave token.
+/// Talks to one master with the slave token, signing as slave `id` with `key`.
 #[derive(Clone, Debug)]
 pub(crate) struct MasterClient {
     http: reqwest::Client,
     base: String,
     token: String,
+    id: String,
+    key: SlaveKey,
+    /// The last nonce used (or the highest the master named).
+    nonce: Arc<AtomicU64>,
 }
 
 impl MasterClient {
-    pub(crate) fn new(http: reqwest::Client, base: String, token: String) -> Self {
-        MasterClient { http, base, token }
+    pub(crate) fn new(
+        http: reqwest::Client,
+        base: String,
+        token: String,
+        id: String,
+        key: SlaveKey,
+    ) -> Self {
+        MasterClient {
+            http,
+            base,
+            token,
+            id,
+            key,
+            nonce: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A nonce above every one used before: the clock in milliseconds, or the last plus one.
+    fn next_nonce(&self) -> u64 {
+        let clock = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut last = self.nonce.load(Ordering::Relaxed);
+        loop {
+            let next = clock.max(last.saturating_add(1));
+            match self
+                .nonce
+                .compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(now) => last = now,
+            }
+        }
     }
 
     pub(crate) async fn hashlist(
@@ -83,18 +130,22 @@ impl MasterClient {
         body: &B,
     ) -> Result<SlaveDirective, MasterError> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .post(&url)
-            .header(TOKEN_HEADER, &self.token)
-            .timeout(MASTER_REQUEST_TIMEOUT)
-            .json(body)
-            .send()
-            .await
-            .map_err(|source| MasterError::Unreachable {
-                url: url.clone(),
-                source: source.without_url(),
-            })?;
+        let body = serde_json::to_vec(body).map_err(|e| MasterError::BadAnswer {
+            url: url.clone(),
+            message: format!("could not encode the request: {e}"),
+        })?;
+        let mut resp = self.send_signed(&url, path, &body).await?;
+        if resp.status() == StatusCode::CONFLICT
+            && let Some(highest) = resp
+                .headers()
+                .get(SLAVE_NONCE_HEADER)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        {
+            // The master saw a higher nonce from us: continue above it, once.
+            tracing::info!(highest, "the master has seen a higher nonce; signing above it");
+            self.nonce.fetch_max(highest, Ordering::Relaxed);
+            resp = self.send_signed(&url, path, &body).await?;
+        }
         let status = resp.status();
         let bytes = read_limited(resp, MAX_JSON_BODY)
             .await
@@ -126,6 +177,16 @@ impl MasterClient {
                     message: api.map(|a| a.message).unwrap_or_default(),
                 })
             }
+            StatusCode::FORBIDDEN
+                if api
+                    .as_ref()
+                    .is_some_and(|a| a.code == "slave_identity_mismatch") =>
+            {
+                Err(MasterError::Identity {
+                    url,
+                    message: api.map(|a| a.message).unwrap_or_default(),
+                })
+            }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(MasterError::Refused {
                 status: status.as_u16(),
                 url,
@@ -144,6 +205,35 @@ impl MasterClient {
                 }),
             }),
         }
+    }
+}
+
+impl MasterClient {
+    /// Sends `body` (JSON) to `url` with the slave token and the identity headers.
+    async fn send_signed(
+        &self,
+        url: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<reqwest::Response, MasterError> {
+        let nonce = self.next_nonce();
+        let mut request = self
+            .http
+            .post(url)
+            .header(TOKEN_HEADER, &self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .timeout(MASTER_REQUEST_TIMEOUT);
+        for (name, value) in self.key.sign_request("POST", path, &self.id, nonce, body) {
+            request = request.header(name, value);
+        }
+        request
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(|source| MasterError::Unreachable {
+                url: url.to_string(),
+                source: source.without_url(),
+            })
     }
 }
 
