@@ -8,14 +8,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use hummel_master::{Master, MasterConfig, Tokens};
 use hummel_proto::api::BuildState;
-use hummel_tls::ServerTls;
+use hummel_tls::{ClientTls, ServerTls};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{EdgeLimits, MasterArgs, ServeArgs, ServerTokens};
 use crate::datadir;
 use crate::util::{
-    listen, normalize_url, optional_token, resolve_token, serve as serve_http, server_tls,
-    shutdown_signal,
+    client_tls, listen, normalize_url, optional_token, resolve_token, serve as serve_http,
+    server_tls, shutdown_signal,
 };
 
 fn check_repo(repo: &Path) -> Result<PathBuf> {
@@ -86,6 +86,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         fallback_limit: 0,
         client_retention: args.clients.client_retention,
         rate_limit: args.clients.rate_limit,
+        probe_interval: hummel_master::DEFAULT_PROBE_INTERVAL,
+        probe_tls: ClientTls::system(),
     })
     .context("cannot open the master")?;
     run_master(master, edge, "serve", true).await
@@ -117,6 +119,8 @@ pub async fn master(args: MasterArgs) -> Result<ExitCode> {
         fallback_limit: args.fallback_limit,
         client_retention: args.clients.client_retention,
         rate_limit: args.clients.rate_limit,
+        probe_interval: args.probe_interval,
+        probe_tls: client_tls(&args.trust)?,
     })
     .context("cannot open the master")?;
     run_master(master, edge, "master", args.build_on_start).await
