@@ -488,3 +488,17 @@ pub fn wire_json() -> Vec<Vec<u8>> {
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("serialises")
 }
+
+/// Seeds of `slave_proof`: the identity headers of a real signed heartbeat, one a line.
+pub fn slave_proof() -> Vec<Vec<u8>> {
+    let key = hummel_proto::identity::SlaveKey::from_secret([7; 32]);
+    let headers = key.sign_request(
+        "POST",
+        "/slave/heartbeat",
+        "0123abcd",
+        1_700_000_000_000,
+        b"{}",
+    );
+    let lines: Vec<&str> = headers.iter().map(|(_, v)| v.as_str()).collect();
+    vec![lines.join("\n").into_bytes(), key.to_hex().into_bytes()]
+}

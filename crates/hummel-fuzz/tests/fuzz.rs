@@ -226,6 +226,7 @@ targets!(
     relpath,
     hash_text,
     wire_json,
+    slave_proof,
 );
 
 /// An envelope (format 1, no signature) around an already compressed `body`.
