@@ -198,8 +198,7 @@ impl SlaveProof {
                 .ok_or(ProofError::Malformed(what))
         };
         let slave_id = text(0, "slave id")?;
-        if slave_id.is_empty() || slave_id.len() > 128 || slave_id.chars().any(char::is_control)
-        {
+        if slave_id.is_empty() || slave_id.len() > 128 || slave_id.chars().any(char::is_control) {
             return Err(ProofError::Malformed("slave id"));
         }
         let key = SlavePublicKey::from_hex(text(1, "slave key")?)
@@ -211,8 +210,8 @@ impl SlaveProof {
             .ok()
             .filter(|n| n.to_string() == nonce_text)
             .ok_or(ProofError::Malformed("nonce"))?;
-        let signature = decode_hex::<64>(text(3, "signature")?)
-            .ok_or(ProofError::Malformed("signature"))?;
+        let signature =
+            decode_hex::<64>(text(3, "signature")?).ok_or(ProofError::Malformed("signature"))?;
         Ok(SlaveProof {
             slave_id: slave_id.to_string(),
             key,
@@ -273,7 +272,10 @@ mod tests {
         // Another route, body, id or nonce: refused.
         let bad = Err(ProofError::BadSignature);
         assert_eq!(proof.verify("POST", "/slave/heartbeat", &hash), bad);
-        assert_eq!(proof.verify("POST", "/slave/hashlist", &Hash::of(b"{}")), bad);
+        assert_eq!(
+            proof.verify("POST", "/slave/hashlist", &Hash::of(b"{}")),
+            bad
+        );
         let mut other = proof.clone();
         other.slave_id = "s2".into();
         assert_eq!(other.verify("POST", "/slave/hashlist", &hash), bad);

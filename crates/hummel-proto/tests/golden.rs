@@ -238,7 +238,10 @@ fn slave_request_signature() {
     let headers = key.sign_request("POST", "/slave/heartbeat", "0f1e2d3c4b5a6978", nonce, body);
     let mut text = format!(
         "message {}\n",
-        message.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        message
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     );
     for (name, value) in &headers {
         text.push_str(&format!("{name}: {value}\n"));
@@ -262,5 +265,8 @@ fn slave_request_signature() {
             .map(|(_, v)| v.as_bytes())
     })
     .unwrap();
-    assert_eq!(proof.verify("POST", "/slave/heartbeat", &Hash::of(body)), Ok(()));
+    assert_eq!(
+        proof.verify("POST", "/slave/heartbeat", &Hash::of(body)),
+        Ok(())
+    );
 }

@@ -73,8 +73,10 @@ pub enum SlaveError {
         path: PathBuf,
     },
     /// The key file holds something that is not a key.
-    #[error("{path}: not a slave key (expected 64 hex digits); restore it from a backup, or \
-             move it away and have the admin remove this slave from the master to enroll anew")]
+    #[error(
+        "{path}: not a slave key (expected 64 hex digits); restore it from a backup, or \
+             move it away and have the admin remove this slave from the master to enroll anew"
+    )]
     BadKey {
         /// The key file.
         path: PathBuf,
@@ -351,7 +353,10 @@ mod tests {
         assert_eq!(b.key().public(), public);
         // Another data folder, another key.
         let other = tempfile::tempdir().unwrap();
-        assert_ne!(Slave::open(config(other.path())).unwrap().key().public(), public);
+        assert_ne!(
+            Slave::open(config(other.path())).unwrap().key().public(),
+            public
+        );
         // A damaged key file is an error, not a new identity.
         fs::write(dir.path().join(KEY_FILE), "damaged\n").unwrap();
         assert!(matches!(

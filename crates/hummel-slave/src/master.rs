@@ -142,7 +142,10 @@ impl MasterClient {
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         {
             // The master saw a higher nonce from us: continue above it, once.
-            tracing::info!(highest, "the master has seen a higher nonce; signing above it");
+            tracing::info!(
+                highest,
+                "the master has seen a higher nonce; signing above it"
+            );
             self.nonce.fetch_max(highest, Ordering::Relaxed);
             resp = self.send_signed(&url, path, &body).await?;
         }
