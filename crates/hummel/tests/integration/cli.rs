@@ -5,7 +5,14 @@ use super::util::*;
 #[test]
 fn every_command_has_help() {
     for cmd in [
-        "serve", "master", "slave", "build", "sync", "verify", "status",
+        "serve",
+        "master",
+        "slave",
+        "build",
+        "sync",
+        "verify",
+        "status",
+        "remove-slave",
     ] {
         let mut c = hummel();
         c.args([cmd, "--help"]);
