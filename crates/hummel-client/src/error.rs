@@ -89,6 +89,9 @@ pub enum SyncError {
         tried: usize,
         /// The last failure.
         last: String,
+        /// The slaves that failed or served bad data during the run (reported to the master,
+        /// which has them probed).
+        bad_slaves: Vec<String>,
     },
     /// A local file system operation failed.
     #[error("{op} {}: {source}", crate::platform::shown(path))]

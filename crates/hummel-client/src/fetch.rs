@@ -384,6 +384,7 @@ pub(crate) async fn fetch_all(
                     last: failures
                         .remove(&job.pack)
                         .unwrap_or_else(|| "every holder is unreachable".into()),
+                    bad_slaves: stats.bad_slaves.iter().cloned().collect(),
                 });
             }
             // Busy holders get nothing until their Retry-After passed; the range waits for them
@@ -545,6 +546,7 @@ pub(crate) async fn fetch_all(
                             slaves[s].id,
                             BUSY_PATIENCE.as_secs()
                         ),
+                        bad_slaves: stats.bad_slaves.iter().cloned().collect(),
                     });
                 }
                 if !done[idx] && !other_running {

@@ -424,6 +424,7 @@ async fn sync_watched(
     let carried = Carried::from_walk(&plan, &tree, &index);
     drop(tree);
 
+    let (report_dir, report_subtree) = (state_dir.clone(), subtree.clone());
     let run = Execution {
         opts,
         master: &master,
@@ -439,7 +440,36 @@ async fn sync_watched(
         carried,
         watch,
     };
-    let mut report = run.execute(plan, index_tops, held_tops).await?;
+    let mut report = match run.execute(plan, index_tops, held_tops).await {
+        Ok(report) => report,
+        Err(e) => {
+            // Slaves that failed or lied are reported even when the sync fails (the master
+            // probes them), with what DEST still holds.
+            if let SyncError::PackUnavailable { bad_slaves, .. } = &e
+                && !bad_slaves.is_empty()
+            {
+                let sd = report_dir.clone();
+                let held = blocking(move || Ok(sd.load_state())).await.ok().flatten();
+                let (revision, bytes, packs, files) = held.map_or((0, 0, Vec::new(), 0), |h| {
+                    (h.revision, h.bytes, h.packs, h.files.len() as u64)
+                });
+                send_report(
+                    &master,
+                    &report_dir,
+                    Held {
+                        revision,
+                        bytes,
+                        packs,
+                        files,
+                    },
+                    &report_subtree,
+                    bad_slaves.clone(),
+                )
+                .await;
+            }
+            return Err(e);
+        }
+    };
     report.adopted = adopted;
     report.signing_key = key.fingerprint;
     report.signing_key_trust = key.trust;
@@ -925,6 +955,31 @@ async fn report_to_master(
     subtree: &Option<String>,
     bad_slaves: Vec<String>,
 ) {
+    let held = Held {
+        revision: state.revision,
+        bytes: state.bytes,
+        packs: state.packs.clone(),
+        files,
+    };
+    send_report(master, state_dir, held, subtree, bad_slaves).await;
+}
+
+/// What DEST holds, as a report tells the master.
+struct Held {
+    revision: u64,
+    bytes: u64,
+    packs: Vec<u32>,
+    files: u64,
+}
+
+/// [`report_to_master`] of what DEST holds (after a failed sync: what it held before).
+async fn send_report(
+    master: &MasterApi,
+    state_dir: &StateDir,
+    held: Held,
+    subtree: &Option<String>,
+    bad_slaves: Vec<String>,
+) {
     let sd = state_dir.clone();
     let (client_id, client_key) =
         match blocking(move || Ok((sd.client_id()?, sd.client_key()?))).await {
@@ -937,11 +992,11 @@ async fn report_to_master(
     let report = ClientReport {
         client_id,
         client_key: Some(client_key),
-        revision: state.revision,
+        revision: held.revision,
         path: subtree.clone().unwrap_or_default(),
-        files,
-        bytes: state.bytes,
-        packs: state.packs.clone(),
+        files: held.files,
+        bytes: held.bytes,
+        packs: held.packs,
         bad_slaves,
     };
     match master.report(&report).await {

@@ -633,6 +633,10 @@ async fn all_slaves_corrupt_fails_and_leaves_dest_untouched() {
         before,
         "DEST changed after a failed sync"
     );
+    // The slaves that failed are reported although the sync failed, with what DEST holds.
+    let last = h.cluster.reports.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.revision, 1);
+    assert_eq!(last.bad_slaves.len(), 2, "{last:?}");
     // The temp files stay for the next run to resume (they hold verified chunks only).
     for e in fs::read_dir(dest.path().join(".hummel/tmp")).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();

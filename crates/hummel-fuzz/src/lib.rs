@@ -166,6 +166,13 @@ pub const TARGETS: &[Target] = &[
         max_len: 4 << 10,
         iterations: 15_000,
     },
+    Target {
+        name: "slave_proof",
+        run: slave_proof,
+        seeds: seeds::slave_proof,
+        max_len: 1 << 10,
+        iterations: 15_000,
+    },
 ];
 
 /// The target called `name`.
@@ -709,4 +716,50 @@ pub fn wire_json(data: &[u8]) -> bool {
         6 => json_case::<ClientReport>(body).is_some(),
         _ => json_case::<RevisionInfo>(body).is_some(),
     }
+}
+
+/// A slave's identity headers (`hummel_proto::identity`), as the master parses them from any
+/// request to a slave route. Input: the four header values (id, key, nonce, signature)
+/// separated by newlines; fewer parts leave the rest absent. Whatever parses must verify
+/// without panicking, name its parts as given, and verify only over what was signed. The whole
+/// input is also tried as a key file.
+pub fn slave_proof(data: &[u8]) -> bool {
+    use hummel_proto::identity::{
+        SLAVE_ID_HEADER, SLAVE_KEY_HEADER, SLAVE_NONCE_HEADER, SLAVE_SIGNATURE_HEADER, SlaveKey,
+        SlaveProof,
+    };
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Some(key) = SlaveKey::from_hex(text)
+    {
+        assert_eq!(key.to_hex(), text.trim().to_ascii_lowercase());
+    }
+    let parts: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+    let names = [
+        SLAVE_ID_HEADER,
+        SLAVE_KEY_HEADER,
+        SLAVE_NONCE_HEADER,
+        SLAVE_SIGNATURE_HEADER,
+    ];
+    let header = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| parts.get(i).copied())
+    };
+    let Ok(proof) = SlaveProof::from_headers(header) else {
+        return false;
+    };
+    assert_eq!(proof.slave_id.as_bytes(), parts[0]);
+    assert_eq!(proof.nonce.to_string().as_bytes(), parts[2]);
+    let body = Hash::of(b"{}");
+    if proof.verify("POST", "/slave/heartbeat", &body).is_ok() {
+        // A signature good for one request is good for no other.
+        assert!(proof.verify("POST", "/slave/hashlist", &body).is_err());
+        assert!(
+            proof
+                .verify("POST", "/slave/heartbeat", &Hash::of(b"[]"))
+                .is_err()
+        );
+    }
+    true
 }

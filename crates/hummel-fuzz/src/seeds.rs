@@ -544,6 +544,7 @@ pub fn proof() -> Vec<Vec<u8>> {
     }
     out
 }
+
 /// The profiles file: the golden fixture, a minimal file, and links as text.
 pub fn profiles() -> Vec<Vec<u8>> {
     vec![
@@ -551,4 +552,18 @@ pub fn profiles() -> Vec<Vec<u8>> {
         br#"{"format":1,"profiles":[{"name":"a","repository":"http://x"}]}"#.to_vec(),
         b"hummel://mods.example:7070/join".to_vec(),
     ]
+}
+
+/// Seeds of `slave_proof`: the identity headers of a real signed heartbeat, one a line.
+pub fn slave_proof() -> Vec<Vec<u8>> {
+    let key = hummel_proto::identity::SlaveKey::from_secret([7; 32]);
+    let headers = key.sign_request(
+        "POST",
+        "/slave/heartbeat",
+        "0123abcd",
+        1_700_000_000_000,
+        b"{}",
+    );
+    let lines: Vec<&str> = headers.iter().map(|(_, v)| v.as_str()).collect();
+    vec![lines.join("\n").into_bytes(), key.to_hex().into_bytes()]
 }

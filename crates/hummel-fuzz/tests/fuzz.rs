@@ -229,6 +229,7 @@ targets!(
     statement,
     proof,
     profiles,
+    slave_proof,
 );
 
 /// An envelope (format 1, no signature) around an already compressed `body`.

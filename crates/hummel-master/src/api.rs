@@ -49,6 +49,7 @@ use crate::auth::{
 use crate::clients::ReportRefusal;
 use crate::db::RevisionRow;
 use crate::error::MasterError;
+use crate::identity::{Admission, Signed};
 use crate::limits::MAX_API_REQUESTS;
 use crate::master::{EMBEDDED_SLAVE_ID, IndexLookupError, Master};
 
@@ -94,6 +95,9 @@ pub(crate) enum ApiError {
         message: String,
         retry_after: Option<std::time::Duration>,
     },
+    /// A slave's nonce was not above the highest accepted (409 `slave_nonce_stale`; the
+    /// highest goes in [`hummel_proto::identity::SLAVE_NONCE_HEADER`]).
+    StaleNonce(u64),
     /// Our fault; the detail is logged, not sent.
     Internal(String),
 }
@@ -109,6 +113,7 @@ impl ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Refused { status, .. } => *status,
+            ApiError::StaleNonce(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -135,6 +140,10 @@ impl ApiError {
             ApiError::NotFound { code, message } => (*code, message.clone()),
             ApiError::Busy(m) => ("busy", m.clone()),
             ApiError::Refused { code, message, .. } => (*code, message.clone()),
+            ApiError::StaleNonce(highest) => (
+                "slave_nonce_stale",
+                format!("the master has accepted nonce {highest} from this slave; sign above it"),
+            ),
             ApiError::Internal(_) => ("internal", "internal error; see the master's log".into()),
         };
         ApiErrorBody {
@@ -176,6 +185,12 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %detail, "request failed");
         }
         let mut resp = (self.status(), Json(self.body())).into_response();
+        if let ApiError::StaleNonce(highest) = &self {
+            resp.headers_mut().insert(
+                HeaderName::from_static("x-hummel-slave-nonce"),
+                HeaderValue::from(*highest),
+            );
+        }
         if let Some(wait) = self.retry_after() {
             // Whole seconds, rounded up, at least one.
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -233,40 +248,55 @@ impl<T: DeserializeOwned + Bounded + Send + 'static> FromRequest<Master> for Api
 
     async fn from_request(req: Request, master: &Master) -> Result<Self, Self::Rejection> {
         let limit = T::limit(master);
-        let too_large = || {
-            master
-                .inner
-                .metrics
-                .bodies_refused
-                .fetch_add(1, Ordering::Relaxed);
-            ApiError::PayloadTooLarge(limit)
-        };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(too_large());
-        }
-        let bytes: Bytes = match Limited::new(req.into_body(), limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
-            Err(_) => {
-                return Err(ApiError::BadRequest(
-                    "could not read the request body".into(),
-                ));
-            }
-        };
-        let parse = move || {
-            serde_json::from_slice(&bytes)
-                .map(ApiJson)
-                .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
-        };
-        if limit <= PARSE_INLINE_MAX {
-            parse()
-        } else {
-            blocking(parse).await?
-        }
+        let bytes = read_body(req, master, limit).await?;
+        parse_json(bytes, limit).await.map(ApiJson)
+    }
+}
+
+/// The body of `req`, at most `limit` bytes: 413 on a larger `Content-Length`, or as soon as
+/// more than `limit` bytes arrived (never held whole).
+pub(crate) async fn read_body(
+    req: Request,
+    master: &Master,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        master
+            .inner
+            .metrics
+            .bodies_refused
+            .fetch_add(1, Ordering::Relaxed);
+        ApiError::PayloadTooLarge(limit)
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(_) => Err(ApiError::BadRequest(
+            "could not read the request body".into(),
+        )),
+    }
+}
+
+/// Parses a JSON body read under `limit` (on a blocking thread when the limit is large).
+pub(crate) async fn parse_json<T: DeserializeOwned + Send + 'static>(
+    bytes: Bytes,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let parse = move || {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    };
+    if limit <= PARSE_INLINE_MAX {
+        parse()
+    } else {
+        blocking(parse).await?
     }
 }
 
@@ -311,6 +341,10 @@ pub(crate) fn router(master: Master) -> Router {
         .route(endpoints::LOCATE, post(locate))
         .route(endpoints::CLIENT_REPORT, post(client_report))
         .route(endpoints::STATUS, get(status))
+        .route(
+            &format!("{}/{{id}}", endpoints::SLAVES),
+            axum::routing::delete(remove_slave),
+        )
         .route_layer(at_once)
         .route_layer(middleware::from_fn_with_state(
             master.clone(),
@@ -620,7 +654,7 @@ async fn status(
 async fn slave_hashlist(
     _: SlaveAccess,
     State(master): State<Master>,
-    ApiJson(hl): ApiJson<SlaveHashlist>,
+    Signed { body: hl, proof }: Signed<SlaveHashlist>,
 ) -> Result<Json<SlaveDirective>, ApiError> {
     if !valid_id(&hl.slave_id) {
         return Err(ApiError::BadRequest("invalid slave_id".into()));
@@ -641,6 +675,10 @@ async fn slave_hashlist(
             "url must be an http:// or https:// URL".into(),
         ));
     }
+    // Who speaks first: a request for another slave's id changes nothing of it, not even its
+    // vetting.
+    let admit = master.clone();
+    blocking(move || admit.admit_slave(&proof, true)).await??;
     let tokens = &master.config().tokens;
     if let Err(message) = check_slave_read_token(tokens, hl.read_token_digest.as_deref()) {
         master.refuse_slave(&hl.slave_id, &hl.url, &message);
@@ -680,16 +718,42 @@ fn check_hashlist_changes(c: &HashlistChanges) -> Result<(), ApiError> {
 async fn slave_heartbeat(
     _: SlaveAccess,
     State(master): State<Master>,
-    ApiJson(hb): ApiJson<Heartbeat>,
+    Signed { body: hb, proof }: Signed<Heartbeat>,
 ) -> Result<Json<SlaveDirective>, ApiError> {
     if let Some(c) = &hb.hashlist {
         check_hashlist_changes(c)?;
     }
-    match blocking(move || master.record_heartbeat(&hb)).await?? {
+    let found = blocking(move || {
+        master.admit_slave(&proof, false)?;
+        master.record_heartbeat(&hb).map_err(Admission::Internal)
+    })
+    .await??;
+    match found {
         Some(d) => Ok(Json(d)),
         None => Err(ApiError::not_found(
             "unknown_slave",
             "unknown slave; announce with POST /slave/hashlist",
         )),
+    }
+}
+
+/// `DELETE /api/v1/slaves/{id}` (write token): forgets a slave, its claims and its key, so
+/// that another key may enroll its id (`crate::identity`).
+async fn remove_slave(
+    _: WriteAccess,
+    State(master): State<Master>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !valid_id(&id) {
+        return Err(ApiError::BadRequest("invalid slave id".into()));
+    }
+    let name = id.clone();
+    if blocking(move || master.remove_slave(&id)).await?? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(
+            "unknown_slave",
+            format!("no slave {name:?} is known"),
+        ))
     }
 }

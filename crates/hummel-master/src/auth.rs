@@ -3,7 +3,7 @@
 //! | access | accepted tokens |
 //! | --- | --- |
 //! | [`WriteAccess`] (`POST /build`, the dashboard's build form) | write |
-//! | [`SlaveAccess`] (`/slave/*`) | slave |
+//! | [`SlaveAccess`] (`/slave/*`) | slave (then the slave's own signature: `crate::identity`) |
 //! | [`ReadAccess`] (`/api/v1/*`, the dashboard) | read or write when a read token is set; anyone otherwise |
 //! | [`blob_guard`] (`/blob/*`) | slave, write or read when a read token is set; anyone otherwise |
 //! | [`MetricsAccess`] (`/metrics`) | metrics, read or write when a metrics or read token is set; anyone otherwise |

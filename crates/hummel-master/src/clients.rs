@@ -19,7 +19,9 @@
 //!   task), in the database and in memory.
 //! - **A bad slave counts once per client and period.** Only ids of slaves the master knows
 //!   (and `master`, the fallback) count; each (client, slave) pair at most once per
-//!   [`BAD_SLAVE_PERIOD`], in memory (a restart starts the periods afresh).
+//!   [`BAD_SLAVE_PERIOD`], in memory (a restart starts the periods afresh). Each count has
+//!   some of that slave's verified packs probed again (`crate::probe`), so one client cannot
+//!   cause more than a few probes an hour.
 //! - **Status lists the [`STATUS_CLIENTS`] most recent clients** (with the total), the
 //!   dashboard fewer, so neither grows with the table.
 
@@ -145,6 +147,10 @@ impl Master {
                 .bad_slave_reports
                 .fetch_add(counted.len() as u64, Ordering::Relaxed);
             tracing::warn!(client = %record.id, bad_slaves = ?counted, "client reported failing slaves");
+            // Each reported slave has some of its verified packs probed again (`crate::probe`).
+            for slave in counted.iter().filter(|s| tracker.slaves.contains_key(*s)) {
+                self.inner.probes.suspect(slave);
+            }
         }
         tracker.clients.insert(record.id.clone(), record);
         Ok(())

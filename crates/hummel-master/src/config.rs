@@ -82,6 +82,11 @@ pub struct MasterConfig {
     /// Replace the signing key at start: the old key signs the handover to a new one, which
     /// clients that pinned the old key follow (`crate::signing`).
     pub rotate_key: bool,
+    /// How often each live slave has one of its verified packs probed again at random
+    /// (jittered ±50%; `crate::probe`). New claims and reported slaves are probed at once.
+    pub probe_interval: Duration,
+    /// Whom the probes trust for `https://` slaves (the system's roots plus `--ca-cert`).
+    pub probe_tls: hummel_tls::ClientTls,
 }
 
 /// Default of [`MasterConfig::signature_expiry`]: a master that stops signing (or whoever
@@ -101,6 +106,8 @@ pub const DEFAULT_KEEP_REVISIONS: u32 = 2;
 /// Default of [`MasterConfig::fallback_limit`]: a few packs at once, so that clients of a
 /// revision still replicating get it without starving the slaves replicating from the master.
 pub const DEFAULT_FALLBACK_LIMIT: u32 = 4;
+/// Default of [`MasterConfig::probe_interval`].
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(600);
 /// Default of [`MasterConfig::gc_grace`].
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 

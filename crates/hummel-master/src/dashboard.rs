@@ -386,14 +386,16 @@ fn slaves_section(h: &mut String, status: &StatusResponse) {
         h.push_str(
             "<table><tr><th>id</th><th>url</th><th>state</th><th class=\"num\">last heartbeat</th>\
              <th class=\"num\">packs</th><th class=\"num\">used</th><th class=\"num\">quota</th>\
-             <th class=\"num\">pending</th></tr>",
+             <th class=\"num\">pending</th><th class=\"num\">verified</th><th>key</th>\
+             <th>clients</th></tr>",
         );
         for s in &status.slaves {
             let _ = write!(
                 h,
                 "<tr><td><code>{}</code></td><td>{}</td><td class=\"{cls}\">{cls}</td>\
                  <td class=\"num\">{} ago</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-                 <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                 <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+                 <td><code>{}</code></td><td class=\"{}\">{}</td></tr>",
                 escape(&s.id),
                 escape(&s.url),
                 human_age(s.last_seen_ms),
@@ -401,6 +403,11 @@ fn slaves_section(h: &mut String, status: &StatusResponse) {
                 human_bytes(s.used),
                 s.quota.map_or_else(|| "unlimited".to_string(), human_bytes),
                 s.pending,
+                s.verified
+                    .map_or_else(|| "all".to_string(), |v| v.to_string()),
+                escape(s.key.as_deref().unwrap_or("")),
+                if s.withheld.is_some() { "dead" } else { "live" },
+                escape(s.withheld.as_deref().unwrap_or("sent")),
                 cls = state_class(s.state)
             );
         }
@@ -457,10 +464,13 @@ fn access_section(h: &mut String, master: &Master) {
         (Some(_), true) => "need the metrics or the read token (or the write token)",
     };
     let slaves = if private {
-        "need the slave token, and must guard their packs with the read token: a slave \
-         without it is refused and never sent clients"
+        "need the slave token and their own key (the first announce enrolls it; another \
+         key for the id is refused until the admin removes the slave), and must guard their \
+         packs with the read token: a slave without it is refused and never sent clients"
     } else {
-        "need the slave token; their packs are public, like the master's"
+        "need the slave token and their own key (the first announce enrolls it; another \
+         key for the id is refused until the admin removes the slave); their packs are \
+         public, like the master's"
     };
     let packs = crate::read(&master.inner.packs).by_number.len();
     let rate = if config.rate_limit == 0 {

@@ -4,8 +4,9 @@
 //! `packs` (the pack enumeration: number → hash, size, and since schema 2 the zstd level it was
 //! written at, for the repack), `chunks` (where every published chunk lives; the repack moves
 //! chunks to its packs), `slaves` and `replicas` (who holds which pack), `clients` (what each
-//! client holds, and since schema 6 the hash of its key), `builds` (build history) and, since
-//! schema 4, `meta` (the repository id). The schema version is `PRAGMA user_version`; an
+//! client holds, and since schema 6 the hash of its key), `builds` (build history), since
+//! schema 4 `meta` (the repository id) and since schema 7 `slave_identities` (each slave's
+//! enrolled public key and the highest nonce it signed, `crate::identity`). The schema version is `PRAGMA user_version`; an
 //! older database is migrated step by step on open, each step in one transaction. A slave's
 //! replica set is replaced whole by its complete hashlist ([`Db::record_hashlist`]) and changed
 //! pack by pack by the changes its heartbeats carry ([`Db::record_heartbeat`]), each in one
@@ -29,8 +30,11 @@ use rusqlite::{Connection, OpenFlags, Row, params};
 use crate::error::MasterError;
 use crate::tracker::{ClientRecord, SlaveRecord};
 
+/// A row of `slave_identities`: id, public key, enrolment time (Unix ms), highest nonce.
+pub(crate) type IdentityRow = (String, [u8; 32], u64, u64);
+
 /// The schema this build writes.
-pub(crate) const SCHEMA_VERSION: i64 = 6;
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// Version 1 → 2: the zstd level each pack was written at, so the background repack knows
 /// which packs are below its level. Every pack of a version-1 database was written by a build,
@@ -64,6 +68,18 @@ const MIGRATE_V4_TO_V5: &str =
 const MIGRATE_V5_TO_V6: &str = "
 ALTER TABLE clients ADD COLUMN key_hash BLOB;
 CREATE INDEX clients_by_last_seen ON clients(last_seen_ms);";
+
+/// Version 6 → 7: slave identities (`crate::identity`). Each slave id is bound to the Ed25519
+/// public key its first signed hashlist enrolled, until the admin removes the slave; the
+/// highest nonce it signed keeps recorded requests from being replayed, across restarts too.
+/// Slaves from before identities have no row: their next signed hashlist enrolls them.
+const MIGRATE_SLAVE_IDENTITIES: &str = "
+CREATE TABLE slave_identities (
+    id           TEXT    PRIMARY KEY,
+    public_key   BLOB    NOT NULL,
+    enrolled_ms  INTEGER NOT NULL,
+    last_nonce   INTEGER NOT NULL
+) WITHOUT ROWID;";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE revisions (
@@ -288,7 +304,8 @@ impl Db {
             self.conn
                 .execute_batch(&format!(
                     "BEGIN; {SCHEMA_V1} {MIGRATE_V1_TO_V2} {MIGRATE_V2_TO_V3} {MIGRATE_V3_TO_V4}
-                     {MIGRATE_V4_TO_V5} {MIGRATE_V5_TO_V6} PRAGMA user_version={SCHEMA_VERSION};
+                     {MIGRATE_V4_TO_V5} {MIGRATE_V5_TO_V6} {MIGRATE_SLAVE_IDENTITIES}
+                     PRAGMA user_version={SCHEMA_VERSION};
                      COMMIT;"
                 ))
                 .map_err(self.err())?;
@@ -300,6 +317,7 @@ impl Db {
             (3, MIGRATE_V3_TO_V4),
             (4, MIGRATE_V4_TO_V5),
             (5, MIGRATE_V5_TO_V6),
+            (6, MIGRATE_SLAVE_IDENTITIES),
         ];
         for (from, sql) in steps.into_iter().filter(|(from, _)| *from >= version) {
             let to = from + 1;
@@ -663,6 +681,71 @@ impl Db {
             }
         }
         tx.commit().map_err(db_err(&path))
+    }
+
+    /// Every enrolled slave identity: id, public key, enrolment time, highest nonce.
+    pub(crate) fn load_slave_identities(&self) -> Result<Vec<IdentityRow>, MasterError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, public_key, enrolled_ms, last_nonce FROM slave_identities")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    from_sql_int(r.get(2)?),
+                    from_sql_int(r.get(3)?),
+                ))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, key, enrolled, nonce) = row.map_err(self.err())?;
+            // A key of another length cannot have been written by this code: skip it (the
+            // slave enrolls again).
+            if let Ok(key) = <[u8; 32]>::try_from(key.as_slice()) {
+                out.push((id, key, enrolled, nonce));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Enrolls `key` for slave `id` (or records its newer nonce, when already enrolled with it).
+    pub(crate) fn record_slave_identity(
+        &self,
+        id: &str,
+        key: &[u8; 32],
+        enrolled_ms: u64,
+        nonce: u64,
+    ) -> Result<(), MasterError> {
+        self.conn
+            .execute(
+                "INSERT INTO slave_identities(id, public_key, enrolled_ms, last_nonce)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET last_nonce=excluded.last_nonce
+                 WHERE public_key=excluded.public_key",
+                params![id, &key[..], to_sql_int(enrolled_ms), to_sql_int(nonce)],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Forgets slave `id`: its row, replicas and identity, in one transaction. Returns whether
+    /// it was known.
+    pub(crate) fn remove_slave(&mut self, id: &str) -> Result<bool, MasterError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(db_err(&path))?;
+        tx.execute("DELETE FROM replicas WHERE slave_id=?1", params![id])
+            .map_err(db_err(&path))?;
+        let rows = tx
+            .execute("DELETE FROM slaves WHERE id=?1", params![id])
+            .map_err(db_err(&path))?;
+        let keys = tx
+            .execute("DELETE FROM slave_identities WHERE id=?1", params![id])
+            .map_err(db_err(&path))?;
+        tx.commit().map_err(db_err(&path))?;
+        Ok(rows + keys > 0)
     }
 
     /// Every slave with its replica set.

@@ -27,6 +27,11 @@
 //! - `tracker`: slaves (replica sets, liveness, the hashlist version their changes build on,
 //!   whether their read token was accepted) and clients, mirrored from the database.
 //! - `clients`: client reports tied to client keys, their retention, bad-slave counting.
+//! - `identity`: each slave's own key: signed slave requests ([`hummel_proto::identity`]),
+//!   enrolment at the first hashlist, nonces, and the admin's removal of a slave.
+//! - `probe`: the background prober that checks a slave serves the right bytes for a pack
+//!   before clients are sent there for it, again after client reports and at random; why a
+//!   slave is withheld.
 //! - `placement`: rendezvous hashing of packs onto slaves under quotas (pure).
 //! - `auth`: which token each endpoint accepts (401 / 403), as extractors and a middleware, and
 //!   the rule that a private master's slaves guard their packs with its read token.
@@ -53,12 +58,14 @@ mod db;
 pub mod error;
 mod events;
 mod gc;
+mod identity;
 mod join;
 mod limits;
 mod maintenance;
 mod master;
 mod metrics;
 mod placement;
+mod probe;
 mod repack;
 mod revision;
 mod signing;
@@ -73,8 +80,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use config::{
     DEFAULT_CLIENT_RETENTION, DEFAULT_FALLBACK_LIMIT, DEFAULT_GC_GRACE, DEFAULT_KEEP_REVISIONS,
-    DEFAULT_RATE_LIMIT, DEFAULT_SIGNATURE_EXPIRY, MasterConfig, RATE_BURST_SECONDS, REPACK_LEVELS,
-    Tokens,
+    DEFAULT_PROBE_INTERVAL, DEFAULT_RATE_LIMIT, DEFAULT_SIGNATURE_EXPIRY, MasterConfig,
+    RATE_BURST_SECONDS, REPACK_LEVELS, Tokens,
 };
 pub use error::MasterError;
 pub use master::{EMBEDDED_SLAVE_ID, Master, run_background};

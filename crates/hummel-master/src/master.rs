@@ -14,7 +14,9 @@
 //! - builds ([`BuildRun`]): at most one running, on its own thread;
 //! - the maintenance thread's control (`crate::maintenance`: repack, then garbage collection)
 //!   and the collection's counters (`crate::gc::Collector`);
-//! - the per-address limits of the public routes (`crate::limits`).
+//! - the per-address limits of the public routes (`crate::limits`);
+//! - the slaves' enrolled keys (`crate::identity`) and what probes found of their claims
+//!   (`crate::probe`): `locate` lists a slave for a pack only once a probe verified it there.
 //!
 //! Methods that touch the database or compute placement are blocking; the HTTP layer calls them
 //! through `spawn_blocking`.
@@ -43,10 +45,12 @@ use crate::db::{Db, Publication, RevisionRow};
 use crate::error::MasterError;
 use crate::events::Events;
 use crate::gc::Collector;
+use crate::identity::Identities;
 use crate::limits::Limits;
 use crate::maintenance::Maintenance;
 use crate::metrics::Metrics;
 use crate::placement::{self, Candidate, PackSlot, Placement};
+use crate::probe::{Prober, TrustBook};
 use crate::repack::Repacker;
 use crate::revision::{self, LoadedRevision};
 use crate::signing::Signing;
@@ -106,6 +110,10 @@ pub(crate) struct Inner {
     pub signing: Signing,
     /// What opening did with the key (made, loaded, rotated).
     pub key_event: crate::signing::KeyEvent,
+    /// Each slave's enrolled key (`crate::identity`); lock order: tracker, identities, db.
+    pub identities: Mutex<Identities>,
+    /// What probes found of the slaves' claims (`crate::probe`); lock order: tracker first.
+    pub probes: Prober,
 }
 
 /// The pack enumeration.
@@ -286,6 +294,7 @@ impl Master {
         for c in db.load_clients()? {
             tracker.clients.insert(c.id.clone(), c);
         }
+        let identities = Identities::load(db.load_slave_identities()?);
         tracing::info!(
             data = %config.data.display(),
             revision = current.as_ref().map(|c| c.row.number),
@@ -325,6 +334,8 @@ impl Master {
                 events,
                 signing,
                 key_event,
+                identities: Mutex::new(identities),
+                probes: Prober::default(),
             }),
         })
     }
@@ -853,11 +864,15 @@ impl Master {
                     .collect()
             })
             .unwrap_or_default();
+        // A slave that failed a probe gets no packs: its share goes to the others.
+        let trust = self.inner.probes.book();
         let chosen: Vec<&SlaveRecord> = tracker
             .slaves
             .values()
             .filter(|s| liveness.state(s.last_seen_ms, now) != SlaveState::Dead)
+            .filter(|s| !trust.failed(&s.id))
             .collect();
+        drop(trust);
         let candidates: Vec<Candidate<'_>> = chosen
             .iter()
             .map(|s| Candidate {
@@ -875,14 +890,17 @@ impl Master {
         }
     }
 
-    /// Copies of `pack` on live slaves, the embedded store included.
-    fn live_copies(&self, tracker: &Tracker, pack: u32, now: u64) -> usize {
+    /// Copies of `pack` on live slaves (not counting one whose last probe failed), the embedded
+    /// store included.
+    fn live_copies(&self, tracker: &Tracker, trust: &TrustBook, pack: u32, now: u64) -> usize {
         let liveness = self.liveness();
         let on_slaves = tracker
             .slaves
             .values()
             .filter(|s| {
-                liveness.state(s.last_seen_ms, now) == SlaveState::Live && s.packs.contains(&pack)
+                liveness.state(s.last_seen_ms, now) == SlaveState::Live
+                    && s.packs.contains(&pack)
+                    && !trust.failed(&s.id)
             })
             .count();
         on_slaves + usize::from(self.inner.config.embedded_store)
@@ -896,12 +914,18 @@ impl Master {
         let plan = self.plan(tracker, now);
         let liveness = self.liveness();
         let master_url = self.public_url();
+        // Not from a slave whose last probe failed (the fetching slave would verify, and waste
+        // its time).
+        let trust = self.inner.probes.book();
         let mut assign = Vec::new();
         if let Some(pending) = plan.pending(id) {
             // Fewest live copies first, then pack order.
             let mut order: Vec<(usize, usize)> = pending
                 .iter()
-                .map(|&pos| (self.live_copies(tracker, plan.slots[pos].number, now), pos))
+                .map(|&pos| {
+                    let copies = self.live_copies(tracker, &trust, plan.slots[pos].number, now);
+                    (copies, pos)
+                })
                 .collect();
             order.sort_unstable();
             for (_, pos) in order.into_iter().take(MAX_ASSIGNMENTS) {
@@ -913,6 +937,7 @@ impl Master {
                         s.id != id
                             && liveness.state(s.last_seen_ms, now) == SlaveState::Live
                             && s.packs.contains(&slot.number)
+                            && !trust.failed(&s.id)
                     })
                     .map(|s| s.url.clone())
                     .collect();
@@ -930,6 +955,7 @@ impl Master {
                 });
             }
         }
+        drop(trust);
         let unknown = match tracker.slaves.get(id) {
             Some(s) if s.foreign_as_of >= table_next && self.current().is_some() => {
                 let mut unknown: Vec<Hash> = s.foreign.iter().copied().collect();
@@ -987,8 +1013,14 @@ impl Master {
         }
         tracing::debug!(slave = %record.id, packs = record.packs.len(),
             foreign = record.foreign.len(), epoch = version.epoch, "hashlist");
+        let claims = !record.packs.is_empty();
         tracker.slaves.insert(record.id.clone(), record);
-        Ok(self.directive(&tracker, &hl.slave_id, now, table_next))
+        let directive = self.directive(&tracker, &hl.slave_id, now, table_next);
+        drop(tracker);
+        if claims {
+            self.inner.probes.wake();
+        }
+        Ok(directive)
     }
 
     /// A slave's hashlist was refused for its read token (`crate::auth`): no client is sent to
@@ -1056,6 +1088,9 @@ impl Master {
         s.replicating = hb.replicating;
         s.last_seen_ms = now;
         s.apply(change);
+        if !change.add.is_empty() {
+            self.inner.probes.wake();
+        }
         let metrics = &self.inner.metrics;
         match &outcome {
             None => {}
@@ -1125,6 +1160,7 @@ impl Master {
         let packs = read(&self.inner.packs);
         let tracker = lock(&self.inner.tracker);
         let private = self.inner.config.tokens.read.is_some();
+        let trust = self.inner.probes.book();
         let live: Vec<&SlaveRecord> = tracker
             .slaves
             .values()
@@ -1152,9 +1188,10 @@ impl Master {
                 if !packs.by_number.contains_key(number) {
                     return Vec::new();
                 }
+                // Only where a probe verified the claim (`crate::probe`).
                 let mut list: Vec<u32> = live
                     .iter()
-                    .filter(|s| s.packs.contains(number))
+                    .filter(|s| s.packs.contains(number) && trust.serves(&s.id, *number))
                     .map(|s| position(&s.id, &s.url))
                     .collect();
                 if let Some(url) = &embedded_url {
@@ -1207,18 +1244,27 @@ impl Master {
                 used: self.inner.store.used(),
                 quota: None,
                 pending: 0,
+                verified: None,
+                withheld: None,
+                key: None,
             });
         }
+        let private = self.inner.config.tokens.read.is_some();
+        let trust = self.inner.probes.book();
         for s in tracker.slaves.values() {
+            let state = liveness.state(s.last_seen_ms, now);
             slaves.push(SlaveStatus {
                 id: s.id.clone(),
                 url: s.url.clone(),
-                state: liveness.state(s.last_seen_ms, now),
+                state,
                 last_seen_ms: now.saturating_sub(s.last_seen_ms),
                 packs: s.packs.len() as u64,
                 used: s.used,
                 quota: s.quota,
                 pending: plan.pending(&s.id).map_or(0, |p| p.len() as u64),
+                verified: Some(trust.verified(&s.id)),
+                withheld: trust.withheld(s, state, private, now),
+                key: self.slave_key_fingerprint(&s.id),
             });
         }
         let target = self.inner.config.replication;
@@ -1234,7 +1280,7 @@ impl Master {
         // Still replicating: below the copies there can be, or (with no slave at all) none.
         let (mut below, mut without_copy) = (0, 0);
         for slot in &plan.slots {
-            let copies = self.live_copies(&tracker, slot.number, now);
+            let copies = self.live_copies(&tracker, &trust, slot.number, now);
             if copies < reachable {
                 replication.under_replicated += 1;
             }
@@ -1246,6 +1292,7 @@ impl Master {
                 below += 1;
             }
         }
+        drop(trust);
         let replicating = (below > 0).then(|| ReplicatingStatus {
             packs: below,
             without_copy,
@@ -1289,8 +1336,8 @@ impl Master {
 }
 
 /// Periodic work until `shutdown` completes: watches slave liveness, starts a maintenance
-/// round (repack, garbage collection) every [`Master::gc_period`], and expires clients every
-/// [`Master::client_expiry_period`].
+/// round (repack, garbage collection) every [`Master::gc_period`], expires clients every
+/// [`Master::client_expiry_period`], and probes slaves' claims (`crate::probe`).
 pub async fn run_background(master: Master, shutdown: impl Future<Output = ()>) {
     let period = master
         .inner
@@ -1312,6 +1359,10 @@ pub async fn run_background(master: Master, shutdown: impl Future<Output = ()>) 
     let announcing = tokio::spawn(crate::events::announce(master.clone(), async move {
         let _ = stopped.await;
     }));
+    // The prober (`crate::probe`) runs beside this loop and stops with it.
+    let probes = tokio_util::sync::CancellationToken::new();
+    let _prober = tokio::spawn(crate::probe::run(master.clone(), probes.clone()));
+    let _stop_probes = probes.drop_guard();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

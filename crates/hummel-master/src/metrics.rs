@@ -38,6 +38,13 @@ pub(crate) struct Metrics {
     pub clients_expired: AtomicU64,
     /// Slave hashlists refused because the slave's read token is not the master's.
     pub slaves_refused: AtomicU64,
+    /// Slave requests whose signature did not verify (`crate::identity`).
+    pub slave_signatures_refused: AtomicU64,
+    /// Slave requests signed by another key than the id's enrolled one.
+    pub slave_identity_mismatches: AtomicU64,
+    /// Probes of slaves that passed and failed (`crate::probe`).
+    pub probes_passed: AtomicU64,
+    pub probes_failed: AtomicU64,
 }
 
 struct Exposition(String);
@@ -252,6 +259,30 @@ pub(crate) fn render(master: &Master) -> String {
         "counter",
         "Slave hashlists refused: the slave's read token is not the master's.",
         load(&counters.slaves_refused),
+    );
+    out.single(
+        "hummel_slave_signatures_refused_total",
+        "counter",
+        "Slave requests refused because their signature did not verify.",
+        load(&counters.slave_signatures_refused),
+    );
+    out.single(
+        "hummel_slave_identity_mismatches_total",
+        "counter",
+        "Slave requests refused because another key is enrolled for the slave id.",
+        load(&counters.slave_identity_mismatches),
+    );
+    out.single(
+        "hummel_probes_passed_total",
+        "counter",
+        "Probes in which a slave served the right bytes for a pack it claims.",
+        load(&counters.probes_passed),
+    );
+    out.single(
+        "hummel_probes_failed_total",
+        "counter",
+        "Probes in which a slave did not serve the right bytes (it is then sent no clients).",
+        load(&counters.probes_failed),
     );
     out.single(
         "hummel_hashlists_received_total",

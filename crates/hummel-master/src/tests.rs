@@ -15,6 +15,7 @@ use hummel_proto::api::{
     BuildStarted, BuildState, BuildStatus, HashlistChanges, HashlistVersion, Health, Heartbeat,
     LocateRequest, LocateResponse, RevisionInfo, SlaveDirective, SlaveHashlist, StatusResponse,
 };
+use hummel_proto::identity::SlaveKey;
 use tower::ServiceExt;
 
 use crate::build::BuildOptions;
@@ -49,6 +50,8 @@ fn config(repo: &Path, data: &Path) -> MasterConfig {
         rate_limit: crate::DEFAULT_RATE_LIMIT,
         signature_expiry: crate::DEFAULT_SIGNATURE_EXPIRY,
         rotate_key: false,
+        probe_interval: crate::DEFAULT_PROBE_INTERVAL,
+        probe_tls: hummel_tls::ClientTls::system(),
     }
 }
 
@@ -279,6 +282,20 @@ fn data_folder_inside_the_repository_is_skipped() {
 
 // ---- HTTP ----
 
+/// The key a test slave `id` signs with (the same for every test, so a restarted master knows
+/// it).
+fn slave_key(id: &str) -> SlaveKey {
+    SlaveKey::from_secret(Hash::of(id.as_bytes()).0)
+}
+
+/// Nonces for the test slaves: one counter, always growing.
+static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A request to the router. A POST to a slave route is signed as the slave its body names (or
+/// `x` when it names none), with [`slave_key`]; once the master accepted it, every claim is
+/// taken as probed and verified ([`Master::pass_probes`]), as the prober would find with
+/// honest slaves: these tests are about other things (the probes' own are
+/// [`call_unprobed`]'s and the integration tests').
 async fn call(
     master: &Master,
     method: &str,
@@ -286,9 +303,53 @@ async fn call(
     token: Option<&str>,
     body: Option<String>,
 ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let out = call_unprobed(master, method, uri, token, body).await;
+    if uri.starts_with("/slave/") && out.0 == StatusCode::OK {
+        master.pass_probes();
+    }
+    out
+}
+
+/// [`call`] without taking claims as verified.
+async fn call_unprobed(
+    master: &Master,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let id = body
+        .as_deref()
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+        .and_then(|v| Some(v.get("slave_id")?.as_str()?.to_string()))
+        .unwrap_or_else(|| "x".to_string());
+    call_as(master, method, uri, token, body, &slave_key(&id)).await
+}
+
+/// [`call_unprobed`] signed with `key` (a slave route's body names its slave id).
+async fn call_as(
+    master: &Master,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<String>,
+    key: &SlaveKey,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         req = req.header(hummel_proto::auth::TOKEN_HEADER, t);
+    }
+    if uri.starts_with("/slave/")
+        && let Some(b) = &body
+    {
+        let id = serde_json::from_str::<serde_json::Value>(b)
+            .ok()
+            .and_then(|v| Some(v.get("slave_id")?.as_str()?.to_string()))
+            .unwrap_or_else(|| "x".to_string());
+        let nonce = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for (name, value) in key.sign_request(method, uri, &id, nonce, b.as_bytes()) {
+            req = req.header(name, value);
+        }
     }
     let req = match body {
         Some(b) => req
@@ -1477,6 +1538,10 @@ async fn hashlist_changes_are_applied_and_removed_packs_stop_being_located() {
     // asks for the complete hashlist.
     drop(master);
     let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    // Probe results live in memory: the claims are located once probed again.
+    let located = holders(&master, &p[..3]).await;
+    assert_eq!(located, [none.clone(), none.clone(), none.clone()]);
+    master.pass_probes();
     let located = holders(&master, &p[..3]).await;
     assert_eq!(located, [none.clone(), s1.clone(), none.clone()]);
     assert_eq!(
@@ -2538,4 +2603,260 @@ fn names_some_clients_cannot_hold_are_published_with_a_warning() {
     let clean = fixture();
     let master = Master::open_with(config(&clean.repo, &clean.data), small_packs()).unwrap();
     assert!(build(&master).warnings.is_empty());
+}
+
+// ---- Slave identities and probes ----
+
+/// A POST of `body` to slave route `uri` with the slave token, signed by `key` as slave `id`
+/// under `nonce`.
+async fn signed(
+    master: &Master,
+    uri: &str,
+    id: &str,
+    body: &str,
+    key: &SlaveKey,
+    nonce: u64,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let mut req = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header(hummel_proto::auth::TOKEN_HEADER, SLAVE)
+        .header(header::CONTENT_TYPE, "application/json");
+    for (name, value) in key.sign_request("POST", uri, id, nonce, body.as_bytes()) {
+        req = req.header(name, value);
+    }
+    let resp = master
+        .router()
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec();
+    (status, headers, body)
+}
+
+fn next_nonce() -> u64 {
+    NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn a_slave_id_belongs_to_the_key_that_enrolled_it() {
+    let fx = fixture();
+    let cfg = config(&fx.repo, &fx.data);
+    let master = Master::open_with(cfg.clone(), small_packs()).unwrap();
+    http_build(&master).await;
+    let index = current_index(&master, None);
+    let every: Vec<Hash> = index.packs.iter().map(|p| p.hash).collect();
+    announce(&master, "honest", every.clone()).await;
+    let url_of = |m: &Master| {
+        m.status()
+            .slaves
+            .iter()
+            .find(|s| s.id == "honest")
+            .map(|s| (s.url.clone(), s.packs, s.key.clone()))
+    };
+    let before = url_of(&master).unwrap();
+    assert_eq!(before.2, Some(slave_key("honest").public().fingerprint()));
+
+    // Another slave (it holds the slave token) speaks for "honest" with its own key.
+    let evil = SlaveKey::from_secret([66; 32]);
+    let mut takeover: SlaveHashlist = serde_json::from_str(&hashlist("honest", vec![])).unwrap();
+    takeover.url = "http://evil.example:1".into();
+    let takeover = serde_json::to_string(&takeover).unwrap();
+    let (s, _, body) = signed(
+        &master,
+        "/slave/hashlist",
+        "honest",
+        &takeover,
+        &evil,
+        next_nonce(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let e: ApiErrorBody = json(&body);
+    assert_eq!(e.code, "slave_identity_mismatch");
+    assert!(e.message.contains("remove-slave"), "{}", e.message);
+    let hb = serde_json::to_string(&Heartbeat {
+        slave_id: "honest".into(),
+        used: 0,
+        packs: 0,
+        replicating: 0,
+        corrupt: every.clone(),
+        hashlist: None,
+    })
+    .unwrap();
+    let (s, _, body) = signed(
+        &master,
+        "/slave/heartbeat",
+        "honest",
+        &hb,
+        &evil,
+        next_nonce(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&body), "slave_identity_mismatch");
+    // Unsigned, or signed over another body: refused too.
+    let (s, _, body) = call_as_unsigned(&master, "/slave/hashlist", &takeover).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(&body), "slave_signature_missing");
+    let honest = slave_key("honest");
+    let mut req = Request::builder()
+        .method("POST")
+        .uri("/slave/hashlist")
+        .header(hummel_proto::auth::TOKEN_HEADER, SLAVE);
+    for (name, value) in honest.sign_request(
+        "POST",
+        "/slave/hashlist",
+        "honest",
+        next_nonce(),
+        hashlist("honest", every.clone()).as_bytes(),
+    ) {
+        req = req.header(name, value);
+    }
+    let resp = master
+        .router()
+        .oneshot(req.body(Body::from(takeover.clone())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // Nothing of "honest" changed: URL, claims, liveness.
+    assert_eq!(url_of(&master).unwrap(), before);
+
+    // A recorded request is not accepted twice; the answer names the highest nonce.
+    let hl = hashlist("honest", every.clone());
+    let nonce = next_nonce();
+    let (s, _, _) = signed(&master, "/slave/hashlist", "honest", &hl, &honest, nonce).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, headers, body) =
+        signed(&master, "/slave/hashlist", "honest", &hl, &honest, nonce).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(error_code(&body), "slave_nonce_stale");
+    assert_eq!(
+        headers[hummel_proto::identity::SLAVE_NONCE_HEADER]
+            .to_str()
+            .unwrap(),
+        nonce.to_string()
+    );
+
+    // The binding survives a restart.
+    drop(master);
+    let master = Master::open_with(cfg.clone(), small_packs()).unwrap();
+    let (s, _, _) = signed(
+        &master,
+        "/slave/hashlist",
+        "honest",
+        &takeover,
+        &evil,
+        next_nonce(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = signed(&master, "/slave/hashlist", "honest", &hl, &honest, nonce).await;
+    assert_eq!(s, StatusCode::CONFLICT, "a replay after a restart");
+
+    // Only the admin frees the id: then another key may enroll it.
+    let (s, _, _) = call(
+        &master,
+        "DELETE",
+        "/api/v1/slaves/honest",
+        Some(SLAVE),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = call(
+        &master,
+        "DELETE",
+        "/api/v1/slaves/honest",
+        Some(WRITE),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(url_of(&master).is_none());
+    let (s, _, _) = call(
+        &master,
+        "DELETE",
+        "/api/v1/slaves/honest",
+        Some(WRITE),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = signed(
+        &master,
+        "/slave/hashlist",
+        "honest",
+        &takeover,
+        &evil,
+        next_nonce(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(url_of(&master).unwrap().0, "http://evil.example:1");
+    assert_eq!(
+        metric(&master, "hummel_slave_identity_mismatches_total").await,
+        1
+    );
+}
+
+/// A slave request with the slave token and no identity headers.
+async fn call_as_unsigned(
+    master: &Master,
+    uri: &str,
+    body: &str,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let req = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header(hummel_proto::auth::TOKEN_HEADER, SLAVE)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = master.router().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec();
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn claims_are_located_only_once_probed_and_status_says_why() {
+    let fx = fixture();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    http_build(&master).await;
+    let index = current_index(&master, None);
+    let every: Vec<Hash> = index.packs.iter().map(|p| p.hash).collect();
+    let (s, _, _) = call_unprobed(
+        &master,
+        "POST",
+        "/slave/hashlist",
+        Some(SLAVE),
+        Some(hashlist("claims", every)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    // A claim alone sends no client there.
+    assert!(
+        holders(&master, &index.packs)
+            .await
+            .iter()
+            .all(Vec::is_empty)
+    );
+    let st = master.status();
+    let why = st.slaves[0].withheld.clone().unwrap();
+    assert!(why.starts_with("probing"), "{why}");
+    assert_eq!(st.slaves[0].verified, Some(0));
+    // Verified (as a probe that passed finds it): located.
+    master.pass_probes();
+    assert!(
+        holders(&master, &index.packs)
+            .await
+            .iter()
+            .all(|h| h == &["claims".to_string()])
+    );
+    let st = master.status();
+    assert_eq!(st.slaves[0].withheld, None);
+    assert_eq!(st.slaves[0].verified, Some(index.packs.len() as u64));
 }

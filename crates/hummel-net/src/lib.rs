@@ -41,7 +41,7 @@ use hummel_tls::ClientTls;
 
 pub use backoff::{Backoff, Retry};
 pub use error::{ApiError, NetError};
-pub use master::{IndexAnswer, MasterApi};
+pub use master::{IndexAnswer, MasterApi, SlaveSigner};
 
 /// Time to establish a TCP connection (and TLS).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -124,6 +124,11 @@ impl HttpClient {
     /// `POST url` with the token.
     pub fn post(&self, url: Url) -> RequestBuilder {
         self.with_token_header(self.inner.post(url))
+    }
+
+    /// `DELETE url` with the token.
+    pub fn delete(&self, url: Url) -> RequestBuilder {
+        self.with_token_header(self.inner.delete(url))
     }
 
     /// `GET {source}/blob/{pack}` with the token: the data plane of slaves (and of the master,

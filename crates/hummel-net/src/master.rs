@@ -278,18 +278,109 @@ impl MasterApi {
         self.get_json(api::STATUS, "status").await
     }
 
-    /// `POST /slave/hashlist` (slave token): the complete hashlist, answered with a directive.
-    /// Not asked again here: the slave's loop backs off itself.
-    pub async fn slave_hashlist(&self, body: &SlaveHashlist) -> Result<SlaveDirective, NetError> {
-        self.post_json(self.url(api::SLAVE_HASHLIST), body, "hashlist", 0)
+    /// `DELETE /api/v1/slaves/{id}` (write token): the master forgets the slave, its claims and
+    /// its enrolled key.
+    pub async fn remove_slave(&self, id: &str) -> Result<(), NetError> {
+        const WHAT: &str = "remove-slave";
+        let mut url = self.url(api::SLAVES);
+        url.path_segments_mut()
+            .map_err(|()| NetError::BadUrl {
+                url: self.base.clone(),
+            })?
+            .push(id);
+        let rb = self.http.delete(url).timeout(CALL_TIMEOUT);
+        self.send(rb, WHAT, BUSY_RETRIES).await?;
+        Ok(())
+    }
+
+    /// `POST /slave/hashlist` (slave token), signed by `signer`: the complete hashlist,
+    /// answered with a directive. Not asked again here: the slave's loop backs off itself.
+    pub async fn slave_hashlist(
+        &self,
+        body: &SlaveHashlist,
+        signer: &dyn SlaveSigner,
+    ) -> Result<SlaveDirective, NetError> {
+        self.slave_post(api::SLAVE_HASHLIST, body, signer, "hashlist")
             .await
     }
 
-    /// `POST /slave/heartbeat` (slave token), answered with a directive. Not asked again here.
-    pub async fn slave_heartbeat(&self, body: &Heartbeat) -> Result<SlaveDirective, NetError> {
-        self.post_json(self.url(api::SLAVE_HEARTBEAT), body, "heartbeat", 0)
+    /// `POST /slave/heartbeat` (slave token), signed by `signer`, answered with a directive.
+    /// Not asked again here.
+    pub async fn slave_heartbeat(
+        &self,
+        body: &Heartbeat,
+        signer: &dyn SlaveSigner,
+    ) -> Result<SlaveDirective, NetError> {
+        self.slave_post(api::SLAVE_HEARTBEAT, body, signer, "heartbeat")
             .await
     }
+
+    /// A slave's signed call. A 409 naming the highest nonce the master saw from this slave
+    /// (a clock set back, a restart within the same millisecond) is signed again above it and
+    /// sent once more.
+    async fn slave_post<B: serde::Serialize>(
+        &self,
+        path: &'static str,
+        body: &B,
+        signer: &dyn SlaveSigner,
+        what: &'static str,
+    ) -> Result<SlaveDirective, NetError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| NetError::BadAnswer {
+            what,
+            reason: format!("could not encode the request: {e}"),
+        })?;
+        let mut above = None;
+        loop {
+            let mut rb = self
+                .http
+                .post(self.url(path))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .timeout(CALL_TIMEOUT);
+            for (name, value) in signer.identity_headers("POST", path, &bytes, above) {
+                rb = rb.header(name, value);
+            }
+            let resp = rb
+                .body(bytes.clone())
+                .send()
+                .await
+                .map_err(|e| NetError::Transport {
+                    what,
+                    source: e.without_url(),
+                })?;
+            if resp.status() == StatusCode::CONFLICT
+                && above.is_none()
+                && let Some(highest) = resp
+                    .headers()
+                    .get(hummel_proto::identity::SLAVE_NONCE_HEADER)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            {
+                tracing::info!(
+                    highest,
+                    "the master has seen a higher nonce; signing above it"
+                );
+                above = Some(highest);
+                continue;
+            }
+            if !resp.status().is_success() {
+                return Err(decode_error(resp, what).await);
+            }
+            return self.json(resp, what).await;
+        }
+    }
+}
+
+/// What signs a slave's requests to the master (`hummel_proto::identity`): the identity headers
+/// of one request with `body`, under a nonce above every one used before and above `above` when
+/// the master named a higher one.
+pub trait SlaveSigner: Send + Sync {
+    /// The headers (name, value) to add.
+    fn identity_headers(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        above: Option<u64>,
+    ) -> Vec<(&'static str, String)>;
 }
 
 #[cfg(test)]

@@ -51,6 +51,8 @@ pub const CLIENT_REPORT: &str = "/api/v1/client/report";
 pub const STATUS: &str = "/api/v1/status";
 /// `GET /api/v1/builds/{id}` (or `latest`).
 pub const BUILDS: &str = "/api/v1/builds";
+/// `DELETE /api/v1/slaves/{id}` (write token): forget a slave and its enrolled key.
+pub const SLAVES: &str = "/api/v1/slaves";
 /// `POST /build`.
 pub const BUILD: &str = "/build";
 /// `POST /slave/hashlist`.
@@ -475,6 +477,17 @@ pub struct SlaveStatus {
     pub quota: Option<u64>,
     /// Packs assigned to it that it does not hold yet.
     pub pending: u64,
+    /// Of its packs, those a probe verified it serves: clients are sent to it for these only
+    /// (absent for the embedded store, and from older masters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<u64>,
+    /// Why clients are not sent to it at all (stale, refused, a failed probe, nothing
+    /// verified yet); absent when they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<String>,
+    /// Fingerprint of the key it is enrolled with (absent before it enrolled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Replication health in [`StatusResponse`].

@@ -4,6 +4,8 @@
 //! - [`auth`]: the token header and which token each endpoint wants.
 //! - [`api`]: every endpoint's path and its request and response bodies, grouped by who calls it
 //!   (client → master, slave → master, anyone → slave).
+//! - [`identity`]: each slave's own Ed25519 key, and how a slave → master request is signed
+//!   and verified.
 //! - [`ApiErrorBody`]: the JSON body of every error response.
 //!
 //! Both sides use these types, so the master and its callers cannot drift apart. Bodies are JSON
@@ -11,6 +13,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod identity;
 
 use serde::{Deserialize, Serialize};
 

@@ -75,6 +75,7 @@ pub async fn run(
     let mut agent = Agent::new(slave.clone(), http, api);
     tracing::info!(
         slave = %slave.id(),
+        key = %slave.key().public().fingerprint(),
         master = %slave.config().master_url,
         url = %slave.advertise_url(),
         packs = slave.store().count(),
@@ -204,7 +205,7 @@ fn short_list(packs: &[Hash]) -> String {
 impl Agent {
     fn new(slave: Slave, http: HttpClient, api: MasterApi) -> Agent {
         let cfg = slave.config();
-        let master = MasterClient::new(api);
+        let master = MasterClient::new(api, slave.id(), slave.key().clone());
         let next_scrub = cfg.scrub_interval.map(|d| Instant::now() + d);
         Agent {
             fetcher: Fetcher {
@@ -367,6 +368,10 @@ impl Agent {
             MasterError::ReadToken { .. } if first => {
                 tracing::error!(error = %e, "{what} refused; check the read token on both sides");
             }
+            MasterError::Identity { .. } if first => {
+                tracing::error!(error = %e, "{what} refused: the master knows this slave id by \
+                    another key; the admin must remove the slave from the master first");
+            }
             _ if first => tracing::warn!(error = %e, "{what} failed; will retry"),
             _ => tracing::debug!(error = %e, "{what} failed again"),
         }
@@ -431,6 +436,10 @@ impl Agent {
                 self.slave.metrics().set_master_reachable(true);
                 Err(SlaveError::ReadTokenRefused { url, message })
             }
+            Err(MasterError::Identity { url, message }) if !self.announce.ever => {
+                self.slave.metrics().set_master_reachable(true);
+                Err(SlaveError::IdentityRefused { url, message })
+            }
             Err(e) => {
                 self.master_failed("announce", &e);
                 self.back_off(&e);
@@ -444,7 +453,9 @@ impl Agent {
         let a = &mut self.announce;
         let delay = if matches!(
             e,
-            MasterError::Refused { .. } | MasterError::ReadToken { .. }
+            MasterError::Refused { .. }
+                | MasterError::ReadToken { .. }
+                | MasterError::Identity { .. }
         ) {
             REFUSED_RETRY.delay(0)
         } else {

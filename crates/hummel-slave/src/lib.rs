@@ -5,7 +5,10 @@
 //!   URL, quota, tokens, replication concurrency, scrub interval, and whom `https://` URLs must
 //!   be certified by ([`hummel_tls::ClientTls`], which builds its HTTP client).
 //! - [`Slave`] (this file): the opened slave, cheap to clone. [`Slave::open`] opens the
-//!   [`BlobStore`] at `DATA/store` and loads (or creates) the stable random id in `DATA/slave-id`.
+//!   [`BlobStore`] at `DATA/store` and loads (or creates) the stable random id in `DATA/slave-id`
+//!   and the slave's own Ed25519 key in `DATA/slave-key` (owner-only), with which it signs every
+//!   request to the master ([`hummel_proto::identity`]): the master enrolls the key with the id
+//!   at the first hashlist and refuses any other key for that id.
 //! - [`run`] (`agent`): the background worker. It announces the complete hashlist to the master
 //!   (`POST /slave/hashlist`; an empty list introduces a new slave), heartbeats
 //!   (`POST /slave/heartbeat`), feeds each [`SlaveDirective`](hummel_proto::api::SlaveDirective)'s
@@ -15,7 +18,8 @@
 //! - `hashlist`: the version of the hashlist the master acknowledged and the changes since
 //!   (plain data): what the heartbeats report, and when only a complete hashlist will do.
 //! - `master`: the two slave → master calls through [`hummel_net::MasterApi`] (the shared HTTP
-//!   client with the slave token), and what each failure means to the slave.
+//!   client with the slave token), each signed with the slave key and a nonce above any used
+//!   before, and what each failure means to the slave.
 //! - `replicate`: the replication queue (plain data: what to fetch next, quota, retry delays) and
 //!   the fetcher, which streams `GET {source}/blob/{hash}` into a store temp file and commits it
 //!   only if it hashes to its name. A pack under its final name has always verified. Every
@@ -45,6 +49,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use hummel_proto::identity::SlaveKey;
 use hummel_store::{BlobStore, StoreError};
 
 pub use agent::run;
@@ -71,6 +76,15 @@ pub enum SlaveError {
         /// The id file.
         path: PathBuf,
     },
+    /// The key file holds something that is not a key.
+    #[error(
+        "{path}: not a slave key (expected 64 hex digits); restore it from a backup, or \
+             move it away and have the admin remove this slave from the master to enroll anew"
+    )]
+    BadKey {
+        /// The key file.
+        path: PathBuf,
+    },
     /// The pack store could not be opened.
     #[error("pack store: {0}")]
     Store(#[from] StoreError),
@@ -85,6 +99,15 @@ pub enum SlaveError {
         status: u16,
         /// The master endpoint.
         url: String,
+    },
+    /// The master refused the first announce because its id is enrolled with another key
+    /// (403 `slave_identity_mismatch`).
+    #[error("master refused this slave ({url}): {message}")]
+    IdentityRefused {
+        /// The master endpoint.
+        url: String,
+        /// The master's reason.
+        message: String,
     },
     /// The master refused the first announce because this slave does not guard its packs with
     /// the master's read token (403 `read_token_mismatch`).
@@ -109,17 +132,21 @@ struct Inner {
     advertise_url: RwLock<String>,
     store: Arc<BlobStore>,
     id: String,
+    key: SlaveKey,
     metrics: SlaveMetrics,
 }
 
 /// Name of the id file inside the data folder.
 const ID_FILE: &str = "slave-id";
+/// Name of the key file inside the data folder (mode 0600).
+const KEY_FILE: &str = "slave-key";
 /// Name of the store folder inside the data folder.
 const STORE_DIR: &str = "store";
 
 impl Slave {
     /// Opens the slave: creates the data folder, opens the store at `DATA/store` (its listing is
-    /// trusted; scrub catches rot) and loads or creates the id in `DATA/slave-id`.
+    /// trusted; scrub catches rot) and loads or creates the id in `DATA/slave-id` and the key in
+    /// `DATA/slave-key`.
     pub fn open(config: SlaveConfig) -> Result<Slave, SlaveError> {
         let config = config.normalised()?;
         fs::create_dir_all(&config.data).map_err(|source| SlaveError::Io {
@@ -128,6 +155,7 @@ impl Slave {
         })?;
         let store = BlobStore::open(&config.data.join(STORE_DIR))?;
         let id = load_or_create_id(&config.data.join(ID_FILE))?;
+        let key = load_or_create_key(&config.data.join(KEY_FILE))?;
         let metrics = SlaveMetrics::default();
         Ok(Slave {
             inner: Arc::new(Inner {
@@ -135,6 +163,7 @@ impl Slave {
                 config,
                 store: Arc::new(store),
                 id,
+                key,
                 metrics,
             }),
         })
@@ -170,6 +199,11 @@ impl Slave {
         self.inner.id.clone()
     }
 
+    /// The key this slave signs its requests to the master with.
+    pub fn key(&self) -> &SlaveKey {
+        &self.inner.key
+    }
+
     /// The configuration (with the master URL normalised).
     pub fn config(&self) -> &SlaveConfig {
         &self.inner.config
@@ -199,6 +233,46 @@ fn valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Reads the key at `path`, or writes a fresh random one (temp file made owner-only before
+/// anything is written to it, fsync, rename, folder fsync). A file that holds no key is an
+/// error, never replaced: the master knows this slave by that key.
+fn load_or_create_key(path: &Path) -> Result<SlaveKey, SlaveError> {
+    match fs::read_to_string(path) {
+        Ok(s) => SlaveKey::from_hex(&s).ok_or_else(|| SlaveError::BadKey {
+            path: path.to_path_buf(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let key = SlaveKey::from_secret(rand::random());
+            let tmp = path.with_extension("tmp");
+            let mut options = fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut f = options.open(&tmp).map_err(io_err(&tmp))?;
+            #[cfg(unix)]
+            {
+                // A temp file left by an earlier attempt keeps its mode: set it again.
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(fs::Permissions::from_mode(0o600))
+                    .map_err(io_err(&tmp))?;
+            }
+            f.write_all(format!("{}\n", key.to_hex()).as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(io_err(&tmp))?;
+            drop(f);
+            fs::rename(&tmp, path).map_err(io_err(path))?;
+            if let Some(dir) = path.parent() {
+                hummel_store::sync_dir(dir)?;
+            }
+            Ok(key)
+        }
+        Err(e) => Err(io_err(path)(e)),
+    }
 }
 
 /// Reads the id at `path`, or writes a fresh random one (temp file, fsync, rename).
@@ -265,6 +339,35 @@ mod tests {
         assert_eq!(b.id(), id);
         assert_eq!(b.config().master_url, "http://127.0.0.1:7070");
         assert!(dir.path().join("store").is_dir());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_key_is_created_once_owner_only_and_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let a = Slave::open(config(dir.path())).unwrap();
+        let public = a.key().public();
+        let mode = fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(a);
+        let b = Slave::open(config(dir.path())).unwrap();
+        assert_eq!(b.key().public(), public);
+        // Another data folder, another key.
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(
+            Slave::open(config(other.path())).unwrap().key().public(),
+            public
+        );
+        // A damaged key file is an error, not a new identity.
+        fs::write(dir.path().join(KEY_FILE), "damaged\n").unwrap();
+        assert!(matches!(
+            Slave::open(config(dir.path())),
+            Err(SlaveError::BadKey { .. })
+        ));
     }
 
     #[test]

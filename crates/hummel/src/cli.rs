@@ -42,6 +42,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Shows the revision, slaves, replication health and clients of a master.
     Status(StatusArgs),
+    /// Forgets a slave (its claims and its enrolled key), so that another key may enroll its
+    /// id: for a slave whose data folder was lost or that was replaced.
+    RemoveSlave(RemoveSlaveArgs),
     /// The player page: a local web page to add a repository, tick mods, choose the game's
     /// folder, sync with progress, see what changed and launch the game. (What hummel.exe runs
     /// when started without arguments.)
@@ -272,6 +275,13 @@ pub struct MasterArgs {
     /// Connections.
     #[command(flatten)]
     pub edge: EdgeLimits,
+    /// How often each slave is probed again at random: one of its packs is fetched and
+    /// checked (jittered). New claims and slaves clients report are probed at once.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub probe_interval: Duration,
+    /// Trust for https:// slaves, which the master probes.
+    #[command(flatten)]
+    pub trust: ClientTlsArgs,
 
     /// Server tokens.
     #[command(flatten)]
@@ -465,6 +475,22 @@ pub struct StatusArgs {
     /// The read token, if the master requires one.
     #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
+    /// Trust for an https:// master.
+    #[command(flatten)]
+    pub trust: ClientTlsArgs,
+}
+
+/// `hummel remove-slave`.
+#[derive(Args, Debug)]
+pub struct RemoveSlaveArgs {
+    /// The slave's id (`hummel status --json`, `slaves[].id`).
+    pub id: String,
+    /// The master's URL.
+    #[arg(long)]
+    pub master: String,
+    /// The master's write token.
+    #[arg(long, env = "HUMMEL_WRITE_TOKEN", hide_env_values = true)]
+    pub write_token: Option<String>,
     /// Trust for an https:// master.
     #[command(flatten)]
     pub trust: ClientTlsArgs,

@@ -11,6 +11,7 @@ mod integration {
     mod cli;
     mod datadir;
     mod e2e;
+    mod evil;
     mod faults;
     mod fetchable;
     mod gc;

@@ -1,6 +1,7 @@
 //! One module per command. Each maps flags to a library's options, runs it and prints.
 
 mod build;
+mod remove_slave;
 mod serve;
 mod slave;
 mod status;
@@ -26,6 +27,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
         Command::Verify(a) => sync::verify(a).await,
         Command::Status(a) => status::status(a).await,
         Command::Ui(a) => ui::ui(a).await,
+        Command::RemoveSlave(a) => remove_slave::remove_slave(a).await,
     }
 }
 

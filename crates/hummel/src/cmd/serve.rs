@@ -8,14 +8,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use hummel_master::{KeyEvent, Master, MasterConfig, Tokens};
 use hummel_proto::api::BuildState;
-use hummel_tls::ServerTls;
+use hummel_tls::{ClientTls, ServerTls};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{EdgeLimits, MasterArgs, RepoWatch, ServeArgs, ServerTokens};
 use crate::datadir;
 use crate::util::{
-    listen, normalize_url, optional_token, resolve_token, serve as serve_http, server_tls,
-    shutdown_signal, stop_within,
+    client_tls, listen, normalize_url, optional_token, resolve_token, serve as serve_http,
+    server_tls, shutdown_signal, stop_within,
 };
 
 fn check_repo(repo: &Path) -> Result<PathBuf> {
@@ -88,6 +88,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         rate_limit: args.clients.rate_limit,
         signature_expiry: args.signing.signature_expiry,
         rotate_key: args.signing.rotate_key,
+        probe_interval: hummel_master::DEFAULT_PROBE_INTERVAL,
+        probe_tls: ClientTls::system(),
     })
     .context("cannot open the master")?;
     show_signing_key(&master);
@@ -122,6 +124,8 @@ pub async fn master(args: MasterArgs) -> Result<ExitCode> {
         rate_limit: args.clients.rate_limit,
         signature_expiry: args.signing.signature_expiry,
         rotate_key: args.signing.rotate_key,
+        probe_interval: args.probe_interval,
+        probe_tls: client_tls(&args.trust)?,
     })
     .context("cannot open the master")?;
     show_signing_key(&master);

@@ -104,6 +104,18 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
             s.last_seen_ms as f64 / 1000.0,
             s.pending
         );
+        if let Some(v) = s.verified
+            && v < s.packs
+            && s.withheld.is_none()
+        {
+            println!(
+                "         clients sent for {v} of its {} packs (verified by probes)",
+                s.packs
+            );
+        }
+        if let Some(why) = &s.withheld {
+            println!("         no clients sent: {why}");
+        }
     }
     let total = st.clients_total.unwrap_or(st.clients.len() as u64);
     if total > st.clients.len() as u64 {

@@ -233,6 +233,9 @@ struct Row {
     expect: [u16; 7],
 }
 
+/// Nonces of the matrix's signed slave requests.
+static MATRIX_NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 async fn send(http: &reqwest::Client, row: &Row, tok: Tok) -> u16 {
     let mut req = http.request(row.method.clone(), &row.url);
     if row.form {
@@ -244,7 +247,17 @@ async fn send(http: &reqwest::Client, row: &Row, tok: Tok) -> u16 {
         req = req.header("X-HUMMEL-TOKEN", h);
     }
     if let Some(b) = &row.body {
-        req = req.json(b);
+        let bytes = serde_json::to_vec(b).unwrap();
+        if row.url.contains("/slave/") {
+            // Signed as a slave signs (hummel_proto::identity): the token decides.
+            let nonce = MATRIX_NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = reqwest::Url::parse(&row.url).unwrap().path().to_string();
+            let key = hummel_proto::identity::SlaveKey::from_secret([42; 32]);
+            for (name, value) in key.sign_request("POST", &path, "matrix-slave", nonce, &bytes) {
+                req = req.header(name, value);
+            }
+        }
+        req = req.header("content-type", "application/json").body(bytes);
     }
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
@@ -373,6 +386,14 @@ fn master_rows(
                 "corrupt": []}),
             refused(200, 3),
         ),
+        Row {
+            name: "DELETE /api/v1/slaves/{id}",
+            method: Method::DELETE,
+            url: format!("{url}/api/v1/slaves/matrix-slave"),
+            body: None,
+            form: false,
+            expect: refused(204, 4),
+        },
         get("GET /blob (master)", &format!("/blob/{pack}"), blob),
     ]
 }

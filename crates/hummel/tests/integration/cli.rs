@@ -5,7 +5,15 @@ use super::util::*;
 #[test]
 fn every_command_has_help() {
     for cmd in [
-        "serve", "master", "slave", "build", "sync", "verify", "status", "ui",
+        "serve",
+        "master",
+        "slave",
+        "build",
+        "sync",
+        "verify",
+        "status",
+        "ui",
+        "remove-slave",
     ] {
         let mut c = hummel();
         c.args([cmd, "--help"]);

@@ -220,7 +220,9 @@ impl Cluster {
     /// Like [`Cluster::start`], all HTTPS: the master and each slave serve `cert` and `key`
     /// (PEM), and every command of the cluster trusts `ca`.
     pub fn start_https(n: usize, fill: impl FnOnce(&Path), tls: &TestTls) -> Cluster {
-        let server = tls.server_args();
+        // The master probes its slaves over HTTPS: it trusts the test CA too.
+        let mut server = tls.server_args();
+        server.extend(["--ca-cert".to_string(), tls.ca.display().to_string()]);
         let server: Vec<&str> = server.iter().map(String::as_str).collect();
         let mut c = Cluster::start_with(0, fill, &server);
         assert!(c.master.url.starts_with("https://"), "{}", c.master.url);
@@ -277,22 +279,27 @@ impl Cluster {
         serde_json::from_str(&ok(cmd)).unwrap()
     }
 
-    /// Waits until every pack of the current revision has its target copies on live slaves.
+    /// Waits until every pack of the current revision has its target copies on live slaves,
+    /// and the master's probes verified every live slave's claims (clients are sent there).
     pub fn wait_replicated(&self) {
         let start = Instant::now();
         loop {
             let st = self.status();
             let rep = &st["replication"];
-            let live = st["slaves"]
+            let live: Vec<&Value> = st["slaves"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .filter(|s| s["state"] == "live")
-                .count();
+                .collect();
+            let verified = live
+                .iter()
+                .all(|s| s["verified"].is_null() || s["verified"] == s["packs"]);
             if !st["revision"]["revision"].is_null()
                 && rep["under_replicated"] == 0
                 && rep["unavailable"] == 0
-                && live >= self.slaves.iter().filter(|s| s.child.is_some()).count()
+                && verified
+                && live.len() >= self.slaves.iter().filter(|s| s.child.is_some()).count()
             {
                 return;
             }
