@@ -648,20 +648,26 @@ impl Master {
         if self.inner.config.embedded_store {
             return true;
         }
-        let (liveness, now) = (self.liveness(), now_ms());
-        let private = self.inner.config.tokens.read.is_some();
         let tracker = lock(&self.inner.tracker);
-        let live: Vec<&SlaveRecord> = tracker
+        let live = self.client_slaves(&tracker, now_ms());
+        let trust = self.inner.probes.book();
+        current.index.packs.iter().all(|p| {
+            live.iter()
+                .any(|s| s.packs.contains(&p.number) && trust.serves(&s.id, p.number))
+        })
+    }
+
+    /// The slaves clients may be sent to now: live, and vetted for a private master's read
+    /// token. `locate` lists one for a pack only where a probe verified its claim.
+    fn client_slaves<'t>(&self, tracker: &'t Tracker, now: u64) -> Vec<&'t SlaveRecord> {
+        let liveness = self.liveness();
+        let private = self.inner.config.tokens.read.is_some();
+        tracker
             .slaves
             .values()
             .filter(|s| liveness.state(s.last_seen_ms, now) == SlaveState::Live)
             .filter(|s| s.vetting.serves_clients(private))
-            .collect();
-        current
-            .index
-            .packs
-            .iter()
-            .all(|p| live.iter().any(|s| s.packs.contains(&p.number)))
+            .collect()
     }
 
     /// The current revision, if any.
@@ -1148,7 +1154,6 @@ impl Master {
     /// changes nothing: in particular it keeps no pack from the garbage collection.
     pub(crate) fn locate(&self, req: &LocateRequest) -> LocateResponse {
         let now = now_ms();
-        let liveness = self.liveness();
         let turn = self.inner.locate_turn.fetch_add(1, Ordering::Relaxed);
         let embedded_url = if self.inner.config.embedded_store {
             self.public_url()
@@ -1159,14 +1164,8 @@ impl Master {
         let mut fallback = None;
         let packs = read(&self.inner.packs);
         let tracker = lock(&self.inner.tracker);
-        let private = self.inner.config.tokens.read.is_some();
         let trust = self.inner.probes.book();
-        let live: Vec<&SlaveRecord> = tracker
-            .slaves
-            .values()
-            .filter(|s| liveness.state(s.last_seen_ms, now) == SlaveState::Live)
-            .filter(|s| s.vetting.serves_clients(private))
-            .collect();
+        let live = self.client_slaves(&tracker, now);
         let mut slaves: Vec<SlaveEndpoint> = Vec::new();
         let mut positions: HashMap<String, u32> = HashMap::new();
         let mut position = |id: &str, url: &str| -> u32 {

@@ -14,8 +14,8 @@
 //! current revision is ever signed: a statement for an older one would let anyone who asks
 //! for it hold fresh clients back.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -323,32 +323,9 @@ fn sync_dir(dir: &Path) -> Result<(), MasterError> {
     Ok(())
 }
 
-/// Writes `content` to `path` atomically (temp file, fsync, rename, folder fsync), readable
-/// by the owner only on Unix.
+/// [`hummel_store::write_private_atomic`], its failure naming `path`.
 fn write_private_atomic(path: &Path, content: &[u8]) -> Result<(), MasterError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{}.tmp", name.unwrap_or_default()));
-    let _ = fs::remove_file(&tmp);
-    let written = (|| {
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut f = options.open(&tmp)?;
-        f.write_all(content)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(MasterError::io(path)(e));
-    }
-    sync_dir(dir)
+    hummel_store::write_private_atomic(path, content).map_err(MasterError::io(path))
 }
 
 #[cfg(test)]

@@ -235,8 +235,8 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Reads the key at `path`, or writes a fresh random one (temp file made owner-only before
-/// anything is written to it, fsync, rename, folder fsync). A file that holds no key is an
+/// Reads the key at `path`, or writes a fresh random one, owner-only and atomically
+/// ([`hummel_store::write_private_atomic`]). A file that holds no key is an
 /// error, never replaced: the master knows this slave by that key.
 fn load_or_create_key(path: &Path) -> Result<SlaveKey, SlaveError> {
     match fs::read_to_string(path) {
@@ -245,30 +245,8 @@ fn load_or_create_key(path: &Path) -> Result<SlaveKey, SlaveError> {
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let key = SlaveKey::from_secret(rand::random());
-            let tmp = path.with_extension("tmp");
-            let mut options = fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut f = options.open(&tmp).map_err(io_err(&tmp))?;
-            #[cfg(unix)]
-            {
-                // A temp file left by an earlier attempt keeps its mode: set it again.
-                use std::os::unix::fs::PermissionsExt;
-                f.set_permissions(fs::Permissions::from_mode(0o600))
-                    .map_err(io_err(&tmp))?;
-            }
-            f.write_all(format!("{}\n", key.to_hex()).as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(io_err(&tmp))?;
-            drop(f);
-            fs::rename(&tmp, path).map_err(io_err(path))?;
-            if let Some(dir) = path.parent() {
-                hummel_store::sync_dir(dir)?;
-            }
+            hummel_store::write_private_atomic(path, format!("{}\n", key.to_hex()).as_bytes())
+                .map_err(io_err(path))?;
             Ok(key)
         }
         Err(e) => Err(io_err(path)(e)),

@@ -97,7 +97,7 @@ pub fn resolve_token(given: Option<String>, data: &Path, name: &str) -> Result<S
     let token: String = (0..32)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
         .collect();
-    crate::datadir::write_private_atomic(&path, token.as_bytes())
+    hummel_store::write_private_atomic(&path, token.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("generated a {name} token, stored in {}", path.display());
     Ok(token)
