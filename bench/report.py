@@ -807,12 +807,19 @@ def main():
                 results[mode] = json.load(f)
     if not results:
         raise SystemExit(f"no results in {a.results} for {a.modes}; run bench/run.sh first")
+    # The hand-written section of the master under a fleet's load (`fleet_load`) is kept.
+    kept = ""
+    if os.path.exists(a.out):
+        text = open(a.out).read()
+        b, e = "<!-- fleet load: begin", "<!-- fleet load: end -->"
+        if b in text and e in text:
+            kept = "\n" + text[text.index(b):text.index(e) + len(e)] + "\n"
     with open(a.out, "w") as f:
         also = []
         for p in a.also:
             with open(p) as g:
                 also.append(json.load(g))
-        f.write(render(results, also))
+        f.write(render(results, also) + kept)
     print(f"wrote {os.path.normpath(a.out)}")
 
 

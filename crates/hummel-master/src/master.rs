@@ -218,6 +218,20 @@ impl Master {
         Master::open_with(config, BuildOptions::default())
     }
 
+    /// [`Master::open`] whose builds close a pack at `pack_target` stored bytes instead of
+    /// the default 16 MiB: for load harnesses, which want many packs of little data.
+    #[doc(hidden)]
+    pub fn open_with_pack_target(
+        config: MasterConfig,
+        pack_target: Option<u64>,
+    ) -> Result<Master, MasterError> {
+        let mut options = BuildOptions::default();
+        if let Some(target) = pack_target {
+            options.pack_target = target.max(1);
+        }
+        Master::open_with(config, options)
+    }
+
     pub(crate) fn open_with(
         config: MasterConfig,
         build_options: BuildOptions,

@@ -282,6 +282,10 @@ pub struct MasterArgs {
     /// Trust for https:// slaves, which the master probes.
     #[command(flatten)]
     pub trust: ClientTlsArgs,
+    /// Stored bytes at which a build closes a pack (default 16 MiB). For load harnesses
+    /// (`crates/hummel/examples/fleet_load.rs`), which want many packs of little data.
+    #[arg(long, hide = true, value_parser = parse_size)]
+    pub pack_target: Option<u64>,
 
     /// Server tokens.
     #[command(flatten)]

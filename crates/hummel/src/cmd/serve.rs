@@ -106,27 +106,30 @@ pub async fn master(args: MasterArgs) -> Result<ExitCode> {
     // Held until the server stops.
     let _lock = datadir::lock(&args.data)?;
     let tokens = tokens(args.tokens, &args.data)?;
-    let master = Master::open(MasterConfig {
-        repo,
-        data: args.data.clone(),
-        replication: args.replication,
-        heartbeat_interval: args.heartbeat_interval,
-        stale_after: args.stale_after,
-        dead_after: args.dead_after,
-        tokens,
-        embedded_store: false,
-        follow_symlinks: args.follow_symlinks,
-        repack_level: args.packs.repack_level,
-        keep_revisions: args.packs.keep_revisions,
-        gc_grace: args.packs.gc_grace,
-        fallback_limit: args.fallback_limit,
-        client_retention: args.clients.client_retention,
-        rate_limit: args.clients.rate_limit,
-        signature_expiry: args.signing.signature_expiry,
-        rotate_key: args.signing.rotate_key,
-        probe_interval: args.probe_interval,
-        probe_tls: client_tls(&args.trust)?,
-    })
+    let master = Master::open_with_pack_target(
+        MasterConfig {
+            repo,
+            data: args.data.clone(),
+            replication: args.replication,
+            heartbeat_interval: args.heartbeat_interval,
+            stale_after: args.stale_after,
+            dead_after: args.dead_after,
+            tokens,
+            embedded_store: false,
+            follow_symlinks: args.follow_symlinks,
+            repack_level: args.packs.repack_level,
+            keep_revisions: args.packs.keep_revisions,
+            gc_grace: args.packs.gc_grace,
+            fallback_limit: args.fallback_limit,
+            client_retention: args.clients.client_retention,
+            rate_limit: args.clients.rate_limit,
+            signature_expiry: args.signing.signature_expiry,
+            rotate_key: args.signing.rotate_key,
+            probe_interval: args.probe_interval,
+            probe_tls: client_tls(&args.trust)?,
+        },
+        args.pack_target,
+    )
     .context("cannot open the master")?;
     show_signing_key(&master);
     run_master(master, edge, "master", args.build_on_start, args.watch).await
