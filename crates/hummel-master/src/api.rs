@@ -216,13 +216,13 @@ pub(crate) trait Bounded {
 impl Bounded for LocateRequest {
     /// The packs of one plan: at most every pack of the table.
     fn limit(master: &Master) -> usize {
-        endpoints::locate_body_limit(crate::read(&master.inner.packs).by_number.len())
+        endpoints::locate_body_limit(crate::read(&master.inner.catalog.packs).by_number.len())
     }
 }
 
 impl Bounded for ClientReport {
     fn limit(master: &Master) -> usize {
-        endpoints::report_body_limit(crate::read(&master.inner.packs).by_number.len())
+        endpoints::report_body_limit(crate::read(&master.inner.catalog.packs).by_number.len())
     }
 }
 

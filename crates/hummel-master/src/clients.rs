@@ -78,7 +78,7 @@ impl Master {
     ) -> Result<(), ReportRefusal> {
         let key_hash = Hash::of(key.as_bytes());
         let now = now_ms();
-        let mut tracker = lock(&self.inner.tracker);
+        let mut tracker = lock(&self.inner.fleet.tracker);
         match tracker.clients.get(&report.client_id) {
             Some(known) => {
                 if known.key_hash.is_some_and(|h| !same_hash(&h, &key_hash)) {
@@ -149,7 +149,7 @@ impl Master {
             tracing::warn!(client = %record.id, bad_slaves = ?counted, "client reported failing slaves");
             // Each reported slave has some of its verified packs probed again (`crate::probe`).
             for slave in counted.iter().filter(|s| tracker.slaves.contains_key(*s)) {
-                self.inner.probes.suspect(slave);
+                self.inner.fleet.probes.suspect(slave);
             }
         }
         tracker.clients.insert(record.id.clone(), record);
@@ -165,7 +165,7 @@ impl Master {
         let cutoff = now.saturating_sub(retention);
         let period_ms = u64::try_from(BAD_SLAVE_PERIOD.as_millis()).unwrap_or(u64::MAX);
         let deleted = {
-            let mut tracker = lock(&self.inner.tracker);
+            let mut tracker = lock(&self.inner.fleet.tracker);
             let deleted = lock(&self.inner.db).expire_clients(cutoff)?;
             tracker.clients.retain(|_, c| c.last_seen_ms >= cutoff);
             tracker

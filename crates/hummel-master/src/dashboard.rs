@@ -472,7 +472,7 @@ fn access_section(h: &mut String, master: &Master) {
          key for the id is refused until the admin removes the slave); their packs are \
          public, like the master's"
     };
-    let packs = crate::read(&master.inner.packs).by_number.len();
+    let packs = crate::read(&master.inner.catalog.packs).by_number.len();
     let rate = if config.rate_limit == 0 {
         "no per-address rate limit".to_string()
     } else {

@@ -121,7 +121,7 @@ impl Collector {
 impl Master {
     /// One collection pass (see the module documentation). Blocking: file and database I/O.
     pub(crate) fn collect_garbage(&self) -> Result<Collection, MasterError> {
-        let _exclusive = lock(&self.inner.maintenance.lock);
+        let _exclusive = lock(&self.inner.upkeep.maintenance.lock);
         let book = self.builds_guard();
         if book.running.is_some() {
             return Ok(Collection {
@@ -134,7 +134,7 @@ impl Master {
         };
         let config = &self.inner.config;
         let now_s = now_unix();
-        let history = read(&self.inner.history).clone();
+        let history = read(&self.inner.catalog.history).clone();
         let kept = kept_revisions(
             &history,
             config.keep_revisions,
@@ -143,7 +143,7 @@ impl Master {
         );
 
         // Packs the kept revisions list.
-        let collector = &self.inner.collector;
+        let collector = &self.inner.upkeep.collector;
         let mut referenced: HashSet<u32> = HashSet::new();
         {
             let mut sets = lock(&collector.pack_sets);
@@ -163,7 +163,7 @@ impl Master {
             }
         }
         let garbage: Vec<PackInfo> = {
-            let t = read(&self.inner.packs);
+            let t = read(&self.inner.catalog.packs);
             let mut g: Vec<PackInfo> = t
                 .by_number
                 .values()
@@ -176,7 +176,7 @@ impl Master {
 
         let mut done = Collection::default();
         // 1. Revisions no longer kept: no client may ask for them from now on.
-        let dir = &self.inner.revisions_dir;
+        let dir = &self.inner.catalog.revisions_dir;
         for row in history.iter().filter(|r| !kept.contains(&r.number)) {
             if revision::remove_index_file(dir, row.number)? {
                 self.forget_old_revision(row.number);
@@ -186,8 +186,8 @@ impl Master {
         // 2. The packs, in the database and then in memory (lock order: packs, tracker, db).
         if !garbage.is_empty() {
             let numbers: Vec<u32> = garbage.iter().map(|p| p.number).collect();
-            let mut table = write(&self.inner.packs);
-            let mut tracker = lock(&self.inner.tracker);
+            let mut table = write(&self.inner.catalog.packs);
+            let mut tracker = lock(&self.inner.fleet.tracker);
             lock(&self.inner.db).collect(&numbers, now_s)?;
             for p in &garbage {
                 table.remove(p.number);
@@ -199,6 +199,8 @@ impl Master {
                     }
                 }
             }
+            drop(tracker);
+            self.inner.fleet.placement_changed();
         }
         // 3. The files: the collected packs, then whatever else is no pack of the table.
         let store = &self.inner.store;
@@ -209,7 +211,7 @@ impl Master {
             }
         }
         let orphans: Vec<(hummel_core::Hash, u64)> = {
-            let t = read(&self.inner.packs);
+            let t = read(&self.inner.catalog.packs);
             store
                 .list()
                 .into_iter()
@@ -239,16 +241,16 @@ impl Master {
         if row.number == current.row.number {
             return Ok(Some(numbers(&current.index)));
         }
-        if !revision::index_path(&self.inner.revisions_dir, row.number).is_file() {
+        if !revision::index_path(&self.inner.catalog.revisions_dir, row.number).is_file() {
             return Ok(None);
         }
-        let loaded = revision::load_revision(&self.inner.revisions_dir, row.clone())?;
+        let loaded = revision::load_revision(&self.inner.catalog.revisions_dir, row.clone())?;
         Ok(Some(numbers(&loaded.index)))
     }
 
     /// Runs [`Master::collect_garbage`], logs and counts the outcome. Never panics.
     pub(crate) fn gc_pass(&self) {
-        let collector = &self.inner.collector;
+        let collector = &self.inner.upkeep.collector;
         let started = std::time::Instant::now();
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.collect_garbage()));
@@ -291,7 +293,7 @@ impl Master {
 
     /// The collection's part of the status.
     pub(crate) fn gc_status(&self) -> GcStatus {
-        let c = &self.inner.collector;
+        let c = &self.inner.upkeep.collector;
         let last = c.last_run_unix.load(Ordering::Relaxed);
         GcStatus {
             keep_revisions: self.inner.config.keep_revisions,
@@ -310,7 +312,7 @@ impl Master {
     /// Moves every time the collection looks at `secs` into the past: the revisions'
     /// publication.
     pub(crate) fn pretend_time_passed(&self, secs: u64) {
-        for row in write(&self.inner.history).iter_mut() {
+        for row in write(&self.inner.catalog.history).iter_mut() {
             row.created_unix -= i64::try_from(secs).unwrap();
         }
     }

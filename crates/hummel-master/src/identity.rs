@@ -214,7 +214,7 @@ impl Master {
     /// when `enroll` (a hashlist), and otherwise [`Admission::Unknown`]. The nonce is recorded
     /// (database first). Blocking.
     pub(crate) fn admit_slave(&self, proof: &SlaveProof, enroll: bool) -> Result<(), Admission> {
-        let mut ids = lock(&self.inner.identities);
+        let mut ids = lock(&self.inner.fleet.identities);
         let (enrolled_ms, fresh) = match ids.by_id.get(&proof.slave_id) {
             Some(e) if e.key != proof.key => {
                 self.inner
@@ -255,7 +255,7 @@ impl Master {
 
     /// The fingerprint of slave `id`'s enrolled key, if any.
     pub(crate) fn slave_key_fingerprint(&self, id: &str) -> Option<String> {
-        lock(&self.inner.identities)
+        lock(&self.inner.fleet.identities)
             .by_id
             .get(id)
             .map(|e| e.key.fingerprint())
@@ -265,14 +265,15 @@ impl Master {
     /// results), so that another key may enroll the id. A slave still running announces again
     /// and enrolls with its own key. Returns whether the slave was known. Blocking.
     pub(crate) fn remove_slave(&self, id: &str) -> Result<bool, MasterError> {
-        let mut tracker = lock(&self.inner.tracker);
-        let mut ids = lock(&self.inner.identities);
+        let mut tracker = lock(&self.inner.fleet.tracker);
+        let mut ids = lock(&self.inner.fleet.identities);
         let known = lock(&self.inner.db).remove_slave(id)?;
         let known = known | tracker.slaves.remove(id).is_some() | ids.by_id.remove(id).is_some();
         tracker.observed.remove(id);
         drop(ids);
         drop(tracker);
-        self.inner.probes.forget(id);
+        self.inner.fleet.probes.forget(id);
+        self.inner.fleet.placement_changed();
         if known {
             tracing::info!(slave = %id, "removed the slave (admin)");
         }

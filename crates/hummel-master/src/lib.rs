@@ -51,12 +51,15 @@
 mod api;
 mod auth;
 mod build;
+mod builds;
+mod catalog;
 mod clients;
 pub mod config;
 mod dashboard;
 mod db;
 pub mod error;
 mod events;
+mod fleet;
 mod gc;
 mod identity;
 mod join;

@@ -1,5 +1,6 @@
 //! The master's maintenance thread: the repack pass (when `repack_level` is set,
-//! `crate::repack`), then the garbage collection (`crate::gc`).
+//! `crate::repack`), then the garbage collection (`crate::gc`); and [`Upkeep`], the component
+//! that holds their state.
 //!
 //! [`Master::start_maintenance`] runs after every build, once when the background task starts,
 //! and every [`Master::gc_period`]. It starts the thread if none runs, or asks the running one
@@ -9,14 +10,35 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::gc::Collector;
 use crate::lock;
 use crate::master::Master;
+use crate::repack::Repacker;
 
 /// Whether the thread exists, and whether another round was asked for while it ran.
 #[derive(Debug, Default)]
 struct LoopState {
     thread: bool,
     again: bool,
+}
+
+/// The background upkeep: the maintenance thread's control, the repack's progress and the
+/// collection's counters. Each has its own locks; a pass holds [`Maintenance::lock`] for its
+/// whole run but never a lock a request reads under across a database commit.
+pub(crate) struct Upkeep {
+    pub repacker: Repacker,
+    pub maintenance: Maintenance,
+    pub collector: Collector,
+}
+
+impl Default for Upkeep {
+    fn default() -> Self {
+        Upkeep {
+            repacker: Repacker::default(),
+            maintenance: Maintenance::default(),
+            collector: Collector::new(),
+        }
+    }
 }
 
 /// The maintenance thread's control.
@@ -34,7 +56,7 @@ impl Master {
         if self.stopping() {
             return;
         }
-        let maintenance = &self.inner.maintenance;
+        let maintenance = &self.inner.upkeep.maintenance;
         {
             let mut state = lock(&maintenance.state);
             if state.thread {
@@ -64,7 +86,7 @@ impl Master {
             if !self.stopping() {
                 self.gc_pass();
             }
-            let mut state = lock(&self.inner.maintenance.state);
+            let mut state = lock(&self.inner.upkeep.maintenance.state);
             if state.again {
                 state.again = false;
             } else {
@@ -76,7 +98,7 @@ impl Master {
 
     /// A maintenance round runs (or is about to).
     pub(crate) fn maintenance_running(&self) -> bool {
-        lock(&self.inner.maintenance.state).thread
+        lock(&self.inner.upkeep.maintenance.state).thread
     }
 
     /// How often the background task starts a round: a quarter of the grace period, between

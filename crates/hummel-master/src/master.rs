@@ -1,32 +1,44 @@
-//! [`Master`]: the shared state behind every endpoint, the build driver, and slave/client
-//! tracking.
+//! [`Master`]: the facade the HTTP layer and the binary use, over the master's components, and
+//! the operations that span them (builds, publishing, slave and client requests, status).
 //!
-//! What lives where:
-//! - the current revision, decoded and encoded ([`LoadedRevision`]), behind an `RwLock<Arc<_>>`
-//!   so readers never wait for a build;
-//! - the pack enumeration ([`PackTable`]) and the revision history, mirrored from the database;
-//! - slaves and clients ([`Tracker`]) behind one mutex; every change is written to the database
-//!   first, then to memory (lock order: tracker, then database). A slave's complete hashlist
-//!   replaces its replica set and gets a fresh [`HashlistVersion`] (epochs from
-//!   `Inner::hashlist_epochs`); the changes its heartbeats carry apply only on top of the
-//!   version held ([`Master::record_heartbeat`]), otherwise the answer asks for the complete
-//!   hashlist again;
-//! - builds ([`BuildRun`]): at most one running, on its own thread;
-//! - the maintenance thread's control (`crate::maintenance`: repack, then garbage collection)
-//!   and the collection's counters (`crate::gc::Collector`);
-//! - the per-address limits of the public routes (`crate::limits`);
-//! - the slaves' enrolled keys (`crate::identity`) and what probes found of their claims
-//!   (`crate::probe`): `locate` lists a slave for a pack only once a probe verified it there.
+//! The state is split into components, each with its own locks and tests:
+//! - [`Catalog`] (`crate::catalog`): the current revision (readers take an `Arc` and never
+//!   wait for a build), the history, the pack table and the cache of one older revision;
+//! - [`Fleet`] (`crate::fleet`): slaves and clients ([`Tracker`]), their enrolled keys
+//!   (`crate::identity`), what probes found of their claims (`crate::probe`: `locate` lists a
+//!   slave for a pack only once a probe verified it there), hashlist epochs, the per-slave
+//!   ordering stripes and the cached placement ([`Plan`]);
+//! - [`Builds`] (`crate::builds`): the builds ([`BuildRun`]: at most one running, on its own
+//!   thread), the build epoch and the clean stop's flag;
+//! - [`Upkeep`] (`crate::maintenance`): the maintenance thread's control (repack, then garbage
+//!   collection) and their progress and counters;
+//! - shared by all: the configuration, the database (one connection behind a mutex), the pack
+//!   store, the counters of `/metrics`, the per-address limits (`crate::limits`), the event
+//!   streams (`crate::events`) and the signing key (`crate::signing`).
 //!
-//! Methods that touch the database or compute placement are blocking; the HTTP layer calls them
-//! through `spawn_blocking`.
+//! **Database first, memory second, and no lock across a commit.** Every change is written to
+//! the database first, then applied to memory under a short lock. No lock a reader takes
+//! (catalog, tracker, identities, trust book, plan cache, build book) is held across a
+//! commit; the only locks held across one are the database's own mutex, a slave's or client's
+//! ordering stripe ([`Fleet::order`]: its requests apply in the order they committed) and the
+//! builds' start lock ([`Builds::hold_starts`]). So `locate` never waits for a disk flush.
+//! Lock order: ordering stripe, builds' start lock, plan cache, tracker, identities, trust
+//! book, database; the catalog's locks are taken alone (never while holding another), and
+//! each component's own order is in its module map.
+//!
+//! A slave's complete hashlist replaces its replica set and gets a fresh [`HashlistVersion`];
+//! the changes its heartbeats carry apply only on top of the version held
+//! ([`Master::record_heartbeat`]), otherwise the answer asks for the complete hashlist again.
+//!
+//! Methods that touch the database or may compute placement are blocking; the HTTP layer calls
+//! them through `spawn_blocking`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -40,21 +52,21 @@ use hummel_proto::api::{
 use hummel_store::BlobStore;
 
 use crate::build::{self, BuildError, BuildInputs, BuildOptions, BuildRun, Preparation};
+use crate::builds::{Builds, StartsHeld};
+use crate::catalog::Catalog;
 use crate::config::{MasterConfig, REPACK_LEVELS};
 use crate::db::{Db, Publication, RevisionRow};
 use crate::error::MasterError;
 use crate::events::Events;
-use crate::gc::Collector;
+use crate::fleet::{Fleet, Plan};
 use crate::identity::Identities;
 use crate::limits::Limits;
-use crate::maintenance::Maintenance;
+use crate::maintenance::Upkeep;
 use crate::metrics::Metrics;
-use crate::placement::{self, Candidate, PackSlot, Placement};
-use crate::probe::{Prober, TrustBook};
-use crate::repack::Repacker;
+use crate::probe::TrustBook;
 use crate::revision::{self, LoadedRevision};
 use crate::signing::Signing;
-use crate::tracker::{Liveness, ReplicaChange, SlaveRecord, Tracker, Vetting};
+use crate::tracker::{Liveness, SlaveRecord, Tracker, Vetting};
 use crate::{lock, now_ms, now_unix, read, write};
 
 /// The id under which the embedded store (`hummel serve`) appears to clients and in status.
@@ -73,32 +85,21 @@ pub struct Master {
 pub(crate) struct Inner {
     pub config: MasterConfig,
     pub db_path: PathBuf,
-    pub revisions_dir: PathBuf,
     /// Random hex made with the database ([`Db::repository_id`]).
     pub repository_id: String,
     pub db: Mutex<Db>,
     pub store: Arc<BlobStore>,
     pub metrics: Metrics,
     public_url: RwLock<Option<String>>,
-    current: RwLock<Option<Arc<LoadedRevision>>>,
-    pub history: RwLock<Vec<RevisionRow>>,
-    pub packs: RwLock<PackTable>,
-    pub tracker: Mutex<Tracker>,
-    builds: Mutex<BuildBook>,
-    old_revision: Mutex<Option<Arc<LoadedRevision>>>,
+    /// Revisions and packs (`crate::catalog`).
+    pub catalog: Catalog,
+    /// Slaves, clients, keys, probes and the cached placement (`crate::fleet`).
+    pub fleet: Fleet,
+    /// Builds, their epoch and the clean stop (`crate::builds`).
+    pub builds: Builds,
+    /// The maintenance thread, the repack and the garbage collection (`crate::maintenance`).
+    pub upkeep: Upkeep,
     pub build_options: BuildOptions,
-    /// Incremented whenever a build starts: a repack that sees it move stops and publishes
-    /// nothing.
-    pub build_epoch: AtomicU64,
-    /// [`Master::shut_down`] was called: builds and maintenance stop, none starts.
-    stopping: AtomicBool,
-    pub repacker: Repacker,
-    pub maintenance: Maintenance,
-    pub collector: Collector,
-    locate_turn: AtomicU64,
-    /// The next epoch of a slave's hashlist: one per complete hashlist accepted, never reused
-    /// while the process runs (starts at random, below 2^53 so JSON tools read it exactly).
-    hashlist_epochs: AtomicU64,
     /// Permits for the downloads the master serves as the source of last resort
     /// ([`MasterConfig::fallback_limit`]); a response holds one until its body is dropped.
     pub fallback: Arc<tokio::sync::Semaphore>,
@@ -110,63 +111,6 @@ pub(crate) struct Inner {
     pub signing: Signing,
     /// What opening did with the key (made, loaded, rotated).
     pub key_event: crate::signing::KeyEvent,
-    /// Each slave's enrolled key (`crate::identity`); lock order: tracker, identities, db.
-    pub identities: Mutex<Identities>,
-    /// What probes found of the slaves' claims (`crate::probe`); lock order: tracker first.
-    pub probes: Prober,
-}
-
-/// The pack enumeration.
-#[derive(Debug, Default)]
-pub(crate) struct PackTable {
-    pub by_number: HashMap<u32, PackInfo>,
-    pub by_hash: HashMap<Hash, u32>,
-    /// The zstd level each pack was written at (the repack's criterion).
-    pub levels: HashMap<u32, i32>,
-    /// The number the next new pack gets.
-    pub next_number: u32,
-}
-
-impl PackTable {
-    fn insert(&mut self, p: PackInfo, level: i32) {
-        self.levels.insert(p.number, level);
-        self.by_number.insert(p.number, p);
-        self.by_hash.insert(p.hash, p.number);
-        self.next_number = self.next_number.max(p.number.saturating_add(1));
-    }
-
-    /// Forgets a collected pack; its number is not given again.
-    pub(crate) fn remove(&mut self, number: u32) {
-        if let Some(p) = self.by_number.remove(&number) {
-            self.by_hash.remove(&p.hash);
-        }
-        self.levels.remove(&number);
-    }
-
-    /// The replica change "remove `remove`, then add `add`", split into pack numbers the table
-    /// knows and other hashes.
-    fn resolve(&self, remove: &[Hash], add: &[Hash]) -> ReplicaChange {
-        let mut change = ReplicaChange::default();
-        for h in remove {
-            match self.by_hash.get(h) {
-                Some(&n) => change.remove.push(n),
-                None => change.remove_foreign.push(*h),
-            }
-        }
-        for h in add {
-            match self.by_hash.get(h) {
-                Some(&n) => change.add.push(n),
-                None => change.add_foreign.push(*h),
-            }
-        }
-        change
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct BuildBook {
-    runs: BTreeMap<u64, Arc<BuildRun>>,
-    pub running: Option<u64>,
 }
 
 /// What a revision adds besides its index (see [`Master::publish`]).
@@ -193,22 +137,6 @@ pub(crate) enum IndexLookupError {
     NoSuchRevision(u64),
     NoSuchPath(RelPath),
     Internal(MasterError),
-}
-
-/// Placement of the current revision's packs over the candidate slaves.
-struct Plan<'t> {
-    slots: Vec<PackSlot>,
-    ids: Vec<&'t str>,
-    placement: Placement,
-}
-
-impl Plan<'_> {
-    fn pending(&self, id: &str) -> Option<&[usize]> {
-        self.ids
-            .iter()
-            .position(|s| *s == id)
-            .map(|i| self.placement.pending[i].as_slice())
-    }
 }
 
 impl Master {
@@ -254,40 +182,7 @@ impl Master {
             config.signature_expiry,
             config.rotate_key,
         )?;
-        let history = db.load_revisions()?;
-        let current = match history.last() {
-            Some(row) => Some(Arc::new(revision::load_revision(
-                &revisions_dir,
-                row.clone(),
-            )?)),
-            None => None,
-        };
-        let mut packs = PackTable {
-            next_number: 1,
-            ..PackTable::default()
-        };
-        for (p, level) in db.load_packs()? {
-            packs.insert(p, level);
-        }
-        // Collected packs keep their numbers.
-        packs.next_number = packs
-            .next_number
-            .max(db.max_pack_number()?.saturating_add(1));
-        if let Some(c) = &current {
-            let missing = c
-                .index
-                .packs
-                .iter()
-                .filter(|p| !store.contains(&p.hash))
-                .count();
-            if missing > 0 {
-                tracing::error!(
-                    revision = c.row.number,
-                    missing,
-                    "packs of the current revision are missing from the master's store"
-                );
-            }
-        }
+        let catalog = Catalog::load(&db, revisions_dir, &store)?;
         let interrupted = db.fail_interrupted_builds(now_unix())?;
         if interrupted > 0 {
             tracing::warn!(
@@ -295,12 +190,7 @@ impl Master {
                 "builds interrupted by a restart were marked failed"
             );
         }
-        let mut builds = BuildBook::default();
-        for s in db.load_builds()? {
-            builds
-                .runs
-                .insert(s.id, Arc::new(BuildRun::from_status(&s)));
-        }
+        let builds = Builds::load(&db.load_builds()?);
         let mut tracker = Tracker::default();
         for s in db.load_slaves()? {
             tracker.slaves.insert(s.id.clone(), s);
@@ -309,13 +199,19 @@ impl Master {
             tracker.clients.insert(c.id.clone(), c);
         }
         let identities = Identities::load(db.load_slave_identities()?);
+        let current = catalog.current();
         tracing::info!(
             data = %config.data.display(),
             revision = current.as_ref().map(|c| c.row.number),
-            packs = packs.by_number.len(),
+            packs = catalog.pack_count(),
             slaves = tracker.slaves.len(),
             "master opened"
         );
+        let liveness = Liveness {
+            stale_after: config.stale_after,
+            dead_after: config.dead_after,
+        };
+        let fleet = Fleet::new(tracker, identities, liveness, config.replication);
         let fallback_limit = config.fallback_limit as usize;
         let limits = Limits::new(config.rate_limit);
         let events = Events::new(current.as_ref().map_or(0, |c| c.row.number));
@@ -323,33 +219,21 @@ impl Master {
             inner: Arc::new(Inner {
                 config,
                 db_path,
-                revisions_dir,
                 repository_id,
                 db: Mutex::new(db),
                 store,
                 metrics: Metrics::default(),
                 public_url: RwLock::new(None),
-                current: RwLock::new(current),
-                history: RwLock::new(history),
-                packs: RwLock::new(packs),
-                tracker: Mutex::new(tracker),
-                builds: Mutex::new(builds),
-                old_revision: Mutex::new(None),
+                catalog,
+                fleet,
+                builds,
+                upkeep: Upkeep::default(),
                 build_options,
-                build_epoch: AtomicU64::new(0),
-                stopping: AtomicBool::new(false),
-                repacker: Repacker::default(),
-                maintenance: Maintenance::default(),
-                collector: Collector::new(),
-                locate_turn: AtomicU64::new(0),
-                hashlist_epochs: AtomicU64::new(u64::from(rand::random::<u32>()) << 20),
                 fallback: Arc::new(tokio::sync::Semaphore::new(fallback_limit)),
                 limits,
                 events,
                 signing,
                 key_event,
-                identities: Mutex::new(identities),
-                probes: Prober::default(),
             }),
         })
     }
@@ -392,29 +276,24 @@ impl Master {
     /// tree the mass-delete guard would refuse, and records the confirmation in the revision.
     /// A build already running keeps its own options.
     pub fn start_build_with(&self, request: &BuildQuery) -> Result<u64, MasterError> {
-        let mut book = lock(&self.inner.builds);
-        if let Some(id) = book.running {
+        let builds = &self.inner.builds;
+        // Held across the build's row: builds start one at a time.
+        let starts = builds.hold_starts();
+        if let Some(id) = starts.running {
             return Ok(id);
         }
         let started = now_unix();
         let id = lock(&self.inner.db).insert_build(started)?;
         let run = Arc::new(BuildRun::new(id, started, request.allow_mass_delete));
-        book.runs.insert(id, run.clone());
-        book.running = Some(id);
-        if self.stopping() {
-            // Recorded as stopped at once, like one that was running.
-            run.cancel();
-        }
-        // Under the builds lock: a repack checks the epoch under it before publishing.
-        self.inner.build_epoch.fetch_add(1, Ordering::SeqCst);
+        builds.begin(&starts, run.clone());
         let master = self.clone();
         let thread_run = run.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("hummel-build-{id}"))
             .spawn(move || master.run_build(thread_run));
         if let Err(e) = spawned {
-            book.running = None;
-            run.finish(
+            builds.end(
+                &run,
                 Err(format!("could not start the build thread: {e}")),
                 now_unix(),
             );
@@ -432,21 +311,14 @@ impl Master {
     /// once; [`Master::is_idle`] tells when the threads are done. Requests keep being answered
     /// (the server stops taking them).
     pub fn shut_down(&self) {
-        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.builds.stop();
         // Event streams end now, so that they do not hold the shutdown until its deadline.
         self.inner.events.close();
-        let book = lock(&self.inner.builds);
-        // A repack that sees the epoch move stops and publishes nothing.
-        self.inner.build_epoch.fetch_add(1, Ordering::SeqCst);
-        if let Some(run) = book.running.and_then(|id| book.runs.get(&id)) {
-            tracing::info!(build = run.id, "stopping the running build");
-            run.cancel();
-        }
     }
 
     /// [`Master::shut_down`] was called.
     pub fn stopping(&self) -> bool {
-        self.inner.stopping.load(Ordering::SeqCst)
+        self.inner.builds.stopping()
     }
 
     /// No build and no maintenance round (repack, collection) runs.
@@ -461,45 +333,27 @@ impl Master {
 
     /// True while a build runs.
     pub(crate) fn build_running(&self) -> bool {
-        lock(&self.inner.builds).running.is_some()
+        self.inner.builds.running().is_some()
     }
 
-    /// The builds lock: no build starts while it is held.
-    pub(crate) fn builds_guard(&self) -> std::sync::MutexGuard<'_, BuildBook> {
-        lock(&self.inner.builds)
+    /// Keeps builds from starting until dropped; says which build was running.
+    pub(crate) fn builds_guard(&self) -> StartsHeld<'_> {
+        self.inner.builds.hold_starts()
     }
 
     /// The status of build `id`, if known.
     pub fn build_status(&self, id: u64) -> Option<BuildStatus> {
-        lock(&self.inner.builds).runs.get(&id).map(|r| r.status())
+        self.inner.builds.status(id)
     }
 
     /// The most recent build, if any.
     pub fn latest_build(&self) -> Option<BuildStatus> {
-        lock(&self.inner.builds)
-            .runs
-            .values()
-            .next_back()
-            .map(|r| r.status())
+        self.inner.builds.latest()
     }
 
     /// Number of builds per state.
     pub(crate) fn build_counts(&self) -> [(BuildState, u64); 3] {
-        let book = lock(&self.inner.builds);
-        let mut counts = [
-            (BuildState::Running, 0),
-            (BuildState::Succeeded, 0),
-            (BuildState::Failed, 0),
-        ];
-        for run in book.runs.values() {
-            let state = run.state();
-            for (s, n) in &mut counts {
-                if *s == state {
-                    *n += 1;
-                }
-            }
-        }
-        counts
+        self.inner.builds.counts()
     }
 
     fn run_build(&self, run: Arc<BuildRun>) {
@@ -550,18 +404,16 @@ impl Master {
         if let Err(e) = lock(&self.inner.db).finish_build(&finished) {
             tracing::error!(build = run.id, error = %e, "could not record the build's outcome");
         }
-        let mut book = lock(&self.inner.builds);
-        run.finish(result, finished.finished_unix.unwrap_or_else(now_unix));
-        if book.running == Some(run.id) {
-            book.running = None;
-        }
+        self.inner
+            .builds
+            .end(run, result, finished.finished_unix.unwrap_or_else(now_unix));
     }
 
     /// Runs the pipeline and publishes: index file, one transaction, then memory.
     fn build_and_publish(&self, run: &BuildRun) -> Result<u64, BuildError> {
         let previous = self.current();
         let (packs, next_pack_number) = {
-            let t = read(&self.inner.packs);
+            let t = read(&self.inner.catalog.packs);
             (t.by_number.clone(), t.next_number)
         };
         let inputs = BuildInputs {
@@ -611,10 +463,10 @@ impl Master {
         new: &NewRevision<'_>,
     ) -> Result<u64, BuildError> {
         let now = now_unix();
-        let highest = read(&self.inner.history).iter().map(|r| r.number).max();
-        let number = revision::next_number(highest, now);
+        let catalog = &self.inner.catalog;
+        let number = revision::next_number(catalog.highest(), now);
         let (encoded, index_hash) = build::finalize(&mut index, number, now)?;
-        revision::write_index_file(&self.inner.revisions_dir, number, &encoded)?;
+        revision::write_index_file(&catalog.revisions_dir, number, &encoded)?;
         let row = RevisionRow {
             number,
             created_unix: index.created_unix,
@@ -633,22 +485,14 @@ impl Master {
             new_chunks: new.new_chunks,
             moved_chunks: new.moved_chunks,
         })?;
-        {
-            let mut t = write(&self.inner.packs);
-            for p in new.new_packs {
-                t.insert(*p, new.pack_level);
-            }
-            for n in new.relevelled_packs {
-                t.levels.insert(*n, new.pack_level);
-            }
-        }
-        write(&self.inner.history).push(row.clone());
-        *write(&self.inner.current) = Some(Arc::new(LoadedRevision {
+        // The tree hashes before any lock: the catalog's locks are held for memory only.
+        let loaded = LoadedRevision {
             row,
             tree: Arc::new(hummel_core::tree::TreeHashes::compute(&index)),
             index: Arc::new(index),
             encoded: Bytes::from(encoded),
-        }));
+        };
+        catalog.record_publication(loaded, new.new_packs, new.pack_level, new.relevelled_packs);
         self.inner.events.published(number);
         Ok(number)
     }
@@ -662,9 +506,10 @@ impl Master {
         if self.inner.config.embedded_store {
             return true;
         }
-        let tracker = lock(&self.inner.tracker);
+        let fleet = &self.inner.fleet;
+        let tracker = lock(&fleet.tracker);
         let live = self.client_slaves(&tracker, now_ms());
-        let trust = self.inner.probes.book();
+        let trust = fleet.probes.book();
         current.index.packs.iter().all(|p| {
             live.iter()
                 .any(|s| s.packs.contains(&p.number) && trust.serves(&s.id, p.number))
@@ -686,7 +531,7 @@ impl Master {
 
     /// The current revision, if any.
     pub(crate) fn current(&self) -> Option<Arc<LoadedRevision>> {
-        read(&self.inner.current).clone()
+        self.inner.catalog.current()
     }
 
     /// `GET /api/v1/revision`.
@@ -719,12 +564,7 @@ impl Master {
 
     /// The last `limit` revisions, newest first.
     pub(crate) fn history(&self, limit: usize) -> Vec<RevisionRow> {
-        read(&self.inner.history)
-            .iter()
-            .rev()
-            .take(limit)
-            .cloned()
-            .collect()
+        self.inner.catalog.history(limit)
     }
 
     /// The encoded index of `revision` (default: current) below `path` (default: all), with the
@@ -741,7 +581,7 @@ impl Master {
         {
             // A whole old revision: its file as it is, without decoding it.
             let row = self.revision_row(n)?;
-            let bytes = revision::read_index_bytes(&self.inner.revisions_dir, n)
+            let bytes = revision::read_index_bytes(&self.inner.catalog.revisions_dir, n)
                 .map_err(|e| self.lookup_failed(n, e))?;
             return Ok((row, bytes));
         }
@@ -798,12 +638,12 @@ impl Master {
 
     /// The history row of revision `n`, if its index file is still there.
     fn revision_row(&self, n: u64) -> Result<RevisionRow, IndexLookupError> {
-        let row = read(&self.inner.history)
-            .iter()
-            .find(|r| r.number == n)
-            .cloned()
+        let row = self
+            .inner
+            .catalog
+            .row(n)
             .ok_or(IndexLookupError::NoSuchRevision(n))?;
-        if !revision::index_path(&self.inner.revisions_dir, n).is_file() {
+        if !revision::index_path(&self.inner.catalog.revisions_dir, n).is_file() {
             return Err(IndexLookupError::NoSuchRevision(n));
         }
         Ok(row)
@@ -820,7 +660,10 @@ impl Master {
             Some(n) if n == current.row.number => Ok(current),
             Some(n) => {
                 let row = self.revision_row(n)?;
-                self.old_revision(row).map_err(|e| self.lookup_failed(n, e))
+                self.inner
+                    .catalog
+                    .old_revision(row)
+                    .map_err(|e| self.lookup_failed(n, e))
             }
         }
     }
@@ -828,7 +671,7 @@ impl Master {
     /// Why reading revision `n`'s index file failed: gone (the garbage collection expired it
     /// after [`Master::revision_row`] found it), or broken.
     pub(crate) fn lookup_failed(&self, n: u64, e: MasterError) -> IndexLookupError {
-        if revision::index_path(&self.inner.revisions_dir, n).is_file() {
+        if revision::index_path(&self.inner.catalog.revisions_dir, n).is_file() {
             IndexLookupError::Internal(e)
         } else {
             IndexLookupError::NoSuchRevision(n)
@@ -837,23 +680,7 @@ impl Master {
 
     /// Drops revision `n` from the cache of old revisions (its index file is gone).
     pub(crate) fn forget_old_revision(&self, n: u64) {
-        let mut cache = lock(&self.inner.old_revision);
-        if cache.as_ref().is_some_and(|c| c.row.number == n) {
-            *cache = None;
-        }
-    }
-
-    /// An older revision, decoded (the last one asked for is cached).
-    fn old_revision(&self, row: RevisionRow) -> Result<Arc<LoadedRevision>, MasterError> {
-        let mut cache = lock(&self.inner.old_revision);
-        if let Some(c) = cache.as_ref()
-            && c.row.number == row.number
-        {
-            return Ok(c.clone());
-        }
-        let loaded = Arc::new(revision::load_revision(&self.inner.revisions_dir, row)?);
-        *cache = Some(loaded.clone());
-        Ok(loaded)
+        self.inner.catalog.forget_old_revision(n);
     }
 
     pub(crate) fn liveness(&self) -> Liveness {
@@ -867,98 +694,60 @@ impl Master {
         u64::try_from(self.inner.config.heartbeat_interval.as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Places the current revision's packs over the non-dead slaves.
-    fn plan<'t>(&self, tracker: &'t Tracker, now: u64) -> Plan<'t> {
-        let liveness = self.liveness();
-        let slots: Vec<PackSlot> = self
-            .current()
-            .map(|c| {
-                c.index
-                    .packs
-                    .iter()
-                    .map(|p| PackSlot {
-                        number: p.number,
-                        hash: p.hash,
-                        size: p.size,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        // A slave that failed a probe gets no packs: its share goes to the others.
-        let trust = self.inner.probes.book();
-        let chosen: Vec<&SlaveRecord> = tracker
-            .slaves
-            .values()
-            .filter(|s| liveness.state(s.last_seen_ms, now) != SlaveState::Dead)
-            .filter(|s| !trust.failed(&s.id))
-            .collect();
-        drop(trust);
-        let candidates: Vec<Candidate<'_>> = chosen
-            .iter()
-            .map(|s| Candidate {
-                id: &s.id,
-                quota: s.quota,
-                used: s.used,
-                holds: &s.packs,
-            })
-            .collect();
-        let placement = placement::place(&slots, &candidates, self.inner.config.replication);
-        Plan {
-            slots,
-            ids: chosen.iter().map(|s| s.id.as_str()).collect(),
-            placement,
-        }
+    /// The placement of the current revision's packs over the non-dead slaves whose last
+    /// probe did not fail: cached, computed again only when an input changed
+    /// ([`Fleet::plan`]). Blocking; the caller holds no lock of the fleet.
+    fn plan(&self, now: u64) -> Arc<Plan> {
+        self.inner.fleet.plan(self.current().as_ref(), now)
     }
 
-    /// Copies of `pack` on live slaves (not counting one whose last probe failed), the embedded
-    /// store included.
-    fn live_copies(&self, tracker: &Tracker, trust: &TrustBook, pack: u32, now: u64) -> usize {
-        let liveness = self.liveness();
-        let on_slaves = tracker
-            .slaves
-            .values()
-            .filter(|s| {
-                liveness.state(s.last_seen_ms, now) == SlaveState::Live
-                    && s.packs.contains(&pack)
-                    && !trust.failed(&s.id)
-            })
+    /// Copies of slot `pos` of `plan` on live slaves (not counting one whose last probe
+    /// failed), the embedded store included.
+    fn live_copies(
+        &self,
+        plan: &Plan,
+        tracker: &Tracker,
+        trust: &TrustBook,
+        pos: usize,
+        now: u64,
+    ) -> usize {
+        let on_slaves = plan
+            .live_holders(tracker, trust, self.liveness(), pos, now)
             .count();
         on_slaves + usize::from(self.inner.config.embedded_store)
     }
 
-    /// What slave `id` should do next. `table_next` is the pack table's next number when the
-    /// caller read it: the hashes the slave holds that the master did not know then are dropped
-    /// if no pack was published since they were looked up (packs the garbage collection
-    /// deleted, or packs of a master whose data was reset), and if there is a revision at all.
-    fn directive(&self, tracker: &Tracker, id: &str, now: u64, table_next: u32) -> SlaveDirective {
-        let plan = self.plan(tracker, now);
-        let liveness = self.liveness();
+    /// What slave `id` should do next, by `plan`. `table_next` is the pack table's next
+    /// number when the caller read it: the hashes the slave holds that the master did not know
+    /// then are dropped if no pack was published since they were looked up (packs the garbage
+    /// collection deleted, or packs of a master whose data was reset), and if there is a
+    /// revision at all.
+    fn directive(
+        &self,
+        plan: &Plan,
+        tracker: &Tracker,
+        id: &str,
+        now: u64,
+        table_next: u32,
+    ) -> SlaveDirective {
         let master_url = self.public_url();
         // Not from a slave whose last probe failed (the fetching slave would verify, and waste
         // its time).
-        let trust = self.inner.probes.book();
+        let trust = self.inner.fleet.probes.book();
+        let liveness = self.liveness();
         let mut assign = Vec::new();
         if let Some(pending) = plan.pending(id) {
             // Fewest live copies first, then pack order.
             let mut order: Vec<(usize, usize)> = pending
                 .iter()
-                .map(|&pos| {
-                    let copies = self.live_copies(tracker, &trust, plan.slots[pos].number, now);
-                    (copies, pos)
-                })
+                .map(|&pos| (self.live_copies(plan, tracker, &trust, pos, now), pos))
                 .collect();
             order.sort_unstable();
             for (_, pos) in order.into_iter().take(MAX_ASSIGNMENTS) {
                 let slot = plan.slots[pos];
-                let mut sources: Vec<String> = tracker
-                    .slaves
-                    .values()
-                    .filter(|s| {
-                        s.id != id
-                            && liveness.state(s.last_seen_ms, now) == SlaveState::Live
-                            && s.packs.contains(&slot.number)
-                            && !trust.failed(&s.id)
-                    })
+                let mut sources: Vec<String> = plan
+                    .live_holders(tracker, &trust, liveness, pos, now)
+                    .filter(|s| s.id != id)
                     .map(|s| s.url.clone())
                     .collect();
                 if !sources.is_empty() {
@@ -994,19 +783,30 @@ impl Master {
         }
     }
 
+    /// The directive for slave `id` as of now: the plan first (it may take the tracker to
+    /// compute), then the tracker for a moment.
+    fn directive_now(&self, id: &str, now: u64, table_next: u32) -> SlaveDirective {
+        let plan = self.plan(now);
+        let tracker = lock(&self.inner.fleet.tracker);
+        self.directive(&plan, &tracker, id, now, table_next)
+    }
+
     /// `POST /slave/hashlist`: upserts the slave, replaces its replica set and gives it a new
-    /// hashlist version (epoch, 0) for later changes. Blocking.
+    /// hashlist version (epoch, 0) for later changes. Blocking. The database is written under
+    /// the slave's ordering stripe only; memory is changed after.
     pub(crate) fn record_hashlist(
         &self,
         hl: &SlaveHashlist,
     ) -> Result<SlaveDirective, MasterError> {
+        let fleet = &self.inner.fleet;
+        let _order = fleet.order(&hl.slave_id);
         let now = now_ms();
         let (listed, table_next) = {
-            let t = read(&self.inner.packs);
+            let t = read(&self.inner.catalog.packs);
             (t.resolve(&[], &hl.packs), t.next_number)
         };
         let version = HashlistVersion {
-            epoch: self.inner.hashlist_epochs.fetch_add(1, Ordering::Relaxed),
+            epoch: fleet.next_hashlist_epoch(),
             seq: 0,
         };
         let record = SlaveRecord {
@@ -1022,25 +822,26 @@ impl Master {
             hashlist: Some(version),
             vetting: Vetting::Accepted,
         };
-        let mut tracker = lock(&self.inner.tracker);
         lock(&self.inner.db).record_hashlist(&record)?;
         self.inner
             .metrics
             .hashlists_received
             .fetch_add(1, Ordering::Relaxed);
-        if !tracker.slaves.contains_key(&record.id) {
-            tracing::info!(slave = %record.id, url = %record.url, "new slave");
-        }
         tracing::debug!(slave = %record.id, packs = record.packs.len(),
             foreign = record.foreign.len(), epoch = version.epoch, "hashlist");
         let claims = !record.packs.is_empty();
-        tracker.slaves.insert(record.id.clone(), record);
-        let directive = self.directive(&tracker, &hl.slave_id, now, table_next);
-        drop(tracker);
-        if claims {
-            self.inner.probes.wake();
+        {
+            let mut tracker = lock(&fleet.tracker);
+            if !tracker.slaves.contains_key(&record.id) {
+                tracing::info!(slave = %record.id, url = %record.url, "new slave");
+            }
+            tracker.slaves.insert(record.id.clone(), record);
         }
-        Ok(directive)
+        fleet.placement_changed();
+        if claims {
+            fleet.probes.wake();
+        }
+        Ok(self.directive_now(&hl.slave_id, now, table_next))
     }
 
     /// A slave's hashlist was refused for its read token (`crate::auth`): no client is sent to
@@ -1050,7 +851,7 @@ impl Master {
             .metrics
             .slaves_refused
             .fetch_add(1, Ordering::Relaxed);
-        if let Some(s) = lock(&self.inner.tracker).slaves.get_mut(id) {
+        if let Some(s) = lock(&self.inner.fleet.tracker).slaves.get_mut(id) {
             s.vetting = Vetting::Refused;
         }
         tracing::warn!(slave = %id, url, "refused a slave: {why}");
@@ -1065,13 +866,18 @@ impl Master {
     /// version they propose. Otherwise nothing of them is applied and the answer's `hashlist`
     /// is the version still held (a stale request) or `None` (the version is dropped): either
     /// way the slave announces its complete hashlist again.
+    ///
+    /// Under the slave's ordering stripe: the decision (tracker, a moment), the transaction
+    /// (no lock others read under), then memory (tracker, a moment).
     pub(crate) fn record_heartbeat(
         &self,
         hb: &Heartbeat,
     ) -> Result<Option<SlaveDirective>, MasterError> {
+        let fleet = &self.inner.fleet;
+        let _order = fleet.order(&hb.slave_id);
         let now = now_ms();
         let (corrupt, changes, table_next) = {
-            let t = read(&self.inner.packs);
+            let t = read(&self.inner.catalog.packs);
             let corrupt = t.resolve(&hb.corrupt, &[]);
             let changes = hb
                 .hashlist
@@ -1079,16 +885,19 @@ impl Master {
                 .map(|c| (c, t.resolve(&c.removed, &c.added)));
             (corrupt, changes, t.next_number)
         };
-        let mut tracker = lock(&self.inner.tracker);
-        let Some(record) = tracker.slaves.get(&hb.slave_id) else {
-            return Ok(None);
+        // What to write: the corrupt packs, and the hashlist changes if they apply. Only this
+        // slave's requests change its record's claims and version, and they hold its stripe.
+        let outcome = {
+            let tracker = lock(&fleet.tracker);
+            let Some(record) = tracker.slaves.get(&hb.slave_id) else {
+                return Ok(None);
+            };
+            changes.map(|(c, delta)| {
+                let combined = corrupt.clone().then(delta);
+                let checked = record.accepts(c, &combined, hb.packs, table_next);
+                (c, checked.map(|()| combined))
+            })
         };
-        // What to write: the corrupt packs, and the hashlist changes if they apply.
-        let outcome = changes.map(|(c, delta)| {
-            let combined = corrupt.clone().then(delta);
-            let checked = record.accepts(c, &combined, hb.packs, table_next);
-            (c, checked.map(|()| combined))
-        });
         let change = match &outcome {
             Some((_, Ok(combined))) => combined,
             _ => &corrupt,
@@ -1101,48 +910,55 @@ impl Master {
             &change.remove,
             &change.add,
         )?;
-        let Some(s) = tracker.slaves.get_mut(&hb.slave_id) else {
-            return Ok(None);
-        };
-        s.used = hb.used;
-        s.replicating = hb.replicating;
-        s.last_seen_ms = now;
-        s.apply(change);
-        if !change.add.is_empty() {
-            self.inner.probes.wake();
-        }
+        let liveness = self.liveness();
         let metrics = &self.inner.metrics;
-        match &outcome {
-            None => {}
-            Some((c, Ok(combined))) => {
-                s.hashlist = Some(c.proposed());
-                s.foreign_as_of = table_next;
-                if c.seq != c.base {
-                    metrics.hashlist_changes.fetch_add(1, Ordering::Relaxed);
+        let moved = {
+            let mut tracker = lock(&fleet.tracker);
+            let Some(s) = tracker.slaves.get_mut(&hb.slave_id) else {
+                return Ok(None);
+            };
+            // Placement inputs: a replica change, a dead slave back, a quota's usage.
+            let moved = !change.is_empty()
+                || liveness.state(s.last_seen_ms, now) == SlaveState::Dead
+                || (s.quota.is_some() && s.used != hb.used);
+            s.used = hb.used;
+            s.replicating = hb.replicating;
+            s.last_seen_ms = now;
+            s.apply(change);
+            match &outcome {
+                None => {}
+                Some((c, Ok(combined))) => {
+                    s.hashlist = Some(c.proposed());
+                    s.foreign_as_of = table_next;
+                    if c.seq != c.base {
+                        metrics.hashlist_changes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if !combined.is_empty() {
+                        tracing::debug!(slave = %s.id, added = c.added.len(),
+                            removed = c.removed.len(), seq = c.seq, "hashlist changes applied");
+                    }
                 }
-                if !combined.is_empty() {
-                    tracing::debug!(slave = %s.id, added = c.added.len(), removed = c.removed.len(),
-                        seq = c.seq, "hashlist changes applied");
+                Some((_, Err(refusal))) => {
+                    if refusal.forgets_version() {
+                        s.hashlist = None;
+                    }
+                    metrics.hashlist_refusals.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(slave = %s.id, ?refusal,
+                        "hashlist changes not applied; asking for the complete hashlist");
                 }
             }
-            Some((_, Err(refusal))) => {
-                if refusal.forgets_version() {
-                    s.hashlist = None;
-                }
-                metrics.hashlist_refusals.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(slave = %s.id, ?refusal,
-                    "hashlist changes not applied; asking for the complete hashlist");
-            }
+            moved
+        };
+        if moved {
+            fleet.placement_changed();
+        }
+        if !change.add.is_empty() {
+            fleet.probes.wake();
         }
         if !hb.corrupt.is_empty() {
             tracing::warn!(slave = %hb.slave_id, corrupt = hb.corrupt.len(), "slave reported corrupt packs");
         }
-        Ok(Some(self.directive(
-            &tracker,
-            &hb.slave_id,
-            now,
-            table_next,
-        )))
+        Ok(Some(self.directive_now(&hb.slave_id, now, table_next)))
     }
 
     /// The master's own URL, when it offers itself to clients as the source of last resort for
@@ -1168,7 +984,8 @@ impl Master {
     /// changes nothing: in particular it keeps no pack from the garbage collection.
     pub(crate) fn locate(&self, req: &LocateRequest) -> LocateResponse {
         let now = now_ms();
-        let turn = self.inner.locate_turn.fetch_add(1, Ordering::Relaxed);
+        let fleet = &self.inner.fleet;
+        let turn = fleet.next_locate_turn();
         let embedded_url = if self.inner.config.embedded_store {
             self.public_url()
         } else {
@@ -1176,9 +993,10 @@ impl Master {
         };
         let fallback_url = self.fallback_url();
         let mut fallback = None;
-        let packs = read(&self.inner.packs);
-        let tracker = lock(&self.inner.tracker);
-        let trust = self.inner.probes.book();
+        // Memory only: no lock here is ever held across a database commit.
+        let packs = read(&self.inner.catalog.packs);
+        let tracker = lock(&fleet.tracker);
+        let trust = fleet.probes.book();
         let live = self.client_slaves(&tracker, now);
         let mut slaves: Vec<SlaveEndpoint> = Vec::new();
         let mut positions: HashMap<String, u32> = HashMap::new();
@@ -1236,7 +1054,7 @@ impl Master {
         }
     }
 
-    /// `GET /api/v1/status`. Blocking (computes placement).
+    /// `GET /api/v1/status`. Blocking (may compute placement, if an input changed).
     ///
     /// A pack is under-replicated when it has fewer live copies than `min(replication, non-dead
     /// slaves + embedded store)`: with one slave and replication 2, one live copy is all there
@@ -1244,8 +1062,9 @@ impl Master {
     pub(crate) fn status(&self) -> StatusResponse {
         let now = now_ms();
         let liveness = self.liveness();
-        let tracker = lock(&self.inner.tracker);
-        let plan = self.plan(&tracker, now);
+        let plan = self.plan(now);
+        let fleet = &self.inner.fleet;
+        let tracker = lock(&fleet.tracker);
         let mut slaves = Vec::with_capacity(tracker.slaves.len() + 1);
         if self.inner.config.embedded_store {
             slaves.push(SlaveStatus {
@@ -1263,7 +1082,7 @@ impl Master {
             });
         }
         let private = self.inner.config.tokens.read.is_some();
-        let trust = self.inner.probes.book();
+        let trust = fleet.probes.book();
         for s in tracker.slaves.values() {
             let state = liveness.state(s.last_seen_ms, now);
             slaves.push(SlaveStatus {
@@ -1292,8 +1111,8 @@ impl Master {
         };
         // Still replicating: below the copies there can be, or (with no slave at all) none.
         let (mut below, mut without_copy) = (0, 0);
-        for slot in &plan.slots {
-            let copies = self.live_copies(&tracker, &trust, slot.number, now);
+        for pos in 0..plan.slots.len() {
+            let copies = self.live_copies(&plan, &tracker, &trust, pos, now);
             if copies < reachable {
                 replication.under_replicated += 1;
             }
@@ -1334,7 +1153,7 @@ impl Master {
     pub(crate) fn observe_slaves(&self) {
         let now = now_ms();
         let liveness = self.liveness();
-        let mut guard = lock(&self.inner.tracker);
+        let mut guard = lock(&self.inner.fleet.tracker);
         let Tracker {
             slaves, observed, ..
         } = &mut *guard;
@@ -1345,6 +1164,7 @@ impl Master {
                 tracing::info!(slave = %s.id, ?state, "slave state changed");
             }
         }
+        // (A slave going dead needs no announcement to the placement: the plan foresees it.)
     }
 }
 
@@ -1413,8 +1233,10 @@ fn one_line(s: &str) -> String {
 impl Master {
     /// Makes a slave look silent for `by_ms` longer.
     pub(crate) fn age_slave(&self, id: &str, by_ms: u64) {
-        if let Some(s) = lock(&self.inner.tracker).slaves.get_mut(id) {
+        if let Some(s) = lock(&self.inner.fleet.tracker).slaves.get_mut(id) {
             s.last_seen_ms = s.last_seen_ms.saturating_sub(by_ms);
         }
+        // Not a change real time makes: the plan foresaw another moment of death.
+        self.inner.fleet.placement_changed();
     }
 }

@@ -320,7 +320,7 @@ pub(crate) fn render(master: &Master) -> String {
         "Downloads the master is serving as the source of last resort now.",
         master.fallback_active(),
     );
-    let repack = &master.inner.repacker;
+    let repack = &master.inner.upkeep.repacker;
     out.single(
         "hummel_repack_level",
         "gauge",
@@ -363,7 +363,7 @@ pub(crate) fn render(master: &Master) -> String {
         "Stored chunk bytes saved by published repack passes (before minus after).",
         load(&repack.bytes_saved),
     );
-    let gc = &master.inner.collector;
+    let gc = &master.inner.upkeep.collector;
     out.single(
         "hummel_gc_runs_total",
         "counter",

@@ -264,9 +264,9 @@ impl Master {
         let liveness = self.liveness();
         let interval = self.config().probe_interval;
         let private = self.config().tokens.read.is_some();
-        let packs = read(&self.inner.packs);
-        let tracker = lock(&self.inner.tracker);
-        let mut book = self.inner.probes.book();
+        let packs = read(&self.inner.catalog.packs);
+        let tracker = lock(&self.inner.fleet.tracker);
+        let mut book = self.inner.fleet.probes.book();
         book.slaves.retain(|id, _| tracker.slaves.contains_key(id));
         let mut jobs = Vec::new();
         for s in tracker.slaves.values() {
@@ -308,9 +308,11 @@ impl Master {
         let now = now_ms();
         let interval = self.config().probe_interval;
         let metrics = &self.inner.metrics;
-        let mut book = self.inner.probes.book();
+        let mut book = self.inner.fleet.probes.book();
         let t = book.slaves.entry(job.slave.clone()).or_default();
         t.in_flight.remove(&job.pack.number);
+        // A slave that starts or stops failing gains or loses its share of the placement.
+        let failed_before = t.failure.is_some();
         match verdict {
             Verdict::Passed => {
                 metrics.probes_passed.fetch_add(1, Ordering::Relaxed);
@@ -349,6 +351,11 @@ impl Master {
                 t.retry_later(now);
             }
         }
+        let failed_now = t.failure.is_some();
+        drop(book);
+        if failed_before != failed_now {
+            self.inner.fleet.placement_changed();
+        }
     }
 }
 
@@ -358,8 +365,8 @@ impl Master {
     /// honest slaves (for tests of everything else; the probes themselves are tested below and
     /// by the integration tests, with real slaves and lying ones).
     pub(crate) fn pass_probes(&self) {
-        let tracker = lock(&self.inner.tracker);
-        let mut book = self.inner.probes.book();
+        let tracker = lock(&self.inner.fleet.tracker);
+        let mut book = self.inner.fleet.probes.book();
         for s in tracker.slaves.values() {
             let t = book.slaves.entry(s.id.clone()).or_default();
             if t.failure.is_none() {
@@ -551,7 +558,7 @@ pub(crate) async fn run(master: Master, cancel: CancellationToken) {
                     let _ = tokio::task::spawn_blocking(move || m.probe_done(&job, &verdict)).await;
                 }
             }
-            () = master.inner.probes.wake.notified() => {}
+            () = master.inner.fleet.probes.wake.notified() => {}
             () = tokio::time::sleep(TICK) => {}
         }
     }

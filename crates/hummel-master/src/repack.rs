@@ -17,8 +17,8 @@
 //!    The revision keeps its source's `build_started_unix`: the files were read then. Its
 //!    number follows the builds' rule ([`crate::revision::next_number`]).
 //!
-//! A build always wins: every build start moves `build_epoch`; the pass checks it before each
-//! chunk and, under the builds lock, before publishing. A stopped pass publishes nothing; packs
+//! A build always wins: every build start moves the build epoch (`crate::builds`); the pass
+//! checks it before each chunk and, holding the builds' start lock, before publishing. A stopped pass publishes nothing; packs
 //! it already sealed stay in the store unreferenced. The pass runs again after the build.
 //!
 //! Costs: one core while it runs. The superseded packs stay referenced by the older revision
@@ -102,7 +102,7 @@ impl Master {
     /// Runs one pass at `level` on the calling thread (the maintenance thread), logs and
     /// counts the outcome. Never panics.
     pub(crate) fn repack_pass(&self, level: i32) {
-        let repacker = &self.inner.repacker;
+        let repacker = &self.inner.upkeep.repacker;
         repacker.running.store(true, Ordering::Relaxed);
         let started = Instant::now();
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.repack_once(level)))
@@ -151,7 +151,7 @@ impl Master {
         if level == 0 {
             return None;
         }
-        let r = &self.inner.repacker;
+        let r = &self.inner.upkeep.repacker;
         let last = r.last_revision.load(Ordering::Relaxed);
         Some(RepackStatus {
             level,
@@ -165,8 +165,8 @@ impl Master {
     /// One pass at `level`, on the calling thread. Blocking and CPU-bound (one core).
     pub(crate) fn repack_once(&self, level: i32) -> Result<RepackOutcome, RepackError> {
         // No collection deletes files of the store while this pass writes packs to it.
-        let _exclusive = lock(&self.inner.maintenance.lock);
-        let epoch = self.inner.build_epoch.load(Ordering::SeqCst);
+        let _exclusive = lock(&self.inner.upkeep.maintenance.lock);
+        let epoch = self.inner.builds.epoch();
         if self.build_running() {
             return Ok(RepackOutcome::Deferred);
         }
@@ -174,7 +174,7 @@ impl Master {
             return Ok(RepackOutcome::NothingToDo);
         };
         let (low, next_number) = {
-            let t = read(&self.inner.packs);
+            let t = read(&self.inner.catalog.packs);
             let low: BTreeSet<u32> = source
                 .index
                 .packs
@@ -211,8 +211,8 @@ impl Master {
             "repack started"
         );
 
-        let stop = || self.inner.build_epoch.load(Ordering::SeqCst) != epoch;
-        let repacker = &self.inner.repacker;
+        let stop = || self.inner.builds.epoch() != epoch;
+        let repacker = &self.inner.upkeep.repacker;
         let (tx, rx) = sync_channel::<StoredChunk>(build::CHANNEL_DEPTH);
         let (fed, written) = std::thread::scope(|scope| {
             let writer = std::thread::Builder::new()
@@ -252,7 +252,7 @@ impl Master {
         // comes out byte for byte the same, under the same hash: it keeps its number, and its
         // recorded level rises, since its bytes are what this level writes.
         let (fresh, relevelled) = {
-            let t = read(&self.inner.packs);
+            let t = read(&self.inner.catalog.packs);
             let mut renumber = HashMap::new();
             let mut fresh = Vec::new();
             for p in written.packs.drain(..) {
@@ -299,7 +299,7 @@ impl Master {
         let book = self.builds_guard();
         let current = self.current().map(|c| c.row.number);
         if book.running.is_some()
-            || self.inner.build_epoch.load(Ordering::SeqCst) != epoch
+            || self.inner.builds.epoch() != epoch
             || current != Some(source.row.number)
         {
             return Ok(RepackOutcome::Stopped);
@@ -341,7 +341,7 @@ impl Master {
         let mut pack: Option<(u32, Vec<u8>)> = None;
         for c in todo {
             #[cfg(test)]
-            if let Some(hook) = lock(&self.inner.repacker.before_chunk).as_mut() {
+            if let Some(hook) = lock(&self.inner.upkeep.repacker.before_chunk).as_mut() {
                 hook();
             }
             if stop() {

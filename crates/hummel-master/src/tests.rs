@@ -1779,7 +1779,7 @@ async fn repack_publishes_the_same_tree_from_smaller_packs_once() {
     // Every pack is recorded at the level: new ones, and old ones of incompressible chunks
     // that the level rewrote to the same bytes.
     {
-        let table = crate::read(&master.inner.packs);
+        let table = crate::read(&master.inner.catalog.packs);
         for p in &repacked.packs {
             assert_eq!(table.levels.get(&p.number), Some(&19), "pack {}", p.number);
         }
@@ -1853,7 +1853,7 @@ async fn a_build_started_during_a_repack_wins() {
     let started: std::sync::Arc<std::sync::Mutex<Option<u64>>> = Default::default();
     {
         let (m, repo, started) = (master.clone(), fx.repo.clone(), started.clone());
-        *crate::lock(&master.inner.repacker.before_chunk) = Some(Box::new(move || {
+        *crate::lock(&master.inner.upkeep.repacker.before_chunk) = Some(Box::new(move || {
             let mut slot = crate::lock(&started);
             if slot.is_none() {
                 fs::write(repo.join("b.txt"), b"changed during the repack\n").unwrap();
@@ -2021,10 +2021,13 @@ async fn garbage_collection_deletes_what_no_kept_revision_references() {
     wait_for_revision(&master, r3);
     assert_packs_hold_the_tree(&master, &current_index(&master, None), &fx.repo);
     // Numbers are never given twice, across a restart too.
-    let highest = crate::read(&master.inner.packs).next_number;
+    let highest = crate::read(&master.inner.catalog.packs).next_number;
     drop(master);
     let reopened = collecting_master(&fx, Duration::ZERO);
-    assert_eq!(crate::read(&reopened.inner.packs).next_number, highest);
+    assert_eq!(
+        crate::read(&reopened.inner.catalog.packs).next_number,
+        highest
+    );
     assert_eq!(reopened.collect_garbage().unwrap(), Default::default());
 }
 
@@ -2346,7 +2349,7 @@ async fn bodies_are_bounded_by_what_their_route_needs() {
     let fx = fixture();
     let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
     http_build(&master).await;
-    let packs = crate::read(&master.inner.packs).by_number.len();
+    let packs = crate::read(&master.inner.catalog.packs).by_number.len();
     let limit = hummel_proto::api::locate_body_limit(packs);
     assert!(limit < 64 << 10, "{limit} for {packs} packs");
     // Just over the limit: 413 with the limit named; declared, or streamed without a length.
