@@ -78,7 +78,11 @@ impl Master {
     ) -> Result<(), ReportRefusal> {
         let key_hash = Hash::of(key.as_bytes());
         let now = now_ms();
-        let mut tracker = lock(&self.inner.fleet.tracker);
+        let fleet = &self.inner.fleet;
+        // The client's reports apply in the order they commit; the tracker is not held across
+        // the commit (`locate` reads it).
+        let _order = fleet.order(&report.client_id);
+        let tracker = lock(&fleet.tracker);
         match tracker.clients.get(&report.client_id) {
             Some(known) => {
                 if known.key_hash.is_some_and(|h| !same_hash(&h, &key_hash)) {
@@ -95,6 +99,8 @@ impl Master {
                 }
             }
             None => {
+                // Checked before the commit: requests racing past it add at most as many
+                // rows as the master handles requests at once.
                 if tracker.clients.len() >= MAX_CLIENTS {
                     return Err(ReportRefusal::TableFull);
                 }
@@ -116,7 +122,9 @@ impl Master {
             last_seen_ms: now,
             key_hash: Some(key_hash),
         };
+        drop(tracker);
         lock(&self.inner.db).record_client(&record)?;
+        let mut tracker = lock(&fleet.tracker);
         let metrics = &self.inner.metrics;
         metrics.client_reports.fetch_add(1, Ordering::Relaxed);
 
@@ -165,8 +173,9 @@ impl Master {
         let cutoff = now.saturating_sub(retention);
         let period_ms = u64::try_from(BAD_SLAVE_PERIOD.as_millis()).unwrap_or(u64::MAX);
         let deleted = {
-            let mut tracker = lock(&self.inner.fleet.tracker);
+            // The database first, then memory.
             let deleted = lock(&self.inner.db).expire_clients(cutoff)?;
+            let mut tracker = lock(&self.inner.fleet.tracker);
             tracker.clients.retain(|_, c| c.last_seen_ms >= cutoff);
             tracker
                 .bad_slave_counted

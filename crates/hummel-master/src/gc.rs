@@ -183,15 +183,17 @@ impl Master {
                 done.revisions += 1;
             }
         }
-        // 2. The packs, in the database and then in memory (lock order: packs, tracker, db).
+        // 2. The packs, in the database and then in memory (no lock of the catalog or the
+        // fleet across the commit; then packs, then tracker).
         if !garbage.is_empty() {
             let numbers: Vec<u32> = garbage.iter().map(|p| p.number).collect();
-            let mut table = write(&self.inner.catalog.packs);
-            let mut tracker = lock(&self.inner.fleet.tracker);
             lock(&self.inner.db).collect(&numbers, now_s)?;
+            let mut table = write(&self.inner.catalog.packs);
             for p in &garbage {
                 table.remove(p.number);
             }
+            drop(table);
+            let mut tracker = lock(&self.inner.fleet.tracker);
             for s in tracker.slaves.values_mut() {
                 for p in &garbage {
                     if s.packs.remove(&p.number) {

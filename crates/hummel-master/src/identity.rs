@@ -51,8 +51,8 @@ pub(crate) struct Enrolled {
     pub nonce: u64,
 }
 
-/// Every enrolled key, by slave id, mirrored from the database (lock order: tracker, then
-/// identities, then database).
+/// Every enrolled key, by slave id, mirrored from the database (`crate::fleet`; never locked
+/// across a database commit: the slave's ordering stripe keeps its requests in order).
 #[derive(Debug, Default)]
 pub(crate) struct Identities {
     pub by_id: HashMap<String, Enrolled>,
@@ -212,9 +212,11 @@ impl Master {
     /// Admits a request whose signature verified: its key must be the one enrolled for its id
     /// and its nonce above the highest accepted. An id with no key is enrolled with this one
     /// when `enroll` (a hashlist), and otherwise [`Admission::Unknown`]. The nonce is recorded
-    /// (database first). Blocking.
+    /// (database first, under the slave's ordering stripe, with no other lock). Blocking.
     pub(crate) fn admit_slave(&self, proof: &SlaveProof, enroll: bool) -> Result<(), Admission> {
-        let mut ids = lock(&self.inner.fleet.identities);
+        let fleet = &self.inner.fleet;
+        let _order = fleet.order(&proof.slave_id);
+        let ids = lock(&fleet.identities);
         let (enrolled_ms, fresh) = match ids.by_id.get(&proof.slave_id) {
             Some(e) if e.key != proof.key => {
                 self.inner
@@ -235,10 +237,11 @@ impl Master {
             None if !enroll => return Err(Admission::Unknown),
             None => (now_ms(), true),
         };
+        drop(ids);
         lock(&self.inner.db)
             .record_slave_identity(&proof.slave_id, &proof.key.0, enrolled_ms, proof.nonce)
             .map_err(Admission::Internal)?;
-        ids.by_id.insert(
+        lock(&fleet.identities).by_id.insert(
             proof.slave_id.clone(),
             Enrolled {
                 key: proof.key,
@@ -265,15 +268,18 @@ impl Master {
     /// results), so that another key may enroll the id. A slave still running announces again
     /// and enrolls with its own key. Returns whether the slave was known. Blocking.
     pub(crate) fn remove_slave(&self, id: &str) -> Result<bool, MasterError> {
-        let mut tracker = lock(&self.inner.fleet.tracker);
-        let mut ids = lock(&self.inner.fleet.identities);
+        let fleet = &self.inner.fleet;
+        // The database first, under the slave's stripe only; then memory.
+        let _order = fleet.order(id);
         let known = lock(&self.inner.db).remove_slave(id)?;
-        let known = known | tracker.slaves.remove(id).is_some() | ids.by_id.remove(id).is_some();
-        tracker.observed.remove(id);
-        drop(ids);
-        drop(tracker);
-        self.inner.fleet.probes.forget(id);
-        self.inner.fleet.placement_changed();
+        let known = {
+            let mut tracker = lock(&fleet.tracker);
+            tracker.observed.remove(id);
+            known | tracker.slaves.remove(id).is_some()
+        };
+        let known = known | lock(&fleet.identities).by_id.remove(id).is_some();
+        fleet.probes.forget(id);
+        fleet.placement_changed();
         if known {
             tracing::info!(slave = %id, "removed the slave (admin)");
         }
