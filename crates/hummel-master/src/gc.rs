@@ -24,7 +24,7 @@
 //!    pass the master crashed in, a repack stopped by a build).
 //!
 //! A pass runs on the maintenance thread after the repack (`crate::maintenance`) and holds the
-//! builds lock throughout: no build reads the chunk table, and no pack is written, while it
+//! builds' start lock throughout: no build reads the chunk table, and no pack is written, while it
 //! decides and deletes. With a build running it does nothing; the build's end runs it again.
 
 use std::collections::{BTreeSet, HashMap, HashSet};

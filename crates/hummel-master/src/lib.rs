@@ -7,10 +7,15 @@
 //! # Layout
 //! - [`config`]: [`MasterConfig`] and [`Tokens`], decided by the binary.
 //! - [`error`]: [`MasterError`], why opening or running the master failed.
-//! - `master`: [`Master`], the shared state (current revision, pack table, slaves, clients,
-//!   builds) and the operations behind every endpoint; [`run_background`]; the clean stop
-//!   ([`Master::shut_down`]: the running build and repack stop and publish nothing, no round
-//!   starts; [`Master::is_idle`], [`Master::flush`] checkpoints the database).
+//! - `master`: [`Master`], the cheap-to-clone facade over the components below and the
+//!   operations behind every endpoint (database first, then memory, no lock a request reads
+//!   under held across a commit; the lock order is in its module map); [`run_background`]; the
+//!   clean stop ([`Master::shut_down`]: the running build and repack stop and publish nothing,
+//!   no round starts; [`Master::is_idle`], [`Master::flush`] checkpoints the database).
+//! - `catalog`: the current revision, the history, the pack table, one cached older revision.
+//! - `fleet`: slaves and clients (`tracker`), their keys (`identity`) and probe results
+//!   (`probe`), the per-slave ordering stripes and the placement, cached until an input changes.
+//! - `builds`: the builds, at most one running; the build epoch; the clean stop's flag.
 //! - `db`: the SQLite metadata database `DATA/hummel.db` (WAL, versioned schema).
 //! - `revision`: encoded indexes in `DATA/revisions/N.idx`, written before their row commits,
 //!   and the numbering rule (never below the UTC time as `YYYYMMDDhhmmss`).
@@ -23,7 +28,8 @@
 //!   a higher zstd level and publishes the same tree again (`MasterConfig::repack_level`).
 //! - `gc`: the garbage collection: which revisions are kept, and the deletion of packs none of
 //!   them references, on the master and (through directives) on the slaves.
-//! - `maintenance`: the background thread that runs the repack, then the collection.
+//! - `maintenance`: the background thread that runs the repack, then the collection, and
+//!   `Upkeep`, the component holding their state.
 //! - `tracker`: slaves (replica sets, liveness, the hashlist version their changes build on,
 //!   whether their read token was accepted) and clients, mirrored from the database.
 //! - `clients`: client reports tied to client keys, their retention, bad-slave counting.

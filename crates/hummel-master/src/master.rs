@@ -455,8 +455,8 @@ impl Master {
 
     /// Publishes `index` as the next revision (numbered by [`revision::next_number`]): index
     /// file, one transaction, then memory; returns its number. The caller makes sure nobody
-    /// else publishes meanwhile (one build at a time; the repack holds the builds lock and
-    /// checks that no build started).
+    /// else publishes meanwhile (one build at a time; the repack holds the builds' start lock
+    /// and checks that no build started).
     pub(crate) fn publish(
         &self,
         mut index: Index,

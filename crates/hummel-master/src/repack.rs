@@ -294,8 +294,8 @@ impl Master {
         moved.sort_by_key(|c| (c.pack, c.offset));
         let bytes_after: u64 = moved.iter().map(|c| u64::from(c.stored_len)).sum();
 
-        // Under the builds lock, so that no build starts (and reads the current revision)
-        // between the check and the publication.
+        // Holding the builds' start lock, so that no build starts (and reads the current
+        // revision) between the check and the publication.
         let book = self.builds_guard();
         let current = self.current().map(|c| c.row.number);
         if book.running.is_some()
