@@ -9,8 +9,9 @@
 //!
 //! Every lock here is held only for memory: the database is written first by the caller
 //! (`Master::publish`, the garbage collection), then [`Catalog::record_publication`] or the
-//! table's removals apply it. Lock order inside: packs, then history, then current; none of them
-//! is held while taking a lock of another component.
+//! table's removals apply it. Lock order inside: packs, then history, then current. The pack
+//! table may be held while taking the fleet's locks (`locate`, the prober), never the other
+//! way round; history, current and the old-revision cache are held alone.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

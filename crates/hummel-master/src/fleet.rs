@@ -16,10 +16,11 @@
 //!   its `Arc`; a slave going dead is foreseen (the plan is valid until the first of its slaves
 //!   may be dead). Readers take an `Arc<Plan>` and read it without a lock.
 //!
-//! Lock order: ordering stripe, then plan cache, then tracker, then identities, then trust book
-//! (then the database's mutex, whose holder takes no other). Nothing here is held across a
-//! database commit except the ordering stripe. A reader never holds the tracker while it asks
-//! for the plan ([`Fleet::plan`] takes the tracker itself when it recomputes).
+//! Lock order: ordering stripe, then plan cache, then (the catalog's pack table, then) tracker,
+//! then trust book, then identities (then the database's mutex, whose holder takes no other).
+//! Nothing here is held across a database commit except the ordering stripe. A reader never
+//! holds the tracker while it asks for the plan ([`Fleet::plan`] takes the tracker itself when
+//! it recomputes).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -22,9 +22,10 @@
 //! commit; the only locks held across one are the database's own mutex, a slave's or client's
 //! ordering stripe ([`Fleet::order`]: its requests apply in the order they committed) and the
 //! builds' start lock ([`Builds::hold_starts`]). So `locate` never waits for a disk flush.
-//! Lock order: ordering stripe, builds' start lock, plan cache, tracker, identities, trust
-//! book, database; the catalog's locks are taken alone (never while holding another), and
-//! each component's own order is in its module map.
+//! Lock order: ordering stripe, builds' start lock, plan cache, the catalog's pack table,
+//! tracker, trust book, identities, database (each lock may be taken while holding those before
+//! it, never those after); the catalog's other locks are taken alone. Each component's own
+//! order is in its module map.
 //!
 //! A slave's complete hashlist replaces its replica set and gets a fresh [`HashlistVersion`];
 //! the changes its heartbeats carry apply only on top of the version held
