@@ -160,9 +160,18 @@ impl Fleet {
     /// The ordering stripe of slave or client `id`: held from before the database write of one
     /// of its requests until that change is in memory.
     pub(crate) fn order(&self, id: &str) -> MutexGuard<'_, ()> {
-        let at = (crate::placement::score(&hummel_core::Hash::of(id.as_bytes()), "") as usize)
-            % self.stripes.len();
-        lock(&self.stripes[at])
+        lock(&self.stripes[self.stripe(id)])
+    }
+
+    fn stripe(&self, id: &str) -> usize {
+        (crate::placement::score(&hummel_core::Hash::of(id.as_bytes()), "") as usize)
+            % self.stripes.len()
+    }
+
+    /// Whether `id`'s ordering stripe is held now.
+    #[cfg(test)]
+    pub(crate) fn order_taken(&self, id: &str) -> bool {
+        self.stripes[self.stripe(id)].try_lock().is_err()
     }
 
     /// An input of the placement changed (in memory already): the next [`Fleet::plan`]
@@ -398,11 +407,11 @@ mod tests {
     #[test]
     fn one_id_always_takes_the_same_stripe() {
         let f = fleet(Vec::new());
+        assert!(!f.order_taken("slave-a"));
         let a = f.order("slave-a");
-        // Another id may share the stripe, but the same id must block: try_lock fails.
-        let at = (crate::placement::score(&Hash::of(b"slave-a"), "") as usize) % STRIPES;
-        assert!(f.stripes[at].try_lock().is_err());
+        // Another id may share the stripe, but the same id must wait.
+        assert!(f.order_taken("slave-a"));
         drop(a);
-        assert!(f.stripes[at].try_lock().is_ok());
+        assert!(!f.order_taken("slave-a"));
     }
 }

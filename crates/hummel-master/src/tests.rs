@@ -2863,3 +2863,59 @@ async fn claims_are_located_only_once_probed_and_status_says_why() {
     assert_eq!(st.slaves[0].withheld, None);
     assert_eq!(st.slaves[0].verified, Some(index.packs.len() as u64));
 }
+
+/// A heartbeat waiting for the database (another commit in flight: its mutex is held here)
+/// holds nothing that a client's `locate` or the status page reads under: both answer
+/// meanwhile. The heartbeat applies once the database is free, and its change shows.
+#[tokio::test]
+async fn locate_and_status_do_not_wait_for_a_slaves_commit() {
+    let fx = fixture();
+    let (master, packs) = built(&fx).await;
+    let version = announce(&master, "s1", vec![packs[0].hash]).await;
+    master.pass_probes();
+    let hb = Heartbeat {
+        slave_id: "s1".into(),
+        used: 0,
+        packs: 2,
+        replicating: 0,
+        corrupt: vec![],
+        hashlist: Some(changes(version, 1, &[packs[1].hash], &[])),
+    };
+    let request = LocateRequest {
+        packs: packs.iter().map(|p| p.number).collect(),
+    };
+    let in_flight = crate::lock(&master.inner.db);
+    let m = master.clone();
+    let beating = std::thread::spawn(move || m.record_heartbeat(&hb));
+    // The heartbeat holds its slave's ordering stripe until its change is in memory.
+    let waited = Instant::now();
+    while !master.inner.fleet.order_taken("s1") {
+        assert!(waited.elapsed() < Duration::from_secs(10), "no heartbeat");
+        std::thread::yield_now();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let m = master.clone();
+    std::thread::spawn(move || {
+        let located = m.locate(&request);
+        let status = m.status();
+        let _ = tx.send((located, status));
+    });
+    let answered = rx.recv_timeout(Duration::from_secs(10));
+    drop(in_flight);
+    let (located, status) = answered.expect("locate and status waited for the slave's commit");
+    assert_eq!(
+        located.holders[0].len(),
+        1,
+        "s1 serves the pack it announced"
+    );
+    assert_eq!(status.slaves.len(), 1);
+    let directive = beating.join().unwrap().unwrap().expect("s1 is known");
+    assert_eq!(
+        directive.hashlist,
+        Some(HashlistVersion {
+            epoch: version.epoch,
+            seq: 1
+        })
+    );
+    assert_eq!(master.status().slaves[0].packs, 2);
+}
