@@ -7,8 +7,9 @@
 //! they apply (or why not: [`HashlistRefusal`]) and [`ReplicaChange`] applies them. Versions and
 //! the hashes the master does not know ([`SlaveRecord::foreign`]) live only in memory: after a
 //! restart every slave announces its complete hashlist again. Clients report what they hold
-//! after each sync (`crate::clients`). The tracker is plain data; [`crate::master`] keeps it behind a mutex and writes every change to
-//! the database first.
+//! after each sync (`crate::clients`). The tracker is plain data; [`crate::fleet`] keeps it
+//! behind a mutex, and every change is written to the database first, without that mutex
+//! held, then applied under it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
