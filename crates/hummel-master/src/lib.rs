@@ -23,6 +23,9 @@
 //!   a higher zstd level and publishes the same tree again (`MasterConfig::repack_level`).
 //! - `gc`: the garbage collection: which revisions are kept, and the deletion of packs none of
 //!   them references, on the master and (through directives) on the slaves.
+//! - `history`: each revision's message and change summary, the changelog between two
+//!   revisions (`/api/v1/revisions`, `/api/v1/changes`), the rollback that publishes an older
+//!   revision's tree again (`/api/v1/rollback`), and the revisions clients are pinned to.
 //! - `maintenance`: the background thread that runs the repack, then the collection.
 //! - `tracker`: slaves (replica sets, liveness, the hashlist version their changes build on,
 //!   whether their read token was accepted) and clients, mirrored from the database.
@@ -58,6 +61,7 @@ mod db;
 pub mod error;
 mod events;
 mod gc;
+mod history;
 mod identity;
 mod join;
 mod limits;

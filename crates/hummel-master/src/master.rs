@@ -114,6 +114,8 @@ pub(crate) struct Inner {
     pub identities: Mutex<Identities>,
     /// What probes found of the slaves' claims (`crate::probe`); lock order: tracker first.
     pub probes: Prober,
+    /// Revision notes, build messages and client pins (`crate::history`).
+    pub notes: crate::history::Notes,
 }
 
 /// The pack enumeration.
@@ -184,6 +186,10 @@ pub(crate) struct NewRevision<'a> {
     pub moved_chunks: &'a [ChunkLocation],
     /// The admin confirmed the mass delete this tree makes.
     pub mass_delete_confirmed: bool,
+    /// The admin's message (`crate::history`).
+    pub message: Option<String>,
+    /// The revision whose tree this publishes again (`hummel rollback`).
+    pub rollback_of: Option<u64>,
 }
 
 /// Why an index request cannot be answered.
@@ -295,6 +301,7 @@ impl Master {
             tracker.clients.insert(c.id.clone(), c);
         }
         let identities = Identities::load(db.load_slave_identities()?);
+        let notes = crate::history::Notes::new(db.load_notes()?, db.load_pins()?);
         tracing::info!(
             data = %config.data.display(),
             revision = current.as_ref().map(|c| c.row.number),
@@ -336,6 +343,7 @@ impl Master {
                 key_event,
                 identities: Mutex::new(identities),
                 probes: Prober::default(),
+                notes,
             }),
         })
     }
@@ -384,6 +392,7 @@ impl Master {
         }
         let started = now_unix();
         let id = lock(&self.inner.db).insert_build(started)?;
+        self.inner.notes.set_message(id, request.message.clone());
         let run = Arc::new(BuildRun::new(id, started, request.allow_mass_delete));
         book.runs.insert(id, run.clone());
         book.running = Some(id);
@@ -545,6 +554,8 @@ impl Master {
 
     /// Runs the pipeline and publishes: index file, one transaction, then memory.
     fn build_and_publish(&self, run: &BuildRun) -> Result<u64, BuildError> {
+        // Taken whatever the outcome: a build that publishes nothing drops it.
+        let message = self.inner.notes.take_message(run.id);
         let previous = self.current();
         let (packs, next_pack_number) = {
             let t = read(&self.inner.packs);
@@ -583,6 +594,8 @@ impl Master {
                 new_chunks: &prepared.new_chunks,
                 moved_chunks: &[],
                 mass_delete_confirmed: prepared.mass_delete_confirmed,
+                message,
+                rollback_of: None,
             },
         )
     }
@@ -611,8 +624,10 @@ impl Master {
             build_id: new.build_id,
             mass_delete_confirmed: new.mass_delete_confirmed,
         };
+        let note = self.note_for(number, &index, new);
         lock(&self.inner.db).publish(&Publication {
             revision: &row,
+            note: Some(&note),
             new_packs: new.new_packs,
             pack_level: new.pack_level,
             relevelled_packs: new.relevelled_packs,
@@ -629,6 +644,7 @@ impl Master {
             }
         }
         write(&self.inner.history).push(row.clone());
+        self.inner.notes.record(note);
         *write(&self.inner.current) = Some(Arc::new(LoadedRevision {
             row,
             tree: Arc::new(hummel_core::tree::TreeHashes::compute(&index)),
@@ -704,6 +720,7 @@ impl Master {
     }
 
     /// The last `limit` revisions, newest first.
+    #[cfg(test)]
     pub(crate) fn history(&self, limit: usize) -> Vec<RevisionRow> {
         read(&self.inner.history)
             .iter()

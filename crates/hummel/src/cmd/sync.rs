@@ -42,6 +42,7 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
         tls: client_tls(&args.trust)?,
         progress: !args.json && std::io::stderr().is_terminal(),
         concurrency: args.concurrency as usize,
+        revision: args.revision,
     };
     if args.watch {
         return watch(&args, dest, opts).await;
