@@ -342,3 +342,76 @@ fn a_pinned_revision_is_kept_from_the_collection_until_unpinned() {
         "{err}"
     );
 }
+
+#[test]
+fn a_pinned_client_stays_on_its_revision_until_latest() {
+    let c = Cluster::start(0, fill);
+    let first = build_with_message(&c, "first");
+    let first_tree = c.path("first-tree");
+    assert_eq!(n(&c.sync(&first_tree, &[]), "revision"), first);
+    change(&c.repo);
+    let second = build_with_message(&c, "second");
+    let dest = c.path("dest");
+    assert_eq!(n(&c.sync(&dest, &[]), "revision"), second);
+
+    // Pinned to the first revision: older than the one held, and taken all the same.
+    let r = c.sync(&dest, &["--revision", &first.to_string()]);
+    assert_eq!((n(&r, "revision"), n(&r, "pinned")), (first, first), "{r}");
+    assert_same_tree(&first_tree, &dest);
+    // Its statement is a pinned one, which a client following the master refuses.
+    let (code, body) = get_status(&format!(
+        "{}/api/v1/revision?revision={first}",
+        c.master.url
+    ));
+    assert_eq!(code, 200, "{body}");
+    let info: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        info["statement"]
+            .as_str()
+            .unwrap()
+            .starts_with("48554d4c50494e53"),
+        "not HUMLPINS: {info}"
+    );
+
+    // A new revision: a plain sync stays on the pin, says so, and verify agrees.
+    write(&c.repo, "@f/more.txt", b"more");
+    let third = build_with_message(&c, "third");
+    let r = c.sync(&dest, &[]);
+    assert_eq!((n(&r, "revision"), n(&r, "pinned")), (first, first), "{r}");
+    assert_same_tree(&first_tree, &dest);
+    let out = run(c.sync_cmd(&dest, &[]));
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pinned to revision {first}")),
+        "{err}"
+    );
+    let mut verify = c.hummel();
+    verify.args(["verify", &c.master.url]).arg(&dest);
+    ok(verify);
+    // The client's report keeps the first revision from the collection.
+    let st = c.status();
+    assert!(
+        st["gc"]["retained"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| n(r, "revision") == first
+                && r["reasons"].as_array().unwrap().contains(&"pinned".into())),
+        "{st:#}"
+    );
+
+    // `latest` unpins: the newest revision, and plain syncs follow the master again.
+    let r = c.sync(&dest, &["--revision", "latest"]);
+    assert_eq!(n(&r, "revision"), third, "{r}");
+    assert!(r.get("pinned").is_none(), "{r}");
+    assert_same_tree(&c.repo, &dest);
+    let r = c.sync(&dest, &[]);
+    assert_eq!(n(&r, "revision"), third, "{r}");
+    assert!(r.get("pinned").is_none(), "{r}");
+
+    // A revision the master does not have is refused in one line, and pins nothing.
+    let err = fails(c.sync_cmd(&dest, &["--revision", "5"]));
+    assert!(err.contains("revision 5 is not available"), "{err}");
+    assert!(c.sync(&dest, &[]).get("pinned").is_none());
+}
