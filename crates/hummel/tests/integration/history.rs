@@ -2,7 +2,11 @@
 //! the rollback (`hummel rollback N`).
 
 use std::fs;
+use std::io::BufRead;
 use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -414,4 +418,62 @@ fn a_pinned_client_stays_on_its_revision_until_latest() {
     let err = fails(c.sync_cmd(&dest, &["--revision", "5"]));
     assert!(err.contains("revision 5 is not available"), "{err}");
     assert!(c.sync(&dest, &[]).get("pinned").is_none());
+}
+
+/// `sync --watch --revision N` stays on N: each announcement syncs it again (changing nothing),
+/// and no sync runs between announcements.
+#[test]
+fn a_pinned_watching_client_stays_pinned() {
+    let c = Cluster::start(0, fill);
+    let first = build_with_message(&c, "first");
+    change(&c.repo);
+    build_with_message(&c, "second");
+    let dest = c.path("dest");
+    let mut watcher = c.sync_cmd(
+        &dest,
+        &["--watch", "--json", "--revision", &first.to_string()],
+    );
+    watcher.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = watcher.spawn().unwrap();
+    let (lines, reports) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || -> Value {
+        serde_json::from_str(&reports.recv_timeout(Duration::from_secs(30)).unwrap()).unwrap()
+    };
+    let r = next();
+    assert_eq!((n(&r, "revision"), n(&r, "pinned")), (first, first), "{r}");
+    // The announcement of the current revision at subscription: synced again, nothing to do.
+    let r = next();
+    assert_eq!(
+        (n(&r, "revision"), r["no_op"].clone()),
+        (first, true.into()),
+        "{r}"
+    );
+    write(&c.repo, "@f/more.txt", b"more");
+    build_with_message(&c, "third");
+    let r = next();
+    assert_eq!((n(&r, "revision"), n(&r, "pinned")), (first, first), "{r}");
+    assert!(
+        reports.recv_timeout(Duration::from_millis(700)).is_err(),
+        "a sync ran without an announcement"
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
