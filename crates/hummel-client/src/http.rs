@@ -90,6 +90,14 @@ impl MasterApi {
         self.api.revision().await.map_err(|e| self.err(e))
     }
 
+    /// `GET /api/v1/revision?revision=N`: revision N, for a DEST pinned to it.
+    pub(crate) async fn revision_at(&self, revision: u64) -> Result<RevisionInfo, SyncError> {
+        self.api
+            .revision_at(revision)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
     /// `GET /api/v1/index?revision=N&path=SUB[&since=M]`: the encoded index, or a delta from
     /// revision M when `since` is given and the master can. Not decoded here.
     pub(crate) async fn index(

@@ -79,7 +79,7 @@ pub use changes::{Change, Changelog, changes};
 pub use error::SyncError;
 pub use plan::{SyncPlan, SyncPlanSummary};
 pub use report::{ProgressSnapshot, SyncOutcome, SyncPhase, SyncProgress, SyncReport};
-pub use sync::{SyncOptions, sync, sync_with_progress};
+pub use sync::{RevisionChoice, SyncOptions, sync, sync_with_progress};
 pub use trusted::KeyTrust;
 pub use verify::{VerifyOptions, VerifyReport, verify};
 pub use watch::RevisionWatch;

@@ -91,6 +91,10 @@ pub struct SyncReport {
     /// pinned key handed over to it).
     #[serde(default)]
     pub signing_key_trust: crate::KeyTrust,
+    /// The revision DEST is pinned to (`hummel sync --revision N`), if any: later syncs stay
+    /// on it until `--revision latest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<u64>,
 }
 
 /// A bar of bytes written (downloaded + reused) over the bytes to write, with rate and ETA, on

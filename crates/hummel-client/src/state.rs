@@ -13,6 +13,10 @@
 //!   secret that ties the id's reports to this folder (the master keeps its hash and refuses
 //!   reports of the id with another key). Made together; a folder from before keys gets a key
 //!   for the id it has. A refused key makes both anew ([`StateDir::forget_client_identity`]).
+//! - `pin`: `hummel-pin 1 <N>`: the revision DEST is pinned to (`hummel sync --revision N`),
+//!   written once a sync of it succeeded and removed by `--revision latest`; later syncs stay
+//!   on N. A separate file, so that the state's format needs no new version for it; an
+//!   unreadable one counts as no pin (with a warning).
 //! - `lock`: held (`File::try_lock`: flock, `LockFileEx` on Windows) for the whole run so two
 //!   syncs cannot interleave.
 //! - `tmp/`: temp files named by content hash, kept when a run fails or is killed so the next
@@ -36,6 +40,8 @@ use crate::scan::FileStat;
 
 /// First bytes of the state file.
 const STATE_MAGIC: &[u8; 8] = b"HUMLSTAT";
+/// What `pin` holds before the revision number.
+const PIN_PREFIX: &str = "hummel-pin 1 ";
 /// The state format this code reads and writes.
 pub const STATE_FORMAT: u32 = 4;
 
@@ -521,6 +527,40 @@ impl StateDir {
                 tracing::warn!(path = %path.display(), "ignoring the held index: {e}");
                 None
             }
+        }
+    }
+
+    /// The revision DEST is pinned to, if any.
+    pub(crate) fn load_pin(&self) -> Option<u64> {
+        let path = self.root.join("pin");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring the pin: {e}");
+                return None;
+            }
+        };
+        let pin = text
+            .trim()
+            .strip_prefix(PIN_PREFIX)
+            .and_then(|n| n.parse::<u64>().ok());
+        if pin.is_none() {
+            tracing::warn!(path = %path.display(), "ignoring the pin: not `{PIN_PREFIX}N`");
+        }
+        pin
+    }
+
+    /// Pins DEST to `revision`, or unpins it (`None`).
+    pub(crate) fn save_pin(&self, revision: Option<u64>) -> Result<(), SyncError> {
+        let path = self.root.join("pin");
+        match revision {
+            Some(n) => write_atomic(&path, format!("{PIN_PREFIX}{n}\n").as_bytes()),
+            None => match fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(SyncError::local("remove", &path, e)),
+            },
         }
     }
 

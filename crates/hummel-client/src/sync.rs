@@ -2,7 +2,9 @@
 //!
 //! 1. Lock `DEST/.hummel` (not in a dry run, which writes nothing).
 //! 2. `GET /api/v1/revision` and its signed statement, checked against the key DEST trusts
-//!    (`trusted::offer`), then [`scan::walk`] of DEST starts on its own thread. Same
+//!    (`trusted::offer`; `?revision=N` when DEST is pinned to N or `--revision N` asks for it:
+//!    the pin is then recorded in `.hummel/pin`, and an older revision asked for is no
+//!    rollback), then [`scan::walk`] of DEST starts on its own thread. Same
 //!    revision and signed tree, master and subtree as held, every cached file stats identical,
 //!    no extras, all directories there: done (no-op; no index fetched).
 //! 3. The index, while the walk runs: from `.hummel/index` when it is this revision and subtree,
@@ -50,6 +52,15 @@ use crate::space;
 use crate::state::{CachedStat, ClientState, StatCache, StateDir};
 use crate::trusted::{self, KeyTrust, NewIndex};
 
+/// Which revision a sync takes (`hummel sync --revision`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevisionChoice {
+    /// Revision N, and pin DEST to it: later syncs without a choice stay on it.
+    Number(u64),
+    /// The current revision, and unpin DEST.
+    Latest,
+}
+
 /// What to sync where.
 #[derive(Clone)]
 pub struct SyncOptions {
@@ -79,6 +90,8 @@ pub struct SyncOptions {
     pub progress: bool,
     /// Range requests in flight in total.
     pub concurrency: usize,
+    /// Pin or unpin (`None`: the revision DEST is pinned to, else the current one).
+    pub revision: Option<RevisionChoice>,
 }
 
 impl SyncOptions {
@@ -97,6 +110,7 @@ impl SyncOptions {
             tls: ClientTls::system(),
             progress: false,
             concurrency: 8,
+            revision: None,
         }
     }
 }
@@ -119,6 +133,7 @@ impl fmt::Debug for SyncOptions {
             .field("tls", &self.tls)
             .field("progress", &self.progress)
             .field("concurrency", &self.concurrency)
+            .field("revision", &self.revision)
             .finish()
     }
 }
@@ -138,16 +153,41 @@ pub async fn sync_with_progress(
     if let Some(w) = &watch {
         w.set_phase(SyncPhase::Checking);
     }
-    let outcome = sync_watched(opts, watch.clone()).await;
+    let outcome = sync_pinned(opts, watch.clone()).await;
     if let Some(w) = &watch {
         w.set_phase(SyncPhase::Finished);
     }
     outcome
 }
 
+/// The revision to take: the one chosen, else the one DEST is pinned to (`.hummel/pin`), else
+/// the current one; the report says which pin holds.
+async fn sync_pinned(
+    opts: &SyncOptions,
+    watch: Option<SyncProgress>,
+) -> Result<SyncOutcome, SyncError> {
+    let want = match opts.revision {
+        Some(RevisionChoice::Number(n)) => Some(n),
+        Some(RevisionChoice::Latest) => None,
+        None => {
+            let sd = StateDir::new(&crate::platform::long_path(&opts.dest));
+            blocking(move || Ok(sd.load_pin())).await?
+        }
+    };
+    if let Some(n) = want {
+        tracing::info!(revision = n, "pinned");
+    }
+    let mut outcome = sync_watched(opts, watch, want).await?;
+    if let SyncOutcome::Done(r) = &mut outcome {
+        r.pinned = want;
+    }
+    Ok(outcome)
+}
+
 async fn sync_watched(
     opts: &SyncOptions,
     watch: Option<SyncProgress>,
+    want: Option<u64>,
 ) -> Result<SyncOutcome, SyncError> {
     let started = Instant::now();
     if opts.concurrency == 0 {
@@ -186,17 +226,25 @@ async fn sync_watched(
 
     // What the master offers, as the key this folder trusts signed it (`trusted`).
     let pinned = held.as_ref().and_then(|h| h.signing_key);
-    let offer = trusted::offer(&master, pinned, opts.trust).await?;
+    let offer = trusted::offer_revision(&master, pinned, opts.trust, want).await?;
     let revision = offer.revision();
+    // The master has the revision asked for: the pin (or its removal) is recorded now, so that
+    // a sync that fails later is taken up again at the same revision.
+    if !opts.dry_run && opts.revision.is_some() {
+        let sd = state_dir.clone();
+        blocking(move || sd.save_pin(want)).await?;
+    }
     let key = KeyReport::of(&offer);
     // The repository DEST holds a revision of, when it is this master's: numbers compare only
     // within one repository.
     let same_repo = held
         .as_ref()
         .filter(|h| same_repository(h, Some(&offer.statement.repository_id), master.base()));
+    // An older revision is taken when asked for by number (a pin), never unasked.
     if let Some(h) = same_repo
         && revision < h.revision
         && !opts.allow_rollback
+        && want != Some(revision)
     {
         return Err(SyncError::Rollback {
             dest: dest.clone(),
@@ -815,6 +863,8 @@ impl Execution<'_> {
             adopted: Vec::new(),
             signing_key: String::new(),
             signing_key_trust: KeyTrust::default(),
+            // Set by `sync_pinned`.
+            pinned: None,
         })
     }
 
@@ -981,8 +1031,8 @@ async fn send_report(
     bad_slaves: Vec<String>,
 ) {
     let sd = state_dir.clone();
-    let (client_id, client_key) =
-        match blocking(move || Ok((sd.client_id()?, sd.client_key()?))).await {
+    let (client_id, client_key, pinned) =
+        match blocking(move || Ok((sd.client_id()?, sd.client_key()?, sd.load_pin()))).await {
             Ok(identity) => identity,
             Err(e) => {
                 tracing::warn!("no client id, not reporting to the master: {e}");
@@ -998,6 +1048,8 @@ async fn send_report(
         bytes: held.bytes,
         packs: held.packs,
         bad_slaves,
+        // The master keeps the pinned revision from its garbage collection.
+        pinned,
     };
     match master.report(&report).await {
         Ok(()) => {}

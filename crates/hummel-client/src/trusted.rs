@@ -3,7 +3,9 @@
 //! 1. [`offer`]: `GET /api/v1/revision` and the master's signed statement in it, checked:
 //!    a valid signature under the key DEST trusts (pinned before, given with `--trust`, or
 //!    pinned now on first contact; an old pinned key is followed through the published key
-//!    rotations), not expired, of the revision offered.
+//!    rotations), not expired, of the revision offered. [`offer_revision`] asks for a revision
+//!    DEST is pinned to (`?revision=N`), whose statement may be a pinned one
+//!    (`Statement::decode_pinned`); only then is such a statement taken.
 //! 2. [`fetch_index`]: the index of that revision (whole, a subtree, or rebuilt from a delta on
 //!    the held index), decoded and validated, then checked against the statement's tree
 //!    digest through the answer's subtree proof. Nothing else in the client looks at an index
@@ -77,7 +79,22 @@ pub(crate) async fn offer(
     pinned: Option<PublicKey>,
     given: Option<PublicKey>,
 ) -> Result<Offer, SyncError> {
-    let info = master.revision().await?;
+    offer_revision(master, pinned, given, None).await
+}
+
+/// [`offer`] of revision `want` when given (a pin): the master's answer must be that revision,
+/// and its statement may be a pinned one.
+pub(crate) async fn offer_revision(
+    master: &MasterApi,
+    pinned: Option<PublicKey>,
+    given: Option<PublicKey>,
+    want: Option<u64>,
+) -> Result<Offer, SyncError> {
+    let info = match want {
+        None => master.revision().await?,
+        // A revision the master no longer has is refused by it (404 `no_such_revision`).
+        Some(n) => master.revision_at(n).await?,
+    };
     let refuse = |reason: String| SyncError::Untrusted {
         url: master.base().to_string(),
         reason,
@@ -85,6 +102,13 @@ pub(crate) async fn offer(
     let offered = info.revision.ok_or_else(|| SyncError::NoRevision {
         url: master.base().to_string(),
     })?;
+    if let Some(n) = want
+        && offered != n
+    {
+        return Err(refuse(format!(
+            "asked for revision {n}, the master offers revision {offered}"
+        )));
+    }
     let Some(hex) = info.statement.as_deref() else {
         return Err(refuse(format!(
             "revision {offered} is not signed (a master from before signed revisions, or \
@@ -99,7 +123,12 @@ pub(crate) async fn offer(
             ))
         })
         .and_then(|b| {
-            Statement::decode(&b).map_err(|e| refuse(format!("revision {offered}: {e}")))
+            let decoded = if want.is_some() {
+                Statement::decode_pinned(&b)
+            } else {
+                Statement::decode(&b)
+            };
+            decoded.map_err(|e| refuse(format!("revision {offered}: {e}")))
         })?;
     let key = statement.key;
     // The key to start from: the one given, else the one pinned; none on first contact.

@@ -81,20 +81,21 @@ impl VerifyReport {
     }
 }
 
-/// Checks DEST against the master's current revision (of `opts.path`). Writes nothing.
+/// Checks DEST against the master's current revision (of `opts.path`), or the revision DEST is
+/// pinned to (`hummel sync --revision N`). Writes nothing.
 pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport, SyncError> {
     let http = HttpClient::new(opts.read_token.as_deref(), &opts.tls)?;
     let master = MasterApi::new(http, &opts.master_url)?;
     let state_dir = StateDir::new(&opts.dest);
-    let (state, held) = blocking(move || {
+    let (state, held, pin) = blocking(move || {
         let state = state_dir.load_state();
         let index = state_dir.read_index();
-        Ok((state, index))
+        Ok((state, index, state_dir.load_pin()))
     })
     .await?;
     // What the master offers, as the key DEST trusts signed it (the same checks as a sync).
     let pinned = state.as_ref().and_then(|s| s.signing_key);
-    let offer = trusted::offer(&master, pinned, opts.trust).await?;
+    let offer = trusted::offer_revision(&master, pinned, opts.trust, pin).await?;
     let revision = offer.revision();
     let wanted = |i: &Index| i.revision == revision && i.root == opts.path;
 

@@ -14,6 +14,8 @@
 //!   dots and spaces, forbidden characters; names differing only in case; long paths).
 //! - [`delta`]: [`delta::IndexDelta`], the changes between two revisions of a subtree, so a
 //!   client that holds one fetches only what changed; checked by a digest of the result.
+//! - [`changes`]: [`changes::Changelog`], what changed between two indexes (mods and files
+//!   added, updated, removed), shared by the master's revision history and the player page.
 //! - [`index`]: [`Index`], an immutable numbered revision (or subtree of one): directories,
 //!   files with their chunk lists, and where each chunk lives. Versioned binary envelope with
 //!   room for a signature.
@@ -27,6 +29,7 @@
 //! Everything that is not O(1) is CPU-bound: call it from a blocking context, never from an
 //! async task directly.
 
+pub mod changes;
 pub mod chunk;
 pub mod codec;
 pub mod delta;

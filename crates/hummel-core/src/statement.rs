@@ -18,6 +18,11 @@
 //! under the key the statement names; a client then decides whether it trusts that key. At
 //! most [`MAX_STATEMENT`] bytes; as text (JSON), lower-case hex.
 //!
+//! A statement about a revision a client pinned (`hummel sync --revision N`), which may be an
+//! older one, is the same body behind another magic, `HUMLPINS`: the signature covers the
+//! magic, so only a client that asked for that revision takes it ([`Statement::decode_pinned`]);
+//! one that follows the master refuses it, and so cannot be held back by a replay of it.
+//!
 //! # Rotation format 1 (`HUMLROTN`)
 //!
 //! ```text
@@ -40,6 +45,10 @@ use crate::tree::TREE_FORMAT;
 pub const STATEMENT_MAGIC: &[u8; 8] = b"HUMLSTMT";
 /// The statement format this code writes and reads.
 pub const STATEMENT_FORMAT: u32 = 1;
+/// First bytes of an encoded, signed [`Statement`] about a revision a client asked for by
+/// number (a pin), which need not be the current one. Same body and format as a statement;
+/// only [`Statement::decode_pinned`] takes it, so it cannot pass for the current revision.
+pub const PINNED_STATEMENT_MAGIC: &[u8; 8] = b"HUMLPINS";
 /// First bytes of an encoded, signed [`Rotation`].
 pub const ROTATION_MAGIC: &[u8; 8] = b"HUMLROTN";
 /// The rotation format this code writes and reads.
@@ -232,12 +241,35 @@ impl Statement {
         seal(STATEMENT_MAGIC, STATEMENT_FORMAT, self, key)
     }
 
+    /// Encodes and signs with `key` as a statement about a pinned revision
+    /// ([`PINNED_STATEMENT_MAGIC`]).
+    pub fn sign_pinned(&self, key: &KeyPair) -> Vec<u8> {
+        assert_eq!(
+            self.key,
+            key.public(),
+            "a statement names the key that signs it"
+        );
+        seal(PINNED_STATEMENT_MAGIC, STATEMENT_FORMAT, self, key)
+    }
+
     /// Decodes a signed statement and checks its signature under the key it names (whether
     /// that key is trusted is the caller's decision), its tree format and repository id.
     pub fn decode(bytes: &[u8]) -> Result<Statement, StatementError> {
+        Statement::decode_as(STATEMENT_MAGIC, bytes)
+    }
+
+    /// [`Statement::decode`] for a statement about a pinned revision: one signed with
+    /// [`Statement::sign_pinned`] (a statement about the current revision is taken too).
+    pub fn decode_pinned(bytes: &[u8]) -> Result<Statement, StatementError> {
+        if bytes.starts_with(STATEMENT_MAGIC) {
+            return Statement::decode(bytes);
+        }
+        Statement::decode_as(PINNED_STATEMENT_MAGIC, bytes)
+    }
+
+    fn decode_as(magic: &[u8; 8], bytes: &[u8]) -> Result<Statement, StatementError> {
         const WHAT: &str = "signed statement";
-        let (s, signed, signature): (Statement, _, _) =
-            open(STATEMENT_MAGIC, STATEMENT_FORMAT, bytes, WHAT)?;
+        let (s, signed, signature): (Statement, _, _) = open(magic, STATEMENT_FORMAT, bytes, WHAT)?;
         let invalid = |why: String| StatementError::Invalid { what: WHAT, why };
         if s.repository_id.len() > MAX_REPOSITORY_ID
             || s.repository_id.chars().any(char::is_control)
@@ -371,6 +403,23 @@ mod tests {
         assert!(Statement::decode(&b).is_err());
         assert!(!s.expired(s.expires_unix - 1));
         assert!(s.expired(s.expires_unix));
+    }
+
+    #[test]
+    fn a_pinned_statement_passes_only_where_a_pin_was_asked_for() {
+        let key = KeyPair::from_secret(&[7; 32]);
+        let s = statement(&key);
+        let pinned = s.sign_pinned(&key);
+        assert!(Statement::decode(&pinned).is_err());
+        assert_eq!(Statement::decode_pinned(&pinned).unwrap(), s);
+        assert_eq!(Statement::decode_pinned(&s.sign(&key)).unwrap(), s);
+        // The magic is signed: relabelled, it no longer verifies.
+        let mut relabelled = pinned.clone();
+        relabelled[..8].copy_from_slice(STATEMENT_MAGIC);
+        assert!(matches!(
+            Statement::decode(&relabelled),
+            Err(StatementError::Signature { .. })
+        ));
     }
 
     #[test]

@@ -464,6 +464,7 @@ pub fn wire_json() -> Vec<Vec<u8>> {
                 bytes: 2,
                 packs: vec![1],
                 bad_slaves: vec![],
+                pinned: None,
             }),
         ),
         (

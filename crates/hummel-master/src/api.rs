@@ -341,6 +341,9 @@ pub(crate) fn router(master: Master) -> Router {
         .route(endpoints::LOCATE, post(locate))
         .route(endpoints::CLIENT_REPORT, post(client_report))
         .route(endpoints::STATUS, get(status))
+        .route(endpoints::REVISIONS, get(crate::history::revisions_handler))
+        .route(endpoints::CHANGES, get(crate::history::changes_handler))
+        .route(endpoints::ROLLBACK, post(crate::history::rollback_handler))
         .route(
             &format!("{}/{{id}}", endpoints::SLAVES),
             axum::routing::delete(remove_slave),
@@ -426,6 +429,13 @@ async fn start_build(
     query: Result<Query<BuildQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<BuildStarted>), ApiError> {
     let Query(request) = query.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    if request
+        .message
+        .as_deref()
+        .is_some_and(|m| !endpoints::valid_message(m))
+    {
+        return Err(crate::history::HistoryError::BadMessage.into());
+    }
     let build_id = blocking(move || master.start_build_with(&request)).await??;
     Ok((StatusCode::ACCEPTED, Json(BuildStarted { build_id })))
 }
@@ -448,8 +458,25 @@ async fn build_status(
         .ok_or_else(|| ApiError::not_found("no_such_build", "no such build"))
 }
 
-async fn revision(_: ReadAccess, State(master): State<Master>) -> Json<RevisionInfo> {
-    Json(master.revision_info())
+/// Query of `GET /api/v1/revision`: `revision=N` for a client pinned to N.
+#[derive(Debug, Deserialize)]
+struct RevisionQuery {
+    revision: Option<u64>,
+}
+
+async fn revision(
+    _: ReadAccess,
+    State(master): State<Master>,
+    query: Result<Query<RevisionQuery>, QueryRejection>,
+) -> Result<Json<RevisionInfo>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    match q.revision {
+        None => Ok(Json(master.revision_info())),
+        // A pin (`crate::history`).
+        Some(n) => Ok(Json(
+            blocking(move || master.pinned_revision_info(n)).await??,
+        )),
+    }
 }
 
 /// Server-sent events: each revision once its packs can be fetched (`crate::events`).
@@ -620,7 +647,16 @@ async fn client_report(
         )));
     }
     let id = report.client_id.clone();
-    match blocking(move || master.record_client(&report, &key, peer)).await? {
+    let recorded = blocking(move || {
+        master.record_client(&report, &key, peer).and_then(|()| {
+            // Only an accepted report's pin counts (`crate::history`).
+            master
+                .record_pin(&report.client_id, report.pinned)
+                .map_err(ReportRefusal::Internal)
+        })
+    })
+    .await?;
+    match recorded {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(ReportRefusal::KeyMismatch) => Err(ApiError::Refused {
             status: StatusCode::FORBIDDEN,

@@ -77,6 +77,12 @@ impl Builds {
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Moves the epoch for a publication that is not a build (a rollback, holding `starts`):
+    /// a repack under way stops and publishes nothing.
+    pub(crate) fn interrupt(&self, _starts: &StartsHeld<'_>) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Records `run`'s outcome and frees the build slot in one step.
     pub(crate) fn end(&self, run: &BuildRun, result: Result<u64, String>, finished_unix: i64) {
         let mut book = lock(&self.book);

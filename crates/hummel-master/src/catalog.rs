@@ -175,6 +175,7 @@ impl Catalog {
     }
 
     /// The last `limit` revisions, newest first.
+    #[cfg(test)]
     pub(crate) fn history(&self, limit: usize) -> Vec<RevisionRow> {
         read(&self.history)
             .iter()

@@ -138,6 +138,9 @@ pub(crate) struct BuildForm {
     /// The "allow a mass delete" checkbox (`true` when ticked, absent otherwise).
     #[serde(default)]
     allow_mass_delete: bool,
+    /// The revision's message (empty: none).
+    #[serde(default)]
+    message: String,
 }
 
 /// `POST /ui/build`: starts a build if `token` is the write token, then back to `/` (303).
@@ -148,12 +151,22 @@ pub(crate) async fn start_build(
     form: Result<Form<BuildForm>, FormRejection>,
 ) -> Response {
     let (token, request) = match form {
-        Ok(Form(f)) => (
-            Some(f.token),
-            BuildQuery {
-                allow_mass_delete: f.allow_mass_delete,
-            },
-        ),
+        Ok(Form(f)) => {
+            if !hummel_proto::api::valid_message(&f.message) {
+                return message_page(
+                    StatusCode::BAD_REQUEST,
+                    "Build not started",
+                    "The message is too long or holds control characters.",
+                );
+            }
+            (
+                Some(f.token),
+                BuildQuery {
+                    allow_mass_delete: f.allow_mass_delete,
+                    message: Some(f.message).filter(|m| !m.trim().is_empty()),
+                },
+            )
+        }
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             return message_page(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -187,7 +200,10 @@ pub(crate) async fn start_build(
 /// Renders the whole page. Blocking (takes a status snapshot).
 fn render(master: &Master) -> String {
     let status = master.status();
-    let history = master.history(20);
+    let history = master.revisions(&hummel_proto::api::RevisionsQuery {
+        limit: Some(20),
+        before: None,
+    });
     let role = if master.config().embedded_store {
         "serve"
     } else {
@@ -247,23 +263,49 @@ fn render(master: &Master) -> String {
     clients_section(&mut h, &status);
     access_section(&mut h, master);
     h.push_str("<h2>Revision history</h2>");
-    if history.is_empty() {
+    if history.revisions.is_empty() {
         h.push_str("<p class=\"muted\">None yet.</p>");
     } else {
         h.push_str(
             "<table><tr><th>revision</th><th>created</th><th class=\"num\">files</th>\
-             <th class=\"num\">bytes</th><th>index</th></tr>",
+             <th class=\"num\">bytes</th><th>changes</th><th>message</th><th>kept</th></tr>",
         );
-        for r in &history {
+        for r in &history.revisions {
+            let changes = match &r.changes {
+                Some(c) => format!(
+                    "+{} ~{} &minus;{} files, {}",
+                    c.files_added,
+                    c.files_updated,
+                    c.files_removed,
+                    human_bytes(c.bytes_changed)
+                ),
+                None => "<span class=\"muted\">unknown</span>".into(),
+            };
+            let mut message = r.message.as_deref().map(escape).unwrap_or_default();
+            if r.repack {
+                message.push_str(" <span class=\"muted\">(repack)</span>");
+            }
+            let kept = if !r.available {
+                "<span class=\"muted\">collected</span>".to_string()
+            } else {
+                let why: Vec<String> = r
+                    .retained
+                    .iter()
+                    .filter_map(|w| serde_json::to_value(w).ok()?.as_str().map(String::from))
+                    .collect();
+                escape(&why.join(", "))
+            };
             let _ = write!(
                 h,
                 "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td>\
-                 <td class=\"num\">{}</td><td><code>{}</code></td></tr>",
-                r.number,
+                 <td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                r.revision,
                 human_time(r.created_unix),
                 r.files,
                 human_bytes(r.bytes),
-                r.index_hash.short()
+                changes,
+                message,
+                kept
             );
         }
         h.push_str("</table>");
@@ -371,6 +413,7 @@ fn build_section(h: &mut String, build: Option<&BuildStatus>) {
     h.push_str(
         "<form method=\"post\" action=\"/ui/build\">\
          <label>Write token <input type=\"password\" name=\"token\" autocomplete=\"off\" required></label> \
+         <label>Message <input type=\"text\" name=\"message\" maxlength=\"1000\" size=\"40\"></label> \
          <label><input type=\"checkbox\" name=\"allow_mass_delete\" value=\"true\"> allow a mass delete \
          (publish even if the folder is empty or lost most of its files)</label> \
          <button type=\"submit\">Start a build</button></form>",
@@ -487,7 +530,7 @@ fn access_section(h: &mut String, master: &Master) {
         "<h2>Access</h2><table>\
          <tr><th>this page, status, index, locate, packs</th><td>{reads}</td></tr>\
          <tr><th>/metrics</th><td>{metrics}</td></tr>\
-         <tr><th>builds (POST /build, the form above)</th><td>need the write token</td></tr>\
+         <tr><th>builds (POST /build, the form above), rollbacks</th><td>need the write token</td></tr>\
          <tr><th>slaves</th><td>{slaves}</td></tr>\
          <tr><th>client reports</th><td>{reads}; each client id is tied to its client's \
          key, and rows expire {retention} after the last report</td></tr>\

@@ -5,8 +5,11 @@
 //! written at, for the repack), `chunks` (where every published chunk lives; the repack moves
 //! chunks to its packs), `slaves` and `replicas` (who holds which pack), `clients` (what each
 //! client holds, and since schema 6 the hash of its key), `builds` (build history), since
-//! schema 4 `meta` (the repository id) and since schema 7 `slave_identities` (each slave's
-//! enrolled public key and the highest nonce it signed, `crate::identity`). The schema version is `PRAGMA user_version`; an
+//! schema 4 `meta` (the repository id), since schema 7 `slave_identities` (each slave's
+//! enrolled public key and the highest nonce it signed, `crate::identity`) and since schema 8
+//! `revision_notes` (each revision's message, change summary and the revision a rollback
+//! published again, `crate::history`; revisions from before have none: their summary is
+//! unknown). The schema version is `PRAGMA user_version`; an
 //! older database is migrated step by step on open, each step in one transaction. A slave's
 //! replica set is replaced whole by its complete hashlist ([`Db::record_hashlist`]) and changed
 //! pack by pack by the changes its heartbeats carry ([`Db::record_heartbeat`]), each in one
@@ -22,6 +25,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hummel_core::changes::ChangeSummary;
 use hummel_core::codec::DEFAULT_ZSTD_LEVEL;
 use hummel_core::{ChunkLocation, Codec, Hash, PackInfo};
 use hummel_proto::api::{BuildState, BuildStatus};
@@ -34,7 +38,7 @@ use crate::tracker::{ClientRecord, SlaveRecord};
 pub(crate) type IdentityRow = (String, [u8; 32], u64, u64);
 
 /// The schema this build writes.
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 /// Version 1 → 2: the zstd level each pack was written at, so the background repack knows
 /// which packs are below its level. Every pack of a version-1 database was written by a build,
@@ -79,6 +83,28 @@ CREATE TABLE slave_identities (
     public_key   BLOB    NOT NULL,
     enrolled_ms  INTEGER NOT NULL,
     last_nonce   INTEGER NOT NULL
+) WITHOUT ROWID;";
+
+/// Version 7 → 8: what each revision brings (`crate::history`): the admin's message, the
+/// counts of files added, updated and removed from the revision before and the bytes written,
+/// and for a rollback the revision whose tree it published again. Written in the transaction
+/// that publishes the revision; older revisions have no row (their summary is unknown). And
+/// `client_pins`: the revision each client reported it is pinned to (`hummel sync
+/// --revision N`), which the garbage collection keeps while the report is recent.
+const MIGRATE_REVISION_NOTES: &str = "
+CREATE TABLE revision_notes (
+    number         INTEGER PRIMARY KEY,
+    message        TEXT,
+    files_added    INTEGER NOT NULL,
+    files_updated  INTEGER NOT NULL,
+    files_removed  INTEGER NOT NULL,
+    bytes_changed  INTEGER NOT NULL,
+    rollback_of    INTEGER
+);
+CREATE TABLE client_pins (
+    client_id     TEXT    PRIMARY KEY,
+    revision      INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL
 ) WITHOUT ROWID;";
 
 const SCHEMA_V1: &str = "
@@ -164,9 +190,23 @@ pub(crate) struct RevisionRow {
     pub mass_delete_confirmed: bool,
 }
 
+/// What a revision brings, besides its tree (`revision_notes`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct NoteRow {
+    pub number: u64,
+    /// The admin's message.
+    pub message: Option<String>,
+    /// What changed from the revision before.
+    pub summary: ChangeSummary,
+    /// The revision whose tree a rollback published again.
+    pub rollback_of: Option<u64>,
+}
+
 /// What one build (or repack) publishes in one transaction.
 pub(crate) struct Publication<'a> {
     pub revision: &'a RevisionRow,
+    /// Its note (`None`: none recorded).
+    pub note: Option<&'a NoteRow>,
     pub new_packs: &'a [PackInfo],
     /// The zstd level `new_packs` were written at.
     pub pack_level: i32,
@@ -305,6 +345,7 @@ impl Db {
                 .execute_batch(&format!(
                     "BEGIN; {SCHEMA_V1} {MIGRATE_V1_TO_V2} {MIGRATE_V2_TO_V3} {MIGRATE_V3_TO_V4}
                      {MIGRATE_V4_TO_V5} {MIGRATE_V5_TO_V6} {MIGRATE_SLAVE_IDENTITIES}
+                     {MIGRATE_REVISION_NOTES}
                      PRAGMA user_version={SCHEMA_VERSION};
                      COMMIT;"
                 ))
@@ -318,6 +359,7 @@ impl Db {
             (4, MIGRATE_V4_TO_V5),
             (5, MIGRATE_V5_TO_V6),
             (6, MIGRATE_SLAVE_IDENTITIES),
+            (7, MIGRATE_REVISION_NOTES),
         ];
         for (from, sql) in steps.into_iter().filter(|(from, _)| *from >= version) {
             let to = from + 1;
@@ -517,8 +559,96 @@ impl Db {
                 ],
             )
             .map_err(db_err(&path))?;
+            if let Some(n) = p.note {
+                tx.execute(
+                    "INSERT OR REPLACE INTO revision_notes(number, message, files_added,
+                        files_updated, files_removed, bytes_changed, rollback_of)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        to_sql_int(p.revision.number),
+                        n.message,
+                        to_sql_int(n.summary.files_added),
+                        to_sql_int(n.summary.files_updated),
+                        to_sql_int(n.summary.files_removed),
+                        to_sql_int(n.summary.bytes_changed),
+                        n.rollback_of.map(to_sql_int)
+                    ],
+                )
+                .map_err(db_err(&path))?;
+            }
         }
         tx.commit().map_err(db_err(&path))
+    }
+
+    /// Records that client `id` is pinned to `revision` (or no longer pinned: `None`), and
+    /// forgets pins reported before `cutoff_ms`.
+    pub(crate) fn record_pin(
+        &self,
+        id: &str,
+        revision: Option<u64>,
+        now_ms: u64,
+        cutoff_ms: u64,
+    ) -> Result<(), MasterError> {
+        match revision {
+            Some(n) => self.conn.execute(
+                "INSERT OR REPLACE INTO client_pins(client_id, revision, last_seen_ms)
+                 VALUES (?1, ?2, ?3)",
+                params![id, to_sql_int(n), to_sql_int(now_ms)],
+            ),
+            None => self
+                .conn
+                .execute("DELETE FROM client_pins WHERE client_id=?1", params![id]),
+        }
+        .map_err(self.err())?;
+        self.conn
+            .execute(
+                "DELETE FROM client_pins WHERE last_seen_ms < ?1",
+                params![to_sql_int(cutoff_ms)],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Every client pin: client id, revision, when reported (Unix ms).
+    pub(crate) fn load_pins(&self) -> Result<Vec<(String, u64, u64)>, MasterError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT client_id, revision, last_seen_ms FROM client_pins")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, from_sql_int(r.get(1)?), from_sql_int(r.get(2)?)))
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Every revision note, by number.
+    pub(crate) fn load_notes(&self) -> Result<Vec<NoteRow>, MasterError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT number, message, files_added, files_updated, files_removed,
+                    bytes_changed, rollback_of
+                 FROM revision_notes ORDER BY number",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(NoteRow {
+                    number: from_sql_int(r.get(0)?),
+                    message: r.get(1)?,
+                    summary: ChangeSummary {
+                        files_added: from_sql_int(r.get(2)?),
+                        files_updated: from_sql_int(r.get(3)?),
+                        files_removed: from_sql_int(r.get(4)?),
+                        bytes_changed: from_sql_int(r.get(5)?),
+                    },
+                    rollback_of: r.get::<_, Option<i64>>(6)?.map(from_sql_int),
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
     /// Records a new running build; returns its id.
@@ -927,6 +1057,68 @@ mod tests {
     }
 
     #[test]
+    fn notes_are_published_with_their_revision_and_older_revisions_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hummel.db");
+        {
+            // A schema-7 database with one revision: migrated, it has no note for it.
+            let mut db = Db::open(&path).unwrap();
+            db.publish(&Publication {
+                revision: &first_build(),
+                note: None,
+                new_packs: &[],
+                pack_level: 3,
+                relevelled_packs: &[],
+                new_chunks: &[],
+                moved_chunks: &[],
+            })
+            .unwrap();
+            db.conn
+                .execute_batch(
+                    "DROP TABLE revision_notes; DROP TABLE client_pins; PRAGMA user_version=7;",
+                )
+                .unwrap();
+        }
+        let mut db = Db::open(&path).unwrap();
+        assert!(db.load_notes().unwrap().is_empty());
+        let note = NoteRow {
+            number: 2,
+            message: Some("rollback to 1".into()),
+            summary: ChangeSummary {
+                files_added: 1,
+                files_updated: 2,
+                files_removed: 3,
+                bytes_changed: 4,
+            },
+            rollback_of: Some(1),
+        };
+        db.publish(&Publication {
+            revision: &RevisionRow {
+                number: 2,
+                build_id: None,
+                ..first_build()
+            },
+            note: Some(&note),
+            new_packs: &[],
+            pack_level: 3,
+            relevelled_packs: &[],
+            new_chunks: &[],
+            moved_chunks: &[],
+        })
+        .unwrap();
+        db.record_pin("a", Some(1), 1000, 0).unwrap();
+        db.record_pin("b", Some(2), 2000, 0).unwrap();
+        db.record_pin("a", None, 3000, 0).unwrap();
+        db.record_pin("c", Some(2), 3000, 1500).unwrap();
+        drop(db);
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.load_notes().unwrap(), [note]);
+        let mut pins = db.load_pins().unwrap();
+        pins.sort();
+        assert_eq!(pins, [("b".into(), 2, 2000), ("c".into(), 2, 3000)]);
+    }
+
+    #[test]
     fn clients_keep_their_key_hash_and_old_ones_expire() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hummel.db");
@@ -1022,6 +1214,7 @@ mod tests {
         };
         db.publish(&Publication {
             revision: &row,
+            note: None,
             new_packs: &[new],
             pack_level: 9,
             relevelled_packs: &[1],
@@ -1031,6 +1224,7 @@ mod tests {
         .unwrap();
         let moved = ChunkLocation { pack: 2, ..chunk };
         db.publish(&Publication {
+            note: None,
             revision: &RevisionRow {
                 number: 2,
                 build_id: None,
@@ -1084,6 +1278,7 @@ mod tests {
         };
         db.publish(&Publication {
             revision: &row,
+            note: None,
             new_packs: &[pack(1, 11), pack(2, 12)],
             pack_level: 3,
             relevelled_packs: &[],
@@ -1122,6 +1317,7 @@ mod tests {
 
         // The same bytes published again, under a new number: the tombstone gives way.
         db.publish(&Publication {
+            note: None,
             revision: &RevisionRow {
                 number: 2,
                 ..row.clone()

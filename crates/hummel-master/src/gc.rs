@@ -1,7 +1,7 @@
 //! Garbage collection of packs: what no kept revision references is deleted, from the master's
 //! store and, through `SlaveDirective::drop`, from the slaves.
 //!
-//! Which revisions are kept ([`kept_revisions`], pure):
+//! Which revisions are kept, and why ([`retention`], pure):
 //! - the newest `keep_revisions` builds, each in its latest form (a repack's revision is the
 //!   same tree as the build before it, so it replaces that build's revision rather than
 //!   counting as one more);
@@ -27,12 +27,12 @@
 //! builds' start lock throughout: no build reads the chunk table, and no pack is written, while it
 //! decides and deletes. With a build running it does nothing; the build's end runs it again.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hummel_core::PackInfo;
-use hummel_proto::api::GcStatus;
+use hummel_proto::api::{GcStatus, RetentionReason};
 
 use crate::db::RevisionRow;
 use crate::error::MasterError;
@@ -40,17 +40,44 @@ use crate::master::Master;
 use crate::revision::{self, LoadedRevision};
 use crate::{lock, now_unix, read, write};
 
-/// The revisions a collection at `now_unix` keeps, from `history` (oldest first): the last
-/// revision of each of the newest `keep` builds (a revision without a build, the repack's,
-/// belongs to the build before it), the current one, and every revision whose successor was
-/// published less than `grace_s` seconds ago.
+/// The revisions a collection at `now_unix` keeps, from `history` (oldest first)
+/// ([`retention`] without rollbacks or pins).
+#[cfg(test)]
 pub(crate) fn kept_revisions(
     history: &[RevisionRow],
     keep: u32,
     grace_s: u64,
     now_unix: i64,
 ) -> BTreeSet<u64> {
-    let mut kept = BTreeSet::new();
+    let none = BTreeSet::new();
+    retention(history, keep, grace_s, now_unix, &none, &none)
+        .into_keys()
+        .collect()
+}
+
+/// Why a collection at `now_unix` keeps each revision of `history` (oldest first) it keeps:
+/// the current one; the last revision of each of the newest `keep` builds (a revision without
+/// a build, the repack's, belongs to the build before it; a rollback in `rollbacks` counts as
+/// a build of its own); every revision whose successor was published less than `grace_s`
+/// seconds ago; and the revisions in `pinned` (clients reported they are pinned to them).
+pub(crate) fn retention(
+    history: &[RevisionRow],
+    keep: u32,
+    grace_s: u64,
+    now_unix: i64,
+    rollbacks: &BTreeSet<u64>,
+    pinned: &BTreeSet<u64>,
+) -> BTreeMap<u64, Vec<RetentionReason>> {
+    let mut kept: BTreeMap<u64, Vec<RetentionReason>> = BTreeMap::new();
+    let mut keep_for = |n: u64, why: RetentionReason| {
+        let reasons = kept.entry(n).or_default();
+        if !reasons.contains(&why) {
+            reasons.push(why);
+        }
+    };
+    if let Some(last) = history.last() {
+        keep_for(last.number, RetentionReason::Current);
+    }
     // The last revision of each build, newest first.
     let mut builds = 0u32;
     let mut in_build = false;
@@ -59,20 +86,26 @@ pub(crate) fn kept_revisions(
             if builds >= keep.max(1) {
                 break;
             }
-            kept.insert(row.number);
+            keep_for(row.number, RetentionReason::Recent);
             builds += 1;
             in_build = true;
         }
         // The repack's revisions belong to the build revision below them.
-        if row.build_id.is_some() {
+        if row.build_id.is_some() || rollbacks.contains(&row.number) {
             in_build = false;
         }
     }
     let cutoff = now_unix.saturating_sub(i64::try_from(grace_s).unwrap_or(i64::MAX));
     for pair in history.windows(2) {
         if pair[1].created_unix > cutoff {
-            kept.insert(pair[0].number);
+            keep_for(pair[0].number, RetentionReason::Grace);
         }
+    }
+    for row in history.iter().filter(|r| pinned.contains(&r.number)) {
+        keep_for(row.number, RetentionReason::Pinned);
+    }
+    for reasons in kept.values_mut() {
+        reasons.sort_unstable();
     }
     kept
 }
@@ -119,6 +152,21 @@ impl Collector {
 }
 
 impl Master {
+    /// Why each revision kept now is kept ([`retention`] under the configuration, with the
+    /// rollbacks recorded and the revisions clients reported as pinned).
+    pub(crate) fn retention(&self) -> BTreeMap<u64, Vec<RetentionReason>> {
+        let config = &self.inner.config;
+        let history = read(&self.inner.catalog.history).clone();
+        retention(
+            &history,
+            config.keep_revisions,
+            config.gc_grace.as_secs(),
+            now_unix(),
+            &self.inner.notes.rollbacks(),
+            &self.pinned_revisions(),
+        )
+    }
+
     /// One collection pass (see the module documentation). Blocking: file and database I/O.
     pub(crate) fn collect_garbage(&self) -> Result<Collection, MasterError> {
         let _exclusive = lock(&self.inner.upkeep.maintenance.lock);
@@ -132,15 +180,9 @@ impl Master {
         let Some(current) = self.current() else {
             return Ok(Collection::default());
         };
-        let config = &self.inner.config;
         let now_s = now_unix();
         let history = read(&self.inner.catalog.history).clone();
-        let kept = kept_revisions(
-            &history,
-            config.keep_revisions,
-            config.gc_grace.as_secs(),
-            now_s,
-        );
+        let kept: BTreeSet<u64> = self.retention().into_keys().collect();
 
         // Packs the kept revisions list.
         let collector = &self.inner.upkeep.collector;
@@ -305,6 +347,16 @@ impl Master {
             packs_collected: c.packs.load(Ordering::Relaxed),
             bytes_collected: c.bytes.load(Ordering::Relaxed),
             last_run_unix: (last > 0).then_some(last),
+            retained: self
+                .retention()
+                .into_iter()
+                .rev()
+                .take(hummel_proto::api::MAX_REVISIONS_LISTED)
+                .map(|(revision, reasons)| hummel_proto::api::RetainedRevision {
+                    revision,
+                    reasons,
+                })
+                .collect(),
         }
     }
 }
@@ -361,6 +413,42 @@ mod tests {
         // 0 still keeps the current revision.
         assert_eq!(kept(&h, 0, 0, 10_000), [5]);
         assert!(kept(&[], 2, 60, 10_000).is_empty());
+    }
+
+    #[test]
+    fn rollbacks_count_as_builds_and_pins_keep_their_revision_with_reasons() {
+        use RetentionReason::*;
+        // Builds at 1 and 2, a rollback to 1 published as 3 (no build), a build at 4.
+        let h = [
+            row(1, 100, Some(1)),
+            row(2, 200, Some(2)),
+            row(3, 300, None),
+            row(4, 400, Some(3)),
+        ];
+        let none = BTreeSet::new();
+        let rollbacks: BTreeSet<u64> = [3].into();
+        // Without knowing 3 is a rollback, it would count as 2's repack.
+        assert_eq!(kept(&h, 2, 0, 10_000), [3, 4]);
+        let why = retention(&h, 3, 0, 10_000, &rollbacks, &none);
+        assert_eq!(
+            why.into_iter().collect::<Vec<_>>(),
+            [
+                (2, vec![Recent]),
+                (3, vec![Recent]),
+                (4, vec![Current, Recent])
+            ]
+        );
+        let pinned: BTreeSet<u64> = [1, 99].into();
+        let why = retention(&h, 1, 150, 350, &rollbacks, &pinned);
+        assert_eq!(
+            why.into_iter().collect::<Vec<_>>(),
+            [
+                (1, vec![Pinned]),
+                (2, vec![Grace]),
+                (3, vec![Grace]),
+                (4, vec![Current, Recent])
+            ]
+        );
     }
 
     #[test]

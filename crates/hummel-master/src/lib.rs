@@ -28,6 +28,9 @@
 //!   a higher zstd level and publishes the same tree again (`MasterConfig::repack_level`).
 //! - `gc`: the garbage collection: which revisions are kept, and the deletion of packs none of
 //!   them references, on the master and (through directives) on the slaves.
+//! - `history`: each revision's message and change summary, the changelog between two
+//!   revisions (`/api/v1/revisions`, `/api/v1/changes`), the rollback that publishes an older
+//!   revision's tree again (`/api/v1/rollback`), and the revisions clients are pinned to.
 //! - `maintenance`: the background thread that runs the repack, then the collection, and
 //!   `Upkeep`, the component holding their state.
 //! - `tracker`: slaves (replica sets, liveness, the hashlist version their changes build on,
@@ -67,6 +70,7 @@ pub mod error;
 mod events;
 mod fleet;
 mod gc;
+mod history;
 mod identity;
 mod join;
 mod limits;

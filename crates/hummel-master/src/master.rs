@@ -112,6 +112,8 @@ pub(crate) struct Inner {
     pub signing: Signing,
     /// What opening did with the key (made, loaded, rotated).
     pub key_event: crate::signing::KeyEvent,
+    /// Revision notes, build messages and client pins (`crate::history`).
+    pub notes: crate::history::Notes,
 }
 
 /// What a revision adds besides its index (see [`Master::publish`]).
@@ -129,6 +131,10 @@ pub(crate) struct NewRevision<'a> {
     pub moved_chunks: &'a [ChunkLocation],
     /// The admin confirmed the mass delete this tree makes.
     pub mass_delete_confirmed: bool,
+    /// The admin's message (`crate::history`).
+    pub message: Option<String>,
+    /// The revision whose tree this publishes again (`hummel rollback`).
+    pub rollback_of: Option<u64>,
 }
 
 /// Why an index request cannot be answered.
@@ -201,6 +207,7 @@ impl Master {
         }
         let identities = Identities::load(db.load_slave_identities()?);
         let current = catalog.current();
+        let notes = crate::history::Notes::new(db.load_notes()?, db.load_pins()?);
         tracing::info!(
             data = %config.data.display(),
             revision = current.as_ref().map(|c| c.row.number),
@@ -235,6 +242,7 @@ impl Master {
                 events,
                 signing,
                 key_event,
+                notes,
             }),
         })
     }
@@ -285,6 +293,7 @@ impl Master {
         }
         let started = now_unix();
         let id = lock(&self.inner.db).insert_build(started)?;
+        self.inner.notes.set_message(id, request.message.clone());
         let run = Arc::new(BuildRun::new(id, started, request.allow_mass_delete));
         builds.begin(&starts, run.clone());
         let master = self.clone();
@@ -412,6 +421,8 @@ impl Master {
 
     /// Runs the pipeline and publishes: index file, one transaction, then memory.
     fn build_and_publish(&self, run: &BuildRun) -> Result<u64, BuildError> {
+        // Taken whatever the outcome: a build that publishes nothing drops it.
+        let message = self.inner.notes.take_message(run.id);
         let previous = self.current();
         let (packs, next_pack_number) = {
             let t = read(&self.inner.catalog.packs);
@@ -450,6 +461,8 @@ impl Master {
                 new_chunks: &prepared.new_chunks,
                 moved_chunks: &[],
                 mass_delete_confirmed: prepared.mass_delete_confirmed,
+                message,
+                rollback_of: None,
             },
         )
     }
@@ -478,14 +491,17 @@ impl Master {
             build_id: new.build_id,
             mass_delete_confirmed: new.mass_delete_confirmed,
         };
+        let note = self.note_for(number, &index, new);
         lock(&self.inner.db).publish(&Publication {
             revision: &row,
+            note: Some(&note),
             new_packs: new.new_packs,
             pack_level: new.pack_level,
             relevelled_packs: new.relevelled_packs,
             new_chunks: new.new_chunks,
             moved_chunks: new.moved_chunks,
         })?;
+        self.inner.notes.record(note);
         // The tree hashes before any lock: the catalog's locks are held for memory only.
         let loaded = LoadedRevision {
             row,
@@ -564,6 +580,7 @@ impl Master {
     }
 
     /// The last `limit` revisions, newest first.
+    #[cfg(test)]
     pub(crate) fn history(&self, limit: usize) -> Vec<RevisionRow> {
         self.inner.catalog.history(limit)
     }

@@ -316,6 +316,8 @@ impl Master {
                 moved_chunks: &moved,
                 // The same tree: a client coming from before the build meets the same deletes.
                 mass_delete_confirmed: source.row.mass_delete_confirmed,
+                message: None,
+                rollback_of: None,
             },
         )?;
         drop(book);

@@ -11,8 +11,10 @@
 //! The statement of the current revision is signed when first asked for and again once half
 //! of its validity ([`MasterConfig::signature_expiry`](crate::MasterConfig)) has passed, so
 //! the one served is always valid for at least half of it while the master runs. Only the
-//! current revision is ever signed: a statement for an older one would let anyone who asks
-//! for it hold fresh clients back.
+//! current revision is ever signed as such: a statement for an older one would let anyone who
+//! asks for it hold fresh clients back. A client that pins a revision (`hummel sync --revision
+//! N`) gets a statement about N under the pinned-statement magic instead
+//! ([`Signing::pinned_statement`]), which a client following the master refuses.
 
 use std::fs;
 use std::io;
@@ -207,6 +209,27 @@ impl Signing {
         let out = (signed.hex.clone(), signed.expires_unix);
         *current = Some(signed);
         out
+    }
+}
+
+impl Signing {
+    /// A statement about revision `about` for a client that pinned it, signed now under
+    /// [`hummel_core::statement::PINNED_STATEMENT_MAGIC`] (not cached: Ed25519 signs in
+    /// microseconds, and pins are rare).
+    pub(crate) fn pinned_statement(&self, about: &About, now_unix: i64) -> String {
+        let expiry = i64::try_from(self.expiry.as_secs()).unwrap_or(i64::MAX);
+        let statement = Statement {
+            repository_id: self.repository_id.clone(),
+            revision: about.revision,
+            tree_format: TREE_FORMAT,
+            tree_digest: about.tree_digest,
+            created_unix: about.created_unix,
+            signed_unix: now_unix,
+            expires_unix: now_unix.saturating_add(expiry.max(1)),
+            mass_delete_confirmed: about.mass_delete_confirmed,
+            key: self.key.public(),
+        };
+        to_hex(&statement.sign_pinned(&self.key))
     }
 }
 

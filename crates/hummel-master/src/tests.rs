@@ -1082,6 +1082,7 @@ async fn a_missing_folder_or_an_empty_first_build_publishes_nothing_unless_confi
     let id = master
         .start_build_with(&hummel_proto::api::BuildQuery {
             allow_mass_delete: true,
+            ..Default::default()
         })
         .unwrap();
     let unreadable = wait(&master, id);
@@ -1100,6 +1101,7 @@ async fn a_missing_folder_or_an_empty_first_build_publishes_nothing_unless_confi
     let id = master
         .start_build_with(&hummel_proto::api::BuildQuery {
             allow_mass_delete: true,
+            ..Default::default()
         })
         .unwrap();
     let confirmed = wait(&master, id);
@@ -1909,6 +1911,7 @@ fn the_repack_of_a_confirmed_mass_delete_keeps_the_confirmation() {
     let id = master
         .start_build_with(&hummel_proto::api::BuildQuery {
             allow_mass_delete: true,
+            ..Default::default()
         })
         .unwrap();
     let s = wait(&master, id);

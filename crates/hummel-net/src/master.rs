@@ -8,8 +8,9 @@ use serde::de::DeserializeOwned;
 
 use hummel_core::{Hash, RelPath};
 use hummel_proto::api::{
-    self, BuildStarted, BuildStatus, ClientReport, Heartbeat, LocateRequest, LocateResponse,
-    RevisionInfo, SlaveDirective, SlaveHashlist, StatusResponse,
+    self, BuildQuery, BuildStarted, BuildStatus, ChangesQuery, ChangesResponse, ClientReport,
+    Heartbeat, LocateRequest, LocateResponse, RevisionInfo, RevisionsQuery, RevisionsResponse,
+    RollbackRequest, RollbackResponse, SlaveDirective, SlaveHashlist, StatusResponse,
 };
 
 use crate::error::one_line;
@@ -162,6 +163,17 @@ impl MasterApi {
         self.get_json(api::REVISION, "revision").await
     }
 
+    /// `GET /api/v1/revision?revision=N`: revision N, for a client pinned to it (its statement
+    /// is a pinned one unless N is current).
+    pub async fn revision_at(&self, revision: u64) -> Result<RevisionInfo, NetError> {
+        let mut url = self.url(api::REVISION);
+        url.query_pairs_mut()
+            .append_pair("revision", &revision.to_string());
+        let rb = self.http.get(url).timeout(CALL_TIMEOUT);
+        let resp = self.send(rb, "revision", BUSY_RETRIES).await?;
+        self.json(resp, "revision").await
+    }
+
     /// `GET /api/v1/index?revision=N&path=SUB[&since=M]`: the encoded index, or a delta from
     /// revision M when `since` is given and the master can; at most [`MAX_INDEX_RESPONSE`]
     /// bytes. Not decoded here.
@@ -256,11 +268,25 @@ impl MasterApi {
 
     /// `POST /build[?allow_mass_delete=true]` (write token).
     pub async fn build(&self, allow_mass_delete: bool) -> Result<BuildStarted, NetError> {
+        self.build_with(&BuildQuery {
+            allow_mass_delete,
+            ..BuildQuery::default()
+        })
+        .await
+    }
+
+    /// `POST /build?allow_mass_delete=…&message=…` (write token): the query of
+    /// [`BuildQuery`].
+    pub async fn build_with(&self, query: &BuildQuery) -> Result<BuildStarted, NetError> {
         let mut url = self.url(api::BUILD);
-        if allow_mass_delete {
-            // The query of `hummel_proto::api::BuildQuery`.
-            url.query_pairs_mut()
-                .append_pair("allow_mass_delete", "true");
+        {
+            let mut q = url.query_pairs_mut();
+            if query.allow_mass_delete {
+                q.append_pair("allow_mass_delete", "true");
+            }
+            if let Some(m) = &query.message {
+                q.append_pair("message", m);
+            }
         }
         let rb = self.http.post(url).timeout(CALL_TIMEOUT);
         let resp = self.send(rb, "build", BUSY_RETRIES).await?;
@@ -270,6 +296,47 @@ impl MasterApi {
     /// `GET /api/v1/builds/{id}`.
     pub async fn build_status(&self, id: u64) -> Result<BuildStatus, NetError> {
         self.get_json(&format!("{}/{id}", api::BUILDS), "build status")
+            .await
+    }
+
+    /// `GET /api/v1/revisions?limit=N&before=M`: the history, newest first.
+    pub async fn revisions(&self, query: &RevisionsQuery) -> Result<RevisionsResponse, NetError> {
+        let mut url = self.url(api::REVISIONS);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(n) = query.limit {
+                q.append_pair("limit", &n.to_string());
+            }
+            if let Some(n) = query.before {
+                q.append_pair("before", &n.to_string());
+            }
+        }
+        let rb = self.http.get(url).timeout(CALL_TIMEOUT);
+        let resp = self.send(rb, "revisions", BUSY_RETRIES).await?;
+        self.json(resp, "revisions").await
+    }
+
+    /// `GET /api/v1/changes?from=N&to=M`: what changed from N to M.
+    pub async fn changes(&self, query: &ChangesQuery) -> Result<ChangesResponse, NetError> {
+        let mut url = self.url(api::CHANGES);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(n) = query.from {
+                q.append_pair("from", &n.to_string());
+            }
+            if let Some(n) = query.to {
+                q.append_pair("to", &n.to_string());
+            }
+        }
+        let rb = self.http.get(url).timeout(CALL_TIMEOUT);
+        let resp = self.send(rb, "changes", BUSY_RETRIES).await?;
+        self.json(resp, "changes").await
+    }
+
+    /// `POST /api/v1/rollback` (write token): publishes an older revision's tree again. Not
+    /// asked again when busy: it is not idempotent.
+    pub async fn rollback(&self, request: &RollbackRequest) -> Result<RollbackResponse, NetError> {
+        self.post_json(self.url(api::ROLLBACK), request, "rollback", 0)
             .await
     }
 

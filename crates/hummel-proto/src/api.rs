@@ -2,7 +2,8 @@
 //!
 //! Client → master (read token if configured):
 //! - `GET  /api/v1/revision` → [`RevisionInfo`] (cheap; the no-op check), with the master's
-//!   signed statement about the revision
+//!   signed statement about the revision; `?revision=N` (a client pinned to N): N's, with a
+//!   statement under the pinned-statement magic (`hummel_core::statement`) unless N is current
 //! - `GET  /api/v1/index?revision=N&path=SUB[&since=M]` → encoded [`hummel_core::Index`] of the
 //!   subtree (`application/octet-stream`); `revision` defaults to the current one, `path` to the
 //!   root. With `since=M` (the revision the client holds) the answer may instead be an encoded
@@ -13,8 +14,13 @@
 //! - `POST /api/v1/client/report` [`ClientReport`] → 204: what the client now holds
 //! - `GET  /api/v1/status` → [`StatusResponse`]
 //! - `GET  /api/v1/builds/{id}` → [`BuildStatus`]; `GET /api/v1/builds/latest` likewise
+//! - `GET  /api/v1/revisions?limit=N&before=M` → [`RevisionsResponse`]: the history, newest
+//!   first, with each revision's message and change summary
+//! - `GET  /api/v1/changes?from=N&to=M` → [`ChangesResponse`]: mods and files added, updated
+//!   and removed from N to M (bounded)
 //!
-//! Admin → master (write token): `POST /build` → 202 [`BuildStarted`]
+//! Admin → master (write token): `POST /build` → 202 [`BuildStarted`]; `POST /api/v1/rollback`
+//! [`RollbackRequest`] → [`RollbackResponse`]
 //!
 //! Slave → master (slave token):
 //! - `POST /slave/hashlist` [`SlaveHashlist`] → [`SlaveDirective`] (an empty list introduces a
@@ -53,6 +59,12 @@ pub const STATUS: &str = "/api/v1/status";
 pub const BUILDS: &str = "/api/v1/builds";
 /// `DELETE /api/v1/slaves/{id}` (write token): forget a slave and its enrolled key.
 pub const SLAVES: &str = "/api/v1/slaves";
+/// `GET /api/v1/revisions`.
+pub const REVISIONS: &str = "/api/v1/revisions";
+/// `GET /api/v1/changes`.
+pub const CHANGES: &str = "/api/v1/changes";
+/// `POST /api/v1/rollback` (write token).
+pub const ROLLBACK: &str = "/api/v1/rollback";
 /// `POST /build`.
 pub const BUILD: &str = "/build";
 /// `POST /slave/hashlist`.
@@ -184,12 +196,157 @@ pub const MASS_DELETE_HEADER: &str = "X-Hummel-Mass-Delete-Confirmed";
 
 /// Query of `POST /build` (all optional): `?allow_mass_delete=true` publishes a build that
 /// removes more than half of the current revision's files or bytes, or finds the repository
-/// folder empty, which the master otherwise refuses.
+/// folder empty, which the master otherwise refuses; `?message=TEXT` is recorded with the
+/// revision the build publishes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildQuery {
     /// The admin confirms a mass delete; recorded in the revision.
     #[serde(default)]
     pub allow_mass_delete: bool,
+    /// What the revision brings, in the admin's words: at most [`MAX_MESSAGE_LEN`] bytes, no
+    /// control characters but newlines and tabs ([`valid_message`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Longest revision message (bytes of UTF-8).
+pub const MAX_MESSAGE_LEN: usize = 1000;
+
+/// True for a revision message the master records: at most [`MAX_MESSAGE_LEN`] bytes, without
+/// control characters other than newlines and tabs.
+pub fn valid_message(message: &str) -> bool {
+    message.len() <= MAX_MESSAGE_LEN
+        && !message
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+}
+
+/// Most revisions one `GET /api/v1/revisions` lists (and its default `limit`).
+pub const MAX_REVISIONS_LISTED: usize = 200;
+/// Most files one [`ChangesResponse`] lists; the counts cover all of them.
+pub const MAX_CHANGED_FILES: usize = 2000;
+/// Most mods one [`ChangesResponse`] lists.
+pub const MAX_CHANGED_MODS: usize = 1000;
+
+/// Query of `GET /api/v1/revisions` (all optional).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionsQuery {
+    /// Most revisions listed: at most (and by default) [`MAX_REVISIONS_LISTED`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Only revisions below this number (the next page: the last number listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+}
+
+/// One revision in [`RevisionsResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionEntry {
+    /// Its number.
+    pub revision: u64,
+    /// When it was published.
+    pub created_unix: i64,
+    /// Files in it.
+    pub files: u64,
+    /// Bytes in it.
+    pub bytes: u64,
+    /// The message it was published with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// What changed from the revision before it; `None` when unknown (a revision published
+    /// before the master recorded summaries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<hummel_core::changes::ChangeSummary>,
+    /// The revision whose tree it published again (`hummel rollback N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<u64>,
+    /// Made by the background repack: the same tree as the revision before, in other packs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repack: bool,
+    /// Its index is still stored: it can be synced (`--revision`), diffed and rolled back to.
+    pub available: bool,
+    /// Why the garbage collection keeps it, when it does ([`RetentionReason`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retained: Vec<RetentionReason>,
+}
+
+/// Why the garbage collection keeps a revision's packs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionReason {
+    /// The current revision.
+    Current,
+    /// One of the newest `keep_revisions` builds.
+    Recent,
+    /// Superseded less than the grace period ago.
+    Grace,
+    /// A client reported that it is pinned to it.
+    Pinned,
+}
+
+/// `GET /api/v1/revisions`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionsResponse {
+    /// Newest first.
+    pub revisions: Vec<RevisionEntry>,
+    /// Revisions published in all.
+    pub total: u64,
+}
+
+/// Query of `GET /api/v1/changes` (all optional): from revision `from` (default: the one
+/// before `to`) to `to` (default: the current one).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangesQuery {
+    /// The older revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u64>,
+    /// The newer revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u64>,
+}
+
+/// `GET /api/v1/changes`: what changed from `from` to `to`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangesResponse {
+    /// The older revision (`None`: `to` is the first, everything is added).
+    pub from: Option<u64>,
+    /// The newer revision.
+    pub to: u64,
+    /// The counts of all changed files.
+    pub summary: hummel_core::changes::ChangeSummary,
+    /// The mods (top-level entries) that changed, by name; at most [`MAX_CHANGED_MODS`].
+    pub mods: Vec<hummel_core::changes::ModChange>,
+    /// The files that changed, by path; at most [`MAX_CHANGED_FILES`].
+    pub files: Vec<hummel_core::changes::FileChange>,
+    /// Mods that changed in all.
+    pub mods_total: u64,
+    /// Files that changed in all.
+    pub files_total: u64,
+    /// `mods` or `files` were cut to their bound.
+    pub truncated: bool,
+}
+
+/// `POST /api/v1/rollback` (write token): publish revision `revision`'s tree again, as the
+/// newest revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// The revision whose tree to publish.
+    pub revision: u64,
+    /// The new revision's message (default `rollback to N`); as [`BuildQuery::message`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Publish even if it removes most of the current revision's files or bytes.
+    #[serde(default)]
+    pub allow_mass_delete: bool,
+}
+
+/// Answer to [`RollbackRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackResponse {
+    /// The revision published.
+    pub revision: u64,
+    /// The revision whose tree it holds.
+    pub rollback_of: u64,
 }
 
 /// `POST /api/v1/locate`.
@@ -260,6 +417,11 @@ pub struct ClientReport {
     pub packs: Vec<u32>,
     /// Slaves that served bad data or failed during the sync, by id.
     pub bad_slaves: Vec<String>,
+    /// The revision the client is pinned to (`hummel sync --revision N`), if any: the master
+    /// keeps it from the garbage collection while the client keeps reporting (absent from
+    /// older clients, and when not pinned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<u64>,
 }
 
 /// Length of a [`ClientReport::client_key`]: 32 random bytes in lower-case hex.
@@ -604,6 +766,19 @@ pub struct GcStatus {
     pub bytes_collected: u64,
     /// When the last pass ran, if one has since the master started.
     pub last_run_unix: Option<i64>,
+    /// The revisions kept now and why, newest first (at most [`MAX_REVISIONS_LISTED`]; absent
+    /// from older masters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retained: Vec<RetainedRevision>,
+}
+
+/// A revision the garbage collection keeps, in [`GcStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetainedRevision {
+    /// Its number.
+    pub revision: u64,
+    /// Why.
+    pub reasons: Vec<RetentionReason>,
 }
 
 #[cfg(test)]
@@ -692,9 +867,17 @@ mod tests {
             packs_collected: 4,
             bytes_collected: 1000,
             last_run_unix: Some(5),
+            retained: vec![RetainedRevision {
+                revision: 7,
+                reasons: vec![RetentionReason::Current, RetentionReason::Pinned],
+            }],
         });
         let j = serde_json::to_value(&st).unwrap();
         assert_eq!(j["gc"]["packs_collected"], 4);
+        assert_eq!(
+            j["gc"]["retained"][0]["reasons"],
+            serde_json::json!(["current", "pinned"])
+        );
         assert!(j.get("replicating").is_none(), "{j}");
         assert_eq!(serde_json::from_value::<StatusResponse>(j).unwrap(), st);
         st.replicating = Some(ReplicatingStatus {

@@ -180,6 +180,7 @@ fn client_report() {
             bytes: 4100,
             packs: vec![1, 7],
             bad_slaves: vec!["0f1e2d3c4b5a6978".into()],
+            pinned: None,
         },
     );
 }
@@ -200,6 +201,7 @@ fn client_report_with_key() {
             bytes: 4100,
             packs: vec![1, 7],
             bad_slaves: vec![],
+            pinned: None,
         },
     );
 }

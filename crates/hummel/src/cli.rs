@@ -36,6 +36,13 @@ pub enum Command {
     Slave(SlaveArgs),
     /// Asks the master to build a new revision of its repository.
     Build(BuildArgs),
+    /// Lists the master's revisions, newest first: number, time, message, files and bytes
+    /// changed.
+    Revisions(RevisionsArgs),
+    /// Shows what changed between two revisions: mods and files added, changed, removed.
+    Changes(ChangesArgs),
+    /// Publishes revision N's tree again as the newest revision.
+    Rollback(RollbackArgs),
     /// Makes DEST an exact, verified copy of the repository (or of --path SUBTREE of it).
     Sync(SyncArgs),
     /// Re-hashes DEST against the master's index; exits 0 only if identical.
@@ -370,6 +377,80 @@ pub struct BuildArgs {
     /// The revision records the confirmation.
     #[arg(long)]
     pub allow_mass_delete: bool,
+    /// What the new revision brings, recorded with it (`hummel revisions`, the dashboard).
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+    /// The master's write token.
+    #[arg(long, env = "HUMMEL_WRITE_TOKEN", hide_env_values = true)]
+    pub write_token: Option<String>,
+    /// Trust for an https:// master.
+    #[command(flatten)]
+    pub trust: ClientTlsArgs,
+}
+
+/// `hummel revisions`.
+#[derive(Args, Debug)]
+pub struct RevisionsArgs {
+    /// The master's URL.
+    #[arg(long)]
+    pub master: String,
+    /// Most revisions to list (the master lists 200 at most).
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Only revisions below this number (the next page).
+    #[arg(long)]
+    pub before: Option<u64>,
+    /// Print the master's answer as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The read token, if the master requires one.
+    #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+    /// Trust for an https:// master.
+    #[command(flatten)]
+    pub trust: ClientTlsArgs,
+}
+
+/// `hummel changes`.
+#[derive(Args, Debug)]
+pub struct ChangesArgs {
+    /// The master's URL.
+    #[arg(long)]
+    pub master: String,
+    /// The older revision (default: the one before --to).
+    #[arg(long)]
+    pub from: Option<u64>,
+    /// The newer revision (default: the current one).
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// Print the master's answer as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The read token, if the master requires one.
+    #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+    /// Trust for an https:// master.
+    #[command(flatten)]
+    pub trust: ClientTlsArgs,
+}
+
+/// `hummel rollback`.
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    /// The revision whose tree to publish again.
+    pub revision: u64,
+    /// The master's URL.
+    #[arg(long)]
+    pub master: String,
+    /// The new revision's message (default: "rollback to N").
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+    /// Publish even if it removes most of the current revision's files or bytes.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Print the master's answer as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
     /// The master's write token.
     #[arg(long, env = "HUMMEL_WRITE_TOKEN", hide_env_values = true)]
     pub write_token: Option<String>,
@@ -413,6 +494,11 @@ pub struct SyncArgs {
     /// from a backup).
     #[arg(long)]
     pub allow_rollback: bool,
+    /// Sync revision N and pin DEST to it: later syncs (and --watch) stay on N, even when it
+    /// is older than the one DEST holds, and the master keeps it while this client reports;
+    /// `latest` unpins and follows the master again.
+    #[arg(long, value_name = "N|latest", value_parser = parse_revision_choice, conflicts_with = "profile")]
+    pub revision: Option<hummel_client::RevisionChoice>,
     /// Requests in flight at once, across all slaves.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
@@ -460,6 +546,17 @@ pub struct VerifyArgs {
     /// nothing) the master's own on first contact.
     #[arg(long = "trust", value_name = "FINGERPRINT", env = "HUMMEL_TRUST", value_parser = parse_fingerprint)]
     pub trust_key: Option<hummel_core::statement::PublicKey>,
+}
+
+/// `--revision N|latest`.
+fn parse_revision_choice(s: &str) -> Result<hummel_client::RevisionChoice, String> {
+    match s {
+        "latest" => Ok(hummel_client::RevisionChoice::Latest),
+        n => n
+            .parse::<u64>()
+            .map(hummel_client::RevisionChoice::Number)
+            .map_err(|_| format!("{n:?} is not a revision number or `latest`")),
+    }
 }
 
 /// `--trust FINGERPRINT`.

@@ -15,6 +15,7 @@ mod integration {
     mod faults;
     mod fetchable;
     mod gc;
+    mod history;
     mod ownership;
     mod player;
     mod repack;

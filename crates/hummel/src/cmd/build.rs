@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use hummel_net::{Backoff, Retry};
-use hummel_proto::api::{BuildState, BuildStatus};
+use hummel_proto::api::{BuildQuery, BuildState, BuildStatus};
 
 use super::{master_api, master_error};
 use crate::cli::BuildArgs;
@@ -17,7 +17,7 @@ const LOST_MASTER: Backoff = Backoff::new(Duration::from_millis(100), Duration::
 /// ... this many times in a row (17 s in all at most, half that on average) before it gives up.
 const LOST_RETRIES: u32 = 12;
 
-/// `hummel build --master URL [--wait] [--allow-mass-delete]`.
+/// `hummel build --master URL [--wait] [--allow-mass-delete] [--message TEXT]`.
 pub async fn build(args: BuildArgs) -> Result<ExitCode> {
     let master = normalize_url(&args.master)?;
     let token = require_token(
@@ -28,7 +28,10 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
     )?;
     let api = master_api(&master, &client_tls(&args.trust)?, Some(&token), "write")?;
     let started = api
-        .build(args.allow_mass_delete)
+        .build_with(&BuildQuery {
+            allow_mass_delete: args.allow_mass_delete,
+            message: args.message,
+        })
         .await
         .map_err(|e| master_error(&master, e))?;
     if !args.wait {

@@ -1,6 +1,7 @@
 //! One module per command. Each maps flags to a library's options, runs it and prints.
 
 mod build;
+mod history;
 mod remove_slave;
 mod serve;
 mod slave;
@@ -23,6 +24,9 @@ pub async fn run(command: Command) -> Result<ExitCode> {
         Command::Master(a) => serve::master(a).await,
         Command::Slave(a) => slave::slave(a).await,
         Command::Build(a) => build::build(a).await,
+        Command::Revisions(a) => history::revisions(a).await,
+        Command::Changes(a) => history::changes(a).await,
+        Command::Rollback(a) => history::rollback(a).await,
         Command::Sync(a) => sync::sync(a).await,
         Command::Verify(a) => sync::verify(a).await,
         Command::Status(a) => status::status(a).await,

@@ -80,6 +80,21 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
             g.revisions_expired,
             g.runs
         );
+        if !g.retained.is_empty() {
+            let kept: Vec<String> = g
+                .retained
+                .iter()
+                .map(|r| {
+                    let why: Vec<String> = r
+                        .reasons
+                        .iter()
+                        .filter_map(|w| serde_json::to_value(w).ok()?.as_str().map(String::from))
+                        .collect();
+                    format!("{} ({})", r.revision, why.join(", "))
+                })
+                .collect();
+            println!("  retained revisions: {}", kept.join("; "));
+        }
     }
     let r = &st.replication;
     println!(

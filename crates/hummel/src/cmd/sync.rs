@@ -42,6 +42,7 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
         tls: client_tls(&args.trust)?,
         progress: !args.json && std::io::stderr().is_terminal(),
         concurrency: args.concurrency as usize,
+        revision: args.revision,
     };
     if args.watch {
         return watch(&args, dest, opts).await;
@@ -66,6 +67,10 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
 async fn watch(args: &SyncArgs, dest: &Path, opts: SyncOptions) -> Result<ExitCode> {
     let mut news = RevisionWatch::new(&opts.master_url, opts.read_token.as_deref(), &opts.tls)?;
     let mut held: Option<u64> = None;
+    // Pinned, DEST stays on its revision: the next sync is for the next announcement, not
+    // for any revision other than the one held (which would be every one).
+    let mut pinned = false;
+    let mut announced: Option<u64> = None;
     let mut failures = 0u32;
     loop {
         let outcome = tokio::select! {
@@ -85,6 +90,7 @@ async fn watch(args: &SyncArgs, dest: &Path, opts: SyncOptions) -> Result<ExitCo
                     + report.dirs_deleted
                     > 0;
                 held = Some(report.revision);
+                pinned = report.pinned.is_some();
                 let revision = report.revision;
                 print_outcome(args, dest, SyncOutcome::Done(report))?;
                 if changed && let Some(cmd) = &args.exec {
@@ -119,7 +125,9 @@ async fn watch(args: &SyncArgs, dest: &Path, opts: SyncOptions) -> Result<ExitCo
             }
         };
         tokio::select! {
-            _ = news.next_other_than(held) => {}
+            n = news.next_other_than(if pinned { announced } else { held }) => {
+                announced = Some(n);
+            }
             () = retry => {}
             () = shutdown_signal() => return Ok(ExitCode::SUCCESS),
         }
@@ -179,6 +187,12 @@ fn print_outcome(args: &SyncArgs, dest: &Path, outcome: SyncOutcome) -> Result<(
                     report.duration_ms as f64 / 1000.0
                 );
                 print_paths("deleted", &report.deleted);
+                if let Some(n) = report.pinned {
+                    eprintln!(
+                        "pinned to revision {n}: later syncs stay on it (--revision latest \
+                         follows the master again)"
+                    );
+                }
             }
         }
         SyncOutcome::DryRun(plan) => {
