@@ -249,7 +249,7 @@ pub async fn current(
     }) {
         return Ok(k);
     }
-    let fetched = crate::trusted::fetch_index(&master, &offer, None, None, None).await?;
+    let fetched = crate::trusted::fetch_index(&master, &offer, None, None, None, None).await?;
     Ok(Arc::new(Current {
         info,
         index: fetched.index,
@@ -309,6 +309,7 @@ mod tests {
             entries,
             chunks: Vec::new(),
             packs: Vec::new(),
+            info: Default::default(),
         }
     }
 

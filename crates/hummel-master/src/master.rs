@@ -561,6 +561,7 @@ impl Master {
             options: self.inner.build_options,
             allow_mass_delete: run.allow_mass_delete,
             follow_symlinks: self.inner.config.follow_symlinks,
+            info: &self.inner.config.info,
         };
         let prepared = match build::prepare(&inputs, run)? {
             Preparation::Unchanged => {
