@@ -596,7 +596,7 @@ pub fn statement(data: &[u8]) -> bool {
     };
     let mut accepted = false;
     if let Ok(s) = Statement::decode(&as_statement) {
-        assert_eq!(s.tree_format, hummel_core::tree::TREE_FORMAT);
+        assert!(hummel_core::tree::TREE_FORMATS.contains(&s.tree_format));
         assert!(s.repository_id.len() <= hummel_core::statement::MAX_REPOSITORY_ID);
         // Accepted bytes are signed by the key they name: the same again with that key.
         if s.key == fuzz_key().public() {
