@@ -1019,7 +1019,12 @@ async fn send_report(
         client_id,
         client_key: Some(client_key),
         revision: held.revision,
-        path: subtree.clone().unwrap_or_default(),
+        // A selection's key separates its folders with line breaks, which a report's path
+        // may not hold: shown with commas.
+        path: subtree
+            .as_deref()
+            .map(|s| s.replace('\n', ", "))
+            .unwrap_or_default(),
         files: held.files,
         bytes: held.bytes,
         packs: held.packs,

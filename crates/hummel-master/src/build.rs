@@ -456,8 +456,8 @@ pub(crate) struct Prepared {
 pub(crate) enum Preparation {
     /// The tree equals the previous revision; nothing to publish.
     Unchanged,
-    /// Something changed.
-    Changed(Prepared),
+    /// Something changed (boxed: an index is far larger than nothing).
+    Changed(Box<Prepared>),
 }
 
 /// Walks, chunks and packs the repository. CPU- and I/O-bound: call from a blocking thread.
@@ -553,12 +553,12 @@ pub(crate) fn prepare(inputs: &BuildInputs<'_>, run: &BuildRun) -> Result<Prepar
     }
     let mut new_chunks: Vec<ChunkLocation> = written.chunks.into_values().collect();
     new_chunks.sort_by_key(|c| (c.pack, c.offset));
-    Ok(Preparation::Changed(Prepared {
+    Ok(Preparation::Changed(Box::new(Prepared {
         index,
         new_packs: written.packs,
         new_chunks,
         mass_delete_confirmed,
-    }))
+    })))
 }
 
 /// Sets the revision number and time, validates and encodes. Returns the encoded bytes and the

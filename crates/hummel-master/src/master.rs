@@ -569,7 +569,7 @@ impl Master {
                 tracing::info!(revision = number, "nothing changed; no new revision");
                 return Ok(number);
             }
-            Preparation::Changed(p) => p,
+            Preparation::Changed(p) => *p,
         };
         // The last moment a shutdown can stop it: after this it publishes in one transaction.
         run.check_cancelled()?;

@@ -135,6 +135,18 @@ pub fn mods_of(index: &Index) -> Vec<(String, u64, u64)> {
     mods
 }
 
+/// `profile` with the mods of its picked set as the revision `index` defines it (the admin may
+/// have changed the set since it was picked); as it is when it picked none, or one the
+/// repository no longer has.
+pub fn with_set(profile: &Profile, index: &Index) -> Profile {
+    let mut p = profile.clone();
+    if let Some(set) = p.set.as_deref().and_then(|n| index.info.set(n)) {
+        p.mods = set.mods.iter().map(|m| m.to_string()).collect();
+        p.mods.sort();
+    }
+    p
+}
+
 /// What `folder` holds of this repository, if a sync of the page (a selection of its mods
 /// into the folder) left it.
 fn held_folder(
@@ -175,6 +187,7 @@ fn selected(index: &Index, names: &[String]) -> Index {
 /// index the folder holds.
 pub fn view(profile: &Profile, current: &Current) -> RepoView {
     let index = &current.index;
+    let profile = &with_set(profile, index);
     let no_folder = profile.folder.as_os_str().is_empty();
     let held = (!no_folder)
         .then(|| held_folder(&profile.folder, current, &profile.repository))
@@ -344,6 +357,7 @@ pub async fn sync_profile(
     current: &Arc<Current>,
     mut report: impl FnMut(&SyncStatus),
 ) -> SyncStatus {
+    let profile = &with_set(profile, &current.index);
     let available = mods_of(&current.index);
     let mut mods: Vec<String> = profile
         .mods
@@ -524,6 +538,35 @@ mod tests {
     use hummel_core::Hash;
     use hummel_core::chunk::ChunkerConfig;
     use hummel_core::index::{DirEntry, Entry, FileEntry};
+
+    /// A picked set follows the admin: its mods are the revision's, not those ticked when it
+    /// was picked; a set the repository dropped leaves the ticks as they are.
+    #[test]
+    fn a_picked_set_brings_its_current_mods() {
+        let mut index = Index {
+            revision: 1,
+            created_unix: 0,
+            chunker: ChunkerConfig::default(),
+            root: None,
+            entries: Vec::new(),
+            chunks: Vec::new(),
+            packs: Vec::new(),
+            info: Default::default(),
+        };
+        index.info.sets.push(hummel_core::SetInfo {
+            name: "ops".into(),
+            description: String::new(),
+            mods: vec![RelPath::new("@rhs").unwrap(), RelPath::new("@ace").unwrap()],
+            server: None,
+        });
+        let mut p = Profile::new("p", "http://x");
+        p.mods = vec!["@ace".into(), "@cba".into()];
+        assert_eq!(with_set(&p, &index).mods, ["@ace", "@cba"]);
+        p.set = Some("ops".into());
+        assert_eq!(with_set(&p, &index).mods, ["@ace", "@rhs"]);
+        p.set = Some("gone".into());
+        assert_eq!(with_set(&p, &index).mods, ["@ace", "@cba"]);
+    }
 
     #[test]
     fn mods_are_top_level_folders_with_their_sizes() {

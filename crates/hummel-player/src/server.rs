@@ -502,7 +502,13 @@ async fn launch_game(
     Path(name): Path<String>,
     body: Option<Json<LaunchRequest>>,
 ) -> Result<Json<Launched>, PlayerError> {
-    let profile = p.profile(&name).await?;
+    let mut profile = p.profile(&name).await?;
+    // A picked set's mods as the current revision defines them (when the repository answers).
+    if profile.set.is_some()
+        && let Ok(current) = p.current(&profile).await
+    {
+        profile = library::with_set(&profile, &current.index);
+    }
     let password = body.and_then(|Json(b)| b.password);
     let launched = blocking(move || launch::launch(&profile, password.as_deref())).await?;
     Ok(Json(launched))

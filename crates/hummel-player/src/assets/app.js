@@ -124,6 +124,9 @@ async function loadView() {
     const view = await api("GET", `/profiles/${enc(name)}/repository`);
     if (name !== state.current) return;
     const p = profile();
+    // A picked set brings its mods as the repository defines them now.
+    const set = p && p.set ? view.sets.find((s) => s.name === p.set) : null;
+    if (set) p.mods = [...set.mods].sort();
     if (p) for (const m of view.mods) m.selected = p.mods.includes(m.name);
     state.view = view;
   } catch (e) {
@@ -451,6 +454,7 @@ async function setMods(mods) {
 function toggleMod(name, on) {
   const p = profile();
   if (!p) return;
+  p.set = null; // ticked by hand: no longer the set
   const mods = p.mods.filter((m) => m !== name);
   if (on) mods.push(name);
   return setMods(mods);
@@ -598,6 +602,8 @@ function init() {
 
 function setAll(on) {
   if (!state.view) return;
+  const p = profile();
+  if (p) p.set = null;
   return setMods(on ? state.view.mods.map((m) => m.name) : []);
 }
 

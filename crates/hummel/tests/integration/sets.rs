@@ -136,6 +136,14 @@ fn a_set_syncs_beside_the_players_own_mods_and_follows_the_admins_changes() {
     assert_same_tree(&c.repo.join("@cba"), &two.join("@cba"));
     assert_eq!(fs::read(two.join("@own/x.txt")).unwrap(), b"mine");
     verify_ok(&c, &two, &["--path", "@ace", "--path", "@cba"]);
+    // The master hears of it (its report names the selection).
+    wait_for("the selection's report", || {
+        c.status()["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|cl| cl["path"] == "/paths:@ace, @cba")
+    });
     // A folder that is not the repository's: refused before anything is written.
     let err = fails(c.sync_cmd(&two, &["--path", "@ace", "--path", "@nope"]));
     assert!(err.contains("@nope"), "{err}");
