@@ -858,6 +858,7 @@ mod tests {
             entries,
             chunks,
             packs: vec![],
+            info: Default::default(),
         })
     }
 

@@ -75,9 +75,10 @@ pub async fn current(
     }) {
         return Ok(k);
     }
-    let fetched = crate::trusted::fetch_index(&master, &offer, None, None, None).await?;
+    let fetched = crate::trusted::fetch_index(&master, &offer, None, None, None, None).await?;
     Ok(Arc::new(Current {
         info,
         index: fetched.index,
     }))
 }
+

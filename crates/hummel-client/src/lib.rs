@@ -80,6 +80,6 @@ pub use error::SyncError;
 pub use plan::{SyncPlan, SyncPlanSummary};
 pub use report::{ProgressSnapshot, SyncOutcome, SyncPhase, SyncProgress, SyncReport};
 pub use sync::{RevisionChoice, SyncOptions, sync, sync_with_progress};
-pub use trusted::KeyTrust;
+pub use trusted::{KeyTrust, Selection};
 pub use verify::{VerifyOptions, VerifyReport, verify};
 pub use watch::RevisionWatch;

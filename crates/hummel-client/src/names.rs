@@ -119,6 +119,7 @@ mod tests {
             entries,
             chunks: vec![],
             packs: vec![],
+            info: Default::default(),
         }
     }
 

@@ -618,6 +618,7 @@ mod tests {
                     size: 1000,
                 },
             ],
+            info: Default::default(),
         }
     }
 

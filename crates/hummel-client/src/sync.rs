@@ -50,7 +50,7 @@ use crate::report::{Meter, SyncOutcome, SyncPhase, SyncProgress, SyncReport};
 use crate::scan::{self, FileStat, LocalTree, Tops};
 use crate::space;
 use crate::state::{CachedStat, ClientState, StatCache, StateDir};
-use crate::trusted::{self, KeyTrust, NewIndex};
+use crate::trusted::{self, KeyTrust, NewIndex, Selection};
 
 /// Which revision a sync takes (`hummel sync --revision`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +70,10 @@ pub struct SyncOptions {
     pub dest: PathBuf,
     /// Subtree of the repository to mirror (`DEST/x` = `REPO/SUB/x`); `None`: all of it.
     pub path: Option<RelPath>,
+    /// Instead of `path`: several folders (or an admin's set of them), each at its repository
+    /// path below DEST (`DEST/@ace/x` = `REPO/@ace/x`). Everything else in DEST is left alone,
+    /// but a folder an earlier selection placed here and this one drops is removed.
+    pub selection: Option<Selection>,
     /// Plan only; write nothing.
     pub dry_run: bool,
     /// Leave local entries that are not in the index.
@@ -101,6 +105,7 @@ impl SyncOptions {
             master_url: master_url.into(),
             dest: dest.into(),
             path: None,
+            selection: None,
             dry_run: false,
             keep_extra: false,
             allow_mass_delete: false,
@@ -121,6 +126,7 @@ impl fmt::Debug for SyncOptions {
             .field("master_url", &self.master_url)
             .field("dest", &self.dest)
             .field("path", &self.path)
+            .field("selection", &self.selection)
             .field("dry_run", &self.dry_run)
             .field("keep_extra", &self.keep_extra)
             .field("allow_mass_delete", &self.allow_mass_delete)
@@ -198,7 +204,16 @@ async fn sync_watched(
     // On Windows an absolute `\\?\` path: nothing below it is cut at 260 characters.
     let dest = crate::platform::long_path(&opts.dest);
     let state_dir = StateDir::new(&dest);
-    let subtree = opts.path.as_ref().map(|p| p.as_str().to_string());
+    if opts.selection.is_some() && opts.path.is_some() {
+        return Err(SyncError::Options(
+            "a subtree and a selection of folders cannot be synced at once".into(),
+        ));
+    }
+    // What the state records: the subtree, or the selection's key (which no subtree is).
+    let subtree = match &opts.selection {
+        Some(s) => Some(s.key()),
+        None => opts.path.as_ref().map(|p| p.as_str().to_string()),
+    };
     tracing::debug!(master = master.base(), dest = %dest.display(), subtree = ?subtree, "sync starting");
 
     let _lock = if opts.dry_run {
@@ -351,9 +366,20 @@ async fn sync_watched(
             // is taken apart by the delta's rebuild, not copied (~100 MB at 500,000 files).
             let base = held_index
                 .filter(|i| held_index_known(i) && i.root == opts.path && i.revision < revision);
-            let since = base.as_ref().map(|i| i.revision);
-            let fetched =
-                trusted::fetch_index(&master, &offer, opts.path.as_ref(), since, base).await?;
+            // A selection's held index is a cut of the whole one: no delta applies to it.
+            let since = base
+                .as_ref()
+                .filter(|_| opts.selection.is_none())
+                .map(|i| i.revision);
+            let fetched = trusted::fetch_index(
+                &master,
+                &offer,
+                opts.path.as_ref(),
+                since,
+                base,
+                opts.selection.as_ref(),
+            )
+            .await?;
             index_received = (
                 since.is_some() && fetched.received.delta,
                 fetched.received.bytes,
@@ -1043,7 +1069,12 @@ async fn send_report(
         client_id,
         client_key: Some(client_key),
         revision: held.revision,
-        path: subtree.clone().unwrap_or_default(),
+        // A selection's key separates its folders with line breaks, which a report's path
+        // may not hold: shown with commas.
+        path: subtree
+            .as_deref()
+            .map(|s| s.replace('\n', ", "))
+            .unwrap_or_default(),
         files: held.files,
         bytes: held.bytes,
         packs: held.packs,

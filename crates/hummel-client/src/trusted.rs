@@ -8,8 +8,11 @@
 //!    (`Statement::decode_pinned`); only then is such a statement taken.
 //! 2. [`fetch_index`]: the index of that revision (whole, a subtree, or rebuilt from a delta on
 //!    the held index), decoded and validated, then checked against the statement's tree
-//!    digest through the answer's subtree proof. Nothing else in the client looks at an index
-//!    from the network, and nothing is written to DEST before it passed.
+//!    digest (in the tree format the statement names) through the answer's subtree proof.
+//!    For a [`Selection`] (several folders, or an admin's set of them, into one DEST) it is
+//!    the whole index, checked, then cut to the selected folders ([`Index::select`]; a set's
+//!    folders are those of the signed info section). Nothing else in the client looks at an
+//!    index from the network, and nothing is written to DEST before it passed.
 //!
 //! A master that does not sign (one from before signed revisions) is refused: every master
 //! signs since, so only an impostor or an outdated master is turned away.
@@ -211,6 +214,64 @@ pub(crate) async fn offer_revision(
     })
 }
 
+/// Several folders of the repository synced into one DEST, each at its repository path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// These folders (`--path A --path B`).
+    Paths(Vec<RelPath>),
+    /// The admin's set of this name (`--set NAME`): its folders as the revision's signed info
+    /// section lists them.
+    Set(String),
+}
+
+impl Selection {
+    /// What the state records as its subtree: it starts with `/`, which no subtree does, so
+    /// a selection is never taken for a subtree or another selection.
+    pub fn key(&self) -> String {
+        match self {
+            Selection::Paths(p) => {
+                let mut names: Vec<&str> = p.iter().map(RelPath::as_str).collect();
+                names.sort_unstable();
+                format!("/paths:{}", names.join("\n"))
+            }
+            Selection::Set(name) => format!("/set:{name}"),
+        }
+    }
+
+    /// The folders of this selection in `index` (a whole revision, verified).
+    pub fn folders(&self, index: &Index) -> Result<Vec<RelPath>, SyncError> {
+        match self {
+            Selection::Paths(p) => Ok(p.clone()),
+            Selection::Set(name) => match index.info.set(name) {
+                Some(set) => Ok(set.mods.clone()),
+                None => {
+                    let names: Vec<&str> =
+                        index.info.sets.iter().map(|s| s.name.as_str()).collect();
+                    Err(SyncError::Options(if names.is_empty() {
+                        format!("the repository defines no sets (asked for set {name:?})")
+                    } else {
+                        format!(
+                            "the repository has no set {name:?} (it has: {})",
+                            names.join(", ")
+                        )
+                    }))
+                }
+            },
+        }
+    }
+}
+
+/// `index` (whole, verified) cut to the folders of `selection`. CPU-bound.
+pub(crate) fn select(index: &Index, selection: &Selection) -> Result<Index, SyncError> {
+    let folders = selection.folders(index)?;
+    index.select(&folders).map_err(|missing| {
+        SyncError::Options(format!(
+            "revision {} has no folder {missing}",
+            index.revision
+        ))
+    })
+}
+
 /// What [`fetch_index`] received.
 pub(crate) struct Received {
     /// The answer was a delta (and rebuilt).
@@ -244,14 +305,25 @@ pub(crate) enum NewIndex {
 /// The index of the offered revision below `path`: fetched (a delta from `since` when given,
 /// rebuilt on `base`; a delta that does not rebuild, or rebuilds to another tree than the
 /// signed one, is replaced by the whole index), decoded and validated, of that revision and
-/// subtree, and leading through the answer's proof to the signed tree digest.
+/// subtree, and leading through the answer's proof to the signed tree digest. With a
+/// `selection` (and no `path`, no `since`), the whole index, verified, then cut to it; the
+/// encoded form kept is then the cut index's.
 pub(crate) async fn fetch_index(
     master: &MasterApi,
     offer: &Offer,
     path: Option<&RelPath>,
     since: Option<u64>,
     base: Option<Index>,
+    selection: Option<&Selection>,
 ) -> Result<Fetched, SyncError> {
+    if let Some(selection) = selection {
+        debug_assert!(path.is_none() && since.is_none());
+        let mut fetched = Box::pin(fetch_index(master, offer, None, None, base, None)).await?;
+        let (whole, selection) = (fetched.index, selection.clone());
+        fetched.index = blocking(move || select(&whole, &selection)).await?;
+        fetched.encoded = NewIndex::Rebuilt;
+        return Ok(fetched);
+    }
     let revision = offer.revision();
     let answer = master.index(revision, path, since).await?;
     let mut received = answer.bytes.len() as u64;
@@ -324,7 +396,11 @@ async fn take(
         .ok_or_else(|| refuse(format!("the index of {shown} came without its proof")))
         .and_then(|b| tree::decode_proof(&b).map_err(|e| refuse(e.to_string())))?;
     let bytes = std::mem::take(&mut answer.bytes);
-    let (path, signed) = (path.cloned(), offer.statement.tree_digest);
+    let (path, signed, format) = (
+        path.cloned(),
+        offer.statement.tree_digest,
+        offer.statement.tree_format,
+    );
     let url = master.base().to_string();
     blocking(move || {
         let built = index_from_answer(bytes, base)?;
@@ -339,9 +415,13 @@ async fn take(
                     .map_or_else(|| "the whole tree".to_string(), |p| p.to_string())
             )));
         }
-        tree::verify(index, path.as_ref(), &proof, &signed).map_err(|e| SyncError::Untrusted {
-            url,
-            reason: format!("revision {revision} of {shown} is not what the master signed: {e}"),
+        tree::verify_format(index, path.as_ref(), &proof, format, &signed).map_err(|e| {
+            SyncError::Untrusted {
+                url,
+                reason: format!(
+                    "revision {revision} of {shown} is not what the master signed: {e}"
+                ),
+            }
         })?;
         Ok(built)
     })

@@ -29,6 +29,8 @@ pub struct VerifyOptions {
     pub dest: PathBuf,
     /// Subtree it mirrors (`None`: the whole repository).
     pub path: Option<RelPath>,
+    /// Instead of `path`: the folders (or set) it holds, each at its repository path.
+    pub selection: Option<trusted::Selection>,
     /// Sent as `X-HUMMEL-TOKEN`.
     pub read_token: Option<String>,
     /// Whom an `https://` master must be certified by.
@@ -44,6 +46,7 @@ impl std::fmt::Debug for VerifyOptions {
             .field("master_url", &self.master_url)
             .field("dest", &self.dest)
             .field("path", &self.path)
+            .field("selection", &self.selection)
             .field(
                 "read_token",
                 &self.read_token.as_ref().map(|_| "<redacted>"),
@@ -101,17 +104,29 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport, SyncError> {
 
     // The held index when it is the very revision offered (same repository, number and
     // signed tree) and this subtree (saves a download), else the master's, checked.
+    let key = match &opts.selection {
+        Some(s) => Some(s.key()),
+        None => opts.path.as_ref().map(|p| p.as_str().to_string()),
+    };
     let holds_offered = state.as_ref().is_some_and(|s| {
         sync::same_repository(s, Some(&offer.statement.repository_id), master.base())
             && s.revision == revision
             && sync::same_content(s, &offer.statement)
+            && s.subtree == key
     });
     let index = match held {
         Some(i) if holds_offered && wanted(&i) => i,
         _ => {
-            trusted::fetch_index(&master, &offer, opts.path.as_ref(), None, None)
-                .await?
-                .index
+            trusted::fetch_index(
+                &master,
+                &offer,
+                opts.path.as_ref(),
+                None,
+                None,
+                opts.selection.as_ref(),
+            )
+            .await?
+            .index
         }
     };
     let key = sync::KeyReport::of(&offer);

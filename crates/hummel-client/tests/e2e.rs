@@ -174,6 +174,7 @@ fn build(repo: &Repo, revision: u64, store: &mut HashMap<Hash, Vec<u8>>) -> Inde
         entries,
         chunks,
         packs,
+        info: Default::default(),
     };
     index.validate().unwrap();
     index
@@ -520,6 +521,7 @@ async fn sync_fails_over_is_idempotent_and_reuses_renamed_files() {
         master_url: h.master_url.clone(),
         dest: dest.path().to_path_buf(),
         path: None,
+        selection: None,
         read_token: None,
         tls: hummel_tls::ClientTls::system(),
         trust: None,

@@ -283,6 +283,7 @@ mod tests {
             entries,
             chunks: Vec::new(),
             packs: Vec::new(),
+            info: Default::default(),
         }
     }
 

@@ -24,6 +24,9 @@ use crate::{Hash, RelPath};
 
 /// First bytes of every encoded delta.
 pub const DELTA_MAGIC: &[u8; 8] = b"HUMLIDXD";
+/// The delta format this code writes and reads (it carries no info section: see
+/// [`IndexDelta::apply`]).
+pub const DELTA_FORMAT_VERSION: u32 = 1;
 
 /// Chunk references the runs of a delta's patches may build beyond twice those the base and the
 /// delta list (65,536 copies of 64 KiB chunks are 4 GiB of new content). A delta needing more
@@ -441,6 +444,7 @@ impl IndexDelta {
             packs: base_packs,
             revision: base_revision,
             created_unix: base_created,
+            info: base_info,
             ..
         } = base;
         let mut positions: HashMap<Hash, u32> = lists
@@ -522,6 +526,7 @@ impl IndexDelta {
                 entries: replaced,
                 chunks,
                 packs,
+                info: base_info.clone(),
             }
         };
 
@@ -566,6 +571,10 @@ impl IndexDelta {
             entries,
             chunks: table,
             packs,
+            // A delta (format 1) carries no info section: the base's is kept, and a revision
+            // whose info changed leads to another tree digest than the signed one, so the
+            // client fetches the whole index instead.
+            info: base_info,
         };
         index.validate()?;
         if entries_digest(&index) != self.entries_digest {
@@ -579,6 +588,7 @@ impl IndexDelta {
 pub fn encode_delta(delta: &IndexDelta) -> Vec<u8> {
     seal_envelope(
         DELTA_MAGIC,
+        DELTA_FORMAT_VERSION,
         &postcard::to_stdvec(delta).expect("delta serialises"),
     )
 }
@@ -591,7 +601,7 @@ pub fn is_delta(bytes: &[u8]) -> bool {
 /// Decodes an encoded delta; every size is bounded, and the body is decoded as it is
 /// decompressed (a small body that decompresses to a gigabyte is never held). CPU-bound.
 pub fn decode_delta(bytes: &[u8]) -> Result<IndexDelta, IndexError> {
-    let body = envelope_body(DELTA_MAGIC, bytes, "index delta: ")?;
+    let (_, body) = envelope_body(DELTA_MAGIC, &[DELTA_FORMAT_VERSION], bytes, "index delta: ")?;
     decode_streaming(body)
         .map_err(|e| IndexError::Invalid(format!("index delta: undecodable body: {e}")))
 }
@@ -656,6 +666,7 @@ mod tests {
             entries,
             chunks: table.chunks,
             packs,
+            info: Default::default(),
         };
         idx.validate().unwrap();
         idx
@@ -765,6 +776,7 @@ mod tests {
                 hash: Hash::of(b"p"),
                 size: 1 << 20,
             }],
+            info: Default::default(),
         };
         idx.validate().unwrap();
         idx

@@ -6,13 +6,16 @@
 //! length, plain length and codec. Pack numbers are the master's enumeration of packs (the
 //! seed's "enumeration instead of hashes"); the pack table maps them to pack hashes.
 //!
-//! # Envelope (format version 1)
+//! # Envelope (format version 2)
 //!
 //! ```text
 //! "HUMLIDX\0" | u32 LE format version | u32 LE flags (0) | u64 LE body length
 //! body: zstd(postcard(Index))
 //! u32 LE signature length | signature bytes (empty for now; signs the body)
 //! ```
+//!
+//! Format 2 appends the info section ([`RepoInfo`]: name, description, sets) to format 1's
+//! body; a format-1 index is still read, as one whose info says nothing.
 //!
 //! The identity of an index is the BLAKE3 of its body. [`decode`] bounds every size and runs
 //! [`Index::validate`] before anything else may look at the index.
@@ -23,12 +26,15 @@ use std::io::Read;
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::{ChunkerConfig, MAX_CHUNK_SIZE};
+use crate::info::RepoInfo;
 use crate::{Codec, Hash, RelPath};
 
 /// First bytes of every encoded index.
 pub const INDEX_MAGIC: &[u8; 8] = b"HUMLIDX\0";
-/// The index format this code writes and reads.
-pub const INDEX_FORMAT_VERSION: u32 = 1;
+/// The index format this code writes (it reads this one and format 1).
+pub const INDEX_FORMAT_VERSION: u32 = 2;
+/// The first index format, without the info section: still read.
+pub const INDEX_FORMAT_V1: u32 = 1;
 /// Largest encoded body a decoder accepts.
 pub const MAX_INDEX_BODY: u64 = 256 << 20;
 /// Largest decoded body a decoder accepts.
@@ -55,6 +61,36 @@ pub struct Index {
     pub chunks: Vec<ChunkLocation>,
     /// Every pack the chunks live in, sorted by number.
     pub packs: Vec<PackInfo>,
+    /// The repository's name, description and sets (format 2; empty in a format-1 index).
+    /// The same in every subtree of a revision.
+    pub info: RepoInfo,
+}
+
+/// Format 1 of [`Index`]: without the info section (read, never written).
+#[derive(Deserialize)]
+struct IndexV1 {
+    revision: u64,
+    created_unix: i64,
+    chunker: ChunkerConfig,
+    root: Option<RelPath>,
+    entries: Vec<Entry>,
+    chunks: Vec<ChunkLocation>,
+    packs: Vec<PackInfo>,
+}
+
+impl From<IndexV1> for Index {
+    fn from(v1: IndexV1) -> Index {
+        Index {
+            revision: v1.revision,
+            created_unix: v1.created_unix,
+            chunker: v1.chunker,
+            root: v1.root,
+            entries: v1.entries,
+            chunks: v1.chunks,
+            packs: v1.packs,
+            info: RepoInfo::default(),
+        }
+    }
 }
 
 /// One directory or file.
@@ -132,7 +168,9 @@ pub enum IndexError {
     #[error("invalid index: {0}")]
     Invalid(String),
     /// Written by a newer Hummel.
-    #[error("index format version {0} is not supported (this build reads {INDEX_FORMAT_VERSION})")]
+    #[error(
+        "index format version {0} is not supported (this build reads {INDEX_FORMAT_V1} and {INDEX_FORMAT_VERSION})"
+    )]
     Version(u32),
     /// Decodes, but breaks a rule.
     #[error("inconsistent index: {0}")]
@@ -197,6 +235,7 @@ impl Index {
             entries,
             chunks,
             packs,
+            info: self.info,
         }
     }
 
@@ -207,6 +246,9 @@ impl Index {
         let bad = |m: String| Err(IndexError::Inconsistent(m));
         if self.chunker.validate().is_err() {
             return bad("chunker parameters out of range".into());
+        }
+        if let Err(e) = self.info.validate() {
+            return bad(format!("info section: {e}"));
         }
         for w in self.packs.windows(2) {
             if w[0].number >= w[1].number {
@@ -340,6 +382,57 @@ impl Index {
             entries,
             chunks,
             packs,
+            info: self.info.clone(),
+        })
+    }
+}
+
+impl Index {
+    /// The directories `dirs` with everything below them, at their own paths (the root stays),
+    /// and their ancestors' directory entries, with only the chunks and packs they use: what a
+    /// client syncing several subtrees into one folder applies. Errs with the first of `dirs`
+    /// that is not a directory of this index. CPU-bound (linear).
+    pub fn select(&self, dirs: &[RelPath]) -> Result<Index, RelPath> {
+        let mut keep: std::collections::BTreeSet<&str> = Default::default();
+        for d in dirs {
+            match self.get(d) {
+                Some(Entry {
+                    kind: EntryKind::Dir(_),
+                    ..
+                }) => {}
+                _ => return Err(d.clone()),
+            }
+            let mut up = d.parent();
+            while let Some(p) = up {
+                if let Some(e) = self.get(&p) {
+                    keep.insert(e.path.as_str());
+                }
+                up = p.parent();
+            }
+        }
+        let under = |path: &str| {
+            dirs.iter().any(|d| {
+                path == d.as_str()
+                    || (path.starts_with(d.as_str()) && path.as_bytes()[d.as_str().len()] == b'/')
+            })
+        };
+        let mut entries: Vec<Entry> = self
+            .entries
+            .iter()
+            .filter(|e| keep.contains(e.path.as_str()) || under(e.path.as_str()))
+            .cloned()
+            .collect();
+        let chunks = own_chunks(&mut entries, &self.chunks);
+        let packs = packs_of(&chunks, &[&self.packs]);
+        Ok(Index {
+            revision: self.revision,
+            created_unix: self.created_unix,
+            chunker: self.chunker,
+            root: self.root.clone(),
+            entries,
+            chunks,
+            packs,
+            info: self.info.clone(),
         })
     }
 }
@@ -378,6 +471,7 @@ pub(crate) fn packs_of(chunks: &[ChunkLocation], known: &[&[PackInfo]]) -> Vec<P
 pub fn encode(index: &Index) -> Vec<u8> {
     seal_envelope(
         INDEX_MAGIC,
+        INDEX_FORMAT_VERSION,
         &postcard::to_stdvec(index).expect("index serialises"),
     )
 }
@@ -422,8 +516,13 @@ pub fn encode_to<W: std::io::Write + std::io::Seek>(
 /// itself: ~100 MB at 500,000 files) are never held, not even to name the path at fault when
 /// it fails: a small body that decompresses to a gigabyte costs no more than its index.
 pub fn decode(bytes: &[u8]) -> Result<(Index, Hash), IndexError> {
-    let body = envelope_body(INDEX_MAGIC, bytes, "")?;
-    let index: Index = decode_streaming(body).map_err(|e| explain_undecodable(body, e))?;
+    let (version, body) = envelope_body(INDEX_MAGIC, INDEX_VERSIONS, bytes, "")?;
+    let index: Index = if version == INDEX_FORMAT_V1 {
+        decode_streaming::<IndexV1>(body).map(Index::from)
+    } else {
+        decode_streaming(body)
+    }
+    .map_err(|e| explain_undecodable(body, e))?;
     index.validate()?;
     Ok((index, Hash::of(body)))
 }
@@ -440,7 +539,7 @@ pub fn decode_from<R: Read>(mut reader: R) -> Result<(Index, Hash), IndexError> 
         return Err(invalid("bad magic or truncated"));
     }
     let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-    if version != INDEX_FORMAT_VERSION {
+    if !INDEX_VERSIONS.contains(&version) {
         return Err(IndexError::Version(version));
     }
     let body_len = u64::from_le_bytes(head[16..24].try_into().expect("8 bytes"));
@@ -457,7 +556,11 @@ pub fn decode_from<R: Read>(mut reader: R) -> Result<(Index, Hash), IndexError> 
             .map_err(|_| postcard::Error::DeserializeUnexpectedEnd)?;
         let reader = std::io::BufReader::with_capacity(1 << 18, decoder.take(MAX_INDEX_PLAIN));
         let mut scratch = vec![0u8; DECODE_SCRATCH];
-        postcard::from_io((reader, &mut scratch[..])).map(|(v, _)| v)
+        if version == INDEX_FORMAT_V1 {
+            postcard::from_io::<IndexV1, _>((reader, &mut scratch[..])).map(|(v, _)| v.into())
+        } else {
+            postcard::from_io((reader, &mut scratch[..])).map(|(v, _)| v)
+        }
     })();
     let index = index.map_err(|e| invalid(&format!("undecodable body: {e}")))?;
     // What the decoder did not need of the body still counts for its identity.
@@ -520,13 +623,16 @@ pub(crate) fn decode_streaming<T: serde::de::DeserializeOwned>(
     Ok(value)
 }
 
+/// The index formats [`decode`] reads.
+const INDEX_VERSIONS: &[u32] = &[INDEX_FORMAT_V1, INDEX_FORMAT_VERSION];
+
 /// The envelope shared by indexes and index deltas: `magic | u32 version | u32 flags |
 /// u64 body length | zstd(plain) | u32 signature length | signature` (no signature yet).
-pub(crate) fn seal_envelope(magic: &[u8; 8], plain: &[u8]) -> Vec<u8> {
+pub(crate) fn seal_envelope(magic: &[u8; 8], version: u32, plain: &[u8]) -> Vec<u8> {
     let body = zstd::bulk::compress(plain, 3).expect("zstd compresses in memory");
     let mut out = Vec::with_capacity(body.len() + 28);
     out.extend_from_slice(magic);
-    out.extend_from_slice(&INDEX_FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
     out.extend_from_slice(&body);
@@ -534,19 +640,20 @@ pub(crate) fn seal_envelope(magic: &[u8; 8], plain: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Checks an envelope with `magic` and returns its compressed body. Every size is bounded;
-/// `what` prefixes error messages.
+/// Checks an envelope with `magic` and one of `versions`, and returns its version and
+/// compressed body. Every size is bounded; `what` prefixes error messages.
 pub(crate) fn envelope_body<'a>(
     magic: &[u8; 8],
+    versions: &[u32],
     bytes: &'a [u8],
     what: &str,
-) -> Result<&'a [u8], IndexError> {
+) -> Result<(u32, &'a [u8]), IndexError> {
     let invalid = |m: &str| IndexError::Invalid(format!("{what}{m}"));
     if bytes.len() < 28 || &bytes[..8] != magic {
         return Err(invalid("bad magic or truncated"));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != INDEX_FORMAT_VERSION {
+    if !versions.contains(&version) {
         return Err(IndexError::Version(version));
     }
     let body_len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
@@ -559,7 +666,7 @@ pub(crate) fn envelope_body<'a>(
     if sig_len > MAX_SIGNATURE || rest.len() != 4 + sig_len as usize {
         return Err(invalid("signature length out of bounds"));
     }
-    Ok(body)
+    Ok((version, body))
 }
 
 /// The decompressed `body`, at most [`MAX_INDEX_PLAIN`] bytes.
@@ -704,6 +811,7 @@ pub(crate) mod tests {
                     size: 1000,
                 },
             ],
+            info: RepoInfo::default(),
         }
     }
 
@@ -808,7 +916,13 @@ pub(crate) mod tests {
         let bytes = encode(&idx);
         let (back, _) = decode(&bytes).unwrap();
         assert_eq!(back, idx);
-        let plain = decompress(envelope_body(INDEX_MAGIC, &bytes, "").unwrap(), "").unwrap();
+        let plain = decompress(
+            envelope_body(INDEX_MAGIC, INDEX_VERSIONS, &bytes, "")
+                .unwrap()
+                .1,
+            "",
+        )
+        .unwrap();
         assert!(plain.len() > 4 * DECODE_SCRATCH, "{} bytes", plain.len());
         assert_eq!(postcard::from_bytes::<Index>(&plain).unwrap(), idx);
     }
@@ -818,8 +932,8 @@ pub(crate) mod tests {
         let mut bytes = encode(&sample());
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(decode(&bytes[..20]).is_err());
-        bytes[8] = 2;
-        assert!(matches!(decode(&bytes), Err(IndexError::Version(2))));
+        bytes[8] = 3;
+        assert!(matches!(decode(&bytes), Err(IndexError::Version(3))));
     }
 
     #[test]
@@ -857,7 +971,7 @@ pub(crate) mod tests {
         let body = zstd::bulk::compress(&plain, 3).unwrap();
         let mut bytes = Vec::new();
         bytes.extend_from_slice(INDEX_MAGIC);
-        bytes.extend_from_slice(&INDEX_FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&INDEX_FORMAT_V1.to_le_bytes());
         bytes.extend_from_slice(&0u32.to_le_bytes());
         bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
         bytes.extend_from_slice(&body);
@@ -912,6 +1026,76 @@ pub(crate) mod tests {
         let err = idx.validate().unwrap_err().to_string();
         assert!(err.contains("listed twice"), "{err}");
         assert!(decode(&encode(&idx)).is_err());
+    }
+
+    /// Format 2 carries the info section, in every subtree too; a format-1 body (the same
+    /// without it) still reads, as an index whose info says nothing; a bad info is refused.
+    #[test]
+    fn format_2_carries_the_info_and_format_1_still_reads() {
+        let mut idx = sample();
+        idx.info = crate::info::tests::sample_info();
+        let bytes = encode(&idx);
+        assert_eq!(&bytes[8..12], &2u32.to_le_bytes());
+        let (back, _) = decode(&bytes).unwrap();
+        assert_eq!(back, idx);
+        let from = decode_from(std::io::Cursor::new(bytes.clone())).unwrap().0;
+        assert_eq!(from, idx);
+        assert_eq!(idx.subtree(&rp("a")).unwrap().info, idx.info);
+
+        #[derive(Serialize)]
+        struct V1<'a> {
+            revision: u64,
+            created_unix: i64,
+            chunker: ChunkerConfig,
+            root: &'a Option<RelPath>,
+            entries: &'a [Entry],
+            chunks: &'a [ChunkLocation],
+            packs: &'a [PackInfo],
+        }
+        let v1 = V1 {
+            revision: idx.revision,
+            created_unix: idx.created_unix,
+            chunker: idx.chunker,
+            root: &idx.root,
+            entries: &idx.entries,
+            chunks: &idx.chunks,
+            packs: &idx.packs,
+        };
+        let old = seal_envelope(INDEX_MAGIC, 1, &postcard::to_stdvec(&v1).unwrap());
+        let (back, _) = decode(&old).unwrap();
+        assert_eq!(back, sample());
+        assert_eq!(decode_from(std::io::Cursor::new(old)).unwrap().0, sample());
+
+        let mut bad = idx.clone();
+        bad.info.sets.push(bad.info.sets[0].clone());
+        assert!(
+            decode(&encode(&bad))
+                .unwrap_err()
+                .to_string()
+                .contains("info")
+        );
+    }
+
+    /// A selection keeps its folders at their paths, with their ancestors, and only the
+    /// chunks and packs they use.
+    #[test]
+    fn select_keeps_folders_in_place() {
+        let idx = sample();
+        let sel = idx.select(&[rp("a/empty")]).unwrap();
+        sel.validate().unwrap();
+        let paths: Vec<_> = sel.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a", "a/empty"]);
+        assert!(sel.chunks.is_empty() && sel.packs.is_empty());
+        let sel = idx.select(&[rp("a")]).unwrap();
+        sel.validate().unwrap();
+        let paths: Vec<_> = sel.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a", "a/empty", "a/x.bin", "a/z"]);
+        assert_eq!((sel.chunks.len(), sel.packs.len()), (2, 1));
+        assert_eq!(
+            idx.select(&[rp("a"), rp("b.txt")]).unwrap_err(),
+            rp("b.txt")
+        );
+        assert_eq!(idx.select(&[rp("nope")]).unwrap_err(), rp("nope"));
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! - [`index`]: [`Index`], an immutable numbered revision (or subtree of one): directories,
 //!   files with their chunk lists, and where each chunk lives. Versioned binary envelope with
 //!   room for a signature.
+//! - [`info`]: [`info::RepoInfo`], the repository's name, description and named sets of
+//!   top-level folders: the index's info section (format 2), covered by the tree digest.
 //! - [`tree`]: the tree digest, a Merkle tree of directory digests over an index, and
 //!   [`tree::SubtreeProof`], which ties a subtree (or an index rebuilt from a delta) to the
 //!   digest of the whole revision.
@@ -35,6 +37,7 @@ pub mod codec;
 pub mod delta;
 pub mod hash;
 pub mod index;
+pub mod info;
 pub mod pack;
 pub mod portable;
 pub mod relpath;
@@ -45,4 +48,5 @@ pub use chunk::{ChunkerConfig, chunk_stream};
 pub use codec::Codec;
 pub use hash::Hash;
 pub use index::{ChunkLocation, DirEntry, Entry, EntryKind, FileEntry, Index, PackInfo};
+pub use info::{RepoInfo, ServerInfo, SetInfo};
 pub use relpath::RelPath;

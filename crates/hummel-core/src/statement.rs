@@ -39,7 +39,7 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::Hash;
-use crate::tree::TREE_FORMAT;
+use crate::tree::{TREE_FORMAT, TREE_FORMATS};
 
 /// First bytes of an encoded, signed [`Statement`].
 pub const STATEMENT_MAGIC: &[u8; 8] = b"HUMLSTMT";
@@ -276,9 +276,9 @@ impl Statement {
         {
             return Err(invalid("bad repository id".into()));
         }
-        if s.tree_format != TREE_FORMAT {
+        if !TREE_FORMATS.contains(&s.tree_format) {
             return Err(invalid(format!(
-                "tree format {} (this build knows {TREE_FORMAT}; update hummel)",
+                "tree format {} (this build knows 1 to {TREE_FORMAT}; update hummel)",
                 s.tree_format
             )));
         }
@@ -426,9 +426,9 @@ mod tests {
     fn another_format_or_tree_format_is_refused() {
         let k = key(1);
         let mut s = statement(&k);
-        s.tree_format = 2;
+        s.tree_format = 3;
         let e = Statement::decode(&s.sign(&k)).unwrap_err().to_string();
-        assert!(e.contains("tree format 2"), "{e}");
+        assert!(e.contains("tree format 3"), "{e}");
         let mut b = statement(&k).sign(&k);
         b[8] = 9;
         let e = Statement::decode(&b).unwrap_err().to_string();

@@ -23,9 +23,22 @@
 //!
 //! Everything a client relies on is covered: every path, kind, mode, size, mtime and file
 //! hash, and where each chunk lives (pack number, hash and size included), whatever order the
-//! chunk and pack tables have. A later index section (sets of subtrees, say) is added with a
-//! new tree format whose tree digest also covers that section's digest; statements name their
-//! tree format, and a client refuses one it does not know.
+//! chunk and pack tables have. A later index section is added with a new tree format whose
+//! tree digest also covers that section's digest; statements name their tree format, and a
+//! client refuses one it does not know.
+//!
+//! # Tree format 2
+//!
+//! Format 1 with the index's info section (name, description, sets: [`crate::info`]) covered:
+//!
+//! ```text
+//! tree digest  H("hummel tree v2\0" | chunker min u32 | avg u32 | max u32 | root
+//!                | info digest)
+//! ```
+//!
+//! The info section travels with every subtree index, so a subtree's proof climbs to the
+//! root as in format 1 and the client hashes the info it received. A format-1 statement is
+//! still verified, for an index whose info section is empty.
 //!
 //! A subtree `a/b` is proven by a [`SubtreeProof`]: for `b`, then `a`, the directory's own mode,
 //! its position among its parent's children, their count, and the audit path (RFC 6962) from
@@ -45,8 +58,12 @@ use serde::{Deserialize, Serialize};
 use crate::index::{EntryKind, FileEntry, Index};
 use crate::{ChunkerConfig, Hash, RelPath};
 
-/// The tree format this code computes and verifies.
-pub const TREE_FORMAT: u32 = 1;
+/// The tree format this code computes (and signs); it verifies this one and [`TREE_FORMAT_V1`].
+pub const TREE_FORMAT: u32 = 2;
+/// The first tree format, which covers no info section: still verified.
+pub const TREE_FORMAT_V1: u32 = 1;
+/// The tree formats this code verifies.
+pub const TREE_FORMATS: &[u32] = &[TREE_FORMAT_V1, TREE_FORMAT];
 /// First bytes of an encoded [`SubtreeProof`].
 pub const PROOF_MAGIC: &[u8; 8] = b"HUMLPRF\0";
 /// The proof format this code writes and reads.
@@ -59,6 +76,7 @@ pub const MAX_PROOF: usize = 1 << 20;
 const FILE_TAG: &[u8] = b"hummel file v1\0";
 const DIR_TAG: &[u8] = b"hummel dir v1\0";
 const TREE_TAG: &[u8] = b"hummel tree v1\0";
+const TREE_TAG_V2: &[u8] = b"hummel tree v2\0";
 
 /// Where one directory sits below its parent, for [`SubtreeProof`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,7 +243,7 @@ pub fn dir_digest(mode: u32, count: u64, children: &Hash) -> Hash {
     h.finalize().into()
 }
 
-/// The tree digest from the chunker and the root directory's digest.
+/// The tree digest (format 1) from the chunker and the root directory's digest.
 pub fn tree_digest_of(chunker: &ChunkerConfig, root: &Hash) -> Hash {
     let mut h = blake3::Hasher::new();
     h.update(TREE_TAG);
@@ -234,6 +252,32 @@ pub fn tree_digest_of(chunker: &ChunkerConfig, root: &Hash) -> Hash {
     h.update(&chunker.max.to_le_bytes());
     h.update(root.as_bytes());
     h.finalize().into()
+}
+
+/// The tree digest (format 2) from the chunker, the root directory's digest and the info
+/// section's digest.
+pub fn tree_digest_v2(chunker: &ChunkerConfig, root: &Hash, info: &Hash) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(TREE_TAG_V2);
+    h.update(&chunker.min.to_le_bytes());
+    h.update(&chunker.avg.to_le_bytes());
+    h.update(&chunker.max.to_le_bytes());
+    h.update(root.as_bytes());
+    h.update(info.as_bytes());
+    h.finalize().into()
+}
+
+/// The tree digest of `format` over a root directory digest; `None` for a format this build
+/// does not know, or format 1 over an index with an info section (format 1 does not cover it).
+fn tree_digest_in(format: u32, index: &Index, root: &Hash) -> Option<Hash> {
+    match format {
+        TREE_FORMAT_V1 => index
+            .info
+            .is_empty()
+            .then(|| tree_digest_of(&index.chunker, root)),
+        TREE_FORMAT => Some(tree_digest_v2(&index.chunker, root, &index.info.digest())),
+        _ => None,
+    }
 }
 
 /// The digests of every directory of an index, and of its top level: what a master keeps per
@@ -246,8 +290,10 @@ pub struct TreeHashes {
     top_count: u64,
     /// The children hash of the top-level entries.
     top_children: Hash,
-    /// The tree digest (the index taken as a whole tree: root mode 0).
+    /// The tree digest (format 2; the index taken as a whole tree: root mode 0).
     digest: Hash,
+    /// The root directory's digest.
+    root: Hash,
 }
 
 impl TreeHashes {
@@ -298,13 +344,20 @@ impl TreeHashes {
             dirs,
             top_count,
             top_children,
-            digest: tree_digest_of(&index.chunker, &root),
+            digest: tree_digest_v2(&index.chunker, &root, &index.info.digest()),
+            root,
         }
     }
 
-    /// The tree digest of the index as a whole tree.
+    /// The tree digest (format 2, [`TREE_FORMAT`]) of the index as a whole tree.
     pub fn digest(&self) -> Hash {
         self.digest
+    }
+
+    /// The tree digest of format 1 ([`TREE_FORMAT_V1`]), which does not cover the info
+    /// section: what masters signed before format 2.
+    pub fn digest_v1(&self, chunker: &ChunkerConfig) -> Hash {
+        tree_digest_of(chunker, &self.root)
     }
 
     /// The digest of the directory `dir`, if the index has it.
@@ -376,14 +429,33 @@ fn children_of(index: &Index, dir: Option<&RelPath>) -> Vec<usize> {
     }
 }
 
-/// The tree digest that a received `index` of the subtree `root` (`None`: the whole tree) leads
-/// to with `proof`. The index must be validated and rooted at `root`. CPU-bound (linear in the
-/// index).
+/// The tree digest (format 2) that a received `index` of the subtree `root` (`None`: the whole
+/// tree) leads to with `proof`. The index must be validated and rooted at `root`. CPU-bound
+/// (linear in the index).
 pub fn digest_through(
     index: &Index,
     root: Option<&RelPath>,
     proof: &SubtreeProof,
 ) -> Result<Hash, TreeError> {
+    digest_through_format(index, root, proof, TREE_FORMAT)
+}
+
+/// [`digest_through`] in tree format `format`.
+pub fn digest_through_format(
+    index: &Index,
+    root: Option<&RelPath>,
+    proof: &SubtreeProof,
+    format: u32,
+) -> Result<Hash, TreeError> {
+    let in_format = |root: &Hash| {
+        tree_digest_in(format, index, root).ok_or_else(|| {
+            TreeError::Invalid(if TREE_FORMATS.contains(&format) {
+                format!("tree format {format} does not cover the index's info section")
+            } else {
+                format!("tree format {format} (this build knows {TREE_FORMATS:?})")
+            })
+        })
+    };
     let hashes = TreeHashes::compute(index);
     let components: Vec<&str> = root.map(|r| r.components().collect()).unwrap_or_default();
     if components.len() != proof.levels.len() {
@@ -395,7 +467,7 @@ pub fn digest_through(
         )));
     }
     let Some(first) = proof.levels.first() else {
-        return Ok(hashes.digest);
+        return in_format(&hashes.root);
     };
     let mut digest = dir_digest(first.mode, hashes.top_count, &hashes.top_children);
     for (j, level) in proof.levels.iter().enumerate() {
@@ -414,18 +486,29 @@ pub fn digest_through(
         let parent_mode = proof.levels.get(j + 1).map_or(0, |l| l.mode);
         digest = dir_digest(parent_mode, level.count, &children);
     }
-    Ok(tree_digest_of(&index.chunker, &digest))
+    in_format(&digest)
 }
 
-/// Checks that `index` (of the subtree `root`, with `proof`) is the tree whose digest is
-/// `signed`.
+/// Checks that `index` (of the subtree `root`, with `proof`) is the tree whose digest
+/// (format 2) is `signed`.
 pub fn verify(
     index: &Index,
     root: Option<&RelPath>,
     proof: &SubtreeProof,
     signed: &Hash,
 ) -> Result<(), TreeError> {
-    let got = digest_through(index, root, proof)?;
+    verify_format(index, root, proof, TREE_FORMAT, signed)
+}
+
+/// [`verify`] in tree format `format` (what the statement names).
+pub fn verify_format(
+    index: &Index,
+    root: Option<&RelPath>,
+    proof: &SubtreeProof,
+    format: u32,
+    signed: &Hash,
+) -> Result<(), TreeError> {
+    let got = digest_through_format(index, root, proof, format)?;
     if got != *signed {
         return Err(TreeError::Mismatch { got, want: *signed });
     }
@@ -620,6 +703,45 @@ mod tests {
         let mut other = idx.clone();
         other.chunker.max *= 2;
         assert_ne!(TreeHashes::compute(&other).digest(), whole);
+    }
+
+    /// Tree format 2 covers the info section, through every subtree proof too; format 1
+    /// verifies an index without one only.
+    #[test]
+    fn the_tree_digest_covers_the_info_section() {
+        let mut idx = sample();
+        idx.info = crate::info::tests::sample_info();
+        let hashes = TreeHashes::compute(&idx);
+        let whole = hashes.digest();
+        assert_ne!(whole, TreeHashes::compute(&sample()).digest());
+        let dir = rp("a/empty");
+        let sub = idx.subtree(&dir).unwrap();
+        let proof = hashes.proof(&idx, &dir).unwrap();
+        verify(&sub, Some(&dir), &proof, &whole).unwrap();
+        // Any change to the info, in the whole index or in a subtree: refused.
+        for edit in [
+            (|i: &mut Index| i.info.name.push('!')) as fn(&mut Index),
+            |i| i.info.sets[0].mods.push(RelPath::new("b.txt").unwrap()),
+            |i| i.info.sets[0].server.as_mut().unwrap().port += 1,
+            |i| i.info.sets[0].server = None,
+            |i| i.info = Default::default(),
+        ] {
+            let mut changed = idx.clone();
+            edit(&mut changed);
+            assert!(matches!(
+                verify(&changed, None, &SubtreeProof::default(), &whole),
+                Err(TreeError::Mismatch { .. })
+            ));
+            let mut changed = sub.clone();
+            edit(&mut changed);
+            assert!(verify(&changed, Some(&dir), &proof, &whole).is_err());
+        }
+        // Format 1: the old digest, for an index without info only; unknown formats refused.
+        let plain = sample();
+        let v1 = TreeHashes::compute(&plain).digest_v1(&plain.chunker);
+        verify_format(&plain, None, &SubtreeProof::default(), TREE_FORMAT_V1, &v1).unwrap();
+        assert!(verify_format(&idx, None, &SubtreeProof::default(), TREE_FORMAT_V1, &v1).is_err());
+        assert!(verify_format(&plain, None, &SubtreeProof::default(), 3, &v1).is_err());
     }
 
     #[test]

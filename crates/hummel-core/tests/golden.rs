@@ -17,7 +17,9 @@ use hummel_core::index::{self, ChunkLocation, DirEntry, Entry, EntryKind, FileEn
 use hummel_core::pack::{PackEntry, PackWriter, read_toc};
 use hummel_core::statement::{KeyPair, Rotation, Statement};
 use hummel_core::tree::{self, TreeHashes, decode_proof, encode_proof};
-use hummel_core::{ChunkerConfig, Codec, Hash, Index, RelPath, chunk_stream};
+use hummel_core::{
+    ChunkerConfig, Codec, Hash, Index, RelPath, RepoInfo, ServerInfo, SetInfo, chunk_stream,
+};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -138,28 +140,73 @@ fn golden_index() -> Index {
                 size: 1 << 20,
             },
         ],
+        info: RepoInfo::default(),
     };
     idx.validate().unwrap();
     idx
 }
 
+/// [`golden_index`] with an info section (index format 2): a name, a description with a line
+/// break, a set with a server and one without.
+fn golden_index_v2() -> Index {
+    let mut idx = golden_index();
+    idx.info = RepoInfo {
+        name: "Sunday group".into(),
+        description: "Our mods.\nJoin us on Sundays.".into(),
+        sets: vec![
+            SetInfo {
+                name: "ops".into(),
+                description: "Sunday operations".into(),
+                mods: vec![rp("@a"), rp("@cba")],
+                server: Some(ServerInfo {
+                    address: "play.example.org".into(),
+                    port: 2302,
+                    password: true,
+                }),
+            },
+            SetInfo {
+                name: "training".into(),
+                description: String::new(),
+                mods: vec![rp("@a")],
+                server: None,
+            },
+        ],
+    };
+    idx.validate().unwrap();
+    idx
+}
+
+/// Format 1 is no longer written, but a client or master still reads it: as an index whose
+/// info section is empty.
 #[test]
-fn index_format_1() {
+fn index_format_1_still_reads() {
     let idx = golden_index();
-    let plain = golden("index-v1.postcard", &postcard::to_stdvec(&idx).unwrap());
+    let encoded = std::fs::read(fixture("index-v1.idx")).unwrap();
+    assert_eq!(&encoded[8..12], &1u32.to_le_bytes());
+    let (decoded, id) = index::decode(&encoded).unwrap();
+    assert_eq!(decoded, idx);
+    assert_eq!(id, Hash::of(&encoded[24..encoded.len() - 4]));
+    let (from, _) = index::decode_from(Cursor::new(encoded)).unwrap();
+    assert_eq!(from, idx);
+}
+
+#[test]
+fn index_format_2() {
+    let idx = golden_index_v2();
+    let plain = golden("index-v2.postcard", &postcard::to_stdvec(&idx).unwrap());
     assert_eq!(postcard::from_bytes::<Index>(&plain).unwrap(), idx);
-    let encoded = golden("index-v1.idx", &index::encode(&idx));
+    let encoded = golden("index-v2.idx", &index::encode(&idx));
     let (decoded, id) = index::decode(&encoded).unwrap();
     assert_eq!(decoded, idx);
     assert_eq!(id, Hash::of(&encoded[24..encoded.len() - 4]));
     same_bytes(
-        "index-v1.postcard",
+        "index-v2.postcard",
         &plain,
         &postcard::to_stdvec(&idx).unwrap(),
     );
     // The postcard body is the format; the envelope adds zstd's bytes, which a zstd upgrade
     // may change without changing what decodes (then only this file needs blessing).
-    same_bytes("index-v1.idx", &encoded, &index::encode(&idx));
+    same_bytes("index-v2.idx", &encoded, &index::encode(&idx));
 }
 
 /// The digest a delta carries and the client recomputes: both sides must agree forever.
@@ -180,7 +227,7 @@ fn entries_digest_v1() {
 fn tree_digest_and_proof_v1() {
     let idx = golden_index();
     let hashes = TreeHashes::compute(&idx);
-    let digest = hashes.digest();
+    let digest = hashes.digest_v1(&idx.chunker);
     let text = format!("{digest}\n");
     same_bytes(
         "tree-digest-v1.txt",
@@ -193,7 +240,38 @@ fn tree_digest_and_proof_v1() {
     assert_eq!(decode_proof(&encoded).unwrap(), proof);
     same_bytes("proof-v1.bin", &encoded, &encode_proof(&proof));
     let sub = idx.subtree(&dir).unwrap();
+    tree::verify_format(&sub, Some(&dir), &proof, tree::TREE_FORMAT_V1, &digest).unwrap();
+}
+
+/// The tree digest (format 2) over an index with an info section, and a subtree's proof to
+/// it (the proof format is unchanged: the info travels with the subtree).
+#[test]
+fn tree_digest_v2() {
+    let idx = golden_index_v2();
+    let hashes = TreeHashes::compute(&idx);
+    let digest = hashes.digest();
+    let text = format!("{digest}\n");
+    same_bytes(
+        "tree-digest-v2.txt",
+        &golden("tree-digest-v2.txt", text.as_bytes()),
+        text.as_bytes(),
+    );
+    let info = format!("{}\n", idx.info.digest());
+    same_bytes(
+        "info-digest-v1.txt",
+        &golden("info-digest-v1.txt", info.as_bytes()),
+        info.as_bytes(),
+    );
+    let dir = rp("@a/empty");
+    let proof = hashes.proof(&idx, &dir).unwrap();
+    let sub = idx.subtree(&dir).unwrap();
     tree::verify(&sub, Some(&dir), &proof, &digest).unwrap();
+    assert_eq!(
+        proof,
+        TreeHashes::compute(&golden_index())
+            .proof(&golden_index(), &dir)
+            .unwrap()
+    );
 }
 
 /// A signed statement and a key rotation (format 1). Ed25519 signatures are deterministic, so
@@ -207,8 +285,8 @@ fn statement_and_rotation_v1() {
     let statement = Statement {
         repository_id: "00112233445566778899aabbccddeeff".into(),
         revision: 20_261_202_014_530,
-        tree_format: tree::TREE_FORMAT,
-        tree_digest: TreeHashes::compute(&golden_index()).digest(),
+        tree_format: tree::TREE_FORMAT_V1,
+        tree_digest: TreeHashes::compute(&golden_index()).digest_v1(&ChunkerConfig::default()),
         created_unix: 1_796_175_930,
         signed_unix: 1_796_175_931,
         expires_unix: 1_798_767_931,

@@ -238,13 +238,13 @@ fn envelope_plain_len(data: &[u8]) -> usize {
     counted as usize
 }
 
-/// An index or delta envelope (format 1, no signature) around `plain`, as the master writes
-/// one (at zstd level 1 here, which is faster and decodes the same).
-pub fn seal_envelope(magic: &[u8; 8], plain: &[u8]) -> Vec<u8> {
+/// An index or delta envelope (format `version`, no signature) around `plain`, as the master
+/// writes one (at zstd level 1 here, which is faster and decodes the same).
+pub fn seal_envelope(magic: &[u8; 8], version: u32, plain: &[u8]) -> Vec<u8> {
     let body = zstd::bulk::compress(plain, 1).expect("zstd compresses in memory");
     let mut out = Vec::with_capacity(body.len() + 28);
     out.extend_from_slice(magic);
-    out.extend_from_slice(&INDEX_FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
     out.extend_from_slice(&body);
@@ -292,7 +292,7 @@ pub fn index(data: &[u8]) -> bool {
 /// [`index`] on a valid envelope around `data`: mutations reach postcard and validation
 /// instead of stopping at zstd.
 pub fn index_body(data: &[u8]) -> bool {
-    index(&seal_envelope(INDEX_MAGIC, data))
+    index(&seal_envelope(INDEX_MAGIC, INDEX_FORMAT_VERSION, data))
 }
 
 /// `hummel_core::delta::decode_delta` and `IndexDelta::apply` on the seeds' base index (the
@@ -313,7 +313,11 @@ pub fn delta(data: &[u8]) -> bool {
 
 /// [`delta`] on a valid envelope around `data`.
 pub fn delta_body(data: &[u8]) -> bool {
-    delta(&seal_envelope(DELTA_MAGIC, data))
+    delta(&seal_envelope(
+        DELTA_MAGIC,
+        hummel_core::delta::DELTA_FORMAT_VERSION,
+        data,
+    ))
 }
 
 /// `hummel_core::pack::read_toc` on a whole pack, then `decode_chunk` on every chunk it lists.
@@ -592,7 +596,7 @@ pub fn statement(data: &[u8]) -> bool {
     };
     let mut accepted = false;
     if let Ok(s) = Statement::decode(&as_statement) {
-        assert_eq!(s.tree_format, hummel_core::tree::TREE_FORMAT);
+        assert!(hummel_core::tree::TREE_FORMATS.contains(&s.tree_format));
         assert!(s.repository_id.len() <= hummel_core::statement::MAX_REPOSITORY_ID);
         // Accepted bytes are signed by the key they name: the same again with that key.
         if s.key == fuzz_key().public() {

@@ -87,6 +87,7 @@ impl Tree {
                     size: 1 << 20,
                 })
                 .collect(),
+            info: Default::default(),
         };
         index.validate().expect("seed index is valid");
         index
@@ -157,7 +158,23 @@ fn index_values() -> Vec<Index> {
     empty.entries.clear();
     empty.chunks.clear();
     empty.packs.clear();
-    let mut all = vec![base, sub, empty];
+    // Index format 2's info section: a name, a description, a set with a server.
+    let mut with_info = base.clone();
+    with_info.info = hummel_core::RepoInfo {
+        name: "Sunday group".into(),
+        description: "Mods.\nJoin us.".into(),
+        sets: vec![hummel_core::SetInfo {
+            name: "ops".into(),
+            description: "Sunday operations".into(),
+            mods: vec![RelPath::new("@mod").expect("valid")],
+            server: Some(hummel_core::ServerInfo {
+                address: "play.example.org".into(),
+                port: 2302,
+                password: true,
+            }),
+        }],
+    };
+    let mut all = vec![base, sub, empty, with_info];
     all.extend(targets());
     all
 }

@@ -26,8 +26,10 @@
 //!    table) or already claimed by another task of this build is not stored again; new chunks
 //!    go over a bounded channel to a single pack-writer thread, which seals a pack at the
 //!    target size and commits it to the [`BlobStore`] (verify, fsync, rename).
-//! 4. The new [`Index`] is assembled (sorted entries, unique chunk table, sorted pack table).
-//!    When it equals the previous one, nothing is published.
+//! 4. The new [`Index`] is assembled (sorted entries, unique chunk table, sorted pack table)
+//!    with its info section: the configured name and description, and the sets file read
+//!    now (`crate::sets`; a bad one fails the build naming its line). When it equals the
+//!    previous one, info included, nothing is published.
 //!
 //! Publishing (index file, one SQLite transaction, in-memory state) belongs to
 //! [`crate::master`]. Progress is reported through the atomics of a [`BuildRun`]. The pack
@@ -102,6 +104,8 @@ pub(crate) enum BuildError {
     Stopped,
     #[error("{0}")]
     MassDelete(MassDelete),
+    #[error("{0}")]
+    Sets(#[from] crate::sets::SetsError),
     #[error(
         "{path} kept changing while it was read ({attempts} attempts); finish copying it and build again"
     )]
@@ -433,6 +437,8 @@ pub(crate) struct BuildInputs<'a> {
     pub allow_mass_delete: bool,
     /// Publish what symlinks point to (files and folders) instead of skipping them.
     pub follow_symlinks: bool,
+    /// The repository's name, description and sets file.
+    pub info: &'a crate::config::InfoConfig,
 }
 
 /// A new tree ready to publish (revision number and time not yet set).
@@ -450,8 +456,8 @@ pub(crate) struct Prepared {
 pub(crate) enum Preparation {
     /// The tree equals the previous revision; nothing to publish.
     Unchanged,
-    /// Something changed.
-    Changed(Prepared),
+    /// Something changed (boxed: an index is far larger than nothing).
+    Changed(Box<Prepared>),
 }
 
 /// Walks, chunks and packs the repository. CPU- and I/O-bound: call from a blocking thread.
@@ -475,6 +481,16 @@ pub(crate) fn prepare(inputs: &BuildInputs<'_>, run: &BuildRun) -> Result<Prepar
         None => Tree::default(),
     };
     warn_unportable(&tree, run);
+    // The info section first: a bad sets file fails the build before any file is read.
+    let info = {
+        let tops: HashSet<&str> = tree
+            .dirs
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .filter(|p| !p.contains('/'))
+            .collect();
+        crate::sets::read_info(inputs.info, inputs.data_dir, &tops)?
+    };
     let previous_index = inputs.previous.map(|p| p.index.as_ref());
     let guard = check_mass_delete(
         inputs.repo,
@@ -516,7 +532,7 @@ pub(crate) fn prepare(inputs: &BuildInputs<'_>, run: &BuildRun) -> Result<Prepar
     let written = read_and_pack(inputs, run, &to_read, &known, &mut built)?;
 
     built.sort_by(|a, b| a.rel.cmp(&b.rel));
-    let index = assemble(
+    let mut index = assemble(
         inputs.options.chunker,
         tree.dirs,
         built,
@@ -524,8 +540,10 @@ pub(crate) fn prepare(inputs: &BuildInputs<'_>, run: &BuildRun) -> Result<Prepar
         &written,
         inputs.packs,
     )?;
+    index.info = info;
     if let Some(prev) = inputs.previous
         && prev.index.root.is_none()
+        && prev.index.info == index.info
         && prev.index.chunker == index.chunker
         && prev.index.entries == index.entries
         && prev.index.chunks == index.chunks
@@ -535,12 +553,12 @@ pub(crate) fn prepare(inputs: &BuildInputs<'_>, run: &BuildRun) -> Result<Prepar
     }
     let mut new_chunks: Vec<ChunkLocation> = written.chunks.into_values().collect();
     new_chunks.sort_by_key(|c| (c.pack, c.offset));
-    Ok(Preparation::Changed(Prepared {
+    Ok(Preparation::Changed(Box::new(Prepared {
         index,
         new_packs: written.packs,
         new_chunks,
         mass_delete_confirmed,
-    }))
+    })))
 }
 
 /// Sets the revision number and time, validates and encodes. Returns the encoded bytes and the
@@ -1268,6 +1286,7 @@ fn assemble(
         entries,
         chunks,
         packs: pack_table,
+        info: Default::default(),
     })
 }
 
@@ -1323,6 +1342,7 @@ mod tests {
             entries,
             chunks: Vec::new(),
             packs: Vec::new(),
+            info: Default::default(),
         }
     }
 

@@ -267,6 +267,7 @@ mod tests {
             entries: Vec::new(),
             chunks: Vec::new(),
             packs: Vec::new(),
+            info: Default::default(),
         };
         let row = RevisionRow {
             number: 7,

@@ -87,6 +87,20 @@ pub struct MasterConfig {
     pub probe_interval: Duration,
     /// Whom the probes trust for `https://` slaves (the system's roots plus `--ca-cert`).
     pub probe_tls: hummel_tls::ClientTls,
+    /// The repository's name, description and sets file, published with every revision.
+    pub info: InfoConfig,
+}
+
+/// What the admin says about the repository (`--name`, `--description`, `--sets`): part of
+/// every revision's index (its info section), so a change publishes a new revision.
+#[derive(Clone, Debug, Default)]
+pub struct InfoConfig {
+    /// Shown to players on the dashboard, the join page and the player page.
+    pub name: String,
+    /// Likewise.
+    pub description: String,
+    /// The sets file, read at each build; `None`: `DATA/sets.toml` when present.
+    pub sets_file: Option<PathBuf>,
 }
 
 /// Default of [`MasterConfig::signature_expiry`]: a master that stops signing (or whoever

@@ -213,15 +213,38 @@ fn render(master: &Master) -> String {
         .build
         .as_ref()
         .is_some_and(|b| b.state == BuildState::Running);
+    let info = crate::join::published_info(master);
     let mut h = String::with_capacity(16 << 10);
     let _ = write!(
         h,
         "<!doctype html><html><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\">{refresh}\
          <title>Hummel {role}</title><style>{STYLE}</style></head><body>\
-         <h1>Hummel {role}</h1><p class=\"muted\">version {version}, API {api}</p>\
-         <p>Players: share <a href=\"/join\">{join}/join</a>; they paste it into Hummel's player \
-         page (<code>hummel ui</code>).</p>",
+         <h1>Hummel {role}</h1><p class=\"muted\">version {version}, API {api}</p>{about}\
+         <p>Players: share <a id=\"join-link\" href=\"/join\">{join}/join</a>; they paste it into \
+         Hummel's player page (<code>hummel ui</code>, or <code>hummel.exe</code> double-clicked).</p>",
+        about = if info.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<p><b id=\"repo-name\">{}</b>{}{}</p>",
+                escape(&info.name),
+                if info.description.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " — <span id=\"repo-description\">{}</span>",
+                        escape(&info.description)
+                    )
+                },
+                if info.sets.is_empty() {
+                    String::new()
+                } else {
+                    let names: Vec<String> = info.sets.iter().map(|s| escape(&s.name)).collect();
+                    format!(" <span class=\"muted\">sets: {}</span>", names.join(", "))
+                }
+            )
+        },
         join = escape(&master.public_url().unwrap_or_default()),
         refresh = if running {
             "<meta http-equiv=\"refresh\" content=\"2\">"

@@ -305,6 +305,7 @@ mod tests {
                     size: 10,
                 })
                 .collect(),
+            info: Default::default(),
         };
         Arc::new(LoadedRevision {
             row: RevisionRow {

@@ -22,6 +22,8 @@
 //! - `signing`: the Ed25519 key in `DATA/signing/` (made on first start, rotated on request),
 //!   the signed statement of the current revision (signed again at half its validity) and
 //!   the proofs that tie a subtree to it.
+//! - `sets`: the admin's sets file (`sets.toml`), read at each build into the index's info
+//!   section with the configured name and description.
 //! - `build`: the pipeline walk → mass-delete guard → reuse → chunk/hash/compress (rayon, each
 //!   file read again while it changes) → pack writer → index.
 //! - `repack`: the optional background pass that recompresses the current revision's packs at
@@ -81,6 +83,7 @@ mod placement;
 mod probe;
 mod repack;
 mod revision;
+mod sets;
 mod signing;
 mod tracker;
 mod watch;
@@ -93,7 +96,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use config::{
     DEFAULT_CLIENT_RETENTION, DEFAULT_FALLBACK_LIMIT, DEFAULT_GC_GRACE, DEFAULT_KEEP_REVISIONS,
-    DEFAULT_PROBE_INTERVAL, DEFAULT_RATE_LIMIT, DEFAULT_SIGNATURE_EXPIRY, MasterConfig,
+    DEFAULT_PROBE_INTERVAL, DEFAULT_RATE_LIMIT, DEFAULT_SIGNATURE_EXPIRY, InfoConfig, MasterConfig,
     RATE_BURST_SECONDS, REPACK_LEVELS, Tokens,
 };
 pub use error::MasterError;

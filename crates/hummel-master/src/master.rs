@@ -439,6 +439,7 @@ impl Master {
             options: self.inner.build_options,
             allow_mass_delete: run.allow_mass_delete,
             follow_symlinks: self.inner.config.follow_symlinks,
+            info: &self.inner.config.info,
         };
         let prepared = match build::prepare(&inputs, run)? {
             Preparation::Unchanged => {
@@ -446,7 +447,7 @@ impl Master {
                 tracing::info!(revision = number, "nothing changed; no new revision");
                 return Ok(number);
             }
-            Preparation::Changed(p) => p,
+            Preparation::Changed(p) => *p,
         };
         // The last moment a shutdown can stop it: after this it publishes in one transaction.
         run.check_cancelled()?;

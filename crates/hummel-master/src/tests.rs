@@ -52,6 +52,7 @@ fn config(repo: &Path, data: &Path) -> MasterConfig {
         rotate_key: false,
         probe_interval: crate::DEFAULT_PROBE_INTERVAL,
         probe_tls: hummel_tls::ClientTls::system(),
+        info: Default::default(),
     }
 }
 

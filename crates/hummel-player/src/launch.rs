@@ -1,7 +1,8 @@
 //! Starting the game with the profile's mods, and opening URLs with the system's handler.
 //!
 //! Arma 3 takes its mods as one argument, `-mod=A;B;C` (full paths: the mod folder need not be
-//! the game's), and a server to join as `-connect=HOST -port=PORT`. Through Steam that is the
+//! the game's), and a server to join as `-connect=HOST -port=PORT` (`-password=` when the
+//! page asked the player for one: a set's server may want it; it is never saved). Through Steam that is the
 //! URL `steam://run/107410//ARGS/` (arguments separated by spaces; one holding a space is put
 //! in double quotes); with the game's executable, the same arguments on its command line.
 //!
@@ -33,9 +34,13 @@ pub struct Launched {
     pub args: Vec<String>,
 }
 
+/// Longest server password passed on.
+pub const MAX_PASSWORD: usize = 256;
+
 /// The game's arguments for `profile`: `-mod=` with the full path of each ticked mod (each must
-/// be in the folder: synced first), `-connect=`/`-port=` for its server, then its parameters.
-pub fn game_args(profile: &Profile) -> Result<Vec<String>, PlayerError> {
+/// be in the folder: synced first), `-connect=`/`-port=` for its server (and `-password=`
+/// when given), then its parameters.
+pub fn game_args(profile: &Profile, password: Option<&str>) -> Result<Vec<String>, PlayerError> {
     if profile.folder.as_os_str().is_empty() {
         return Err(PlayerError::Invalid(
             "choose the game's mod folder first".into(),
@@ -80,6 +85,14 @@ pub fn game_args(profile: &Profile) -> Result<Vec<String>, PlayerError> {
         if let Some(p) = port {
             args.push(format!("-port={p}"));
         }
+        if let Some(pw) = password.filter(|p| !p.is_empty()) {
+            if pw.len() > MAX_PASSWORD || pw.chars().any(char::is_control) {
+                return Err(PlayerError::Invalid(
+                    "the server password holds a control character or is too long".into(),
+                ));
+            }
+            args.push(format!("-password={pw}"));
+        }
     }
     args.extend(profile.parameters.iter().cloned());
     Ok(args)
@@ -101,8 +114,8 @@ pub fn steam_url(args: &[String]) -> String {
 }
 
 /// What launching `profile` runs: the URL handler with the Steam URL, or the game's executable.
-pub fn command(profile: &Profile) -> Result<Launched, PlayerError> {
-    let args = game_args(profile)?;
+pub fn command(profile: &Profile, password: Option<&str>) -> Result<Launched, PlayerError> {
+    let args = game_args(profile, password)?;
     Ok(match &profile.launch {
         Launcher::Steam => {
             let (program, pre) = url_opener();
@@ -117,9 +130,10 @@ pub fn command(profile: &Profile) -> Result<Launched, PlayerError> {
     })
 }
 
-/// Starts the game for `profile` (not waiting for it).
-pub fn launch(profile: &Profile) -> Result<Launched, PlayerError> {
-    let launched = command(profile)?;
+/// Starts the game for `profile` (not waiting for it), with the server `password` the player
+/// typed, if any.
+pub fn launch(profile: &Profile, password: Option<&str>) -> Result<Launched, PlayerError> {
+    let launched = command(profile, password)?;
     let dir = match &profile.launch {
         Launcher::Executable { path } => path.parent().filter(|p| p.is_dir()),
         Launcher::Steam => None,
@@ -190,7 +204,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut p = profile(dir.path());
         assert!(
-            game_args(&p)
+            game_args(&p, None)
                 .unwrap_err()
                 .to_string()
                 .contains("sync first")
@@ -198,11 +212,14 @@ mod tests {
         std::fs::create_dir(dir.path().join("@cba")).unwrap();
         std::fs::create_dir(dir.path().join("@ace")).unwrap();
         let d = dir.path().display();
-        assert_eq!(game_args(&p).unwrap(), [format!("-mod={d}/@cba;{d}/@ace")]);
+        assert_eq!(
+            game_args(&p, None).unwrap(),
+            [format!("-mod={d}/@cba;{d}/@ace")]
+        );
         p.server = Some("203.0.113.5:2302".into());
         p.parameters = vec!["-noSplash".into()];
         assert_eq!(
-            game_args(&p).unwrap(),
+            game_args(&p, None).unwrap(),
             [
                 format!("-mod={d}/@cba;{d}/@ace"),
                 "-connect=203.0.113.5".into(),
@@ -210,15 +227,18 @@ mod tests {
                 "-noSplash".into()
             ]
         );
+        let with = game_args(&p, Some("s3cret")).unwrap();
+        assert_eq!(with[3], "-password=s3cret");
+        assert!(game_args(&p, Some("a\nb")).is_err());
         p.server = Some("play.example".into());
-        assert_eq!(game_args(&p).unwrap()[1], "-connect=play.example");
+        assert_eq!(game_args(&p, None).unwrap()[1], "-connect=play.example");
         p.server = Some("play.example:x".into());
-        assert!(game_args(&p).is_err());
+        assert!(game_args(&p, None).is_err());
         p.launch = Launcher::Executable {
             path: PathBuf::from("/games/arma3_x64"),
         };
         p.server = None;
-        let c = command(&p).unwrap();
+        let c = command(&p, None).unwrap();
         assert_eq!(c.program, "/games/arma3_x64");
         assert_eq!(c.args.len(), 2);
     }

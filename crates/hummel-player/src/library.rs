@@ -1,14 +1,17 @@
 //! What the page shows of a repository for a profile ([`view`]), and the sync of the profile's
 //! mods ([`sync_profile`]).
 //!
-//! A mod is a top-level folder of the repository. Each ticked mod is synced on its own into
-//! `FOLDER/MOD` (`hummel sync URL FOLDER/MOD --path MOD`), so its state lives in
-//! `FOLDER/MOD/.hummel/` and the other folders of the game's mod folder (the player's own mods,
-//! other repositories') are never looked at. A mod is up to date when the index its folder holds
-//! has the files and folders of the current revision's subtree.
+//! A mod is a top-level folder of the repository. The ticked mods are synced together into the
+//! game's mod folder as one DEST (`hummel sync URL FOLDER --path A --path B`, each mod at
+//! `FOLDER/MOD`), so the state lives in `FOLDER/.hummel/`. The other folders of the game's mod
+//! folder (the player's own mods, other repositories') are never looked at; a mod an earlier
+//! sync of the page placed there and that is no longer ticked is removed (the changes say so
+//! before). A mod is up to date when the index the folder holds has the files and folders of
+//! the current revision's mod.
 //!
-//! Sets (named lists of mods with launch parameters, defined by the admin) are not published
-//! by masters yet; [`RepoView::sets`] is where the page finds them once they are.
+//! Sets (named lists of mods with launch parameters, defined by the admin in the signed
+//! revision's info section) are listed with their size and state; picking one ticks its mods
+//! and takes its server ([`RepoView::sets`]).
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -18,7 +21,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use hummel_client::changes::{Current, held, same_tree};
-use hummel_client::{Changelog, SyncOptions, SyncOutcome, SyncPhase, SyncProgress, changes};
+use hummel_client::{
+    Changelog, Selection, SyncOptions, SyncOutcome, SyncPhase, SyncProgress, changes,
+};
 use hummel_core::{EntryKind, Index, RelPath};
 use hummel_tls::ClientTls;
 
@@ -57,7 +62,7 @@ pub struct ModView {
     pub held_revision: Option<u64>,
 }
 
-/// A set of mods the admin defined (none are published yet).
+/// A set of mods the admin defined.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SetView {
     /// Its name.
@@ -66,8 +71,19 @@ pub struct SetView {
     pub description: String,
     /// The mods in it.
     pub mods: Vec<String>,
-    /// A server to join, `HOST:PORT`.
+    /// A server to join, `HOST:PORT` (`HOST` when the set names no port).
     pub server: Option<String>,
+    /// The server asks for a password: the page asks the player at launch.
+    pub password: bool,
+    /// Files of its mods.
+    pub files: u64,
+    /// Bytes of its mods.
+    pub bytes: u64,
+    /// How its mods stand in the folder: up to date when all are, not installed when none is
+    /// there, else an update is available.
+    pub status: ModStatus,
+    /// The profile's set (picked last).
+    pub picked: bool,
 }
 
 /// What the page shows of a profile's repository.
@@ -75,6 +91,10 @@ pub struct SetView {
 pub struct RepoView {
     /// The master's URL.
     pub url: String,
+    /// The repository's name, as its admin published it (may be empty).
+    pub name: String,
+    /// Its description (may be empty).
+    pub description: String,
     /// The current revision.
     pub revision: u64,
     /// When it was built (seconds since the epoch).
@@ -115,61 +135,96 @@ pub fn mods_of(index: &Index) -> Vec<(String, u64, u64)> {
     mods
 }
 
-/// What `folder/name` holds of this repository, if a sync of mod `name` from it left it.
-fn held_mod(
+/// `profile` with the mods of its picked set as the revision `index` defines it (the admin may
+/// have changed the set since it was picked); as it is when it picked none, or one the
+/// repository no longer has.
+pub fn with_set(profile: &Profile, index: &Index) -> Profile {
+    let mut p = profile.clone();
+    if let Some(set) = p.set.as_deref().and_then(|n| index.info.set(n)) {
+        p.mods = set.mods.iter().map(|m| m.to_string()).collect();
+        p.mods.sort();
+    }
+    p
+}
+
+/// What `folder` holds of this repository, if a sync of the page (a selection of its mods
+/// into the folder) left it.
+fn held_folder(
     folder: &Path,
-    name: &str,
     current: &Current,
     url: &str,
 ) -> Option<hummel_client::changes::Held> {
-    let h = held(&folder.join(name))?;
+    let h = held(folder)?;
     let same_repo = match (&h.state.repository_id, &current.info.repository_id) {
         (Some(a), Some(b)) => a == b,
         _ => h.state.master_url.trim_end_matches('/') == url.trim_end_matches('/'),
     };
-    (same_repo && h.state.subtree.as_deref() == Some(name)).then_some(h)
+    // A selection's state names no subtree but a key starting with `/`.
+    let selection = h
+        .state
+        .subtree
+        .as_deref()
+        .is_some_and(|s| s.starts_with('/'));
+    (same_repo && selection).then_some(h)
+}
+
+/// The mods of `index` named `names` that it has (at their paths; an empty index if none).
+fn selected(index: &Index, names: &[String]) -> Index {
+    let dirs: Vec<RelPath> = names
+        .iter()
+        .filter_map(|n| RelPath::new(n).ok())
+        .filter(|p| matches!(index.get(p).map(|e| &e.kind), Some(EntryKind::Dir(_))))
+        .collect();
+    index.select(&dirs).unwrap_or_else(|_| Index {
+        entries: Vec::new(),
+        chunks: Vec::new(),
+        packs: Vec::new(),
+        ..index.clone()
+    })
 }
 
 /// The page's view of `profile`'s repository, given its current revision. Blocking: reads the
-/// index each mod folder holds.
+/// index the folder holds.
 pub fn view(profile: &Profile, current: &Current) -> RepoView {
     let index = &current.index;
-    let mut changes_log = Changelog {
-        from: None,
-        to: index.revision,
-        ..Changelog::default()
+    let profile = &with_set(profile, index);
+    let no_folder = profile.folder.as_os_str().is_empty();
+    let held = (!no_folder)
+        .then(|| held_folder(&profile.folder, current, &profile.repository))
+        .flatten();
+    // What a sync of the ticked mods brings: against what the folder holds (mods it holds
+    // and no longer ticked are removed by it).
+    let ticked: Vec<String> = profile.mods.clone();
+    let changes_log = {
+        let mut log = changes(held.as_ref().map(|h| &h.index), &selected(index, &ticked));
+        log.to = index.revision;
+        log
     };
     let mut mods = Vec::new();
     for (name, files, bytes) in mods_of(index) {
-        let selected = profile.mods.contains(&name);
-        let (status, held_revision) = if profile.folder.as_os_str().is_empty() {
+        let selected_now = profile.mods.contains(&name);
+        let holds = held.as_ref().filter(|h| {
+            h.state.owned.contains(&name)
+                && RelPath::new(&name).is_ok_and(|p| {
+                    matches!(h.index.get(&p).map(|e| &e.kind), Some(EntryKind::Dir(_)))
+                })
+        });
+        let (status, held_revision) = if no_folder {
             (ModStatus::NoFolder, None)
+        } else if let Some(h) = holds {
+            let one = std::slice::from_ref(&name);
+            let status = if same_tree(&selected(&h.index, one), &selected(index, one)) {
+                ModStatus::UpToDate
+            } else {
+                ModStatus::UpdateAvailable
+            };
+            (status, Some(h.state.revision))
+        } else if profile.folder.join(&name).exists() {
+            (ModStatus::NotManaged, None)
         } else {
-            match held_mod(&profile.folder, &name, current, &profile.repository) {
-                Some(h) => {
-                    let now = subtree(index, &name);
-                    if selected {
-                        changes_log.merge(changes(Some(&h.index), &now));
-                    }
-                    let status = if same_tree(&h.index, &now) {
-                        ModStatus::UpToDate
-                    } else {
-                        ModStatus::UpdateAvailable
-                    };
-                    (status, Some(h.state.revision))
-                }
-                None => {
-                    if selected {
-                        changes_log.merge(changes(None, &subtree(index, &name)));
-                    }
-                    if profile.folder.join(&name).exists() {
-                        (ModStatus::NotManaged, None)
-                    } else {
-                        (ModStatus::NotInstalled, None)
-                    }
-                }
-            }
+            (ModStatus::NotInstalled, None)
         };
+        let selected = selected_now;
         mods.push(ModView {
             name,
             files,
@@ -185,33 +240,56 @@ pub fn view(profile: &Profile, current: &Current) -> RepoView {
         .filter(|m| !mods.iter().any(|v| &v.name == *m))
         .cloned()
         .collect();
+    let sets = index
+        .info
+        .sets
+        .iter()
+        .map(|s| {
+            let of_set: Vec<&ModView> = mods
+                .iter()
+                .filter(|m| s.mods.iter().any(|p| p.as_str() == m.name))
+                .collect();
+            let status = if no_folder {
+                ModStatus::NoFolder
+            } else if of_set.iter().all(|m| m.status == ModStatus::UpToDate) {
+                ModStatus::UpToDate
+            } else if of_set.iter().all(|m| m.status == ModStatus::NotInstalled) {
+                ModStatus::NotInstalled
+            } else {
+                ModStatus::UpdateAvailable
+            };
+            SetView {
+                name: s.name.clone(),
+                description: s.description.clone(),
+                mods: s.mods.iter().map(|m| m.to_string()).collect(),
+                server: s.server.as_ref().map(|v| {
+                    if v.port == 0 {
+                        v.address.clone()
+                    } else {
+                        format!("{}:{}", v.address, v.port)
+                    }
+                }),
+                password: s.server.as_ref().is_some_and(|v| v.password),
+                files: of_set.iter().map(|m| m.files).sum(),
+                bytes: of_set.iter().map(|m| m.bytes).sum(),
+                status,
+                picked: profile.set.as_deref() == Some(s.name.as_str()),
+            }
+        })
+        .collect();
     RepoView {
         url: profile.repository.clone(),
+        name: index.info.name.clone(),
+        description: index.info.description.clone(),
         revision: index.revision,
         created_unix: current.info.created_unix,
         files: current.info.files,
         bytes: current.info.bytes,
         mods,
-        sets: Vec::new(),
+        sets,
         gone,
         changes: changes_log,
     }
-}
-
-/// The subtree of mod `name` (an empty index of it if the index has no such folder).
-fn subtree(index: &Index, name: &str) -> Index {
-    RelPath::new(name)
-        .ok()
-        .and_then(|p| index.subtree(&p))
-        .unwrap_or_else(|| Index {
-            revision: index.revision,
-            created_unix: index.created_unix,
-            chunker: index.chunker,
-            root: RelPath::new(name).ok(),
-            entries: Vec::new(),
-            chunks: Vec::new(),
-            packs: Vec::new(),
-        })
 }
 
 /// How a sync of a profile stands, as the page shows it.
@@ -221,13 +299,13 @@ pub struct SyncStatus {
     pub profile: String,
     /// `running`, `done` or `failed`.
     pub state: RunState,
-    /// The mod being synced.
+    /// The mods being synced (one sync brings them all), `, `-separated.
     pub current_mod: Option<String>,
-    /// Its number, from 1.
+    /// How many of them are under way (all at once: [`SyncStatus::mods`] once started).
     pub mod_number: usize,
     /// Mods to sync.
     pub mods: usize,
-    /// The phase of the mod being synced.
+    /// The phase of the sync.
     pub phase: SyncPhase,
     /// Plain bytes written so far, all mods together.
     pub bytes_done: u64,
@@ -270,15 +348,16 @@ const TICK: Duration = Duration::from_millis(200);
 /// The window the rate is measured over.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
 
-/// Syncs each ticked mod of `profile` the repository has into `FOLDER/MOD`, in name order,
-/// calling `report` as it goes (every [`TICK`] while a mod transfers) and once at the end.
-/// Returns the last status (`Done` or `Failed`).
+/// Syncs the ticked mods of `profile` the repository has into the folder, as one DEST (each
+/// at `FOLDER/MOD`), calling `report` as it goes (every [`TICK`] while it transfers) and once
+/// at the end. Returns the last status (`Done` or `Failed`).
 pub async fn sync_profile(
     profile: &Profile,
     tls: &ClientTls,
     current: &Arc<Current>,
     mut report: impl FnMut(&SyncStatus),
 ) -> SyncStatus {
+    let profile = &with_set(profile, &current.index);
     let available = mods_of(&current.index);
     let mut mods: Vec<String> = profile
         .mods
@@ -325,25 +404,13 @@ pub async fn sync_profile(
     if mods.is_empty() {
         return fail(status, "tick at least one mod first".into(), &mut report);
     }
-    // What each mod will write, until its plan says: the changes a sync brings.
+    // What the sync will write, until its plan says: the changes it brings.
     let folder = profile.folder.clone();
-    let estimates: Vec<u64> = {
+    let estimate: u64 = {
         let (p, c) = (profile.clone(), current.clone());
-        let planned = tokio::task::spawn_blocking(move || view(&p, &c))
-            .await
-            .map_err(|e| e.to_string());
-        match planned {
-            Ok(v) => mods
-                .iter()
-                .map(|m| {
-                    v.changes
-                        .mods
-                        .iter()
-                        .find(|c| &c.name == m)
-                        .map_or(0, |c| c.bytes_changed)
-                })
-                .collect(),
-            Err(e) => return fail(status, e, &mut report),
+        match tokio::task::spawn_blocking(move || view(&p, &c)).await {
+            Ok(v) => v.changes.mods.iter().map(|c| c.bytes_changed).sum(),
+            Err(e) => return fail(status, e.to_string(), &mut report),
         }
     };
     let token = profile.read_token.clone().or_else(|| {
@@ -351,76 +418,79 @@ pub async fn sync_profile(
             .ok()
             .filter(|t| !t.is_empty())
     });
+    let mut samples: VecDeque<(Instant, u64)> = VecDeque::new();
+    report(&status);
+    let before = {
+        let d = folder.clone();
+        tokio::task::spawn_blocking(move || held(&d))
+            .await
+            .ok()
+            .flatten()
+    };
+    // One sync of every ticked mod into the folder, each at FOLDER/MOD.
+    let mut folders = Vec::with_capacity(mods.len());
+    for name in &mods {
+        match RelPath::new(name) {
+            Ok(p) => folders.push(p),
+            Err(e) => return fail(status, e.to_string(), &mut report),
+        }
+    }
+    let mut opts = SyncOptions::new(profile.repository.clone(), folder.clone());
+    opts.selection = Some(Selection::Paths(folders));
+    opts.read_token = token;
+    opts.tls = tls.clone();
+    status.current_mod = Some(mods.join(", "));
+    status.mod_number = mods.len();
+    let progress = SyncProgress::new();
+    let run = hummel_client::sync_with_progress(&opts, Some(progress.clone()));
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval(TICK);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut run => break outcome,
+            _ = tick.tick() => {
+                let snap = progress.snapshot();
+                status.phase = snap.phase;
+                status.bytes_done = snap.bytes_done;
+                status.bytes_total = match snap.phase {
+                    SyncPhase::Checking => estimate,
+                    _ => snap.bytes_total,
+                };
+                measure(&mut status, &mut samples);
+                report(&status);
+            }
+        }
+    };
+    let snap = progress.snapshot();
+    let mut finished_bytes = 0u64;
+    match outcome {
+        Ok(SyncOutcome::Done(r)) => {
+            status.files_written += r.files_written;
+            status.files_deleted += r.files_deleted;
+            status.bytes_downloaded += r.bytes_downloaded;
+            status.revision = r.revision;
+            finished_bytes = snap.bytes_total.max(r.bytes_written);
+        }
+        Ok(SyncOutcome::DryRun(_)) => {}
+        Err(e) => return fail(status, e.to_string(), &mut report),
+    }
+    let after = {
+        let d = folder.clone();
+        tokio::task::spawn_blocking(move || held(&d))
+            .await
+            .ok()
+            .flatten()
+    };
     let mut log = Changelog {
         from: None,
         to: current.index.revision,
         ..Changelog::default()
     };
-    let mut finished_bytes = 0u64;
-    let mut samples: VecDeque<(Instant, u64)> = VecDeque::new();
-    report(&status);
-    for (i, name) in mods.iter().enumerate() {
-        let dest = folder.join(name);
-        let before = {
-            let d = dest.clone();
-            tokio::task::spawn_blocking(move || held(&d))
-                .await
-                .ok()
-                .flatten()
-        };
-        let mut opts = SyncOptions::new(profile.repository.clone(), dest.clone());
-        opts.path = match RelPath::new(name) {
-            Ok(p) => Some(p),
-            Err(e) => return fail(status, e.to_string(), &mut report),
-        };
-        opts.read_token = token.clone();
-        opts.tls = tls.clone();
-        status.current_mod = Some(name.clone());
-        status.mod_number = i + 1;
-        let progress = SyncProgress::new();
-        let run = hummel_client::sync_with_progress(&opts, Some(progress.clone()));
-        tokio::pin!(run);
-        let mut tick = tokio::time::interval(TICK);
-        let outcome = loop {
-            tokio::select! {
-                outcome = &mut run => break outcome,
-                _ = tick.tick() => {
-                    let snap = progress.snapshot();
-                    let this_total = match snap.phase {
-                        SyncPhase::Checking => estimates[i],
-                        _ => snap.bytes_total,
-                    };
-                    status.phase = snap.phase;
-                    status.bytes_done = finished_bytes + snap.bytes_done;
-                    status.bytes_total =
-                        finished_bytes + this_total + estimates[i + 1..].iter().sum::<u64>();
-                    measure(&mut status, &mut samples);
-                    report(&status);
-                }
-            }
-        };
-        let snap = progress.snapshot();
-        match outcome {
-            Ok(SyncOutcome::Done(r)) => {
-                status.files_written += r.files_written;
-                status.files_deleted += r.files_deleted;
-                status.bytes_downloaded += r.bytes_downloaded;
-                status.revision = r.revision;
-                finished_bytes += snap.bytes_total.max(r.bytes_written);
-            }
-            Ok(SyncOutcome::DryRun(_)) => {}
-            Err(e) => return fail(status, format!("{name}: {e}"), &mut report),
-        }
-        let after = {
-            let d = dest.clone();
-            tokio::task::spawn_blocking(move || held(&d))
-                .await
-                .ok()
-                .flatten()
-        };
-        if let Some(after) = after {
-            log.merge(changes(before.as_ref().map(|h| &h.index), &after.index));
-        }
+    if let Some(after) = after {
+        // Against what the folder held as a selection (a per-mod state from before is not
+        // comparable: its paths are the mod's).
+        let before = before.filter(|h| h.index.root.is_none());
+        log = changes(before.as_ref().map(|h| &h.index), &after.index);
     }
     status.state = RunState::Done;
     status.current_mod = None;
@@ -469,6 +539,35 @@ mod tests {
     use hummel_core::chunk::ChunkerConfig;
     use hummel_core::index::{DirEntry, Entry, FileEntry};
 
+    /// A picked set follows the admin: its mods are the revision's, not those ticked when it
+    /// was picked; a set the repository dropped leaves the ticks as they are.
+    #[test]
+    fn a_picked_set_brings_its_current_mods() {
+        let mut index = Index {
+            revision: 1,
+            created_unix: 0,
+            chunker: ChunkerConfig::default(),
+            root: None,
+            entries: Vec::new(),
+            chunks: Vec::new(),
+            packs: Vec::new(),
+            info: Default::default(),
+        };
+        index.info.sets.push(hummel_core::SetInfo {
+            name: "ops".into(),
+            description: String::new(),
+            mods: vec![RelPath::new("@rhs").unwrap(), RelPath::new("@ace").unwrap()],
+            server: None,
+        });
+        let mut p = Profile::new("p", "http://x");
+        p.mods = vec!["@ace".into(), "@cba".into()];
+        assert_eq!(with_set(&p, &index).mods, ["@ace", "@cba"]);
+        p.set = Some("ops".into());
+        assert_eq!(with_set(&p, &index).mods, ["@ace", "@rhs"]);
+        p.set = Some("gone".into());
+        assert_eq!(with_set(&p, &index).mods, ["@ace", "@cba"]);
+    }
+
     #[test]
     fn mods_are_top_level_folders_with_their_sizes() {
         let dir = |p: &str| Entry {
@@ -505,6 +604,7 @@ mod tests {
             entries,
             chunks: Vec::new(),
             packs: Vec::new(),
+            info: Default::default(),
         };
         assert_eq!(
             mods_of(&index),

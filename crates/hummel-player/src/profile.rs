@@ -76,6 +76,10 @@ pub struct Profile {
     /// A game server to join on launch, `HOST:PORT` (or `HOST`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// The admin's set picked last (its mods ticked, its server taken); the page asks for the
+    /// server's password at launch when the set says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
     /// How the game is started.
     #[serde(default)]
     pub launch: Launcher,
@@ -96,6 +100,7 @@ impl Profile {
             folder: PathBuf::new(),
             mods: Vec::new(),
             server: None,
+            set: None,
             launch: Launcher::Steam,
             parameters: Vec::new(),
             read_token: None,
@@ -298,6 +303,7 @@ mod tests {
                     folder: PathBuf::from("/games/arma3/mods"),
                     mods: vec!["@ace".into(), "@cba_a3".into()],
                     server: Some("203.0.113.5:2302".into()),
+                    set: None,
                     launch: Launcher::Steam,
                     parameters: vec!["-noSplash".into()],
                     read_token: None,
@@ -308,6 +314,7 @@ mod tests {
                     folder: PathBuf::from("/games/arma3/training"),
                     mods: vec!["@rhs".into()],
                     server: None,
+                    set: None,
                     launch: Launcher::Executable {
                         path: PathBuf::from("/games/arma3/arma3_x64.exe"),
                     },

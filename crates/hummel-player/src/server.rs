@@ -24,7 +24,8 @@
 //! - `DELETE /api/profiles/{name}` → 204
 //! - `GET /api/profiles/{name}/repository` → [`crate::library::RepoView`]
 //! - `POST /api/profiles/{name}/sync` → 202 [`crate::library::SyncStatus`]; 409 while one runs
-//! - `POST /api/profiles/{name}/launch` → [`crate::launch::Launched`]
+//! - `POST /api/profiles/{name}/launch` [`LaunchRequest`] (optional: a server password) →
+//!   [`crate::launch::Launched`]
 //! - `GET /api/events` → server-sent events: a `sync` event with each
 //!   [`crate::library::SyncStatus`] (read with `fetch`, which can send the secret's header)
 
@@ -390,6 +391,8 @@ struct ProfileUpdate {
     #[serde(default)]
     server: Option<String>,
     #[serde(default)]
+    set: Option<String>,
+    #[serde(default)]
     launch: Launcher,
     #[serde(default)]
     parameters: Vec<String>,
@@ -411,6 +414,7 @@ async fn update_profile(
                 .server
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty());
+            profile.set = req.set.filter(|s| !s.is_empty());
             profile.launch = req.launch;
             profile.parameters = req.parameters;
             match req.read_token {
@@ -486,12 +490,27 @@ async fn start_sync(
     Ok((StatusCode::ACCEPTED, Json(first)))
 }
 
+/// What the page sends with a launch: the server password it asked for, if the set wants one.
+#[derive(Deserialize, Default)]
+struct LaunchRequest {
+    #[serde(default)]
+    password: Option<String>,
+}
+
 async fn launch_game(
     State(p): State<Player>,
     Path(name): Path<String>,
+    body: Option<Json<LaunchRequest>>,
 ) -> Result<Json<Launched>, PlayerError> {
-    let profile = p.profile(&name).await?;
-    let launched = blocking(move || launch::launch(&profile)).await?;
+    let mut profile = p.profile(&name).await?;
+    // A picked set's mods as the current revision defines them (when the repository answers).
+    if profile.set.is_some()
+        && let Ok(current) = p.current(&profile).await
+    {
+        profile = library::with_set(&profile, &current.index);
+    }
+    let password = body.and_then(|Json(b)| b.password);
+    let launched = blocking(move || launch::launch(&profile, password.as_deref())).await?;
     Ok(Json(launched))
 }
 

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use hummel_core::Hash;
 use hummel_core::statement::{KeyPair, Rotation, Statement};
-use hummel_core::tree::{TREE_FORMAT, to_hex};
+use hummel_core::tree::{TREE_FORMAT_V1, to_hex};
 use hummel_proto::api::{
     Assignment, ClientReport, HashlistChanges, HashlistVersion, Heartbeat, LocateRequest,
     LocateResponse, RevisionInfo, SlaveDirective, SlaveEndpoint, SlaveHashlist,
@@ -216,7 +216,7 @@ fn revision_info() {
     let statement = Statement {
         repository_id: "00112233445566778899aabbccddeeff".into(),
         revision: 20_261_202_014_530,
-        tree_format: TREE_FORMAT,
+        tree_format: TREE_FORMAT_V1,
         tree_digest: h(9),
         created_unix: 1_796_175_930,
         signed_unix: 1_796_175_931,

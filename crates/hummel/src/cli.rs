@@ -167,6 +167,21 @@ pub struct RepoWatch {
     pub watch_settle: Duration,
 }
 
+/// What players see of the repository (`serve` or `master`): published with each revision.
+#[derive(Args, Debug, Clone)]
+pub struct RepoInfoArgs {
+    /// The repository's name, shown on the dashboard, the join page and the player page.
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// What the repository is, shown with its name.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// The sets file (named sets of top-level folders, with optional server parameters),
+    /// read at each build; default: sets.toml in the data folder when present.
+    #[arg(long)]
+    pub sets: Option<PathBuf>,
+}
+
 /// How a master (`serve` or `master`) signs its revisions.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct SigningArgs {
@@ -206,6 +221,9 @@ pub struct ServeArgs {
     /// Rebuilds on change.
     #[command(flatten)]
     pub watch: RepoWatch,
+    /// Name, description and sets.
+    #[command(flatten)]
+    pub info: RepoInfoArgs,
     /// Repack and garbage collection.
     #[command(flatten)]
     pub packs: PackUpkeep,
@@ -270,6 +288,9 @@ pub struct MasterArgs {
     /// Rebuilds on change.
     #[command(flatten)]
     pub watch: RepoWatch,
+    /// Name, description and sets.
+    #[command(flatten)]
+    pub info: RepoInfoArgs,
     /// Repack and garbage collection.
     #[command(flatten)]
     pub packs: PackUpkeep,
@@ -468,9 +489,15 @@ pub struct SyncArgs {
     /// The local folder to make identical.
     #[arg(required_unless_present = "profile")]
     pub dest: Option<PathBuf>,
-    /// Sync only this subtree of the repository; DEST then mirrors its contents.
+    /// Sync only this subtree of the repository; DEST then mirrors its contents. Given two or
+    /// more times, each folder goes to its repository path below DEST (DEST/@ace/...,
+    /// DEST/@cba/...), and DEST's other entries are left alone.
     #[arg(long, conflicts_with = "profile")]
-    pub path: Option<String>,
+    pub path: Vec<String>,
+    /// Sync the folders of the admin's set NAME (listed on the master's dashboard and join
+    /// page), each to its repository path below DEST, as several --path do.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["profile", "path"])]
+    pub set: Option<String>,
     /// Sync the mods a profile of the player page (`hummel ui`) ticked, each into its folder
     /// inside the profile's mod folder, instead of MASTER_URL and DEST.
     #[arg(long, conflicts_with_all = ["master_url", "dest", "dry_run", "keep_extra"])]
@@ -530,9 +557,13 @@ pub struct VerifyArgs {
     pub master_url: String,
     /// The local folder to check.
     pub dest: PathBuf,
-    /// Check only this subtree of the repository (DEST mirrors its contents).
+    /// Check only this subtree of the repository (DEST mirrors its contents); two or more:
+    /// the folders DEST holds at their repository paths (as `sync --path A --path B`).
     #[arg(long)]
-    pub path: Option<String>,
+    pub path: Vec<String>,
+    /// Check the folders of the admin's set NAME (as `sync --set NAME`).
+    #[arg(long, value_name = "NAME", conflicts_with = "path")]
+    pub set: Option<String>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,

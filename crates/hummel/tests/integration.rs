@@ -20,6 +20,7 @@ mod integration {
     mod player;
     mod repack;
     mod serve;
+    mod sets;
     mod shutdown;
     mod signing;
     mod surface;

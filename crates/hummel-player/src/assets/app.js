@@ -124,6 +124,9 @@ async function loadView() {
     const view = await api("GET", `/profiles/${enc(name)}/repository`);
     if (name !== state.current) return;
     const p = profile();
+    // A picked set brings its mods as the repository defines them now.
+    const set = p && p.set ? view.sets.find((s) => s.name === p.set) : null;
+    if (set) p.mods = [...set.mods].sort();
     if (p) for (const m of view.mods) m.selected = p.mods.includes(m.name);
     state.view = view;
   } catch (e) {
@@ -179,6 +182,10 @@ function renderView() {
     renderSyncSummary();
     return;
   }
+  // The repository's own name and description, as its admin published them.
+  $("repo-name").textContent = v.name || p.name;
+  $("repo-description").textContent = v.description || "";
+  show("repo-description", !!v.description);
   $("repo-revision").textContent = v.revision;
   $("repo-date").textContent = v.created_unix ? ago(v.created_unix) : "–";
   $("repo-date").title = v.created_unix ? new Date(v.created_unix * 1000).toLocaleString() : "";
@@ -217,8 +224,12 @@ function renderView() {
 
   show("sets-card", v.sets.length > 0);
   $("sets-list").replaceChildren(...v.sets.map((s) => {
-    const b = el("button", { type: "button", class: "set" },
-      el("strong", { text: s.name }), el("span", { class: "muted", text: s.description || `${plural(s.mods.length, "mod")}` }));
+    const [label, cls] = STATUS[s.status] || [s.status, ""];
+    const b = el("button", { type: "button", class: "set" + (s.picked ? " picked" : ""), "data-set": s.name },
+      el("strong", { text: s.name }),
+      el("span", { class: "muted", text: s.description || `${plural(s.mods.length, "mod")}` }),
+      el("span", { class: "set-mods", text: `${s.mods.join(", ")} · ${bytes(s.bytes)}` + (s.server ? ` · ${s.server}` : "") }),
+      el("span", { class: "pill status " + cls, "data-status": s.status, text: label }));
     b.addEventListener("click", () => pickSet(s));
     return b;
   }));
@@ -304,7 +315,7 @@ function renderProgress() {
   $("progress-bar").className = "bar" + (s.state === "done" ? " done" : s.state === "failed" ? " failed" : "");
   $("progress-percent").textContent = `${pct} %`;
   if (s.state === "running") {
-    $("progress-mod").textContent = s.current_mod ? `${s.current_mod} (${s.mod_number} of ${s.mods})` : "Starting…";
+    $("progress-mod").textContent = s.current_mod ? `Syncing ${plural(s.mods, "mod")}: ${s.current_mod}` : "Starting…";
     const phase = { checking: "checking", transferring: "downloading", applying: "putting in place", finished: "done" }[s.phase] || s.phase;
     const rate = s.rate > 0 ? `${bytes(s.rate)}/s` : "–";
     $("progress-text").textContent =
@@ -387,6 +398,7 @@ function settingsBody(p, mods) {
     folder: $("folder-input").value.trim(),
     mods: mods || p.mods,
     server: $("server-input").value.trim() || null,
+    set: p.set || null,
     launch: launcher,
     parameters: p.parameters || [],
   };
@@ -398,6 +410,7 @@ function modsBody(p, mods) {
     folder: p.folder || "",
     mods,
     server: p.server || null,
+    set: p.set || null,
     launch: p.launch || { with: "steam" },
     parameters: p.parameters || [],
   };
@@ -441,6 +454,7 @@ async function setMods(mods) {
 function toggleMod(name, on) {
   const p = profile();
   if (!p) return;
+  p.set = null; // ticked by hand: no longer the set
   const mods = p.mods.filter((m) => m !== name);
   if (on) mods.push(name);
   return setMods(mods);
@@ -449,8 +463,21 @@ function toggleMod(name, on) {
 function pickSet(set) {
   const p = profile();
   if (!p) return;
-  if (set.server) p.server = set.server;
+  p.set = set.name;
+  if (set.server) {
+    p.server = set.server;
+    $("server-input").value = set.server;
+  }
   return setMods(set.mods);
+}
+
+// The picked set's server wants a password: asked at each launch, never saved.
+function askPassword(p) {
+  const v = state.view;
+  const set = v && p.set ? v.sets.find((s) => s.name === p.set) : null;
+  if (!set || !set.password || (p.server || "") !== (set.server || "")) return { ok: true };
+  const pw = window.prompt(`Password for the server of ${set.name} (${set.server})`, "");
+  return pw === null ? { ok: false } : { ok: true, password: pw };
 }
 
 async function addRepository(ev) {
@@ -514,10 +541,12 @@ async function launchGame() {
   if (!p) return;
   setError("launch-error", null);
   show("launch-result", false);
+  const asked = askPassword(p);
+  if (!asked.ok) return;
   const btn = $("launch-button");
   btn.disabled = true;
   try {
-    const l = await api("POST", `/profiles/${enc(p.name)}/launch`);
+    const l = await api("POST", `/profiles/${enc(p.name)}/launch`, asked.password != null ? { password: asked.password } : undefined);
     const r = $("launch-result");
     r.textContent = `Started: ${[l.program, ...l.args].join(" ")}`;
     r.hidden = false;
@@ -573,6 +602,8 @@ function init() {
 
 function setAll(on) {
   if (!state.view) return;
+  const p = profile();
+  if (p) p.set = null;
   return setMods(on ? state.view.mods.map((m) => m.name) : []);
 }
 

@@ -11,7 +11,7 @@ use hummel_proto::api::BuildState;
 use hummel_tls::{ClientTls, ServerTls};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{EdgeLimits, MasterArgs, RepoWatch, ServeArgs, ServerTokens};
+use crate::cli::{EdgeLimits, MasterArgs, RepoInfoArgs, RepoWatch, ServeArgs, ServerTokens};
 use crate::datadir;
 use crate::util::{
     client_tls, listen, normalize_url, optional_token, resolve_token, serve as serve_http,
@@ -25,6 +25,22 @@ fn check_repo(repo: &Path) -> Result<PathBuf> {
         bail!("repository {} is not a folder", repo.display());
     }
     Ok(std::fs::canonicalize(repo)?)
+}
+
+/// `--name`, `--description`, `--sets`: a sets file given must exist (it is read at each
+/// build, where its content is checked).
+fn info_config(args: RepoInfoArgs) -> Result<hummel_master::InfoConfig> {
+    if let Some(f) = &args.sets
+        && !f.is_file()
+    {
+        bail!("sets file {} does not exist", f.display());
+    }
+    let sets_file = args.sets.map(|f| std::fs::canonicalize(&f).unwrap_or(f));
+    Ok(hummel_master::InfoConfig {
+        name: args.name,
+        description: args.description,
+        sets_file,
+    })
 }
 
 fn tokens(given: ServerTokens, data: &Path) -> Result<Tokens> {
@@ -90,6 +106,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         rotate_key: args.signing.rotate_key,
         probe_interval: hummel_master::DEFAULT_PROBE_INTERVAL,
         probe_tls: ClientTls::system(),
+        info: info_config(args.info)?,
     })
     .context("cannot open the master")?;
     show_signing_key(&master);
@@ -127,6 +144,7 @@ pub async fn master(args: MasterArgs) -> Result<ExitCode> {
             rotate_key: args.signing.rotate_key,
             probe_interval: args.probe_interval,
             probe_tls: client_tls(&args.trust)?,
+            info: info_config(args.info)?,
         },
         args.pack_target,
     )

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use hummel_client::{KeyTrust, RevisionWatch, SyncOptions, SyncOutcome, VerifyOptions};
+use hummel_client::{KeyTrust, RevisionWatch, Selection, SyncOptions, SyncOutcome, VerifyOptions};
 use hummel_core::RelPath;
 
 use crate::cli::{SyncArgs, VerifyArgs};
@@ -21,6 +21,39 @@ fn subtree(path: Option<&str>) -> Result<Option<RelPath>> {
     Ok(Some(RelPath::new(p).context("--path")?))
 }
 
+/// `--path` given once: a subtree (DEST becomes it); twice or more, or `--set`: a selection
+/// of folders, each at its repository path below DEST.
+fn selection(paths: &[String], set: Option<&str>) -> Result<(Option<RelPath>, Option<Selection>)> {
+    if let Some(name) = set {
+        return Ok((None, Some(Selection::Set(name.to_string()))));
+    }
+    match paths {
+        [] => Ok((None, None)),
+        [one] => Ok((subtree(Some(one))?, None)),
+        many => {
+            let mut folders = Vec::with_capacity(many.len());
+            for p in many {
+                let Some(folder) = subtree(Some(p))? else {
+                    bail!("--path {p:?} names the whole repository; give folders only");
+                };
+                if folders.contains(&folder) {
+                    bail!("--path {folder} is given twice");
+                }
+                folders.push(folder);
+            }
+            for a in &folders {
+                if let Some(b) = folders
+                    .iter()
+                    .find(|b| *b != a && b.as_str().starts_with(&format!("{a}/")))
+                {
+                    bail!("--path {b} lies inside --path {a}");
+                }
+            }
+            Ok((None, Some(Selection::Paths(folders))))
+        }
+    }
+}
+
 /// `hummel sync MASTER_URL DEST` (or `--profile NAME`).
 pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
     if let Some(name) = &args.profile {
@@ -29,10 +62,12 @@ pub async fn sync(args: SyncArgs) -> Result<ExitCode> {
     let (Some(master_url), Some(dest)) = (&args.master_url, &args.dest) else {
         bail!("sync needs MASTER_URL and DEST, or --profile NAME");
     };
+    let (path, selection) = selection(&args.path, args.set.as_deref())?;
     let opts = SyncOptions {
         master_url: normalize_url(master_url)?,
         dest: dest.clone(),
-        path: subtree(args.path.as_deref())?,
+        path,
+        selection,
         dry_run: args.dry_run,
         keep_extra: args.keep_extra,
         allow_mass_delete: args.allow_mass_delete,
@@ -282,10 +317,12 @@ fn print_paths(what: &str, paths: &[String]) {
 
 /// `hummel verify MASTER_URL DEST`.
 pub async fn verify(args: VerifyArgs) -> Result<ExitCode> {
+    let (path, selection) = selection(&args.path, args.set.as_deref())?;
     let opts = VerifyOptions {
         master_url: normalize_url(&args.master_url)?,
         dest: args.dest.clone(),
-        path: subtree(args.path.as_deref())?,
+        path,
+        selection,
         read_token: args.read_token.clone(),
         tls: client_tls(&args.trust)?,
         trust: args.trust_key,

@@ -1,7 +1,8 @@
 //! The player page (`hummel ui`) against a real master and slave: its gate (secret, Origin,
 //! Host), and the whole player's path in a real browser (Debian's `chromium` driven through
-//! `chromedriver` with WebDriver): add the link, tick mods, choose the folder, sync to 100 %,
-//! see a new build's change in the changelog, launch with the right command line.
+//! `chromedriver` with WebDriver): add the link, see the repository's name, description and
+//! sets, choose the folder, pick a set, sync to 100 %, see a new build's change in the
+//! changelog, launch with the right command line (the set's server, its password asked).
 //!
 //! Without chromium and chromedriver the browser test is skipped with a note; with
 //! `HUMMEL_BROWSER_REQUIRED` set (CI, which installs them) it fails instead. When it fails, a
@@ -304,18 +305,40 @@ fn a_player_adds_a_repository_syncs_sees_the_changes_and_launches_in_a_browser()
         }
         Err(why) => panic!("the browser test cannot run: {why}"),
     };
-    let c = Cluster::start(1, |r| {
-        write(r, "@ace/addons/ace_main.pbo", &data(300 << 10, 1));
-        write(r, "@ace/mod.cpp", b"name = \"ACE\";\n");
-        write(r, "@cba/addons/cba_main.pbo", &data(200 << 10, 2));
-        write(r, "@rhs/addons/rhs.pbo", &data(100 << 10, 3));
-    });
+    let admin = tempfile::tempdir().unwrap();
+    let sets = admin.path().join("sets.toml");
+    fs::write(
+        &sets,
+        "[[set]]\nname = \"ops\"\ndescription = \"Sunday operations\"\n\
+         mods = [\"@ace\", \"@rhs\"]\n[set.server]\naddress = \"127.0.0.1\"\nport = 2302\n\
+         password = true\n\n[[set]]\nname = \"training\"\nmods = [\"@cba\"]\n",
+    )
+    .unwrap();
+    let sets_arg = sets.display().to_string();
+    let c = Cluster::start_with(
+        1,
+        |r| {
+            write(r, "@ace/addons/ace_main.pbo", &data(300 << 10, 1));
+            write(r, "@ace/mod.cpp", b"name = \"ACE\";\n");
+            write(r, "@cba/addons/cba_main.pbo", &data(200 << 10, 2));
+            write(r, "@rhs/addons/rhs.pbo", &data(100 << 10, 3));
+        },
+        &[
+            "--name",
+            "Sunday group",
+            "--description",
+            "Mods for our Sunday operations",
+            "--sets",
+            &sets_arg,
+        ],
+    );
     c.build();
     c.wait_replicated();
     let work = tempfile::tempdir().unwrap();
     let ui = Ui::start(work.path());
     let folder = work.path().join("Arma 3 mods");
-    fs::create_dir_all(&folder).unwrap();
+    // The player's own mod: the syncs leave it alone.
+    write(&folder, "@own/addons/own.pbo", b"the player's own mod");
     let shots = work.path().join("screenshots");
     let driver = Driver::start(&driver_path, &work.path().join("chromedriver.log"));
 
@@ -371,7 +394,7 @@ fn a_player_adds_a_repository_syncs_sees_the_changes_and_launches_in_a_browser()
     // The profile the page saved is the CLI's too.
     let saved = fs::read_to_string(ui.config.join("profiles.json")).unwrap();
     assert!(
-        saved.contains("\"@ace\"") && saved.contains("\"@rhs\""),
+        saved.contains("\"@ace\"") && saved.contains("\"@rhs\"") && saved.contains("\"ops\""),
         "{saved}"
     );
     let name = c.master.url.trim_start_matches("http://").to_string();
@@ -381,6 +404,10 @@ fn a_player_adds_a_repository_syncs_sees_the_changes_and_launches_in_a_browser()
     let out = ok(sync);
     assert!(out.contains("2 mods"), "{out}");
     assert_same_tree(&c.repo.join("@ace"), &folder.join("@ace"));
+    assert_eq!(
+        fs::read(folder.join("@own/addons/own.pbo")).unwrap(),
+        b"the player's own mod"
+    );
 }
 
 /// The player's path, step by step; an error says which step failed.
@@ -403,14 +430,33 @@ async fn player_steps(wd: &WebDriver, c: &Cluster, ui: &Ui, folder: &Path) -> Re
     .await?;
     shows(wd, "tr[data-mod='@ace'] .status", "Choose a folder").await?;
     shows(wd, "tr[data-mod='@ace'] td.num", "307").await?;
+    // The repository's name, description and sets, as its admin published them.
+    shows(wd, "#repo-name", "Sunday group").await?;
+    shows(wd, "#repo-description", "Mods for our Sunday operations").await?;
+    let ops = "button.set[data-set='ops']";
+    shows(wd, ops, "Sunday operations").await?;
+    shows(wd, ops, "127.0.0.1:2302").await?;
+    shows(wd, "button.set[data-set='training']", "@cba").await?;
 
-    // The folder, then two of the three mods.
+    // The folder, then the set: it ticks two of the three mods and takes its server.
     type_into(wd, "#folder-input", &folder.display().to_string()).await?;
     click(wd, "#save-settings").await?;
     shows(wd, "tr[data-mod='@ace'] .status", "Not installed").await?;
-    click(wd, "tr[data-mod='@ace'] input[type=checkbox]").await?;
-    click(wd, "tr[data-mod='@rhs'] input[type=checkbox]").await?;
+    shows(wd, &format!("{ops} .status"), "Not installed").await?;
+    click(wd, ops).await?;
     shows(wd, "#sync-summary", "2 mods of 2 to sync").await?;
+    until("the set's mods ticked", || async {
+        let ace = wd
+            .find(By::Css("tr[data-mod='@ace'] input[type=checkbox]"))
+            .await
+            .ok()?;
+        let cba = wd
+            .find(By::Css("tr[data-mod='@cba'] input[type=checkbox]"))
+            .await
+            .ok()?;
+        (ace.is_selected().await.ok()? && !cba.is_selected().await.ok()?).then_some(())
+    })
+    .await?;
     shows(wd, "#changes-title", "What a sync brings").await?;
     shows(wd, "#changes", "ace_main.pbo").await?;
 
@@ -420,6 +466,7 @@ async fn player_steps(wd: &WebDriver, c: &Cluster, ui: &Ui, folder: &Path) -> Re
     shows(wd, "#progress-mod", "Done").await?;
     shows(wd, "tr[data-mod='@ace'] .status", "Up to date").await?;
     shows(wd, "tr[data-mod='@rhs'] .status", "Up to date").await?;
+    shows(wd, &format!("{ops} .status"), "Up to date").await?;
     shows(wd, "#repo-state", "Up to date").await?;
     for f in [
         "@ace/addons/ace_main.pbo",
@@ -433,6 +480,11 @@ async fn player_steps(wd: &WebDriver, c: &Cluster, ui: &Ui, folder: &Path) -> Re
     }
     if folder.join("@cba").exists() {
         return Err("@cba was synced although not ticked".into());
+    }
+    if fs::read(folder.join("@own/addons/own.pbo")).ok().as_deref()
+        != Some(&b"the player's own mod"[..])
+    {
+        return Err("the player's own mod was touched".into());
     }
 
     // A new build changes a file: the page says what changed, and the sync brings it.
@@ -458,17 +510,35 @@ async fn player_steps(wd: &WebDriver, c: &Cluster, ui: &Ui, folder: &Path) -> Re
         return Err("the changed file did not arrive".into());
     }
 
-    // Launch through Steam, joining a server: the recorded command line.
-    type_into(wd, "#server-input", "127.0.0.1:2302").await?;
+    // Launch through Steam, joining the set's server (saved with the settings), whose
+    // password the page asks for: the recorded command line.
+    let server = wd
+        .find(By::Css("#server-input"))
+        .await
+        .map_err(|e| e.to_string())?
+        .value()
+        .await
+        .map_err(|e| e.to_string())?;
+    if server.as_deref() != Some("127.0.0.1:2302") {
+        return Err(format!("the set's server is not in the form: {server:?}"));
+    }
     click(wd, "#save-settings").await?;
     until("the settings saved", || async {
         shown(wd, "#settings-saved").await.then_some(())
     })
     .await?;
     click(wd, "#launch-button").await?;
+    until("the password question", || async {
+        wd.get_alert_text().await.ok()
+    })
+    .await?;
+    wd.send_alert_text("s3cret")
+        .await
+        .map_err(|e| e.to_string())?;
+    wd.accept_alert().await.map_err(|e| e.to_string())?;
     shows(wd, "#launch-result", "steam://run/107410//").await?;
     let d = folder.display();
-    let want = format!("\"-mod={d}/@ace;{d}/@rhs\" -connect=127.0.0.1 -port=2302");
+    let want = format!("\"-mod={d}/@ace;{d}/@rhs\" -connect=127.0.0.1 -port=2302 -password=s3cret");
     let want = format!("steam://run/107410//{want}/\n");
     let recorded = until("the launcher's command line", || async {
         fs::read_to_string(&ui.recorded).ok()

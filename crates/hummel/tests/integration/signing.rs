@@ -40,6 +40,9 @@ enum Mode {
     /// Changes one file's mode in a delta (with an entries digest that fits the change) and
     /// in the whole index the client then asks for.
     BadDelta,
+    /// Points the sets' servers elsewhere in every index answered (whole and subtrees): the
+    /// info section, which the files' tree alone would not cover.
+    TamperedInfo,
 }
 
 struct Evil {
@@ -172,6 +175,15 @@ async fn evil_handler(State(e): State<Arc<Evil>>, req: Request) -> Response {
     }
     let (status, headers, body) = fetch(&e, &pq, &parts.headers).await;
     let body = match (&mode, path.as_str()) {
+        (Mode::TamperedInfo, "/api/v1/index") if status == StatusCode::OK => {
+            let (mut idx, _) = hummel_core::index::decode(&body).unwrap();
+            for set in &mut idx.info.sets {
+                if let Some(server) = &mut set.server {
+                    server.address = "evil.example.org".into();
+                }
+            }
+            hummel_core::index::encode(&idx)
+        }
         (Mode::BadSubtree, "/api/v1/index") if q("path").is_some() && q("since").is_none() => {
             let (mut idx, _) = hummel_core::index::decode(&body).unwrap();
             let f = idx
@@ -494,6 +506,46 @@ fn an_evil_master_is_refused_and_dest_untouched() {
     assert_same_tree(&c.repo.join("@mod_a"), &sub);
     synced(&c, &evil.url, &dest, &[]);
     assert_same_tree(&c.repo, &dest);
+}
+
+/// The info section (name, description, sets) is signed with the revision: an evil master
+/// that changes it in the index is refused, for a set, a whole tree and a subtree alike.
+#[test]
+fn a_tampered_info_section_is_refused() {
+    let admin = tempfile::tempdir().unwrap();
+    let sets = admin.path().join("sets.toml");
+    std::fs::write(
+        &sets,
+        "[[set]]\nname = \"ops\"\nmods = [\"@mod_a\", \"@big\"]\n[set.server]\n\
+         address = \"play.example.org\"\nport = 2302\n",
+    )
+    .unwrap();
+    let sets_arg = sets.display().to_string();
+    let c = Cluster::start_with(0, fill_modset, &["--name", "Sunday", "--sets", &sets_arg]);
+    c.build();
+    let evil = EvilMaster::start(&c.master.url);
+    let dest = c.path("dest");
+    synced(&c, &evil.url, &dest, &["--set", "ops"]);
+    assert_same_tree(&c.repo.join("@mod_a"), &dest.join("@mod_a"));
+
+    // A new revision (a changed file), then the lie.
+    write(&c.repo, "@mod_a/mod.cpp", b"name = \"A2\";\n");
+    c.build();
+    evil.set(Mode::TamperedInfo);
+    for (folder, args) in [
+        (&dest, &["--set", "ops"][..]),
+        (&c.path("whole"), &[][..]),
+        (&c.path("sub"), &["--path", "@mod_a"][..]),
+    ] {
+        refused(
+            sync_to(&c, &evil.url, folder, args),
+            folder,
+            "is not what the master signed",
+        );
+    }
+    evil.set(Mode::Pass);
+    synced(&c, &evil.url, &dest, &["--set", "ops"]);
+    assert_same_tree(&c.repo.join("@mod_a"), &dest.join("@mod_a"));
 }
 
 /// A replayed older signed revision and an expired statement: refused. While it runs, the
