@@ -81,4 +81,3 @@ pub async fn current(
         index: fetched.index,
     }))
 }
-
