@@ -16,12 +16,13 @@
 //!   `hummel sync --profile NAME`.
 //! - [`link`]: the links a player pastes (the master's URL, its `/join` page, `hummel://`)
 //!   turned into the master's URL.
-//! - [`library`]: what the page shows of a repository (mods with size and whether each is up to
-//!   date in the folder, the changes since the revision held) and the sync of a profile's mods,
-//!   each into `FOLDER/MOD`, reporting progress.
+//! - [`library`]: what the page shows of a repository (its name and description, its sets,
+//!   mods with size and whether each is up to date in the folder, the changes since the
+//!   revision held) and the sync of a profile's mods (a picked set's as the revision defines
+//!   them) into the folder as one DEST, each at `FOLDER/MOD`, reporting progress.
 //! - [`launch`]: the game's command line (Arma 3 through Steam's `steam://run/107410//...` or
-//!   the game's executable; `-mod=`, `-connect=`, `-port=`) and opening URLs with the system's
-//!   handler.
+//!   the game's executable; `-mod=`, `-connect=`, `-port=`, `-password=` when asked) and
+//!   opening URLs with the system's handler.
 //! - [`error`]: [`PlayerError`], one line each, with the HTTP status the API answers it with.
 //! - `assets/`: `index.html`, `app.css`, `app.js`, embedded with `include_str!`.
 //!

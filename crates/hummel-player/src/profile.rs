@@ -67,7 +67,8 @@ pub struct Profile {
     pub name: String,
     /// The master's URL.
     pub repository: String,
-    /// The game's mod folder; each mod is synced into `FOLDER/MOD`. Empty: not chosen yet.
+    /// The game's mod folder; the mods are synced into it together, each at `FOLDER/MOD`.
+    /// Empty: not chosen yet.
     #[serde(default)]
     pub folder: PathBuf,
     /// The mods (top-level folders of the repository) ticked.

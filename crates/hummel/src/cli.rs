@@ -498,8 +498,9 @@ pub struct SyncArgs {
     /// page), each to its repository path below DEST, as several --path do.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["profile", "path"])]
     pub set: Option<String>,
-    /// Sync the mods a profile of the player page (`hummel ui`) ticked, each into its folder
-    /// inside the profile's mod folder, instead of MASTER_URL and DEST.
+    /// Sync the mods a profile of the player page (`hummel ui`) ticked (or its picked set's),
+    /// into the profile's mod folder in one sync, each at FOLDER/MOD, instead of MASTER_URL
+    /// and DEST.
     #[arg(long, conflicts_with_all = ["master_url", "dest", "dry_run", "keep_extra"])]
     pub profile: Option<String>,
     /// Print the plan (what would be written, reused, downloaded, deleted) and change nothing.
