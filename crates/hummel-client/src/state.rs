@@ -535,7 +535,15 @@ impl StateDir {
         let path = self.root.join("pin");
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            // No pin, or no folder to hold one (the sync says why, if it matters).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return None;
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), "ignoring the pin: {e}");
                 return None;
