@@ -81,6 +81,7 @@ mod master;
 mod metrics;
 mod placement;
 mod probe;
+mod push;
 mod repack;
 mod revision;
 mod sets;
