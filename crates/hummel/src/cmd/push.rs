@@ -365,10 +365,10 @@ pub async fn push(args: PushArgs) -> Result<ExitCode> {
         let mut failure: Option<anyhow::Error> = None;
         while let Some((hash, bytes, count)) = pack_rx.recv().await {
             while uploads.len() >= UPLOADS_AT_ONCE {
-                if let Some(done) = uploads.join_next().await {
-                    if let Err(e) = done? {
-                        failure.get_or_insert(e);
-                    }
+                if let Some(done) = uploads.join_next().await
+                    && let Err(e) = done?
+                {
+                    failure.get_or_insert(e);
                 }
             }
             if failure.is_some() || stop_after.is_some_and(|n| packs_uploaded >= n) {

@@ -285,3 +285,21 @@ fn an_interrupted_push_resumes_and_a_bad_pack_is_refused() {
     });
     assert_eq!(status, 401);
 }
+
+#[test]
+fn a_master_that_builds_its_folder_refuses_pushes() {
+    let c = Cluster::start(0, |root| write(root, "@own/file.txt", b"folder-fed"));
+    let admin = c.path("admin");
+    write(&admin, "x.txt", b"x");
+    let err = fails(push_cmd(&c, &admin, &["--path", "@x"]));
+    assert!(
+        err.contains("pushes need a master whose folder is empty"),
+        "{err}"
+    );
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("x.txt", admin.join("link")).unwrap();
+        let err = fails(push_cmd(&c, &admin, &["--path", "@x"]));
+        assert!(err.contains("is a symlink or special file"), "{err}");
+    }
+}
