@@ -79,6 +79,13 @@ fn push_then_sync_then_a_small_change_uploads_little() {
         "a {changed}-byte change uploaded {uploaded} bytes: {second}"
     );
     assert!(n(&second, "revision") > rev1, "{second}");
+    let mut history = c.hummel();
+    history.args(["revisions", "--master", &c.master.url, "--json"]);
+    let history: Value = serde_json::from_str(&ok(history)).unwrap();
+    let newest = &history["revisions"][0];
+    assert_eq!(newest["message"], "one percent", "{history}");
+    assert_ne!(newest["repack"], true, "a push is no repack: {history}");
+    assert_eq!(newest["changes"]["files_updated"], 1, "{history}");
     c.wait_replicated();
     c.sync(&dest, &[]);
     assert_same_tree(&admin, &dest);
