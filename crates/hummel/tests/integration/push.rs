@@ -135,6 +135,17 @@ fn a_push_at_a_prefix_keeps_the_rest_and_dry_run_writes_nothing() {
     c.sync(&dest, &[]);
     assert_same_tree(&a, &dest.join("@a"));
     assert_same_tree(&b, &dest.join("mods/@b"));
+
+    // Emptying @a removes most of the repository: the mass-delete guard wants a confirmation.
+    let empty = c.path("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let before = current_revision(&c);
+    let err = fails(push_cmd(&c, &empty, &["--path", "@a"]));
+    assert!(err.contains("refusing the push"), "{err}");
+    assert!(err.contains("--allow-mass-delete"), "{err}");
+    assert_eq!(current_revision(&c), before);
+    let confirmed = push(&c, &empty, &["--path", "@a", "--allow-mass-delete"]);
+    assert_eq!(n(&confirmed, "files_removed"), 2, "{confirmed}");
 }
 
 /// Starts a push that waits at the publish gate `gate`.
