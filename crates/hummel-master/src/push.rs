@@ -14,7 +14,7 @@
 //!   build runs, a repack under way stops), the current revision with the prefix replaced by
 //!   the pushed tree is published through [`Master::publish`] (signed statement, event, note
 //!   with the message). A push names the revision it read: when another revision was
-//!   published since and the prefix's entries (or a folder above it) differ between the two,
+//!   published since and the prefix's entries (or a file above it) differ between the two,
 //!   it is refused (409 `push_conflict`); otherwise it lands on top of the current revision.
 //!   The staged packs it uses are moved into the store and numbered then. The mass-delete
 //!   guard applies against the current tree.
@@ -193,11 +193,15 @@ fn shape(e: &Entry) -> Shape {
     }
 }
 
-/// Whether `path` is `prefix`, below it, or a folder above it (`None`: the whole tree).
-fn touches(path: &RelPath, prefix: Option<&RelPath>) -> bool {
+/// Whether a push to `prefix` replaces or depends on `e`: it is `prefix` or below it, or a
+/// file where a folder above `prefix` goes (`None`: the whole tree). The folders above are
+/// not compared: two pushes below one new folder both create it.
+fn touches(e: &Entry, prefix: Option<&RelPath>) -> bool {
     match prefix {
         None => true,
-        Some(p) => path.is_within(p) || p.is_within(path),
+        Some(p) => {
+            e.path.is_within(p) || (p.is_within(&e.path) && matches!(e.kind, EntryKind::File(_)))
+        }
     }
 }
 
@@ -207,7 +211,7 @@ fn region<'a>(index: Option<&'a Index>, prefix: Option<&RelPath>) -> Vec<(&'a st
         .map(|i| {
             i.entries
                 .iter()
-                .filter(|e| touches(&e.path, prefix))
+                .filter(|e| touches(e, prefix))
                 .map(|e| (e.path.as_str(), shape(e)))
                 .collect()
         })

@@ -203,7 +203,10 @@ fn concurrent_pushes_to_other_prefixes_both_land_to_one_prefix_one_is_refused() 
     let gate = c.path("gate1");
     let both = release(
         &gate,
-        vec![gated(&c, &a, "@a", &gate), gated(&c, &b, "@b", &gate)],
+        vec![
+            gated(&c, &a, "mods/@a", &gate),
+            gated(&c, &b, "mods/@b", &gate),
+        ],
     );
     for (success, out) in &both {
         assert!(success, "{out}");
@@ -211,8 +214,8 @@ fn concurrent_pushes_to_other_prefixes_both_land_to_one_prefix_one_is_refused() 
     c.wait_replicated();
     let dest = c.path("dest");
     c.sync(&dest, &[]);
-    assert_same_tree(&a, &dest.join("@a"));
-    assert_same_tree(&b, &dest.join("@b"));
+    assert_same_tree(&a, &dest.join("mods/@a"));
+    assert_same_tree(&b, &dest.join("mods/@b"));
     assert_same_tree(&seed, &dest.join("@seed"));
 
     // Two pushes to @x from the same base: one lands, the other is refused clearly.
@@ -238,7 +241,7 @@ fn concurrent_pushes_to_other_prefixes_both_land_to_one_prefix_one_is_refused() 
     c.sync(&dest, &[]);
     let got = fs::read(dest.join("@x/x.txt")).unwrap();
     assert!(got == b"first" || got == b"second");
-    assert_same_tree(&a, &dest.join("@a"));
+    assert_same_tree(&a, &dest.join("mods/@a"));
 }
 
 #[test]
