@@ -4,6 +4,13 @@ set -e
 BIN=${BIN:-target/release/hummel}
 # The tree: 8 x 64 MiB from /dev/urandom and 8 x 64 MiB of base64 text (W/tree/@bench).
 W=/tmp/pushbench
+if [ ! -d $W/tree/@bench ]; then
+  mkdir -p $W/tree/@bench
+  for i in 0 1 2 3 4 5 6 7; do
+    head -c $((64<<20)) /dev/urandom > $W/tree/@bench/rand$i.bin
+    head -c $((48<<20)) /dev/urandom | base64 -w 76 | head -c $((64<<20)) > $W/tree/@bench/text$i.txt
+  done
+fi
 rm -rf $W/master $W/empty && mkdir -p $W/empty
 export HUMMEL_WRITE_TOKEN=bench-write-token HUMMEL_SLAVE_TOKEN=bench-slave-token
 $BIN master --repo $W/empty --data $W/master --listen 127.0.0.1:0 2> $W/master.log &
