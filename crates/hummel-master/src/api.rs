@@ -344,6 +344,12 @@ pub(crate) fn router(master: Master) -> Router {
         .route(endpoints::REVISIONS, get(crate::history::revisions_handler))
         .route(endpoints::CHANGES, get(crate::history::changes_handler))
         .route(endpoints::ROLLBACK, post(crate::history::rollback_handler))
+        .route(endpoints::PUSH_MISSING, post(crate::push::missing_handler))
+        .route(
+            &format!("{}/{{hash}}", endpoints::PUSH_PACKS),
+            axum::routing::put(crate::push::pack_handler),
+        )
+        .route(endpoints::PUSH_PUBLISH, post(crate::push::publish_handler))
         .route(
             &format!("{}/{{id}}", endpoints::SLAVES),
             axum::routing::delete(remove_slave),

@@ -118,6 +118,10 @@ pub(crate) enum BuildError {
         "refusing to publish: cannot list the repository folder {path}: {source}; fix its mount or permissions and build again"
     )]
     RepoUnreadable { path: PathBuf, source: io::Error },
+    #[error(
+        "refusing to build: this master's tree is fed by `hummel push`; a folder build would undo the pushed tree (see README, \"Push\")"
+    )]
+    FedByPushes,
 }
 
 /// What the repository folder looked like when the mass-delete guard refused it.
@@ -462,6 +466,9 @@ pub(crate) enum Preparation {
 
 /// Walks, chunks and packs the repository. CPU- and I/O-bound: call from a blocking thread.
 pub(crate) fn prepare(inputs: &BuildInputs<'_>, run: &BuildRun) -> Result<Preparation, BuildError> {
+    if crate::push::fed_by_pushes(inputs.data_dir) {
+        return Err(BuildError::FedByPushes);
+    }
     let unreadable = |source| BuildError::RepoUnreadable {
         path: inputs.repo.to_path_buf(),
         source,

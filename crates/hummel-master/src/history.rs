@@ -288,8 +288,11 @@ impl Master {
                     message: note.as_ref().and_then(|n| n.message.clone()),
                     changes: note.as_ref().map(|n| n.summary),
                     rollback_of: note.as_ref().and_then(|n| n.rollback_of),
+                    // A repack has no message; a rollback or a push has one.
                     repack: r.build_id.is_none()
-                        && note.as_ref().is_none_or(|n| n.rollback_of.is_none()),
+                        && note
+                            .as_ref()
+                            .is_none_or(|n| n.rollback_of.is_none() && n.message.is_none()),
                     available: Some(r.number) == current
                         || revision::index_path(&self.inner.catalog.revisions_dir, r.number)
                             .is_file(),

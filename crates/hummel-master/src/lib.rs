@@ -33,6 +33,9 @@
 //! - `history`: each revision's message and change summary, the changelog between two
 //!   revisions (`/api/v1/revisions`, `/api/v1/changes`), the rollback that publishes an older
 //!   revision's tree again (`/api/v1/rollback`), and the revisions clients are pinned to.
+//! - `push`: `hummel push`: the missing-chunk query, the verified staging of uploaded packs
+//!   (`DATA/push-staging/`), and the publication of a pushed tree at a prefix on top of the
+//!   revision it read (`/api/v1/push/*`); a master fed by pushes refuses folder builds.
 //! - `maintenance`: the background thread that runs the repack, then the collection, and
 //!   `Upkeep`, the component holding their state.
 //! - `tracker`: slaves (replica sets, liveness, the hashlist version their changes build on,
@@ -81,6 +84,7 @@ mod master;
 mod metrics;
 mod placement;
 mod probe;
+mod push;
 mod repack;
 mod revision;
 mod sets;

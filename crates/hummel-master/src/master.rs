@@ -114,6 +114,8 @@ pub(crate) struct Inner {
     pub key_event: crate::signing::KeyEvent,
     /// Revision notes, build messages and client pins (`crate::history`).
     pub notes: crate::history::Notes,
+    /// Packs uploaded by pushes, not yet published (`crate::push`).
+    pub push: crate::push::Staging,
 }
 
 /// What a revision adds besides its index (see [`Master::publish`]).
@@ -223,6 +225,7 @@ impl Master {
         let fallback_limit = config.fallback_limit as usize;
         let limits = Limits::new(config.rate_limit);
         let events = Events::new(current.as_ref().map_or(0, |c| c.row.number));
+        let push = crate::push::Staging::open(&config.data);
         Ok(Master {
             inner: Arc::new(Inner {
                 config,
@@ -243,6 +246,7 @@ impl Master {
                 signing,
                 key_event,
                 notes,
+                push,
             }),
         })
     }

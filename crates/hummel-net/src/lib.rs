@@ -126,6 +126,11 @@ impl HttpClient {
         self.with_token_header(self.inner.post(url))
     }
 
+    /// `PUT url` with the token.
+    pub fn put(&self, url: Url) -> RequestBuilder {
+        self.with_token_header(self.inner.put(url))
+    }
+
     /// `DELETE url` with the token.
     pub fn delete(&self, url: Url) -> RequestBuilder {
         self.with_token_header(self.inner.delete(url))

@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use hummel_core::{Hash, RelPath};
 use hummel_proto::api::{
     self, BuildQuery, BuildStarted, BuildStatus, ChangesQuery, ChangesResponse, ClientReport,
-    Heartbeat, LocateRequest, LocateResponse, RevisionInfo, RevisionsQuery, RevisionsResponse,
+    Heartbeat, LocateRequest, LocateResponse, PushMissingRequest, PushMissingResponse,
+    PushPublishRequest, PushPublishResponse, RevisionInfo, RevisionsQuery, RevisionsResponse,
     RollbackRequest, RollbackResponse, SlaveDirective, SlaveHashlist, StatusResponse,
 };
 
@@ -28,6 +29,10 @@ pub const BUSY_WAIT_MAX: Duration = Duration::from_secs(10);
 /// Deadline of the client's report: best effort, so a busy master must not hold a finished
 /// sync.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Deadline of one pushed pack's upload (at most 64 MiB).
+const PUSH_PACK_TIMEOUT: Duration = Duration::from_secs(300);
+/// Deadline of a push's publication (the master assembles and writes the new index).
+const PUSH_PUBLISH_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The master's HTTP API, for whoever holds `http`'s token.
 #[derive(Clone, Debug)]
@@ -338,6 +343,37 @@ impl MasterApi {
     pub async fn rollback(&self, request: &RollbackRequest) -> Result<RollbackResponse, NetError> {
         self.post_json(self.url(api::ROLLBACK), request, "rollback", 0)
             .await
+    }
+
+    /// `POST /api/v1/push/missing` (write token): the repository's chunker and current
+    /// revision, and which of `chunks` the master lacks.
+    pub async fn push_missing(&self, chunks: Vec<Hash>) -> Result<PushMissingResponse, NetError> {
+        let request = PushMissingRequest { chunks };
+        self.post_json(self.url(api::PUSH_MISSING), &request, "push", BUSY_RETRIES)
+            .await
+    }
+
+    /// `PUT /api/v1/push/packs/{hash}` (write token): uploads one pack (the master verifies and
+    /// stages it). Staging is idempotent, so a busy master is asked again.
+    pub async fn push_pack(&self, hash: &Hash, pack: Vec<u8>) -> Result<(), NetError> {
+        let url = self.url(&format!("{}/{}", api::PUSH_PACKS, hash.to_hex()));
+        let rb = self.http.put(url).body(pack).timeout(PUSH_PACK_TIMEOUT);
+        self.send(rb, "push upload", BUSY_RETRIES).await?;
+        Ok(())
+    }
+
+    /// `POST /api/v1/push/publish` (write token). Not asked again when busy: it publishes.
+    pub async fn push_publish(
+        &self,
+        request: &PushPublishRequest,
+    ) -> Result<PushPublishResponse, NetError> {
+        let rb = self
+            .http
+            .post(self.url(api::PUSH_PUBLISH))
+            .json(request)
+            .timeout(PUSH_PUBLISH_TIMEOUT);
+        let resp = self.send(rb, "push", 0).await?;
+        self.json(resp, "push").await
     }
 
     /// `GET /api/v1/status`.

@@ -65,6 +65,12 @@ pub const REVISIONS: &str = "/api/v1/revisions";
 pub const CHANGES: &str = "/api/v1/changes";
 /// `POST /api/v1/rollback` (write token).
 pub const ROLLBACK: &str = "/api/v1/rollback";
+/// `POST`: which of these chunks the master lacks (`hummel push`; write token).
+pub const PUSH_MISSING: &str = "/api/v1/push/missing";
+/// `PUT .../{hash}`: one pack of a push, staged until a publish uses it (write token).
+pub const PUSH_PACKS: &str = "/api/v1/push/packs";
+/// `POST`: publish a pushed tree at a prefix (write token).
+pub const PUSH_PUBLISH: &str = "/api/v1/push/publish";
 /// `POST /build`.
 pub const BUILD: &str = "/build";
 /// `POST /slave/hashlist`.
@@ -347,6 +353,96 @@ pub struct RollbackResponse {
     pub revision: u64,
     /// The revision whose tree it holds.
     pub rollback_of: u64,
+}
+
+/// Most chunk ids one [`PushMissingRequest`] asks about.
+pub const MAX_PUSH_MISSING: usize = 16_384;
+/// Largest pack a push uploads (a pack holds at least one chunk of at most 4 MiB, stored).
+pub const MAX_PUSH_PACK: u64 = 64 << 20;
+/// Largest [`PushPublishRequest`] body.
+pub const MAX_PUSH_MANIFEST: usize = 256 << 20;
+
+/// `POST /api/v1/push/missing` (write token).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushMissingRequest {
+    /// Chunk ids, at most [`MAX_PUSH_MISSING`] (none: only the repository's parameters).
+    pub chunks: Vec<Hash>,
+}
+
+/// Answer to [`PushMissingRequest`]: what a push must chunk with and upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushMissingResponse {
+    /// The current revision, the base a push names (`None`: nothing published yet).
+    pub revision: Option<u64>,
+    /// How files must be cut into chunks.
+    pub chunker: hummel_core::ChunkerConfig,
+    /// The zstd level of the master's packs.
+    pub zstd_level: i32,
+    /// The pack size to aim at (at most [`MAX_PUSH_PACK`]).
+    pub pack_target: u64,
+    /// The asked chunks the master holds in neither a published nor a staged pack.
+    pub missing: Vec<Hash>,
+}
+
+/// A folder of a pushed tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushDir {
+    /// Relative to the pushed folder.
+    pub path: String,
+    /// Unix permission bits.
+    pub mode: u32,
+}
+
+/// A file of a pushed tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushFile {
+    /// Relative to the pushed folder.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// BLAKE3 of the content.
+    pub hash: Hash,
+    /// Chunk ids, in file order.
+    pub chunks: Vec<Hash>,
+}
+
+/// `POST /api/v1/push/publish` (write token): the current revision with `prefix` holding
+/// exactly this tree.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushPublishRequest {
+    /// The revision the push read (from [`PushMissingResponse::revision`]).
+    pub base: Option<u64>,
+    /// Where the tree goes (`None`: the whole repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Every folder of the tree.
+    pub dirs: Vec<PushDir>,
+    /// Every file of the tree.
+    pub files: Vec<PushFile>,
+    /// The new revision's message; as [`BuildQuery::message`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Check everything, publish nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Publish even if it removes most of the current revision's files or bytes.
+    #[serde(default)]
+    pub allow_mass_delete: bool,
+}
+
+/// Answer to [`PushPublishRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushPublishResponse {
+    /// The revision published (`None`: a dry run, or nothing changed).
+    pub revision: Option<u64>,
+    /// The current revision, unchanged (a dry run, or nothing changed).
+    pub current: Option<u64>,
+    /// What the push changes (or would).
+    pub changes: hummel_core::changes::ChangeSummary,
 }
 
 /// `POST /api/v1/locate`.

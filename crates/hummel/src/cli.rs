@@ -43,6 +43,9 @@ pub enum Command {
     Changes(ChangesArgs),
     /// Publishes revision N's tree again as the newest revision.
     Rollback(RollbackArgs),
+    /// Publishes LOCAL_DIR at --path PREFIX of a master's repository (the rest unchanged),
+    /// uploading only the chunks the master lacks.
+    Push(PushArgs),
     /// Makes DEST an exact, verified copy of the repository (or of --path SUBTREE of it).
     Sync(SyncArgs),
     /// Re-hashes DEST against the master's index; exits 0 only if identical.
@@ -470,6 +473,38 @@ pub struct RollbackArgs {
     #[arg(long)]
     pub allow_mass_delete: bool,
     /// Print the master's answer as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The master's write token.
+    #[arg(long, env = "HUMMEL_WRITE_TOKEN", hide_env_values = true)]
+    pub write_token: Option<String>,
+    /// Trust for an https:// master.
+    #[command(flatten)]
+    pub trust: ClientTlsArgs,
+}
+
+/// `hummel push`.
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// The folder to publish.
+    pub local_dir: PathBuf,
+    /// The master's URL.
+    #[arg(long)]
+    pub master: String,
+    /// Where in the repository the folder goes (default: the whole repository).
+    #[arg(long, value_name = "PREFIX")]
+    pub path: Option<String>,
+    /// The new revision's message (default: "push to PREFIX").
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+    /// Report what would be uploaded and changed; upload and publish nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Publish even if it removes most of the current revision's files or bytes.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Print the outcome as JSON on stdout (revision, bytes_uploaded, chunks_uploaded,
+    /// duration_ms, ...).
     #[arg(long)]
     pub json: bool,
     /// The master's write token.

@@ -18,6 +18,7 @@ mod integration {
     mod history;
     mod ownership;
     mod player;
+    mod push;
     mod repack;
     mod serve;
     mod sets;

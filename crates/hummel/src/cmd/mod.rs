@@ -1,7 +1,9 @@
 //! One module per command. Each maps flags to a library's options, runs it and prints.
+//! (`push` also holds the client side of `hummel push`: walk, chunk, pack, upload.)
 
 mod build;
 mod history;
+mod push;
 mod remove_slave;
 mod serve;
 mod slave;
@@ -27,6 +29,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
         Command::Revisions(a) => history::revisions(a).await,
         Command::Changes(a) => history::changes(a).await,
         Command::Rollback(a) => history::rollback(a).await,
+        Command::Push(a) => push::push(a).await,
         Command::Sync(a) => sync::sync(a).await,
         Command::Verify(a) => sync::verify(a).await,
         Command::Status(a) => status::status(a).await,

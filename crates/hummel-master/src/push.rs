@@ -1,0 +1,694 @@
+//! `hummel push`: a tree chunked and packed on an admin's machine, published at a prefix.
+//!
+//! - [`Staging`]: packs uploaded by pushes and not yet published, in `DATA/push-staging/`
+//!   (one `HASH.pack` file each, outside the store: never served, listed or collected by the
+//!   garbage collection). Each was verified when it arrived (its hash, its table of contents,
+//!   every chunk decodes to its id). A staged pack unused for [`STAGED_GRACE`] is deleted; until
+//!   then the next push's missing query counts its chunks as held, so an interrupted push
+//!   resumes where it stopped (across a master restart too: the folder is read at start).
+//! - [`Master::push_missing`] (`POST /api/v1/push/missing`): the repository's chunker, pack
+//!   level and current revision, and which of the asked chunks neither the current revision
+//!   nor a staged pack holds.
+//! - [`Master::stage_pack`] (`PUT /api/v1/push/packs/{hash}`): verifies and stages one pack.
+//! - [`Master::push_publish`] (`POST /api/v1/push/publish`): under the builds' start lock (no
+//!   build runs, a repack under way stops), the current revision with the prefix replaced by
+//!   the pushed tree is published through [`Master::publish`] (signed statement, event, note
+//!   with the message). A push names the revision it read: when another revision was
+//!   published since and the prefix's entries (or a file above it) differ between the two,
+//!   it is refused (409 `push_conflict`); otherwise it lands on top of the current revision.
+//!   The staged packs it uses are moved into the store and numbered then. The mass-delete
+//!   guard applies against the current tree.
+//! - Pushes and the repository folder: a master is fed by its folder or by pushes. A push is
+//!   refused while the folder holds anything, and once a push published, `DATA/pushed` says
+//!   so and every folder build fails in one line ([`fed_by_pushes`]): a build would replace
+//!   the pushed tree by the (empty) folder.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::StatusCode;
+use hummel_core::changes::{ChangeSummary, changes};
+use hummel_core::pack::{PackEntry, read_toc};
+use hummel_core::{
+    ChunkLocation, DirEntry, Entry, EntryKind, FileEntry, Hash, Index, PackInfo, RelPath,
+};
+use hummel_proto::api::{
+    MAX_PUSH_MANIFEST, MAX_PUSH_MISSING, MAX_PUSH_PACK, PushMissingRequest, PushMissingResponse,
+    PushPublishRequest, PushPublishResponse, valid_message,
+};
+use hummel_store::TempBlob;
+
+use crate::api::{ApiError, ApiJson, Bounded, blocking, read_body};
+use crate::auth::WriteAccess;
+use crate::master::{IndexLookupError, Master, NewRevision};
+use crate::{lock, read};
+
+/// A staged pack no push published for this long is deleted.
+pub(crate) const STAGED_GRACE: Duration = Duration::from_secs(7 * 86_400);
+/// The marker a push leaves in the data folder.
+const PUSHED_MARKER: &str = "pushed";
+/// Folders of new paths (the prefix's parents) get this mode.
+const DIR_MODE: u32 = 0o755;
+
+/// Whether a push published on the master with data folder `data` (folder builds refuse).
+pub(crate) fn fed_by_pushes(data: &Path) -> bool {
+    data.join(PUSHED_MARKER).exists()
+}
+
+/// Packs uploaded by pushes, not yet published.
+#[derive(Debug)]
+pub(crate) struct Staging {
+    dir: PathBuf,
+    /// Pack hash → its table of contents.
+    packs: Mutex<HashMap<Hash, Vec<PackEntry>>>,
+}
+
+impl Staging {
+    /// The staging folder below `data`, with the packs it holds (unreadable ones deleted).
+    pub(crate) fn open(data: &Path) -> Staging {
+        let dir = data.join("push-staging");
+        let mut packs = HashMap::new();
+        if let Ok(list) = fs::read_dir(&dir) {
+            for e in list.flatten() {
+                let path = e.path();
+                let hash = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".pack"))
+                    .and_then(|h| h.parse::<Hash>().ok());
+                let toc = fs::File::open(&path)
+                    .and_then(|f| {
+                        let size = f.metadata()?.len();
+                        read_toc(f, size).map_err(std::io::Error::other)
+                    })
+                    .ok();
+                match (hash, toc) {
+                    (Some(h), Some(toc)) => {
+                        packs.insert(h, toc);
+                    }
+                    _ => {
+                        let _ = fs::remove_file(&path);
+                    }
+                }
+            }
+        }
+        Staging {
+            dir,
+            packs: Mutex::new(packs),
+        }
+    }
+
+    fn path(&self, hash: &Hash) -> PathBuf {
+        self.dir.join(format!("{}.pack", hash.to_hex()))
+    }
+
+    /// Deletes staged packs older than [`STAGED_GRACE`].
+    fn prune(&self) {
+        let now = SystemTime::now();
+        lock(&self.packs).retain(|h, _| {
+            let path = self.path(h);
+            let old = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > STAGED_GRACE);
+            if old {
+                let _ = fs::remove_file(&path);
+            }
+            !old
+        });
+    }
+}
+
+/// Why a push is refused.
+#[derive(Debug)]
+pub(crate) enum PushError {
+    Bad(String),
+    /// Another push (or build) changed the prefix since the base revision.
+    Conflict(String),
+    /// Chunks the manifest names that no pack holds.
+    Missing(String),
+    /// The repository folder feeds this master.
+    FolderFed(String),
+    Busy(String),
+    MassDelete(String),
+    Internal(String),
+}
+
+impl From<PushError> for ApiError {
+    fn from(e: PushError) -> Self {
+        let refused = |status, code, message| ApiError::Refused {
+            status,
+            code,
+            message,
+            retry_after: None,
+        };
+        match e {
+            PushError::Bad(m) => ApiError::BadRequest(m),
+            PushError::Conflict(m) => refused(StatusCode::CONFLICT, "push_conflict", m),
+            PushError::Missing(m) => {
+                refused(StatusCode::UNPROCESSABLE_ENTITY, "push_chunks_missing", m)
+            }
+            PushError::FolderFed(m) => refused(StatusCode::CONFLICT, "folder_fed", m),
+            PushError::Busy(m) => refused(StatusCode::CONFLICT, "busy", m),
+            PushError::MassDelete(m) => refused(StatusCode::CONFLICT, "mass_delete", m),
+            PushError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<IndexLookupError> for PushError {
+    fn from(e: IndexLookupError) -> Self {
+        PushError::Internal(format!("{e:?}"))
+    }
+}
+
+/// What an entry is, independent of the chunk table it indexes into.
+#[derive(PartialEq, Eq, Debug)]
+enum Shape {
+    Dir(u32),
+    File {
+        size: u64,
+        mode: u32,
+        mtime_ns: i64,
+        hash: Hash,
+    },
+}
+
+fn shape(e: &Entry) -> Shape {
+    match &e.kind {
+        EntryKind::Dir(d) => Shape::Dir(d.mode),
+        EntryKind::File(f) => Shape::File {
+            size: f.size,
+            mode: f.mode,
+            mtime_ns: f.mtime_ns,
+            hash: f.hash,
+        },
+    }
+}
+
+/// Whether a push to `prefix` replaces or depends on `e`: it is `prefix` or below it, or a
+/// file where a folder above `prefix` goes (`None`: the whole tree). The folders above are
+/// not compared: two pushes below one new folder both create it.
+fn touches(e: &Entry, prefix: Option<&RelPath>) -> bool {
+    match prefix {
+        None => true,
+        Some(p) => {
+            e.path.is_within(p) || (p.is_within(&e.path) && matches!(e.kind, EntryKind::File(_)))
+        }
+    }
+}
+
+/// The entries of `index` a push to `prefix` replaces or depends on, by path.
+fn region<'a>(index: Option<&'a Index>, prefix: Option<&RelPath>) -> Vec<(&'a str, Shape)> {
+    index
+        .map(|i| {
+            i.entries
+                .iter()
+                .filter(|e| touches(e, prefix))
+                .map(|e| (e.path.as_str(), shape(e)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn is_empty_or_missing(dir: &Path) -> bool {
+    match fs::read_dir(dir) {
+        Ok(mut list) => list.next().is_none(),
+        Err(_) => true,
+    }
+}
+
+impl Master {
+    /// `POST /api/v1/push/missing`. Blocking (stats staged packs).
+    pub(crate) fn push_missing(
+        &self,
+        req: &PushMissingRequest,
+    ) -> Result<PushMissingResponse, PushError> {
+        if req.chunks.len() > MAX_PUSH_MISSING {
+            return Err(PushError::Bad(format!(
+                "at most {MAX_PUSH_MISSING} chunks per question"
+            )));
+        }
+        let staging = &self.inner.push;
+        if req.chunks.is_empty() {
+            staging.prune();
+        }
+        let current = self.current();
+        let options = &self.inner.build_options;
+        let missing = {
+            let held: HashSet<Hash> = current
+                .as_ref()
+                .map(|c| c.index.chunks.iter().map(|c| c.hash).collect())
+                .unwrap_or_default();
+            let staged: HashSet<Hash> = lock(&staging.packs)
+                .values()
+                .flatten()
+                .map(|e| e.hash)
+                .collect();
+            req.chunks
+                .iter()
+                .filter(|h| !held.contains(h) && !staged.contains(h))
+                .copied()
+                .collect()
+        };
+        Ok(PushMissingResponse {
+            revision: current.as_ref().map(|c| c.row.number),
+            chunker: current
+                .as_ref()
+                .map_or(options.chunker, |c| c.index.chunker),
+            zstd_level: options.zstd_level,
+            pack_target: options.pack_target.min(MAX_PUSH_PACK / 2),
+            missing,
+        })
+    }
+
+    /// `PUT /api/v1/push/packs/{hash}`: verifies `bytes` (its hash, table of contents, every
+    /// chunk) and stages it. Blocking and CPU-bound. Returns the chunks it holds.
+    pub(crate) fn stage_pack(&self, hash: Hash, bytes: &[u8]) -> Result<usize, PushError> {
+        let actual = Hash::of(bytes);
+        if actual != hash {
+            return Err(PushError::Bad(format!(
+                "pack {} arrived with hash {}: damaged in transit",
+                hash.short(),
+                actual.short()
+            )));
+        }
+        let toc = read_toc(Cursor::new(bytes), bytes.len() as u64)
+            .map_err(|e| PushError::Bad(format!("pack {}: {e}", hash.short())))?;
+        let mut scratch = Vec::new();
+        for e in &toc {
+            let start = e.offset as usize;
+            let stored = &bytes[start..start + e.stored_len as usize];
+            scratch.clear();
+            hummel_core::codec::decode_chunk_into(e.codec, stored, e.len, &e.hash, &mut scratch)
+                .map_err(|err| {
+                    PushError::Bad(format!(
+                        "pack {}: chunk {} does not decode to its id: {err}",
+                        hash.short(),
+                        e.hash.short()
+                    ))
+                })?;
+        }
+        let staging = &self.inner.push;
+        let io = |e: std::io::Error| PushError::Internal(format!("staging a pushed pack: {e}"));
+        fs::create_dir_all(&staging.dir).map_err(io)?;
+        let dest = staging.path(&hash);
+        let temp = staging.dir.join(format!("{}.tmp", hash.to_hex()));
+        let mut f = fs::File::create(&temp).map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        fs::rename(&temp, &dest).map_err(io)?;
+        let chunks = toc.len();
+        lock(&staging.packs).insert(hash, toc);
+        Ok(chunks)
+    }
+
+    /// `POST /api/v1/push/publish` (see the module documentation). Blocking.
+    pub(crate) fn push_publish(
+        &self,
+        req: &PushPublishRequest,
+    ) -> Result<PushPublishResponse, PushError> {
+        if req.message.as_deref().is_some_and(|m| !valid_message(m)) {
+            return Err(PushError::Bad(format!(
+                "message: at most {} bytes, no control characters but newlines and tabs",
+                hummel_proto::api::MAX_MESSAGE_LEN
+            )));
+        }
+        let rel = |s: &str| RelPath::new(s).map_err(|e| PushError::Bad(format!("path {s:?}: {e}")));
+        let prefix = match req.prefix.as_deref() {
+            None | Some("") => None,
+            Some(p) => Some(rel(p)?),
+        };
+        let place = |p: RelPath| match &prefix {
+            Some(pre) => pre.join(&p),
+            None => p,
+        };
+        let repo = &self.inner.config.repo;
+        if !fed_by_pushes(&self.inner.config.data) && !is_empty_or_missing(repo) {
+            return Err(PushError::FolderFed(format!(
+                "this master builds its repository folder {}; pushes need a master whose \
+                 folder is empty (a folder build would undo them)",
+                repo.display()
+            )));
+        }
+
+        let book = self.builds_guard();
+        if self.stopping() {
+            return Err(PushError::Busy("the master is stopping".into()));
+        }
+        if let Some(id) = book.running {
+            return Err(PushError::Busy(format!(
+                "build {id} is running; push once it finished"
+            )));
+        }
+        let current = self.current();
+        let current_number = current.as_ref().map(|c| c.row.number);
+        let current_index = current.as_ref().map(|c| &*c.index);
+        if req.base != current_number {
+            let base = match req.base {
+                Some(n) => Some(self.loaded_revision(Some(n)).map_err(|_| {
+                    PushError::Conflict(format!(
+                        "the push read revision {n}, which is no longer stored; push again"
+                    ))
+                })?),
+                None => None,
+            };
+            if region(base.as_ref().map(|b| &*b.index), prefix.as_ref())
+                != region(current_index, prefix.as_ref())
+            {
+                let what = prefix
+                    .as_ref()
+                    .map_or("the repository".into(), |p| p.to_string());
+                return Err(PushError::Conflict(format!(
+                    "someone else pushed to {what} since revision {} (now {}); push again to \
+                     publish on top of it",
+                    req.base.map_or("none".into(), |n| n.to_string()),
+                    current_number.map_or("none".into(), |n| n.to_string()),
+                )));
+            }
+        }
+
+        // Where every chunk can come from: the current revision, or a staged pack.
+        let published: HashMap<Hash, ChunkLocation> = current_index
+            .map(|i| i.chunks.iter().map(|c| (c.hash, *c)).collect())
+            .unwrap_or_default();
+        let staged: HashMap<Hash, (Hash, PackEntry)> = lock(&self.inner.push.packs)
+            .iter()
+            .flat_map(|(p, toc)| toc.iter().map(move |e| (e.hash, (*p, *e))))
+            .collect();
+
+        // The new entries: what is outside the prefix, the prefix's folders, the pushed tree.
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut files: Vec<(RelPath, FileEntry, Vec<Hash>)> = Vec::new();
+        if let Some(index) = current_index {
+            for e in &index.entries {
+                let outside = match &prefix {
+                    None => false,
+                    Some(p) => !e.path.is_within(p),
+                };
+                match &e.kind {
+                    EntryKind::Dir(_) if outside => entries.push(e.clone()),
+                    EntryKind::File(f)
+                        if outside && !prefix.as_ref().is_some_and(|p| p.is_within(&e.path)) =>
+                    {
+                        let hashes = f
+                            .chunks
+                            .iter()
+                            .map(|&i| index.chunks[i as usize].hash)
+                            .collect();
+                        files.push((e.path.clone(), f.clone(), hashes));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut dirs: BTreeSet<String> =
+            entries.iter().map(|e| e.path.as_str().to_owned()).collect();
+        if let Some(p) = &prefix {
+            let mut up = Some(p.clone());
+            while let Some(d) = up {
+                if dirs.insert(d.as_str().to_owned()) {
+                    entries.push(Entry {
+                        path: d.clone(),
+                        kind: EntryKind::Dir(DirEntry { mode: DIR_MODE }),
+                    });
+                }
+                up = d.parent();
+            }
+        }
+        for d in &req.dirs {
+            let path = place(rel(&d.path)?);
+            if dirs.insert(path.as_str().to_owned()) {
+                entries.push(Entry {
+                    path,
+                    kind: EntryKind::Dir(DirEntry { mode: d.mode }),
+                });
+            }
+        }
+        for f in &req.files {
+            let path = place(rel(&f.path)?);
+            files.push((
+                path,
+                FileEntry {
+                    size: f.size,
+                    mode: f.mode,
+                    mtime_ns: f.mtime_ns,
+                    hash: f.hash,
+                    chunks: Vec::new(),
+                },
+                f.chunks.clone(),
+            ));
+        }
+
+        // Chunk table, pack numbers for the staged packs used.
+        let mut next_number = read(&self.inner.catalog.packs).next_number;
+        let known_packs: HashMap<u32, PackInfo> = read(&self.inner.catalog.packs).by_number.clone();
+        let by_hash: HashMap<Hash, u32> =
+            known_packs.values().map(|p| (p.hash, p.number)).collect();
+        let mut new_packs: Vec<PackInfo> = Vec::new();
+        let mut numbered: HashMap<Hash, u32> = HashMap::new();
+        let mut chunks: Vec<ChunkLocation> = Vec::new();
+        let mut positions: HashMap<Hash, u32> = HashMap::new();
+        let mut new_chunks: Vec<ChunkLocation> = Vec::new();
+        let mut missing: Vec<Hash> = Vec::new();
+        for (path, mut file, hashes) in files {
+            let mut total = 0u64;
+            let mut list = Vec::with_capacity(hashes.len());
+            for h in hashes {
+                if let Some(&pos) = positions.get(&h) {
+                    total += u64::from(chunks[pos as usize].len);
+                    list.push(pos);
+                    continue;
+                }
+                let loc = if let Some(loc) = published.get(&h) {
+                    *loc
+                } else if let Some((pack, e)) = staged.get(&h) {
+                    let number = match numbered.get(pack) {
+                        Some(&n) => n,
+                        None => {
+                            let n = match by_hash.get(pack) {
+                                Some(&n) => n,
+                                None => {
+                                    let n = next_number;
+                                    next_number += 1;
+                                    let size = fs::metadata(self.inner.push.path(pack))
+                                        .map_err(|e| PushError::Internal(e.to_string()))?
+                                        .len();
+                                    new_packs.push(PackInfo {
+                                        number: n,
+                                        hash: *pack,
+                                        size,
+                                    });
+                                    n
+                                }
+                            };
+                            numbered.insert(*pack, n);
+                            n
+                        }
+                    };
+                    let loc = ChunkLocation {
+                        hash: h,
+                        pack: number,
+                        offset: e.offset,
+                        stored_len: e.stored_len,
+                        len: e.len,
+                        codec: e.codec,
+                    };
+                    new_chunks.push(loc);
+                    loc
+                } else {
+                    missing.push(h);
+                    continue;
+                };
+                total += u64::from(loc.len);
+                positions.insert(h, chunks.len() as u32);
+                list.push(chunks.len() as u32);
+                chunks.push(loc);
+            }
+            if missing.is_empty() && total != file.size {
+                return Err(PushError::Bad(format!(
+                    "{path}: its chunks hold {total} bytes, not its size {}",
+                    file.size
+                )));
+            }
+            file.chunks = list;
+            entries.push(Entry {
+                path,
+                kind: EntryKind::File(file),
+            });
+        }
+        if let Some(first) = missing.first().filter(|_| !req.dry_run) {
+            return Err(PushError::Missing(format!(
+                "{} chunks of the pushed tree are in no pack the master holds (first {}); \
+                 push again to upload them",
+                missing.len(),
+                first.short()
+            )));
+        }
+        entries.sort_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
+        if entries.windows(2).any(|w| w[0].path == w[1].path) {
+            return Err(PushError::Bad("the pushed tree names a path twice".into()));
+        }
+        let used: BTreeSet<u32> = chunks.iter().map(|c| c.pack).collect();
+        let fresh: HashMap<u32, PackInfo> = new_packs.iter().map(|p| (p.number, *p)).collect();
+        let packs = used
+            .into_iter()
+            .map(|n| {
+                fresh
+                    .get(&n)
+                    .or_else(|| known_packs.get(&n))
+                    .copied()
+                    .ok_or_else(|| PushError::Internal(format!("pack {n} is not in the table")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        new_packs.retain(|p| packs.iter().any(|q| q.number == p.number));
+        let index = Index {
+            revision: 0,
+            created_unix: 0,
+            chunker: current_index.map_or(self.inner.build_options.chunker, |i| i.chunker),
+            root: None,
+            entries,
+            chunks,
+            packs,
+            info: current_index.map(|i| i.info.clone()).unwrap_or_default(),
+        };
+        if missing.is_empty() {
+            index
+                .validate()
+                .map_err(|e| PushError::Bad(format!("the pushed tree: {e}")))?;
+        }
+        let summary: ChangeSummary = changes(current_index, &index).summary();
+        let unchanged = current_index.is_some_and(|c| {
+            c.entries.len() == index.entries.len()
+                && c.entries
+                    .iter()
+                    .zip(&index.entries)
+                    .all(|(a, b)| a.path == b.path && shape(a) == shape(b))
+        });
+
+        let mut mass_delete_confirmed = false;
+        if let Err(refusal) = crate::build::check_mass_delete(
+            repo,
+            current_index,
+            index.files().map(|(p, f)| (p, f.size)),
+            false,
+        ) {
+            if current_index.is_some() && !req.allow_mass_delete {
+                return Err(PushError::MassDelete(format!(
+                    "refusing the push: {}; re-run with --allow-mass-delete to publish it anyway",
+                    refusal.finding().replace("the build removes", "it removes")
+                )));
+            }
+            mass_delete_confirmed = current_index.is_some();
+        }
+        if req.dry_run || unchanged {
+            return Ok(PushPublishResponse {
+                revision: None,
+                current: current_number,
+                changes: summary,
+            });
+        }
+        // A repack under way stops and publishes nothing.
+        self.inner.builds.interrupt(&book);
+        for p in &new_packs {
+            let path = self.inner.push.path(&p.hash);
+            let file = fs::File::open(&path).map_err(|e| PushError::Internal(e.to_string()))?;
+            self.inner
+                .store
+                .commit(TempBlob { file, path }, &p.hash)
+                .map_err(|e| PushError::Internal(e.to_string()))?;
+            lock(&self.inner.push.packs).remove(&p.hash);
+        }
+        fs::write(self.inner.config.data.join(PUSHED_MARKER), b"")
+            .map_err(|e| PushError::Internal(format!("marking the data folder: {e}")))?;
+        let message = req
+            .message
+            .clone()
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or_else(|| {
+                format!(
+                    "push to {}",
+                    prefix.as_ref().map_or("/".into(), |p| p.to_string())
+                )
+            });
+        new_chunks.sort_by_key(|c| (c.pack, c.offset));
+        let number = self
+            .publish(
+                index,
+                &NewRevision {
+                    build_id: None,
+                    build_started_unix: crate::now_unix(),
+                    new_packs: &new_packs,
+                    pack_level: self.inner.build_options.zstd_level,
+                    relevelled_packs: &[],
+                    new_chunks: &new_chunks,
+                    moved_chunks: &[],
+                    mass_delete_confirmed,
+                    message: Some(message),
+                    rollback_of: None,
+                },
+            )
+            .map_err(|e| PushError::Internal(e.to_string()))?;
+        drop(book);
+        tracing::info!(revision = number, prefix = ?prefix.as_ref().map(|p| p.as_str()), "push published");
+        self.start_maintenance();
+        Ok(PushPublishResponse {
+            revision: Some(number),
+            current: Some(number),
+            changes: summary,
+        })
+    }
+}
+
+impl Bounded for PushMissingRequest {
+    fn limit(_: &Master) -> usize {
+        MAX_PUSH_MISSING * 70 + 1024
+    }
+}
+
+impl Bounded for PushPublishRequest {
+    fn limit(_: &Master) -> usize {
+        MAX_PUSH_MANIFEST
+    }
+}
+
+/// `POST /api/v1/push/missing` (write token).
+pub(crate) async fn missing_handler(
+    _: WriteAccess,
+    State(master): State<Master>,
+    ApiJson(req): ApiJson<PushMissingRequest>,
+) -> Result<Json<PushMissingResponse>, ApiError> {
+    Ok(Json(blocking(move || master.push_missing(&req)).await??))
+}
+
+/// `PUT /api/v1/push/packs/{hash}` (write token): the body is the pack, at most
+/// [`MAX_PUSH_PACK`] bytes.
+pub(crate) async fn pack_handler(
+    _: WriteAccess,
+    State(master): State<Master>,
+    UrlPath(hash): UrlPath<String>,
+    req: Request,
+) -> Result<StatusCode, ApiError> {
+    let hash: Hash = hash
+        .parse()
+        .map_err(|_| ApiError::BadRequest("not a pack hash".into()))?;
+    let bytes = read_body(req, &master, MAX_PUSH_PACK as usize).await?;
+    blocking(move || master.stage_pack(hash, &bytes)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/push/publish` (write token).
+pub(crate) async fn publish_handler(
+    _: WriteAccess,
+    State(master): State<Master>,
+    ApiJson(req): ApiJson<PushPublishRequest>,
+) -> Result<Json<PushPublishResponse>, ApiError> {
+    Ok(Json(blocking(move || master.push_publish(&req)).await??))
+}
