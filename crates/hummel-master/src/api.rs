@@ -152,7 +152,7 @@ impl ApiError {
         }
     }
 
-    fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::NotFound {
             code,
             message: message.into(),
@@ -347,6 +347,10 @@ pub(crate) fn router(master: Master) -> Router {
         .route(
             &format!("{}/{{id}}", endpoints::SLAVES),
             axum::routing::delete(remove_slave),
+        )
+        .route(
+            &format!("{}/{{id}}/drain", endpoints::SLAVES),
+            post(crate::drain::start_handler).delete(crate::drain::stop_handler),
         )
         .route_layer(at_once)
         .route_layer(middleware::from_fn_with_state(
@@ -593,7 +597,7 @@ async fn locate(
 }
 
 /// True for a non-empty id without control characters, of bounded length.
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
 }
 

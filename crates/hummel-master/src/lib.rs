@@ -38,6 +38,8 @@
 //! - `tracker`: slaves (replica sets, liveness, the hashlist version their changes build on,
 //!   whether their read token was accepted) and clients, mirrored from the database.
 //! - `clients`: client reports tied to client keys, their retention, bad-slave counting.
+//! - `drain`: the admin's drain of a slave (no new packs, its packs copied elsewhere, then
+//!   `drained`: safe to remove).
 //! - `identity`: each slave's own key: signed slave requests ([`hummel_proto::identity`]),
 //!   enrolment at the first hashlist, nonces, and the admin's removal of a slave.
 //! - `probe`: the background prober that checks a slave serves the right bytes for a pack
@@ -68,6 +70,7 @@ mod clients;
 pub mod config;
 mod dashboard;
 mod db;
+mod drain;
 pub mod error;
 mod events;
 mod fleet;

@@ -46,8 +46,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hummel_core::{ChunkLocation, Hash, Index, PackInfo, RelPath};
 use hummel_proto::api::{
-    Assignment, BuildQuery, BuildState, BuildStatus, FALLBACK_ID, HashlistVersion, Heartbeat,
-    LocateRequest, LocateResponse, ReplicatingStatus, ReplicationHealth, RevisionInfo,
+    Assignment, BuildQuery, BuildState, BuildStatus, DrainState, FALLBACK_ID, HashlistVersion,
+    Heartbeat, LocateRequest, LocateResponse, ReplicatingStatus, ReplicationHealth, RevisionInfo,
     SlaveDirective, SlaveEndpoint, SlaveHashlist, SlaveState, SlaveStatus, StatusResponse,
 };
 use hummel_store::BlobStore;
@@ -840,6 +840,8 @@ impl Master {
             foreign_as_of: table_next,
             hashlist: Some(version),
             vetting: Vetting::Accepted,
+            // Set below from the record it replaces (the database keeps its own column).
+            draining: false,
         };
         lock(&self.inner.db).record_hashlist(&record)?;
         self.inner
@@ -851,8 +853,10 @@ impl Master {
         let claims = !record.packs.is_empty();
         {
             let mut tracker = lock(&fleet.tracker);
-            if !tracker.slaves.contains_key(&record.id) {
-                tracing::info!(slave = %record.id, url = %record.url, "new slave");
+            let mut record = record;
+            match tracker.slaves.get(&record.id) {
+                Some(old) => record.draining = old.draining,
+                None => tracing::info!(slave = %record.id, url = %record.url, "new slave"),
             }
             tracker.slaves.insert(record.id.clone(), record);
         }
@@ -1017,6 +1021,7 @@ impl Master {
         let tracker = lock(&fleet.tracker);
         let trust = fleet.probes.book();
         let live = self.client_slaves(&tracker, now);
+        let replication = self.inner.config.replication;
         let mut slaves: Vec<SlaveEndpoint> = Vec::new();
         let mut positions: HashMap<String, u32> = HashMap::new();
         let mut position = |id: &str, url: &str| -> u32 {
@@ -1038,10 +1043,17 @@ impl Master {
                 if !packs.by_number.contains_key(number) {
                     return Vec::new();
                 }
-                // Only where a probe verified the claim (`crate::probe`).
+                // Only where a probe verified the claim (`crate::probe`); a draining slave only
+                // while the others lack copies (`crate::placement::serves_while_draining`).
+                let serving =
+                    |s: &&&SlaveRecord| s.packs.contains(number) && trust.serves(&s.id, *number);
+                let elsewhere = live.iter().filter(|s| !s.draining).filter(serving).count();
+                let draining_serve =
+                    crate::placement::serves_while_draining(elsewhere, replication);
                 let mut list: Vec<u32> = live
                     .iter()
-                    .filter(|s| s.packs.contains(number) && trust.serves(&s.id, *number))
+                    .filter(serving)
+                    .filter(|s| !s.draining || draining_serve)
                     .map(|s| position(&s.id, &s.url))
                     .collect();
                 if let Some(url) = &embedded_url {
@@ -1098,6 +1110,7 @@ impl Master {
                 verified: None,
                 withheld: None,
                 key: None,
+                drain: None,
             });
         }
         let private = self.inner.config.tokens.read.is_some();
@@ -1116,6 +1129,13 @@ impl Master {
                 verified: Some(trust.verified(&s.id)),
                 withheld: trust.withheld(s, state, private, now),
                 key: self.slave_key_fingerprint(&s.id),
+                drain: s.draining.then(|| {
+                    if plan.drained(&s.id) {
+                        DrainState::Drained
+                    } else {
+                        DrainState::Draining
+                    }
+                }),
             });
         }
         let target = self.inner.config.replication;

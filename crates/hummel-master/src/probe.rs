@@ -582,6 +582,7 @@ mod tests {
             foreign_as_of: 0,
             hashlist: None,
             vetting: Vetting::Accepted,
+            draining: false,
         }
     }
 

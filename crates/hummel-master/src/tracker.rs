@@ -42,6 +42,10 @@ pub(crate) struct SlaveRecord {
     /// token sends clients only to [`Vetting::Accepted`] slaves; no master sends them to a
     /// [`Vetting::Refused`] one.
     pub vetting: Vetting,
+    /// Whether the admin is draining it (persisted): it gets no new packs, its packs are
+    /// placed on the others, and clients are sent to it only for packs without enough copies
+    /// elsewhere (`crate::fleet`).
+    pub draining: bool,
 }
 
 /// What the master knows of a slave's read token (`crate::auth::check_slave_read_token`).
@@ -291,6 +295,7 @@ mod tests {
             foreign_as_of: 4,
             hashlist,
             vetting: Vetting::Accepted,
+            draining: false,
         }
     }
 

@@ -20,7 +20,10 @@
 //!   and removed from N to M (bounded)
 //!
 //! Admin → master (write token): `POST /build` → 202 [`BuildStarted`]; `POST /api/v1/rollback`
-//! [`RollbackRequest`] → [`RollbackResponse`]
+//! [`RollbackRequest`] → [`RollbackResponse`]; `POST /api/v1/slaves/{id}/drain` → 204 (the
+//! slave gets no new packs, its packs are copied elsewhere; [`SlaveStatus::drain`] says when it
+//! may be removed), `DELETE` of the same → 204 (the drain is called off); `DELETE
+//! /api/v1/slaves/{id}` → 204
 //!
 //! Slave → master (slave token):
 //! - `POST /slave/hashlist` [`SlaveHashlist`] → [`SlaveDirective`] (an empty list introduces a
@@ -650,6 +653,22 @@ pub struct SlaveStatus {
     /// Fingerprint of the key it is enrolled with (absent before it enrolled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Whether the admin is draining it, and how far (absent when not draining, and from
+    /// older masters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainState>,
+}
+
+/// How far the drain of a slave got ([`SlaveStatus::drain`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainState {
+    /// Its packs are being copied to the other slaves; clients still use it for packs that
+    /// lack copies elsewhere.
+    Draining,
+    /// Every pack of the current revision it holds has the target copies on other slaves:
+    /// removing it is safe.
+    Drained,
 }
 
 /// Replication health in [`StatusResponse`].

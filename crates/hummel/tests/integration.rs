@@ -10,6 +10,7 @@ mod integration {
     mod build_safety;
     mod cli;
     mod datadir;
+    mod drain;
     mod e2e;
     mod evil;
     mod faults;

@@ -1,6 +1,7 @@
 //! One module per command. Each maps flags to a library's options, runs it and prints.
 
 mod build;
+mod drain_slave;
 mod history;
 mod remove_slave;
 mod serve;
@@ -32,6 +33,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
         Command::Status(a) => status::status(a).await,
         Command::Ui(a) => ui::ui(a).await,
         Command::RemoveSlave(a) => remove_slave::remove_slave(a).await,
+        Command::DrainSlave(a) => drain_slave::drain_slave(a).await,
     }
 }
 
