@@ -114,6 +114,8 @@ pub(crate) struct Inner {
     pub key_event: crate::signing::KeyEvent,
     /// Revision notes, build messages and client pins (`crate::history`).
     pub notes: crate::history::Notes,
+    /// The dashboard's sessions and live-update subscribers (`crate::dashboard`).
+    pub ui: crate::dashboard::Ui,
 }
 
 /// What a revision adds besides its index (see [`Master::publish`]).
@@ -243,6 +245,7 @@ impl Master {
                 signing,
                 key_event,
                 notes,
+                ui: crate::dashboard::Ui::default(),
             }),
         })
     }
@@ -324,6 +327,7 @@ impl Master {
         self.inner.builds.stop();
         // Event streams end now, so that they do not hold the shutdown until its deadline.
         self.inner.events.close();
+        self.inner.ui.close();
     }
 
     /// [`Master::shut_down`] was called.
