@@ -9,6 +9,7 @@ mod integration {
     mod auth;
     mod build_safety;
     mod cli;
+    mod dashboard;
     mod datadir;
     mod drain;
     mod e2e;
