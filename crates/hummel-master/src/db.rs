@@ -934,6 +934,8 @@ impl Db {
                         hashlist: None,
                         vetting: crate::tracker::Vetting::Unknown,
                         draining: r.get::<_, Option<i64>>(6)?.is_some(),
+                        served: None,
+                        egress: None,
                     })
                 })
                 .map_err(self.err())?;

@@ -360,6 +360,8 @@ mod tests {
             hashlist: None,
             vetting: Vetting::Accepted,
             draining: false,
+            served: None,
+            egress: None,
         }
     }
 

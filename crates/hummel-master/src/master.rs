@@ -846,6 +846,8 @@ impl Master {
             vetting: Vetting::Accepted,
             // Set below from the record it replaces (the database keeps its own column).
             draining: false,
+            served: None,
+            egress: None,
         };
         lock(&self.inner.db).record_hashlist(&record)?;
         self.inner
@@ -859,7 +861,10 @@ impl Master {
             let mut tracker = lock(&fleet.tracker);
             let mut record = record;
             match tracker.slaves.get(&record.id) {
-                Some(old) => record.draining = old.draining,
+                Some(old) => {
+                    record.draining = old.draining;
+                    (record.served, record.egress) = (old.served, old.egress);
+                }
                 None => tracing::info!(slave = %record.id, url = %record.url, "new slave"),
             }
             tracker.slaves.insert(record.id.clone(), record);
@@ -951,6 +956,7 @@ impl Master {
             s.used = hb.used;
             s.replicating = hb.replicating;
             s.last_seen_ms = now;
+            s.record_served(hb.bytes_served, now);
             s.apply(change);
             match &outcome {
                 None => {}
@@ -1115,6 +1121,7 @@ impl Master {
                 withheld: None,
                 key: None,
                 drain: None,
+                egress: None,
             });
         }
         let private = self.inner.config.tokens.read.is_some();
@@ -1140,6 +1147,7 @@ impl Master {
                         DrainState::Draining
                     }
                 }),
+                egress: s.egress.filter(|_| state == SlaveState::Live),
             });
         }
         let target = self.inner.config.replication;

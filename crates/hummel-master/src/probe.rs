@@ -583,6 +583,8 @@ mod tests {
             hashlist: None,
             vetting: Vetting::Accepted,
             draining: false,
+            served: None,
+            egress: None,
         }
     }
 

@@ -552,6 +552,7 @@ async fn api_flow_build_index_slaves_locate_status() {
             replicating: 0,
             corrupt,
             hashlist: None,
+            bytes_served: None,
         })
         .unwrap()
     };
@@ -1564,6 +1565,7 @@ async fn heartbeat_status(
         replicating: 0,
         corrupt: vec![],
         hashlist: changes,
+        bytes_served: None,
     })
     .unwrap();
     let (s, _, body) = call(master, "POST", "/slave/heartbeat", Some(SLAVE), Some(body)).await;
@@ -2833,6 +2835,7 @@ async fn a_slave_id_belongs_to_the_key_that_enrolled_it() {
         replicating: 0,
         corrupt: every.clone(),
         hashlist: None,
+        bytes_served: None,
     })
     .unwrap();
     let (s, _, body) = signed(
@@ -3026,6 +3029,7 @@ async fn locate_and_status_do_not_wait_for_a_slaves_commit() {
         replicating: 0,
         corrupt: vec![],
         hashlist: Some(changes(version, 1, &[packs[1].hash], &[])),
+        bytes_served: None,
     };
     let request = LocateRequest {
         packs: packs.iter().map(|p| p.number).collect(),

@@ -527,6 +527,10 @@ pub struct Heartbeat {
     /// slave that holds no acknowledged version (or predates incremental hashlists).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hashlist: Option<HashlistChanges>,
+    /// Bytes its pack server has sent (clients and other slaves) since it started, for the
+    /// master's egress figure (absent from older slaves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_served: Option<u64>,
 }
 
 /// A version of one slave's hashlist as the master holds it: the epoch of the complete hashlist
@@ -657,6 +661,10 @@ pub struct SlaveStatus {
     /// older masters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<DrainState>,
+    /// What it sent between its last two heartbeats, in bytes a second (absent before two
+    /// heartbeats that carried the figure, and from older masters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<u64>,
 }
 
 /// How far the drain of a slave got ([`SlaveStatus::drain`]).

@@ -96,6 +96,7 @@ pub(crate) struct SlaveLine {
     pub state: hummel_proto::api::SlaveState,
     pub pending: u64,
     pub drain: Option<hummel_proto::api::DrainState>,
+    pub egress: Option<u64>,
 }
 
 /// The stream of one subscriber (`csrf`: its session's token, for the action forms).

@@ -516,6 +516,7 @@ pub(crate) fn snapshot(master: &Master, csrf: Option<&str>) -> live::Snapshot {
                 state: s.state,
                 pending: s.pending,
                 drain: s.drain,
+                egress: s.egress,
             })
             .collect(),
         clients: shown.len() as u64,
@@ -857,7 +858,7 @@ fn slaves_section(h: &mut String, status: &StatusResponse, csrf: Option<&str>) {
             "<table><tr><th>id</th><th>url</th><th>state</th><th class=\"num\">last heartbeat</th>\
              <th class=\"num\">packs</th><th class=\"num\">used</th><th class=\"num\">quota</th>\
              <th class=\"num\">pending</th><th class=\"num\">verified</th><th>key</th>\
-             <th>clients</th><th>drain</th><th></th></tr>",
+             <th>clients</th><th class=\"num\">egress</th><th>drain</th><th></th></tr>",
         );
         for s in &status.slaves {
             let drain = match s.drain {
@@ -894,7 +895,7 @@ fn slaves_section(h: &mut String, status: &StatusResponse, csrf: Option<&str>) {
                 "<tr data-slave=\"{}\"><td><code>{}</code></td><td>{}</td><td class=\"{cls}\">{cls}</td>\
                  <td class=\"num\">{} ago</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
                  <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-                 <td><code>{}</code></td><td class=\"{}\">{}</td><td class=\"drain\">{drain}</td>\
+                 <td><code>{}</code></td><td class=\"{}\">{}</td><td class=\"num\">{egress}</td><td class=\"drain\">{drain}</td>\
                  <td>{actions}</td></tr>",
                 escape(&s.id),
                 escape(&s.id),
@@ -909,7 +910,10 @@ fn slaves_section(h: &mut String, status: &StatusResponse, csrf: Option<&str>) {
                 escape(s.key.as_deref().unwrap_or("")),
                 if s.withheld.is_some() { "dead" } else { "live" },
                 escape(s.withheld.as_deref().unwrap_or("sent")),
-                cls = state_class(s.state)
+                cls = state_class(s.state),
+                egress = s
+                    .egress
+                    .map_or_else(String::new, |e| format!("{}/s", human_bytes(e))),
             );
         }
         h.push_str("</table>");

@@ -53,6 +53,12 @@ fn a_drained_slave_leaves_two_copies_elsewhere_and_clients_do_without_it() {
     );
     c.build();
     c.wait_replicated();
+    // Every live slave reports what it serves: the status has each one's egress.
+    wait_for("egress figures", || {
+        let st = c.status();
+        let slaves = st["slaves"].as_array().unwrap();
+        slaves.len() == 3 && slaves.iter().all(|s| s["egress"].is_u64())
+    });
     // Drain the slave holding the most packs.
     let victim = (0..3).max_by_key(|&i| held(&c, i).len()).unwrap();
     let id = slave_id(&c, victim);
