@@ -1004,6 +1004,7 @@ mod tests {
                     added: added.to_vec(),
                     removed: removed.to_vec(),
                 }),
+                bytes_served: Some(u64::MAX),
             })
             .unwrap()
             .len()
