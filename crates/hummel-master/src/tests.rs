@@ -920,6 +920,12 @@ async fn dashboard_actions_need_the_session_its_csrf_token_and_the_origin() {
     let fx = fixture();
     let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
     master.set_public_url("http://127.0.0.1:9".into());
+    // Two revisions, to roll back from the second to the first.
+    let first = http_build(&master).await.revision.unwrap();
+    let first_files = master.revision_info().files;
+    fs::write(fx.repo.join("second.txt"), b"second").unwrap();
+    let second = http_build(&master).await.revision.unwrap();
+    assert_ne!(first, second);
     let post = |path: &str, body: String, cookie: Option<&str>, origin: Option<&str>| {
         let mut r = Request::builder()
             .method("POST")
@@ -998,15 +1004,38 @@ async fn dashboard_actions_need_the_session_its_csrf_token_and_the_origin() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{body} {origin:?}");
     }
-    assert!(master.latest_build().is_none());
+    assert_eq!(master.latest_build().unwrap().revision, Some(second));
     let resp = master
         .router()
         .oneshot(post("/ui/drain", "slave=s1".into(), Some(&cookie), here))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let rollback = format!("revision={first}");
+    let resp = master
+        .router()
+        .oneshot(post("/ui/rollback", rollback.clone(), Some(&cookie), here))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(master.revision_info().revision, Some(second));
 
-    // With it: the build starts.
+    // With it: a rollback publishes the first tree again, and a build starts.
+    let resp = master
+        .router()
+        .oneshot(post(
+            "/ui/rollback",
+            format!("{rollback}&csrf={csrf}"),
+            Some(&cookie),
+            here,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let now = master.revision_info();
+    assert!(now.revision.unwrap() > second);
+    assert_eq!(now.files, first_files, "{now:?}");
+
     let resp = master
         .router()
         .oneshot(post(
@@ -1018,7 +1047,13 @@ async fn dashboard_actions_need_the_session_its_csrf_token_and_the_origin() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    assert!(master.latest_build().is_some());
+    assert!(
+        master
+            .latest_build()
+            .unwrap()
+            .revision
+            .is_none_or(|r| r > second)
+    );
 
     // The live stream takes the session as read access.
     let events = Request::builder()
