@@ -85,6 +85,10 @@ fn a_drained_slave_leaves_two_copies_elsewhere_and_clients_do_without_it() {
     wait_for("the slave to be drained", || {
         slave_status(&c, &id)["drain"] == "drained"
     });
+    let mut cmd = c.hummel();
+    cmd.args(["status", "--master", &c.master.url]);
+    let text = ok(cmd);
+    assert!(text.contains("drained: removing it"), "{text}");
     // Every pack the drained slave held has two copies on the others.
     let mut copies: HashMap<String, usize> = HashMap::new();
     for i in (0..3).filter(|&i| i != victim) {
