@@ -435,6 +435,7 @@ pub fn wire_json() -> Vec<Vec<u8>> {
                 replicating: 0,
                 corrupt: vec![h(9)],
                 hashlist: Some(changes.clone()),
+                bytes_served: None,
             }),
         ),
         (

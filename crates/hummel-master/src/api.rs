@@ -152,7 +152,7 @@ impl ApiError {
         }
     }
 
-    fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::NotFound {
             code,
             message: message.into(),
@@ -332,6 +332,12 @@ pub(crate) fn router(master: Master) -> Router {
         .route("/", get(crate::dashboard::page))
         .route("/join", get(crate::join::page))
         .route("/ui/build", post(crate::dashboard::start_build))
+        .route("/ui/login", post(crate::dashboard::login))
+        .route("/ui/logout", post(crate::dashboard::logout))
+        .route("/ui/rollback", post(crate::dashboard::rollback))
+        .route("/ui/drain", post(crate::dashboard::drain))
+        .route("/ui/remove-slave", post(crate::dashboard::remove_slave))
+        .route("/ui/events", get(crate::dashboard::events))
         .route(endpoints::METRICS, get(metrics))
         .route(endpoints::BUILD, post(start_build))
         .route(&format!("{}/{{id}}", endpoints::BUILDS), get(build_status))
@@ -353,6 +359,10 @@ pub(crate) fn router(master: Master) -> Router {
         .route(
             &format!("{}/{{id}}", endpoints::SLAVES),
             axum::routing::delete(remove_slave),
+        )
+        .route(
+            &format!("{}/{{id}}/drain", endpoints::SLAVES),
+            post(crate::drain::start_handler).delete(crate::drain::stop_handler),
         )
         .route_layer(at_once)
         .route_layer(middleware::from_fn_with_state(
@@ -599,7 +609,7 @@ async fn locate(
 }
 
 /// True for a non-empty id without control characters, of bounded length.
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
 }
 

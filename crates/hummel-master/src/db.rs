@@ -9,7 +9,8 @@
 //! enrolled public key and the highest nonce it signed, `crate::identity`) and since schema 8
 //! `revision_notes` (each revision's message, change summary and the revision a rollback
 //! published again, `crate::history`; revisions from before have none: their summary is
-//! unknown). The schema version is `PRAGMA user_version`; an
+//! unknown), and since schema 9 `slaves.draining_ms` (when the admin began draining the
+//! slave, NULL: not draining; `crate::fleet`). The schema version is `PRAGMA user_version`; an
 //! older database is migrated step by step on open, each step in one transaction. A slave's
 //! replica set is replaced whole by its complete hashlist ([`Db::record_hashlist`]) and changed
 //! pack by pack by the changes its heartbeats carry ([`Db::record_heartbeat`]), each in one
@@ -38,7 +39,7 @@ use crate::tracker::{ClientRecord, SlaveRecord};
 pub(crate) type IdentityRow = (String, [u8; 32], u64, u64);
 
 /// The schema this build writes.
-pub(crate) const SCHEMA_VERSION: i64 = 8;
+pub(crate) const SCHEMA_VERSION: i64 = 9;
 
 /// Version 1 → 2: the zstd level each pack was written at, so the background repack knows
 /// which packs are below its level. Every pack of a version-1 database was written by a build,
@@ -106,6 +107,12 @@ CREATE TABLE client_pins (
     revision      INTEGER NOT NULL,
     last_seen_ms  INTEGER NOT NULL
 ) WITHOUT ROWID;";
+
+/// Version 8 → 9: when the admin began draining each slave (`hummel drain-slave`, the
+/// dashboard), NULL when it is not draining: a draining slave gets no new packs and its packs
+/// are placed on the others (`crate::fleet`). Removing the slave removes its row and so ends
+/// the drain.
+const MIGRATE_SLAVE_DRAINS: &str = "ALTER TABLE slaves ADD COLUMN draining_ms INTEGER;";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE revisions (
@@ -345,7 +352,7 @@ impl Db {
                 .execute_batch(&format!(
                     "BEGIN; {SCHEMA_V1} {MIGRATE_V1_TO_V2} {MIGRATE_V2_TO_V3} {MIGRATE_V3_TO_V4}
                      {MIGRATE_V4_TO_V5} {MIGRATE_V5_TO_V6} {MIGRATE_SLAVE_IDENTITIES}
-                     {MIGRATE_REVISION_NOTES}
+                     {MIGRATE_REVISION_NOTES} {MIGRATE_SLAVE_DRAINS}
                      PRAGMA user_version={SCHEMA_VERSION};
                      COMMIT;"
                 ))
@@ -360,6 +367,7 @@ impl Db {
             (5, MIGRATE_V5_TO_V6),
             (6, MIGRATE_SLAVE_IDENTITIES),
             (7, MIGRATE_REVISION_NOTES),
+            (8, MIGRATE_SLAVE_DRAINS),
         ];
         for (from, sql) in steps.into_iter().filter(|(from, _)| *from >= version) {
             let to = from + 1;
@@ -878,13 +886,37 @@ impl Db {
         Ok(rows + keys > 0)
     }
 
+    /// Marks slave `id` as draining (`true`, keeping the time a drain began) or not. Returns
+    /// whether the slave is known.
+    pub(crate) fn set_draining(
+        &mut self,
+        id: &str,
+        draining: bool,
+        now_ms: u64,
+    ) -> Result<bool, MasterError> {
+        let changed = if draining {
+            self.conn.execute(
+                "UPDATE slaves SET draining_ms=COALESCE(draining_ms, ?2) WHERE id=?1",
+                params![id, to_sql_int(now_ms)],
+            )
+        } else {
+            self.conn.execute(
+                "UPDATE slaves SET draining_ms=NULL WHERE id=?1",
+                params![id],
+            )
+        }
+        .map_err(self.err())?;
+        Ok(changed > 0)
+    }
+
     /// Every slave with its replica set.
     pub(crate) fn load_slaves(&self) -> Result<Vec<SlaveRecord>, MasterError> {
         let mut slaves: Vec<SlaveRecord> = {
             let mut stmt = self
                 .conn
                 .prepare(
-                    "SELECT id, url, quota, used, replicating, last_seen_ms FROM slaves ORDER BY id",
+                    "SELECT id, url, quota, used, replicating, last_seen_ms, draining_ms FROM slaves
+                     ORDER BY id",
                 )
                 .map_err(self.err())?;
             let rows = stmt
@@ -901,6 +933,9 @@ impl Db {
                         foreign_as_of: 0,
                         hashlist: None,
                         vetting: crate::tracker::Vetting::Unknown,
+                        draining: r.get::<_, Option<i64>>(6)?.is_some(),
+                        served: None,
+                        egress: None,
                     })
                 })
                 .map_err(self.err())?;
@@ -1057,6 +1092,29 @@ mod tests {
     }
 
     #[test]
+    fn a_drain_is_kept_and_ends_with_the_slave() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hummel.db");
+        let mut db = Db::open(&path).unwrap();
+        assert!(!db.set_draining("s1", true, 5).unwrap());
+        db.conn
+            .execute(
+                "INSERT INTO slaves(id, url, used, first_seen_ms, last_seen_ms)
+                 VALUES ('s1', 'http://s1', 0, 1, 1)",
+                [],
+            )
+            .unwrap();
+        assert!(db.set_draining("s1", true, 5).unwrap());
+        drop(db);
+        let mut db = Db::open(&path).unwrap();
+        assert!(db.load_slaves().unwrap()[0].draining);
+        assert!(db.set_draining("s1", false, 6).unwrap());
+        assert!(!db.load_slaves().unwrap()[0].draining);
+        assert!(db.remove_slave("s1").unwrap());
+        assert!(!db.set_draining("s1", true, 7).unwrap());
+    }
+
+    #[test]
     fn notes_are_published_with_their_revision_and_older_revisions_have_none() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hummel.db");
@@ -1075,7 +1133,8 @@ mod tests {
             .unwrap();
             db.conn
                 .execute_batch(
-                    "DROP TABLE revision_notes; DROP TABLE client_pins; PRAGMA user_version=7;",
+                    "DROP TABLE revision_notes; DROP TABLE client_pins;
+                     ALTER TABLE slaves DROP COLUMN draining_ms; PRAGMA user_version=7;",
                 )
                 .unwrap();
         }

@@ -14,7 +14,9 @@
 //!   their replica sets, quotas and (with a quota) usage. Whoever changes one of those calls
 //!   [`Fleet::placement_changed`] after the change is in memory; a new revision is noticed by
 //!   its `Arc`; a slave going dead is foreseen (the plan is valid until the first of its slaves
-//!   may be dead). Readers take an `Arc<Plan>` and read it without a lock.
+//!   may be dead). Readers take an `Arc<Plan>` and read it without a lock. A **draining** slave
+//!   (the admin's [`SlaveRecord::draining`], an input too) is a candidate that gets no new
+//!   packs; the plan says when its drain is complete ([`Plan::drained`]).
 //!
 //! Lock order: ordering stripe, then plan cache, then (the catalog's pack table, then) tracker,
 //! then trust book, then identities (then the database's mutex, whose holder takes no other).
@@ -76,6 +78,9 @@ pub(crate) struct Plan {
     pub placement: Placement,
     /// Per slot, the candidates holding it (positions into `ids`).
     holders: Vec<Vec<usize>>,
+    /// Per candidate: draining, and every pack of the revision it holds has `replication`
+    /// copies on non-draining candidates (`crate::placement::drained`).
+    drained: Vec<bool>,
 }
 
 impl Plan {
@@ -84,6 +89,12 @@ impl Plan {
         self.positions
             .get(id)
             .map(|&i| self.placement.pending[i].as_slice())
+    }
+
+    /// Whether slave `id` is a candidate whose drain is complete: removing it loses no copy
+    /// the placement wants.
+    pub(crate) fn drained(&self, id: &str) -> bool {
+        self.positions.get(id).is_some_and(|&i| self.drained[i])
     }
 
     /// The slaves holding slot `pos` that are live at `now`, still claim it and whose last
@@ -124,6 +135,7 @@ struct Snapshot {
     used: u64,
     holds: HashSet<u32>,
     last_seen_ms: u64,
+    draining: bool,
 }
 
 impl Fleet {
@@ -214,6 +226,7 @@ impl Fleet {
                     used: s.used,
                     holds: s.packs.clone(),
                     last_seen_ms: s.last_seen_ms,
+                    draining: s.draining,
                 })
                 .collect()
         };
@@ -237,9 +250,17 @@ impl Fleet {
                 quota: s.quota,
                 used: s.used,
                 holds: &s.holds,
+                draining: s.draining,
             })
             .collect();
         let placement = placement::place(&slots, &candidates, self.replication);
+        let drained = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                c.draining && placement::drained(&slots, &candidates, i, self.replication)
+            })
+            .collect();
         let holders = slots
             .iter()
             .map(|slot| {
@@ -271,6 +292,7 @@ impl Fleet {
             ids,
             placement,
             holders,
+            drained,
         }
     }
 }
@@ -337,6 +359,9 @@ mod tests {
             foreign_as_of: 0,
             hashlist: None,
             vetting: Vetting::Accepted,
+            draining: false,
+            served: None,
+            egress: None,
         }
     }
 
@@ -414,5 +439,34 @@ mod tests {
         assert!(f.order_taken("slave-a"));
         drop(a);
         assert!(!f.order_taken("slave-a"));
+    }
+
+    #[test]
+    fn a_drain_changes_the_plan_and_completes_once_copied() {
+        let now = 1_000_000;
+        let f = fleet(vec![
+            slave("a", now, &[1, 2, 3]),
+            slave("b", now, &[]),
+            slave("c", now, &[]),
+        ]);
+        let rev = revision(3);
+        let before = f.plan(Some(&rev), now);
+        assert!(!before.drained("a"));
+        lock(&f.tracker).slaves.get_mut("a").unwrap().draining = true;
+        f.placement_changed();
+        let plan = f.plan(Some(&rev), now + 1);
+        assert!(!Arc::ptr_eq(&before, &plan));
+        // b and c take every pack; a gets nothing and is not drained yet.
+        assert_eq!(plan.pending("a").map(<[usize]>::len), Some(0));
+        assert_eq!(plan.pending("b").map(<[usize]>::len), Some(3));
+        assert_eq!(plan.pending("c").map(<[usize]>::len), Some(3));
+        assert!(!plan.drained("a"));
+        for id in ["b", "c"] {
+            lock(&f.tracker).slaves.get_mut(id).unwrap().packs = [1, 2, 3].into();
+        }
+        f.placement_changed();
+        let done = f.plan(Some(&rev), now + 2);
+        assert!(done.drained("a"));
+        assert!(!done.drained("b"));
     }
 }

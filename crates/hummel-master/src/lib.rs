@@ -41,6 +41,8 @@
 //! - `tracker`: slaves (replica sets, liveness, the hashlist version their changes build on,
 //!   whether their read token was accepted) and clients, mirrored from the database.
 //! - `clients`: client reports tied to client keys, their retention, bad-slave counting.
+//! - `drain`: the admin's drain of a slave (no new packs, its packs copied elsewhere, then
+//!   `drained`: safe to remove).
 //! - `identity`: each slave's own key: signed slave requests ([`hummel_proto::identity`]),
 //!   enrolment at the first hashlist, nonces, and the admin's removal of a slave.
 //! - `probe`: the background prober that checks a slave serves the right bytes for a pack
@@ -51,7 +53,9 @@
 //!   the rule that a private master's slaves guard their packs with its read token.
 //! - `limits`: per-address request rates, requests at once, new clients per address.
 //! - `api`: the router, handlers, `ApiError` (one error → response mapping) and JSON bodies.
-//! - `dashboard`: the server-rendered HTML page at `/` and its build form.
+//! - `dashboard`: the server-rendered HTML page at `/`, kept live over `/ui/events` by an
+//!   embedded script, its session (the write token once, a cookie, CSRF-checked forms) and its
+//!   actions (build, roll back, drain or remove a slave).
 //! - `events`: publications pushed to `GET /api/v1/events` as server-sent events, each once its
 //!   packs can be fetched (`hummel sync --watch`).
 //! - `watch`: `hummel master --watch`, a build once changes in the repository folder settle.
@@ -71,6 +75,7 @@ mod clients;
 pub mod config;
 mod dashboard;
 mod db;
+mod drain;
 pub mod error;
 mod events;
 mod fleet;

@@ -46,8 +46,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hummel_core::{ChunkLocation, Hash, Index, PackInfo, RelPath};
 use hummel_proto::api::{
-    Assignment, BuildQuery, BuildState, BuildStatus, FALLBACK_ID, HashlistVersion, Heartbeat,
-    LocateRequest, LocateResponse, ReplicatingStatus, ReplicationHealth, RevisionInfo,
+    Assignment, BuildQuery, BuildState, BuildStatus, DrainState, FALLBACK_ID, HashlistVersion,
+    Heartbeat, LocateRequest, LocateResponse, ReplicatingStatus, ReplicationHealth, RevisionInfo,
     SlaveDirective, SlaveEndpoint, SlaveHashlist, SlaveState, SlaveStatus, StatusResponse,
 };
 use hummel_store::BlobStore;
@@ -114,6 +114,8 @@ pub(crate) struct Inner {
     pub key_event: crate::signing::KeyEvent,
     /// Revision notes, build messages and client pins (`crate::history`).
     pub notes: crate::history::Notes,
+    /// The dashboard's sessions and live-update subscribers (`crate::dashboard`).
+    pub ui: crate::dashboard::Ui,
     /// Packs uploaded by pushes, not yet published (`crate::push`).
     pub push: crate::push::Staging,
 }
@@ -246,6 +248,7 @@ impl Master {
                 signing,
                 key_event,
                 notes,
+                ui: crate::dashboard::Ui::default(),
                 push,
             }),
         })
@@ -328,6 +331,7 @@ impl Master {
         self.inner.builds.stop();
         // Event streams end now, so that they do not hold the shutdown until its deadline.
         self.inner.events.close();
+        self.inner.ui.close();
     }
 
     /// [`Master::shut_down`] was called.
@@ -844,6 +848,10 @@ impl Master {
             foreign_as_of: table_next,
             hashlist: Some(version),
             vetting: Vetting::Accepted,
+            // Set below from the record it replaces (the database keeps its own column).
+            draining: false,
+            served: None,
+            egress: None,
         };
         lock(&self.inner.db).record_hashlist(&record)?;
         self.inner
@@ -855,8 +863,13 @@ impl Master {
         let claims = !record.packs.is_empty();
         {
             let mut tracker = lock(&fleet.tracker);
-            if !tracker.slaves.contains_key(&record.id) {
-                tracing::info!(slave = %record.id, url = %record.url, "new slave");
+            let mut record = record;
+            match tracker.slaves.get(&record.id) {
+                Some(old) => {
+                    record.draining = old.draining;
+                    (record.served, record.egress) = (old.served, old.egress);
+                }
+                None => tracing::info!(slave = %record.id, url = %record.url, "new slave"),
             }
             tracker.slaves.insert(record.id.clone(), record);
         }
@@ -947,6 +960,7 @@ impl Master {
             s.used = hb.used;
             s.replicating = hb.replicating;
             s.last_seen_ms = now;
+            s.record_served(hb.bytes_served, now);
             s.apply(change);
             match &outcome {
                 None => {}
@@ -1021,6 +1035,7 @@ impl Master {
         let tracker = lock(&fleet.tracker);
         let trust = fleet.probes.book();
         let live = self.client_slaves(&tracker, now);
+        let replication = self.inner.config.replication;
         let mut slaves: Vec<SlaveEndpoint> = Vec::new();
         let mut positions: HashMap<String, u32> = HashMap::new();
         let mut position = |id: &str, url: &str| -> u32 {
@@ -1042,10 +1057,17 @@ impl Master {
                 if !packs.by_number.contains_key(number) {
                     return Vec::new();
                 }
-                // Only where a probe verified the claim (`crate::probe`).
+                // Only where a probe verified the claim (`crate::probe`); a draining slave only
+                // while the others lack copies (`crate::placement::serves_while_draining`).
+                let serving =
+                    |s: &&&SlaveRecord| s.packs.contains(number) && trust.serves(&s.id, *number);
+                let elsewhere = live.iter().filter(|s| !s.draining).filter(serving).count();
+                let draining_serve =
+                    crate::placement::serves_while_draining(elsewhere, replication);
                 let mut list: Vec<u32> = live
                     .iter()
-                    .filter(|s| s.packs.contains(number) && trust.serves(&s.id, *number))
+                    .filter(serving)
+                    .filter(|s| !s.draining || draining_serve)
                     .map(|s| position(&s.id, &s.url))
                     .collect();
                 if let Some(url) = &embedded_url {
@@ -1102,6 +1124,8 @@ impl Master {
                 verified: None,
                 withheld: None,
                 key: None,
+                drain: None,
+                egress: None,
             });
         }
         let private = self.inner.config.tokens.read.is_some();
@@ -1120,6 +1144,14 @@ impl Master {
                 verified: Some(trust.verified(&s.id)),
                 withheld: trust.withheld(s, state, private, now),
                 key: self.slave_key_fingerprint(&s.id),
+                drain: s.draining.then(|| {
+                    if plan.drained(&s.id) {
+                        DrainState::Drained
+                    } else {
+                        DrainState::Draining
+                    }
+                }),
+                egress: s.egress.filter(|_| state == SlaveState::Live),
             });
         }
         let target = self.inner.config.replication;

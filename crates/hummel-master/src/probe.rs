@@ -582,6 +582,9 @@ mod tests {
             foreign_as_of: 0,
             hashlist: None,
             vetting: Vetting::Accepted,
+            draining: false,
+            served: None,
+            egress: None,
         }
     }
 

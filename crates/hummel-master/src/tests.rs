@@ -552,6 +552,7 @@ async fn api_flow_build_index_slaves_locate_status() {
             replicating: 0,
             corrupt,
             hashlist: None,
+            bytes_served: None,
         })
         .unwrap()
     };
@@ -910,6 +911,183 @@ async fn dashboard_renders_and_its_form_checks_the_token() {
     let resp = master.router().oneshot(form(WRITE)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(resp.headers()[header::LOCATION], "/");
+}
+
+/// The dashboard's session: the write token once buys a cookie; an action needs the session's
+/// CSRF token and the page's own origin, and a refused one changes nothing.
+#[tokio::test]
+async fn dashboard_actions_need_the_session_its_csrf_token_and_the_origin() {
+    let fx = fixture();
+    let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    master.set_public_url("http://127.0.0.1:9".into());
+    // Two revisions, to roll back from the second to the first.
+    let first = http_build(&master).await.revision.unwrap();
+    let first_files = master.revision_info().files;
+    fs::write(fx.repo.join("second.txt"), b"second").unwrap();
+    let second = http_build(&master).await.revision.unwrap();
+    assert_ne!(first, second);
+    let post = |path: &str, body: String, cookie: Option<&str>, origin: Option<&str>| {
+        let mut r = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header(header::HOST, "127.0.0.1:9")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(c) = cookie {
+            r = r.header(header::COOKIE, c);
+        }
+        if let Some(o) = origin {
+            r = r.header(header::ORIGIN, o);
+        }
+        r.body(Body::from(body)).unwrap()
+    };
+    let here = Some("http://127.0.0.1:9");
+    // A wrong token, or a login from another origin: no session.
+    let resp = master
+        .router()
+        .oneshot(post("/ui/login", "token=wrong".into(), None, here))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(resp.headers().get(header::SET_COOKIE).is_none());
+    let login = format!("token={WRITE}");
+    let resp = master
+        .router()
+        .oneshot(post(
+            "/ui/login",
+            login.clone(),
+            None,
+            Some("http://evil.example"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = master
+        .router()
+        .oneshot(post("/ui/login", login, None, here))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let set = resp.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+
+    // The page, with the session, carries its CSRF token.
+    let page = Request::builder()
+        .uri("/")
+        .header(header::COOKIE, &cookie)
+        .body(Body::empty())
+        .unwrap();
+    let resp = master.router().oneshot(page).await.unwrap();
+    let html =
+        String::from_utf8(to_bytes(resp.into_body(), 1 << 22).await.unwrap().to_vec()).unwrap();
+    let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = html[at..at + 64].to_string();
+    assert!(html.contains("Log out"));
+
+    // Without the token, with a wrong one, or from another origin: 403, no build.
+    for (body, origin) in [
+        (String::new(), here),
+        ("csrf=00".to_string(), here),
+        (format!("csrf={csrf}"), Some("http://evil.example")),
+        (format!("csrf={csrf}"), None),
+    ] {
+        let resp = master
+            .router()
+            .oneshot(post("/ui/build", body.clone(), Some(&cookie), origin))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{body} {origin:?}");
+    }
+    assert_eq!(master.latest_build().unwrap().revision, Some(second));
+    let resp = master
+        .router()
+        .oneshot(post("/ui/drain", "slave=s1".into(), Some(&cookie), here))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let rollback = format!("revision={first}");
+    let resp = master
+        .router()
+        .oneshot(post("/ui/rollback", rollback.clone(), Some(&cookie), here))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(master.revision_info().revision, Some(second));
+
+    // With it: a rollback publishes the first tree again, and a build starts.
+    let resp = master
+        .router()
+        .oneshot(post(
+            "/ui/rollback",
+            format!("{rollback}&csrf={csrf}"),
+            Some(&cookie),
+            here,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let now = master.revision_info();
+    assert!(now.revision.unwrap() > second);
+    assert_eq!(now.files, first_files, "{now:?}");
+
+    let resp = master
+        .router()
+        .oneshot(post(
+            "/ui/build",
+            format!("csrf={csrf}"),
+            Some(&cookie),
+            here,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert!(
+        master
+            .latest_build()
+            .unwrap()
+            .revision
+            .is_none_or(|r| r > second)
+    );
+
+    // The live stream takes the session as read access.
+    let events = Request::builder()
+        .uri("/ui/events")
+        .header(header::COOKIE, &cookie)
+        .body(Body::empty())
+        .unwrap();
+    let resp = master.router().oneshot(events).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+
+    // After logout the cookie is worth nothing.
+    let resp = master
+        .router()
+        .oneshot(post(
+            "/ui/logout",
+            format!("csrf={csrf}"),
+            Some(&cookie),
+            here,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let resp = master
+        .router()
+        .oneshot(post(
+            "/ui/build",
+            format!("csrf={csrf}"),
+            Some(&cookie),
+            here,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
 
 /// Empties a folder, keeping the folder itself.
@@ -1422,6 +1600,7 @@ async fn heartbeat_status(
         replicating: 0,
         corrupt: vec![],
         hashlist: changes,
+        bytes_served: None,
     })
     .unwrap();
     let (s, _, body) = call(master, "POST", "/slave/heartbeat", Some(SLAVE), Some(body)).await;
@@ -2691,6 +2870,7 @@ async fn a_slave_id_belongs_to_the_key_that_enrolled_it() {
         replicating: 0,
         corrupt: every.clone(),
         hashlist: None,
+        bytes_served: None,
     })
     .unwrap();
     let (s, _, body) = signed(
@@ -2884,6 +3064,7 @@ async fn locate_and_status_do_not_wait_for_a_slaves_commit() {
         replicating: 0,
         corrupt: vec![],
         hashlist: Some(changes(version, 1, &[packs[1].hash], &[])),
+        bytes_served: None,
     };
     let request = LocateRequest {
         packs: packs.iter().map(|p| p.number).collect(),

@@ -42,6 +42,33 @@ pub(crate) struct SlaveRecord {
     /// token sends clients only to [`Vetting::Accepted`] slaves; no master sends them to a
     /// [`Vetting::Refused`] one.
     pub vetting: Vetting,
+    /// Whether the admin is draining it (persisted): it gets no new packs, its packs are
+    /// placed on the others, and clients are sent to it only for packs without enough copies
+    /// elsewhere (`crate::fleet`).
+    pub draining: bool,
+    /// The bytes its last heartbeat said it served, and when (not persisted).
+    pub served: Option<(u64, u64)>,
+    /// Bytes a second it served between its last two heartbeats (not persisted).
+    pub egress: Option<u64>,
+}
+
+impl SlaveRecord {
+    /// Takes a heartbeat's `bytes_served` at `now_ms`: the egress is the difference to the
+    /// previous figure over the time between them (none after a restart of the slave).
+    pub(crate) fn record_served(&mut self, bytes: Option<u64>, now_ms: u64) {
+        let Some(b) = bytes else {
+            self.served = None;
+            self.egress = None;
+            return;
+        };
+        self.egress = match self.served {
+            Some((prev, at)) if b >= prev && now_ms > at => {
+                Some((b - prev).saturating_mul(1000) / (now_ms - at))
+            }
+            _ => None,
+        };
+        self.served = Some((b, now_ms));
+    }
 }
 
 /// What the master knows of a slave's read token (`crate::auth::check_slave_read_token`).
@@ -291,6 +318,9 @@ mod tests {
             foreign_as_of: 4,
             hashlist,
             vetting: Vetting::Accepted,
+            draining: false,
+            served: None,
+            egress: None,
         }
     }
 
@@ -423,5 +453,22 @@ mod tests {
         assert_eq!(l.state(now - 600_000, now), SlaveState::Dead);
         // A clock step backwards never makes a slave look older.
         assert_eq!(l.state(now + 5, now), SlaveState::Live);
+    }
+
+    #[test]
+    fn egress_is_the_served_bytes_over_the_time_between_heartbeats() {
+        let mut s = slave(None);
+        s.record_served(Some(1_000), 10_000);
+        assert_eq!(s.egress, None);
+        s.record_served(Some(3_000), 10_500);
+        assert_eq!(s.egress, Some(4_000));
+        // The slave restarted (its count went down): no figure until the next heartbeat.
+        s.record_served(Some(10), 11_000);
+        assert_eq!(s.egress, None);
+        s.record_served(Some(10), 12_000);
+        assert_eq!(s.egress, Some(0));
+        // An older slave sends none.
+        s.record_served(None, 13_000);
+        assert_eq!((s.served, s.egress), (None, None));
     }
 }

@@ -396,6 +396,27 @@ impl MasterApi {
         Ok(())
     }
 
+    /// `POST /api/v1/slaves/{id}/drain` (write token), or `DELETE` when `draining` is false:
+    /// the master starts (or calls off) the slave's drain; `status` shows how far it got.
+    pub async fn drain_slave(&self, id: &str, draining: bool) -> Result<(), NetError> {
+        const WHAT: &str = "drain-slave";
+        let mut url = self.url(api::SLAVES);
+        url.path_segments_mut()
+            .map_err(|()| NetError::BadUrl {
+                url: self.base.clone(),
+            })?
+            .push(id)
+            .push("drain");
+        let rb = if draining {
+            self.http.post(url)
+        } else {
+            self.http.delete(url)
+        };
+        self.send(rb.timeout(CALL_TIMEOUT), WHAT, BUSY_RETRIES)
+            .await?;
+        Ok(())
+    }
+
     /// `POST /slave/hashlist` (slave token), signed by `signer`: the complete hashlist,
     /// answered with a directive. Not asked again here: the slave's loop backs off itself.
     pub async fn slave_hashlist(

@@ -20,7 +20,10 @@
 //!   and removed from N to M (bounded)
 //!
 //! Admin → master (write token): `POST /build` → 202 [`BuildStarted`]; `POST /api/v1/rollback`
-//! [`RollbackRequest`] → [`RollbackResponse`]
+//! [`RollbackRequest`] → [`RollbackResponse`]; `POST /api/v1/slaves/{id}/drain` → 204 (the
+//! slave gets no new packs, its packs are copied elsewhere; [`SlaveStatus::drain`] says when it
+//! may be removed), `DELETE` of the same → 204 (the drain is called off); `DELETE
+//! /api/v1/slaves/{id}` → 204
 //!
 //! Slave → master (slave token):
 //! - `POST /slave/hashlist` [`SlaveHashlist`] → [`SlaveDirective`] (an empty list introduces a
@@ -620,6 +623,10 @@ pub struct Heartbeat {
     /// slave that holds no acknowledged version (or predates incremental hashlists).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hashlist: Option<HashlistChanges>,
+    /// Bytes its pack server has sent (clients and other slaves) since it started, for the
+    /// master's egress figure (absent from older slaves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_served: Option<u64>,
 }
 
 /// A version of one slave's hashlist as the master holds it: the epoch of the complete hashlist
@@ -746,6 +753,26 @@ pub struct SlaveStatus {
     /// Fingerprint of the key it is enrolled with (absent before it enrolled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Whether the admin is draining it, and how far (absent when not draining, and from
+    /// older masters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainState>,
+    /// What it sent between its last two heartbeats, in bytes a second (absent before two
+    /// heartbeats that carried the figure, and from older masters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<u64>,
+}
+
+/// How far the drain of a slave got ([`SlaveStatus::drain`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainState {
+    /// Its packs are being copied to the other slaves; clients still use it for packs that
+    /// lack copies elsewhere.
+    Draining,
+    /// Every pack of the current revision it holds has the target copies on other slaves:
+    /// removing it is safe.
+    Drained,
 }
 
 /// Replication health in [`StatusResponse`].
@@ -1073,6 +1100,7 @@ mod tests {
                     added: added.to_vec(),
                     removed: removed.to_vec(),
                 }),
+                bytes_served: Some(u64::MAX),
             })
             .unwrap()
             .len()

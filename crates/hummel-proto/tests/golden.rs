@@ -99,6 +99,7 @@ fn heartbeat_with_hashlist_changes() {
             replicating: 1,
             corrupt: vec![h(9)],
             hashlist: Some(changes()),
+            bytes_served: Some(1_048_576),
         },
     );
 }
@@ -116,6 +117,7 @@ fn heartbeat_without_changes() {
             replicating: 0,
             corrupt: vec![],
             hashlist: None,
+            bytes_served: None,
         },
     );
 }

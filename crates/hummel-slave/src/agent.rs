@@ -508,6 +508,12 @@ impl Agent {
                 .copied()
                 .collect(),
             hashlist: changes,
+            bytes_served: Some(
+                store
+                    .metrics
+                    .bytes_served
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
         };
         match self.master.heartbeat(&body).await {
             Ok(directive) => {

@@ -352,6 +352,7 @@ impl FakeSlave {
             replicating: 0,
             corrupt: Vec::new(),
             hashlist: Some(changes),
+            bytes_served: None,
         };
         let d = self.post(http, master, api::SLAVE_HEARTBEAT, &body).await?;
         if d.hashlist == Some(body.hashlist.as_ref().map_or(version, |c| c.proposed())) {

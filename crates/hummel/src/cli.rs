@@ -55,6 +55,10 @@ pub enum Command {
     /// Forgets a slave (its claims and its enrolled key), so that another key may enroll its
     /// id: for a slave whose data folder was lost or that was replaced.
     RemoveSlave(RemoveSlaveArgs),
+    /// Drain a slave: no new packs for it, its packs copied to the others until each has the
+    /// replication target there (then `hummel status` says "drained" and removing it is safe).
+    /// Write token.
+    DrainSlave(DrainSlaveArgs),
     /// The player page: a local web page to add a repository, tick mods, choose the game's
     /// folder, sync with progress, see what changed and launch the game. (What hummel.exe runs
     /// when started without arguments.)
@@ -643,6 +647,25 @@ pub struct StatusArgs {
     /// The read token, if the master requires one.
     #[arg(long, env = "HUMMEL_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
+    /// Trust for an https:// master.
+    #[command(flatten)]
+    pub trust: ClientTlsArgs,
+}
+
+/// `hummel drain-slave`.
+#[derive(Args, Debug)]
+pub struct DrainSlaveArgs {
+    /// The slave's id (`hummel status --json`, `slaves[].id`).
+    pub id: String,
+    /// The master's URL.
+    #[arg(long)]
+    pub master: String,
+    /// Call the drain off instead: the slave takes packs again.
+    #[arg(long)]
+    pub cancel: bool,
+    /// The master's write token.
+    #[arg(long, env = "HUMMEL_WRITE_TOKEN", hide_env_values = true)]
+    pub write_token: Option<String>,
     /// Trust for an https:// master.
     #[command(flatten)]
     pub trust: ClientTlsArgs,

@@ -9,7 +9,9 @@ mod integration {
     mod auth;
     mod build_safety;
     mod cli;
+    mod dashboard;
     mod datadir;
+    mod drain;
     mod e2e;
     mod evil;
     mod faults;

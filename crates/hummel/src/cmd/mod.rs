@@ -2,6 +2,7 @@
 //! (`push` also holds the client side of `hummel push`: walk, chunk, pack, upload.)
 
 mod build;
+mod drain_slave;
 mod history;
 mod push;
 mod remove_slave;
@@ -35,6 +36,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
         Command::Status(a) => status::status(a).await,
         Command::Ui(a) => ui::ui(a).await,
         Command::RemoveSlave(a) => remove_slave::remove_slave(a).await,
+        Command::DrainSlave(a) => drain_slave::drain_slave(a).await,
     }
 }
 

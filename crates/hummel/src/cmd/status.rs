@@ -131,6 +131,15 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
         if let Some(why) = &s.withheld {
             println!("         no clients sent: {why}");
         }
+        match s.drain {
+            Some(hummel_proto::api::DrainState::Draining) => {
+                println!("         draining: its packs are being copied to the other slaves")
+            }
+            Some(hummel_proto::api::DrainState::Drained) => {
+                println!("         drained: removing it (hummel remove-slave) is safe")
+            }
+            None => {}
+        }
     }
     let total = st.clients_total.unwrap_or(st.clients.len() as u64);
     if total > st.clients.len() as u64 {

@@ -14,6 +14,7 @@ fn every_command_has_help() {
         "status",
         "ui",
         "remove-slave",
+        "drain-slave",
     ] {
         let mut c = hummel();
         c.args([cmd, "--help"]);

@@ -166,7 +166,7 @@ fn the_api_wants_the_secret_and_the_pages_own_origin_and_host() {
 }
 
 /// chromedriver and chromium, or why not.
-fn browser_paths() -> Result<(PathBuf, PathBuf), String> {
+pub(super) fn browser_paths() -> Result<(PathBuf, PathBuf), String> {
     let find = |names: &[&str]| {
         names
             .iter()
@@ -180,9 +180,9 @@ fn browser_paths() -> Result<(PathBuf, PathBuf), String> {
 }
 
 /// A running chromedriver, killed on drop.
-struct Driver {
+pub(super) struct Driver {
     child: Child,
-    url: String,
+    pub(super) url: String,
 }
 
 impl Drop for Driver {
@@ -193,7 +193,7 @@ impl Drop for Driver {
 }
 
 impl Driver {
-    fn start(path: &Path, log: &Path) -> Driver {
+    pub(super) fn start(path: &Path, log: &Path) -> Driver {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -225,7 +225,7 @@ impl Driver {
 }
 
 /// Waits (20 s at most) until `f` finds what it looks for.
-async fn until<T, F, Fut>(what: &str, mut f: F) -> Result<T, String>
+pub(super) async fn until<T, F, Fut>(what: &str, mut f: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -243,7 +243,7 @@ where
 }
 
 /// The text of the element `css` selects, if there is one.
-async fn text_of(wd: &WebDriver, css: &str) -> Option<String> {
+pub(super) async fn text_of(wd: &WebDriver, css: &str) -> Option<String> {
     wd.find(By::Css(css)).await.ok()?.text().await.ok()
 }
 
@@ -256,7 +256,7 @@ async fn shown(wd: &WebDriver, css: &str) -> bool {
 }
 
 /// Clicks `css` (found again if the page re-rendered it meanwhile).
-async fn click(wd: &WebDriver, css: &str) -> Result<(), String> {
+pub(super) async fn click(wd: &WebDriver, css: &str) -> Result<(), String> {
     until(&format!("a click on {css}"), || async {
         wd.find(By::Css(css)).await.ok()?.click().await.ok()
     })
@@ -264,7 +264,7 @@ async fn click(wd: &WebDriver, css: &str) -> Result<(), String> {
 }
 
 /// Types `text` into the input `css`, replacing what it held.
-async fn type_into(wd: &WebDriver, css: &str, text: &str) -> Result<(), String> {
+pub(super) async fn type_into(wd: &WebDriver, css: &str, text: &str) -> Result<(), String> {
     until(&format!("typing into {css}"), || async {
         let e = wd.find(By::Css(css)).await.ok()?;
         e.clear().await.ok()?;
@@ -274,7 +274,7 @@ async fn type_into(wd: &WebDriver, css: &str, text: &str) -> Result<(), String> 
 }
 
 /// Waits until `css` shows `want` (the text contains it).
-async fn shows(wd: &WebDriver, css: &str, want: &str) -> Result<(), String> {
+pub(super) async fn shows(wd: &WebDriver, css: &str, want: &str) -> Result<(), String> {
     let found = until(&format!("{css} to show {want:?}"), || async {
         text_of(wd, css)
             .await

@@ -1,23 +1,41 @@
-//! `GET /`: the server-rendered dashboard (plain HTML and CSS, no scripts), and `POST /ui/build`,
-//! the form that starts a build with the write token.
+//! `GET /`: the server-rendered dashboard (HTML and CSS, complete without scripts), kept live by
+//! a small embedded script over `GET /ui/events` (`live`), and its actions.
 //!
-//! When a read token is configured the page needs it, either in the token header or as the
-//! password of HTTP Basic auth (the browser asks). Everything taken from requests, slaves,
-//! clients or the repository is HTML-escaped. The page says who may see and do what (its
-//! "Access" section) and lists the [`DASHBOARD_CLIENTS`] most recent clients, not all of them.
+//! - `session`: the write token entered once (`POST /ui/login`) buys a session cookie; every
+//!   action form carries the session's CSRF token and must come from the page's own origin.
+//! - `live`: the server-sent snapshots, their bounds and the script.
+//! - actions (session, CSRF token, same origin; otherwise 403 and nothing changes): `POST
+//!   /ui/build` (also still with the write token as its `token` field), `/ui/rollback`,
+//!   `/ui/drain` (`crate::drain`), `/ui/remove-slave`, `/ui/logout`.
+//!
+//! When a read token is configured the page and its stream need it, either in the token header,
+//! as the password of HTTP Basic auth (the browser asks), or a session. Everything taken from
+//! requests, slaves, clients or the repository is HTML-escaped. The page says who may see and
+//! do what (its "Access" section) and lists the [`DASHBOARD_CLIENTS`] most recent clients, each
+//! with how many revisions it is behind.
+
+mod live;
+mod session;
+
+pub(crate) use live::Ui;
 
 use std::fmt::Write;
+use std::time::Instant;
 
 use axum::Form;
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use hummel_proto::api::{BuildQuery, BuildState, BuildStatus, SlaveState, StatusResponse};
+use hummel_proto::api::{
+    BuildQuery, BuildState, BuildStatus, DrainState, RevisionsResponse, RollbackRequest,
+    SlaveState, StatusResponse,
+};
 use serde::Deserialize;
 
 use crate::api::{ApiError, blocking};
 use crate::auth::{Access, check_dashboard, check_token};
+use crate::history::HistoryError;
 use crate::master::Master;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;background:#fafafa}\
@@ -25,7 +43,8 @@ h1{margin-bottom:0}h2{margin-top:1.6em;border-bottom:1px solid #ddd}\
 table{border-collapse:collapse;margin:.5em 0}td,th{padding:.3em .8em;border-bottom:1px solid #e4e4e4;text-align:left}\
 th{background:#eee}.num{text-align:right;font-variant-numeric:tabular-nums}\
 .live,.succeeded{color:#1a7f37}.stale,.running{color:#9a6700}.dead,.failed{color:#cf222e}\
-.muted{color:#777}progress{width:20em}form{margin:.8em 0}input{padding:.3em}";
+.muted{color:#777}progress{width:20em}form{margin:.8em 0}input{padding:.3em}\
+td form{display:inline;margin:0 .2em}";
 
 /// Clients the page lists, most recently seen first.
 const DASHBOARD_CLIENTS: usize = 100;
@@ -109,32 +128,277 @@ fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
     (status, Html(html)).into_response()
 }
 
+/// The CSRF token of the request's session, if it has a live one.
+fn session_csrf(master: &Master, headers: &HeaderMap) -> Option<String> {
+    let id = session::session_id(headers)?;
+    master.inner.ui.sessions.csrf(&id, Instant::now())
+}
+
+/// Read access: a token as [`check_dashboard`] takes it, or a session.
+fn check_read(master: &Master, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let csrf = session_csrf(master, headers);
+    if csrf.is_some() {
+        return Ok(csrf);
+    }
+    check_dashboard(&master.config().tokens, headers).map(|()| None)
+}
+
+/// Whether the session cookie should be `Secure`.
+fn secure(master: &Master) -> bool {
+    master
+        .public_url()
+        .is_some_and(|u| u.starts_with("https://"))
+}
+
+/// An action's checks: a live session, its CSRF token, the page's own origin. `Err`: the
+/// refusal page (401 without a session, 403 otherwise); nothing changes.
+#[allow(clippy::result_large_err)]
+fn check_action(master: &Master, headers: &HeaderMap, csrf: &str) -> Result<(), Response> {
+    let Some(expected) = session_csrf(master, headers) else {
+        return Err(message_page(
+            StatusCode::UNAUTHORIZED,
+            "Not done",
+            "Log in with the write token first.",
+        ));
+    };
+    if !session::same_origin(headers) || !session::csrf_matches(&expected, csrf) {
+        return Err(message_page(
+            StatusCode::FORBIDDEN,
+            "Not done",
+            "The form did not come from this dashboard (reload the page and try again).",
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /ui/events`: the live snapshots (`live`), with the page's access.
+pub(crate) async fn events(State(master): State<Master>, headers: HeaderMap) -> Response {
+    let csrf = match check_read(&master, &headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let Some(permit) = master.inner.ui.subscribe() else {
+        return ApiError::Busy("too many live dashboards".into()).into_response();
+    };
+    live::stream(master, permit, csrf).into_response()
+}
+
+/// The login form's body.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LoginForm {
+    #[serde(default)]
+    token: String,
+}
+
+/// `POST /ui/login`: the write token, once per browser session → the session cookie, back to
+/// `/` (303).
+pub(crate) async fn login(
+    State(master): State<Master>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    if !session::same_origin(&headers) {
+        return message_page(
+            StatusCode::FORBIDDEN,
+            "Not logged in",
+            "The form did not come from this dashboard.",
+        );
+    }
+    let token = form.ok().map(|Form(f)| f.token).filter(|t| !t.is_empty());
+    if let Err(e) = check_token(&master.config().tokens, token.as_deref(), Access::Write) {
+        let text = match e {
+            ApiError::Unauthorized => "Enter the write token.",
+            _ => "That is not the write token.",
+        };
+        return message_page(e.status(), "Not logged in", text);
+    }
+    let (id, _) = master.inner.ui.sessions.create(Instant::now());
+    let mut resp = Redirect::to("/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&session::cookie(&id, secure(&master))) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// An action form's body with its CSRF token only.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /ui/logout`: ends the session.
+pub(crate) async fn logout(
+    State(master): State<Master>,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    let csrf = form.map(|Form(f)| f.csrf).unwrap_or_default();
+    if let Err(r) = check_action(&master, &headers, &csrf) {
+        return r;
+    }
+    if let Some(id) = session::session_id(&headers) {
+        master.inner.ui.sessions.end(&id);
+    }
+    let mut resp = Redirect::to("/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&session::expired_cookie(secure(&master))) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// The slave forms' body.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SlaveForm {
+    #[serde(default)]
+    csrf: String,
+    slave: String,
+    /// Drain form: call the drain off instead.
+    #[serde(default)]
+    cancel: bool,
+}
+
+/// `POST /ui/drain`: starts (or, with `cancel`, calls off) a slave's drain.
+pub(crate) async fn drain(
+    State(master): State<Master>,
+    headers: HeaderMap,
+    form: Result<Form<SlaveForm>, FormRejection>,
+) -> Response {
+    slave_action(master, headers, form, true).await
+}
+
+/// `POST /ui/remove-slave`: forgets a slave (`crate::identity`).
+pub(crate) async fn remove_slave(
+    State(master): State<Master>,
+    headers: HeaderMap,
+    form: Result<Form<SlaveForm>, FormRejection>,
+) -> Response {
+    slave_action(master, headers, form, false).await
+}
+
+async fn slave_action(
+    master: Master,
+    headers: HeaderMap,
+    form: Result<Form<SlaveForm>, FormRejection>,
+    drain: bool,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        let csrf_ok = check_action(&master, &headers, "");
+        return csrf_ok.err().unwrap_or_else(|| {
+            message_page(StatusCode::BAD_REQUEST, "Not done", "Incomplete form.")
+        });
+    };
+    if let Err(r) = check_action(&master, &headers, &f.csrf) {
+        return r;
+    }
+    if !crate::api::valid_id(&f.slave) {
+        return message_page(StatusCode::BAD_REQUEST, "Not done", "No such slave.");
+    }
+    let id = f.slave;
+    let done = blocking(move || {
+        if drain {
+            master.drain_slave(&id, !f.cancel)
+        } else {
+            master.remove_slave(&id)
+        }
+    })
+    .await;
+    match done {
+        Ok(Ok(true)) => Redirect::to("/").into_response(),
+        Ok(Ok(false)) => message_page(StatusCode::NOT_FOUND, "Not done", "No such slave."),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "a slave action from the dashboard failed");
+            message_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Not done",
+                "See the master's log.",
+            )
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The rollback form's body.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RollbackForm {
+    #[serde(default)]
+    csrf: String,
+    revision: u64,
+}
+
+/// `POST /ui/rollback`: publishes an older revision's tree again (`crate::history`).
+pub(crate) async fn rollback(
+    State(master): State<Master>,
+    headers: HeaderMap,
+    form: Result<Form<RollbackForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        let refused = check_action(&master, &headers, "");
+        return refused.err().unwrap_or_else(|| {
+            message_page(StatusCode::BAD_REQUEST, "Not done", "Incomplete form.")
+        });
+    };
+    if let Err(r) = check_action(&master, &headers, &f.csrf) {
+        return r;
+    }
+    let req = RollbackRequest {
+        revision: f.revision,
+        message: None,
+        allow_mass_delete: false,
+    };
+    match blocking(move || master.rollback(&req)).await {
+        Ok(Ok(_)) => Redirect::to("/").into_response(),
+        Ok(Err(e)) => {
+            let why = match e {
+                HistoryError::AlreadyCurrent(n) => format!("Revision {n} is current already."),
+                HistoryError::Busy(m) | HistoryError::MassDelete(m) => m,
+                HistoryError::Unavailable(n) => format!("Revision {n} is no longer stored."),
+                HistoryError::Collected { revision, .. } => {
+                    format!("Packs of revision {revision} were collected.")
+                }
+                _ => "See the master's log.".to_string(),
+            };
+            message_page(StatusCode::CONFLICT, "Not rolled back", &why)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
 /// `GET /`.
 pub(crate) async fn page(State(master): State<Master>, headers: HeaderMap) -> Response {
-    if let Err(e) = check_dashboard(&master.config().tokens, &headers) {
-        let mut resp = message_page(
-            e.status(),
-            "Hummel: access denied",
-            "This dashboard needs the read token (as the password).",
-        );
-        if e.status() == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"hummel\", charset=\"UTF-8\""),
-            );
-        }
-        return resp;
-    }
-    match blocking(move || render(&master)).await {
+    let csrf = match check_read(&master, &headers) {
+        Ok(c) => c,
+        Err(e) => return denied(e),
+    };
+    match blocking(move || render(&master, csrf.as_deref())).await {
         Ok(html) => Html(html).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
+fn denied(e: ApiError) -> Response {
+    let mut resp = message_page(
+        e.status(),
+        "Hummel: access denied",
+        "This dashboard needs the read token (as the password).",
+    );
+    if e.status() == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"hummel\", charset=\"UTF-8\""),
+        );
+    }
+    resp
+}
+
 /// The build form's body.
 #[derive(Debug, Deserialize)]
 pub(crate) struct BuildForm {
-    token: String,
+    /// The write token (the form of older pages); without it, the session's `csrf`.
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    csrf: String,
     /// The "allow a mass delete" checkbox (`true` when ticked, absent otherwise).
     #[serde(default)]
     allow_mass_delete: bool,
@@ -143,14 +407,15 @@ pub(crate) struct BuildForm {
     message: String,
 }
 
-/// `POST /ui/build`: starts a build if `token` is the write token, then back to `/` (303).
-/// The checkbox `allow_mass_delete` confirms a mass delete, as `hummel build
-/// --allow-mass-delete` does.
+/// `POST /ui/build`: starts a build, then back to `/` (303), if the form carries the write
+/// token, or else the session's CSRF token (see [`check_action`]). The checkbox
+/// `allow_mass_delete` confirms a mass delete, as `hummel build --allow-mass-delete` does.
 pub(crate) async fn start_build(
     State(master): State<Master>,
+    headers: HeaderMap,
     form: Result<Form<BuildForm>, FormRejection>,
 ) -> Response {
-    let (token, request) = match form {
+    let (token, csrf, request) = match form {
         Ok(Form(f)) => {
             if !hummel_proto::api::valid_message(&f.message) {
                 return message_page(
@@ -160,7 +425,8 @@ pub(crate) async fn start_build(
                 );
             }
             (
-                Some(f.token),
+                f.token,
+                f.csrf,
                 BuildQuery {
                     allow_mass_delete: f.allow_mass_delete,
                     message: Some(f.message).filter(|m| !m.trim().is_empty()),
@@ -174,14 +440,18 @@ pub(crate) async fn start_build(
                 "The form was larger than a build form can be.",
             );
         }
-        Err(_) => (None, BuildQuery::default()),
+        Err(_) => (None, String::new(), BuildQuery::default()),
     };
-    if let Err(e) = check_token(&master.config().tokens, token.as_deref(), Access::Write) {
-        let text = match e {
-            ApiError::Unauthorized => "Enter the write token to start a build.",
-            _ => "That is not the write token.",
-        };
-        return message_page(e.status(), "Build not started", text);
+    if token.is_some() || session::session_id(&headers).is_none() {
+        if let Err(e) = check_token(&master.config().tokens, token.as_deref(), Access::Write) {
+            let text = match e {
+                ApiError::Unauthorized => "Log in with the write token to start a build.",
+                _ => "That is not the write token.",
+            };
+            return message_page(e.status(), "Build not started", text);
+        }
+    } else if let Err(r) = check_action(&master, &headers, &csrf) {
+        return r;
     }
     match blocking(move || master.start_build_with(&request)).await {
         Ok(Ok(_)) => Redirect::to("/").into_response(),
@@ -197,13 +467,74 @@ pub(crate) async fn start_build(
     }
 }
 
-/// Renders the whole page. Blocking (takes a status snapshot).
-fn render(master: &Master) -> String {
+/// Revisions listed in the history section (and counted for "behind by N").
+const HISTORY_LISTED: usize = 20;
+
+/// The live sections and figures as of now (`csrf`: the viewer's session, for the action
+/// forms). Blocking (takes a status snapshot).
+pub(crate) fn snapshot(master: &Master, csrf: Option<&str>) -> live::Snapshot {
     let status = master.status();
     let history = master.revisions(&hummel_proto::api::RevisionsQuery {
-        limit: Some(20),
+        limit: Some(hummel_proto::api::MAX_REVISIONS_LISTED),
         before: None,
     });
+    let shown = &status.clients[..status.clients.len().min(DASHBOARD_CLIENTS)];
+    let behind = |rev: u64| {
+        history
+            .revisions
+            .iter()
+            .take_while(|r| r.revision > rev)
+            .count()
+    };
+    let clients_behind = shown.iter().filter(|c| behind(c.revision) > 0).count() as u64;
+    let mut current = String::new();
+    revision_section(&mut current, &status);
+    let mut build = String::new();
+    build_section(&mut build, status.build.as_ref());
+    let mut slaves = String::new();
+    slaves_section(&mut slaves, &status, csrf);
+    let mut clients = String::new();
+    clients_section(&mut clients, &status, &behind, clients_behind);
+    let mut revisions = String::new();
+    history_section(&mut revisions, &history, status.revision.revision, csrf);
+    live::Snapshot {
+        revision: status.revision.revision,
+        build: status.build.as_ref().map(|b| live::BuildProgress {
+            id: b.id,
+            state: b.state,
+            files_done: b.files_done,
+            files_total: b.files_total,
+            bytes_done: b.bytes_done,
+            bytes_total: b.bytes_total,
+            revision: b.revision,
+        }),
+        slaves: status
+            .slaves
+            .iter()
+            .map(|s| live::SlaveLine {
+                id: s.id.clone(),
+                state: s.state,
+                pending: s.pending,
+                drain: s.drain,
+                egress: s.egress,
+            })
+            .collect(),
+        clients: shown.len() as u64,
+        clients_behind,
+        sections: vec![
+            ("live-current", current),
+            ("live-build", build),
+            ("live-slaves", slaves),
+            ("live-clients", clients),
+            ("live-history", revisions),
+        ],
+    }
+}
+
+/// Renders the whole page (`csrf`: the viewer's session, if logged in). Blocking.
+fn render(master: &Master, csrf: Option<&str>) -> String {
+    let snap = snapshot(master, csrf);
+    let status = master.status();
     let role = if master.config().embedded_store {
         "serve"
     } else {
@@ -218,11 +549,12 @@ fn render(master: &Master) -> String {
     let _ = write!(
         h,
         "<!doctype html><html><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width\">{refresh}\
+         <meta name=\"viewport\" content=\"width=device-width\"><noscript>{refresh}</noscript>\
          <title>Hummel {role}</title><style>{STYLE}</style></head><body>\
          <h1>Hummel {role}</h1><p class=\"muted\">version {version}, API {api}</p>{about}\
          <p>Players: share <a id=\"join-link\" href=\"/join\">{join}/join</a>; they paste it into \
-         Hummel's player page (<code>hummel ui</code>, or <code>hummel.exe</code> double-clicked).</p>",
+         Hummel's player page (<code>hummel ui</code>, or <code>hummel.exe</code> double-clicked).</p>\
+         <p class=\"muted\">Updates: <span id=\"live-status\">on reload</span></p>",
         about = if info.is_empty() {
             String::new()
         } else {
@@ -254,8 +586,11 @@ fn render(master: &Master) -> String {
         version = env!("CARGO_PKG_VERSION"),
         api = status.api_version,
     );
-    revision_section(&mut h, &status);
-    build_section(&mut h, status.build.as_ref());
+    login_section(&mut h, csrf);
+    for (id, html) in &snap.sections[..2] {
+        let _ = write!(h, "<div id=\"{id}\">{html}</div>");
+    }
+    build_form(&mut h, csrf);
     if let Some(r) = &status.repack {
         let _ = write!(
             h,
@@ -282,18 +617,67 @@ fn render(master: &Master) -> String {
             g.runs
         );
     }
-    slaves_section(&mut h, &status);
-    clients_section(&mut h, &status);
+    for (id, html) in &snap.sections[2..] {
+        let _ = write!(h, "<div id=\"{id}\">{html}</div>");
+    }
     access_section(&mut h, master);
+    let _ = write!(h, "<script>{}</script></body></html>", live::SCRIPT);
+    h
+}
+
+/// The login form, or who is logged in and the logout form.
+fn login_section(h: &mut String, csrf: Option<&str>) {
+    match csrf {
+        Some(c) => {
+            let _ = write!(
+                h,
+                "<form method=\"post\" action=\"/ui/logout\" id=\"session\">Logged in with the \
+                 write token for this browser session. <input type=\"hidden\" name=\"csrf\" \
+                 value=\"{}\"><button type=\"submit\">Log out</button></form>",
+                escape(c)
+            );
+        }
+        None => h.push_str(
+            "<form method=\"post\" action=\"/ui/login\" id=\"login\">\
+             <label>Write token <input type=\"password\" name=\"token\" autocomplete=\"off\" \
+             required></label> <button type=\"submit\">Log in</button> \
+             <span class=\"muted\">(once per browser session: builds, rollbacks, slaves)</span></form>",
+        ),
+    }
+}
+
+/// A small form posting `fields` and the session's token to `action`.
+fn action_form(csrf: &str, action: &str, fields: &[(&str, &str)], label: &str) -> String {
+    let mut f = format!(
+        "<form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        escape(csrf)
+    );
+    for (name, value) in fields {
+        let _ = write!(
+            f,
+            "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+            escape(value)
+        );
+    }
+    let _ = write!(f, "<button type=\"submit\">{label}</button></form>");
+    f
+}
+
+fn history_section(
+    h: &mut String,
+    history: &RevisionsResponse,
+    current: Option<u64>,
+    csrf: Option<&str>,
+) {
     h.push_str("<h2>Revision history</h2>");
     if history.revisions.is_empty() {
         h.push_str("<p class=\"muted\">None yet.</p>");
     } else {
         h.push_str(
             "<table><tr><th>revision</th><th>created</th><th class=\"num\">files</th>\
-             <th class=\"num\">bytes</th><th>changes</th><th>message</th><th>kept</th></tr>",
+             <th class=\"num\">bytes</th><th>changes</th><th>message</th><th>kept</th><th></th></tr>",
         );
-        for r in &history.revisions {
+        for r in history.revisions.iter().take(HISTORY_LISTED) {
             let changes = match &r.changes {
                 Some(c) => format!(
                     "+{} ~{} &minus;{} files, {}",
@@ -318,23 +702,31 @@ fn render(master: &Master) -> String {
                     .collect();
                 escape(&why.join(", "))
             };
+            let action = match csrf {
+                Some(c) if r.available && Some(r.revision) != current => action_form(
+                    c,
+                    "/ui/rollback",
+                    &[("revision", &r.revision.to_string())],
+                    "Roll back to this",
+                ),
+                _ => String::new(),
+            };
             let _ = write!(
                 h,
-                "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td>\
-                 <td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                r.revision,
+                "<tr id=\"rev-{n}\"><td class=\"num\">{n}</td><td>{}</td><td class=\"num\">{}</td>\
+                 <td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 human_time(r.created_unix),
                 r.files,
                 human_bytes(r.bytes),
                 changes,
                 message,
-                kept
+                kept,
+                action,
+                n = r.revision,
             );
         }
         h.push_str("</table>");
     }
-    h.push_str("</body></html>");
-    h
 }
 
 fn revision_section(h: &mut String, status: &StatusResponse) {
@@ -433,9 +825,22 @@ fn build_section(h: &mut String, build: Option<&BuildStatus>) {
             }
         }
     }
-    h.push_str(
-        "<form method=\"post\" action=\"/ui/build\">\
-         <label>Write token <input type=\"password\" name=\"token\" autocomplete=\"off\" required></label> \
+}
+
+/// The build form: for a logged-in session, or with the write token.
+fn build_form(h: &mut String, csrf: Option<&str>) {
+    let auth = match csrf {
+        Some(c) => format!(
+            "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+            escape(c)
+        ),
+        None => "<label>Write token <input type=\"password\" name=\"token\" autocomplete=\"off\" \
+                 required></label> "
+            .to_string(),
+    };
+    let _ = write!(
+        h,
+        "<form method=\"post\" action=\"/ui/build\" id=\"build-form\">{auth}\
          <label>Message <input type=\"text\" name=\"message\" maxlength=\"1000\" size=\"40\"></label> \
          <label><input type=\"checkbox\" name=\"allow_mass_delete\" value=\"true\"> allow a mass delete \
          (publish even if the folder is empty or lost most of its files)</label> \
@@ -443,7 +848,7 @@ fn build_section(h: &mut String, build: Option<&BuildStatus>) {
     );
 }
 
-fn slaves_section(h: &mut String, status: &StatusResponse) {
+fn slaves_section(h: &mut String, status: &StatusResponse, csrf: Option<&str>) {
     let r = &status.replication;
     h.push_str("<h2>Slaves</h2>");
     if status.slaves.is_empty() {
@@ -453,15 +858,46 @@ fn slaves_section(h: &mut String, status: &StatusResponse) {
             "<table><tr><th>id</th><th>url</th><th>state</th><th class=\"num\">last heartbeat</th>\
              <th class=\"num\">packs</th><th class=\"num\">used</th><th class=\"num\">quota</th>\
              <th class=\"num\">pending</th><th class=\"num\">verified</th><th>key</th>\
-             <th>clients</th></tr>",
+             <th>clients</th><th class=\"num\">egress</th><th>drain</th><th></th></tr>",
         );
         for s in &status.slaves {
+            let drain = match s.drain {
+                None => "",
+                Some(DrainState::Draining) => "<span class=\"running\">draining</span>",
+                Some(DrainState::Drained) => {
+                    "<span class=\"succeeded\">drained: safe to remove</span>"
+                }
+            };
+            let actions = match csrf {
+                Some(c) if s.id != crate::EMBEDDED_SLAVE_ID => {
+                    let mut a = if s.drain.is_some() {
+                        action_form(
+                            c,
+                            "/ui/drain",
+                            &[("slave", &s.id), ("cancel", "true")],
+                            "Stop draining",
+                        )
+                    } else {
+                        action_form(c, "/ui/drain", &[("slave", &s.id)], "Drain")
+                    };
+                    a.push_str(&action_form(
+                        c,
+                        "/ui/remove-slave",
+                        &[("slave", &s.id)],
+                        "Remove",
+                    ));
+                    a
+                }
+                _ => String::new(),
+            };
             let _ = write!(
                 h,
-                "<tr><td><code>{}</code></td><td>{}</td><td class=\"{cls}\">{cls}</td>\
+                "<tr data-slave=\"{}\"><td><code>{}</code></td><td>{}</td><td class=\"{cls}\">{cls}</td>\
                  <td class=\"num\">{} ago</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
                  <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-                 <td><code>{}</code></td><td class=\"{}\">{}</td></tr>",
+                 <td><code>{}</code></td><td class=\"{}\">{}</td><td class=\"num\">{egress}</td><td class=\"drain\">{drain}</td>\
+                 <td>{actions}</td></tr>",
+                escape(&s.id),
                 escape(&s.id),
                 escape(&s.url),
                 human_age(s.last_seen_ms),
@@ -474,7 +910,10 @@ fn slaves_section(h: &mut String, status: &StatusResponse) {
                 escape(s.key.as_deref().unwrap_or("")),
                 if s.withheld.is_some() { "dead" } else { "live" },
                 escape(s.withheld.as_deref().unwrap_or("sent")),
-                cls = state_class(s.state)
+                cls = state_class(s.state),
+                egress = s
+                    .egress
+                    .map_or_else(String::new, |e| format!("{}/s", human_bytes(e))),
             );
         }
         h.push_str("</table>");
@@ -567,12 +1006,21 @@ fn access_section(h: &mut String, master: &Master) {
     );
 }
 
-fn clients_section(h: &mut String, status: &StatusResponse) {
+fn clients_section(
+    h: &mut String,
+    status: &StatusResponse,
+    behind: &dyn Fn(u64) -> usize,
+    clients_behind: u64,
+) {
     h.push_str("<h2>Clients</h2>");
     if status.clients.is_empty() {
         h.push_str("<p class=\"muted\">No client has reported.</p>");
         return;
     }
+    let _ = write!(
+        h,
+        "<p id=\"clients-behind\">{clients_behind} behind the current revision.</p>"
+    );
     let total = status.clients_total.unwrap_or(status.clients.len() as u64);
     let shown = status.clients.len().min(DASHBOARD_CLIENTS);
     if total > shown as u64 {
@@ -582,17 +1030,24 @@ fn clients_section(h: &mut String, status: &StatusResponse) {
         );
     }
     h.push_str(
-        "<table><tr><th>id</th><th>address</th><th class=\"num\">revision</th><th>path</th>\
+        "<table><tr><th>id</th><th>address</th><th class=\"num\">revision</th><th>state</th><th>path</th>\
          <th class=\"num\">files</th><th class=\"num\">bytes</th><th class=\"num\">last seen</th></tr>",
     );
     for c in status.clients.iter().take(DASHBOARD_CLIENTS) {
         let _ = write!(
             h,
-            "<tr><td><code>{}</code></td><td>{}</td><td class=\"num\">{}</td><td>{}</td>\
+            "<tr><td><code>{}</code></td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td>\
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} ago</td></tr>",
             escape(&c.id),
             escape(&c.addr),
             c.revision,
+            match behind(c.revision) {
+                0 => "<span class=\"live\">current</span>".to_string(),
+                n if n >= hummel_proto::api::MAX_REVISIONS_LISTED => {
+                    format!("<span class=\"stale\">behind by {n}+</span>")
+                }
+                n => format!("<span class=\"stale\">behind by {n}</span>"),
+            },
             if c.path.is_empty() {
                 "(all)".to_string()
             } else {

@@ -1,0 +1,174 @@
+//! The master's live dashboard in a real browser (Debian's `chromium` through `chromedriver`,
+//! as in `player`): log in with the write token once, see a build started from another process
+//! appear without a reload, see a POST with the session cookie but without its CSRF token
+//! change nothing, and drain a slave from the page until it shows "drained".
+//!
+//! Skipped with a note without chromium and chromedriver, unless `HUMMEL_BROWSER_REQUIRED` is
+//! set; on failure a screenshot and the page's HTML are kept.
+
+use std::fs;
+use std::io::Write;
+
+use serde_json::Value;
+use thirtyfour::prelude::*;
+
+use super::player::{Driver, browser_paths, click, shows, type_into};
+use super::util::*;
+
+/// The id the master knows slave `i` by (matched by URL).
+fn slave_id(c: &Cluster, i: usize) -> String {
+    let st = c.status();
+    st["slaves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["url"].as_str() == Some(c.slaves[i].url.trim_end_matches('/')))
+        .unwrap_or_else(|| panic!("slave {i} not in {st:#}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn drain_of(c: &Cluster, id: &str) -> Value {
+    c.status()["slaves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .map(|s| s["drain"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn the_dashboard_shows_a_build_live_and_drains_a_slave_from_the_page() {
+    let (driver_path, chromium) = match browser_paths() {
+        Ok(p) => p,
+        Err(why) if std::env::var_os("HUMMEL_BROWSER_REQUIRED").is_none() => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: SKIPPING the browser test: {why}. .ci/run installs chromium and \
+                 chromium-driver; set HUMMEL_BROWSER_REQUIRED=1 to make this a failure."
+            );
+            return;
+        }
+        Err(why) => panic!("the browser test cannot run: {why}"),
+    };
+    let c = Cluster::start_with(
+        3,
+        |r| {
+            write(r, "@ace/addons/ace_main.pbo", &data(300 << 10, 1));
+            write(r, "@cba/addons/cba_main.pbo", &data(200 << 10, 2));
+        },
+        &["--replication", "2"],
+    );
+    c.build();
+    c.wait_replicated();
+    let ids: Vec<String> = (0..3).map(|i| slave_id(&c, i)).collect();
+    let work = tempfile::tempdir().unwrap();
+    let shots = work.path().join("screenshots");
+    let driver = Driver::start(&driver_path, &work.path().join("chromedriver.log"));
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let result = runtime.block_on(async {
+        let mut caps = DesiredCapabilities::chrome();
+        caps.set_binary(&chromium.display().to_string()).unwrap();
+        for arg in [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,800",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--disable-default-apps",
+            &format!("--user-data-dir={}", work.path().join("chromium").display()),
+        ] {
+            caps.add_arg(arg).unwrap();
+        }
+        let wd = WebDriver::new(driver.url.clone(), caps)
+            .await
+            .map_err(|e| format!("a browser session: {e}"))?;
+        let steps = dashboard_steps(&wd, &c, &ids).await;
+        if let Err(e) = &steps {
+            fs::create_dir_all(&shots).unwrap();
+            let _ = wd.screenshot(&shots.join("failure.png")).await;
+            if let Ok(html) = wd.source().await {
+                let _ = fs::write(shots.join("failure.html"), html);
+            }
+            let _ = wd.quit().await;
+            return Err(e.clone());
+        }
+        wd.quit().await.map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    if let Err(e) = result {
+        let kept = work.keep();
+        panic!(
+            "{e}\nscreenshot and page kept in {}",
+            kept.join("screenshots").display()
+        );
+    }
+}
+
+async fn dashboard_steps(wd: &WebDriver, c: &Cluster, ids: &[String]) -> Result<(), String> {
+    let e = |e: WebDriverError| e.to_string();
+    wd.goto(format!("{}/", c.master.url)).await.map_err(e)?;
+    // The write token, once.
+    type_into(wd, "#login input[name=token]", WRITE).await?;
+    click(wd, "#login button").await?;
+    shows(wd, "#session", "Logged in").await?;
+    shows(wd, "#live-status", "live").await?;
+
+    // A build from another process: the open page shows it without a reload.
+    wd.execute("window.hummelMarker = 'not reloaded';", Vec::new())
+        .await
+        .map_err(e)?;
+    write(&c.repo, "@ace/addons/new.pbo", &data(50 << 10, 9));
+    let built = tokio::task::block_in_place(|| c.build());
+    let revision = built["revision"].as_u64().ok_or("no revision built")?;
+    shows(wd, "#live-current", &revision.to_string()).await?;
+    shows(wd, &format!("#rev-{revision}"), "+1").await?;
+    let marker = wd
+        .execute("return window.hummelMarker || null;", Vec::new())
+        .await
+        .map_err(e)?;
+    if marker.json() != &Value::from("not reloaded") {
+        return Err(format!("the page was reloaded: {:?}", marker.json()));
+    }
+
+    // The session cookie without the CSRF token (from the page's origin): refused, no drain.
+    let cookie = wd.get_named_cookie("hummel_session").await.map_err(e)?;
+    let cookie = format!("hummel_session={}", cookie.value);
+    let code = http()
+        .post(format!("{}/ui/drain", c.master.url))
+        .header("Cookie", &cookie)
+        .header("Origin", &c.master.url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("slave={}", ids[1]))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .status()
+        .as_u16();
+    if code != 403 {
+        return Err(format!("a post without the CSRF token got {code}"));
+    }
+    let refused = tokio::task::block_in_place(|| drain_of(c, &ids[1]));
+    if !refused.is_null() {
+        return Err(format!("the refused post drained the slave: {refused}"));
+    }
+
+    // Drain slave 0 from the page: it shows drained, and so does the status.
+    let row = format!("tr[data-slave=\"{}\"]", ids[0]);
+    click(wd, &format!("{row} form[action=\"/ui/drain\"] button")).await?;
+    shows(wd, &format!("{row} td.drain"), "drained").await?;
+    let drained = tokio::task::block_in_place(|| drain_of(c, &ids[0]));
+    if drained != "drained" {
+        return Err(format!("the page shows drained, the status {drained}"));
+    }
+    Ok(())
+}
