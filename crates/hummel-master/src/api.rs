@@ -373,6 +373,7 @@ pub(crate) fn router(master: Master) -> Router {
         .route(endpoints::HEALTH, get(health))
         .route(endpoints::SLAVE_HASHLIST, post(slave_hashlist))
         .route(endpoints::SLAVE_HEARTBEAT, post(slave_heartbeat))
+        .route(endpoints::SLAVE_EVENTS, get(slave_events))
         .merge(public)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -504,6 +505,17 @@ async fn events(_: ReadAccess, State(master): State<Master>) -> Result<Response,
         ))
     })?;
     Ok(crate::events::stream(master, permit, announced).into_response())
+}
+
+/// `GET /slave/events` (slave token): each publication at once (`crate::events`).
+async fn slave_events(_: SlaveAccess, State(master): State<Master>) -> Result<Response, ApiError> {
+    let (permit, published) = master.inner.events.subscribe_published().ok_or_else(|| {
+        ApiError::Busy(format!(
+            "{} programs are waiting for events already; retry shortly",
+            crate::events::MAX_SUBSCRIBERS
+        ))
+    })?;
+    Ok(crate::events::stream(master, permit, published).into_response())
 }
 
 #[derive(Debug, Deserialize)]

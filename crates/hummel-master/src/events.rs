@@ -1,8 +1,10 @@
 //! [`Events`]: news pushed to the programs that wait for it, at `GET /api/v1/events` as
-//! server-sent events (`hummel sync --watch`).
+//! server-sent events (`hummel sync --watch`), and at `GET /slave/events` (slave token) for
+//! slaves.
 //!
 //! A publication moves two watch channels, one after the other:
-//! - `published`, at once (the master's own background tasks follow it);
+//! - `published`, at once: the master's own background tasks and the slaves follow it, so a
+//!   slave asks for its new assignments at once instead of at its next heartbeat;
 //! - `announced`, once every pack of the revision has a live copy on a slave (or the master's
 //!   embedded store), or [`ANNOUNCE_BOUND`] after publication, whichever comes first. That is
 //!   what subscribers see: a watching client arrives when the packs are there, and never waits
@@ -68,10 +70,19 @@ impl Events {
         self.published.send_replace(number);
     }
 
-    /// A place among the subscribers, if one is free.
+    /// A place among the subscribers, if one is free, following the announcements (clients).
     pub(crate) fn subscribe(&self) -> Option<(OwnedSemaphorePermit, watch::Receiver<u64>)> {
         let permit = self.subscribers.clone().try_acquire_owned().ok()?;
         Some((permit, self.announced.subscribe()))
+    }
+
+    /// A place among the subscribers, if one is free, following the publications themselves
+    /// (slaves: told at once, so that they fetch the packs before clients come for them).
+    pub(crate) fn subscribe_published(
+        &self,
+    ) -> Option<(OwnedSemaphorePermit, watch::Receiver<u64>)> {
+        let permit = self.subscribers.clone().try_acquire_owned().ok()?;
+        Some((permit, self.published.subscribe()))
     }
 
     /// Subscribers connected now.
@@ -110,7 +121,8 @@ pub(crate) async fn announce(master: Master, shutdown: impl std::future::Future<
     }
 }
 
-/// The stream of one subscriber: the current revision at once, then each one announced, until
+/// The stream of one subscriber: the current revision at once, then each one announced (or,
+/// for a slave, published), until
 /// [`STREAM_LIFETIME`] passed.
 pub(crate) fn stream(
     master: Master,

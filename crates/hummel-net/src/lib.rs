@@ -18,6 +18,7 @@
 //!   once, here, from the API's `{code, message}` body or the first words of any other body.
 //! - [`backoff`]: [`Backoff`], exponential with full jitter and a cap, and [`Retry`], its
 //!   failure count: the one policy every retry site uses.
+//! - [`sse`]: the parser of server-sent event streams (the master's `events` endpoints).
 //! - [`read_capped`]: a whole body, refused past a cap (checked on `Content-Length`, then while
 //!   reading).
 //!
@@ -27,6 +28,7 @@
 pub mod backoff;
 mod error;
 mod master;
+pub mod sse;
 
 use std::time::Duration;
 

@@ -163,6 +163,13 @@ impl MasterApi {
         self.send(rb, "events", BUSY_RETRIES).await
     }
 
+    /// `GET /slave/events` (slave token): the stream of publications, at once (a slave's
+    /// news). No deadline for the whole call, as [`MasterApi::events`].
+    pub async fn slave_events(&self) -> Result<Response, NetError> {
+        let rb = self.http.get(self.url(api::SLAVE_EVENTS));
+        self.send(rb, "slave events", BUSY_RETRIES).await
+    }
+
     /// `GET /api/v1/revision`.
     pub async fn revision(&self) -> Result<RevisionInfo, NetError> {
         self.get_json(api::REVISION, "revision").await

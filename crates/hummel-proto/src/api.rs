@@ -80,6 +80,8 @@ pub const BUILD: &str = "/build";
 pub const SLAVE_HASHLIST: &str = "/slave/hashlist";
 /// `POST /slave/heartbeat`.
 pub const SLAVE_HEARTBEAT: &str = "/slave/heartbeat";
+/// `GET /slave/events` (slave token): server-sent `revision` events, each publication at once.
+pub const SLAVE_EVENTS: &str = "/slave/events";
 /// `GET /blob/{hash}` prefix.
 pub const BLOB: &str = "/blob";
 /// `GET /health`.

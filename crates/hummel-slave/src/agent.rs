@@ -16,6 +16,12 @@
 //! 3. start a scrub when one is due (a blocking task that can be cancelled between packs).
 //! 4. start fetches up to `replication_concurrency`.
 //!
+//! Beside the loop, [`follow_news`] reads the master's publications (`GET /slave/events`) and
+//! wakes the loop for each new one: the heartbeat goes out at once and brings the new
+//! revision's assignments, so slaves fetch its packs before clients, who hear of it only once
+//! its packs have copies (or a second later), come for them. A master without the stream, or a
+//! broken one, only costs that head start: heartbeats carry on at their interval.
+//!
 //! Then it sleeps until a fetch or the scrub ends or the next deadline. Every directive's
 //! assignments go to the [`ReplicationQueue`]; its drops are deleted (after a running scrub
 //! ends, so the scrub never mistakes a dropped pack for a missing one). Completed fetches,
@@ -29,13 +35,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use hummel_core::Hash;
-use hummel_proto::api::{Heartbeat, MAX_HASHLIST_CHANGES, SlaveDirective, SlaveHashlist};
+use hummel_proto::api::{
+    Heartbeat, MAX_HASHLIST_CHANGES, RevisionInfo, SlaveDirective, SlaveHashlist,
+};
 use hummel_store::{BlobStore, StoreError};
 
+use hummel_net::sse::EventParser;
 use hummel_net::{Backoff, HttpClient, MasterApi, NetError, Retry};
 
 use crate::hashlist::HashlistLog;
@@ -49,6 +60,8 @@ use crate::{Slave, SlaveError};
 const ANNOUNCE_COALESCE: Duration = Duration::from_secs(1);
 /// Retry delays after a failed announce or heartbeat.
 const MASTER_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+/// Waits before opening the master's event stream again, by failures in a row.
+const NEWS_RECONNECT: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 /// Retry delay after the master refused the slave token (the operator may fix the master).
 const REFUSED_RETRY: Backoff = Backoff::new(Duration::from_secs(30), Duration::from_secs(30))
     .with_floor(Duration::from_secs(15));
@@ -72,7 +85,11 @@ pub async fn run(
         .and_then(|h| h.with_token(Some(&cfg.slave_token), "slave"))
         .map_err(setup)?;
     let api = MasterApi::new(http.clone(), &cfg.master_url).map_err(setup)?;
-    let mut agent = Agent::new(slave.clone(), http, api);
+    let news = Arc::new(Notify::new());
+    let stop_news = CancellationToken::new();
+    tokio::spawn(follow_news(api.clone(), news.clone(), stop_news.clone()));
+    let _stop_news = stop_news.drop_guard();
+    let mut agent = Agent::new(slave.clone(), http, api, news);
     tracing::info!(
         slave = %slave.id(),
         key = %slave.key().public().fingerprint(),
@@ -90,6 +107,55 @@ pub async fn run(
     slave.metrics().set_state(WorkerState::Done);
     tracing::info!(slave = %slave.id(), "slave worker stopped");
     result
+}
+
+/// Follows the master's publications until `stop` (see the module documentation): notifies
+/// `news` for each revision published after the first answer seen (the first revision ever
+/// published included).
+async fn follow_news(api: MasterApi, news: Arc<Notify>, stop: CancellationToken) {
+    // The current revision as last heard (`Some(None)`: the master had none yet).
+    let mut last: Option<Option<u64>> = None;
+    let mut failures = 0u32;
+    loop {
+        let outcome = tokio::select! {
+            () = stop.cancelled() => return,
+            r = read_news(&api, &news, &mut last, &mut failures) => r,
+        };
+        if let Err(e) = outcome {
+            failures = failures.saturating_add(1);
+            tracing::debug!(error = %e, "the master's event stream failed");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(NEWS_RECONNECT.delay(failures)) => {}
+        }
+    }
+}
+
+/// One event stream, until it ends (the master ends each after a while) or fails.
+async fn read_news(
+    api: &MasterApi,
+    news: &Notify,
+    last: &mut Option<Option<u64>>,
+    failures: &mut u32,
+) -> Result<(), String> {
+    let mut resp = api.slave_events().await.map_err(|e| e.to_string())?;
+    let mut parser = EventParser::default();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        *failures = 0;
+        for event in parser.feed(&chunk)? {
+            if event.name != "revision" {
+                continue;
+            }
+            let info: RevisionInfo = serde_json::from_str(&event.data)
+                .map_err(|e| format!("bad revision event: {e}"))?;
+            if last.is_some_and(|l| l != info.revision) {
+                news.notify_one();
+            }
+            *last = Some(info.revision);
+        }
+    }
+    Ok(())
 }
 
 /// A scrub running on the blocking pool.
@@ -117,6 +183,8 @@ struct Announce {
 enum Event {
     Fetched(Result<(tokio::task::Id, Result<u64, ReplicationError>), JoinError>),
     Scrubbed(Result<Result<Vec<Hash>, StoreError>, JoinError>),
+    /// The master published a revision.
+    News,
     Tick,
 }
 
@@ -141,6 +209,8 @@ struct Agent {
     /// Drops that arrived while a scrub was running (each directive repeats them until a
     /// heartbeat reports them gone, hence a set).
     deferred_drops: HashSet<Hash>,
+    /// Notified by [`follow_news`] for each publication.
+    news: Arc<Notify>,
 }
 
 impl Drop for Agent {
@@ -203,7 +273,7 @@ fn short_list(packs: &[Hash]) -> String {
 }
 
 impl Agent {
-    fn new(slave: Slave, http: HttpClient, api: MasterApi) -> Agent {
+    fn new(slave: Slave, http: HttpClient, api: MasterApi, news: Arc<Notify>) -> Agent {
         let cfg = slave.config();
         let master = MasterClient::new(api, slave.id(), slave.key().clone());
         let next_scrub = cfg.scrub_interval.map(|d| Instant::now() + d);
@@ -233,6 +303,7 @@ impl Agent {
             scrub: None,
             next_scrub,
             deferred_drops: HashSet::new(),
+            news,
         }
     }
 
@@ -256,6 +327,7 @@ impl Agent {
             let wake = self.next_wake(now);
             let fetches = &mut self.fetches;
             let scrub = &mut self.scrub;
+            let news = &self.news;
             let event = tokio::select! {
                 Some(done) = fetches.join_next_with_id(), if !fetches.is_empty() => {
                     Event::Fetched(done)
@@ -266,11 +338,17 @@ impl Agent {
                         None => std::future::pending().await,
                     }
                 }, if scrub.is_some() => Event::Scrubbed(done),
+                () = news.notified() => Event::News,
                 () = tokio::time::sleep_until(wake) => Event::Tick,
             };
             match event {
                 Event::Fetched(done) => self.fetch_done(done),
                 Event::Scrubbed(done) => self.scrub_done(done).await,
+                Event::News => {
+                    // The heartbeat's answer brings the new revision's assignments.
+                    tracing::debug!("the master published a revision: heartbeat now");
+                    self.next_heartbeat = Some(Instant::now());
+                }
                 Event::Tick => {}
             }
         }

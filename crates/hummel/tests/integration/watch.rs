@@ -7,6 +7,8 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use super::util::*;
 
 /// The samples of `hummel_builds_total{state="succeeded"}`.
@@ -140,4 +142,57 @@ fn a_watching_client_applies_each_new_revision_and_runs_its_command_once() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Slaves hear of a publication at once (`GET /slave/events`), not at their next heartbeat:
+/// with heartbeats 30 s apart, a new revision's packs reach the slave within seconds of the
+/// build, before watching clients are told of it.
+#[test]
+fn slaves_fetch_a_new_revision_before_their_next_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    fill_modset(&repo);
+    let mut cmd = hummel();
+    cmd.args(["master", "--repo"])
+        .arg(&repo)
+        .arg("--data")
+        .arg(dir.path().join("master"))
+        .args(["--listen", "127.0.0.1:0", "--replication", "1"])
+        .args(["--heartbeat-interval", "30s", "--stale-after", "90s"])
+        .args(["--dead-after", "180s"])
+        .env("HUMMEL_WRITE_TOKEN", WRITE)
+        .env("HUMMEL_SLAVE_TOKEN", SLAVE);
+    let master = Proc::start("master", cmd, &dir.path().join("logs"));
+    let mut c = Cluster {
+        dir,
+        repo,
+        master,
+        slaves: Vec::new(),
+        slave_args: Vec::new(),
+        ca_cert: None,
+    };
+    c.add_slave(&[]);
+    let replicated = |c: &Cluster, revision: &Value| {
+        let st = c.status();
+        st["revision"]["revision"] == *revision
+            && st["replication"]["under_replicated"] == 0
+            && st["replication"]["unavailable"] == 0
+    };
+    let first = c.build()["revision"].clone();
+    assert!(first.is_u64(), "{first}");
+    wait_for("the first revision on the slave", || replicated(&c, &first));
+
+    write(&c.repo, "@new/addons/new.pbo", &data(2 << 20, 77));
+    let second = c.build()["revision"].clone();
+    assert_ne!(first, second);
+    let built = Instant::now();
+    while !replicated(&c, &second) {
+        assert!(
+            built.elapsed() < Duration::from_secs(10),
+            "the slave waited for its heartbeat: {:#}",
+            c.status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
