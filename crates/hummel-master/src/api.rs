@@ -511,8 +511,8 @@ async fn events(_: ReadAccess, State(master): State<Master>) -> Result<Response,
 async fn slave_events(_: SlaveAccess, State(master): State<Master>) -> Result<Response, ApiError> {
     let (permit, published) = master.inner.events.subscribe_published().ok_or_else(|| {
         ApiError::Busy(format!(
-            "{} programs are waiting for events already; retry shortly",
-            crate::events::MAX_SUBSCRIBERS
+            "{} slaves are waiting for events already; retry shortly",
+            crate::events::MAX_SLAVE_SUBSCRIBERS
         ))
     })?;
     Ok(crate::events::stream(master, permit, published).into_response())

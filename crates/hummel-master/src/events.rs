@@ -10,9 +10,9 @@
 //!   what subscribers see: a watching client arrives when the packs are there, and never waits
 //!   long for a slow replication, because the master serves what no slave holds yet.
 //!
-//! Subscribers are bounded ([`MAX_SUBSCRIBERS`] at once, 503 beyond), each stream ends after
-//! [`STREAM_LIFETIME`] (the client reconnects), and a comment line every [`KEEP_ALIVE`] keeps
-//! idle proxies from cutting it.
+//! Subscribers are bounded ([`MAX_SUBSCRIBERS`] clients and, apart, [`MAX_SLAVE_SUBSCRIBERS`]
+//! slaves at once, 503 beyond), each stream ends after [`STREAM_LIFETIME`] (the client
+//! reconnects), and a comment line every [`KEEP_ALIVE`] keeps idle proxies from cutting it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,6 +32,9 @@ pub const ANNOUNCE_BOUND: Duration = Duration::from_secs(1);
 const ANNOUNCE_POLL: Duration = Duration::from_millis(100);
 /// Subscribers at once; more get 503 and retry with backoff.
 pub const MAX_SUBSCRIBERS: usize = 256;
+/// Slaves' subscribers at once (`GET /slave/events`), counted apart so that a fleet of slaves
+/// never takes the places of watching clients; more get 503.
+pub const MAX_SLAVE_SUBSCRIBERS: usize = 1024;
 /// A stream ends after this long; the client connects again (and so re-checks its token).
 pub const STREAM_LIFETIME: Duration = Duration::from_secs(600);
 /// A comment line this often on an idle stream.
@@ -44,6 +47,7 @@ pub(crate) struct Events {
     /// The same, once its packs can be fetched from slaves (or [`ANNOUNCE_BOUND`] passed).
     announced: watch::Sender<u64>,
     subscribers: Arc<Semaphore>,
+    slave_subscribers: Arc<Semaphore>,
     /// Cancelled when the master shuts down: every stream ends.
     closed: CancellationToken,
 }
@@ -55,6 +59,7 @@ impl Events {
             published: watch::Sender::new(current),
             announced: watch::Sender::new(current),
             subscribers: Arc::new(Semaphore::new(MAX_SUBSCRIBERS)),
+            slave_subscribers: Arc::new(Semaphore::new(MAX_SLAVE_SUBSCRIBERS)),
             closed: CancellationToken::new(),
         }
     }
@@ -62,6 +67,7 @@ impl Events {
     /// Ends every stream (the master is shutting down) and refuses new ones.
     pub(crate) fn close(&self) {
         self.subscribers.close();
+        self.slave_subscribers.close();
         self.closed.cancel();
     }
 
@@ -81,13 +87,18 @@ impl Events {
     pub(crate) fn subscribe_published(
         &self,
     ) -> Option<(OwnedSemaphorePermit, watch::Receiver<u64>)> {
-        let permit = self.subscribers.clone().try_acquire_owned().ok()?;
+        let permit = self.slave_subscribers.clone().try_acquire_owned().ok()?;
         Some((permit, self.published.subscribe()))
     }
 
-    /// Subscribers connected now.
+    /// Subscribers connected now (clients).
     pub(crate) fn subscribers(&self) -> usize {
         MAX_SUBSCRIBERS - self.subscribers.available_permits()
+    }
+
+    /// Slaves following the publications now.
+    pub(crate) fn slave_subscribers(&self) -> usize {
+        MAX_SLAVE_SUBSCRIBERS - self.slave_subscribers.available_permits()
     }
 }
 

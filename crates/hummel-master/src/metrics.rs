@@ -100,6 +100,12 @@ pub(crate) fn render(master: &Master) -> String {
         "Programs waiting for new revisions at /api/v1/events (hummel sync --watch).",
         master.inner.events.subscribers() as u64,
     );
+    out.single(
+        "hummel_slave_event_subscribers",
+        "gauge",
+        "Slaves following the publications at /slave/events.",
+        master.inner.events.slave_subscribers() as u64,
+    );
 
     out.family(
         "hummel_builds_total",
