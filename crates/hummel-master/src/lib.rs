@@ -142,7 +142,7 @@ pub(crate) fn now_unix() -> i64 {
 
 /// A UTC calendar date and time of day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct UtcTime {
+pub struct UtcTime {
     pub year: i64,
     pub month: i64,
     pub day: i64,
@@ -152,7 +152,7 @@ pub(crate) struct UtcTime {
 }
 
 /// The UTC calendar time of `unix` seconds since the epoch (proleptic Gregorian).
-pub(crate) fn utc(unix: i64) -> UtcTime {
+pub fn utc(unix: i64) -> UtcTime {
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).

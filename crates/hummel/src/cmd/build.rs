@@ -7,9 +7,9 @@ use anyhow::{Result, bail};
 use hummel_net::{Backoff, Retry};
 use hummel_proto::api::{BuildQuery, BuildState, BuildStatus};
 
-use super::{master_api, master_error};
+use super::{master_error, write_api};
 use crate::cli::BuildArgs;
-use crate::util::{client_tls, human_bytes, normalize_url, require_token};
+use crate::util::{human_bytes, normalize_url};
 
 /// `--wait` asks a master it lost again after these delays (jittered; ceilings 100 ms doubling
 /// to 2 s) ...
@@ -20,13 +20,7 @@ const LOST_RETRIES: u32 = 12;
 /// `hummel build --master URL [--wait] [--allow-mass-delete] [--message TEXT]`.
 pub async fn build(args: BuildArgs) -> Result<ExitCode> {
     let master = normalize_url(&args.master)?;
-    let token = require_token(
-        args.write_token,
-        "write",
-        "HUMMEL_WRITE_TOKEN",
-        "--write-token",
-    )?;
-    let api = master_api(&master, &client_tls(&args.trust)?, Some(&token), "write")?;
+    let api = write_api(&master, args.write_token, &args.trust)?;
     let started = api
         .build_with(&BuildQuery {
             allow_mass_delete: args.allow_mass_delete,

@@ -4,20 +4,14 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::{master_api, master_error};
+use super::{master_error, write_api};
 use crate::cli::DrainSlaveArgs;
-use crate::util::{client_tls, normalize_url, require_token};
+use crate::util::normalize_url;
 
 /// `POST` (or `DELETE`) `/api/v1/slaves/{id}/drain` with the write token.
 pub async fn drain_slave(args: DrainSlaveArgs) -> Result<ExitCode> {
     let master = normalize_url(&args.master)?;
-    let token = require_token(
-        args.write_token,
-        "write",
-        "HUMMEL_WRITE_TOKEN",
-        "--write-token",
-    )?;
-    let api = master_api(&master, &client_tls(&args.trust)?, Some(&token), "write")?;
+    let api = write_api(&master, args.write_token, &args.trust)?;
     api.drain_slave(&args.id, !args.cancel)
         .await
         .map_err(|e| master_error(&master, e))?;

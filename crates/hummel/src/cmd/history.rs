@@ -7,9 +7,9 @@ use anyhow::Result;
 use hummel_core::changes::{Change, ChangeSummary};
 use hummel_proto::api::{ChangesQuery, RevisionsQuery, RollbackRequest};
 
-use super::{master_api, master_error};
+use super::{master_api, master_error, write_api};
 use crate::cli::{ChangesArgs, RevisionsArgs, RollbackArgs};
-use crate::util::{client_tls, human_bytes, normalize_url, require_token};
+use crate::util::{client_tls, human_bytes, normalize_url};
 
 /// "+2 ~1 -3 files, 1.2 MiB written" for humans.
 fn summary_line(s: &ChangeSummary) -> String {
@@ -22,25 +22,13 @@ fn summary_line(s: &ChangeSummary) -> String {
     )
 }
 
-/// A time as `YYYY-MM-DD hh:mm:ss UTC`.
+/// A time as `YYYY-MM-DD hh:mm:ss UTC` (the calendar of `hummel_master::utc`, as the master
+/// names revisions).
 fn utc(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = hummel_master::utc(unix);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
 }
 
@@ -171,13 +159,7 @@ pub async fn changes(args: ChangesArgs) -> Result<ExitCode> {
 /// `hummel rollback N --master URL [--message TEXT] [--allow-mass-delete] [--json]`.
 pub async fn rollback(args: RollbackArgs) -> Result<ExitCode> {
     let master = normalize_url(&args.master)?;
-    let token = require_token(
-        args.write_token,
-        "write",
-        "HUMMEL_WRITE_TOKEN",
-        "--write-token",
-    )?;
-    let api = master_api(&master, &client_tls(&args.trust)?, Some(&token), "write")?;
+    let api = write_api(&master, args.write_token, &args.trust)?;
     let done = api
         .rollback(&RollbackRequest {
             revision: args.revision,

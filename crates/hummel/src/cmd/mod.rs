@@ -52,6 +52,23 @@ pub(crate) fn master_api(
     Ok(MasterApi::new(http, master)?)
 }
 
+/// The master's API with the write token (`--write-token` or `HUMMEL_WRITE_TOKEN`, required),
+/// for the commands that change the repository or the fleet.
+pub(crate) fn write_api(
+    master: &str,
+    write_token: Option<String>,
+    trust: &crate::cli::ClientTlsArgs,
+) -> Result<MasterApi> {
+    let token =
+        crate::util::require_token(write_token, "write", "HUMMEL_WRITE_TOKEN", "--write-token")?;
+    master_api(
+        master,
+        &crate::util::client_tls(trust)?,
+        Some(&token),
+        "write",
+    )
+}
+
 /// A failed call to the master as one line: what is wrong with its certificate or connection,
 /// or what the master answered (the API's message; who wants which token).
 pub(crate) fn master_error(master: &str, e: NetError) -> anyhow::Error {

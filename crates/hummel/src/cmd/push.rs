@@ -32,9 +32,9 @@ use hummel_core::{ChunkerConfig, Hash, RelPath, chunk_stream};
 use hummel_proto::api::{MAX_PUSH_MISSING, PushDir, PushFile, PushPublishRequest};
 use serde::Serialize;
 
-use super::{master_api, master_error};
+use super::{master_error, write_api};
 use crate::cli::PushArgs;
-use crate::util::{client_tls, normalize_url, require_token};
+use crate::util::normalize_url;
 
 /// Packs uploaded at once.
 const UPLOADS_AT_ONCE: usize = 4;
@@ -226,13 +226,7 @@ struct Stored {
 pub async fn push(args: PushArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let master = normalize_url(&args.master)?;
-    let token = require_token(
-        args.write_token,
-        "write",
-        "HUMMEL_WRITE_TOKEN",
-        "--write-token",
-    )?;
-    let api = master_api(&master, &client_tls(&args.trust)?, Some(&token), "write")?;
+    let api = write_api(&master, args.write_token, &args.trust)?;
     let root = args.local_dir.clone();
     if !fs::metadata(&root).is_ok_and(|m| m.is_dir()) {
         bail!("{} is not a folder", root.display());

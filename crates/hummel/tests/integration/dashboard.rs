@@ -15,30 +15,6 @@ use thirtyfour::prelude::*;
 use super::player::{Driver, browser_paths, click, shows, type_into};
 use super::util::*;
 
-/// The id the master knows slave `i` by (matched by URL).
-fn slave_id(c: &Cluster, i: usize) -> String {
-    let st = c.status();
-    st["slaves"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["url"].as_str() == Some(c.slaves[i].url.trim_end_matches('/')))
-        .unwrap_or_else(|| panic!("slave {i} not in {st:#}"))["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-fn drain_of(c: &Cluster, id: &str) -> Value {
-    c.status()["slaves"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .map(|s| s["drain"].clone())
-        .unwrap_or(Value::Null)
-}
-
 #[test]
 fn the_dashboard_shows_a_build_live_and_drains_a_slave_from_the_page() {
     let (driver_path, chromium) = match browser_paths() {
@@ -63,7 +39,7 @@ fn the_dashboard_shows_a_build_live_and_drains_a_slave_from_the_page() {
     );
     c.build();
     c.wait_replicated();
-    let ids: Vec<String> = (0..3).map(|i| slave_id(&c, i)).collect();
+    let ids: Vec<String> = (0..3).map(|i| c.slave_id(i)).collect();
     let work = tempfile::tempdir().unwrap();
     let shots = work.path().join("screenshots");
     let driver = Driver::start(&driver_path, &work.path().join("chromedriver.log"));
@@ -157,7 +133,7 @@ async fn dashboard_steps(wd: &WebDriver, c: &Cluster, ids: &[String]) -> Result<
     if code != 403 {
         return Err(format!("a post without the CSRF token got {code}"));
     }
-    let refused = tokio::task::block_in_place(|| drain_of(c, &ids[1]));
+    let refused = tokio::task::block_in_place(|| c.slave_status(&ids[1])["drain"].clone());
     if !refused.is_null() {
         return Err(format!("the refused post drained the slave: {refused}"));
     }
@@ -166,7 +142,7 @@ async fn dashboard_steps(wd: &WebDriver, c: &Cluster, ids: &[String]) -> Result<
     let row = format!("tr[data-slave=\"{}\"]", ids[0]);
     click(wd, &format!("{row} form[action=\"/ui/drain\"] button")).await?;
     shows(wd, &format!("{row} td.drain"), "drained").await?;
-    let drained = tokio::task::block_in_place(|| drain_of(c, &ids[0]));
+    let drained = tokio::task::block_in_place(|| c.slave_status(&ids[0])["drain"].clone());
     if drained != "drained" {
         return Err(format!("the page shows drained, the status {drained}"));
     }

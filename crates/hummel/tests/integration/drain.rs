@@ -5,33 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use serde_json::Value;
-
 use super::util::*;
-
-/// The id the master knows slave `i` of `c` by (matched by URL).
-fn slave_id(c: &Cluster, i: usize) -> String {
-    let st = c.status();
-    st["slaves"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["url"].as_str() == Some(c.slaves[i].url.trim_end_matches('/')))
-        .unwrap_or_else(|| panic!("slave {i} not in {st:#}"))["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-fn slave_status(c: &Cluster, id: &str) -> Value {
-    c.status()["slaves"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
 
 /// File names of the packs slave `i` stores.
 fn held(c: &Cluster, i: usize) -> HashSet<String> {
@@ -61,7 +35,7 @@ fn a_drained_slave_leaves_two_copies_elsewhere_and_clients_do_without_it() {
     });
     // Drain the slave holding the most packs.
     let victim = (0..3).max_by_key(|&i| held(&c, i).len()).unwrap();
-    let id = slave_id(&c, victim);
+    let id = c.slave_id(victim);
     let mine = held(&c, victim);
     assert!(!mine.is_empty());
 
@@ -83,7 +57,7 @@ fn a_drained_slave_leaves_two_copies_elsewhere_and_clients_do_without_it() {
     fails(cmd);
 
     wait_for("the slave to be drained", || {
-        slave_status(&c, &id)["drain"] == "drained"
+        c.slave_status(&id)["drain"] == "drained"
     });
     let mut cmd = c.hummel();
     cmd.args(["status", "--master", &c.master.url]);
@@ -100,7 +74,7 @@ fn a_drained_slave_leaves_two_copies_elsewhere_and_clients_do_without_it() {
         assert!(copies.get(p).copied().unwrap_or(0) >= 2, "{p}: {copies:?}");
     }
     // It got nothing new to fetch.
-    assert_eq!(slave_status(&c, &id)["pending"], 0);
+    assert_eq!(c.slave_status(&id)["pending"], 0);
 
     // Stopped, the drained slave is still live for the master a while: clients must not be
     // sent there, and sync without it.
@@ -117,7 +91,7 @@ fn a_drained_slave_leaves_two_copies_elsewhere_and_clients_do_without_it() {
     cmd.args(["remove-slave", &id, "--master", &c.master.url])
         .env("HUMMEL_WRITE_TOKEN", WRITE);
     ok(cmd);
-    assert!(slave_status(&c, &id).is_null());
+    assert!(c.slave_status(&id).is_null());
     let st = c.status();
     assert_eq!(st["replication"]["under_replicated"], 0, "{st:#}");
 }

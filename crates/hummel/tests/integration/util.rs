@@ -279,6 +279,31 @@ impl Cluster {
         serde_json::from_str(&ok(cmd)).unwrap()
     }
 
+    /// The id the master knows slave `i` by (found by its URL in the status).
+    pub fn slave_id(&self, i: usize) -> String {
+        let st = self.status();
+        st["slaves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["url"].as_str() == Some(self.slaves[i].url.trim_end_matches('/')))
+            .unwrap_or_else(|| panic!("slave {i} not in {st:#}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Slave `id`'s entry in the status, `Null` if the master does not list it.
+    pub fn slave_status(&self, id: &str) -> Value {
+        self.status()["slaves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
     /// Waits until every pack of the current revision has its target copies on live slaves,
     /// and the master's probes verified every live slave's claims (clients are sent there).
     pub fn wait_replicated(&self) {
