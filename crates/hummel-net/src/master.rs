@@ -355,7 +355,10 @@ impl MasterApi {
     /// `POST /api/v1/push/missing` (write token): the repository's chunker and current
     /// revision, and which of `chunks` the master lacks.
     pub async fn push_missing(&self, chunks: Vec<Hash>) -> Result<PushMissingResponse, NetError> {
-        let request = PushMissingRequest { chunks };
+        let request = PushMissingRequest {
+            chunks,
+            ..Default::default()
+        };
         self.post_json(self.url(api::PUSH_MISSING), &request, "push", BUSY_RETRIES)
             .await
     }

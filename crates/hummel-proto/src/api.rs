@@ -372,6 +372,65 @@ pub const MAX_PUSH_MANIFEST: usize = 256 << 20;
 pub struct PushMissingRequest {
     /// Chunk ids, at most [`MAX_PUSH_MISSING`] (none: only the repository's parameters).
     pub chunks: Vec<Hash>,
+    /// The push asking ([`valid_push_id`]), so the master can show its progress; absent from
+    /// older clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<String>,
+    /// Where the push goes, for its progress (as [`PushPublishRequest::prefix`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// Length of a push id: 32 lowercase hex characters, random per run of `hummel push`. Pack
+/// uploads name it as `PUT /api/v1/push/packs/{hash}?push=ID`.
+pub const PUSH_ID_LEN: usize = 32;
+
+/// True for a well-formed push id ([`PUSH_ID_LEN`] lowercase hex characters).
+pub fn valid_push_id(id: &str) -> bool {
+    id.len() == PUSH_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Where a push stands, in [`PushProgress`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushState {
+    /// Asking which chunks the master lacks, or uploading them.
+    Uploading,
+    /// The manifest arrived; the revision is being made.
+    Publishing,
+    /// Published as [`PushProgress::revision`] (or changed nothing).
+    Published,
+    /// The master refused to publish it ([`PushProgress::error`]).
+    Refused,
+    /// Nothing heard from it for a while; its staged packs wait for it to resume.
+    Stalled,
+}
+
+/// A push the master is receiving or recently received, in [`StatusResponse::pushes`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushProgress {
+    /// Its id ([`valid_push_id`]).
+    pub id: String,
+    /// Where it goes (`None`: the whole repository).
+    pub prefix: Option<String>,
+    /// The revision it read.
+    pub base: Option<u64>,
+    /// Where it stands.
+    pub state: PushState,
+    /// Chunks the master told it it lacks (what it uploads).
+    pub chunks_missing: u64,
+    /// Of those, chunks received in verified packs.
+    pub chunks_received: u64,
+    /// Bytes of verified packs received.
+    pub bytes_received: u64,
+    /// When it first asked (Unix seconds).
+    pub started_unix: i64,
+    /// When it was last heard from (Unix seconds).
+    pub updated_unix: i64,
+    /// The revision it published, once [`PushState::Published`].
+    pub revision: Option<u64>,
+    /// Why it was refused, once [`PushState::Refused`].
+    pub error: Option<String>,
 }
 
 /// Answer to [`PushMissingRequest`]: what a push must chunk with and upload.
@@ -437,6 +496,9 @@ pub struct PushPublishRequest {
     /// Publish even if it removes most of the current revision's files or bytes.
     #[serde(default)]
     pub allow_mass_delete: bool,
+    /// The push publishing ([`PushMissingRequest::push`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<String>,
 }
 
 /// Answer to [`PushPublishRequest`].
@@ -841,6 +903,9 @@ pub struct StatusResponse {
     /// The master's signing key (absent from masters before signed revisions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing: Option<SigningStatus>,
+    /// Pushes under way and recently finished, the newest first (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pushes: Vec<PushProgress>,
 }
 
 /// A revision still replicating, in [`StatusResponse`].
@@ -968,6 +1033,7 @@ mod tests {
             gc: None,
             replicating: None,
             signing: None,
+            pushes: vec![],
         };
         // Off (or an older master): absent, and its absence reads as None.
         let j = serde_json::to_value(&st).unwrap();

@@ -406,6 +406,7 @@ pub async fn push(args: PushArgs) -> Result<ExitCode> {
         message: args.message,
         dry_run: args.dry_run,
         allow_mass_delete: args.allow_mass_delete,
+        push: None,
     };
     before_publish_hook().await?;
     let done = api
