@@ -5,14 +5,20 @@
 //! two indexes hold the same files and folders. Shared by the master (`/api/v1/changes`, the
 //! summary it records per revision) and the client (the player page).
 //!
+//! A path renamed only in case (`@ACE/Addons/a.pbo` to `@ace/addons/a.pbo`, what a Windows
+//! admin's folder rename gives) is one change of the new path with `renamed_from`, not a
+//! removal and an addition: the file is not lost, and on a case-insensitive disk a sync only
+//! renames it. The same holds for a mod.
+//!
 //! Paths are the repository's: an index of a subtree (`root` = `@ace`) lists `@ace/...`, so
 //! changelogs of several subtrees of one repository can be put side by side. Pure and
 //! CPU-bound (a pass over both indexes).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::portable::case_fold;
 use crate::{EntryKind, Index, RelPath};
 
 /// What happened to a mod or a file.
@@ -36,6 +42,10 @@ pub struct FileChange {
     pub change: Change,
     /// Its size in the new revision (in the old one when removed).
     pub size: u64,
+    /// The old path, when the file was renamed only in case (then `change` is
+    /// [`Change::Updated`]); absent otherwise (and from older peers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
 }
 
 /// One mod (top-level entry of the repository) that changed.
@@ -53,6 +63,10 @@ pub struct ModChange {
     pub files_removed: u64,
     /// Bytes of its added and updated files (what a sync writes, at most).
     pub bytes_changed: u64,
+    /// The old name, when the mod was renamed only in case (then `change` is
+    /// [`Change::Updated`]); absent otherwise (and from older peers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
 }
 
 /// What changed from one revision to another.
@@ -141,6 +155,31 @@ fn top(path: &str) -> &str {
     path.split('/').next().unwrap_or(path)
 }
 
+/// Pairs each path of `came` with the path of `gone` it equals but for case (`came` →
+/// `gone`), where exactly one of each folds to the same name: two old files that fold alike
+/// cannot both have become one new file, so such groups stay removals and additions.
+fn case_renames<'a>(gone: &[&'a String], came: &[&'a String]) -> HashMap<&'a str, &'a str> {
+    let mut by_fold: HashMap<String, (Vec<&'a str>, Vec<&'a str>)> = HashMap::new();
+    for g in gone {
+        by_fold.entry(case_fold(g)).or_default().0.push(g.as_str());
+    }
+    if by_fold.is_empty() {
+        return HashMap::new();
+    }
+    for c in came {
+        if let Some(group) = by_fold.get_mut(&case_fold(c)) {
+            group.1.push(c.as_str());
+        }
+    }
+    by_fold
+        .into_values()
+        .filter_map(|(g, c)| match (g.as_slice(), c.as_slice()) {
+            ([g], [c]) => Some((*c, *g)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// What changed from `old` (`None`: an empty folder) to `new`: files by content (size and
 /// hash; a change of mode or mtime alone is no change), mods by their files, and a mod that
 /// appears or disappears (an empty folder too). Pure.
@@ -164,25 +203,34 @@ pub fn changes(old: Option<&Index>, new: &Index) -> Changelog {
     };
     let before = old.map(files_of).unwrap_or_default();
     let after = files_of(new);
+    let gone: Vec<&String> = before.keys().filter(|p| !after.contains_key(*p)).collect();
+    let came: Vec<&String> = after.keys().filter(|p| !before.contains_key(*p)).collect();
+    let renamed = case_renames(&gone, &came);
     let mut files = Vec::new();
     for (path, (size, hash)) in &after {
-        let change = match before.get(path) {
-            None => Change::Added,
+        let (change, renamed_from) = match before.get(path) {
             Some((s, h)) if s == size && h == hash => continue,
-            Some(_) => Change::Updated,
+            Some(_) => (Change::Updated, None),
+            None => match renamed.get(path.as_str()) {
+                Some(&from) => (Change::Updated, Some(from.to_string())),
+                None => (Change::Added, None),
+            },
         };
         files.push(FileChange {
             path: path.clone(),
             change,
             size: *size,
+            renamed_from,
         });
     }
-    for (path, (size, _)) in &before {
-        if !after.contains_key(path) {
+    let renamed_away: std::collections::HashSet<&str> = renamed.values().copied().collect();
+    for path in gone {
+        if !renamed_away.contains(path.as_str()) {
             files.push(FileChange {
                 path: path.clone(),
                 change: Change::Removed,
-                size: *size,
+                size: before[path].0,
+                renamed_from: None,
             });
         }
     }
@@ -203,13 +251,28 @@ pub fn changes(old: Option<&Index>, new: &Index) -> Changelog {
             files_updated: 0,
             files_removed: 0,
             bytes_changed: 0,
+            renamed_from: None,
         })
     }
-    for name in tops_after.difference(&tops_before) {
-        entry(&mut mods, name, Change::Added);
+    let tops_gone: Vec<&String> = tops_before.difference(&tops_after).collect();
+    let tops_came: Vec<&String> = tops_after.difference(&tops_before).collect();
+    let mods_renamed = case_renames(&tops_gone, &tops_came);
+    let mods_renamed_away: std::collections::HashSet<&str> =
+        mods_renamed.values().copied().collect();
+    for name in tops_came {
+        match mods_renamed.get(name.as_str()) {
+            Some(&from) => {
+                entry(&mut mods, name, Change::Updated).renamed_from = Some(from.to_string());
+            }
+            None => {
+                entry(&mut mods, name, Change::Added);
+            }
+        }
     }
-    for name in tops_before.difference(&tops_after) {
-        entry(&mut mods, name, Change::Removed);
+    for name in tops_gone {
+        if !mods_renamed_away.contains(name.as_str()) {
+            entry(&mut mods, name, Change::Removed);
+        }
     }
     for f in &files {
         let m = entry(&mut mods, top(&f.path), Change::Updated);
@@ -426,5 +489,90 @@ mod tests {
         assert_eq!(names, vec!["@ace", "@cba"]);
         assert_eq!(log.mods[1].change, Change::Added);
         assert_eq!((log.from, log.to), (Some(1), 2));
+    }
+
+    /// A Windows admin renaming `@ACE/Addons` to `@ace/addons` loses no file: the changelog
+    /// lists each file once, as renamed, and the mod as renamed, not removed.
+    #[test]
+    fn a_rename_only_in_case_is_one_change_not_a_removal() {
+        let before = index(
+            1,
+            vec![
+                dir("@ACE"),
+                dir("@ACE/Addons"),
+                file("@ACE/Addons/a.pbo", "a"),
+                file("@ACE/Addons/b.pbo", "b"),
+                dir("@cba"),
+                file("@cba/X.pbo", "x1"),
+                file("@cba/x.PBO", "x2"),
+            ],
+        );
+        let after = index(
+            2,
+            vec![
+                dir("@ace"),
+                dir("@ace/addons"),
+                file("@ace/addons/a.pbo", "a"),
+                file("@ace/addons/b.pbo", "b changed"),
+                dir("@cba"),
+                file("@cba/x.pbo", "x1"),
+            ],
+        );
+        let log = changes(Some(&before), &after);
+        let files: Vec<(&str, Change, Option<&str>)> = log
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.change, f.renamed_from.as_deref()))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                (
+                    "@ace/addons/a.pbo",
+                    Change::Updated,
+                    Some("@ACE/Addons/a.pbo")
+                ),
+                (
+                    "@ace/addons/b.pbo",
+                    Change::Updated,
+                    Some("@ACE/Addons/b.pbo")
+                ),
+                // Two old names fold to the new one: which became it is unknown.
+                ("@cba/X.pbo", Change::Removed, None),
+                ("@cba/x.PBO", Change::Removed, None),
+                ("@cba/x.pbo", Change::Added, None),
+            ]
+        );
+        let mods: Vec<(&str, Change, Option<&str>, u64)> = log
+            .mods
+            .iter()
+            .map(|m| {
+                (
+                    m.name.as_str(),
+                    m.change,
+                    m.renamed_from.as_deref(),
+                    m.files_removed,
+                )
+            })
+            .collect();
+        assert_eq!(
+            mods,
+            [
+                ("@ace", Change::Updated, Some("@ACE"), 0),
+                ("@cba", Change::Updated, None, 2),
+            ]
+        );
+        let summary = log.summary();
+        assert_eq!(
+            (
+                summary.files_added,
+                summary.files_updated,
+                summary.files_removed
+            ),
+            (1, 2, 2)
+        );
+        // Older peers read a changelog without the field.
+        let json = serde_json::to_value(&log.files[4]).unwrap();
+        assert!(json.get("renamed_from").is_none(), "{json}");
     }
 }

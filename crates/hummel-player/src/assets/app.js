@@ -286,7 +286,7 @@ function renderChanges() {
     if (m.files_removed) counts.push(`${m.files_removed} removed`);
     parts.push(el("div", { class: "change-mod", "data-mod": m.name, "data-change": m.change },
       el("span", { class: "tag " + m.change, text: m.change }),
-      el("span", { text: m.name }),
+      el("span", { text: m.name + (m.renamed_from ? ` (renamed from ${m.renamed_from})` : "") }),
       el("span", { class: "muted small", text: counts.length ? `files: ${counts.join(", ")}` : "" })));
     const files = log.files.filter((f) => f.path === m.name || f.path.startsWith(m.name + "/"));
     const list = el("ul");
@@ -295,7 +295,7 @@ function renderChanges() {
       shown++;
       list.append(el("li", { class: "change-file", "data-path": f.path, "data-change": f.change },
         el("span", { class: "tag " + f.change, text: f.change }),
-        el("span", { class: "path", text: f.path.slice(m.name.length + 1) || f.path }),
+        el("span", { class: "path", text: (f.path.slice(m.name.length + 1) || f.path) + (f.renamed_from ? ` (renamed from ${f.renamed_from})` : "") }),
         el("span", { class: "size", text: bytes(f.size) })));
     }
     parts.push(list);

@@ -130,11 +130,16 @@ pub async fn changes(args: ChangesArgs) -> Result<ExitCode> {
         Change::Updated => '~',
         Change::Removed => '-',
     };
+    let renamed = |from: &Option<String>| {
+        from.as_ref()
+            .map_or_else(String::new, |f| format!(" (renamed from {f})"))
+    };
     for m in &log.mods {
         println!(
-            "{} {}  (+{} ~{} -{} files, {})",
+            "{} {}{}  (+{} ~{} -{} files, {})",
             sign(m.change),
             m.name,
+            renamed(&m.renamed_from),
             m.files_added,
             m.files_updated,
             m.files_removed,
@@ -142,7 +147,13 @@ pub async fn changes(args: ChangesArgs) -> Result<ExitCode> {
         );
     }
     for f in &log.files {
-        println!("  {} {}  {}", sign(f.change), f.path, human_bytes(f.size));
+        println!(
+            "  {} {}{}  {}",
+            sign(f.change),
+            f.path,
+            renamed(&f.renamed_from),
+            human_bytes(f.size)
+        );
     }
     if log.truncated {
         println!(
