@@ -155,10 +155,15 @@ impl Master {
     /// Why each revision kept now is kept ([`retention`] under the configuration, with the
     /// rollbacks recorded and the revisions clients reported as pinned).
     pub(crate) fn retention(&self) -> BTreeMap<u64, Vec<RetentionReason>> {
-        let config = &self.inner.config;
         let history = read(&self.inner.catalog.history).clone();
+        self.retention_of(&history)
+    }
+
+    /// [`Master::retention`] of `history` (a copy of the catalog's, taken by the caller).
+    fn retention_of(&self, history: &[RevisionRow]) -> BTreeMap<u64, Vec<RetentionReason>> {
+        let config = &self.inner.config;
         retention(
-            &history,
+            history,
             config.keep_revisions,
             config.gc_grace.as_secs(),
             now_unix(),
@@ -182,7 +187,7 @@ impl Master {
         };
         let now_s = now_unix();
         let history = read(&self.inner.catalog.history).clone();
-        let kept: BTreeSet<u64> = self.retention().into_keys().collect();
+        let kept: BTreeSet<u64> = self.retention_of(&history).into_keys().collect();
 
         // Packs the kept revisions list.
         let collector = &self.inner.upkeep.collector;
