@@ -1187,8 +1187,9 @@ impl Master {
             fallback_active: self.fallback_active(),
             fallback_limit: u64::from(self.inner.config.fallback_limit),
         });
-        let (clients, clients_total) = Master::recent_clients(&tracker, now);
+        let (mut clients, clients_total) = Master::recent_clients(&tracker, now);
         drop(tracker);
+        self.mark_pins(&mut clients);
         StatusResponse {
             api_version: hummel_proto::API_VERSION,
             revision: self.revision_info(),
