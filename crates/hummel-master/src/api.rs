@@ -7,7 +7,9 @@
 //! The routes anyone may call sit behind the limits of [`crate::limits`] (per-address rate,
 //! requests at once); `/health`, `/blob` and the slaves' routes do not. Every error becomes
 //! an [`ApiError`], whose response body is [`ApiErrorBody`]; details of 5xx errors are logged,
-//! never sent.
+//! never sent. Every answer passes `crate::dashboard::page_headers` (`nosniff`; the pages'
+//! Content-Security-Policy on HTML). Handlers of what the dashboard shows tell it
+//! (`Master::ui_changed`).
 //!
 //! Body limits per route: `/api/v1/locate` 16 KiB plus 12 bytes per pack of the table
 //! ([`hummel_proto::api::locate_body_limit`]), `/api/v1/client/report` 128 KiB plus as much,
@@ -338,6 +340,8 @@ pub(crate) fn router(master: Master) -> Router {
         .route("/ui/drain", post(crate::dashboard::drain))
         .route("/ui/remove-slave", post(crate::dashboard::remove_slave))
         .route("/ui/events", get(crate::dashboard::events))
+        .route("/ui/live.js", get(crate::dashboard::script))
+        .route("/ui/style.css", get(crate::dashboard::style))
         .route(endpoints::METRICS, get(metrics))
         .route(endpoints::BUILD, post(start_build))
         .route(&format!("{}/{{id}}", endpoints::BUILDS), get(build_status))
@@ -382,6 +386,7 @@ pub(crate) fn router(master: Master) -> Router {
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .layer(middleware::from_fn(hummel_store::http::handler_deadline))
         .layer(middleware::from_fn_with_state(master, observe_request))
+        .layer(middleware::from_fn(crate::dashboard::page_headers))
 }
 
 /// Counts and logs every request (method, path, status, time; never headers).
@@ -680,7 +685,9 @@ async fn client_report(
             // Only an accepted report's pin counts (`crate::history`).
             master
                 .record_pin(&report.client_id, report.pinned)
-                .map_err(ReportRefusal::Internal)
+                .map_err(ReportRefusal::Internal)?;
+            master.ui_changed();
+            Ok(())
         })
     })
     .await?;
@@ -753,7 +760,13 @@ async fn slave_hashlist(
             retry_after: None,
         });
     }
-    Ok(Json(blocking(move || master.record_hashlist(&hl)).await??))
+    let directive = blocking(move || {
+        let directive = master.record_hashlist(&hl);
+        master.ui_changed();
+        directive
+    })
+    .await??;
+    Ok(Json(directive))
 }
 
 /// Hashlist changes that cannot be meant: a sequence number below its base, changes that
@@ -789,7 +802,9 @@ async fn slave_heartbeat(
     }
     let found = blocking(move || {
         master.admit_slave(&proof, false)?;
-        master.record_heartbeat(&hb).map_err(Admission::Internal)
+        let found = master.record_heartbeat(&hb).map_err(Admission::Internal);
+        master.ui_changed();
+        found
     })
     .await??;
     match found {

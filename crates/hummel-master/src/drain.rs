@@ -27,6 +27,7 @@ impl Master {
             s.draining = draining;
         }
         fleet.placement_changed();
+        self.ui_changed();
         if known {
             if draining {
                 tracing::info!(slave = %id, "draining the slave (admin)");

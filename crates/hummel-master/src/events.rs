@@ -91,6 +91,12 @@ impl Events {
         Some((permit, self.published.subscribe()))
     }
 
+    /// The publications as they happen, for the master's own followers (the dashboard's
+    /// live snapshots, `crate::dashboard`); takes no subscriber's place.
+    pub(crate) fn follow_published(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
     /// Subscribers connected now (clients).
     pub(crate) fn subscribers(&self) -> usize {
         MAX_SUBSCRIBERS - self.subscribers.available_permits()

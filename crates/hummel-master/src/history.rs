@@ -217,6 +217,19 @@ impl Master {
             .collect()
     }
 
+    /// Fills in the pins of `clients` (status), as recently reported. Takes the pins' lock: call
+    /// without the tracker's.
+    pub(crate) fn mark_pins(&self, clients: &mut [hummel_proto::api::ClientStatus]) {
+        let cutoff = self.pin_cutoff_ms(crate::now_ms());
+        let pins = lock(&self.inner.notes.pins);
+        for c in clients {
+            c.pinned = pins
+                .get(&c.id)
+                .filter(|(_, seen)| *seen >= cutoff)
+                .map(|(n, _)| *n);
+        }
+    }
+
     /// `GET /api/v1/revision?revision=N` for a client pinned to N: N's identity with a
     /// statement about it under the pinned-statement magic (`crate::signing`); the current
     /// revision's usual answer when N is current. Blocking (decodes an older index).

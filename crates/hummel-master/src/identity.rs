@@ -280,6 +280,7 @@ impl Master {
         let known = known | lock(&fleet.identities).by_id.remove(id).is_some();
         fleet.probes.forget(id);
         fleet.placement_changed();
+        self.ui_changed();
         if known {
             tracing::info!(slave = %id, "removed the slave (admin)");
         }

@@ -3,7 +3,8 @@
 //! to use it with Hummel's player page (`hummel ui`, or a double-click on `hummel.exe`) and
 //! shows the link to paste there, also in its `hummel://` form; the player page also takes
 //! this page's own URL as that link. Public, like the URL it shows: it names nothing of the
-//! repository beyond what its admin published for players.
+//! repository beyond what its admin published for players. Its style is the dashboard's
+//! stylesheet (`/ui/style.css`), under the dashboard's Content-Security-Policy.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -91,9 +92,7 @@ pub(crate) async fn page(State(master): State<Master>, headers: HeaderMap) -> Ht
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\"><title>Join with Hummel</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em;\
-         color:#1f2933;line-height:1.5}}code{{background:#eef1f4;padding:.2em .4em;border-radius:4px;\
-         font-size:1.05em;user-select:all}}</style></head><body>\
+         <link rel=\"stylesheet\" href=\"/ui/style.css\"></head><body class=\"join\">\
          <h1 id=\"name\">{title}</h1>{about}\
          <h2>How to join</h2>\
          <ol><li>Get <code>hummel.exe</code> from your group and double-click it (or run \

@@ -53,9 +53,11 @@
 //!   the rule that a private master's slaves guard their packs with its read token.
 //! - `limits`: per-address request rates, requests at once, new clients per address.
 //! - `api`: the router, handlers, `ApiError` (one error → response mapping) and JSON bodies.
-//! - `dashboard`: the server-rendered HTML page at `/`, kept live over `/ui/events` by an
-//!   embedded script, its session (the write token once, a cookie, CSRF-checked forms) and its
-//!   actions (build, roll back, drain or remove a slave).
+//! - `dashboard`: the server-rendered HTML page at `/`, kept live over `/ui/events` by its
+//!   script (one snapshot producer for every subscriber, told of changes by
+//!   `Master::ui_changed`), its session (the write token once, a cookie, CSRF-checked forms),
+//!   its actions (build, roll back, drain or remove a slave), and the headers of every page
+//!   (a Content-Security-Policy with nothing inline).
 //! - `events`: publications pushed to `GET /api/v1/events` as server-sent events, each once its
 //!   packs can be fetched (`hummel sync --watch`).
 //! - `watch`: `hummel master --watch`, a build once changes in the repository folder settle.

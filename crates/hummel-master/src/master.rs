@@ -303,6 +303,7 @@ impl Master {
         self.inner.notes.set_message(id, request.message.clone());
         let run = Arc::new(BuildRun::new(id, started, request.allow_mass_delete));
         builds.begin(&starts, run.clone());
+        self.ui_changed();
         let master = self.clone();
         let thread_run = run.clone();
         let spawned = std::thread::Builder::new()
@@ -1187,8 +1188,9 @@ impl Master {
             fallback_active: self.fallback_active(),
             fallback_limit: u64::from(self.inner.config.fallback_limit),
         });
-        let (clients, clients_total) = Master::recent_clients(&tracker, now);
+        let (mut clients, clients_total) = Master::recent_clients(&tracker, now);
         drop(tracker);
+        self.mark_pins(&mut clients);
         StatusResponse {
             api_version: hummel_proto::API_VERSION,
             revision: self.revision_info(),
@@ -1218,6 +1220,7 @@ impl Master {
             let before = observed.insert(s.id.clone(), state);
             if before.is_some_and(|b| b != state) {
                 tracing::info!(slave = %s.id, ?state, "slave state changed");
+                self.ui_changed();
             }
         }
         // (A slave going dead needs no announcement to the placement: the plan foresees it.)

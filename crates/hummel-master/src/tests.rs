@@ -3104,3 +3104,246 @@ async fn locate_and_status_do_not_wait_for_a_slaves_commit() {
     );
     assert_eq!(master.status().slaves[0].packs, 2);
 }
+
+/// A `GET /ui/events` stream, read event by event.
+struct LiveStream {
+    body: axum::body::BodyDataStream,
+    text: String,
+}
+
+impl LiveStream {
+    async fn open(master: &Master, cookie: Option<&str>) -> LiveStream {
+        let mut req = Request::builder().uri("/ui/events");
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        let resp = master
+            .router()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        LiveStream {
+            body: resp.into_body().into_data_stream(),
+            text: String::new(),
+        }
+    }
+
+    /// The data of the next `snapshot` event (10 s at most).
+    async fn next(&mut self) -> String {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(end) = self.text.find("\n\n") {
+                let event: String = self.text.drain(..end + 2).collect();
+                if event.lines().any(|l| l == "event: snapshot") {
+                    return event
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("data: "))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .expect("a snapshot within 10 s")
+                .expect("the stream goes on")
+                .unwrap();
+            self.text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+async fn report_client(master: &Master, id: &str, n: u8, revision: u64, pinned: Option<u64>) {
+    let report = serde_json::json!({
+        "client_id": id, "client_key": key(n), "revision": revision, "path": "",
+        "files": 1, "bytes": 1, "packs": [], "bad_slaves": [], "pinned": pinned
+    });
+    let (s, _, body) = call(
+        master,
+        "POST",
+        "/api/v1/client/report",
+        None,
+        Some(report.to_string()),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::NO_CONTENT,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+/// One producer builds the live snapshot for every subscriber: a change is one build however
+/// many watch, each subscriber gets it, and the producer stops once no one watches.
+#[tokio::test]
+async fn live_subscribers_share_one_snapshot_per_change() {
+    let fx = fixture();
+    let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    let revision = http_build(&master).await.revision.unwrap();
+    let ui = &master.inner.ui;
+    // Nobody watched: nothing was built.
+    assert_eq!(ui.snapshots_built(), 0);
+    assert!(!ui.producing());
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        streams.push(LiveStream::open(&master, None).await);
+    }
+    for s in &mut streams {
+        let snap = s.next().await;
+        assert!(
+            snap.starts_with(&format!("{{\"revision\":{revision},")),
+            "{snap}"
+        );
+    }
+    assert_eq!(
+        ui.snapshots_built(),
+        1,
+        "one snapshot for eight subscribers"
+    );
+
+    // A client's report: one build, and every subscriber sees the client.
+    report_client(&master, "watched-client", 1, revision, Some(revision)).await;
+    for s in &mut streams {
+        let snap = s.next().await;
+        assert!(snap.contains("watched-client"), "{snap}");
+        assert!(snap.contains(&format!("pinned to {revision}")), "{snap}");
+        assert!(snap.contains("\"clients_pinned\":1"), "{snap}");
+    }
+    assert_eq!(ui.snapshots_built(), 2, "one snapshot for one change");
+
+    // The last subscriber gone, the producer stops; a new one starts it again.
+    drop(streams);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ui.producing() {
+        assert!(Instant::now() < deadline, "the producer did not stop");
+        tokio::task::yield_now().await;
+    }
+    let mut again = LiveStream::open(&master, None).await;
+    assert!(again.next().await.contains("watched-client"));
+    assert_eq!(ui.snapshots_built(), 3);
+}
+
+/// A logged-in viewer's snapshots carry its own session's CSRF token in their forms (never the
+/// shared placeholder); an anonymous viewer's carry no forms.
+#[tokio::test]
+async fn live_snapshots_carry_each_viewers_own_csrf_token() {
+    let fx = fixture();
+    let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    master.set_public_url("http://127.0.0.1:9".into());
+    http_build(&master).await;
+    fs::write(fx.repo.join("second.txt"), b"second").unwrap();
+    http_build(&master).await;
+    let login = Request::builder()
+        .method("POST")
+        .uri("/ui/login")
+        .header(header::HOST, "127.0.0.1:9")
+        .header(header::ORIGIN, "http://127.0.0.1:9")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("token={WRITE}")))
+        .unwrap();
+    let resp = master.router().oneshot(login).await.unwrap();
+    let cookie = resp.headers()[header::SET_COOKIE].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let (id, _) = cookie.split_once('=').map(|(_, v)| (v, ())).unwrap();
+    let csrf = master
+        .inner
+        .ui
+        .sessions
+        .csrf(id, std::time::Instant::now())
+        .unwrap();
+
+    let mut viewer = LiveStream::open(&master, Some(&cookie)).await;
+    let mut anonymous = LiveStream::open(&master, None).await;
+    let placeholder = master.inner.ui.placeholder().to_string();
+    let (mine, theirs) = (viewer.next().await, anonymous.next().await);
+    assert!(
+        mine.contains(&format!("name=\\\"csrf\\\" value=\\\"{csrf}\\\"")),
+        "{mine}"
+    );
+    assert!(mine.contains("Roll back to this"), "{mine}");
+    assert!(!mine.contains(&placeholder) && !theirs.contains(&placeholder));
+    assert!(
+        !theirs.contains("csrf") && !theirs.contains("Roll back"),
+        "{theirs}"
+    );
+}
+
+/// Every HTML page the master serves carries the Content-Security-Policy (nothing inline,
+/// nothing from elsewhere, no frames), and the pages hold no inline script or style.
+#[tokio::test]
+async fn every_page_carries_the_content_security_policy() {
+    let fx = fixture();
+    let master = Master::open(config(&fx.repo, &fx.data)).unwrap();
+    http_build(&master).await;
+    let policy = "default-src 'none'; script-src 'self'; style-src 'self'";
+    for (method, uri) in [
+        ("GET", "/"),
+        ("GET", "/join"),
+        // A refusal page.
+        ("POST", "/ui/logout"),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::empty())
+            .unwrap();
+        let resp = master.router().oneshot(req).await.unwrap();
+        let h = resp.headers().clone();
+        assert!(
+            h[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.starts_with(policy), "{uri}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("form-action 'self'"));
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{uri}");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{uri}");
+        assert_eq!(h[header::REFERRER_POLICY], "same-origin", "{uri}");
+        let html =
+            String::from_utf8(to_bytes(resp.into_body(), 1 << 22).await.unwrap().to_vec()).unwrap();
+        assert!(
+            !html.contains("<style") && !html.contains("style=\""),
+            "{uri}: {html}"
+        );
+        assert!(!html.contains("<script>"), "{uri}: {html}");
+        assert!(
+            html.contains("<link rel=\"stylesheet\" href=\"/ui/style.css\">"),
+            "{uri}"
+        );
+    }
+    // The script and the stylesheet: files of their own, revalidated by their ETag.
+    for (uri, kind) in [
+        ("/ui/live.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+    ] {
+        let (s, h, body) = call(&master, "GET", uri, None, None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with(kind));
+        assert!(h.get(header::CONTENT_SECURITY_POLICY).is_none());
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert!(!body.is_empty());
+        let req = Request::builder()
+            .uri(uri)
+            .header(header::IF_NONE_MATCH, h[header::ETAG].clone())
+            .body(Body::empty())
+            .unwrap();
+        let resp = master.router().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
+    }
+    let (_, _, page) = call(&master, "GET", "/", None, None).await;
+    assert!(
+        String::from_utf8(page)
+            .unwrap()
+            .contains("<script src=\"/ui/live.js\"></script>")
+    );
+    // An API answer is no page: no policy, but nosniff.
+    let (_, h, _) = call(&master, "GET", "/api/v1/status", None, None).await;
+    assert!(h.get(header::CONTENT_SECURITY_POLICY).is_none());
+    assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+}

@@ -265,6 +265,7 @@ impl ClientRecord {
             files: self.files,
             bytes: self.bytes,
             last_seen_ms: now_ms.saturating_sub(self.last_seen_ms),
+            pinned: None,
         }
     }
 }

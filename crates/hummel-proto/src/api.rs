@@ -869,6 +869,10 @@ pub struct ClientStatus {
     pub bytes: u64,
     /// Milliseconds since its last report.
     pub last_seen_ms: u64,
+    /// The revision it reported it is pinned to (`hummel sync --revision N`); absent when it
+    /// follows the master (and from older masters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<u64>,
 }
 
 /// `GET /api/v1/status`.

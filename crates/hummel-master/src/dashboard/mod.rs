@@ -1,9 +1,13 @@
 //! `GET /`: the server-rendered dashboard (HTML and CSS, complete without scripts), kept live by
-//! a small embedded script over `GET /ui/events` (`live`), and its actions.
+//! a small script (`GET /ui/live.js`) over `GET /ui/events` (`live`), and its actions.
 //!
+//! - `assets`: the script and the stylesheet as files of their own, and the headers of every
+//!   page: a Content-Security-Policy that allows nothing inline and nothing from elsewhere,
+//!   no framing, `nosniff`.
 //! - `session`: the write token entered once (`POST /ui/login`) buys a session cookie; every
 //!   action form carries the session's CSRF token and must come from the page's own origin.
-//! - `live`: the server-sent snapshots, their bounds and the script.
+//! - `live`: the server-sent snapshots, built by one producer for every subscriber, and their
+//!   bounds.
 //! - actions (session, CSRF token, same origin; otherwise 403 and nothing changes): `POST
 //!   /ui/build` (also still with the write token as its `token` field), `/ui/rollback`,
 //!   `/ui/drain` (`crate::drain`), `/ui/remove-slave`, `/ui/logout`.
@@ -12,11 +16,14 @@
 //! as the password of HTTP Basic auth (the browser asks), or a session. Everything taken from
 //! requests, slaves, clients or the repository is HTML-escaped. The page says who may see and
 //! do what (its "Access" section) and lists the [`DASHBOARD_CLIENTS`] most recent clients, each
-//! with how many revisions it is behind.
+//! with how many revisions it is behind, or the revision it is pinned to (`hummel sync
+//! --revision N`: counted apart, never as behind).
 
+mod assets;
 mod live;
 mod session;
 
+pub(crate) use assets::{page_headers, script, style};
 pub(crate) use live::Ui;
 
 use std::fmt::Write;
@@ -37,14 +44,6 @@ use crate::api::{ApiError, blocking};
 use crate::auth::{Access, check_dashboard, check_token};
 use crate::history::HistoryError;
 use crate::master::Master;
-
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;background:#fafafa}\
-h1{margin-bottom:0}h2{margin-top:1.6em;border-bottom:1px solid #ddd}\
-table{border-collapse:collapse;margin:.5em 0}td,th{padding:.3em .8em;border-bottom:1px solid #e4e4e4;text-align:left}\
-th{background:#eee}.num{text-align:right;font-variant-numeric:tabular-nums}\
-.live,.succeeded{color:#1a7f37}.stale,.running{color:#9a6700}.dead,.failed{color:#cf222e}\
-.muted{color:#777}progress{width:20em}form{margin:.8em 0}input{padding:.3em}\
-td form{display:inline;margin:0 .2em}";
 
 /// Clients the page lists, most recently seen first.
 const DASHBOARD_CLIENTS: usize = 100;
@@ -120,10 +119,12 @@ fn build_class(state: BuildState) -> &'static str {
 /// A small page for a refused or failed form submission.
 fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
     let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>{STYLE}</style>\
-         </head><body><h1>{t}</h1><p>{m}</p><p><a href=\"/\">Back to the dashboard</a></p></body></html>",
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
+         <link rel=\"stylesheet\" href=\"{style}\"></head><body><h1>{t}</h1><p>{m}</p>\
+         <p><a href=\"/\">Back to the dashboard</a></p></body></html>",
         t = escape(title),
-        m = escape(text)
+        m = escape(text),
+        style = assets::STYLE_PATH,
     );
     (status, Html(html)).into_response()
 }
@@ -473,11 +474,35 @@ const HISTORY_LISTED: usize = 20;
 /// The live sections and figures as of now (`csrf`: the viewer's session, for the action
 /// forms). Blocking (takes a status snapshot).
 pub(crate) fn snapshot(master: &Master, csrf: Option<&str>) -> live::Snapshot {
+    let (status, history) = look(master);
+    snapshot_of(&status, &history, csrf)
+}
+
+/// [`snapshot`] for a viewer without a session and for one with `placeholder` as its CSRF
+/// token, from one look at the master (`live`). Blocking.
+pub(crate) fn snapshots(master: &Master, placeholder: &str) -> (live::Snapshot, live::Snapshot) {
+    let (status, history) = look(master);
+    (
+        snapshot_of(&status, &history, None),
+        snapshot_of(&status, &history, Some(placeholder)),
+    )
+}
+
+/// What a snapshot shows: the status and the recent revisions. Blocking.
+fn look(master: &Master) -> (StatusResponse, RevisionsResponse) {
     let status = master.status();
     let history = master.revisions(&hummel_proto::api::RevisionsQuery {
         limit: Some(hummel_proto::api::MAX_REVISIONS_LISTED),
         before: None,
     });
+    (status, history)
+}
+
+fn snapshot_of(
+    status: &StatusResponse,
+    history: &RevisionsResponse,
+    csrf: Option<&str>,
+) -> live::Snapshot {
     let shown = &status.clients[..status.clients.len().min(DASHBOARD_CLIENTS)];
     let behind = |rev: u64| {
         history
@@ -486,17 +511,27 @@ pub(crate) fn snapshot(master: &Master, csrf: Option<&str>) -> live::Snapshot {
             .take_while(|r| r.revision > rev)
             .count()
     };
-    let clients_behind = shown.iter().filter(|c| behind(c.revision) > 0).count() as u64;
+    // A pinned client is where it asked to be: counted apart, never as behind.
+    let clients_pinned = shown.iter().filter(|c| c.pinned.is_some()).count() as u64;
+    let clients_behind = shown
+        .iter()
+        .filter(|c| c.pinned.is_none() && behind(c.revision) > 0)
+        .count() as u64;
     let mut current = String::new();
-    revision_section(&mut current, &status);
+    revision_section(&mut current, status);
     let mut build = String::new();
     build_section(&mut build, status.build.as_ref());
     let mut slaves = String::new();
-    slaves_section(&mut slaves, &status, csrf);
+    slaves_section(&mut slaves, status, csrf);
     let mut clients = String::new();
-    clients_section(&mut clients, &status, &behind, clients_behind);
+    clients_section(
+        &mut clients,
+        status,
+        &behind,
+        (clients_behind, clients_pinned),
+    );
     let mut revisions = String::new();
-    history_section(&mut revisions, &history, status.revision.revision, csrf);
+    history_section(&mut revisions, history, status.revision.revision, csrf);
     live::Snapshot {
         revision: status.revision.revision,
         build: status.build.as_ref().map(|b| live::BuildProgress {
@@ -521,6 +556,7 @@ pub(crate) fn snapshot(master: &Master, csrf: Option<&str>) -> live::Snapshot {
             .collect(),
         clients: shown.len() as u64,
         clients_behind,
+        clients_pinned,
         sections: vec![
             ("live-current", current),
             ("live-build", build),
@@ -550,7 +586,7 @@ fn render(master: &Master, csrf: Option<&str>) -> String {
         h,
         "<!doctype html><html><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\"><noscript>{refresh}</noscript>\
-         <title>Hummel {role}</title><style>{STYLE}</style></head><body>\
+         <title>Hummel {role}</title><link rel=\"stylesheet\" href=\"{style}\"></head><body>\
          <h1>Hummel {role}</h1><p class=\"muted\">version {version}, API {api}</p>{about}\
          <p>Players: share <a id=\"join-link\" href=\"/join\">{join}/join</a>; they paste it into \
          Hummel's player page (<code>hummel ui</code>, or <code>hummel.exe</code> double-clicked).</p>\
@@ -585,6 +621,7 @@ fn render(master: &Master, csrf: Option<&str>) -> String {
         },
         version = env!("CARGO_PKG_VERSION"),
         api = status.api_version,
+        style = assets::STYLE_PATH,
     );
     login_section(&mut h, csrf);
     for (id, html) in &snap.sections[..2] {
@@ -621,7 +658,11 @@ fn render(master: &Master, csrf: Option<&str>) -> String {
         let _ = write!(h, "<div id=\"{id}\">{html}</div>");
     }
     access_section(&mut h, master);
-    let _ = write!(h, "<script>{}</script></body></html>", live::SCRIPT);
+    let _ = write!(
+        h,
+        "<script src=\"{}\"></script></body></html>",
+        assets::SCRIPT_PATH
+    );
     h
 }
 
@@ -1010,7 +1051,7 @@ fn clients_section(
     h: &mut String,
     status: &StatusResponse,
     behind: &dyn Fn(u64) -> usize,
-    clients_behind: u64,
+    (clients_behind, clients_pinned): (u64, u64),
 ) {
     h.push_str("<h2>Clients</h2>");
     if status.clients.is_empty() {
@@ -1019,7 +1060,15 @@ fn clients_section(
     }
     let _ = write!(
         h,
-        "<p id=\"clients-behind\">{clients_behind} behind the current revision.</p>"
+        "<p id=\"clients-behind\">{clients_behind} behind the current revision{}.</p>",
+        if clients_pinned > 0 {
+            format!(
+                "; <span id=\"clients-pinned\">{clients_pinned} pinned</span> to a revision \
+                 of their choice (<code>hummel sync --revision N</code>)"
+            )
+        } else {
+            String::new()
+        }
     );
     let total = status.clients_total.unwrap_or(status.clients.len() as u64);
     let shown = status.clients.len().min(DASHBOARD_CLIENTS);
@@ -1041,12 +1090,13 @@ fn clients_section(
             escape(&c.id),
             escape(&c.addr),
             c.revision,
-            match behind(c.revision) {
-                0 => "<span class=\"live\">current</span>".to_string(),
-                n if n >= hummel_proto::api::MAX_REVISIONS_LISTED => {
+            match (c.pinned, behind(c.revision)) {
+                (Some(n), _) => format!("<span class=\"muted pinned\">pinned to {n}</span>"),
+                (None, 0) => "<span class=\"live\">current</span>".to_string(),
+                (None, n) if n >= hummel_proto::api::MAX_REVISIONS_LISTED => {
                     format!("<span class=\"stale\">behind by {n}+</span>")
                 }
-                n => format!("<span class=\"stale\">behind by {n}</span>"),
+                (None, n) => format!("<span class=\"stale\">behind by {n}</span>"),
             },
             if c.path.is_empty() {
                 "(all)".to_string()

@@ -33,7 +33,7 @@ pub(crate) struct Sessions {
 }
 
 /// 32 random bytes in lower-case hex.
-fn random_hex() -> String {
+pub(super) fn random_hex() -> String {
     let bytes: [u8; 32] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

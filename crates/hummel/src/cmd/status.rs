@@ -152,13 +152,16 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
     }
     for c in &st.clients {
         println!(
-            "  {:<16} {:<22} revision {:<5} {:>7} files  /{}  seen {:.0}s ago",
+            "  {:<16} {:<22} revision {:<5} {:>7} files  /{}  seen {:.0}s ago{}",
             c.id.chars().take(16).collect::<String>(),
             c.addr,
             c.revision,
             c.files,
             c.path,
-            c.last_seen_ms as f64 / 1000.0
+            c.last_seen_ms as f64 / 1000.0,
+            c.pinned
+                .map(|n| format!("  pinned to {n}"))
+                .unwrap_or_default()
         );
     }
     Ok(ExitCode::SUCCESS)

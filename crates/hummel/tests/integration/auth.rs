@@ -340,6 +340,9 @@ fn master_rows(
         get("GET /", "/", reads),
         // The page a player's link leads to names only the URL the visitor knows.
         get("GET /join", "/join", [200; 7]),
+        // The pages' script and stylesheet are part of the binary: they hold no data.
+        get("GET /ui/live.js", "/ui/live.js", [200; 7]),
+        get("GET /ui/style.css", "/ui/style.css", [200; 7]),
         Row {
             name: "POST /ui/build",
             method: Method::POST,

@@ -92,13 +92,46 @@ fn the_dashboard_shows_a_build_live_and_drains_a_slave_from_the_page() {
 
 async fn dashboard_steps(wd: &WebDriver, c: &Cluster, ids: &[String]) -> Result<(), String> {
     let e = |e: WebDriverError| e.to_string();
-    wd.goto(format!("{}/", c.master.url)).await.map_err(e)?;
+    // The page allows no inline script or style: what follows proves its live updates and
+    // actions work under that policy.
+    let url = format!("{}/", c.master.url);
+    let resp = http().get(&url).send().await.map_err(|e| e.to_string())?;
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    assert_strict_page_policy(&headers);
+    wd.goto(url).await.map_err(e)?;
+    // Its stylesheet applies (a blocked one would leave the browser's default font).
+    let font = wd
+        .execute(
+            "return getComputedStyle(document.body).fontFamily;",
+            Vec::new(),
+        )
+        .await
+        .map_err(e)?;
+    if !font
+        .json()
+        .as_str()
+        .is_some_and(|f| f.contains("system-ui"))
+    {
+        return Err(format!("the stylesheet did not apply: {:?}", font.json()));
+    }
     // The write token, once.
     type_into(wd, "#login input[name=token]", WRITE).await?;
     click(wd, "#login button").await?;
     shows(wd, "#session", "Logged in").await?;
     shows(wd, "#live-status", "live").await?;
 
+    // From here on, whatever the policy blocks (in the live sections replaced) is recorded.
+    wd.execute(
+        "window.hummelViolations = []; document.addEventListener('securitypolicyviolation', \
+         function (v) { window.hummelViolations.push(v.violatedDirective + ' ' + v.blockedURI); });",
+        Vec::new(),
+    )
+    .await
+    .map_err(e)?;
     // A build from another process: the open page shows it without a reload.
     wd.execute("window.hummelMarker = 'not reloaded';", Vec::new())
         .await
@@ -114,6 +147,14 @@ async fn dashboard_steps(wd: &WebDriver, c: &Cluster, ids: &[String]) -> Result<
         .map_err(e)?;
     if marker.json() != &Value::from("not reloaded") {
         return Err(format!("the page was reloaded: {:?}", marker.json()));
+    }
+    // The live updates broke nothing of the policy.
+    let seen = wd
+        .execute("return window.hummelViolations;", Vec::new())
+        .await
+        .map_err(e)?;
+    if seen.json().as_array().is_none_or(|v| !v.is_empty()) {
+        return Err(format!("the page broke its policy: {:?}", seen.json()));
     }
 
     // The session cookie without the CSRF token (from the page's origin): refused, no drain.

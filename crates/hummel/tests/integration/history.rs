@@ -393,8 +393,36 @@ fn a_pinned_client_stays_on_its_revision_until_latest() {
     let mut verify = c.hummel();
     verify.args(["verify", &c.master.url]).arg(&dest);
     ok(verify);
-    // The client's report keeps the first revision from the collection.
+    // The status lists the client as pinned to the first revision; the text status, and the
+    // dashboard, which does not count it as behind.
+    let id = std::fs::read_to_string(dest.join(".hummel/client-id")).unwrap();
     let st = c.status();
+    let listed = |st: &Value| {
+        st["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"].as_str() == Some(id.trim()))
+            .unwrap_or_else(|| panic!("client {id} not listed: {st:#}"))
+            .clone()
+    };
+    let me = listed(&st);
+    assert_eq!(
+        (n(&me, "revision"), n(&me, "pinned")),
+        (first, first),
+        "{me}"
+    );
+    let mut text = c.hummel();
+    text.args(["status", "--master", &c.master.url]);
+    let text = ok(text);
+    assert!(text.contains(&format!("pinned to {first}")), "{text}");
+    let (code, page) = get_status(&format!("{}/", c.master.url));
+    assert_eq!(code, 200);
+    assert!(page.contains(&format!("pinned to {first}")), "{page}");
+    // The other client (first-tree) is behind; the pinned one is not counted so.
+    assert!(page.contains("1 behind the current revision; "), "{page}");
+    assert!(page.contains("1 pinned</span>"), "{page}");
+    // The client's report keeps the first revision from the collection.
     assert!(
         st["gc"]["retained"]
             .as_array()
@@ -409,6 +437,8 @@ fn a_pinned_client_stays_on_its_revision_until_latest() {
     let r = c.sync(&dest, &["--revision", "latest"]);
     assert_eq!(n(&r, "revision"), third, "{r}");
     assert!(r.get("pinned").is_none(), "{r}");
+    let me = listed(&c.status());
+    assert!(me.get("pinned").is_none(), "{me}");
     assert_same_tree(&c.repo, &dest);
     let r = c.sync(&dest, &[]);
     assert_eq!(n(&r, "revision"), third, "{r}");

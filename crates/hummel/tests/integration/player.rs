@@ -145,6 +145,11 @@ fn the_api_wants_the_secret_and_the_pages_own_origin_and_host() {
     let (code, html) = call("GET", &format!("{}/", ui.base), &[], None);
     assert_eq!(code, 200);
     assert!(html.contains("/app.js"), "{html}");
+    assert!(
+        !html.contains("<style") && !html.contains("style=\""),
+        "{html}"
+    );
+    assert_strict_page_policy(&get_headers(&format!("{}/", ui.base)));
     let (code, _) = call(
         "GET",
         &format!("{}/", ui.base),

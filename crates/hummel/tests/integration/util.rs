@@ -658,6 +658,43 @@ pub fn get_status(url: &str) -> (u16, String) {
     get_status_with(&http(), url)
 }
 
+/// `GET url`: the response's headers (lower-case names → values).
+pub fn get_headers(url: &str) -> std::collections::BTreeMap<String, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let resp = http().get(url).send().await.unwrap();
+            resp.headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect()
+        })
+}
+
+/// Asserts that `headers` (of an HTML page) hold a Content-Security-Policy that allows no
+/// inline script or style and nothing from elsewhere, and `nosniff`.
+pub fn assert_strict_page_policy(headers: &std::collections::BTreeMap<String, String>) {
+    let csp = headers
+        .get("content-security-policy")
+        .unwrap_or_else(|| panic!("no Content-Security-Policy: {headers:#?}"));
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(part), "{part} not in {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(
+        headers.get("x-content-type-options").map(String::as_str),
+        Some("nosniff")
+    );
+}
+
 /// `GET url` with `client`; the status code and the body as text.
 pub fn get_status_with(client: &reqwest::Client, url: &str) -> (u16, String) {
     tokio::runtime::Builder::new_current_thread()
