@@ -15,6 +15,7 @@
 //! with how many revisions it is behind.
 
 mod live;
+mod pushes;
 mod session;
 
 pub(crate) use live::Ui;
@@ -524,6 +525,11 @@ pub(crate) fn snapshot(master: &Master, csrf: Option<&str>) -> live::Snapshot {
         sections: vec![
             ("live-current", current),
             ("live-build", build),
+            ("live-pushes", {
+                let mut h = String::new();
+                pushes::section(&mut h, &status.pushes);
+                h
+            }),
             ("live-slaves", slaves),
             ("live-clients", clients),
             ("live-history", revisions),
