@@ -3295,3 +3295,74 @@ async fn a_pushed_pack_over_the_limit_is_refused_while_streaming() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_staged_pack_damaged_on_disk_is_not_published_and_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, data) = (dir.path().join("repo"), dir.path().join("data"));
+    fs::create_dir_all(&repo).unwrap();
+    let master = Master::open_with(config(&repo, &data), small_packs()).unwrap();
+    let mut plain = Vec::new();
+    let mut w = hummel_core::pack::PackWriter::new(Vec::new()).unwrap();
+    for i in 0..3u64 {
+        let chunk = pseudo_random(20_000, 100 + i);
+        w.add(
+            Hash::of(&chunk),
+            hummel_core::codec::Codec::Raw,
+            &chunk,
+            chunk.len() as u32,
+        )
+        .unwrap();
+        plain.extend_from_slice(&chunk);
+    }
+    let pack = w.finish().unwrap();
+    let (code, _) = put_pack(&master, &pack.hash, None, Body::from(pack.writer.clone())).await;
+    assert_eq!(code, StatusCode::NO_CONTENT);
+    let manifest = hummel_proto::api::PushPublishRequest {
+        files: vec![hummel_proto::api::PushFile {
+            path: "f.bin".into(),
+            size: plain.len() as u64,
+            mode: 0o644,
+            mtime_ns: 0,
+            hash: Hash::of(&plain),
+            chunks: pack.entries.iter().map(|e| e.hash).collect(),
+        }],
+        ..Default::default()
+    };
+    // A bit flips on the master's disk while the pack waits for its publish.
+    let staged = data
+        .join("push-staging")
+        .join(format!("{}.pack", pack.hash.to_hex()));
+    let mut bytes = fs::read(&staged).unwrap();
+    bytes[100] ^= 1;
+    fs::write(&staged, bytes).unwrap();
+    let m = master.clone();
+    let req = manifest.clone();
+    let refused = tokio::task::spawn_blocking(move || m.push_publish(&req))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&refused, Err(crate::push::PushError::Missing(m)) if m.contains("damaged")),
+        "{refused:?}"
+    );
+    assert!(
+        staged_files(&data).is_empty(),
+        "the damaged pack is deleted"
+    );
+    assert!(master.current().is_none());
+
+    // Uploaded again, it publishes, and the pack moves into the store.
+    let (code, _) = put_pack(&master, &pack.hash, None, Body::from(pack.writer.clone())).await;
+    assert_eq!(code, StatusCode::NO_CONTENT);
+    let m = master.clone();
+    let done = tokio::task::spawn_blocking(move || m.push_publish(&manifest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(done.revision.is_some());
+    assert!(staged_files(&data).is_empty());
+    assert_eq!(
+        fs::read(master.store().path(&pack.hash)).unwrap(),
+        pack.writer
+    );
+}
