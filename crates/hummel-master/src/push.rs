@@ -440,21 +440,26 @@ impl Master {
             .filter(|(_, toc)| toc.iter().any(|e| wanted.contains(&e.hash)))
             .map(|(p, _)| *p)
             .collect();
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+        // A pack gone meanwhile (a concurrent publish took it, or the prune) is left out: the
+        // publish finds its chunks published, or reports them missing.
         let checked: Vec<(Hash, Result<u64, String>)> = candidates
             .par_iter()
-            .map(|p| {
+            .filter_map(|p| {
                 let path = staging.path(p);
-                let check = fs::metadata(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|m| {
-                        let actual = hummel_store::hash_file(&path).map_err(|e| e.to_string())?;
-                        if actual == *p {
-                            Ok(m.len())
-                        } else {
-                            Err(format!("it hashes to {} now", actual.short()))
+                let check = match fs::metadata(&path) {
+                    Err(e) if gone(&e) => return None,
+                    Err(e) => Err(e.to_string()),
+                    Ok(m) => match hummel_store::hash_file(&path) {
+                        Ok(actual) if actual == *p => Ok(m.len()),
+                        Ok(actual) => Err(format!("it hashes to {} now", actual.short())),
+                        Err(hummel_store::StoreError::Io { source, .. }) if gone(&source) => {
+                            return None;
                         }
-                    });
-                (*p, check)
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                Some((*p, check))
             })
             .collect();
         let mut sizes = HashMap::new();
