@@ -4,6 +4,11 @@
 # each push request's time from the master's log (debug request lines).
 set -e
 W=/tmp/pushbench
+# bench/push.sh deletes W/master: never beside another run (the numbers would be worthless too).
+if pgrep -f "hummel push|master --repo $W/empty" > /dev/null; then
+  echo "another push benchmark is running; wait for it" >&2
+  exit 1
+fi
 export RUST_LOG=${RUST_LOG:-info,hummel_master::api=debug}
 sh bench/push.sh &
 BENCH=$!
