@@ -4,6 +4,7 @@
 //! - `session`: the write token entered once (`POST /ui/login`) buys a session cookie; every
 //!   action form carries the session's CSRF token and must come from the page's own origin.
 //! - `live`: the server-sent snapshots, their bounds and the script.
+//! - `pushes`: the "Pushes" section (live; empty when no push is followed).
 //! - actions (session, CSRF token, same origin; otherwise 403 and nothing changes): `POST
 //!   /ui/build` (also still with the write token as its `token` field), `/ui/rollback`,
 //!   `/ui/drain` (`crate::drain`), `/ui/remove-slave`, `/ui/logout`.
