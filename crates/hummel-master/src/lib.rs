@@ -36,6 +36,7 @@
 //! - `push`: `hummel push`: the missing-chunk query, the verified staging of uploaded packs
 //!   (`DATA/push-staging/`), and the publication of a pushed tree at a prefix on top of the
 //!   revision it read (`/api/v1/push/*`); a master fed by pushes refuses folder builds.
+//! - `push_progress`: the pushes that name themselves and how far each is (status, dashboard).
 //! - `maintenance`: the background thread that runs the repack, then the collection, and
 //!   `Upkeep`, the component holding their state.
 //! - `tracker`: slaves (replica sets, liveness, the hashlist version their changes build on,
@@ -92,6 +93,7 @@ mod metrics;
 mod placement;
 mod probe;
 mod push;
+mod push_progress;
 mod repack;
 mod revision;
 mod sets;

@@ -1203,7 +1203,7 @@ impl Master {
             gc: Some(self.gc_status()),
             replicating,
             signing: Some(self.signing_status()),
-            pushes: Vec::new(),
+            pushes: self.inner.push.progress.list(now),
         }
     }
 

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hummel_proto::api::{BuildState, SlaveState};
+use hummel_proto::api::{BuildState, PushState, SlaveState};
 
 use crate::master::Master;
 
@@ -45,6 +45,11 @@ pub(crate) struct Metrics {
     /// Probes of slaves that passed and failed (`crate::probe`).
     pub probes_passed: AtomicU64,
     pub probes_failed: AtomicU64,
+    /// Packs pushes uploaded that were verified and staged, and their bytes (`crate::push`).
+    pub push_packs_staged: AtomicU64,
+    pub push_bytes_staged: AtomicU64,
+    /// Pack uploads refused: damaged, malformed or broken off (over the size: `bodies_refused`).
+    pub push_packs_refused: AtomicU64,
 }
 
 struct Exposition(String);
@@ -400,6 +405,39 @@ pub(crate) fn render(master: &Master) -> String {
         "Bytes of the packs deleted by the garbage collection.",
         load(&gc.bytes),
     );
+    out.single(
+        "hummel_push_packs_staged_total",
+        "counter",
+        "Packs uploaded by pushes, verified and staged.",
+        load(&counters.push_packs_staged),
+    );
+    out.single(
+        "hummel_push_bytes_staged_total",
+        "counter",
+        "Bytes of the packs uploaded by pushes, verified and staged.",
+        load(&counters.push_bytes_staged),
+    );
+    out.single(
+        "hummel_push_packs_refused_total",
+        "counter",
+        "Pack uploads refused: damaged, malformed or broken off.",
+        load(&counters.push_packs_refused),
+    );
+    out.family(
+        "hummel_pushes",
+        "gauge",
+        "Pushes followed (those that name themselves), by state.",
+    );
+    for (state, label) in [
+        (PushState::Uploading, "uploading"),
+        (PushState::Publishing, "publishing"),
+        (PushState::Published, "published"),
+        (PushState::Refused, "refused"),
+        (PushState::Stalled, "stalled"),
+    ] {
+        let n = status.pushes.iter().filter(|p| p.state == state).count() as u64;
+        out.sample("hummel_pushes", &format!("state=\"{label}\""), n);
+    }
     out.single(
         "hummel_blob_requests_total",
         "counter",

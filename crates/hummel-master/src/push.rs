@@ -9,7 +9,13 @@
 //! - [`Master::push_missing`] (`POST /api/v1/push/missing`): the repository's chunker, pack
 //!   level and current revision, and which of the asked chunks neither the current revision
 //!   nor a staged pack holds.
-//! - [`Master::stage_pack`] (`PUT /api/v1/push/packs/{hash}`): verifies and stages one pack.
+//! - [`pack_handler`] (`PUT /api/v1/push/packs/{hash}`): the body streams into a temp file in
+//!   the staging folder, through a bounded queue to a blocking thread that hashes it as it
+//!   writes ([`Master::stage_upload`]; at most [`MAX_PUSH_PACK`] bytes, 413 beyond). That
+//!   thread then checks the hash, reads the table of contents and every chunk back from the
+//!   file ([`verify_pack_file`]), fsyncs and renames it: memory per upload is the queue and
+//!   one chunk, uploads verify in parallel, and a pack that fails any check is deleted, never
+//!   staged.
 //! - [`Master::push_publish`] (`POST /api/v1/push/publish`): under the builds' start lock (no
 //!   build runs, a repack under way stops), the current revision with the prefix replaced by
 //!   the pushed tree is published through [`Master::publish`] (signed statement, event, note
@@ -18,6 +24,13 @@
 //!   it is refused (409 `push_conflict`); otherwise it lands on top of the current revision.
 //!   The staged packs it uses are moved into the store and numbered then. The mass-delete
 //!   guard applies against the current tree.
+//! - Staged packs are hashed again at publish, before the builds' lock is taken and in
+//!   parallel ([`Master::recheck_staged`]): a staged file may have sat on disk for days, and
+//!   a pack under its final store name has always verified. Under the lock they are only
+//!   renamed into the store ([`hummel_store::BlobStore::adopt`], size checked). A staged
+//!   pack found damaged is deleted, so the next push uploads it again.
+//! - Pushes that name themselves (an id) are followed in [`crate::push_progress`], for the
+//!   status and the dashboard; those without one are served alike, unfollowed.
 //! - Pushes and the repository folder: a master is fed by its folder or by pushes. A push is
 //!   refused while the folder holds anything, and once a push published, `DATA/pushed` says
 //!   so and every folder build fails in one line ([`fed_by_pushes`]): a build would replace
@@ -25,29 +38,38 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
-use std::io::{Cursor, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
-use axum::extract::{Path as UrlPath, Request, State};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{StatusCode, header};
+use futures::StreamExt;
 use hummel_core::changes::{ChangeSummary, changes};
+use hummel_core::chunk::MAX_CHUNK_SIZE;
 use hummel_core::pack::{PackEntry, read_toc};
 use hummel_core::{
     ChunkLocation, DirEntry, Entry, EntryKind, FileEntry, Hash, Index, PackInfo, RelPath,
 };
 use hummel_proto::api::{
     MAX_PUSH_MANIFEST, MAX_PUSH_MISSING, MAX_PUSH_PACK, PushMissingRequest, PushMissingResponse,
-    PushPublishRequest, PushPublishResponse, valid_message,
+    PushPublishRequest, PushPublishResponse, valid_message, valid_push_id,
 };
 use hummel_store::TempBlob;
+use rayon::prelude::*;
+use serde::Deserialize;
+use tokio::sync::mpsc;
 
-use crate::api::{ApiError, ApiJson, Bounded, blocking, read_body};
+use crate::api::{ApiError, ApiJson, Bounded, blocking};
 use crate::auth::WriteAccess;
 use crate::master::{IndexLookupError, Master, NewRevision};
-use crate::{lock, read};
+use crate::push_progress::{BookFull, PushBook};
+use crate::{lock, now_ms, read};
 
 /// A staged pack no push published for this long is deleted.
 pub(crate) const STAGED_GRACE: Duration = Duration::from_secs(7 * 86_400);
@@ -55,6 +77,11 @@ pub(crate) const STAGED_GRACE: Duration = Duration::from_secs(7 * 86_400);
 const PUSHED_MARKER: &str = "pushed";
 /// Folders of new paths (the prefix's parents) get this mode.
 const DIR_MODE: u32 = 0o755;
+/// Body pieces queued between an upload's connection and the thread writing it (each at most
+/// hyper's read buffer, about 400 KiB; usually far less).
+const UPLOAD_QUEUE: usize = 16;
+/// The buffer in front of an upload's temp file.
+const UPLOAD_BUFFER: usize = 256 << 10;
 
 /// Whether a push published on the master with data folder `data` (folder builds refuse).
 pub(crate) fn fed_by_pushes(data: &Path) -> bool {
@@ -66,7 +93,11 @@ pub(crate) fn fed_by_pushes(data: &Path) -> bool {
 pub(crate) struct Staging {
     dir: PathBuf,
     /// Pack hash → its table of contents.
-    packs: Mutex<HashMap<Hash, Vec<PackEntry>>>,
+    pub(crate) packs: Mutex<HashMap<Hash, Vec<PackEntry>>>,
+    /// Names uploads' temp files apart (two uploads of one pack may run at once).
+    temp_seq: AtomicU64,
+    /// The pushes that name themselves, and how far each is.
+    pub(crate) progress: PushBook,
 }
 
 impl Staging {
@@ -101,6 +132,8 @@ impl Staging {
         Staging {
             dir,
             packs: Mutex::new(packs),
+            temp_seq: AtomicU64::new(0),
+            progress: PushBook::default(),
         }
     }
 
@@ -137,8 +170,32 @@ pub(crate) enum PushError {
     /// The repository folder feeds this master.
     FolderFed(String),
     Busy(String),
+    /// Every followed push is under way: a new one waits (503).
+    Full(String),
+    /// The pack is over [`MAX_PUSH_PACK`] bytes (413).
+    TooLarge,
+    /// The body ended early (the connection broke).
+    Aborted,
     MassDelete(String),
     Internal(String),
+}
+
+impl PushError {
+    /// The one line a push's progress shows for it (internal details stay in the log).
+    fn one_line(&self) -> String {
+        match self {
+            PushError::Bad(m)
+            | PushError::Conflict(m)
+            | PushError::Missing(m)
+            | PushError::FolderFed(m)
+            | PushError::Busy(m)
+            | PushError::Full(m)
+            | PushError::MassDelete(m) => m.clone(),
+            PushError::TooLarge => format!("a pack over {MAX_PUSH_PACK} bytes"),
+            PushError::Aborted => "the upload broke off".into(),
+            PushError::Internal(_) => "internal error (the master's log says more)".into(),
+        }
+    }
 }
 
 impl From<PushError> for ApiError {
@@ -157,6 +214,9 @@ impl From<PushError> for ApiError {
             }
             PushError::FolderFed(m) => refused(StatusCode::CONFLICT, "folder_fed", m),
             PushError::Busy(m) => refused(StatusCode::CONFLICT, "busy", m),
+            PushError::Full(m) => ApiError::Busy(m),
+            PushError::TooLarge => ApiError::PayloadTooLarge(MAX_PUSH_PACK as usize),
+            PushError::Aborted => ApiError::BadRequest("could not read the request body".into()),
             PushError::MassDelete(m) => refused(StatusCode::CONFLICT, "mass_delete", m),
             PushError::Internal(m) => ApiError::Internal(m),
         }
@@ -236,13 +296,22 @@ impl Master {
                 "at most {MAX_PUSH_MISSING} chunks per question"
             )));
         }
+        let follow = push_id(req.push.as_deref())?;
+        let prefix = match req.prefix.as_deref() {
+            None | Some("") => None,
+            Some(p) => Some(
+                RelPath::new(p)
+                    .map_err(|e| PushError::Bad(format!("prefix {p:?}: {e}")))?
+                    .to_string(),
+            ),
+        };
         let staging = &self.inner.push;
         if req.chunks.is_empty() {
             staging.prune();
         }
         let current = self.current();
         let options = &self.inner.build_options;
-        let missing = {
+        let missing: Vec<Hash> = {
             let held: HashSet<Hash> = current
                 .as_ref()
                 .map(|c| c.index.chunks.iter().map(|c| c.hash).collect())
@@ -258,8 +327,21 @@ impl Master {
                 .copied()
                 .collect()
         };
+        let revision = current.as_ref().map(|c| c.row.number);
+        if let Some(id) = follow {
+            staging
+                .progress
+                .asked(id, prefix.as_deref(), revision, &missing, now_ms())
+                .map_err(|BookFull| {
+                    PushError::Full(format!(
+                        "the master follows {} pushes under way already; retry shortly",
+                        crate::push_progress::MAX_PUSHES
+                    ))
+                })?;
+            self.ui_changed();
+        }
         Ok(PushMissingResponse {
-            revision: current.as_ref().map(|c| c.row.number),
+            revision,
             chunker: current
                 .as_ref()
                 .map_or(options.chunker, |c| c.index.chunker),
@@ -269,45 +351,142 @@ impl Master {
         })
     }
 
-    /// `PUT /api/v1/push/packs/{hash}`: verifies `bytes` (its hash, table of contents, every
-    /// chunk) and stages it. Blocking and CPU-bound. Returns the chunks it holds.
-    pub(crate) fn stage_pack(&self, hash: Hash, bytes: &[u8]) -> Result<usize, PushError> {
-        let actual = Hash::of(bytes);
-        if actual != hash {
-            return Err(PushError::Bad(format!(
-                "pack {} arrived with hash {}: damaged in transit",
-                hash.short(),
-                actual.short()
-            )));
-        }
-        let toc = read_toc(Cursor::new(bytes), bytes.len() as u64)
-            .map_err(|e| PushError::Bad(format!("pack {}: {e}", hash.short())))?;
-        let mut scratch = Vec::new();
-        for e in &toc {
-            let start = e.offset as usize;
-            let stored = &bytes[start..start + e.stored_len as usize];
-            scratch.clear();
-            hummel_core::codec::decode_chunk_into(e.codec, stored, e.len, &e.hash, &mut scratch)
-                .map_err(|err| {
-                    PushError::Bad(format!(
-                        "pack {}: chunk {} does not decode to its id: {err}",
-                        hash.short(),
-                        e.hash.short()
-                    ))
-                })?;
-        }
+    /// `PUT /api/v1/push/packs/{hash}`, the blocking half of [`pack_handler`]: writes the
+    /// pieces `body` brings into a temp file in the staging folder, hashing them on the way,
+    /// until [`Piece::End`] (the queue closing without it: the upload broke off). Then checks the
+    /// pack against `hash` and reads it back ([`verify_pack_file`]), fsyncs it and renames it
+    /// into the staging folder. Whatever fails, the temp file is deleted and nothing is staged.
+    pub(crate) fn stage_upload(
+        &self,
+        hash: Hash,
+        mut body: mpsc::Receiver<Piece>,
+    ) -> Result<StagedPack, PushError> {
         let staging = &self.inner.push;
         let io = |e: std::io::Error| PushError::Internal(format!("staging a pushed pack: {e}"));
         fs::create_dir_all(&staging.dir).map_err(io)?;
-        let dest = staging.path(&hash);
-        let temp = staging.dir.join(format!("{}.tmp", hash.to_hex()));
-        let mut f = fs::File::create(&temp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        fs::rename(&temp, &dest).map_err(io)?;
-        let chunks = toc.len();
-        lock(&staging.packs).insert(hash, toc);
-        Ok(chunks)
+        let n = staging.temp_seq.fetch_add(1, Ordering::Relaxed);
+        let temp = staging.dir.join(format!("{}.{n}.tmp", hash.to_hex()));
+        let file = fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(io)?;
+        let staged = (|| {
+            let mut out = BufWriter::with_capacity(UPLOAD_BUFFER, &file);
+            let mut hasher = blake3::Hasher::new();
+            let mut size = 0u64;
+            loop {
+                match body.blocking_recv() {
+                    Some(Piece::Bytes(b)) => {
+                        size += b.len() as u64;
+                        if size > MAX_PUSH_PACK {
+                            return Err(PushError::TooLarge);
+                        }
+                        hasher.update(&b);
+                        out.write_all(&b).map_err(io)?;
+                    }
+                    Some(Piece::End) => break,
+                    None => return Err(PushError::Aborted),
+                }
+            }
+            out.flush().map_err(io)?;
+            drop(out);
+            let actual = Hash::from(hasher.finalize());
+            if actual != hash {
+                return Err(PushError::Bad(format!(
+                    "pack {} arrived with hash {}: damaged in transit",
+                    hash.short(),
+                    actual.short()
+                )));
+            }
+            let toc = verify_pack_file(&hash, &file, size)?;
+            file.sync_all().map_err(io)?;
+            fs::rename(&temp, staging.path(&hash)).map_err(io)?;
+            hummel_store::sync_dir(&staging.dir)
+                .map_err(|e| PushError::Internal(format!("staging a pushed pack: {e}")))?;
+            Ok((toc, size))
+        })();
+        match staged {
+            Ok((toc, size)) => {
+                let chunks = toc.len();
+                lock(&staging.packs).insert(hash, toc);
+                Ok(StagedPack { chunks, size })
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Hashes again, in parallel, the staged packs that may hold chunks of `files` which
+    /// `published` does not (a publish's candidates, before it takes the builds' lock). A
+    /// pack that no longer hashes to its name is deleted from the staging folder (the next
+    /// push uploads it again). Returns the sizes of the packs that verified. Blocking.
+    pub(crate) fn recheck_staged(
+        &self,
+        files: &[hummel_proto::api::PushFile],
+        published: &HashSet<Hash>,
+    ) -> Result<HashMap<Hash, u64>, PushError> {
+        let staging = &self.inner.push;
+        let wanted: HashSet<Hash> = files
+            .iter()
+            .flat_map(|f| &f.chunks)
+            .filter(|h| !published.contains(h))
+            .copied()
+            .collect();
+        let candidates: Vec<Hash> = lock(&staging.packs)
+            .iter()
+            .filter(|(_, toc)| toc.iter().any(|e| wanted.contains(&e.hash)))
+            .map(|(p, _)| *p)
+            .collect();
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+        // A pack gone meanwhile (a concurrent publish took it, or the prune) is left out: the
+        // publish finds its chunks published, or reports them missing.
+        let checked: Vec<(Hash, Result<u64, String>)> = candidates
+            .par_iter()
+            .filter_map(|p| {
+                let path = staging.path(p);
+                let check = match fs::metadata(&path) {
+                    Err(e) if gone(&e) => return None,
+                    Err(e) => Err(e.to_string()),
+                    Ok(m) => match hummel_store::hash_file(&path) {
+                        Ok(actual) if actual == *p => Ok(m.len()),
+                        Ok(actual) => Err(format!("it hashes to {} now", actual.short())),
+                        Err(hummel_store::StoreError::Io { source, .. }) if gone(&source) => {
+                            return None;
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                Some((*p, check))
+            })
+            .collect();
+        let mut sizes = HashMap::new();
+        let mut damaged = Vec::new();
+        for (p, check) in checked {
+            match check {
+                Ok(size) => {
+                    sizes.insert(p, size);
+                }
+                Err(why) => {
+                    tracing::warn!(pack = %p.short(), why, "a staged pack is damaged; deleted");
+                    lock(&staging.packs).remove(&p);
+                    let _ = fs::remove_file(staging.path(&p));
+                    damaged.push(p);
+                }
+            }
+        }
+        if let Some(first) = damaged.first() {
+            return Err(PushError::Missing(format!(
+                "{} staged packs were damaged on the master's disk since they were uploaded \
+                 (first {}); push again to upload them again",
+                damaged.len(),
+                first.short()
+            )));
+        }
+        Ok(sizes)
     }
 
     /// `POST /api/v1/push/publish` (see the module documentation). Blocking.
@@ -338,8 +517,20 @@ impl Master {
                 repo.display()
             )));
         }
+        let started = Instant::now();
+        // Hashing the staged packs again is the slow part of a publish: done before the lock.
+        let rechecked = if req.dry_run {
+            HashMap::new()
+        } else {
+            let published: HashSet<Hash> = self
+                .current()
+                .map(|c| c.index.chunks.iter().map(|c| c.hash).collect())
+                .unwrap_or_default();
+            self.recheck_staged(&req.files, &published)?
+        };
 
         let book = self.builds_guard();
+        let locked = Instant::now();
         if self.stopping() {
             return Err(PushError::Busy("the master is stopping".into()));
         }
@@ -597,15 +788,24 @@ impl Master {
         }
         // A repack under way stops and publishes nothing.
         self.inner.builds.interrupt(&book);
-        for p in &new_packs {
+        // In parallel: each is a rename and two fsyncs (the file's, its store folder's).
+        new_packs.par_iter().try_for_each(|p| {
             let path = self.inner.push.path(&p.hash);
-            let file = fs::File::open(&path).map_err(|e| PushError::Internal(e.to_string()))?;
-            self.inner
-                .store
-                .commit(TempBlob { file, path }, &p.hash)
-                .map_err(|e| PushError::Internal(e.to_string()))?;
+            let store = &self.inner.store;
+            match rechecked.get(&p.hash) {
+                Some(&size) => store.adopt(&path, &p.hash, size),
+                // A revision published since the recheck left this pack to the push: hashed
+                // here.
+                None => {
+                    let file =
+                        fs::File::open(&path).map_err(|e| PushError::Internal(e.to_string()))?;
+                    store.commit(TempBlob { file, path }, &p.hash)
+                }
+            }
+            .map_err(|e| PushError::Internal(e.to_string()))?;
             lock(&self.inner.push.packs).remove(&p.hash);
-        }
+            Ok::<_, PushError>(())
+        })?;
         fs::write(self.inner.config.data.join(PUSHED_MARKER), b"")
             .map_err(|e| PushError::Internal(format!("marking the data folder: {e}")))?;
         let message = req
@@ -637,7 +837,14 @@ impl Master {
             )
             .map_err(|e| PushError::Internal(e.to_string()))?;
         drop(book);
-        tracing::info!(revision = number, prefix = ?prefix.as_ref().map(|p| p.as_str()), "push published");
+        tracing::info!(
+            revision = number,
+            prefix = ?prefix.as_ref().map(|p| p.as_str()),
+            packs = new_packs.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            locked_ms = locked.elapsed().as_millis() as u64,
+            "push published"
+        );
         self.start_maintenance();
         Ok(PushPublishResponse {
             revision: Some(number),
@@ -668,19 +875,155 @@ pub(crate) async fn missing_handler(
     Ok(Json(blocking(move || master.push_missing(&req)).await??))
 }
 
-/// `PUT /api/v1/push/packs/{hash}` (write token): the body is the pack, at most
-/// [`MAX_PUSH_PACK`] bytes.
+/// The push a request belongs to, if it names a well-formed one.
+fn push_id(id: Option<&str>) -> Result<Option<&str>, PushError> {
+    match id {
+        Some(id) if !valid_push_id(id) => Err(PushError::Bad(format!(
+            "push id: {} lowercase hex characters",
+            hummel_proto::api::PUSH_ID_LEN
+        ))),
+        id => Ok(id),
+    }
+}
+
+/// One piece of an upload on its way to the thread writing it.
+pub(crate) enum Piece {
+    Bytes(Bytes),
+    /// The body is complete.
+    End,
+}
+
+/// A pack [`Master::stage_upload`] staged.
+#[derive(Debug)]
+pub(crate) struct StagedPack {
+    pub chunks: usize,
+    pub size: u64,
+}
+
+/// Checks the pack in `file` (`size` bytes, named `hash`) by reading it back: its table of
+/// contents, then every chunk, in file order, decodes to its id (within [`MAX_CHUNK_SIZE`],
+/// one chunk in memory at a time). CPU-bound.
+pub(crate) fn verify_pack_file(
+    hash: &Hash,
+    file: &fs::File,
+    size: u64,
+) -> Result<Vec<PackEntry>, PushError> {
+    let bad = |what: String| PushError::Bad(format!("pack {}: {what}", hash.short()));
+    let toc = read_toc(file, size).map_err(|e| bad(e.to_string()))?;
+    let mut order: Vec<&PackEntry> = toc.iter().collect();
+    order.sort_by_key(|e| e.offset);
+    let mut reader = file;
+    let mut stored = Vec::new();
+    let mut scratch = Vec::new();
+    for e in order {
+        if e.stored_len > MAX_CHUNK_SIZE || e.len > MAX_CHUNK_SIZE {
+            return Err(bad(format!(
+                "chunk {} declares {} bytes, over {MAX_CHUNK_SIZE}",
+                e.hash.short(),
+                e.len.max(e.stored_len)
+            )));
+        }
+        stored.resize(e.stored_len as usize, 0);
+        reader
+            .seek(SeekFrom::Start(e.offset))
+            .and_then(|_| reader.read_exact(&mut stored))
+            .map_err(|err| PushError::Internal(format!("reading an uploaded pack back: {err}")))?;
+        hummel_core::codec::decode_chunk_into(e.codec, &stored, e.len, &e.hash, &mut scratch)
+            .map_err(|err| {
+                bad(format!(
+                    "chunk {} does not decode to its id: {err}",
+                    e.hash.short()
+                ))
+            })?;
+    }
+    Ok(toc)
+}
+
+/// The query of a pack upload.
+#[derive(Deserialize)]
+pub(crate) struct PackQuery {
+    /// The push uploading it ([`valid_push_id`]).
+    push: Option<String>,
+}
+
+/// `PUT /api/v1/push/packs/{hash}[?push=ID]` (write token): the body is the pack, at most
+/// [`MAX_PUSH_PACK`] bytes, streamed to [`Master::stage_upload`] on a blocking thread.
 pub(crate) async fn pack_handler(
     _: WriteAccess,
     State(master): State<Master>,
     UrlPath(hash): UrlPath<String>,
+    query: Result<Query<PackQuery>, QueryRejection>,
     req: Request,
 ) -> Result<StatusCode, ApiError> {
     let hash: Hash = hash
         .parse()
         .map_err(|_| ApiError::BadRequest("not a pack hash".into()))?;
-    let bytes = read_body(req, &master, MAX_PUSH_PACK as usize).await?;
-    blocking(move || master.stage_pack(hash, &bytes)).await??;
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let follow = push_id(q.push.as_deref())?.map(str::to_string);
+    let metrics = &master.inner.metrics;
+    let refuse = |e: PushError| {
+        let counter = match e {
+            PushError::TooLarge => &metrics.bodies_refused,
+            _ => &metrics.push_packs_refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        ApiError::from(e)
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_PUSH_PACK) {
+        return Err(refuse(PushError::TooLarge));
+    }
+    if let Some(id) = &follow {
+        master.inner.push.progress.heard(id, now_ms());
+    }
+    let (queue, pieces) = mpsc::channel(UPLOAD_QUEUE);
+    let writer = {
+        let master = master.clone();
+        tokio::task::spawn_blocking(move || master.stage_upload(hash, pieces))
+    };
+    let mut body = req.into_body().into_data_stream();
+    let mut size = 0u64;
+    let read: Result<(), PushError> = loop {
+        match body.next().await {
+            None => {
+                // The writer may have quit already; its answer says why.
+                let _ = queue.send(Piece::End).await;
+                break Ok(());
+            }
+            Some(Err(_)) => break Err(PushError::Aborted),
+            Some(Ok(bytes)) => {
+                size += bytes.len() as u64;
+                if size > MAX_PUSH_PACK {
+                    break Err(PushError::TooLarge);
+                }
+                if queue.send(Piece::Bytes(bytes)).await.is_err() {
+                    break Ok(());
+                }
+            }
+        }
+    };
+    // Without `End` the writer deletes what it wrote.
+    drop(queue);
+    let staged = writer
+        .await
+        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?;
+    read.map_err(refuse)?;
+    let staged = staged.map_err(refuse)?;
+    metrics.push_packs_staged.fetch_add(1, Ordering::Relaxed);
+    metrics
+        .push_bytes_staged
+        .fetch_add(staged.size, Ordering::Relaxed);
+    if let Some(id) = &follow {
+        master
+            .inner
+            .push
+            .progress
+            .received(id, hash, staged.chunks as u64, staged.size, now_ms());
+        master.ui_changed();
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -690,5 +1033,20 @@ pub(crate) async fn publish_handler(
     State(master): State<Master>,
     ApiJson(req): ApiJson<PushPublishRequest>,
 ) -> Result<Json<PushPublishResponse>, ApiError> {
-    Ok(Json(blocking(move || master.push_publish(&req)).await??))
+    let follow = push_id(req.push.as_deref())?.map(str::to_string);
+    if let Some(id) = &follow {
+        master.inner.push.progress.publishing(id, now_ms());
+        master.ui_changed();
+    }
+    let m = master.clone();
+    let published = blocking(move || m.push_publish(&req)).await?;
+    if let Some(id) = &follow {
+        let outcome = match &published {
+            Ok(r) => Ok(r.revision),
+            Err(e) => Err(e.one_line()),
+        };
+        master.inner.push.progress.finished(id, outcome, now_ms());
+        master.ui_changed();
+    }
+    Ok(Json(published?))
 }

@@ -3347,3 +3347,265 @@ async fn every_page_carries_the_content_security_policy() {
     assert!(h.get(header::CONTENT_SECURITY_POLICY).is_none());
     assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
 }
+
+/// A pack of `n` compressible chunks as a push makes it: its bytes, hash and table of contents.
+fn push_pack(n: u64) -> (Vec<u8>, Hash, Vec<hummel_core::pack::PackEntry>) {
+    let mut w = hummel_core::pack::PackWriter::new(Vec::new()).unwrap();
+    let mut comp = hummel_core::codec::ChunkCompressor::new(3).unwrap();
+    for i in 0..n {
+        let plain: Vec<u8> = format!("chunk {i} ").repeat(2000).into_bytes();
+        let (codec, stored) = comp.compress(&plain);
+        w.add(Hash::of(&plain), codec, &stored, plain.len() as u32)
+            .unwrap();
+    }
+    let done = w.finish().unwrap();
+    (done.writer, done.hash, done.entries)
+}
+
+/// `PUT /api/v1/push/packs/HASH[?push=ID]` with `body` (streamed, no length declared).
+async fn put_pack(
+    master: &Master,
+    hash: &Hash,
+    push: Option<&str>,
+    body: Body,
+) -> (StatusCode, Vec<u8>) {
+    let query = push.map(|p| format!("?push={p}")).unwrap_or_default();
+    let req = Request::builder()
+        .method("PUT")
+        .uri(format!("/api/v1/push/packs/{}{query}", hash.to_hex()))
+        .header(hummel_proto::auth::TOKEN_HEADER, WRITE)
+        .body(body)
+        .unwrap();
+    let resp = master.router().oneshot(req).await.unwrap();
+    let status = resp.status();
+    (
+        status,
+        to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec(),
+    )
+}
+
+/// The names in the push staging folder.
+fn staged_files(data: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(data.join("push-staging"))
+        .map(|list| {
+            list.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A body of `pieces` streamed in pieces of `piece` bytes.
+fn streamed(pieces: Vec<Bytes>) -> Body {
+    Body::from_stream(futures::stream::iter(
+        pieces.into_iter().map(Ok::<_, std::io::Error>),
+    ))
+}
+
+#[tokio::test]
+async fn a_pushed_pack_streams_to_staging_verified_and_is_followed() {
+    let fx = fixture();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let (bytes, hash, toc) = push_pack(5);
+    let push = "0123456789abcdef0123456789abcdef";
+    let missing = hummel_proto::api::PushMissingRequest {
+        chunks: toc.iter().map(|e| e.hash).collect(),
+        push: Some(push.into()),
+        prefix: Some("@m".into()),
+    };
+    let (code, _, _) = call(
+        &master,
+        "POST",
+        "/api/v1/push/missing",
+        Some(WRITE),
+        Some(serde_json::to_string(&missing).unwrap()),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    // In small pieces, as a connection brings it.
+    let pieces = bytes.chunks(1000).map(Bytes::copy_from_slice).collect();
+    let (code, body) = put_pack(&master, &hash, Some(push), streamed(pieces)).await;
+    assert_eq!(
+        code,
+        StatusCode::NO_CONTENT,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(staged_files(&fx.data), [format!("{}.pack", hash.to_hex())]);
+    assert_eq!(
+        fs::read(
+            fx.data
+                .join("push-staging")
+                .join(format!("{}.pack", hash.to_hex()))
+        )
+        .unwrap(),
+        bytes
+    );
+    assert_eq!(crate::lock(&master.inner.push.packs).get(&hash), Some(&toc));
+    let p = &master.status().pushes[0];
+    assert_eq!(p.state, hummel_proto::api::PushState::Uploading);
+    assert_eq!((p.chunks_missing, p.chunks_received), (5, 5));
+    assert_eq!(p.bytes_received, bytes.len() as u64);
+    assert_eq!(p.prefix.as_deref(), Some("@m"));
+    let metrics = crate::metrics::render(&master);
+    assert!(
+        metrics.contains("hummel_push_packs_staged_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hummel_pushes{state=\"uploading\"} 1"),
+        "{metrics}"
+    );
+
+    // A malformed push id is refused.
+    let (code, _) = put_pack(&master, &hash, Some("ABC"), Body::from(bytes.clone())).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    // Staged again (a retried upload): still one file, counted once.
+    let (code, _) = put_pack(&master, &hash, Some(push), Body::from(bytes)).await;
+    assert_eq!(code, StatusCode::NO_CONTENT);
+    assert_eq!(staged_files(&fx.data).len(), 1);
+    assert_eq!(master.status().pushes[0].chunks_received, 5);
+}
+
+#[tokio::test]
+async fn a_damaged_pushed_pack_is_refused_and_nothing_is_staged() {
+    let fx = fixture();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let (bytes, hash, toc) = push_pack(3);
+
+    // Changed in transit: it does not hash to its name.
+    let mut damaged = bytes.clone();
+    damaged[toc[1].offset as usize + 3] ^= 0x40;
+    let (code, body) = put_pack(&master, &hash, None, Body::from(damaged.clone())).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "bad_request");
+    assert!(String::from_utf8_lossy(&body).contains("damaged in transit"));
+    assert!(staged_files(&fx.data).is_empty());
+
+    // Named after its damaged bytes: the hash holds, the chunk does not decode to its id.
+    let (code, body) = put_pack(&master, &Hash::of(&damaged), None, Body::from(damaged)).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains(&format!("chunk {}", toc[1].hash.short())),
+        "{text}"
+    );
+    assert!(staged_files(&fx.data).is_empty());
+
+    // Not a pack at all.
+    let junk = b"not a pack".to_vec();
+    let (code, _) = put_pack(&master, &Hash::of(&junk), None, Body::from(junk)).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(staged_files(&fx.data).is_empty());
+    assert!(crate::lock(&master.inner.push.packs).is_empty());
+    let metrics = crate::metrics::render(&master);
+    assert!(
+        metrics.contains("hummel_push_packs_refused_total 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_pushed_pack_over_the_limit_is_refused_while_streaming() {
+    let fx = fixture();
+    let master = Master::open_with(config(&fx.repo, &fx.data), small_packs()).unwrap();
+    let limit = hummel_proto::api::MAX_PUSH_PACK;
+    let mib = Bytes::from(vec![7u8; 1 << 20]);
+    let over = (limit >> 20) as usize + 1;
+    let hash = Hash::of(b"whatever");
+    // No length declared: refused once the limit is passed.
+    let (code, body) = put_pack(&master, &hash, None, streamed(vec![mib.clone(); over])).await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{}", error_code(&body));
+    assert!(
+        staged_files(&fx.data).is_empty(),
+        "the temp file is deleted"
+    );
+    // Declared: refused before anything is read.
+    let req = Request::builder()
+        .method("PUT")
+        .uri(format!("/api/v1/push/packs/{}", hash.to_hex()))
+        .header(hummel_proto::auth::TOKEN_HEADER, WRITE)
+        .header(header::CONTENT_LENGTH, limit + 1)
+        .body(streamed(vec![mib; over]))
+        .unwrap();
+    let resp = master.router().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(staged_files(&fx.data).is_empty());
+    let metrics = crate::metrics::render(&master);
+    assert!(
+        metrics.contains("hummel_bodies_refused_total 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_staged_pack_damaged_on_disk_is_not_published_and_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, data) = (dir.path().join("repo"), dir.path().join("data"));
+    fs::create_dir_all(&repo).unwrap();
+    let master = Master::open_with(config(&repo, &data), small_packs()).unwrap();
+    let mut plain = Vec::new();
+    let mut w = hummel_core::pack::PackWriter::new(Vec::new()).unwrap();
+    for i in 0..3u64 {
+        let chunk = pseudo_random(20_000, 100 + i);
+        w.add(
+            Hash::of(&chunk),
+            hummel_core::codec::Codec::Raw,
+            &chunk,
+            chunk.len() as u32,
+        )
+        .unwrap();
+        plain.extend_from_slice(&chunk);
+    }
+    let pack = w.finish().unwrap();
+    let (code, _) = put_pack(&master, &pack.hash, None, Body::from(pack.writer.clone())).await;
+    assert_eq!(code, StatusCode::NO_CONTENT);
+    let manifest = hummel_proto::api::PushPublishRequest {
+        files: vec![hummel_proto::api::PushFile {
+            path: "f.bin".into(),
+            size: plain.len() as u64,
+            mode: 0o644,
+            mtime_ns: 0,
+            hash: Hash::of(&plain),
+            chunks: pack.entries.iter().map(|e| e.hash).collect(),
+        }],
+        ..Default::default()
+    };
+    // A bit flips on the master's disk while the pack waits for its publish.
+    let staged = data
+        .join("push-staging")
+        .join(format!("{}.pack", pack.hash.to_hex()));
+    let mut bytes = fs::read(&staged).unwrap();
+    bytes[100] ^= 1;
+    fs::write(&staged, bytes).unwrap();
+    let m = master.clone();
+    let req = manifest.clone();
+    let refused = tokio::task::spawn_blocking(move || m.push_publish(&req))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&refused, Err(crate::push::PushError::Missing(m)) if m.contains("damaged")),
+        "{refused:?}"
+    );
+    assert!(
+        staged_files(&data).is_empty(),
+        "the damaged pack is deleted"
+    );
+    assert!(master.current().is_none());
+
+    // Uploaded again, it publishes, and the pack moves into the store.
+    let (code, _) = put_pack(&master, &pack.hash, None, Body::from(pack.writer.clone())).await;
+    assert_eq!(code, StatusCode::NO_CONTENT);
+    let m = master.clone();
+    let done = tokio::task::spawn_blocking(move || m.push_publish(&manifest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(done.revision.is_some());
+    assert!(staged_files(&data).is_empty());
+    assert_eq!(
+        fs::read(master.store().path(&pack.hash)).unwrap(),
+        pack.writer
+    );
+}

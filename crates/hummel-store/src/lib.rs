@@ -4,6 +4,7 @@
 //! - [`BlobStore`]: packs on local disk under `ROOT/packs/ab/<hash>`. New packs are written to
 //!   `ROOT/tmp/`, hashed, fsynced, renamed into place and the directory fsynced, so a pack under
 //!   its final name has always verified. [`BlobStore::scrub`] re-hashes and quarantines.
+//!   [`BlobStore::adopt`] takes in a file its caller verified itself, without reading it again.
 //! - [`http`]: the data plane, `GET|HEAD /blob/{hash}` with single `Range` support, `ETag` and
 //!   `Cache-Control: immutable`, served straight from the store.
 //!
@@ -38,6 +39,16 @@ pub enum StoreError {
         expected: Hash,
         /// What it hashed to.
         actual: Hash,
+    },
+    /// A file to adopt is not the size its caller verified.
+    #[error("pack {hash} is {actual} bytes, not the {expected} verified")]
+    SizeMismatch {
+        /// The pack.
+        hash: Hash,
+        /// The size verified.
+        expected: u64,
+        /// The size found.
+        actual: u64,
     },
     /// Larger than allowed.
     #[error("pack {hash} is larger than allowed ({size} > {limit} bytes)")]
@@ -231,6 +242,35 @@ impl BlobStore {
         }
     }
 
+    /// Moves `path`, a file on the store's filesystem that its caller hashed to `hash` moments
+    /// ago (`size` bytes), into the store as that pack without reading it again: the size is
+    /// checked, the file fsynced, renamed into place and the directory fsynced. A file of
+    /// another size is left where it is. I/O-bound (the hash is the caller's: [`hash_file`]).
+    pub fn adopt(&self, path: &Path, hash: &Hash, size: u64) -> Result<u64, StoreError> {
+        let file = File::open(path).map_err(io_err(path))?;
+        let actual = file.metadata().map_err(io_err(path))?.len();
+        if actual != size {
+            self.metrics.corrupt.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::SizeMismatch {
+                hash: *hash,
+                expected: size,
+                actual,
+            });
+        }
+        file.sync_all().map_err(io_err(path))?;
+        drop(file);
+        let dest = self.path(hash);
+        let dir = dest.parent().expect("fan-out dir");
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        fs::rename(path, &dest).map_err(io_err(&dest))?;
+        sync_dir(dir)?;
+        let mut idx = self.index.lock().expect("store index");
+        if idx.insert(*hash, size).is_none() {
+            self.used.fetch_add(size, Ordering::Relaxed);
+        }
+        Ok(size)
+    }
+
     /// Stores `bytes` as pack `expected` (verified like [`BlobStore::commit`]).
     pub fn put(&self, expected: &Hash, bytes: &[u8]) -> Result<u64, StoreError> {
         let mut t = self.temp()?;
@@ -403,6 +443,24 @@ mod tests {
         assert!(!s.contains(&h));
         assert!(!s.path(&h).exists());
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn adopt_moves_a_verified_file_in_and_checks_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = BlobStore::open(&dir.path().join("store")).unwrap();
+        let outside = dir.path().join("staged.pack");
+        fs::write(&outside, b"pack bytes").unwrap();
+        let h = hash_file(&outside).unwrap();
+        assert!(matches!(
+            s.adopt(&outside, &h, 9),
+            Err(StoreError::SizeMismatch { actual: 10, .. })
+        ));
+        assert!(outside.exists() && !s.contains(&h));
+        assert_eq!(s.adopt(&outside, &h, 10).unwrap(), 10);
+        assert!(!outside.exists());
+        assert_eq!(fs::read(s.path(&h)).unwrap(), b"pack bytes");
+        assert_eq!((s.list(), s.used()), (vec![(h, 10)], 10));
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod integration {
     mod ownership;
     mod player;
     mod push;
+    mod push_progress;
     mod repack;
     mod serve;
     mod sets;

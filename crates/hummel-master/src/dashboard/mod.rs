@@ -8,6 +8,7 @@
 //!   action form carries the session's CSRF token and must come from the page's own origin.
 //! - `live`: the server-sent snapshots, built by one producer for every subscriber, and their
 //!   bounds.
+//! - `pushes`: the "Pushes" section (live; empty when no push is followed).
 //! - actions (session, CSRF token, same origin; otherwise 403 and nothing changes): `POST
 //!   /ui/build` (also still with the write token as its `token` field), `/ui/rollback`,
 //!   `/ui/drain` (`crate::drain`), `/ui/remove-slave`, `/ui/logout`.
@@ -21,6 +22,7 @@
 
 mod assets;
 mod live;
+mod pushes;
 mod session;
 
 pub(crate) use assets::{page_headers, script, style};
@@ -560,6 +562,11 @@ fn snapshot_of(
         sections: vec![
             ("live-current", current),
             ("live-build", build),
+            ("live-pushes", {
+                let mut h = String::new();
+                pushes::section(&mut h, &status.pushes);
+                h
+            }),
             ("live-slaves", slaves),
             ("live-clients", clients),
             ("live-history", revisions),
