@@ -6,15 +6,16 @@
 //!
 //! # Flow
 //! 1. The master's parameters (chunker, zstd level, pack target, current revision: the push's
-//!    base) from an empty missing query, then [`walk`]: every folder and regular file below
+//!    base) from an empty missing query, then `walk`: every folder and regular file below
 //!    the local folder (a symlink or special file fails the push naming it; a top-level
 //!    `.hummel` is skipped), with each file's size and mtime.
-//! 2. One pass over the files ([`Pipeline`], on worker threads inside one blocking task, off
-//!    the runtime). Each worker takes the next file, cuts it with the master's chunker and
-//!    hashes chunks and file in the same read, and collects the chunks in a *window*: at most
-//!    [`WINDOW_BYTES`] of chunk bytes (never less than the chunker's largest chunk) or
-//!    [`MAX_PUSH_MISSING`] ids, filled across files. A full window (and the last one) is
-//!    settled: its ids not yet claimed are sent to the master (`POST /api/v1/push/missing`
+//! 2. One pass over the files (`Pipeline`, on one worker thread per core, at most
+//!    `WORKERS_MAX`, inside one blocking task, off the runtime). Each worker takes the next
+//!    file, cuts it with the master's chunker and hashes chunks and file in the same read, and
+//!    collects the chunks in a *window*: at most [`WINDOW_BYTES`] of chunk bytes (less with
+//!    more than two workers: `WINDOWS_BYTES_TOTAL` shared; never less than the chunker's
+//!    largest chunk) or [`MAX_PUSH_MISSING`] ids, filled across files. A full window (and
+//!    the last one) is settled: its ids not yet claimed are sent to the master (`POST /api/v1/push/missing`
 //!    with the push id and prefix, from the worker thread through the runtime's handle); each
 //!    chunk the master lacks is *claimed* in a set shared by the workers (so a chunk in two
 //!    files, or twice in one, goes up once), the claimed ones are compressed at the master's
@@ -39,9 +40,11 @@
 //!
 //! # Bounds
 //! Memory is bounded by windows and packs, never by file size: per worker one window of raw
-//! chunks plus its compressed batch; [`BATCHES_QUEUED`] batches per worker waiting for the
-//! packer; one open pack; [`PACKS_QUEUED`] sealed packs and [`UPLOADS_AT_ONCE`] uploading
-//! (each at most the master's pack target plus one batch, itself at most [`MAX_PUSH_PACK`]).
+//! chunks plus its compressed batch (all windows together at most `WINDOWS_BYTES_TOTAL`);
+//! `BATCHES_QUEUED` batch per worker waiting for the packer; one open pack; `PACKS_QUEUED`
+//! sealed packs and [`UPLOADS_AT_ONCE`] uploading (each at most the master's pack target,
+//! itself capped at half of [`MAX_PUSH_PACK`], plus one chunk, so a pack never exceeds what
+//! the master takes).
 //! The claimed set and the manifest grow with the number of chunks (32 bytes an id), as the
 //! published index does.
 //!
@@ -82,8 +85,16 @@ use serde::Serialize;
 
 pub use crate::error::PushError;
 
-/// Chunk bytes a worker holds between cutting them and asking the master about them.
+/// Chunk bytes a worker holds between cutting them and asking the master about them, at most...
 pub const WINDOW_BYTES: u64 = 32 << 20;
+/// ... and all workers together at most (more workers, smaller windows, down to
+/// `WINDOW_BYTES_MIN`).
+const WINDOWS_BYTES_TOTAL: u64 = 64 << 20;
+/// The smallest window the workers share `WINDOWS_BYTES_TOTAL` into.
+const WINDOW_BYTES_MIN: u64 = 8 << 20;
+/// Workers at most: cutting and hashing run ~400 MB/s a core, and compression uses every core
+/// (rayon) whatever their number, so more would only hold more windows.
+const WORKERS_MAX: usize = 8;
 /// Packs uploaded at once.
 pub const UPLOADS_AT_ONCE: usize = 4;
 /// Compressed batches waiting for the packer, per worker.
@@ -95,7 +106,7 @@ const STOP_AFTER_PACKS_ENV: &str = "HUMMEL_PUSH_STOP_AFTER_PACKS";
 /// Test hook: before publishing, the push creates `PATH.waiting.PID` and waits (a minute at
 /// most) until `PATH` exists.
 const BEFORE_PUBLISH_ENV: &str = "HUMMEL_PUSH_BEFORE_PUBLISH";
-/// How long [`BEFORE_PUBLISH_ENV`] waits at most.
+/// How long `BEFORE_PUBLISH_ENV` waits at most.
 const BEFORE_PUBLISH_WAIT: Duration = Duration::from_secs(60);
 
 /// What a push is asked to do. The master (URL, write token, TLS) is the [`MasterApi`]
@@ -302,11 +313,16 @@ pub(crate) struct Limits {
 }
 
 impl Default for Limits {
+    /// One worker per core (at most `WORKERS_MAX`), sharing `WINDOWS_BYTES_TOTAL`.
     fn default() -> Limits {
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, WORKERS_MAX);
         Limits {
-            window_bytes: WINDOW_BYTES,
+            window_bytes: (WINDOWS_BYTES_TOTAL / workers as u64)
+                .clamp(WINDOW_BYTES_MIN, WINDOW_BYTES),
             window_chunks: MAX_PUSH_MISSING,
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            workers,
         }
     }
 }
@@ -586,7 +602,9 @@ pub(crate) fn run_pipeline(
         progress,
     };
     let (batch_tx, batch_rx) = sync_channel::<Vec<Stored>>(BATCHES_QUEUED * workers);
-    let target = params.pack_target.clamp(1, MAX_PUSH_PACK);
+    // A pack closes once it reaches the target, with the chunk that crossed it (at most
+    // MAX_CHUNK_SIZE, a quarter of MAX_PUSH_PACK) and its table of contents.
+    let target = params.pack_target.clamp(1, MAX_PUSH_PACK / 2);
     let mut failures: Vec<PushError> = Vec::new();
     let mut manifest: Vec<Option<PushFile>> = vec![None; files.len()];
     std::thread::scope(|s| {
@@ -678,7 +696,7 @@ fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
     bar
 }
 
-/// The [`BEFORE_PUBLISH_ENV`] hook.
+/// The `BEFORE_PUBLISH_ENV` hook.
 async fn before_publish_hook() -> Result<(), PushError> {
     let Some(gate) = std::env::var_os(BEFORE_PUBLISH_ENV).map(PathBuf::from) else {
         return Ok(());
