@@ -41,10 +41,10 @@
 //! # Bounds
 //! Memory is bounded by windows and packs, never by file size: per worker one window of raw
 //! chunks plus its compressed batch (all windows together at most `WINDOWS_BYTES_TOTAL`);
-//! `BATCHES_QUEUED` batch per worker waiting for the packer; one open pack; `PACKS_QUEUED`
-//! sealed packs and [`UPLOADS_AT_ONCE`] uploading (each at most the master's pack target,
-//! itself capped at half of [`MAX_PUSH_PACK`], plus one chunk, so a pack never exceeds what
-//! the master takes).
+//! the batch the packer is taking (`BATCHES_QUEUED` more per worker); one open pack;
+//! `PACKS_QUEUED` sealed packs and [`UPLOADS_AT_ONCE`] uploading (each at most the master's
+//! pack target, itself capped at half of [`MAX_PUSH_PACK`], plus one chunk, so a pack never
+//! exceeds what the master takes).
 //! The claimed set and the manifest grow with the number of chunks (32 bytes an id), as the
 //! published index does.
 //!
@@ -97,8 +97,10 @@ const WINDOW_BYTES_MIN: u64 = 8 << 20;
 const WORKERS_MAX: usize = 8;
 /// Packs uploaded at once.
 pub const UPLOADS_AT_ONCE: usize = 4;
-/// Compressed batches waiting for the packer, per worker.
-const BATCHES_QUEUED: usize = 1;
+/// Compressed batches waiting for the packer, per worker (0: a worker hands its batch to the
+/// packer and waits for it to be taken; packing a batch is a copy and a hash, so the wait is
+/// short, and no finished window sits in memory twice).
+const BATCHES_QUEUED: usize = 0;
 /// Sealed packs waiting for an upload slot.
 const PACKS_QUEUED: usize = 2;
 /// Test hook: the push fails after uploading this many packs (an interrupted push).
