@@ -11,7 +11,7 @@ if [ ! -d $W/tree/@bench ]; then
     head -c $((48<<20)) /dev/urandom | base64 -w 76 | head -c $((64<<20)) > $W/tree/@bench/text$i.txt
   done
 fi
-rm -rf $W/master $W/empty && mkdir -p $W/empty
+rm -rf $W/master $W/empty $W/master.log && mkdir -p $W/empty
 export HUMMEL_WRITE_TOKEN=bench-write-token HUMMEL_SLAVE_TOKEN=bench-slave-token
 $BIN master --repo $W/empty --data $W/master --listen 127.0.0.1:0 2> $W/master.log &
 PID=$!

@@ -1,5 +1,6 @@
 //! [`SyncError`]: why a sync or verify failed, in one line, with the side that failed (master,
-//! a pack and its slaves, or the local folder) and the thing it failed on.
+//! a pack and its slaves, or the local folder) and the thing it failed on. [`PushError`]: why
+//! a push failed, likewise.
 
 use std::path::{Path, PathBuf};
 
@@ -243,6 +244,105 @@ impl SyncError {
                 | SyncError::PackReplicating { .. }
                 | SyncError::PackUnavailable { .. }
         )
+    }
+}
+
+/// Why a push failed. `Display` is one line meant for the operator; a failure of the master
+/// keeps hummel-net's [`hummel_net::NetError`] so the caller can word it (tokens,
+/// certificates) as its other master calls.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The master could not be reached, refused a call, or answered something unusable.
+    #[error("master {url}: {source}")]
+    Master {
+        /// Master base URL.
+        url: String,
+        /// The failed call.
+        #[source]
+        source: hummel_net::NetError,
+    },
+    /// The master's parameters cannot be used (a chunker or zstd level this build refuses).
+    #[error("unusable push parameters: {reason}")]
+    Parameters {
+        /// Which and why.
+        reason: String,
+    },
+    /// The folder to push is not a folder.
+    #[error("{} is not a folder", path.display())]
+    NotAFolder {
+        /// As given.
+        path: PathBuf,
+    },
+    /// A symlink or special file below the folder: a push holds folders and regular files.
+    #[error(
+        "{} is a symlink or special file; a push holds folders and regular files only",
+        path.display()
+    )]
+    Unsupported {
+        /// The entry.
+        path: PathBuf,
+    },
+    /// A name the repository cannot hold (not UTF-8, or not a valid repository path).
+    #[error("{path}: {reason}")]
+    BadName {
+        /// The path (relative where known).
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A local file system operation failed.
+    #[error("cannot {op} {}: {source}", path.display())]
+    Local {
+        /// `list`, `stat`, `read` ...
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// An I/O failure not yet tied to a path (the push names the path before returning it).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A file's size or mtime after it was read is not what the walk saw (it was written to
+    /// while pushed, which could publish it torn). Nothing was published.
+    #[error("{} changed while it was pushed; push again", path.display())]
+    Changed {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The `HUMMEL_PUSH_STOP_AFTER_PACKS` test hook stopped the push after N packs.
+    #[error("stopped after uploading {packs} packs (HUMMEL_PUSH_STOP_AFTER_PACKS)")]
+    Stopped {
+        /// Packs uploaded.
+        packs: u64,
+    },
+    /// A test hook failed.
+    #[error("{0}")]
+    Hook(String),
+    /// This part of the push stopped because another failed (never the error a push returns).
+    #[error("the push stopped")]
+    Cancelled,
+    /// A worker panicked or was cancelled (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl PushError {
+    /// A failed call to `api`'s master.
+    pub(crate) fn master(api: &hummel_net::MasterApi, source: hummel_net::NetError) -> PushError {
+        PushError::Master {
+            url: api.base().to_string(),
+            source,
+        }
+    }
+
+    /// A local I/O failure on `path` while doing `op`.
+    pub(crate) fn local(op: &'static str, path: &Path, source: std::io::Error) -> PushError {
+        PushError::Local {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 

@@ -22,6 +22,9 @@
 //!   files added, updated, removed), what a folder holds ([`changes::held`]) and the master's
 //!   current whole index ([`changes::current`]).
 //! - [`verify`](mod@verify): read-only comparison of DEST with the current revision.
+//! - [`push`](mod@push): the other direction, `hummel push` ([`push()`]: [`PushOptions`] →
+//!   [`PushReport`], [`PushError`]): a local folder published at a prefix, each file read
+//!   once, only the chunks the master lacks compressed and uploaded.
 //! - [`watch`]: [`RevisionWatch`], the master's announcements of new revisions (server-sent
 //!   events, reconnected with jittered backoff), for `hummel sync --watch`.
 //! - `trusted`: the one place `sync` and `verify` take what the master says: its signed
@@ -38,7 +41,7 @@
 //! - [`space`]: the free-space check before downloading (a pure decision and `statvfs`).
 //! - [`report`]: [`SyncReport`], [`SyncOutcome`], the progress bar and [`SyncProgress`] (the
 //!   same progress for a program: phase and bytes, polled while a sync runs).
-//! - [`error`]: [`SyncError`], one line with the failing side and object.
+//! - [`error`]: [`SyncError`] and [`PushError`], one line with the failing side and object.
 //!
 //! # Guarantees
 //! - No index is used unless it leads to the tree digest that the trusted key signed, in a
@@ -59,6 +62,7 @@
 pub mod changes;
 pub mod error;
 pub mod plan;
+pub mod push;
 pub mod report;
 pub mod scan;
 pub mod space;
@@ -76,8 +80,9 @@ mod platform;
 mod trusted;
 
 pub use changes::{Change, Changelog, changes};
-pub use error::SyncError;
+pub use error::{PushError, SyncError};
 pub use plan::{SyncPlan, SyncPlanSummary};
+pub use push::{PushOptions, PushReport, push};
 pub use report::{ProgressSnapshot, SyncOutcome, SyncPhase, SyncProgress, SyncReport};
 pub use sync::{RevisionChoice, SyncOptions, sync, sync_with_progress};
 pub use trusted::{KeyTrust, Selection};

@@ -353,20 +353,29 @@ impl MasterApi {
     }
 
     /// `POST /api/v1/push/missing` (write token): the repository's chunker and current
-    /// revision, and which of `chunks` the master lacks.
-    pub async fn push_missing(&self, chunks: Vec<Hash>) -> Result<PushMissingResponse, NetError> {
-        let request = PushMissingRequest {
-            chunks,
-            ..Default::default()
-        };
-        self.post_json(self.url(api::PUSH_MISSING), &request, "push", BUSY_RETRIES)
+    /// revision, and which of `request.chunks` the master lacks (the request names the push
+    /// and its prefix, for the master's progress; older masters ignore them).
+    pub async fn push_missing(
+        &self,
+        request: &PushMissingRequest,
+    ) -> Result<PushMissingResponse, NetError> {
+        self.post_json(self.url(api::PUSH_MISSING), request, "push", BUSY_RETRIES)
             .await
     }
 
-    /// `PUT /api/v1/push/packs/{hash}` (write token): uploads one pack (the master verifies and
-    /// stages it). Staging is idempotent, so a busy master is asked again.
-    pub async fn push_pack(&self, hash: &Hash, pack: Vec<u8>) -> Result<(), NetError> {
-        let url = self.url(&format!("{}/{}", api::PUSH_PACKS, hash.to_hex()));
+    /// `PUT /api/v1/push/packs/{hash}[?push=ID]` (write token): uploads one pack of push `push`
+    /// (the master verifies and stages it; older masters ignore the query). Staging is
+    /// idempotent, so a busy master is asked again.
+    pub async fn push_pack(
+        &self,
+        hash: &Hash,
+        pack: Vec<u8>,
+        push: Option<&str>,
+    ) -> Result<(), NetError> {
+        let mut url = self.url(&format!("{}/{}", api::PUSH_PACKS, hash.to_hex()));
+        if let Some(id) = push {
+            url.query_pairs_mut().append_pair("push", id);
+        }
         let rb = self.http.put(url).body(pack).timeout(PUSH_PACK_TIMEOUT);
         self.send(rb, "push upload", BUSY_RETRIES).await?;
         Ok(())
@@ -611,5 +620,66 @@ mod tests {
         let e = gone.revision().await.unwrap_err();
         assert!(e.is_connect(), "{e}");
         assert!(e.to_string().starts_with("revision: cannot connect"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_push_names_itself_in_its_queries_and_uploads() {
+        use std::sync::Mutex;
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (a, b) = (seen.clone(), seen.clone());
+        let app = axum::Router::new()
+            .route(
+                api::PUSH_MISSING,
+                axum::routing::post(move |body: String| {
+                    let a = a.clone();
+                    async move {
+                        a.lock().unwrap().push(body);
+                        r#"{"revision":null,"chunker":{"min":16384,"avg":65536,"max":262144},"zstd_level":3,"pack_target":16777216,"missing":[]}"#
+                    }
+                }),
+            )
+            .route(
+                &format!("{}/{{hash}}", api::PUSH_PACKS),
+                axum::routing::put(move |uri: axum::http::Uri| {
+                    let b = b.clone();
+                    async move {
+                        b.lock().unwrap().push(uri.to_string());
+                        AxStatus::NO_CONTENT
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let master = MasterApi::new(
+            HttpClient::new(&hummel_tls::ClientTls::system()).unwrap(),
+            &url,
+        )
+        .unwrap();
+        let id = "0123456789abcdef0123456789abcdef";
+        master
+            .push_missing(&PushMissingRequest {
+                chunks: vec![],
+                push: Some(id.into()),
+                prefix: Some("@mod".into()),
+            })
+            .await
+            .unwrap();
+        let pack = Hash::of(b"pack");
+        master
+            .push_pack(&pack, b"pack".to_vec(), Some(id))
+            .await
+            .unwrap();
+        master
+            .push_pack(&pack, b"pack".to_vec(), None)
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        let asked: PushMissingRequest = serde_json::from_str(&seen[0]).unwrap();
+        assert_eq!(asked.push.as_deref(), Some(id));
+        assert_eq!(asked.prefix.as_deref(), Some("@mod"));
+        let path = format!("{}/{}", api::PUSH_PACKS, pack.to_hex());
+        assert_eq!(seen[1], format!("{path}?push={id}"));
+        assert_eq!(seen[2], path);
     }
 }

@@ -1,5 +1,4 @@
 //! One module per command. Each maps flags to a library's options, runs it and prints.
-//! (`push` also holds the client side of `hummel push`: walk, chunk, pack, upload.)
 
 mod build;
 mod drain_slave;
