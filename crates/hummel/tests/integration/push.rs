@@ -79,6 +79,23 @@ fn push_then_sync_then_a_small_change_uploads_little() {
         "a {changed}-byte change uploaded {uploaded} bytes: {second}"
     );
     assert!(n(&second, "revision") > rev1, "{second}");
+    // The master followed the push by the id it sent: every chunk it lacked arrived, and the
+    // push ended as the revision it published (what the dashboard's Pushes section shows).
+    let status = c.status();
+    let followed = status["pushes"]
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["id"] == second["push"]))
+        .unwrap_or_else(|| panic!("push {} not in status: {status}", second["push"]));
+    assert_eq!(followed["state"], "published", "{followed}");
+    assert_eq!(followed["revision"], second["revision"], "{followed}");
+    assert_eq!(
+        followed["chunks_missing"], second["chunks_missing"],
+        "{followed}"
+    );
+    assert_eq!(
+        followed["chunks_received"], second["chunks_uploaded"],
+        "{followed}"
+    );
     let mut history = c.hummel();
     history.args(["revisions", "--master", &c.master.url, "--json"]);
     let history: Value = serde_json::from_str(&ok(history)).unwrap();
