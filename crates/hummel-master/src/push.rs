@@ -26,7 +26,11 @@
 //!   guard applies against the current tree.
 //! - Staged packs are hashed again at publish, before the builds' lock is taken and in
 //!   parallel ([`Master::recheck_staged`]): a staged file may have sat on disk for days, and
-//!   a pack under its final store name has always verified. Under the lock they are only
+//!   a pack under its final store name has always verified. Packs this process verified
+//!   less than [`VERIFIED_FRESH`] ago are not (the push that uploaded them publishes right
+//!   after; hashing 1 GiB again would be CPU and wall time the push waits for, for a
+//!   file the master itself wrote, fsynced and read back minutes before); packs found at
+//!   start, or older, are. Under the lock they are only
 //!   renamed into the store ([`hummel_store::BlobStore::adopt`], size checked). A staged
 //!   pack found damaged is deleted, so the next push uploads it again.
 //! - Pushes that name themselves (an id) are followed in [`crate::push_progress`], for the
@@ -71,6 +75,9 @@ use crate::master::{IndexLookupError, Master, NewRevision};
 use crate::push_progress::{BookFull, PushBook};
 use crate::{lock, now_ms, read};
 
+/// A staged pack this process verified (at its upload) less than this long ago is not hashed
+/// again at publish.
+pub(crate) const VERIFIED_FRESH: Duration = Duration::from_secs(10 * 60);
 /// A staged pack no push published for this long is deleted.
 pub(crate) const STAGED_GRACE: Duration = Duration::from_secs(7 * 86_400);
 /// The marker a push leaves in the data folder.
@@ -96,6 +103,8 @@ pub(crate) struct Staging {
     pub(crate) packs: Mutex<HashMap<Hash, Vec<PackEntry>>>,
     /// Names uploads' temp files apart (two uploads of one pack may run at once).
     temp_seq: AtomicU64,
+    /// Pack hash → when this process verified its upload (dropped after [`VERIFIED_FRESH`]).
+    verified: Mutex<HashMap<Hash, Instant>>,
     /// The pushes that name themselves, and how far each is.
     pub(crate) progress: PushBook,
 }
@@ -133,6 +142,7 @@ impl Staging {
             dir,
             packs: Mutex::new(packs),
             temp_seq: AtomicU64::new(0),
+            verified: Mutex::new(HashMap::new()),
             progress: PushBook::default(),
         }
     }
@@ -411,6 +421,7 @@ impl Master {
             Ok((toc, size)) => {
                 let chunks = toc.len();
                 lock(&staging.packs).insert(hash, toc);
+                lock(&staging.verified).insert(hash, Instant::now());
                 Ok(StagedPack { chunks, size })
             }
             Err(e) => {
@@ -423,7 +434,8 @@ impl Master {
     /// Hashes again, in parallel, the staged packs that may hold chunks of `files` which
     /// `published` does not (a publish's candidates, before it takes the builds' lock). A
     /// pack that no longer hashes to its name is deleted from the staging folder (the next
-    /// push uploads it again). Returns the sizes of the packs that verified. Blocking.
+    /// push uploads it again). Packs this process verified less than [`VERIFIED_FRESH`] ago
+    /// are taken as they are. Returns the sizes of the packs that verified. Blocking.
     pub(crate) fn recheck_staged(
         &self,
         files: &[hummel_proto::api::PushFile],
@@ -441,6 +453,11 @@ impl Master {
             .filter(|(_, toc)| toc.iter().any(|e| wanted.contains(&e.hash)))
             .map(|(p, _)| *p)
             .collect();
+        let fresh: HashSet<Hash> = {
+            let mut verified = lock(&staging.verified);
+            verified.retain(|_, at| at.elapsed() < VERIFIED_FRESH);
+            verified.keys().copied().collect()
+        };
         let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
         // A pack gone meanwhile (a concurrent publish took it, or the prune) is left out: the
         // publish finds its chunks published, or reports them missing.
@@ -451,6 +468,7 @@ impl Master {
                 let check = match fs::metadata(&path) {
                     Err(e) if gone(&e) => return None,
                     Err(e) => Err(e.to_string()),
+                    Ok(m) if fresh.contains(p) => Ok(m.len()),
                     Ok(m) => match hummel_store::hash_file(&path) {
                         Ok(actual) if actual == *p => Ok(m.len()),
                         Ok(actual) => Err(format!("it hashes to {} now", actual.short())),

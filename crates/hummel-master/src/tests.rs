@@ -3572,13 +3572,16 @@ async fn a_staged_pack_damaged_on_disk_is_not_published_and_goes() {
         }],
         ..Default::default()
     };
-    // A bit flips on the master's disk while the pack waits for its publish.
+    // A bit flips on the master's disk while the pack waits for its publish, across a
+    // restart (a pack this process verified minutes ago is not hashed again).
     let staged = data
         .join("push-staging")
         .join(format!("{}.pack", pack.hash.to_hex()));
     let mut bytes = fs::read(&staged).unwrap();
     bytes[100] ^= 1;
     fs::write(&staged, bytes).unwrap();
+    drop(master);
+    let master = Master::open_with(config(&repo, &data), small_packs()).unwrap();
     let m = master.clone();
     let req = manifest.clone();
     let refused = tokio::task::spawn_blocking(move || m.push_publish(&req))
