@@ -428,16 +428,18 @@ pub fn start_master(dir: &Path, repo: &Path, extra: &[&str], port: u16) -> Proc 
         .arg(repo)
         .arg("--data")
         .arg(dir.join("master"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--heartbeat-interval",
-            "200ms",
-            "--stale-after",
-            "3s",
-            "--dead-after",
-            "8s",
-        ])
-        .args(extra)
+        .args(["--listen", &format!("127.0.0.1:{port}")]);
+    // Fast liveness timings for tests, unless `extra` sets its own.
+    for (flag, value) in [
+        ("--heartbeat-interval", "200ms"),
+        ("--stale-after", "3s"),
+        ("--dead-after", "8s"),
+    ] {
+        if !extra.contains(&flag) {
+            cmd.args([flag, value]);
+        }
+    }
+    cmd.args(extra)
         .env("HUMMEL_WRITE_TOKEN", WRITE)
         .env("HUMMEL_SLAVE_TOKEN", SLAVE);
     Proc::start("master", cmd, &dir.join("logs"))

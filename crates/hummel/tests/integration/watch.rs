@@ -149,30 +149,20 @@ fn a_watching_client_applies_each_new_revision_and_runs_its_command_once() {
 /// build, before watching clients are told of it.
 #[test]
 fn slaves_fetch_a_new_revision_before_their_next_heartbeat() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    fill_modset(&repo);
-    let mut cmd = hummel();
-    cmd.args(["master", "--repo"])
-        .arg(&repo)
-        .arg("--data")
-        .arg(dir.path().join("master"))
-        .args(["--listen", "127.0.0.1:0", "--replication", "1"])
-        .args(["--heartbeat-interval", "30s", "--stale-after", "90s"])
-        .args(["--dead-after", "180s"])
-        .env("HUMMEL_WRITE_TOKEN", WRITE)
-        .env("HUMMEL_SLAVE_TOKEN", SLAVE);
-    let master = Proc::start("master", cmd, &dir.path().join("logs"));
-    let mut c = Cluster {
-        dir,
-        repo,
-        master,
-        slaves: Vec::new(),
-        slave_args: Vec::new(),
-        ca_cert: None,
-    };
-    c.add_slave(&[]);
+    let c = Cluster::start_with(
+        1,
+        fill_modset,
+        &[
+            "--replication",
+            "1",
+            "--heartbeat-interval",
+            "30s",
+            "--stale-after",
+            "90s",
+            "--dead-after",
+            "180s",
+        ],
+    );
     let replicated = |c: &Cluster, revision: &Value| {
         let st = c.status();
         st["revision"]["revision"] == *revision
