@@ -11,16 +11,18 @@
 //!    `.hummel` is skipped), with each file's size and mtime.
 //! 2. One pass over the files (`Pipeline`, on one worker thread per core, at most
 //!    `WORKERS_MAX`, inside one blocking task, off the runtime). Each worker takes the next
-//!    file, cuts it with the master's chunker and hashes chunks and file in the same read, and
-//!    collects the chunks in a *window*: at most [`WINDOW_BYTES`] of chunk bytes (less with
+//!    file and reads it straight into its *window* (one buffer per worker, reused for every
+//!    window), where it is cut with the master's chunker and chunks and file are hashed in
+//!    the same pass, a read step at a time while the bytes are in cache. A window holds
+//!    at most [`WINDOW_BYTES`] of chunk bytes (less with
 //!    more than two workers: `WINDOWS_BYTES_TOTAL` shared; never less than the chunker's
 //!    largest chunk) or [`MAX_PUSH_MISSING`] ids, filled across files. A full window (and
 //!    the last one) is settled: its ids not yet claimed are sent to the master (`POST /api/v1/push/missing`
 //!    with the push id and prefix, from the worker thread through the runtime's handle); each
 //!    chunk the master lacks is *claimed* in a set shared by the workers (so a chunk in two
 //!    files, or twice in one, goes up once), the claimed ones are compressed at the master's
-//!    zstd level on all cores (rayon) and the raw window is dropped. The compressed batch goes
-//!    to the packer thread.
+//!    zstd level on all cores (rayon) from where they lie in the window, which is then reused.
+//!    The compressed batch goes to the packer thread.
 //! 3. The packer appends batches to a pack of the usual format and seals it at the master's
 //!    pack target; sealed packs go to the runtime, which uploads several at once
 //!    (`PUT /api/v1/push/packs/{hash}?push=ID`). The master verifies and stages each; a push
@@ -39,8 +41,9 @@
 //! file; 32 MiB is ~500 ids of 64 KiB chunks, one round trip per 32 MiB read.
 //!
 //! # Bounds
-//! Memory is bounded by windows and packs, never by file size: per worker one window of raw
-//! chunks plus its compressed batch (all windows together at most `WINDOWS_BYTES_TOTAL`);
+//! Memory is bounded by windows and packs, never by file size: per worker one window buffer
+//! (its chunk bytes, plus less than a chunk read and not yet cut, plus a read step) and its
+//! compressed batch (the windows' chunk bytes together at most `WINDOWS_BYTES_TOTAL`);
 //! the batch the packer is taking (`BATCHES_QUEUED` more per worker); one open pack;
 //! `PACKS_QUEUED` sealed packs and [`UPLOADS_AT_ONCE`] uploading (each at most the master's
 //! pack target, itself capped at half of [`MAX_PUSH_PACK`], plus one chunk, so a pack never
@@ -64,16 +67,19 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
+use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hummel_core::chunk::Cutter;
 use hummel_core::codec::ChunkCompressor;
 use hummel_core::index::RESERVED_TOP_NAME;
 use hummel_core::pack::PackWriter;
-use hummel_core::{ChunkerConfig, Codec, Hash, RelPath, chunk_stream};
+use hummel_core::{ChunkerConfig, Codec, Hash, RelPath};
 use hummel_net::MasterApi;
 use hummel_proto::api::{
     MAX_PUSH_MISSING, MAX_PUSH_PACK, PushDir, PushFile, PushMissingRequest, PushMissingResponse,
@@ -95,6 +101,8 @@ const WINDOW_BYTES_MIN: u64 = 8 << 20;
 /// Workers at most: cutting and hashing run ~400 MB/s a core, and compression uses every core
 /// (rayon) whatever their number, so more would only hold more windows.
 const WORKERS_MAX: usize = 8;
+/// Bytes read from a file at once: they are cut and hashed while still in the CPU's cache.
+const READ_STEP: usize = 1 << 20;
 /// Packs uploaded at once.
 pub const UPLOADS_AT_ONCE: usize = 4;
 /// Compressed batches waiting for the packer, per worker (0: a worker hands its batch to the
@@ -333,8 +341,60 @@ impl Default for Limits {
 #[derive(Debug)]
 pub(crate) struct SealedPack {
     pub(crate) hash: Hash,
-    pub(crate) bytes: Vec<u8>,
+    pub(crate) bytes: PackBytes,
     pub(crate) chunks: u64,
+}
+
+/// Pack buffers whose packs went up, kept for the next packs. A pack buffer is as large as
+/// the master's pack target (16 MiB), and a fresh one costs a page fault and a zeroed page
+/// per 4 KiB written, then an unmapping, on every pack (about a tenth of the push's CPU).
+/// It keeps no more buffers than were ever in use at once.
+#[derive(Clone, Debug, Default)]
+struct PackBuffers(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl PackBuffers {
+    /// An empty buffer of at least `capacity` bytes.
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let mut buf = self
+            .0
+            .lock()
+            .expect("pack buffers")
+            .pop()
+            .unwrap_or_default();
+        buf.clear();
+        buf.reserve(capacity);
+        buf
+    }
+}
+
+/// A sealed pack's bytes; dropped (uploaded, or the push failed), its buffer goes back to
+/// the [`PackBuffers`] it came from.
+#[derive(Debug)]
+pub(crate) struct PackBytes {
+    buf: Vec<u8>,
+    home: PackBuffers,
+}
+
+impl std::ops::Deref for PackBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl AsRef<[u8]> for PackBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PackBytes {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if buf.capacity() > 0 {
+            self.home.0.lock().expect("pack buffers").push(buf);
+        }
+    }
 }
 
 /// What the pass over the files produced.
@@ -358,11 +418,37 @@ struct Stored {
     len: u32,
 }
 
-/// Chunks cut and not yet settled.
-#[derive(Default)]
+/// A worker's window: chunks cut and not yet settled, where they were read. `buf[..cut]`
+/// holds the window's chunks (`chunks` names them), `buf[cut..filled]` bytes read and not yet
+/// cut (less than a chunk's worth between reads). One buffer per worker, reused for every
+/// window: each byte is copied once, from the file into here, and cut, hashed and compressed
+/// where it lies.
 struct Window {
-    chunks: Vec<(Hash, Vec<u8>)>,
-    bytes: u64,
+    buf: Vec<u8>,
+    chunks: Vec<(Hash, Range<usize>)>,
+    cut: usize,
+    filled: usize,
+}
+
+impl Window {
+    /// A window for `window_bytes` of chunks (the worker's bound, at least a chunk), chunks of
+    /// at most `max` bytes, and reads of `READ_STEP`.
+    fn new(window_bytes: usize, max: usize) -> Window {
+        Window {
+            buf: vec![0; window_bytes + max + READ_STEP],
+            chunks: Vec::new(),
+            cut: 0,
+            filled: 0,
+        }
+    }
+
+    /// Forgets the settled chunks and moves what is read and not yet cut to the front.
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.buf.copy_within(self.cut..self.filled, 0);
+        self.filled -= self.cut;
+        self.cut = 0;
+    }
 }
 
 /// The one pass over the files: shared state of the workers.
@@ -370,6 +456,7 @@ struct Pipeline<'a> {
     files: &'a [LocalFile],
     params: PipelineParams,
     limits: Limits,
+    cutter: Cutter,
     master: &'a dyn MissingChunks,
     /// Chunks some worker has taken on uploading (or counted, in a dry run).
     claimed: Mutex<HashSet<Hash>>,
@@ -390,7 +477,7 @@ thread_local! {
 }
 
 /// Compresses one chunk with this thread's compressor at `level`.
-fn compress(level: i32, hash: Hash, data: Vec<u8>) -> Result<Stored, PushError> {
+fn compress(level: i32, hash: Hash, data: &[u8]) -> Result<Stored, PushError> {
     COMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
         let compressor = match &mut *cell {
@@ -402,7 +489,7 @@ fn compress(level: i32, hash: Hash, data: Vec<u8>) -> Result<Stored, PushError> 
                 &mut slot.insert((level, c)).1
             }
         };
-        let (codec, bytes) = compressor.compress(&data);
+        let (codec, bytes) = compressor.compress(data);
         Ok(Stored {
             hash,
             codec,
@@ -416,7 +503,7 @@ fn compress(level: i32, hash: Hash, data: Vec<u8>) -> Result<Stored, PushError> 
 impl Pipeline<'_> {
     /// A worker: files until none is left, then its last window.
     fn work(&self, batches: &SyncSender<Vec<Stored>>) -> Result<Vec<(usize, PushFile)>, PushError> {
-        let mut window = Window::default();
+        let mut window = Window::new(self.window_bytes(), self.cutter.max());
         let mut done = Vec::new();
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -430,56 +517,80 @@ impl Pipeline<'_> {
         Ok(done)
     }
 
-    /// Reads, cuts and hashes one file, settling windows as they fill.
+    /// Chunk bytes in a window at most: the limit, and never less than a chunk.
+    fn window_bytes(&self) -> usize {
+        usize::try_from(self.limits.window_bytes)
+            .unwrap_or(usize::MAX)
+            .clamp(self.cutter.max(), usize::MAX / 4)
+    }
+
+    /// Reads, cuts and hashes one file into `window`, settling it as it fills.
     fn read(
         &self,
         f: &LocalFile,
         window: &mut Window,
         batches: &SyncSender<Vec<Stored>>,
     ) -> Result<PushFile, PushError> {
-        let file = File::open(&f.abs).map_err(|e| PushError::local("read", &f.abs, e))?;
-        let window_bytes = self
-            .limits
-            .window_bytes
-            .max(u64::from(self.params.chunker.max));
+        let mut file = File::open(&f.abs).map_err(|e| PushError::local("read", &f.abs, e))?;
+        let window_bytes = self.window_bytes();
         let window_chunks = self.limits.window_chunks.clamp(1, MAX_PUSH_MISSING);
         let mut chunks = Vec::new();
-        let digest = chunk_stream::<_, PushError, _>(&self.params.chunker, &file, |c| {
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        let mut last = false;
+        loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(PushError::Cancelled);
             }
-            let len = c.data.len() as u64;
-            if !window.chunks.is_empty()
-                && (window.bytes + len > window_bytes || window.chunks.len() >= window_chunks)
+            while let Some(len) = self
+                .cutter
+                .cut(&window.buf[window.cut..window.filled], last)
             {
-                self.settle(window, batches)?;
+                if !window.chunks.is_empty()
+                    && (window.cut + len > window_bytes || window.chunks.len() >= window_chunks)
+                {
+                    self.settle(window, batches)?;
+                    continue;
+                }
+                let at = window.cut..window.cut + len;
+                let data = &window.buf[at.clone()];
+                let hash = Hash::of(data);
+                hasher.update(data);
+                chunks.push(hash);
+                window.chunks.push((hash, at));
+                window.cut += len;
+                size += len as u64;
+                self.peak_window
+                    .fetch_max(window.cut as u64, Ordering::Relaxed);
+                self.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
+                self.progress.inc(len as u64);
             }
-            chunks.push(c.hash);
-            window.bytes += len;
-            window.chunks.push((c.hash, c.data));
-            self.peak_window.fetch_max(window.bytes, Ordering::Relaxed);
-            self.bytes_read.fetch_add(len, Ordering::Relaxed);
-            self.progress.inc(len);
-            Ok(())
-        })
-        .map_err(|e| match e {
-            PushError::Io(source) => PushError::local("read", &f.abs, source),
-            e => e,
-        })?;
+            if last {
+                break;
+            }
+            // Less than a chunk is left uncut, so the buffer has room for a read step.
+            let end = (window.filled + READ_STEP).min(window.buf.len());
+            match file.read(&mut window.buf[window.filled..end]) {
+                Ok(0) => last = true,
+                Ok(n) => window.filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(PushError::local("read", &f.abs, e)),
+            }
+        }
         let now = file
             .metadata()
             .map_err(|e| PushError::local("stat", &f.abs, e))?;
-        if digest.size != f.size || now.len() != f.size || mtime_ns_of(&now) != f.mtime_ns {
+        if size != f.size || now.len() != f.size || mtime_ns_of(&now) != f.mtime_ns {
             return Err(PushError::Changed {
                 path: f.abs.clone(),
             });
         }
         Ok(PushFile {
             path: f.rel.clone(),
-            size: digest.size,
+            size,
             mode: f.mode,
             mtime_ns: f.mtime_ns,
-            hash: digest.hash,
+            hash: hasher.finalize().into(),
             chunks,
         })
     }
@@ -491,10 +602,20 @@ impl Pipeline<'_> {
         window: &mut Window,
         batches: &SyncSender<Vec<Stored>>,
     ) -> Result<(), PushError> {
-        let chunks = std::mem::take(&mut window.chunks);
-        window.bytes = 0;
+        let batch = self.claim_and_compress(window);
+        window.clear();
+        match batch? {
+            Some(batch) => batches.send(batch).map_err(|_| PushError::Cancelled),
+            None => Ok(()),
+        }
+    }
+
+    /// The chunks of `window` the master lacks and no other window took, claimed and
+    /// compressed (`None`: nothing to upload).
+    fn claim_and_compress(&self, window: &Window) -> Result<Option<Vec<Stored>>, PushError> {
+        let chunks = &window.chunks;
         if chunks.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let ask: Vec<Hash> = {
             let claimed = self.claimed.lock().expect("claimed");
@@ -506,27 +627,26 @@ impl Pipeline<'_> {
                 .collect()
         };
         if ask.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let missing: HashSet<Hash> = self.master.missing(ask)?.into_iter().collect();
-        let mine: Vec<(Hash, Vec<u8>)> = {
+        let mine: Vec<&(Hash, Range<usize>)> = {
             let mut claimed = self.claimed.lock().expect("claimed");
             chunks
-                .into_iter()
+                .iter()
                 .filter(|(h, _)| missing.contains(h) && claimed.insert(*h))
                 .collect()
         };
         self.claimed_count
             .fetch_add(mine.len() as u64, Ordering::Relaxed);
         if mine.is_empty() || !self.params.upload {
-            return Ok(());
+            return Ok(None);
         }
         let level = self.params.zstd_level;
-        let batch = mine
-            .into_par_iter()
-            .map(|(hash, data)| compress(level, hash, data))
-            .collect::<Result<Vec<Stored>, PushError>>()?;
-        batches.send(batch).map_err(|_| PushError::Cancelled)
+        mine.into_par_iter()
+            .map(|(hash, at)| compress(level, *hash, &window.buf[at.clone()]))
+            .collect::<Result<Vec<Stored>, PushError>>()
+            .map(Some)
     }
 }
 
@@ -540,12 +660,16 @@ fn pack(
 ) -> Result<(), PushError> {
     let capacity = usize::try_from(target.min(MAX_PUSH_PACK)).unwrap_or(0) + (1 << 20);
     let internal = |e: std::io::Error| PushError::Internal(format!("pack writer: {e}"));
+    let buffers = PackBuffers::default();
     let mut open: Option<(PackWriter<Vec<u8>>, u64)> = None;
     let mut seal = |w: PackWriter<Vec<u8>>, chunks: u64| -> Result<(), PushError> {
         let done = w.finish().map_err(internal)?;
         sink(SealedPack {
             hash: done.hash,
-            bytes: done.writer,
+            bytes: PackBytes {
+                buf: done.writer,
+                home: buffers.clone(),
+            },
             chunks,
         })
     };
@@ -554,7 +678,7 @@ fn pack(
             let (w, count) = match &mut open {
                 Some(o) => o,
                 empty => empty.insert((
-                    PackWriter::new(Vec::with_capacity(capacity)).map_err(internal)?,
+                    PackWriter::new(buffers.take(capacity)).map_err(internal)?,
                     0,
                 )),
             };
@@ -594,6 +718,7 @@ pub(crate) fn run_pipeline(
         files,
         params,
         limits,
+        cutter: Cutter::new(&params.chunker),
         master,
         claimed: Mutex::new(HashSet::new()),
         next: AtomicUsize::new(0),
@@ -767,7 +892,9 @@ async fn upload(
         let push_id = push_id.to_string();
         uploads.spawn(async move {
             let (b, c) = (pack.bytes.len() as u64, pack.chunks);
-            api.push_pack(&pack.hash, pack.bytes, Some(&push_id))
+            // The buffer goes back to the packer when the request is done with it.
+            let body = bytes::Bytes::from_owner(pack.bytes);
+            api.push_pack(&pack.hash, body, Some(&push_id))
                 .await
                 .map_err(|e| PushError::master(&api, e))?;
             Ok((b, c))
@@ -897,6 +1024,7 @@ pub async fn push(master: &MasterApi, opts: PushOptions) -> Result<PushReport, P
 mod tests {
     use std::io::Cursor;
 
+    use hummel_core::chunk_stream;
     use hummel_core::codec::decode_chunk;
     use hummel_core::pack::read_toc;
 

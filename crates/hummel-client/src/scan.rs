@@ -415,8 +415,7 @@ pub fn chunk_file(path: &Path, config: &ChunkerConfig) -> io::Result<KnownFile> 
     let file = File::open(path)?;
     let stat = FileStat::from_metadata(&file.metadata()?);
     let mut layout = Vec::new();
-    let reader = io::BufReader::with_capacity(1 << 20, file);
-    let digest = chunk_stream::<_, io::Error, _>(config, reader, |c| {
+    let digest = chunk_stream::<_, io::Error, _>(config, file, |c| {
         layout.push(LocalChunk {
             offset: c.offset,
             len: c.data.len() as u32,

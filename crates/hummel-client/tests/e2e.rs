@@ -125,7 +125,7 @@ fn build(repo: &Repo, revision: u64, store: &mut HashMap<Hash, Vec<u8>>) -> Inde
             let ci = match by_hash.get(&c.hash) {
                 Some(&ci) => ci,
                 None => {
-                    let (codec, stored) = comp.compress(&c.data);
+                    let (codec, stored) = comp.compress(c.data);
                     let e = writer
                         .add(c.hash, codec, &stored, c.data.len() as u32)
                         .unwrap();

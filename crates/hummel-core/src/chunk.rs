@@ -7,7 +7,7 @@
 
 use std::io::Read;
 
-use fastcdc::v2020::{Normalization, StreamCDC};
+use fastcdc::v2020::{Normalization, select_masks};
 use serde::{Deserialize, Serialize};
 
 use crate::Hash;
@@ -76,15 +76,69 @@ impl ChunkerConfig {
     }
 }
 
+/// FastCDC's cut-point search for one [`ChunkerConfig`], over bytes the caller holds: the
+/// building block of [`chunk_stream`], and of readers that keep chunks where they were read
+/// (the push reads files straight into its windows and cuts them there, copying nothing).
+#[derive(Clone, Copy, Debug)]
+pub struct Cutter {
+    min: usize,
+    avg: usize,
+    max: usize,
+    mask_s: u64,
+    mask_l: u64,
+}
+
+impl Cutter {
+    /// The cutter for `config` (which [`ChunkerConfig::validate`] accepts).
+    pub fn new(config: &ChunkerConfig) -> Cutter {
+        let (mask_s, mask_l) = select_masks(config.avg as usize, Normalization::Level1);
+        Cutter {
+            min: config.min as usize,
+            avg: config.avg as usize,
+            max: config.max as usize,
+            mask_s,
+            mask_l,
+        }
+    }
+
+    /// The largest chunk: a cut is decided once this many bytes follow the chunk's start (or
+    /// the stream ends before).
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// The length of the chunk that starts `data`, or `None` when it is not decided yet:
+    /// `data` is the stream from a chunk boundary on, and `last` says it holds the rest of
+    /// the stream. Decided when `data` holds [`Cutter::max`] bytes or the rest of the stream;
+    /// the chunk then has at least one byte (unless `data` is empty and `last`: `None`).
+    pub fn cut(&self, data: &[u8], last: bool) -> Option<usize> {
+        if data.is_empty() || (data.len() < self.max && !last) {
+            return None;
+        }
+        let window = &data[..data.len().min(self.max)];
+        let (_, len) = fastcdc::v2020::cut(
+            window,
+            self.min,
+            self.avg,
+            self.max,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+        );
+        Some(len.clamp(1, window.len()))
+    }
+}
+
 /// One chunk as it comes out of [`chunk_stream`].
 #[derive(Debug)]
-pub struct ChunkData {
+pub struct ChunkData<'a> {
     /// Offset of the chunk in the file.
     pub offset: u64,
     /// BLAKE3 of `data`.
     pub hash: Hash,
     /// The uncompressed bytes.
-    pub data: Vec<u8>,
+    pub data: &'a [u8],
 }
 
 /// What [`chunk_stream`] learned about the whole stream.
@@ -96,41 +150,74 @@ pub struct StreamDigest {
     pub size: u64,
 }
 
+/// Bytes [`chunk_stream`] reads at once from a large stream (its buffer also holds the
+/// undecided tail, less than the largest chunk): large reads, and the tail moved to the front
+/// once per read, not once per chunk.
+const STREAM_READ: usize = 4 << 20;
+/// [`chunk_stream`]'s first buffer; it doubles while the stream fills it, up to the largest
+/// chunk plus `STREAM_READ`. A small file costs a small buffer (a tree of many small files
+/// allocates and zeroes one per file).
+const STREAM_FIRST_BUFFER: usize = 64 << 10;
+
 /// Cuts `reader` into content-defined chunks, hashes each, and hashes the whole stream in the
-/// same pass. `on_chunk` sees the chunks in order; an error from it stops the stream.
-/// An empty stream has no chunks. CPU-bound; call from a blocking context.
+/// same pass. `on_chunk` sees the chunks in order, borrowed from one read buffer (nothing is
+/// copied per chunk); an error from it stops the stream. An empty stream has no chunks.
+/// CPU-bound; call from a blocking context.
 pub fn chunk_stream<R, E, F>(
     config: &ChunkerConfig,
-    reader: R,
+    mut reader: R,
     mut on_chunk: F,
 ) -> Result<StreamDigest, E>
 where
     R: Read,
     E: From<std::io::Error>,
-    F: FnMut(ChunkData) -> Result<(), E>,
+    F: FnMut(ChunkData<'_>) -> Result<(), E>,
 {
+    let cutter = Cutter::new(config);
     let mut file_hasher = blake3::Hasher::new();
     let mut size = 0u64;
-    let cdc = StreamCDC::with_level(
-        reader,
-        config.min as usize,
-        config.avg as usize,
-        config.max as usize,
-        Normalization::Level1,
-    );
-    for chunk in cdc {
-        let chunk = chunk.map_err(|e| match e {
-            fastcdc::v2020::Error::IoError(io) => E::from(io),
-            other => E::from(std::io::Error::other(other.to_string())),
-        })?;
-        file_hasher.update(&chunk.data);
-        size += chunk.length as u64;
-        let hash = Hash::of(&chunk.data);
-        on_chunk(ChunkData {
-            offset: chunk.offset,
-            hash,
-            data: chunk.data,
-        })?;
+    let largest_buffer = cutter.max() + STREAM_READ;
+    let mut buf = vec![0u8; STREAM_FIRST_BUFFER.min(largest_buffer)];
+    // buf[start..filled] is read and not yet cut.
+    let (mut start, mut filled, mut last) = (0usize, 0usize, false);
+    loop {
+        while let Some(len) = cutter.cut(&buf[start..filled], last) {
+            let data = &buf[start..start + len];
+            file_hasher.update(data);
+            on_chunk(ChunkData {
+                offset: size,
+                hash: Hash::of(data),
+                data,
+            })?;
+            size += len as u64;
+            start += len;
+        }
+        if last {
+            break;
+        }
+        // Less than a chunk's worth is left: to the front, and read more behind it, in a
+        // larger buffer when the stream filled this one.
+        let outgrown = filled == buf.len() && buf.len() < largest_buffer;
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+        start = 0;
+        if outgrown {
+            buf.resize((buf.len() * 2).min(largest_buffer), 0);
+        }
+        while filled < buf.len() {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    last = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(E::from(e)),
+            }
+            if filled - start >= cutter.max() {
+                break;
+            }
+        }
     }
     Ok(StreamDigest {
         hash: file_hasher.finalize().into(),
@@ -243,6 +330,83 @@ mod tests {
         };
         assert!(even.validate().is_ok());
         assert!(chunks_of(&random(5000, 9), &even).len() > 1);
+    }
+
+    /// A reader that hands out at most a few bytes at a time (sizes from `seed`), as a pipe
+    /// or a slow disk may.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        rng: StdRng,
+        most: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self
+                .rng
+                .random_range(1..=self.most)
+                .min(out.len())
+                .min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// The cuts FastCDC's own stream reader makes: the reference the buffer-keeping reader
+    /// must match byte for byte (the golden fixtures pin them too).
+    fn reference_cuts(data: &[u8], cfg: &ChunkerConfig) -> Vec<(u64, usize, Hash)> {
+        fastcdc::v2020::StreamCDC::with_level(
+            data,
+            cfg.min as usize,
+            cfg.avg as usize,
+            cfg.max as usize,
+            Normalization::Level1,
+        )
+        .map(|c| {
+            let c = c.unwrap();
+            (c.offset, c.length, Hash::of(&c.data))
+        })
+        .collect()
+    }
+
+    #[test]
+    fn cuts_are_fastcdcs_own_whatever_the_reads() {
+        let small = ChunkerConfig {
+            min: 64,
+            avg: 256,
+            max: 1026,
+        };
+        for (cfg, len, seed) in [
+            (ChunkerConfig::default(), 9 << 20, 21u64),
+            (ChunkerConfig::default(), 300 << 10, 22),
+            (small, 200_001, 23),
+        ] {
+            let mut data = random(len, seed);
+            // A run of zeros: chunks cut at the largest size.
+            let zeros = len / 3..(len / 3 + 3 * cfg.max as usize).min(len);
+            data[zeros].fill(0);
+            let want = reference_cuts(&data, &cfg);
+            assert_eq!(chunks_of(&data, &cfg), want);
+            for most in [1, 7, 4096, 1 << 20] {
+                if most < 4096 && len > 1 << 20 {
+                    continue;
+                }
+                let mut got = Vec::new();
+                let reader = Trickle {
+                    data: &data,
+                    rng: StdRng::seed_from_u64(seed),
+                    most,
+                };
+                let digest = chunk_stream::<_, std::io::Error, _>(&cfg, reader, |c| {
+                    got.push((c.offset, c.data.len(), c.hash));
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(got, want, "reads of at most {most} bytes");
+                assert_eq!(digest.hash, Hash::of(&data));
+            }
+        }
     }
 
     proptest! {

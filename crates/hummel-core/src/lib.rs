@@ -3,7 +3,9 @@
 //! # Layout
 //! - [`hash`]: [`Hash`], the BLAKE3 content address used for chunks, files, packs and indexes.
 //! - [`chunk`]: [`ChunkerConfig`] and [`chunk_stream`], content-defined chunking (FastCDC 2020)
-//!   that also hashes the whole file in the same pass.
+//!   that also hashes the whole file in the same pass, handing out chunks borrowed from one read
+//!   buffer; [`chunk::Cutter`], the cut-point search alone, for readers that keep their own
+//!   buffers (the push's windows).
 //! - [`codec`]: per-chunk compression ([`Codec`]: zstd, or raw when zstd does not help) and the
 //!   single verification gate [`codec::decode_chunk`], which bounds output and checks the id.
 //! - [`pack`]: the pack format: the unit slaves store, replicate and serve. [`pack::PackWriter`]

@@ -455,7 +455,7 @@ pub fn chunker(data: &[u8]) -> bool {
         if pos + len < content.len() {
             assert!(len >= config.min as usize, "{len} within {config:?}");
         }
-        assert_eq!(c.hash, Hash::of(&c.data));
+        assert_eq!(c.hash, Hash::of(c.data));
         pos += len;
         Ok(())
     })

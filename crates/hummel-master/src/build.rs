@@ -1046,7 +1046,7 @@ impl ChunkSink<'_> {
             }
             let len = u32::try_from(c.data.len())
                 .map_err(|_| SinkError::Io(io::Error::other("chunk larger than 4 GiB")))?;
-            let (codec, stored) = compress(self.level, &c.data).map_err(SinkError::Compressor)?;
+            let (codec, stored) = compress(self.level, c.data).map_err(SinkError::Compressor)?;
             self.tx
                 .send(StoredChunk {
                     hash: c.hash,

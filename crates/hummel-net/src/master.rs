@@ -369,14 +369,18 @@ impl MasterApi {
     pub async fn push_pack(
         &self,
         hash: &Hash,
-        pack: Vec<u8>,
+        pack: impl Into<bytes::Bytes>,
         push: Option<&str>,
     ) -> Result<(), NetError> {
         let mut url = self.url(&format!("{}/{}", api::PUSH_PACKS, hash.to_hex()));
         if let Some(id) = push {
             url.query_pairs_mut().append_pair("push", id);
         }
-        let rb = self.http.put(url).body(pack).timeout(PUSH_PACK_TIMEOUT);
+        let rb = self
+            .http
+            .put(url)
+            .body(pack.into())
+            .timeout(PUSH_PACK_TIMEOUT);
         self.send(rb, "push upload", BUSY_RETRIES).await?;
         Ok(())
     }
