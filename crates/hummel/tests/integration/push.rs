@@ -341,3 +341,99 @@ fn a_master_that_builds_its_folder_refuses_pushes() {
         assert!(err.contains("is a symlink or special file"), "{err}");
     }
 }
+
+/// `args` run by `hummel` on a terminal of their own (util-linux `script` gives the command a
+/// pseudo-terminal); everything the terminal showed, stdout and stderr together.
+fn on_terminal(c: &Cluster, args: &[&str]) -> String {
+    let quoted: Vec<String> = std::iter::once(BIN)
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    let mut cmd = Command::new("script");
+    cmd.args([
+        "--quiet",
+        "--return",
+        "--command",
+        &quoted.join(" "),
+        "/dev/null",
+    ])
+    .env("HUMMEL_WRITE_TOKEN", WRITE)
+    .env("TERM", "xterm")
+    .env_remove("RUST_LOG")
+    .stdin(Stdio::null());
+    if let Some(ca) = &c.ca_cert {
+        cmd.env("HUMMEL_CA_CERT", ca);
+    }
+    ok(cmd)
+}
+
+/// What a terminal shows in the end of `raw`: escape sequences dropped, and each line as its
+/// last carriage return left it.
+fn screen_lines(raw: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut chars = raw.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte.
+            if chars.next_if_eq(&'[').is_some() {
+                for p in chars.by_ref() {
+                    if ('@'..='~').contains(&p) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        plain.push(ch);
+    }
+    plain
+        .split('\n')
+        .map(|line| line.rsplit('\r').find(|s| !s.is_empty()).unwrap_or(""))
+        .map(|line| line.trim().to_string())
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+#[test]
+fn a_push_on_a_terminal_draws_its_progress_then_leaves_only_its_result() {
+    let c = Cluster::start(0, |_| {});
+    let admin = c.path("admin");
+    for i in 0..8u64 {
+        write(&admin, &format!("@big/part{i}.bin"), &data(6 << 20, 60 + i));
+    }
+    let dir = admin.to_str().unwrap();
+    let raw = on_terminal(&c, &["push", dir, "--master", &c.master.url]);
+    // Drawn while it ran: bytes read of the folder's 48 MiB, and what went up.
+    assert!(raw.contains("read "), "no progress line: {raw:?}");
+    assert!(raw.contains("/48.00 MiB"), "no total on the line: {raw:?}");
+    assert!(
+        raw.contains("missing chunks so far"),
+        "no upload count: {raw:?}"
+    );
+    // Cleared at the end: the terminal shows the result line alone.
+    let lines = screen_lines(&raw);
+    let revision = current_revision(&c);
+    let last = lines.last().cloned().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "revision {revision} published: 8 files added, 0 updated, 0 removed;"
+        )),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("read ")),
+        "the progress line stayed on the terminal: {lines:?}"
+    );
+
+    // `--json` on a terminal: the report alone, no progress drawn.
+    write(&admin, "@big/new.bin", &data(2 << 20, 70));
+    let raw = on_terminal(&c, &["push", dir, "--master", &c.master.url, "--json"]);
+    assert!(
+        !raw.contains("read "),
+        "progress drawn with --json: {raw:?}"
+    );
+    let lines = screen_lines(&raw);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let report: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(n(&report, "revision"), current_revision(&c));
+}
