@@ -173,9 +173,16 @@ impl ClientTls {
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        reqwest::Client::builder().tls_backend_preconfigured(config)
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
     }
 }
+
+/// How long a client keeps an idle connection for its next request: less than a Hummel
+/// server's default `--header-timeout` (30 s), so the client, not the server, closes it, and
+/// no request is sent on a connection the server is closing.
+pub const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The verifier when there is nothing to trust: every certificate is refused, with the reason.
 #[derive(Debug)]

@@ -107,6 +107,20 @@ pub struct EdgeLimits {
     /// Most connections open at once; further ones wait until one closes.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// How long a connection may take to send a request's headers, counted from when it is
+    /// opened or its previous answer was sent: an idle or trickling connection is closed
+    /// then, and gives its place among --max-connections back.
+    #[arg(long, default_value = "30s", value_parser = parse_timeout)]
+    pub header_timeout: Duration,
+}
+
+/// A duration of at least a second (`--header-timeout`).
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s:?} is under a second"));
+    }
+    Ok(d)
 }
 
 /// How a master (`serve` or `master`) bounds what its clients may do.

@@ -7,14 +7,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use axum::serve::ListenerExt;
 use hummel_tls::{ClientTls, ServerTls, TlsListener};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing_subscriber::EnvFilter;
 
 use crate::capped::{Capped, OpenConnections};
-use crate::cli::{Cli, ClientTlsArgs, Command, ServerTlsArgs};
+use crate::cli::{Cli, ClientTlsArgs, Command, EdgeLimits, ServerTlsArgs};
 
 /// Parses `500M`, `20G`, `1.5T`, `4096`, `64k`, `10MiB` (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -166,34 +165,79 @@ pub async fn listen(
     Ok((listener, url))
 }
 
-/// Serves `router` on `listener` in a task of its own, at most `max_connections` connections
-/// at once, until `shutdown` completes; then it takes no new connection and lets the requests
-/// in flight finish (axum's graceful shutdown), and the task ends. Handlers see the peer as
+/// Serves `router` on `listener` in a task of its own, within `limits` (at most
+/// `max_connections` connections at once; a connection that takes longer than
+/// `header_timeout` to send a request's headers, idle ones included, is closed), until
+/// `shutdown` completes; then it takes no new connection, lets the requests in flight finish,
+/// and the task ends when the last connection closed. Handlers see the peer as
 /// `ConnectInfo<SocketAddr>`. Also returns the count of open connections.
 pub fn serve(
     listener: Listener,
-    max_connections: u32,
+    limits: EdgeLimits,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (JoinHandle<std::io::Result<()>>, OpenConnections) {
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    let max = max_connections as usize;
-    // axum provides `ConnectInfo<SocketAddr>` for a tapped listener of any kind, not for ours
-    // as they are; the tap does nothing else.
+    let max = limits.max_connections as usize;
     match listener {
         Listener::Plain(tcp) => {
             let capped = Capped::new(tcp, max);
             let open = capped.gauge();
-            let server = axum::serve(capped.tap_io(|_| {}), app).with_graceful_shutdown(shutdown);
-            (tokio::spawn(server.into_future()), open)
+            let task = serve_connections(capped, limits.header_timeout, router, shutdown);
+            (tokio::spawn(task), open)
         }
         Listener::Tls(tls) => {
             let capped = Capped::new(tls, max);
             let open = capped.gauge();
-            let server = axum::serve(capped.tap_io(|_| {}), app).with_graceful_shutdown(shutdown);
-            (tokio::spawn(server.into_future()), open)
+            let task = serve_connections(capped, limits.header_timeout, router, shutdown);
+            (tokio::spawn(task), open)
         }
     }
+}
+
+/// The accept loop of [`serve`]: one task per connection, HTTP/1.1 (what every Hummel client
+/// speaks, over TCP and TLS alike) with hyper's header timeout, which `axum::serve` leaves off
+/// (it sets no timer, and its HTTP/2 detection waits for a first byte without a bound); then a
+/// graceful shutdown of every connection.
+async fn serve_connections<L>(
+    mut listener: L,
+    header_timeout: Duration,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// How long a server (`serve`, `master`, `slave`) may take to stop after SIGTERM or SIGINT

@@ -53,12 +53,12 @@ fn tokens(given: ServerTokens, data: &Path) -> Result<Tokens> {
 }
 
 /// How a master is reached: where it listens, with or without TLS, the URL it gives out, and
-/// how many connections it holds at once.
+/// how many connections it holds at once and for how long.
 struct Edge {
     listen: SocketAddr,
     tls: Option<ServerTls>,
     advertise: Option<String>,
-    max_connections: u32,
+    limits: EdgeLimits,
 }
 
 impl Edge {
@@ -73,7 +73,7 @@ impl Edge {
             listen,
             tls: server_tls(tls)?,
             advertise: advertise.map(normalize_url).transpose()?,
-            max_connections: limits.max_connections,
+            limits,
         })
     }
 }
@@ -204,7 +204,7 @@ async fn run_master(
     ));
     let (mut server, open) = serve_http(
         listener,
-        edge.max_connections,
+        edge.limits,
         master.router(),
         cancel.clone().cancelled_owned(),
     );

@@ -63,7 +63,7 @@ pub async fn slave(args: SlaveArgs) -> Result<ExitCode> {
     let cancel = CancellationToken::new();
     let (server, open) = serve(
         listener,
-        args.edge.max_connections,
+        args.edge,
         slave.router(),
         cancel.clone().cancelled_owned(),
     );

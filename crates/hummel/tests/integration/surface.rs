@@ -283,3 +283,80 @@ fn an_address_over_its_rate_is_told_to_wait_and_clients_do() {
     let st = c.status();
     assert!(st["revision"]["revision"].is_u64(), "{st}");
 }
+
+/// Reads `stream` until the peer closes it (or resets it); what arrived.
+fn read_to_close(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A connection that sends nothing, or trickles its headers, is closed after
+/// `--header-timeout` and gives its place among `--max-connections` back: with both places
+/// held by such connections, a real request waits, then is answered once they are cut.
+#[test]
+fn idle_and_trickling_connections_are_cut_and_give_their_place_back() {
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    let c = Cluster::start_with(
+        0,
+        |root| write(root, "@m/a.txt", b"a"),
+        &["--max-connections", "2", "--header-timeout", "2s"],
+    );
+    let addr = c.master.url.trim_start_matches("http://").to_string();
+    let limit = Some(Duration::from_secs(20));
+    let opened = Instant::now();
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    silent.set_read_timeout(limit).unwrap();
+    let mut trickling = TcpStream::connect(&addr).unwrap();
+    trickling.set_read_timeout(limit).unwrap();
+    let trickler = {
+        let mut out = trickling.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for b in b"GET /health HTTP/1.1\r\nHost: hummel\r\nX-Slow: "
+                .iter()
+                .cycle()
+            {
+                if out.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    // Both places are taken: this request waits in the backlog until one is given back.
+    let mut asking = TcpStream::connect(&addr).unwrap();
+    asking.set_read_timeout(limit).unwrap();
+    asking
+        .write_all(b"GET /health HTTP/1.1\r\nHost: hummel\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&read_to_close(&mut asking)).into_owned();
+    let answered = opened.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(
+        answered >= Duration::from_millis(1500),
+        "answered after {answered:?}: the held places were not taken"
+    );
+    assert!(
+        answered < Duration::from_secs(10),
+        "answered after {answered:?}"
+    );
+
+    // The two holders were cut, with nothing answered to the silent one.
+    assert!(read_to_close(&mut silent).is_empty());
+    let cut = opened.elapsed();
+    assert!(
+        cut < Duration::from_secs(10),
+        "the silent one lived {cut:?}"
+    );
+    read_to_close(&mut trickling);
+    trickler.join().unwrap();
+    assert!(opened.elapsed() < Duration::from_secs(12));
+}
