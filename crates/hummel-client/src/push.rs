@@ -1324,6 +1324,34 @@ mod tests {
         assert!(matches!(err, PushError::Stopped { .. }), "{err:?}");
     }
 
+    /// A pack's buffer comes back for the next pack once the upload lets go of it: as
+    /// `PackBytes` dropped, and as the `Bytes` the upload sends, when its last clone goes.
+    #[test]
+    fn pack_buffers_come_back_when_their_pack_is_done_with() {
+        let pool = PackBuffers::default();
+        let mut buf = pool.take(1 << 20);
+        buf.extend_from_slice(b"a sealed pack");
+        let at = buf.as_ptr();
+        drop(PackBytes {
+            buf,
+            home: pool.clone(),
+        });
+        let again = pool.take(1 << 20);
+        assert_eq!(again.as_ptr(), at, "a fresh buffer instead of the old one");
+        assert!(again.is_empty());
+        let sent = bytes::Bytes::from_owner(PackBytes {
+            buf: again,
+            home: pool.clone(),
+        });
+        let retried = sent.clone();
+        drop(sent);
+        assert!(pool.0.lock().unwrap().is_empty(), "back while still sent");
+        drop(retried);
+        assert_eq!(pool.0.lock().unwrap().len(), 1);
+        let third = pool.take(1 << 20);
+        assert_eq!(third.as_ptr(), at);
+    }
+
     #[test]
     fn push_ids_are_random_and_well_formed() {
         let (a, b) = (new_push_id(), new_push_id());
