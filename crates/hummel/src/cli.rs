@@ -112,9 +112,13 @@ pub struct EdgeLimits {
     /// then, and gives its place among --max-connections back.
     #[arg(long, default_value = "30s", value_parser = parse_timeout)]
     pub header_timeout: Duration,
+    /// How long a request's body may go without sending a byte: a body that stalls is cut
+    /// there, and its request with it.
+    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    pub body_timeout: Duration,
 }
 
-/// A duration of at least a second (`--header-timeout`).
+/// A duration of at least a second (`--header-timeout`, `--body-timeout`).
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_secs(1) {

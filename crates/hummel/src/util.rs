@@ -167,7 +167,8 @@ pub async fn listen(
 
 /// Serves `router` on `listener` in a task of its own, within `limits` (at most
 /// `max_connections` connections at once; a connection that takes longer than
-/// `header_timeout` to send a request's headers, idle ones included, is closed), until
+/// `header_timeout` to send a request's headers, idle ones included, is closed; a request
+/// body that sends nothing for `body_timeout` fails its request), until
 /// `shutdown` completes; then it takes no new connection, lets the requests in flight finish,
 /// and the task ends when the last connection closed. Handlers see the peer as
 /// `ConnectInfo<SocketAddr>`. Also returns the count of open connections.
@@ -182,13 +183,13 @@ pub fn serve(
         Listener::Plain(tcp) => {
             let capped = Capped::new(tcp, max);
             let open = capped.gauge();
-            let task = serve_connections(capped, limits.header_timeout, router, shutdown);
+            let task = serve_connections(capped, limits, router, shutdown);
             (tokio::spawn(task), open)
         }
         Listener::Tls(tls) => {
             let capped = Capped::new(tls, max);
             let open = capped.gauge();
-            let task = serve_connections(capped, limits.header_timeout, router, shutdown);
+            let task = serve_connections(capped, limits, router, shutdown);
             (tokio::spawn(task), open)
         }
     }
@@ -196,11 +197,12 @@ pub fn serve(
 
 /// The accept loop of [`serve`]: one task per connection, HTTP/1.1 (what every Hummel client
 /// speaks, over TCP and TLS alike) with hyper's header timeout, which `axum::serve` leaves off
-/// (it sets no timer, and its HTTP/2 detection waits for a first byte without a bound); then a
-/// graceful shutdown of every connection.
+/// (it sets no timer, and its HTTP/2 detection waits for a first byte without a bound), each
+/// request body under tower-http's stall timeout; then a graceful shutdown of every
+/// connection.
 async fn serve_connections<L>(
     mut listener: L,
-    header_timeout: Duration,
+    limits: EdgeLimits,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
@@ -213,7 +215,7 @@ where
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(limits.header_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -226,7 +228,10 @@ where
             request
                 .extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
-            router.clone().oneshot(request.map(axum::body::Body::new))
+            let stalls_after = limits.body_timeout;
+            router.clone().oneshot(request.map(|body| {
+                axum::body::Body::new(tower_http::timeout::TimeoutBody::new(stalls_after, body))
+            }))
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
         tokio::spawn(async move {

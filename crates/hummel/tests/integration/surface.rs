@@ -360,3 +360,46 @@ fn idle_and_trickling_connections_are_cut_and_give_their_place_back() {
     trickler.join().unwrap();
     assert!(opened.elapsed() < Duration::from_secs(12));
 }
+
+/// A request body that stops arriving is cut after `--body-timeout`: its request is refused,
+/// and the connection's place among `--max-connections` is given back.
+#[test]
+fn a_request_body_that_stalls_is_cut_and_gives_its_place_back() {
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    let c = Cluster::start_with(
+        0,
+        |root| write(root, "@m/a.txt", b"a"),
+        &["--max-connections", "1", "--body-timeout", "2s"],
+    );
+    let addr = c.master.url.trim_start_matches("http://").to_string();
+    let limit = Some(Duration::from_secs(20));
+    let mut stalling = TcpStream::connect(&addr).unwrap();
+    stalling.set_read_timeout(limit).unwrap();
+    // A locate that announces 200 bytes, sends 10, and then nothing.
+    stalling
+        .write_all(
+            b"POST /api/v1/locate HTTP/1.1\r\nHost: hummel\r\nContent-Type: application/json\r\n\
+              Content-Length: 200\r\n\r\n{\"packs\":[",
+        )
+        .unwrap();
+    let sent = Instant::now();
+    // The only place is taken: this one waits until the stalled request is cut.
+    let mut asking = TcpStream::connect(&addr).unwrap();
+    asking.set_read_timeout(limit).unwrap();
+    asking
+        .write_all(b"GET /health HTTP/1.1\r\nHost: hummel\r\nConnection: close\r\n\r\n")
+        .unwrap();
+
+    let refused = String::from_utf8_lossy(&read_to_close(&mut stalling)).into_owned();
+    let cut = sent.elapsed();
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused:?}");
+    assert!(
+        cut >= Duration::from_millis(1500) && cut < Duration::from_secs(10),
+        "cut after {cut:?}"
+    );
+    let answer = String::from_utf8_lossy(&read_to_close(&mut asking)).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(sent.elapsed() < Duration::from_secs(12));
+}
