@@ -1,11 +1,14 @@
 //! [`Capped`]: a listener for `axum::serve` that holds at most a fixed number of connections
 //! open at once (`--max-connections`). Under it, the master bounds requests per address and at
 //! once (`hummel_master`'s limits) and bodies per route; this bounds what a connection costs
-//! before any request: a file descriptor, buffers and a task each.
+//! before any request: a file descriptor, buffers and a task each. A connection whose client
+//! stops taking bytes (a write pending for the send timeout) fails its write, and closes.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -13,24 +16,29 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// A listener that holds at most a fixed number of connections open at once: each accepted
 /// connection keeps a permit of a semaphore until it closes, and at the cap `accept` waits
 /// (new connections wait in the kernel's backlog) instead of taking more. It bounds the file
-/// descriptors, buffers and tasks that connections cost, whatever they send. (A connection that
-/// stays idle keeps its permit: put a proxy with timeouts in front against many idle ones.)
+/// descriptors, buffers and tasks that connections cost, whatever they send (the server closes
+/// idle ones: its header timeout), and whatever they fail to read: a write that stays pending
+/// for the send timeout fails.
 pub struct Capped<L> {
     inner: L,
     permits: Arc<Semaphore>,
     max: usize,
+    /// How long a write may stay pending (the client takes no byte) before it fails.
+    send_timeout: Duration,
     /// The cap was reached and not yet logged.
     saturated: bool,
 }
 
 impl<L> Capped<L> {
-    /// `inner`, at most `max` connections at once (at least 1).
-    pub fn new(inner: L, max: usize) -> Capped<L> {
+    /// `inner`, at most `max` connections at once (at least 1), each failing a write that
+    /// stays pending for `send_timeout`.
+    pub fn new(inner: L, max: usize, send_timeout: Duration) -> Capped<L> {
         let max = max.max(1);
         Capped {
             inner,
             permits: Arc::new(Semaphore::new(max)),
             max,
+            send_timeout,
             saturated: false,
         }
     }
@@ -92,6 +100,8 @@ where
             CappedIo {
                 io,
                 _permit: permit,
+                send_timeout: self.send_timeout,
+                stalled: None,
             },
             addr,
         )
@@ -102,10 +112,40 @@ where
     }
 }
 
-/// A connection of a [`Capped`] listener: the stream, and its place among the connections.
+/// A connection of a [`Capped`] listener: the stream, its place among the connections, and
+/// the timer of a write the client is not taking.
 pub struct CappedIo<T> {
     io: T,
     _permit: OwnedSemaphorePermit,
+    send_timeout: Duration,
+    /// Runs while a write (or flush, or shutdown) is pending; gone once one makes progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> CappedIo<T> {
+    /// A write's outcome under the send timeout: ready passes (and stops the timer); pending
+    /// starts the timer, and fails the write with `TimedOut` once the timer has run out.
+    fn paced<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let timeout = self.send_timeout;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client took no byte for {timeout:?} (--send-timeout)"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for CappedIo<T> {
@@ -124,7 +164,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CappedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.paced(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -132,7 +173,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CappedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.paced(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -140,11 +182,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CappedIo<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.paced(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.paced(cx, polled)
     }
 }
 
@@ -158,7 +202,7 @@ mod tests {
     async fn the_connection_past_the_cap_waits_for_one_to_close() {
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let mut capped = Capped::new(tcp, 2);
+        let mut capped = Capped::new(tcp, 2, Duration::from_secs(60));
         let open = capped.gauge();
         assert_eq!(open.count(), 0);
         let mut clients = Vec::new();
@@ -178,5 +222,67 @@ mod tests {
         c.write_all(b"x").await.unwrap();
         drop((c, _b));
         assert_eq!(open.count(), 0);
+    }
+
+    /// A client that stops reading: the server's write fails once it has been pending for the
+    /// send timeout. A client that reads slowly, but reads, keeps its connection.
+    #[tokio::test]
+    async fn a_write_the_client_does_not_take_fails_after_the_send_timeout() {
+        use tokio::io::AsyncReadExt;
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let timeout = Duration::from_secs(1);
+        let mut capped = Capped::new(tcp, 4, timeout);
+        let piece = vec![7u8; 64 << 10];
+
+        // Never read: the socket buffers fill, then a write stays pending and fails.
+        let _deaf = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut to_deaf, _) = capped.accept().await;
+        let mut taken = 0usize;
+        let mut last_progress = std::time::Instant::now();
+        let err = loop {
+            match tokio::time::timeout(Duration::from_secs(30), to_deaf.write_all(&piece)).await {
+                Ok(Ok(())) => {
+                    taken += piece.len();
+                    last_progress = std::time::Instant::now();
+                }
+                Ok(Err(e)) => break e,
+                Err(_) => panic!("a write stayed pending for 30 s"),
+            }
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        assert!(err.to_string().contains("--send-timeout"), "{err}");
+        assert!(
+            last_progress.elapsed() >= timeout,
+            "failed before the timeout"
+        );
+
+        // Reads what has arrived every 20 ms: each write waits for the reader (and for the
+        // kernel to open the window again), but never for the whole timeout.
+        let slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut to_slow, _) = capped.accept().await;
+        let reader = tokio::spawn(async move {
+            let mut slow = slow;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut got = 0usize;
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                match slow.read(&mut buf).await {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got += n,
+                }
+            }
+        });
+        let total = taken + (4 << 20);
+        let mut sent = 0usize;
+        while sent < total {
+            to_slow
+                .write_all(&piece)
+                .await
+                .expect("a slow reader was cut");
+            sent += piece.len();
+        }
+        drop(to_slow);
+        assert_eq!(reader.await.unwrap(), sent);
     }
 }

@@ -116,9 +116,13 @@ pub struct EdgeLimits {
     /// there, and its request with it.
     #[arg(long, default_value = "60s", value_parser = parse_timeout)]
     pub body_timeout: Duration,
+    /// How long an answer may wait for its client to take a byte: a client that stops
+    /// reading is cut there, and its connection closed.
+    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    pub send_timeout: Duration,
 }
 
-/// A duration of at least a second (`--header-timeout`, `--body-timeout`).
+/// A duration of at least a second (`--header-timeout`, `--body-timeout`, `--send-timeout`).
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_secs(1) {

@@ -168,7 +168,8 @@ pub async fn listen(
 /// Serves `router` on `listener` in a task of its own, within `limits` (at most
 /// `max_connections` connections at once; a connection that takes longer than
 /// `header_timeout` to send a request's headers, idle ones included, is closed; a request
-/// body that sends nothing for `body_timeout` fails its request), until
+/// body that sends nothing for `body_timeout` fails its request; an answer whose client takes
+/// nothing for `send_timeout` fails its connection), until
 /// `shutdown` completes; then it takes no new connection, lets the requests in flight finish,
 /// and the task ends when the last connection closed. Handlers see the peer as
 /// `ConnectInfo<SocketAddr>`. Also returns the count of open connections.
@@ -181,13 +182,13 @@ pub fn serve(
     let max = limits.max_connections as usize;
     match listener {
         Listener::Plain(tcp) => {
-            let capped = Capped::new(tcp, max);
+            let capped = Capped::new(tcp, max, limits.send_timeout);
             let open = capped.gauge();
             let task = serve_connections(capped, limits, router, shutdown);
             (tokio::spawn(task), open)
         }
         Listener::Tls(tls) => {
-            let capped = Capped::new(tls, max);
+            let capped = Capped::new(tls, max, limits.send_timeout);
             let open = capped.gauge();
             let task = serve_connections(capped, limits, router, shutdown);
             (tokio::spawn(task), open)

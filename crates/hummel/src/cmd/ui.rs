@@ -42,6 +42,7 @@ pub async fn ui(args: UiArgs) -> Result<ExitCode> {
         max_connections: 64,
         header_timeout: std::time::Duration::from_secs(30),
         body_timeout: std::time::Duration::from_secs(60),
+        send_timeout: std::time::Duration::from_secs(60),
     };
     let (server, _open) = util::serve(listener, limits, player.router(), shutdown_signal());
     server.await.context("the page's server failed")??;
