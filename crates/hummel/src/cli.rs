@@ -110,16 +110,37 @@ pub struct EdgeLimits {
     /// How long a connection may take to send a request's headers, counted from when it is
     /// opened or its previous answer was sent: an idle or trickling connection is closed
     /// then, and gives its place among --max-connections back.
-    #[arg(long, default_value = "30s", value_parser = parse_timeout)]
+    #[arg(long, default_value = HEADER_TIMEOUT, value_parser = parse_timeout)]
     pub header_timeout: Duration,
     /// How long a request's body may go without sending a byte: a body that stalls is cut
     /// there, and its request with it.
-    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    #[arg(long, default_value = BODY_TIMEOUT, value_parser = parse_timeout)]
     pub body_timeout: Duration,
     /// How long an answer may wait for its client to take a byte: a client that stops
     /// reading is cut there, and its connection closed.
-    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    #[arg(long, default_value = SEND_TIMEOUT, value_parser = parse_timeout)]
     pub send_timeout: Duration,
+}
+
+/// `--header-timeout`'s default.
+const HEADER_TIMEOUT: &str = "30s";
+/// `--body-timeout`'s default.
+const BODY_TIMEOUT: &str = "60s";
+/// `--send-timeout`'s default.
+const SEND_TIMEOUT: &str = "60s";
+
+impl EdgeLimits {
+    /// At most `max_connections` connections, each with the flags' default timeouts (for a
+    /// server that has no flags of its own, the player page's).
+    pub fn defaults_with(max_connections: u32) -> EdgeLimits {
+        let default = |s: &str| parse_timeout(s).expect("the defaults parse");
+        EdgeLimits {
+            max_connections,
+            header_timeout: default(HEADER_TIMEOUT),
+            body_timeout: default(BODY_TIMEOUT),
+            send_timeout: default(SEND_TIMEOUT),
+        }
+    }
 }
 
 /// A duration of at least a second (`--header-timeout`, `--body-timeout`, `--send-timeout`).

@@ -179,20 +179,27 @@ pub fn serve(
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (JoinHandle<std::io::Result<()>>, OpenConnections) {
-    let max = limits.max_connections as usize;
+    /// One listener of either kind, capped, its loop in a task of its own.
+    fn spawn<L>(
+        inner: L,
+        limits: EdgeLimits,
+        router: axum::Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> (JoinHandle<std::io::Result<()>>, OpenConnections)
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+        L::Io: Unpin,
+    {
+        let capped = Capped::new(inner, limits.max_connections as usize, limits.send_timeout);
+        let open = capped.gauge();
+        (
+            tokio::spawn(serve_connections(capped, limits, router, shutdown)),
+            open,
+        )
+    }
     match listener {
-        Listener::Plain(tcp) => {
-            let capped = Capped::new(tcp, max, limits.send_timeout);
-            let open = capped.gauge();
-            let task = serve_connections(capped, limits, router, shutdown);
-            (tokio::spawn(task), open)
-        }
-        Listener::Tls(tls) => {
-            let capped = Capped::new(tls, max, limits.send_timeout);
-            let open = capped.gauge();
-            let task = serve_connections(capped, limits, router, shutdown);
-            (tokio::spawn(task), open)
-        }
+        Listener::Plain(tcp) => spawn(tcp, limits, router, shutdown),
+        Listener::Tls(tls) => spawn(tls, limits, router, shutdown),
     }
 }
 

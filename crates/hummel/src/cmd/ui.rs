@@ -37,13 +37,8 @@ pub async fn ui(args: UiArgs) -> Result<ExitCode> {
     {
         eprintln!("could not open the browser ({e}); open the address above yourself");
     }
-    // The page's server is on 127.0.0.1 for one player: a few connections, the usual timeout.
-    let limits = crate::cli::EdgeLimits {
-        max_connections: 64,
-        header_timeout: std::time::Duration::from_secs(30),
-        body_timeout: std::time::Duration::from_secs(60),
-        send_timeout: std::time::Duration::from_secs(60),
-    };
+    // The page's server is on 127.0.0.1 for one player: a few connections, the usual timeouts.
+    let limits = crate::cli::EdgeLimits::defaults_with(64);
     let (server, _open) = util::serve(listener, limits, player.router(), shutdown_signal());
     server.await.context("the page's server failed")??;
     Ok(ExitCode::SUCCESS)

@@ -297,26 +297,38 @@ fn read_to_close(stream: &mut std::net::TcpStream) -> Vec<u8> {
     }
 }
 
+/// A raw connection to `c`'s master that gives up reading after 20 s (a test's own bound),
+/// with `sent` sent on it.
+fn raw_connection(c: &Cluster, sent: &[u8]) -> std::net::TcpStream {
+    use std::io::Write;
+    let addr = c.master.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(sent).unwrap();
+    stream
+}
+
+/// A whole request for `/health` that asks the master to close the connection after it.
+const HEALTH_AND_CLOSE: &[u8] =
+    b"GET /health HTTP/1.1\r\nHost: hummel\r\nConnection: close\r\n\r\n";
+
 /// A connection that sends nothing, or trickles its headers, is closed after
 /// `--header-timeout` and gives its place among `--max-connections` back: with both places
 /// held by such connections, a real request waits, then is answered once they are cut.
 #[test]
 fn idle_and_trickling_connections_are_cut_and_give_their_place_back() {
     use std::io::Write;
-    use std::net::TcpStream;
 
     let c = Cluster::start_with(
         0,
         |root| write(root, "@m/a.txt", b"a"),
         &["--max-connections", "2", "--header-timeout", "2s"],
     );
-    let addr = c.master.url.trim_start_matches("http://").to_string();
-    let limit = Some(Duration::from_secs(20));
     let opened = Instant::now();
-    let mut silent = TcpStream::connect(&addr).unwrap();
-    silent.set_read_timeout(limit).unwrap();
-    let mut trickling = TcpStream::connect(&addr).unwrap();
-    trickling.set_read_timeout(limit).unwrap();
+    let mut silent = raw_connection(&c, b"");
+    let mut trickling = raw_connection(&c, b"");
     let trickler = {
         let mut out = trickling.try_clone().unwrap();
         std::thread::spawn(move || {
@@ -332,11 +344,7 @@ fn idle_and_trickling_connections_are_cut_and_give_their_place_back() {
         })
     };
     // Both places are taken: this request waits in the backlog until one is given back.
-    let mut asking = TcpStream::connect(&addr).unwrap();
-    asking.set_read_timeout(limit).unwrap();
-    asking
-        .write_all(b"GET /health HTTP/1.1\r\nHost: hummel\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let mut asking = raw_connection(&c, HEALTH_AND_CLOSE);
     let answer = String::from_utf8_lossy(&read_to_close(&mut asking)).into_owned();
     let answered = opened.elapsed();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
@@ -365,32 +373,20 @@ fn idle_and_trickling_connections_are_cut_and_give_their_place_back() {
 /// and the connection's place among `--max-connections` is given back.
 #[test]
 fn a_request_body_that_stalls_is_cut_and_gives_its_place_back() {
-    use std::io::Write;
-    use std::net::TcpStream;
-
     let c = Cluster::start_with(
         0,
         |root| write(root, "@m/a.txt", b"a"),
         &["--max-connections", "1", "--body-timeout", "2s"],
     );
-    let addr = c.master.url.trim_start_matches("http://").to_string();
-    let limit = Some(Duration::from_secs(20));
-    let mut stalling = TcpStream::connect(&addr).unwrap();
-    stalling.set_read_timeout(limit).unwrap();
     // A locate that announces 200 bytes, sends 10, and then nothing.
-    stalling
-        .write_all(
-            b"POST /api/v1/locate HTTP/1.1\r\nHost: hummel\r\nContent-Type: application/json\r\n\
-              Content-Length: 200\r\n\r\n{\"packs\":[",
-        )
-        .unwrap();
+    let mut stalling = raw_connection(
+        &c,
+        b"POST /api/v1/locate HTTP/1.1\r\nHost: hummel\r\nContent-Type: application/json\r\n\
+          Content-Length: 200\r\n\r\n{\"packs\":[",
+    );
     let sent = Instant::now();
     // The only place is taken: this one waits until the stalled request is cut.
-    let mut asking = TcpStream::connect(&addr).unwrap();
-    asking.set_read_timeout(limit).unwrap();
-    asking
-        .write_all(b"GET /health HTTP/1.1\r\nHost: hummel\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let mut asking = raw_connection(&c, HEALTH_AND_CLOSE);
 
     let refused = String::from_utf8_lossy(&read_to_close(&mut stalling)).into_owned();
     let cut = sent.elapsed();
